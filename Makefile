@@ -1,0 +1,35 @@
+# Every target creates .venv when missing and installs the project into it first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+DATA ?= ../shared/data
+RUN_DIR ?= runs/main
+
+.PHONY: run test test-all install lint clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[all,dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+# The main job: the most complete flow that exists, locally, on the real data.
+run: $(STAMP)
+	$(VENV)/bin/tailsynth main --data $(DATA) --out $(RUN_DIR)
+
+# The default test tier (no slow, no GPU tests).
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q -m "not gpu"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests components pipelines serving
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,1 @@
+"""Classifier: timm backbones, long-tail losses and samplers, training, evaluation."""

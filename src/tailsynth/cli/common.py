@@ -1,0 +1,28 @@
+"""Helpers shared by the CLI modules."""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+
+import typer
+from rich.console import Console
+
+err = Console(stderr=True)
+
+
+@contextmanager
+def fail_cleanly():
+    """Turn expected errors into one clear line on stderr and exit code 1 (no traceback)."""
+    from ..data.errors import DataError
+
+    try:
+        yield
+    except (DataError, FileNotFoundError, ValueError, KeyError) as e:
+        err.print(f"[red]error:[/red] {e}", markup=True, highlight=False)
+        raise typer.Exit(1)
+
+
+def print_json(obj) -> None:
+    sys.stdout.write(json.dumps(obj, indent=None, sort_keys=False) + "\n")

@@ -1,0 +1,59 @@
+"""Open any supported data source by path."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from .errors import DataError
+from .isic import is_isic_folder, read_isic_folder
+from .medmnist import read_npz
+from .records import LesionDataset
+
+
+def detect_format(source: str | Path) -> str:
+    p = Path(source)
+    if p.suffix == ".npz":
+        return "medmnist"
+    if is_isic_folder(p):
+        return "isic2019"
+    if not p.exists():
+        raise DataError(f"{p}: data source not found")
+    raise DataError(f"{p}: unknown data source (expected an .npz file or a folder in ISIC 2019 layout)")
+
+
+def load_source(source: str | Path, splits: str | Path | None = None) -> LesionDataset:
+    """Read SOURCE; with `splits` (a manifest CSV `image_id,split`), re-assign splits from it."""
+    fmt = detect_format(source)
+    ds = read_npz(source) if fmt == "medmnist" else read_isic_folder(source)
+    if splits is not None:
+        ds = ds.with_splits(read_split_manifest(splits))
+    return ds
+
+
+def read_split_manifest(path: str | Path) -> dict[str, str]:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: split manifest not found")
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        for col in ("image_id", "split"):
+            if col not in (reader.fieldnames or []):
+                raise DataError(f"{path}: missing column {col!r}")
+        return {row["image_id"]: row["split"] for row in reader}
+
+
+def default_data_source() -> Path | None:
+    """The shared real data beside the project, or $TAILSYNTH_DATA."""
+    import os
+
+    env = os.environ.get("TAILSYNTH_DATA")
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        cand = parent.parent / "shared" / "data"
+        if (parent / "pyproject.toml").is_file() and cand.is_dir():
+            return cand
+    cand = Path.cwd().parent / "shared" / "data"
+    return cand if cand.is_dir() else None

@@ -1,0 +1,147 @@
+"""Lesion-grouped stratified splits, k-fold, and a long-tail subsampler.
+
+Every group (lesion) lands in exactly one split: ISIC contains several images of one lesion,
+and splitting by image leaks them across train and test.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .records import LesionDataset, Record
+
+# ISIC 2019 training class shares (25,331 images), the reference long tail.
+ISIC2019_COUNTS = {"NV": 12875, "MEL": 4522, "BCC": 3323, "BKL": 2624, "AK": 867, "SCC": 628, "VASC": 253, "DF": 239}
+
+
+def _groups(records: Sequence[Record]) -> dict[str, list[Record]]:
+    g: dict[str, list[Record]] = defaultdict(list)
+    for r in records:
+        g[r.group_id].append(r)
+    return g
+
+
+def _group_label(members: list[Record]) -> str:
+    labels = [m.label for m in members]
+    return max(sorted(set(labels)), key=labels.count)
+
+
+def grouped_stratified_assign(
+    records: Sequence[Record], fractions: dict[str, float], seed: int = 0
+) -> dict[str, str]:
+    """image_id -> split name, with each class's groups dealt to splits in proportion to `fractions`.
+
+    Per class, groups are shuffled (seeded) and assigned greedily to the split whose image count is
+    furthest below its target, so class proportions match within about one group.
+    """
+    names = list(fractions)
+    w = np.array([fractions[n] for n in names], dtype=float)
+    w = w / w.sum()
+    rng = np.random.default_rng(seed)
+    by_class: dict[str, list[tuple[str, list[Record]]]] = defaultdict(list)
+    for gid, members in sorted(_groups(records).items()):
+        by_class[_group_label(members)].append((gid, members))
+    out: dict[str, str] = {}
+    for cls in sorted(by_class):
+        groups = by_class[cls]
+        order = rng.permutation(len(groups))
+        total = sum(len(m) for _, m in groups)
+        filled = np.zeros(len(names))
+        # Large groups first keeps the greedy fill close to the targets.
+        order = sorted(order, key=lambda i: -len(groups[i][1]))
+        for i in order:
+            gid, members = groups[i]
+            deficit = w * total - filled
+            k = int(np.argmax(deficit))
+            filled[k] += len(members)
+            for m in members:
+                out[m.image_id] = names[k]
+    return out
+
+
+def split_dataset(ds: LesionDataset, val: float = 0.15, test: float = 0.15, seed: int = 0) -> LesionDataset:
+    fr = {"train": 1.0 - val - test, "val": val}
+    if test > 0:
+        fr["test"] = test
+    return ds.with_splits(grouped_stratified_assign(ds.records, fr, seed))
+
+
+def kfold_assign(records: Sequence[Record], k: int = 5, seed: int = 0) -> dict[str, int]:
+    """image_id -> fold index 0..k-1, grouped and stratified."""
+    a = grouped_stratified_assign(records, {str(i): 1.0 for i in range(k)}, seed)
+    return {iid: int(f) for iid, f in a.items()}
+
+
+def ensure_splits(ds: LesionDataset, seed: int = 0, val: float = 0.15, test: float = 0.15) -> LesionDataset:
+    """A dataset with train/val splits: as given by the source, or made here (grouped, stratified)."""
+    if "train" in ds.splits and "val" in ds.splits:
+        return ds
+    return split_dataset(ds, val=val, test=test, seed=seed)
+
+
+def longtail_subsample(
+    ds: LesionDataset,
+    imbalance_ratio: float | None = None,
+    proportions: dict[str, float] | None = None,
+    seed: int = 0,
+) -> LesionDataset:
+    """Subsample a balanced source into a long tail.
+
+    `proportions`: target class shares (default ISIC 2019's); the largest count that fits every class is kept.
+    `imbalance_ratio`: exponential profile n_c = n_max * ratio^(-rank/(C-1)), classes ranked by their ISIC 2019 size.
+    Whole groups are kept or dropped, so lesions never straddle the cut.
+    """
+    counts = ds.class_counts()
+    classes = [c for c in ds.classes if counts.get(c, 0) > 0]
+    if imbalance_ratio is not None:
+        ranked = sorted(classes, key=lambda c: -ISIC2019_COUNTS.get(c, 0))
+        n_max = min(counts[c] * imbalance_ratio ** (i / max(1, len(ranked) - 1)) for i, c in enumerate(ranked))
+        targets = {c: max(1, int(round(n_max * imbalance_ratio ** (-i / max(1, len(ranked) - 1))))) for i, c in enumerate(ranked)}
+    else:
+        prop = proportions or {c: ISIC2019_COUNTS.get(c, 0) for c in classes}
+        tot = sum(prop.get(c, 0) for c in classes)
+        share = {c: prop.get(c, 0) / tot for c in classes}
+        scale = min(counts[c] / share[c] for c in classes if share[c] > 0)
+        targets = {c: max(1, int(round(scale * share[c]))) for c in classes if share[c] > 0}
+    rng = np.random.default_rng(seed)
+    keep: list[Record] = []
+    by_class: dict[str, list[list[Record]]] = defaultdict(list)
+    for gid, members in sorted(_groups(ds.records).items()):
+        by_class[_group_label(members)].append(members)
+    for c, groups in sorted(by_class.items()):
+        if c not in targets:
+            continue
+        n = 0
+        for i in rng.permutation(len(groups)):
+            if n >= targets[c]:
+                break
+            g = groups[i]
+            if n + len(g) > targets[c] and n > 0:
+                continue
+            keep.extend(g)
+            n += len(g)
+    return ds.subset(keep)
+
+
+def write_split_manifest(ds: LesionDataset, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image_id", "label", "group_id", "split"])
+        for r in ds.records:
+            w.writerow([r.image_id, r.label, r.group_id, r.split])
+    return path
+
+
+def groups_crossing_splits(records: Sequence[Record]) -> dict[str, list[str]]:
+    """group_id -> sorted splits, for every group found in more than one split."""
+    seen: dict[str, set[str]] = defaultdict(set)
+    for r in records:
+        seen[r.group_id].add(r.split)
+    return {g: sorted(s) for g, s in seen.items() if len(s) > 1}
