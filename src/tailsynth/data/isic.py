@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,16 @@ LAYOUTS = (
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 
 
-def find_layout(root: Path):
+PARTS = {"training": 0, "test": 1, "synthetic": 2}
+
+
+def find_layout(root: Path, part: str | None = None):
+    """(ground truth, metadata, image folder, split) of the first layout present, or of `part`."""
+    if part is not None:
+        if part not in PARTS:
+            raise DataError(f"unknown ISIC part {part!r} (expected one of {', '.join(PARTS)})")
+        gt, meta, images, split = LAYOUTS[PARTS[part]]
+        return (root / gt, root / meta, root / images, split) if (root / gt).is_file() else None
     for gt, meta, images, split in LAYOUTS:
         if (root / gt).is_file():
             return root / gt, root / meta, root / images, split
@@ -87,12 +97,23 @@ def read_metadata(meta_path: Path) -> dict[str, dict]:
         return {row["image"]: {k: v for k, v in row.items() if k != "image"} for row in csv.DictReader(f)}
 
 
-def _image_path(folder: Path, name: str) -> Path:
-    for ext in IMAGE_EXTS:
-        p = folder / f"{name}{ext}"
-        if p.exists():
-            return p
-    return folder / f"{name}.jpg"  # reported as missing by validation
+def list_images(folder: Path) -> dict[str, Path]:
+    """image name -> file, from one directory scan (one stat per row is slow on 25k-image folders)."""
+    found: dict[str, Path] = {}
+    if not folder.is_dir():
+        return found  # labels-only folder: records keep their would-be paths
+    rank = {e: i for i, e in enumerate(IMAGE_EXTS)}
+    with os.scandir(folder) as it:
+        for e in it:
+            stem, ext = os.path.splitext(e.name)
+            ext = ext.lower()
+            if ext in rank and (stem not in found or rank[ext] < rank[found[stem].suffix.lower()]):
+                found[stem] = Path(e.path)
+    return found
+
+
+def _image_path(folder: Path, name: str, files: dict[str, Path]) -> Path:
+    return files.get(name) or folder / f"{name}.jpg"  # a missing file is reported by validation
 
 
 def decode_file(path: str) -> np.ndarray:
@@ -108,17 +129,22 @@ def decode_file(path: str) -> np.ndarray:
         raise DataError(f"{path}: cannot decode image ({e})") from e
 
 
-def read_isic_folder(root: str | Path) -> LesionDataset:
+def read_isic_folder(root: str | Path, part: str | None = None) -> LesionDataset:
+    """Records of an ISIC 2019 folder; `part` picks "training"/"test"/"synthetic" when several are present.
+
+    Images are not opened here, so a labels-only folder (ground truth without the image folder) reads too.
+    """
     root = Path(root)
-    layout = find_layout(root)
+    layout = find_layout(root, part)
     if layout is None:
         raise DataError(
             f"{root}: not an ISIC 2019 folder (expected one of "
-            + ", ".join(gt for gt, *_ in LAYOUTS)
+            + ", ".join(gt for gt, *_ in (LAYOUTS if part is None else [LAYOUTS[PARTS[part]]]))
             + ")"
         )
     gt_path, meta_path, img_dir, split = layout
     meta = read_metadata(meta_path)
+    files = list_images(img_dir)
     records = []
     for name, label in read_ground_truth(gt_path):
         m = meta.get(name, {})
@@ -129,7 +155,7 @@ def read_isic_folder(root: str | Path) -> LesionDataset:
                 label=label,
                 group_id=lesion or name,
                 split=(m.get("split") or split).strip() or split,
-                path=str(_image_path(img_dir, name)),
+                path=str(_image_path(img_dir, name, files)),
                 meta=m,
             )
         )

@@ -22,10 +22,13 @@ def detect_format(source: str | Path) -> str:
     raise DataError(f"{p}: unknown data source (expected an .npz file or a folder in ISIC 2019 layout)")
 
 
-def load_source(source: str | Path, splits: str | Path | None = None) -> LesionDataset:
-    """Read SOURCE; with `splits` (a manifest CSV `image_id,split`), re-assign splits from it."""
+def load_source(source: str | Path, splits: str | Path | None = None, part: str | None = None) -> LesionDataset:
+    """Read SOURCE; with `splits` (a manifest CSV `image_id,split`), re-assign splits from it.
+
+    `part` ("training"/"test") picks the ground-truth table of an ISIC folder holding both.
+    """
     fmt = detect_format(source)
-    ds = read_npz(source) if fmt == "medmnist" else read_isic_folder(source)
+    ds = read_npz(source) if fmt == "medmnist" else read_isic_folder(source, part=part)
     if splits is not None:
         ds = ds.with_splits(read_split_manifest(splits))
     return ds

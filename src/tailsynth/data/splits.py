@@ -84,6 +84,30 @@ def ensure_splits(ds: LesionDataset, seed: int = 0, val: float = 0.15, test: flo
     return split_dataset(ds, val=val, test=test, seed=seed)
 
 
+def longtail_targets(counts: dict[str, int], imbalance_ratio: float) -> dict[str, int]:
+    """Per-class counts of an exponential long tail with head/tail = `imbalance_ratio`.
+
+    Classes are ranked by their ISIC 2019 size (NV head ... DF tail). The tail count is the largest integer
+    for which every class has enough images, and the head is round(tail * ratio), so the realised ratio is
+    the target up to one image of the head.
+    """
+    if imbalance_ratio < 1:
+        raise ValueError(f"imbalance ratio must be >= 1, got {imbalance_ratio}")
+    classes = [c for c, n in counts.items() if n > 0]
+    ranked = sorted(classes, key=lambda c: -ISIC2019_COUNTS.get(c, 0))
+    span = max(1, len(ranked) - 1)
+    # n_c = tail * ratio^((C-1-rank)/(C-1)): rank 0 (head) gets tail*ratio, the last rank gets tail.
+    factor = {c: imbalance_ratio ** ((span - i) / span) for i, c in enumerate(ranked)}
+    tail = min(int(np.floor(counts[c] / factor[c] + 1e-9)) for c in ranked)
+    if tail < 1:
+        worst = min(ranked, key=lambda c: counts[c] / factor[c])
+        raise ValueError(
+            f"class {worst} has {counts[worst]} images, too few for imbalance ratio {imbalance_ratio} "
+            f"(needs {int(np.ceil(factor[worst]))})"
+        )
+    return {c: int(round(tail * factor[c])) for c in ranked}
+
+
 def longtail_subsample(
     ds: LesionDataset,
     imbalance_ratio: float | None = None,
@@ -93,15 +117,13 @@ def longtail_subsample(
     """Subsample a balanced source into a long tail.
 
     `proportions`: target class shares (default ISIC 2019's); the largest count that fits every class is kept.
-    `imbalance_ratio`: exponential profile n_c = n_max * ratio^(-rank/(C-1)), classes ranked by their ISIC 2019 size.
+    `imbalance_ratio`: exponential profile (see `longtail_targets`), classes ranked by their ISIC 2019 size.
     Whole groups are kept or dropped, so lesions never straddle the cut.
     """
     counts = ds.class_counts()
     classes = [c for c in ds.classes if counts.get(c, 0) > 0]
     if imbalance_ratio is not None:
-        ranked = sorted(classes, key=lambda c: -ISIC2019_COUNTS.get(c, 0))
-        n_max = min(counts[c] * imbalance_ratio ** (i / max(1, len(ranked) - 1)) for i, c in enumerate(ranked))
-        targets = {c: max(1, int(round(n_max * imbalance_ratio ** (-i / max(1, len(ranked) - 1))))) for i, c in enumerate(ranked)}
+        targets = longtail_targets(counts, imbalance_ratio)
     else:
         prop = proportions or {c: ISIC2019_COUNTS.get(c, 0) for c in classes}
         tot = sum(prop.get(c, 0) for c in classes)
