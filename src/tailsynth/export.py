@@ -1,0 +1,263 @@
+"""Export a classifier folder to ONNX and to a Triton model repository.
+
+The exported graph takes **uint8 NHWC images at the model resolution** and does the scaling and normalisation
+itself, so a transformer ships 1 byte per pixel of a small image to the predictor (not full-size fp32 tensors).
+Outputs: `probabilities` (softmax, N x C) and `features` (penultimate embedding, N x D, for drift monitoring).
+
+Repository layout (the KServe `storageUri` is REPO itself, the root, and requests name `lesion-classifier`):
+  REPO/lesion-classifier/config.pbtxt
+  REPO/lesion-classifier/labels.txt, model_card.json, model_card.md, serving.json
+  REPO/lesion-classifier/<version>/model.onnx            (+ model.py when target == "local")
+target "cluster": platform onnxruntime_onnx (GPU instances, optional TensorRT accelerator).
+target "local": backend "python" running onnxruntime inside the python backend, because the tritonserver
+binary shipped in nvidia-pytriton has only the python backend. That is the one difference between the two.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+MODEL_NAME = "lesion-classifier"
+INPUT_NAME = "image"
+OUTPUTS = ("probabilities", "features")
+INTENDED_USE = "research use, not for diagnosis"
+PARITY_TOLERANCE = 1e-4
+TARGETS = ("local", "cluster")
+
+
+def _serving_graph(model, mean: Sequence[float], std: Sequence[float]):
+    import torch
+
+    class ServingGraph(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = model
+            self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255.0)
+            self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255.0)
+
+        def forward(self, image):
+            x = (image.permute(0, 3, 1, 2).float() - self.mean) / self.std
+            f = self.net.forward_head(self.net.forward_features(x), pre_logits=True)
+            return torch.softmax(self.net.get_classifier()(f), dim=1), f
+
+    return ServingGraph().eval()
+
+
+def export_onnx(model, meta: dict, path: str | Path, opset: int = 18) -> Path:
+    """Write the uint8-in / probabilities+features-out graph with a dynamic batch axis."""
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    graph = _serving_graph(model, meta["mean"], meta["std"])
+    r = int(meta["resolution"])
+    # Batch 2 in the example: a batch of 1 lets the tracer specialise the batch dimension away.
+    example = torch.zeros((2, r, r, 3), dtype=torch.uint8)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    with torch.no_grad():
+        torch.onnx.export(graph, (example,), str(path), input_names=[INPUT_NAME], output_names=list(OUTPUTS),
+                          dynamic_shapes={"image": {0: batch}}, opset_version=opset, dynamo=True,
+                          external_data=False, verbose=False)
+    return path
+
+
+def check_parity(model, meta: dict, onnx_path: str | Path, images: np.ndarray | None = None,
+                 seed: int = 0) -> dict:
+    """Max abs difference of probabilities (and features) between torch eager and onnxruntime.
+
+    Uses batches of 1 and of 5 so the dynamic batch axis is exercised, not just declared."""
+    import onnxruntime as ort
+
+    from .classify.model import predict_arrays
+
+    r = int(meta["resolution"])
+    if images is None:
+        images = np.random.default_rng(seed).integers(0, 256, (5, r, r, 3), dtype=np.uint8)
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    p_t, f_t, _ = predict_arrays(model, meta, images, features=True)
+    p_o, f_o = sess.run(list(OUTPUTS), {INPUT_NAME: images})
+    p_1, _ = sess.run(list(OUTPUTS), {INPUT_NAME: images[:1]})
+    return {
+        "max_abs_diff_probabilities": float(np.abs(p_t - p_o).max()),
+        "max_abs_diff_features": float(np.abs(f_t - f_o).max()),
+        "max_abs_diff_batch1": float(np.abs(p_t[:1] - p_1).max()),
+        "top1_agreement": float((p_t.argmax(1) == p_o.argmax(1)).mean()),
+        "n_images": int(len(images)),
+        "tolerance": PARITY_TOLERANCE,
+    }
+
+
+def model_version(model_dir: str | Path) -> str:
+    """A content hash of the checkpoint: the same weights always get the same version string."""
+    from .classify.model import MODEL_FILE
+
+    p = Path(model_dir)
+    p = p / MODEL_FILE if p.is_dir() else p
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:12]
+
+
+def build_model_card(meta: dict, version: str, parity: dict, metrics: dict | None, target: str) -> dict:
+    per_class = None
+    if metrics:
+        per_class = metrics.get("per_class") or {k: v for k, v in metrics.items() if isinstance(v, dict)} or None
+    return {
+        "name": MODEL_NAME,
+        "version": version,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "intended_use": INTENDED_USE,
+        "backbone": meta["backbone"],
+        "classes": list(meta["classes"]),
+        "input": {"name": INPUT_NAME, "dtype": "UINT8", "layout": "NHWC",
+                  "shape": [-1, int(meta["resolution"]), int(meta["resolution"]), 3],
+                  "mean": list(meta["mean"]), "std": list(meta["std"])},
+        "outputs": list(OUTPUTS),
+        "data_revision": meta.get("data_revision"),
+        "training_config": meta.get("config") or {},
+        "metrics": metrics or {},
+        "per_class_metrics": per_class or {},
+        "onnx_parity": parity,
+        "target": target,
+    }
+
+
+def _fmt(v) -> str:
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def model_card_markdown(card: dict) -> str:
+    lines = [f"# Model card: {card['name']} {card['version']}", "",
+             f"**Intended use:** {card['intended_use']}. Outputs are class probabilities for a dermoscopy image; "
+             "they are not a diagnosis and must not drive clinical decisions.", "",
+             f"- Backbone: `{card['backbone']}`, input {card['input']['shape'][1]} px RGB uint8",
+             f"- Classes: {', '.join(card['classes'])}",
+             f"- Data revision: `{card['data_revision']}`",
+             f"- ONNX parity vs torch (max abs diff of probabilities): "
+             f"{card['onnx_parity']['max_abs_diff_probabilities']:.2e}", ""]
+    scalars = {k: v for k, v in card["metrics"].items() if isinstance(v, (int, float))}
+    if scalars:
+        lines += ["## Validation metrics", "", "| metric | value |", "|---|---|"]
+        lines += [f"| {k} | {_fmt(v)} |" for k, v in scalars.items()] + [""]
+    pc = card["per_class_metrics"]
+    if pc:
+        cols = sorted({m for v in pc.values() if isinstance(v, dict) for m in v})
+        lines += ["## Per-class metrics", "", "| class | " + " | ".join(cols) + " |",
+                  "|---" * (len(cols) + 1) + "|"]
+        lines += [f"| {c} | " + " | ".join(_fmt(v.get(m, "")) for m in cols) + " |" for c, v in pc.items()]
+        lines.append("")
+    else:
+        lines += ["No validation metrics were found beside the checkpoint (MODEL_DIR/metrics.json).", ""]
+    return "\n".join(lines)
+
+
+def _dims(v: Sequence[int]) -> str:
+    return "[ " + ", ".join(str(int(d)) for d in v) + " ]"
+
+
+def triton_config(*, classes: Sequence[str], resolution: int, feature_dim: int, version: str, target: str,
+                  max_batch_size: int = 32, preferred_batch_sizes: Sequence[int] = (8, 16, 32),
+                  max_queue_delay_us: int = 2000, instances: int = 1, tensorrt: bool = False,
+                  execution_env: str | None = None) -> str:
+    if target not in TARGETS:
+        raise ValueError(f"target {target!r}: expected one of {TARGETS}")
+    if max_batch_size < 1:
+        raise ValueError(f"max_batch_size {max_batch_size}: must be >= 1")
+    preferred = [b for b in preferred_batch_sizes if b <= max_batch_size] or [max_batch_size]
+    head = [f'name: "{MODEL_NAME}"']
+    head.append('platform: "onnxruntime_onnx"' if target == "cluster" else 'backend: "python"')
+    # max_batch_size is the largest batch the dynamic batcher may form, not the client's batch size.
+    head.append(f"max_batch_size: {max_batch_size}")
+    body = [
+        "input [",
+        f'  {{ name: "{INPUT_NAME}" data_type: TYPE_UINT8 dims: {_dims([resolution, resolution, 3])} }}',
+        "]",
+        "output [",
+        f'  {{ name: "probabilities" data_type: TYPE_FP32 dims: {_dims([len(classes)])} label_filename: "labels.txt" }},',
+        f'  {{ name: "features" data_type: TYPE_FP32 dims: {_dims([feature_dim])} }}',
+        "]",
+        "dynamic_batching {",
+        f"  preferred_batch_size: {_dims(preferred)}",
+        f"  max_queue_delay_microseconds: {int(max_queue_delay_us)}",
+        "}",
+        "instance_group [",
+        f"  {{ count: {int(instances)} kind: {'KIND_GPU' if target == 'cluster' else 'KIND_CPU'} }}",
+        "]",
+        "version_policy: { latest { num_versions: 1 } }",
+    ]
+    if target == "cluster" and tensorrt:
+        body += [
+            "optimization { execution_accelerators {",
+            "  gpu_execution_accelerator : [ {",
+            '    name : "tensorrt"',
+            '    parameters { key: "precision_mode" value: "FP16" }',
+            '    parameters { key: "max_workspace_size_bytes" value: "1073741824" }',
+            "  } ]",
+            "} }",
+        ]
+    # The transformer reads these back from GET /v2/models/<name>/config: one source of truth for its preprocessing.
+    params = {"classes": ",".join(classes), "model_version": version, "resolution": str(resolution)}
+    if execution_env:
+        params["EXECUTION_ENV_PATH"] = execution_env
+    for k, v in params.items():
+        body.append(f'parameters {{ key: "{k}" value: {{ string_value: "{v}" }} }}')
+    return "\n".join(head + body) + "\n"
+
+
+def _python_model_source() -> str:
+    return (Path(__file__).parent / "serve" / "triton_python_model.py").read_text()
+
+
+def export_model(model: str | Path, out: str | Path, target: str = "local", *, max_batch_size: int = 32,
+                 preferred_batch_sizes: Sequence[int] = (8, 16, 32), max_queue_delay_us: int = 2000,
+                 instances: int = 1, tensorrt: bool = False, triton_version: int = 1,
+                 parity_tolerance: float = PARITY_TOLERANCE) -> dict:
+    """MODEL_DIR -> Triton model repository at OUT (the repository root). Returns a summary incl. parity."""
+    import torch
+
+    from .classify.model import load_classifier
+
+    if target not in TARGETS:
+        raise ValueError(f"--target {target!r}: expected one of {TARGETS}")
+    model_dir = Path(model)
+    torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
+    net, meta = load_classifier(model_dir)
+    version = model_version(model_dir)
+    mdir = Path(out) / MODEL_NAME
+    vdir = mdir / str(int(triton_version))
+    if vdir.exists():
+        shutil.rmtree(vdir)
+    vdir.mkdir(parents=True)
+    onnx_path = export_onnx(net, meta, vdir / "model.onnx")
+    parity = check_parity(net, meta, onnx_path)
+    if parity["max_abs_diff_probabilities"] > parity_tolerance:
+        raise ValueError(f"{onnx_path}: ONNX and torch disagree, max abs diff of probabilities "
+                         f"{parity['max_abs_diff_probabilities']:.3g} > {parity_tolerance}")
+    feature_dim = int(net.num_features)
+    if target == "local":
+        (vdir / "model.py").write_text(_python_model_source())
+    (mdir / "config.pbtxt").write_text(triton_config(
+        classes=meta["classes"], resolution=int(meta["resolution"]), feature_dim=feature_dim, version=version,
+        target=target, max_batch_size=max_batch_size, preferred_batch_sizes=preferred_batch_sizes,
+        max_queue_delay_us=max_queue_delay_us, instances=instances, tensorrt=tensorrt))
+    (mdir / "labels.txt").write_text("\n".join(meta["classes"]) + "\n")
+    metrics_path = model_dir / "metrics.json"
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
+    card = build_model_card(meta, version, parity, metrics, target)
+    (mdir / "model_card.json").write_text(json.dumps(card, indent=2, default=str) + "\n")
+    (mdir / "model_card.md").write_text(model_card_markdown(card))
+    serving = {"model_name": MODEL_NAME, "model_version": version, "classes": list(meta["classes"]),
+               "resolution": int(meta["resolution"]), "input": INPUT_NAME, "outputs": list(OUTPUTS),
+               "feature_dim": feature_dim, "triton_version": int(triton_version), "target": target}
+    (mdir / "serving.json").write_text(json.dumps(serving, indent=2) + "\n")
+    return {"repository": str(Path(out)), "model_name": MODEL_NAME, "model_version": version, "target": target,
+            "onnx": str(onnx_path), "parity": parity, "config": str(mdir / "config.pbtxt")}

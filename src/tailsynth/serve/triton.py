@@ -1,0 +1,158 @@
+"""Start the real tritonserver binary from nvidia-pytriton on a model repository, bound to 127.0.0.1.
+
+nvidia-pytriton and the python-backend stub need numpy < 2, so they live in their own environment
+(.venv-triton, made by serving/setup_triton_env.sh) and Triton runs as a separate process. The stub embeds
+Python and finds its interpreter through PATH (as pytriton itself arranges it), so putting
+.venv-triton/bin first on PATH makes the python-backend models run in the Triton environment.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .ports import free_port, wait_http_ready
+
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
+SETUP_HINT = "run serving/setup_triton_env.sh (creates .venv-triton with nvidia-pytriton==0.7.0 and numpy<2)"
+
+
+class TritonUnavailable(RuntimeError):
+    """The Triton environment or binary is missing or cannot start here."""
+
+
+def triton_env_path() -> Path:
+    return Path(os.environ.get("TAILSYNTH_TRITON_VENV", PROJECT_ROOT / ".venv-triton"))
+
+
+def _site_packages(env: Path) -> Path:
+    hits = sorted(env.glob("lib/python3.*/site-packages"))
+    if not hits:
+        raise TritonUnavailable(f"{env}: not a Python environment; {SETUP_HINT}")
+    return hits[0]
+
+
+def locate(env: Path | None = None) -> dict:
+    """Paths of the binary, its libraries, the python backend and the stub for the env's Python version."""
+    env = Path(env or triton_env_path())
+    py = env / "bin" / "python"
+    if not py.exists():
+        raise TritonUnavailable(f"no Triton environment at {env}; {SETUP_HINT}")
+    sp = _site_packages(env)
+    pyver = sp.parent.name.removeprefix("python")
+    root = sp / "pytriton" / "tritonserver"
+    paths = {
+        "env": env,
+        "python": py,
+        "binary": root / "bin" / "tritonserver",
+        "libs": sp / "nvidia_pytriton.libs",
+        "backend": root / "backends" / "python",
+        "stub": root / "python_backend_stubs" / pyver / "triton_python_backend_stub",
+    }
+    for k in ("binary", "libs", "backend", "stub"):
+        if not paths[k].exists():
+            raise TritonUnavailable(f"{paths[k]} missing (nvidia-pytriton incomplete?); {SETUP_HINT}")
+    libdir = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_config_var('LIBDIR'))"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    paths["libpython_dir"] = Path(libdir)
+    return paths
+
+
+def _backend_dir(paths: dict, workdir: Path) -> Path:
+    # Triton expects <backend-directory>/python/{libtriton_python.so, utils, stub} side by side.
+    dst = workdir / "backends" / "python"
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in ("libtriton_python.so", "triton_python_backend_utils.py"):
+        shutil.copy2(paths["backend"] / f, dst / f)
+    shutil.copy2(paths["stub"], dst / "triton_python_backend_stub")
+    return dst.parent
+
+
+def _env(paths: dict) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    env["PATH"] = f"{paths['env'] / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}"
+    libs = [str(paths["libpython_dir"]), str(paths["libs"])]
+    if env.get("LD_LIBRARY_PATH"):
+        libs.append(env["LD_LIBRARY_PATH"])
+    env["LD_LIBRARY_PATH"] = ":".join(libs)
+    return env
+
+
+@dataclass
+class TritonProcess:
+    repo: Path
+    http_port: int
+    grpc_port: int
+    metrics_port: int
+    process: subprocess.Popen
+    workdir: Path
+    log_path: Path
+    _closed: bool = field(default=False, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self.process.poll() is None:
+            self.process.terminate()  # SIGTERM: Triton unloads models and exits
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def start_triton(repo: str | Path, http_port: int | None = None, env: Path | None = None,
+                 ready_timeout: float = 90.0, log_verbose: int = 0) -> TritonProcess:
+    """Start tritonserver on REPO (HTTP, gRPC and metrics all on 127.0.0.1) and wait until it is ready."""
+    repo = Path(repo).resolve()
+    if not repo.is_dir():
+        raise FileNotFoundError(f"{repo}: no model repository (run `tailsynth export --target local`)")
+    paths = locate(env)
+    workdir = Path(tempfile.mkdtemp(prefix="tailsynth-triton-"))
+    backends = _backend_dir(paths, workdir)
+    http_port = http_port or free_port()
+    grpc_port, metrics_port = free_port(), free_port()
+    cmd = [str(paths["binary"]), f"--model-repository={repo}", f"--backend-directory={backends}",
+           "--model-control-mode=explicit", "--load-model=*", "--exit-on-error=true", "--strict-readiness=true",
+           "--allow-http=true", "--http-address=127.0.0.1", f"--http-port={http_port}",
+           "--allow-grpc=true", "--grpc-address=127.0.0.1", f"--grpc-port={grpc_port}",
+           "--allow-metrics=true", "--allow-gpu-metrics=false", "--allow-cpu-metrics=true",
+           "--metrics-address=127.0.0.1", f"--metrics-port={metrics_port}", f"--log-verbose={log_verbose}"]
+    log_path = workdir / "tritonserver.log"
+    with open(log_path, "wb") as logf:
+        proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=_env(paths), cwd=workdir,
+                                start_new_session=True)
+    tp = TritonProcess(repo, http_port, grpc_port, metrics_port, proc, workdir, log_path)
+    try:
+        wait_http_ready(f"{tp.url}/v2/health/ready", proc, ready_timeout)
+    except Exception as e:
+        log = tp.log()[-3000:]
+        tp.stop()
+        raise TritonUnavailable(f"tritonserver on {repo} did not become ready: {e}\n--- log tail ---\n{log}") from e
+    return tp
+
+
+def wait_until_stopped(tp: TritonProcess, poll: float = 0.5) -> int:
+    while tp.process.poll() is None:
+        time.sleep(poll)
+    return tp.process.returncode
