@@ -1,9 +1,72 @@
-"""CLI commands of this area (filled in by the area's issue)."""
+"""`tailsynth select` (OOD post-selection) and `tailsynth experiment-augment` (real vs real + synthetic)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Optional
+
 import typer
+
+from .common import fail_cleanly, print_json
+
+
+def select(
+    candidates: Path = typer.Option(..., "--candidates", help="GEN_DIR written by `tailsynth generate`"),
+    real: Path = typer.Option(..., "--real", help="real data SOURCE (ISIC folder or .npz) the classifier was trained on"),
+    classifier: Path = typer.Option(..., "--classifier", help="MODEL_DIR of a classifier trained on real data only"),
+    out: Path = typer.Option(..., "--out", help="output folder"),
+    gamma: Optional[float] = typer.Option(None, "--gamma", help="keep this fraction of candidates per class (0..1]"),
+    calibrate: Optional[float] = typer.Option(None, "--calibrate",
+                                              help="keep candidates inside this quantile of real val scores of their class"),
+    score: str = typer.Option("mahalanobis", "--score", help="mahalanobis | energy | knn | p_intended"),
+    weights: Optional[str] = typer.Option(None, "--weights", help="add per-sample weights: p_intended | typicality"),
+    knn_k: int = typer.Option(5, "--knn-k"),
+    memorization_quantile: float = typer.Option(0.01, "--memorization-quantile",
+                                                help="near-copy threshold: this quantile of real val-to-train NN distances"),
+    splits: Optional[Path] = typer.Option(None, "--splits", help="split manifest CSV image_id,split for --real"),
+    inception: Optional[Path] = typer.Option(None, "--inception", help="local Inception checkpoint for torchmetrics FID"),
+    no_report: bool = typer.Option(False, "--no-report", help="skip report.html"),
+) -> None:
+    """Score synthetic candidates with a real-data classifier and keep the in-distribution ones."""
+    from ..ood.select import select_candidates
+
+    with fail_cleanly():
+        q = select_candidates(candidates, real, classifier, out, gamma=gamma, calibrate=calibrate, score=score,
+                              weights=weights, knn_k=knn_k, memorization_quantile=memorization_quantile,
+                              splits=splits, inception=str(inception) if inception else None, report=not no_report)
+    print_json({"out": str(out), **q["overall"],
+                "per_class_kept": {c: e["n_kept"] for c, e in q["per_class"].items()}})
+
+
+def experiment_augment(
+    data: Path = typer.Option(..., "--data", help="real data SOURCE (DermaMNIST .npz or ISIC folder)"),
+    candidates: Path = typer.Option(..., "--candidates", help="GEN_DIR of synthetic candidates"),
+    out: Path = typer.Option(..., "--out"),
+    seeds: str = typer.Option("0,1,2", "--seeds", help="comma-separated seeds (>= 3 for intervals)"),
+    gammas: str = typer.Option("0.2,0.4,0.6,1.0", "--gammas", help="gamma sweep for the OOD-selected arm"),
+    main_gamma: float = typer.Option(0.4, "--main-gamma", help="gamma of arms (b), (c) and (d) in the main table"),
+    backbone: str = typer.Option("resnet18", "--backbone"),
+    loss: str = typer.Option("ce", "--loss", help="the best real-only method's loss"),
+    sampler: Optional[str] = typer.Option(None, "--sampler", help="the best real-only method's sampler"),
+    epochs: Optional[int] = typer.Option(None, "--epochs"),
+    resolution: Optional[int] = typer.Option(None, "--resolution"),
+    score: str = typer.Option("mahalanobis", "--score"),
+    classifier: Optional[Path] = typer.Option(None, "--classifier",
+                                              help="real-data classifier for scoring (default: arm (a), first seed)"),
+    splits: Optional[Path] = typer.Option(None, "--splits"),
+) -> None:
+    """Real-only vs + synthetic (unselected, OOD-selected) vs real oversampling, over seeds and a gamma sweep."""
+    from ..ood.experiment import run_augmentation_experiment
+
+    with fail_cleanly():
+        res = run_augmentation_experiment(
+            data, candidates, out, seeds=[int(s) for s in seeds.split(",") if s.strip()],
+            gammas=[float(g) for g in gammas.split(",") if g.strip()], main_gamma=main_gamma, backbone=backbone,
+            loss=loss, sampler=sampler, epochs=epochs, resolution=resolution, score=score,
+            classifier=classifier, splits=splits)
+    print_json({"out": str(out), "table": res["table_path"]})
 
 
 def register(app: typer.Typer) -> None:
-    return None
+    app.command("select")(select)
+    app.command("experiment-augment")(experiment_augment)

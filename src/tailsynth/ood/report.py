@@ -1,0 +1,122 @@
+"""The human half of the selection report: score histograms and sample grids in one HTML page.
+
+The machine half is quality.json (written by select.py); this page shows the same numbers plus pictures.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import numpy as np
+
+from .scores import OOD_SCORES
+
+GRID_MAX = 32  # samples per grid
+
+
+def _histograms(sc, kept: np.ndarray, c: int, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m = sc.cls_idx == c
+    fig, axes = plt.subplots(1, len(OOD_SCORES), figsize=(4 * len(OOD_SCORES), 3))
+    for ax, name in zip(axes, OOD_SCORES):
+        groups = [("real val", sc.val_scores[name][sc.val_cls == c], "tab:blue"),
+                  ("accepted", sc.scores[name][m & kept], "tab:green"),
+                  ("rejected", sc.scores[name][m & ~kept], "tab:red")]
+        vals = np.concatenate([g[1] for g in groups if len(g[1])])
+        vals = vals[np.isfinite(vals)]
+        if len(vals) == 0:
+            ax.set_title(f"{name}: no values")
+            continue
+        lo, hi = np.quantile(vals, [0.0, 0.995])
+        bins = np.linspace(lo, hi if hi > lo else lo + 1e-6, 30)
+        for label, v, colour in groups:
+            v = v[np.isfinite(v)]
+            if len(v):
+                ax.hist(np.clip(v, lo, hi), bins=bins, density=True, alpha=0.45, color=colour, label=f"{label} ({len(v)})")
+        ax.set_title(name)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def _grid(images: np.ndarray, path: Path, cols: int = 8, scale: int = 2) -> bool:
+    from PIL import Image
+
+    if len(images) == 0:
+        return False
+    n = min(len(images), GRID_MAX)
+    h, w = images.shape[1:3]
+    rows = (n + cols - 1) // cols
+    canvas = np.full((rows * (h + 2), cols * (w + 2), 3), 255, np.uint8)
+    for i in range(n):
+        r, k = divmod(i, cols)
+        canvas[r * (h + 2) : r * (h + 2) + h, k * (w + 2) : k * (w + 2) + w] = images[i]
+    img = Image.fromarray(canvas)
+    img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    img.save(path)
+    return True
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return html.escape(str(v))
+
+
+def write_report(sc, kept: np.ndarray, quality: dict, out: Path, score: str = "mahalanobis") -> Path:
+    from .scores import as_ood
+
+    out = Path(out)
+    fig_dir = out / "report_files"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    ood = as_ood(score, sc.scores[score])
+    cols = ["n_candidates", "n_kept", "acceptance_rate", "fd", "fd_all_candidates", "fd_real_val", "kid",
+            "kid_real_val", "precision", "recall", "memorization_rate", "exact_copies", "mean_p_intended_kept"]
+    rows = []
+    sections = []
+    for cname, entry in quality["per_class"].items():
+        rows.append("<tr><th>" + html.escape(cname) + "</th>" + "".join(f"<td>{_fmt(entry.get(k))}</td>" for k in cols) + "</tr>")
+        c = sc.class_names.index(cname)
+        m = sc.cls_idx == c
+        hist = fig_dir / f"hist_{cname}.png"
+        _histograms(sc, kept, c, hist)
+        # Accepted: most in-distribution first; rejected: most out-of-distribution first.
+        acc = np.flatnonzero(m & kept)
+        acc = acc[np.argsort(ood[acc])]
+        rej = np.flatnonzero(m & ~kept)
+        rej = rej[np.argsort(-ood[rej])]
+        parts = [f"<h2>{html.escape(cname)}</h2>", f'<img src="report_files/{hist.name}" alt="score histograms {cname}">']
+        for label, idx in (("accepted", acc), ("rejected", rej)):
+            g = fig_dir / f"grid_{cname}_{label}.png"
+            if _grid(sc.images[idx], g):
+                parts.append(f"<h3>{label} ({len(idx)}; first {min(len(idx), GRID_MAX)} shown)</h3>"
+                             f'<img src="report_files/{g.name}" alt="{label} {cname}">')
+            else:
+                parts.append(f"<h3>{label}: none</h3>")
+        sections.append("\n".join(parts))
+    sel = quality.get("selection", {})
+    page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>tailsynth OOD selection report</title>
+<style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}} img{{max-width:100%}}</style></head><body>
+<h1>OOD post-selection report</h1>
+<p>Score used for selection: <b>{html.escape(str(sel.get('score')))}</b>; gamma = {_fmt(sel.get('gamma'))};
+calibration quantile = {_fmt(sel.get('calibrate'))}. Candidates: {quality['overall']['n_candidates']},
+kept: {quality['overall']['n_kept']}, memorized: {_fmt(quality['overall']['memorization_rate'])} of all.</p>
+<p><i>{html.escape(quality.get('note', ''))}</i></p>
+<table><tr><th>class</th>{''.join(f'<th>{c}</th>' for c in cols)}</tr>
+{''.join(rows)}</table>
+{''.join(sections)}
+</body></html>
+"""
+    path = out / "report.html"
+    path.write_text(page)
+    return path

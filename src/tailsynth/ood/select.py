@@ -1,0 +1,330 @@
+"""OOD post-selection of synthetic candidates (`tailsynth select`).
+
+1. Score every candidate against the real training data of its intended class, in the feature space of a
+   classifier trained on real data only (scores.py).
+2. Flag near-copies of training images (memorize.py); they are never kept.
+3. Keep, per class, either the fraction `gamma` of candidates with the lowest OOD score, or those whose score
+   falls inside the `calibrate` quantile of the same score on real validation images of that class.
+4. Write scores.csv, selected_manifest.csv (the trainer's `path,class[,weight]`), quality.json, report.html.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..data.errors import DataError
+from .scores import OOD_SCORES, RealReference, as_ood, score_all
+
+SCORES_COLUMNS = ["id", "class", "mahalanobis", "energy", "knn", "p_intended", "memorized", "kept"]
+WEIGHTINGS = ("p_intended", "typicality")
+
+
+# ---- selection rules (pure numpy; what the tests exercise directly) --------------------------------------
+def keep_fraction(ood: np.ndarray, cls: np.ndarray, gamma: float, eligible: np.ndarray | None = None) -> np.ndarray:
+    """Per class, keep round(gamma * n_class) candidates with the lowest OOD score among the eligible ones.
+
+    The quota is a share of *all* candidates of the class, so memorized candidates count against it rather
+    than letting a worse candidate take their place.
+    """
+    if not 0.0 < gamma <= 1.0:
+        raise ValueError(f"gamma {gamma}: must lie in (0, 1]")
+    ood = np.asarray(ood, dtype=np.float64)
+    cls = np.asarray(cls)
+    eligible = np.ones(len(ood), bool) if eligible is None else np.asarray(eligible, bool)
+    keep = np.zeros(len(ood), bool)
+    for c in np.unique(cls):
+        members = np.flatnonzero(cls == c)
+        quota = int(math.floor(gamma * len(members) + 0.5))
+        ok = members[eligible[members] & np.isfinite(ood[members])]
+        order = ok[np.argsort(ood[ok], kind="stable")]
+        keep[order[:quota]] = True
+    return keep
+
+
+def calibrate_thresholds(val_ood: np.ndarray, val_cls: np.ndarray, quantile: float) -> dict:
+    """Per class, the `quantile` of the OOD score on real validation images of that class."""
+    if not 0.0 < quantile <= 1.0:
+        raise ValueError(f"calibration quantile {quantile}: must lie in (0, 1]")
+    val_ood, val_cls = np.asarray(val_ood, np.float64), np.asarray(val_cls)
+    return {c: float(np.quantile(val_ood[val_cls == c], quantile)) for c in np.unique(val_cls)}
+
+
+def keep_calibrated(ood: np.ndarray, cls: np.ndarray, thresholds: dict, eligible: np.ndarray | None = None) -> np.ndarray:
+    ood, cls = np.asarray(ood, np.float64), np.asarray(cls)
+    missing = sorted({str(c) for c in np.unique(cls) if c not in thresholds})
+    if missing:
+        raise ValueError(f"no real validation images of class(es) {', '.join(missing)} to calibrate a threshold on")
+    eligible = np.ones(len(ood), bool) if eligible is None else np.asarray(eligible, bool)
+    thr = np.array([thresholds[c] for c in cls], dtype=np.float64)
+    return eligible & (ood <= thr)
+
+
+def typicality(ood: np.ndarray, cls: np.ndarray, val_ood: np.ndarray, val_cls: np.ndarray) -> np.ndarray:
+    """Share of real validation images of the same class that score at least as badly: 1 = as typical as
+    the most typical real image, near 0 = worse than almost all of them."""
+    out = np.empty(len(ood))
+    for c in np.unique(cls):
+        ref = np.sort(np.asarray(val_ood, np.float64)[np.asarray(val_cls) == c])
+        m = np.asarray(cls) == c
+        if len(ref) == 0:
+            out[m] = np.nan
+            continue
+        out[m] = 1.0 - np.searchsorted(ref, np.asarray(ood)[m], side="left") / len(ref)
+    return out
+
+
+# ---- scoring a candidate folder against real data --------------------------------------------------------
+@dataclass
+class ScoredCandidates:
+    """Everything selection, reports and the experiment need, computed once."""
+
+    ids: list[str]
+    classes: list[str]
+    paths: list[Path]
+    cls_idx: np.ndarray
+    scores: dict[str, np.ndarray]
+    memo: object  # memorize.MemorizationResult
+    features: np.ndarray
+    val_scores: dict[str, np.ndarray]
+    val_cls: np.ndarray
+    train_features: np.ndarray
+    train_cls: np.ndarray
+    val_features: np.ndarray
+    class_names: list[str]
+    images: np.ndarray  # candidates at the classifier's resolution (for grids)
+    info: dict = field(default_factory=dict)
+
+
+def _extract(model, meta, images, batch_size: int):
+    from ..classify.model import predict_arrays
+
+    probs, feats, logits = predict_arrays(model, meta, images, batch_size=batch_size, features=True)
+    return probs, feats, logits
+
+
+def _real_splits(real, splits, split_seed: int):
+    from ..data import ensure_splits, load_source
+
+    ds = load_source(real, splits)
+    if "train" not in ds.splits or "val" not in ds.splits:
+        ds = ensure_splits(ds, seed=split_seed)
+    train, val = ds.split("train"), ds.split("val")
+    if len(train) == 0 or len(val) == 0:
+        raise DataError(f"{real}: need both train and val images (found splits {ds.splits})")
+    return train, val
+
+
+def _label_indices(ds, class_names: list[str], what: str) -> np.ndarray:
+    idx = {c: i for i, c in enumerate(class_names)}
+    bad = sorted({r.label for r in ds.records} - set(idx))
+    if bad:
+        raise DataError(f"{what}: class(es) {', '.join(bad)} are not among the classifier's classes {class_names}")
+    return np.array([idx[r.label] for r in ds.records], dtype=np.int64)
+
+
+def score_candidates(candidates, real, classifier, *, splits=None, split_seed: int = 0, knn_k: int = 5,
+                     shrinkage="ledoit-wolf", memorization_quantile: float = 0.01, batch_size: int = 256) -> ScoredCandidates:
+    from ..classify.model import load_classifier
+    from .candidates import read_candidates
+    from .memorize import check_memorization, pixel_vectors, thresholds_from_real
+
+    cands = read_candidates(candidates)
+    model, meta = load_classifier(classifier)
+    names = list(meta["classes"])
+    res = int(meta["resolution"])
+    bad = sorted(set(cands.classes) - set(names))
+    if bad:
+        raise DataError(f"{Path(candidates) / 'manifest.csv'}: class(es) {', '.join(bad)} are not among the "
+                        f"classifier's classes {names}")
+    train, val = _real_splits(real, splits, split_seed)
+    ytr, yva = _label_indices(train, names, f"{real} (train)"), _label_indices(val, names, f"{real} (val)")
+    xtr, _ = train.arrays(res)
+    xva, _ = val.arrays(res)
+    xc = cands.images(res)
+    yc = np.array([names.index(c) for c in cands.classes], dtype=np.int64)
+
+    _, ftr, _ = _extract(model, meta, xtr, batch_size)
+    pva, fva, lva = _extract(model, meta, xva, batch_size)
+    pc, fc, lc = _extract(model, meta, xc, batch_size)
+
+    ref = RealReference.fit(ftr, ytr, len(names), knn_k=knn_k, shrinkage=shrinkage)
+    scores = score_all(fc, lc, pc, yc, ref)
+    val_scores = score_all(fva, lva, pva, yva, ref)
+
+    # Memorization: candidates vs every training image, except each one's own inpainting background.
+    train_pos = {r.image_id: i for i, r in enumerate(train.records)}
+    exclude = np.array([train_pos.get(b, -1) for b in cands.background_ids], dtype=np.int64)
+    ptr, pva_pix, pc_pix = pixel_vectors(xtr), pixel_vectors(xva), pixel_vectors(xc)
+    f_thr, p_thr = thresholds_from_real(fva, pva_pix, ftr, ptr, memorization_quantile)
+    memo = check_memorization(fc, pc_pix, ftr, ptr, f_thr, p_thr, exclude)
+
+    info = {
+        "classifier": str(classifier),
+        "backbone": meta.get("backbone"),
+        "resolution": res,
+        "real": str(real),
+        "n_real_train": int(len(ytr)),
+        "n_real_val": int(len(yva)),
+        "shrinkage": ref.gaussians.shrinkage,
+        "knn_k": knn_k,
+        "memorization": {"quantile": memorization_quantile, "feature_threshold": f_thr, "pixel_rms_threshold": p_thr,
+                         "backgrounds_excluded": int((exclude >= 0).sum())},
+    }
+    return ScoredCandidates(cands.ids, cands.classes, cands.paths, yc, scores, memo, fc, val_scores, yva, ftr, ytr,
+                            fva, names, xc, info)
+
+
+def choose(sc: ScoredCandidates, *, gamma: float | None = None, calibrate: float | None = None,
+           score: str = "mahalanobis", weights: str | None = None) -> tuple[np.ndarray, np.ndarray | None, dict]:
+    """(kept mask, per-sample weights or None, per-class thresholds used)."""
+    if (gamma is None) == (calibrate is None):
+        raise ValueError("give exactly one of gamma (keep fraction per class) or calibrate (validation quantile)")
+    if score not in OOD_SCORES:
+        raise ValueError(f"unknown score {score!r}; choose one of {', '.join(OOD_SCORES)}")
+    ood = as_ood(score, sc.scores[score])
+    val_ood = as_ood(score, sc.val_scores[score])
+    eligible = ~sc.memo.memorized
+    thresholds: dict = {}
+    if gamma is not None:
+        kept = keep_fraction(ood, sc.cls_idx, gamma, eligible)
+    else:
+        thresholds = calibrate_thresholds(val_ood, sc.val_cls, calibrate)
+        missing = sorted({sc.class_names[c] for c in np.unique(sc.cls_idx) if c not in thresholds})
+        if missing:
+            raise DataError(f"no real validation images of class(es) {', '.join(missing)} to calibrate on")
+        kept = keep_calibrated(ood, sc.cls_idx, thresholds, eligible)
+    w = None
+    if weights is not None:
+        if weights not in WEIGHTINGS:
+            raise ValueError(f"unknown weighting {weights!r}; choose one of {', '.join(WEIGHTINGS)}")
+        raw = sc.scores["p_intended"] if weights == "p_intended" else typicality(ood, sc.cls_idx, val_ood, sc.val_cls)
+        # A floor keeps every kept sample contributing; weights only re-rank what selection already let in.
+        w = np.clip(np.nan_to_num(raw, nan=0.0), 0.05, 1.0)
+    return kept, w, {sc.class_names[c]: t for c, t in thresholds.items()}
+
+
+# ---- outputs -----------------------------------------------------------------------------------------------
+def write_scores(sc: ScoredCandidates, kept: np.ndarray, out: Path) -> Path:
+    path = out / "scores.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(SCORES_COLUMNS)
+        for i, iid in enumerate(sc.ids):
+            w.writerow([iid, sc.classes[i], f"{sc.scores['mahalanobis'][i]:.6g}", f"{sc.scores['energy'][i]:.6g}",
+                        f"{sc.scores['knn'][i]:.6g}", f"{sc.scores['p_intended'][i]:.6g}",
+                        int(sc.memo.memorized[i]), int(kept[i])])
+    # Diagnostics beyond the fixed interface live beside it.
+    with open(out / "scores_detail.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "class", "exact_copy", "nn_feature_dist", "nn_pixel_rms", "nn_train_index"])
+        for i, iid in enumerate(sc.ids):
+            w.writerow([iid, sc.classes[i], int(sc.memo.exact_copy[i]), f"{sc.memo.feat_nn[i]:.6g}",
+                        f"{sc.memo.pixel_nn[i]:.6g}", int(sc.memo.pixel_nn_index[i])])
+    return path
+
+
+def write_manifest(paths, classes, kept: np.ndarray, out_csv: Path, weights: np.ndarray | None = None) -> Path:
+    """The trainer's synthetic-manifest format; absolute paths so the CSV survives being moved."""
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    with open(out_csv, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "class", "weight"] if weights is not None else ["path", "class"])
+        for i in np.flatnonzero(kept):
+            row = [str(Path(paths[i]).resolve()), classes[i]]
+            if weights is not None:
+                row.append(f"{weights[i]:.4f}")
+            w.writerow(row)
+    return out_csv
+
+
+def quality_summary(sc: ScoredCandidates, kept: np.ndarray, *, k: int = 3, seed: int = 0) -> dict:
+    from .quality import class_quality, frechet_distance, kid, precision_recall
+
+    per_class = {}
+    for c in sorted(np.unique(sc.cls_idx)):
+        name = sc.class_names[c]
+        m = sc.cls_idx == c
+        real_tr = sc.train_features[sc.train_cls == c]
+        entry = class_quality(real_tr, sc.features[m & kept], n_candidates=int(m.sum()), n_kept=int((m & kept).sum()),
+                              n_memorized=int(sc.memo.memorized[m].sum()), k=k, seed=seed)
+        # The same figures before selection, and for real validation images (the noise floor at this sample size).
+        entry["fd_all_candidates"] = frechet_distance(real_tr, sc.features[m])
+        entry["kid_all_candidates"] = kid(real_tr, sc.features[m], seed=seed)[0]
+        p_all, r_all = precision_recall(real_tr, sc.features[m], k)
+        entry["precision_all_candidates"], entry["recall_all_candidates"] = p_all, r_all
+        real_va = sc.val_features[sc.val_cls == c]
+        entry["fd_real_val"] = frechet_distance(real_tr, real_va)
+        entry["kid_real_val"] = kid(real_tr, real_va, seed=seed)[0]
+        entry["n_real_train"], entry["n_real_val"] = int(len(real_tr)), int(len(real_va))
+        entry["exact_copies"] = int(sc.memo.exact_copy[m].sum())
+        entry["mean_p_intended_kept"] = float(sc.scores["p_intended"][m & kept].mean()) if (m & kept).any() else math.nan
+        entry["mean_p_intended_all"] = float(sc.scores["p_intended"][m].mean())
+        per_class[name] = entry
+    return per_class
+
+
+def _jsonable(o):
+    if isinstance(o, dict):
+        return {str(k): _jsonable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_jsonable(v) for v in o]
+    if isinstance(o, (np.floating, float)):
+        return None if not math.isfinite(float(o)) else float(o)
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, np.bool_):
+        return bool(o)
+    return o
+
+
+FEATURE_SPACE_NOTE = ("FD and KID are computed in the penultimate feature space of the real-data classifier, not in "
+                      "Inception-v3 space: Inception weights are not available offline. They compare synthetic sets "
+                      "with each other and with the real-validation floor (fd_real_val), not with published FID values.")
+
+
+def select_candidates(candidates, real, classifier, out, gamma: float | None = None, calibrate: float | None = None,
+                      score: str = "mahalanobis", weights: str | None = None, knn_k: int = 5,
+                      shrinkage="ledoit-wolf", memorization_quantile: float = 0.01, splits=None, split_seed: int = 0,
+                      inception: str | None = None, report: bool = True, batch_size: int = 256) -> dict:
+    """Score, select and report; returns the quality summary (also written to OUT/quality.json)."""
+    if (gamma is None) == (calibrate is None):
+        raise ValueError("give exactly one of --gamma (keep fraction per class) or --calibrate (validation quantile)")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    sc = score_candidates(candidates, real, classifier, splits=splits, split_seed=split_seed, knn_k=knn_k,
+                          shrinkage=shrinkage, memorization_quantile=memorization_quantile, batch_size=batch_size)
+    kept, w, thresholds = choose(sc, gamma=gamma, calibrate=calibrate, score=score, weights=weights)
+    write_scores(sc, kept, out)
+    write_manifest(sc.paths, sc.classes, kept, out / "selected_manifest.csv", w)
+    per_class = quality_summary(sc, kept)
+    quality = {
+        "per_class": per_class,
+        "overall": {"n_candidates": len(sc.ids), "n_kept": int(kept.sum()),
+                    "acceptance_rate": float(kept.mean()) if len(kept) else math.nan,
+                    "memorization_rate": float(sc.memo.memorized.mean()) if len(kept) else math.nan},
+        "selection": {"score": score, "gamma": gamma, "calibrate": calibrate, "thresholds": thresholds,
+                      "weights": weights},
+        "scoring": sc.info,
+        "feature_space": "classifier penultimate layer",
+        "note": FEATURE_SPACE_NOTE,
+    }
+    if inception:
+        from .quality import inception_fid
+
+        xtr, ytr = _real_splits(real, splits, split_seed)[0].arrays(int(sc.info["resolution"]))
+        quality["inception_fid"] = {
+            sc.class_names[c]: inception_fid(xtr[sc.train_cls == c], sc.images[(sc.cls_idx == c) & kept], inception)
+            for c in np.unique(sc.cls_idx) if ((sc.cls_idx == c) & kept).sum() >= 2}
+    quality = _jsonable(quality)
+    (out / "quality.json").write_text(json.dumps(quality, indent=2))
+    if report:
+        from .report import write_report
+
+        write_report(sc, kept, quality, out, score=score)
+    return quality
