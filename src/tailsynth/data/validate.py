@@ -1,0 +1,493 @@
+"""Great Expectations checks over a data source (ISIC 2019 folder or MedMNIST npz).
+
+The ground truth is read here as plain strings, not through the reader, because the reader stops at the
+first fault while validation must name every bad row and file. Image checks (exists, decodes, mode,
+size) are computed once per file into derived columns, and the expectations run over those columns, so one
+suite covers table and pixel faults and its result lists every offending row.
+
+Outputs (with `report=DIR`): `validation_summary.json`, `validation_report.html`, `quarantine.csv`
+(images that are missing, corrupt or truncated, by name) and `ge_result.json` (the raw GX result).
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .classes import ISIC2019_CLASSES
+from .errors import DataError
+
+# Domains of the official ISIC 2019 metadata (training and test tables); empty values are allowed.
+SEX_DOMAIN = ["male", "female"]
+SITE_DOMAIN = [
+    "anterior torso", "posterior torso", "lateral torso", "upper extremity", "lower extremity",
+    "head/neck", "palms/soles", "oral/genital",
+]
+AGE_RANGE = (0, 100)
+ONE_HOT_VALUES = ["0", "1", "0.0", "1.0"]
+DEFAULT_MIN_SIZE = 28  # MedMNIST's native size; anything smaller cannot feed the smallest model
+
+QUARANTINE_REASONS = ("missing", "truncated", "corrupt")
+
+
+@dataclass
+class Check:
+    name: str  # the GX expectation type
+    column: str | None
+    intent: str
+    success: bool
+    offenders: list[str] = field(default_factory=list)  # one line per bad row / file / column
+    detail: str = ""
+
+
+@dataclass
+class ValidationResult:
+    ok: bool
+    summary: dict
+    quarantined: list[dict]  # {"image_id", "path", "reason"}
+    dropped: list[str] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
+
+    def problems(self) -> list[str]:
+        """Every failure as one line that names the file, row or column at fault."""
+        lines = []
+        for c in self.checks:
+            if c.success:
+                continue
+            head = f"{c.name}" + (f"({c.column})" if c.column else "")
+            if c.offenders:
+                lines.extend(f"{head}: {o}" for o in c.offenders)
+            else:
+                lines.append(f"{head}: {c.detail or 'failed'}")
+        return lines
+
+
+# ---- image inspection ------------------------------------------------------------------------
+
+def inspect_image(path: str) -> dict:
+    """exists / decodes / mode / min side / quarantine reason of one image file."""
+    from PIL import Image
+
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        return {"exists": False, "decodes": None, "mode": None, "min_side": None, "reason": "missing",
+                "error": "file not found"}
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            mode, size = im.mode, im.size
+            im.load()  # full decode: header-only checks miss truncated scans
+    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError... for bad files
+        msg = str(e) or type(e).__name__
+        reason = "truncated" if "truncated" in msg.lower() else "corrupt"
+        return {"exists": True, "decodes": False, "mode": None, "min_side": None, "reason": reason, "error": msg}
+    if p.suffix.lower() in (".jpg", ".jpeg") and b"\xff\xd9" not in data[-4096:]:
+        # Should any module set PIL's ImageFile.LOAD_TRUNCATED_IMAGES, a cut JPEG decodes silently (grey
+        # padding); its missing end-of-image marker still gives it away.
+        return {"exists": True, "decodes": False, "mode": mode, "min_side": min(size), "reason": "truncated",
+                "error": "no JPEG end-of-image marker"}
+    return {"exists": True, "decodes": True, "mode": mode, "min_side": int(min(size)), "reason": None, "error": None}
+
+
+def inspect_images(paths: list[str], workers: int = 4, progress: bool = False) -> list[dict]:
+    # PIL releases the GIL while decoding, so threads overlap the decode of small JPEGs.
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as ex:
+        it = ex.map(inspect_image, paths, chunksize=32)
+        if progress:
+            from rich.progress import track
+
+            it = track(it, total=len(paths), description=f"checking {len(paths)} images", transient=True)
+        return list(it)
+
+
+# ---- tables --------------------------------------------------------------------------------------
+
+def _isic_table(root: Path, splits: dict[str, str] | None, part: str | None, workers: int, progress: bool):
+    """(rows DataFrame, ground-truth path, class columns present, expected classes)."""
+    import pandas as pd
+
+    from .isic import find_layout, list_images
+
+    layout = find_layout(root, part)
+    if layout is None:
+        raise DataError(f"{root}: no ISIC 2019 ground-truth CSV found (not an ISIC 2019 folder)")
+    gt_path, meta_path, img_dir, default_split = layout
+    try:
+        gt = pd.read_csv(gt_path, dtype=str, keep_default_na=False)
+    except Exception as e:
+        raise DataError(f"{gt_path}: unreadable CSV ({e})") from e
+    gt.columns = [c.strip() for c in gt.columns]
+    class_cols = [c for c in ISIC2019_CLASSES if c in gt.columns]
+    rows = pd.DataFrame(index=pd.RangeIndex(len(gt)))
+    rows["_row"] = np.arange(len(gt)) + 2  # CSV line number (line 1 is the header)
+    rows["image"] = gt["image"].str.strip().replace("", None) if "image" in gt.columns else None
+    for c in gt.columns:
+        if c != "image":
+            rows[c] = gt[c].str.strip()
+    if class_cols:
+        num = gt[class_cols].apply(lambda s: pd.to_numeric(s.str.strip(), errors="coerce"))
+        hot = num.eq(1.0)
+        rows["_n_hot"] = hot.sum(axis=1).astype(int)
+        rows["_label"] = [class_cols[int(np.argmax(h))] if n == 1 else None
+                          for h, n in zip(hot.to_numpy(), rows["_n_hot"])]
+    else:
+        rows["_n_hot"] = 0
+        rows["_label"] = None
+    # metadata, joined by image name
+    if meta_path.is_file():
+        meta = pd.read_csv(meta_path, dtype=str, keep_default_na=False)
+        meta.columns = [c.strip() for c in meta.columns]
+        if "image" in meta.columns:
+            meta = meta.drop_duplicates("image").set_index("image")
+            for col in ("age_approx", "anatom_site_general", "lesion_id", "sex", "split"):
+                if col in meta.columns:
+                    vals = meta[col].str.strip().replace("", None)
+                    rows[col] = rows["image"].map(vals)
+    if "age_approx" in rows.columns:
+        age = pd.to_numeric(rows["age_approx"], errors="coerce")
+        # A non-empty age that is not a number fails the range check instead of vanishing as NaN.
+        rows["_age"] = age.where(age.notna() | rows["age_approx"].isna(), -1.0)
+    # splits and lesion groups
+    group = rows["lesion_id"] if "lesion_id" in rows.columns else pd.Series(None, index=rows.index, dtype=object)
+    rows["_group"] = group.where(group.notna(), rows["image"])
+    if splits is not None:
+        rows["_split"] = rows["image"].map(splits)
+    elif "split" in rows.columns:
+        rows["_split"] = rows["split"].fillna(default_split)
+    else:
+        rows["_split"] = default_split
+    n_splits = rows.dropna(subset=["_split"]).groupby("_group")["_split"].nunique()
+    rows["_group_splits"] = rows["_group"].map(n_splits).astype("Int64")
+    # images
+    files = list_images(img_dir)
+    paths = [str(files.get(n) or img_dir / f"{n}.jpg") if n else "" for n in rows["image"].fillna("")]
+    rows["_path"] = paths
+    info = inspect_images(paths, workers=workers, progress=progress)
+    for key in ("exists", "decodes", "mode", "min_side", "reason", "error"):
+        rows[f"_{key}"] = [d[key] for d in info]
+    rows["_min_side"] = rows["_min_side"].astype("Int64")
+    expected = [c for c in class_cols if c != "UNK"] if default_split != "test" else class_cols
+    return rows, gt_path, list(gt.columns), class_cols, expected
+
+
+def _npz_table(path: Path):
+    import pandas as pd
+
+    from .medmnist import CLASSES, SPLITS
+
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        npz = np.load(path)
+        arrays = {k: npz[k] for k in npz.files}
+    except Exception as e:
+        raise DataError(f"{path}: not a readable .npz file ({e})") from e
+    frames = []
+    for s in SPLITS:
+        if f"{s}_images" not in arrays and f"{s}_labels" not in arrays:
+            continue
+        x = arrays.get(f"{s}_images")
+        y = arrays.get(f"{s}_labels")
+        n = max(len(x) if x is not None else 0, len(y) if y is not None else 0)
+        y = np.full(n, -1) if y is None else y.reshape(len(y), -1)[:, 0].astype(np.int64)
+        f = pd.DataFrame({"image": [f"{s}_{i:05d}" for i in range(n)], "_split": s})
+        f["_label_index"] = np.pad(y, (0, n - len(y)), constant_values=-1)
+        f["_label"] = [CLASSES[v] if 0 <= v < len(CLASSES) else None for v in f["_label_index"]]
+        ok_shape = x is not None and x.ndim == 4 and x.shape[-1] == 3 and x.dtype == np.uint8
+        f["_mode"] = "RGB" if ok_shape else f"array {None if x is None else (x.shape, str(x.dtype))}"
+        f["_min_side"] = int(min(x.shape[1:3])) if x is not None and x.ndim >= 3 else 0
+        # An image row without a label (or a label without an image) means the two arrays disagree.
+        f["_exists"] = np.arange(n) < (len(x) if x is not None else 0)
+        f["_has_label"] = np.arange(n) < len(y)
+        frames.append(f)
+    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["image", "_split", "_label"])
+    rows["_row"] = rows.index
+    rows["_group"] = rows["image"]  # DermaMNIST has no lesion ids: every image is its own group
+    rows["_group_splits"] = 1
+    keys = pd.DataFrame({k: [str(v.shape)] for k, v in arrays.items()})
+    return rows, keys, CLASSES
+
+
+# ---- the suite -------------------------------------------------------------------------------------
+
+def _gx_context():
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    ctx = gx.get_context(mode="ephemeral")
+    ctx.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    return gx, ctx
+
+
+def _run_suite(ctx, name: str, df, expectations):
+    """Validate df against (expectation, intent) pairs; returns the GX result and the intents by index."""
+    import great_expectations as gx
+
+    src = ctx.data_sources.add_pandas(f"{name}_source")
+    batch_def = src.add_dataframe_asset(name).add_batch_definition_whole_dataframe("whole")
+    suite = ctx.suites.add(gx.ExpectationSuite(name=f"tailsynth_{name}"))
+    for exp, intent in expectations:
+        exp.meta = {"intent": intent}
+        suite.add_expectation(exp)
+    batch = batch_def.get_batch(batch_parameters={"dataframe": df})
+    return batch.validate(suite, result_format="COMPLETE")
+
+
+def _describe_row(rows, i, gt_name: str) -> str:
+    r = rows.loc[i]
+    img = r.get("image")
+    where = f"{gt_name} row {int(r['_row'])}" if gt_name else f"{r.get('_split')} index {int(r['_row'])}"
+    return f"{where} (image {img!r})"
+
+
+def _collect(result, rows, gt_name: str, detail_col: dict) -> list[Check]:
+    checks = []
+    for r in result.results:
+        cfg = r.expectation_config
+        col = cfg.kwargs.get("column")
+        res = dict(r.result or {})
+        offenders: list[str] = []
+        detail = ""
+        if not r.success:
+            idx = res.get("unexpected_index_list") or []
+            if idx and rows is not None:
+                for i in idx:
+                    line = _describe_row(rows, i, gt_name)
+                    extra = detail_col.get(col)
+                    if extra is not None:
+                        line += f": {extra(rows.loc[i])}"
+                    elif col in rows.columns:
+                        line += f": {col}={rows.loc[i, col]!r}"
+                    offenders.append(line)
+            elif cfg.type == "expect_column_to_exist":
+                detail = f"column {col!r} missing"
+            elif cfg.type == "expect_column_distinct_values_to_contain_set":
+                present = set(rows[col].dropna()) if rows is not None and col in rows.columns else set()
+                missing = [v for v in cfg.kwargs["value_set"] if v not in present]
+                detail = f"class(es) without any image: {', '.join(missing)}"
+            else:
+                ex = getattr(r, "exception_info", None) or {}
+                detail = ex.get("exception_message") or json.dumps(res, default=str)[:300]
+        checks.append(Check(cfg.type, col, (cfg.meta or {}).get("intent", ""), bool(r.success), offenders, detail))
+    return checks
+
+
+def _isic_expectations(gx, rows, gt_columns, class_cols, expected, min_size):
+    E = gx.expectations
+    exps = []
+    # Intent: the ground-truth CSV has the image column and every ISIC 2019 class column (UNK is optional
+    # in the training table), otherwise labels would silently shift or vanish.
+    for c in ["image", *[c for c in ISIC2019_CLASSES if c != "UNK"]]:
+        exps.append((E.ExpectColumnToExist(column=c), f"ground-truth column {c} present"))
+    if "image" in rows.columns and rows["image"].notna().any() or "image" in gt_columns:
+        # Intent: every row names its image; an empty name cannot be joined to a file or metadata.
+        exps.append((E.ExpectColumnValuesToNotBeNull(column="image"), "every row names an image"))
+        # Intent: image ids are unique, so one image cannot carry two labels or be counted twice.
+        exps.append((E.ExpectColumnValuesToBeUnique(column="image"), "image ids unique"))
+    for c in class_cols:
+        # Intent: one-hot cells are 0/1 only (the official files write 1.0/0.0, the test table 1/0).
+        exps.append((E.ExpectColumnValuesToBeInSet(column=c, value_set=ONE_HOT_VALUES), f"{c} values in {{0,1}}"))
+    # Intent: every row is one-hot, exactly one class set: two-hot or all-zero rows have no single label.
+    exps.append((E.ExpectColumnValuesToBeInSet(column="_n_hot", value_set=[1]), "exactly one class per row"))
+    # Intent: every listed image exists in the image folder.
+    exps.append((E.ExpectColumnValuesToBeInSet(column="_exists", value_set=[True]), "every listed image exists"))
+    # Intent: every existing image decodes completely (corrupt and truncated files are quarantined).
+    exps.append((E.ExpectColumnValuesToBeInSet(column="_decodes", value_set=[True]), "every image decodes"))
+    # Intent: images are 3-channel RGB; grey or CMYK files would change the input statistics silently.
+    exps.append((E.ExpectColumnValuesToBeInSet(column="_mode", value_set=["RGB"]), "image mode RGB"))
+    # Intent: images are at least min_size on their short side, the smallest resolution the models use.
+    exps.append((E.ExpectColumnValuesToBeBetween(column="_min_side", min_value=min_size),
+                 f"image short side >= {min_size} px"))
+    # Intent: every expected class has at least one image (a class absent from the data cannot be learnt).
+    exps.append((E.ExpectColumnDistinctValuesToContainSet(column="_label", value_set=list(expected)),
+                 "every expected class present"))
+    if "sex" in rows.columns:
+        # Intent: metadata sex within the ISIC domain (empty allowed).
+        exps.append((E.ExpectColumnValuesToBeInSet(column="sex", value_set=SEX_DOMAIN), "sex in {male, female}"))
+    if "anatom_site_general" in rows.columns:
+        # Intent: anatomic site within the ISIC 2019 vocabulary (empty allowed).
+        exps.append((E.ExpectColumnValuesToBeInSet(column="anatom_site_general", value_set=SITE_DOMAIN),
+                     "anatomic site in the ISIC vocabulary"))
+    if "_age" in rows.columns:
+        # Intent: approximate age is a number of years in a human range (empty allowed).
+        exps.append((E.ExpectColumnValuesToBeBetween(column="_age", min_value=AGE_RANGE[0], max_value=AGE_RANGE[1]),
+                     f"age_approx numeric in [{AGE_RANGE[0]}, {AGE_RANGE[1]}]"))
+    # Intent: no lesion in two splits: images of one lesion in train and test leak the answer.
+    exps.append((E.ExpectColumnValuesToBeInSet(column="_group_splits", value_set=[1]), "no lesion in two splits"))
+    return exps
+
+
+def _npz_expectations(gx, expected, min_size):
+    E = gx.expectations
+    exps = []
+    # Intent: the row-level table is well formed: unique ids.
+    exps.append((E.ExpectColumnValuesToBeUnique(column="image"), "image ids unique"))
+    # Intent: labels are indices into the 7 DermaMNIST classes (akiec..vasc) and every image has one.
+    exps.append((E.ExpectColumnValuesToBeBetween(column="_label_index", min_value=0, max_value=len(expected) - 1),
+                 "label index within the class list"))
+    exps.append((E.ExpectColumnValuesToBeInSet(column="_has_label", value_set=[True]), "every image has a label"))
+    # Intent: every label row has an image.
+    exps.append((E.ExpectColumnValuesToBeInSet(column="_exists", value_set=[True]), "every label has an image"))
+    # Intent: images are N x H x W x 3 uint8 (RGB).
+    exps.append((E.ExpectColumnValuesToBeInSet(column="_mode", value_set=["RGB"]), "images RGB uint8"))
+    # Intent: images at least min_size on their short side.
+    exps.append((E.ExpectColumnValuesToBeBetween(column="_min_side", min_value=min_size),
+                 f"image short side >= {min_size} px"))
+    # Intent: every class present.
+    exps.append((E.ExpectColumnDistinctValuesToContainSet(column="_label", value_set=list(expected)),
+                 "every expected class present"))
+    # Intent: no image in two splits (DermaMNIST has no lesion ids; each image is its own group).
+    exps.append((E.ExpectColumnValuesToBeInSet(column="_group_splits", value_set=[1]), "no lesion in two splits"))
+    return exps
+
+
+def _npz_key_expectations(gx, keys):
+    E = gx.expectations
+    # Intent: the MedMNIST layout's arrays are present (the npz counterpart of ground-truth columns).
+    return [(E.ExpectColumnToExist(column=k), f"npz key {k} present")
+            for k in ("train_images", "train_labels", "val_images", "val_labels")]
+
+
+# ---- entry point -----------------------------------------------------------------------------------
+
+def validate_source(
+    source: str | Path,
+    report: str | Path | None = None,
+    drop_invalid: bool = False,
+    splits: str | Path | None = None,
+    part: str | None = None,
+    min_size: int = DEFAULT_MIN_SIZE,
+    expected_classes: list[str] | None = None,
+    workers: int = 4,
+    progress: bool = False,
+) -> ValidationResult:
+    """Run the suite over SOURCE; with `drop_invalid`, quarantined images are left out before the checks.
+
+    `splits`: a manifest CSV (`image_id,split`) whose assignment is checked for lesions in two splits.
+    """
+    from .source import detect_format, read_split_manifest
+
+    t0 = time.time()
+    source = Path(source)
+    fmt = detect_format(source)
+    assignment = read_split_manifest(splits) if splits is not None else None
+    gx, ctx = _gx_context()
+    checks: list[Check] = []
+    quarantined: list[dict] = []
+    dropped: list[str] = []
+    results = []
+    if fmt == "isic2019":
+        rows, gt_path, gt_columns, class_cols, expected = _isic_table(source, assignment, part, workers, progress)
+        bad = rows[rows["_reason"].notna() & rows["image"].notna()]
+        quarantined = [{"image_id": r.image, "path": r._path, "reason": r._reason, "error": r._error}
+                       for r in bad.itertuples()]
+        if drop_invalid and len(bad):
+            dropped = list(bad["image"])
+            rows = rows.drop(index=bad.index).reset_index(drop=True)
+        expected = expected_classes or expected
+        res = _run_suite(ctx, "isic", rows, _isic_expectations(gx, rows, gt_columns, class_cols, expected, min_size))
+        results.append(res)
+        image_detail = lambda r: f"{r['_path']}: {r['_error']}"  # noqa: E731
+        group_detail = lambda r: f"lesion {r['_group']!r} split {r['_split']!r} shares a lesion with another split"  # noqa: E731
+        hot_detail = lambda r: f"{int(r['_n_hot'])} classes set"  # noqa: E731
+        checks += _collect(res, rows, gt_path.name, {
+            "_exists": image_detail, "_decodes": image_detail, "_group_splits": group_detail, "_n_hot": hot_detail,
+            "_mode": lambda r: f"{r['_path']}: mode {r['_mode']}",
+            "_min_side": lambda r: f"{r['_path']}: short side {r['_min_side']} px",
+        })
+        n_rows = len(rows)
+    else:
+        rows, keys, classes = _npz_table(source)
+        expected = expected_classes or classes
+        res_k = _run_suite(ctx, "npz_keys", keys, _npz_key_expectations(gx, keys))
+        res = _run_suite(ctx, "npz", rows, _npz_expectations(gx, expected, min_size))
+        results += [res_k, res]
+        checks += _collect(res_k, None, "", {})
+        checks += _collect(res, rows, "", {})
+        n_rows = len(rows)
+    ok = all(c.success for c in checks) and (not quarantined or drop_invalid)
+    if quarantined and not drop_invalid:
+        # The quarantine is what fails here, named file by file; --drop-invalid is the explicit opt-out.
+        checks.append(Check("quarantine", None, "no corrupt, truncated or missing images", False,
+                            [f"{q['path']}: {q['reason']} ({q['error']})" for q in quarantined]))
+    summary = {
+        "source": str(source),
+        "format": fmt,
+        "ok": ok,
+        "rows": n_rows,
+        "checks_total": len(checks),
+        "checks_failed": sum(not c.success for c in checks),
+        "checks": [
+            {"expectation": c.name, "column": c.column, "intent": c.intent, "success": c.success,
+             "unexpected_count": len(c.offenders), "offenders": c.offenders[:1000], "detail": c.detail}
+            for c in checks
+        ],
+        "quarantined": quarantined,
+        "dropped": dropped,
+        "drop_invalid": drop_invalid,
+        "seconds": round(time.time() - t0, 3),
+    }
+    result = ValidationResult(ok, summary, quarantined, dropped, checks)
+    if report is not None:
+        write_report(result, Path(report), results)
+    return result
+
+
+def write_report(result: ValidationResult, out: Path, gx_results=()) -> dict[str, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "summary": out / "validation_summary.json",
+        "html": out / "validation_report.html",
+        "quarantine": out / "quarantine.csv",
+        "gx": out / "ge_result.json",
+    }
+    paths["summary"].write_text(json.dumps(result.summary, indent=2, default=str))
+    with open(paths["quarantine"], "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image_id", "path", "reason", "error", "dropped"])
+        dropped = set(result.dropped)
+        for q in result.quarantined:
+            w.writerow([q["image_id"], q["path"], q["reason"], q["error"], q["image_id"] in dropped])
+    paths["gx"].write_text(json.dumps([r.to_json_dict() for r in gx_results], default=str)[:50_000_000])
+    paths["html"].write_text(render_html(result))
+    return paths
+
+
+def render_html(result: ValidationResult) -> str:
+    s = result.summary
+    e = html.escape
+    status = "PASSED" if result.ok else "FAILED"
+    rows = []
+    for c in s["checks"]:
+        offenders = "".join(f"<li>{e(o)}</li>" for o in c["offenders"][:200])
+        more = f"<li>... {c['unexpected_count'] - 200} more</li>" if c["unexpected_count"] > 200 else ""
+        rows.append(
+            f"<tr class='{'ok' if c['success'] else 'bad'}'><td>{'✔' if c['success'] else '✘'}</td>"
+            f"<td>{e(c['expectation'])}</td><td>{e(str(c['column'] or ''))}</td><td>{e(c['intent'])}</td>"
+            f"<td>{c['unexpected_count']}</td><td>{e(c['detail'])}<ul>{offenders}{more}</ul></td></tr>"
+        )
+    q = "".join(f"<tr><td>{e(x['image_id'])}</td><td>{e(x['reason'])}</td><td>{e(x['path'])}</td>"
+                f"<td>{e(str(x['error']))}</td></tr>" for x in s["quarantined"])
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>tailsynth data validation</title>
+<style>body{{font-family:sans-serif;margin:2em}}td,th{{border:1px solid #ccc;padding:4px;vertical-align:top}}
+table{{border-collapse:collapse}}tr.bad{{background:#fdd}}tr.ok{{background:#efe}}</style></head><body>
+<h1>Data validation: {status}</h1>
+<p>Source <code>{e(s['source'])}</code> ({e(s['format'])}), {s['rows']} rows, {s['checks_failed']} of
+{s['checks_total']} checks failed, {len(s['quarantined'])} images quarantined, {len(s['dropped'])} dropped
+(--drop-invalid {'on' if s['drop_invalid'] else 'off'}), {s['seconds']} s.</p>
+<h2>Expectations (Great Expectations)</h2>
+<table><tr><th></th><th>expectation</th><th>column</th><th>intent</th><th>bad</th><th>offenders</th></tr>
+{''.join(rows)}</table>
+<h2>Quarantine</h2>
+<table><tr><th>image</th><th>reason</th><th>path</th><th>error</th></tr>{q}</table>
+</body></html>
+"""
