@@ -1,0 +1,21 @@
+"""KFP v2 components: one thin typed wrapper per pipeline stage over one tailsynth library function.
+
+Each component body imports tailsynth inside the function (KFP ships only the function's source to
+the stage image), turns artifact paths into library arguments, calls one function and records
+KFP Metrics plus files. Images come from components/images.yaml (see components.images).
+"""
+
+from .data_stages import split, validate, version
+from .classifier_stages import compare, evaluate, export, train_classifier, train_classifier_augmented
+from .synthesis_stages import generate, masks, merge, select, train_diffusion
+from .report_stage import report
+from .control import shard_plan
+
+__all__ = [
+    "validate", "split", "version",
+    "train_classifier", "train_classifier_augmented", "evaluate", "compare", "export",
+    "masks", "train_diffusion", "generate", "merge", "select",
+    "report", "shard_plan",
+]
+
+GPU_COMPONENTS = ("train_classifier", "train_classifier_augmented", "train_diffusion", "generate")

@@ -1,0 +1,87 @@
+"""Classifier stages: train (real-only and augmented), evaluate, compare arms, export."""
+
+# No `from __future__ import annotations`: KFP reads the real annotation objects.
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
+
+from .base import cpu_component, gpu_component
+
+
+@gpu_component
+def train_classifier(data: Input[Dataset], splits: Input[Dataset], backbone: str, loss: str, epochs: int,
+                     resolution: int, batch_size: int, seed: int, data_revision: str,
+                     model: Output[Model], metrics: Output[Metrics]) -> float:
+    """The real-only classifier: the baseline arm and the OOD feature extractor. Returns val balanced accuracy."""
+    from tailsynth.classify.train import train_classifier as train
+    from tailsynth.pipeline_io import numeric_items, source_in
+
+    result = train(data=str(source_in(data.path)), out=model.path, backbone=backbone, loss=loss, epochs=epochs,
+                   seed=seed, resolution=resolution, splits=splits.path,
+                   **({"batch_size": batch_size} if batch_size > 0 else {}))
+    for k, v in numeric_items(result).items():
+        metrics.log_metric(k, v)
+    model.metadata.update({"backbone": backbone, "loss": loss, "epochs": epochs, "arm": "real-only",
+                           "data_revision": data_revision})
+    return float(result.get("balanced_accuracy", float("nan")))
+
+
+@gpu_component
+def train_classifier_augmented(data: Input[Dataset], splits: Input[Dataset], synthetic: Input[Dataset],
+                               backbone: str, loss: str, epochs: int, resolution: int, batch_size: int,
+                               seed: int, synthetic_ratio: float, data_revision: str,
+                               model: Output[Model], metrics: Output[Metrics]) -> float:
+    """Real + selected synthetic images, same backbone and budget as the baseline. Returns val balanced accuracy."""
+    from tailsynth.classify.train import train_classifier as train
+    from tailsynth.pipeline_io import numeric_items, source_in, synthetic_manifest
+
+    result = train(data=str(source_in(data.path)), out=model.path, backbone=backbone, loss=loss, epochs=epochs,
+                   seed=seed, resolution=resolution, splits=splits.path,
+                   **({"batch_size": batch_size} if batch_size > 0 else {}),
+                   synthetic_manifest=str(synthetic_manifest(synthetic.path)),
+                   synthetic_ratio=synthetic_ratio if synthetic_ratio > 0 else None)
+    for k, v in numeric_items(result).items():
+        metrics.log_metric(k, v)
+    model.metadata.update({"backbone": backbone, "loss": loss, "epochs": epochs, "arm": "real+synthetic",
+                           "data_revision": data_revision})
+    return float(result.get("balanced_accuracy", float("nan")))
+
+
+@cpu_component
+def evaluate(model: Input[Model], data: Input[Dataset], splits: Input[Dataset], arm: str, split_name: str,
+             bootstrap: int, evaluation: Output[Dataset], metrics: Output[Metrics]) -> float:
+    """Per-class metrics of one arm on the held-out split. Returns balanced accuracy."""
+    from tailsynth.classify.evaluate import evaluate_model
+    from tailsynth.pipeline_io import numeric_items, source_in, write_json
+
+    result = evaluate_model(model.path, str(source_in(data.path)), split_name, evaluation.path, splits=splits.path,
+                            bootstrap=bootstrap)
+    write_json(f"{evaluation.path}/evaluation.json", {**result, "arm": arm, "split": split_name})
+    for k, v in numeric_items(result).items():
+        metrics.log_metric(k, v)
+    evaluation.metadata["arm"] = arm
+    return float(result["balanced_accuracy"])
+
+
+@cpu_component
+def compare(baseline: Input[Dataset], augmented: Input[Dataset], comparison: Output[Dataset],
+            metrics: Output[Metrics]) -> float:
+    """One row per arm (method, balanced_accuracy, recall per class). Returns augmented minus baseline BA."""
+    from tailsynth.pipeline_report import comparison_rows, write_comparison_csv
+
+    rows = comparison_rows([baseline.path, augmented.path])
+    write_comparison_csv(rows, comparison.path)
+    delta = float(rows[1]["balanced_accuracy"] - rows[0]["balanced_accuracy"])
+    for r in rows:
+        metrics.log_metric(f"{r['method']}.balanced_accuracy", float(r["balanced_accuracy"]))
+    metrics.log_metric("balanced_accuracy_delta", delta)
+    return delta
+
+
+@cpu_component
+def export(model: Input[Model], target: str, exported: Output[Model]):
+    """The serving form of the classifier (ONNX and, with target='triton', a Triton model repository)."""
+    from tailsynth.export import export_model
+
+    info = export_model(model.path, exported.path, target=target)
+    if isinstance(info, dict):
+        exported.metadata.update({k: v for k, v in info.items() if isinstance(v, (str, int, float, bool))})
+    exported.metadata["target"] = target

@@ -1,0 +1,78 @@
+"""Real-data stages: validate (and stage), split, version."""
+
+# No `from __future__ import annotations`: KFP reads the real annotation objects.
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Output
+
+from .base import cpu_component
+
+
+@cpu_component
+def validate(source: str, data_revision: str, max_per_class: int, seed: int,
+             data: Output[Dataset], report: Output[Artifact], metrics: Output[Metrics]) -> str:
+    """Check SOURCE with the data expectations and stage it as this run's data artifact.
+
+    `data_revision` (a DVC revision or content hash computed by the caller) is an input only so that
+    KFP's cache key changes when the external data changes. `max_per_class` > 0 subsamples (tiny profile).
+    Returns the content hash of the staged bytes.
+    """
+    from tailsynth.data.validate import validate_source
+    from tailsynth.pipeline_io import content_hash, stage_source
+
+    staged = stage_source(source, data.path, max_per_class=max_per_class, seed=seed)
+    result = validate_source(staged, report=report.path)
+    if not result.ok:
+        problems = "; ".join(result.problems()[:10])
+        raise ValueError(f"{source}: data validation failed: {problems}")
+    digest = content_hash(staged)
+    data.metadata.update({"source": source, "data_revision": data_revision, "content_hash": digest,
+                          "max_per_class": max_per_class})
+    metrics.log_metric("validation_ok", 1.0)
+    for k, v in (result.summary or {}).items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            metrics.log_metric(f"validation.{k}", float(v))
+    return digest
+
+
+@cpu_component
+def split(data: Input[Dataset], seed: int, val_fraction: float, test_fraction: float,
+          splits: Output[Dataset], metrics: Output[Metrics]):
+    """Lesion-grouped stratified split manifest (`image_id,label,group_id,split`); a source's own splits are kept."""
+    from tailsynth.data import ensure_splits, load_source
+    from tailsynth.data.splits import groups_crossing_splits, write_split_manifest
+    from tailsynth.pipeline_io import source_in
+
+    ds = ensure_splits(load_source(source_in(data.path)), seed=seed, val=val_fraction, test=test_fraction)
+    crossing = groups_crossing_splits(ds.records)
+    if crossing:
+        raise ValueError(f"{len(crossing)} lesion groups straddle splits, e.g. {next(iter(crossing))}")
+    write_split_manifest(ds, splits.path)
+    for s in ds.splits:
+        for cls, n in ds.class_counts(s).items():
+            metrics.log_metric(f"{s}.{cls}", float(n))
+    splits.metadata["splits"] = ds.splits
+
+
+@cpu_component
+def version(synthetic: Input[Dataset], data_revision: str, content_hash: str, remote: str,
+            record: Output[Artifact]) -> str:
+    """Push the selected synthetic set with DVC (when a remote is configured) and record the real data's revision.
+
+    Returns the DVC revision (md5) of the synthetic set, or 'not-pushed' when `remote` is empty.
+    """
+    import json
+    import os
+
+    from tailsynth.data import versioning
+
+    entry = {"real_data_revision": data_revision, "real_content_hash": content_hash,
+             "synthetic_set": synthetic.uri, "remote": remote or None}
+    if remote:
+        entry["synthetic_revision"] = str(versioning.push(synthetic.path, remote=remote))
+    else:
+        entry["synthetic_revision"] = "not-pushed"
+        entry["note"] = "no DVC remote configured for this run; the synthetic set stays in the run folder"
+    os.makedirs(os.path.dirname(record.path) or ".", exist_ok=True)
+    with open(record.path, "w") as f:
+        json.dump(entry, f, indent=2, sort_keys=True)
+    record.metadata.update(entry)
+    return entry["synthetic_revision"]

@@ -1,0 +1,83 @@
+"""Synthesis stages: lesion masks, diffusion training, sharded generation, merge, OOD selection."""
+
+# No `from __future__ import annotations`: KFP reads the real annotation objects.
+from typing import List
+
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
+
+from .base import cpu_component, gpu_component
+
+
+@cpu_component
+def masks(data: Input[Dataset], size: int, masks: Output[Dataset], metrics: Output[Metrics]):
+    """Lesion masks for every real image (the regions the diffusion model learns to inpaint)."""
+    from tailsynth.masks import compute_masks
+    from tailsynth.pipeline_io import numeric_items, source_in
+
+    summary = compute_masks(str(source_in(data.path)), masks.path, size=size or None)
+    for k, v in numeric_items(summary if isinstance(summary, dict) else {}).items():
+        metrics.log_metric(k, v)
+
+
+@gpu_component
+def train_diffusion(data: Input[Dataset], splits: Input[Dataset], masks: Input[Dataset], model_size: str,
+                    resolution: int, steps: int, batch_size: int, max_minutes: float, seed: int,
+                    model: Output[Model], metrics: Output[Metrics]):
+    """The class-conditional inpainting diffusion model (trained on the train split; `max_minutes` > 0 caps time)."""
+    from tailsynth.diffusion.train import train_diffusion as train
+    from tailsynth.pipeline_io import numeric_items, source_in
+
+    options = {"batch_size": batch_size} if batch_size > 0 else {}
+    if max_minutes > 0:
+        options["max_minutes"] = max_minutes
+    result = train(data=str(source_in(data.path)), size=model_size, out=model.path, resolution=resolution or None,
+                   steps=steps or None, seed=seed, mask_dir=masks.path, splits=splits.path, **options)
+    for k, v in numeric_items(result if isinstance(result, dict) else {}).items():
+        metrics.log_metric(k, v)
+    model.metadata.update({"size": model_size, "resolution": resolution, "steps": steps})
+
+
+@gpu_component
+def generate(model: Input[Model], data: Input[Dataset], masks: Input[Dataset], classes: List[str], policy: str,
+             count: int, oversample: float, sampler: str, sampler_steps: int, guidance: float, seed: int,
+             shard: int, num_shards: int, candidates: Output[Dataset], metrics: Output[Metrics]):
+    """One shard of tail-class candidates (shard i of n); the pipeline fans shards out with ParallelFor."""
+    from tailsynth.diffusion.generate import generate as gen
+    from tailsynth.pipeline_io import numeric_items, source_in
+
+    result = gen(str(model.path), str(source_in(data.path)), candidates.path, classes=list(classes) or None,
+                 policy=policy, count=count or None, oversample=oversample, sampler=sampler, steps=sampler_steps,
+                 guidance=guidance, seed=seed, shard=(shard, num_shards), masks=masks.path)
+    for k, v in numeric_items(result if isinstance(result, dict) else {}).items():
+        metrics.log_metric(k, v)
+    candidates.metadata.update({"shard": shard, "num_shards": num_shards, "sampler": sampler})
+
+
+@cpu_component
+def merge(shards: Input[List[Dataset]], candidates: Output[Dataset], metrics: Output[Metrics]):
+    """All shards as one candidate set (provenance kept per image)."""
+    from tailsynth.diffusion.generate import merge_shards
+    from tailsynth.pipeline_io import numeric_items
+
+    result = merge_shards([s.path for s in shards], candidates.path)
+    metrics.log_metric("shards", float(len(shards)))
+    for k, v in numeric_items(result if isinstance(result, dict) else {}).items():
+        metrics.log_metric(k, v)
+
+
+@cpu_component
+def select(candidates: Input[Dataset], data: Input[Dataset], splits: Input[Dataset], classifier: Input[Model],
+           gamma: float, calibrate: float, score: str, selected: Output[Dataset], metrics: Output[Metrics]):
+    """OOD post-selection in the real-only classifier's feature space; writes the kept set and its statistics.
+
+    Exactly one of `gamma` (keep fraction per class) and `calibrate` (validation quantile) is > 0.
+    """
+    from tailsynth.ood.select import select_candidates
+    from tailsynth.pipeline_io import localize_manifest, numeric_items, source_in
+
+    result = select_candidates(candidates.path, str(source_in(data.path)), classifier.path, selected.path,
+                               gamma=gamma if gamma > 0 else None, calibrate=calibrate if calibrate > 0 else None,
+                               score=score, splits=splits.path)
+    localize_manifest(selected.path)  # the kept images travel with the selection, not by reference
+    for k, v in numeric_items(result if isinstance(result, dict) else {}).items():
+        metrics.log_metric(k, v)

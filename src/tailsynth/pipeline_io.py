@@ -1,0 +1,198 @@
+"""File-level glue the pipeline components share: staging a data source into an artifact folder.
+
+Pure Python (no KFP imports): components call these with artifact paths, tests call them directly.
+A KFP artifact path has no file suffix, while `load_source` recognises an `.npz` by its suffix, so a
+data artifact is always a folder holding either `<name>.npz` or an ISIC 2019 layout.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from .data.errors import DataError
+
+
+def source_in(artifact_dir: str | Path) -> Path:
+    """The data source inside a data artifact folder (the .npz file, or the folder itself)."""
+    d = Path(artifact_dir)
+    if d.is_file():
+        return d
+    if not d.is_dir():
+        raise DataError(f"{d}: data artifact not found")
+    npz = sorted(d.glob("*.npz"))
+    if len(npz) > 1:
+        raise DataError(f"{d}: more than one .npz in the data artifact ({[p.name for p in npz]})")
+    return npz[0] if npz else d
+
+
+def locate_real_data(root: str | Path) -> Path | None:
+    """DermaMNIST under ROOT/dermamnist/dermamnist.npz, else an ISIC 2019 folder at or under ROOT."""
+    from .data.isic import is_isic_folder
+
+    root = Path(root)
+    if root.is_file() and root.suffix == ".npz":
+        return root
+    cand = root / "dermamnist" / "dermamnist.npz"
+    if cand.is_file():
+        return cand
+    if root.is_dir():
+        if is_isic_folder(root):
+            return root
+        for sub in sorted(p for p in root.iterdir() if p.is_dir()):
+            if is_isic_folder(sub):
+                return sub
+    return None
+
+
+def _pick(labels: np.ndarray, cap: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices keeping at most `cap` per class (all when cap <= 0), in original order."""
+    if cap <= 0:
+        return np.arange(len(labels))
+    keep = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        keep.append(idx if len(idx) <= cap else rng.choice(idx, cap, replace=False))
+    return np.sort(np.concatenate(keep)) if keep else np.arange(0)
+
+
+def stage_source(source: str | Path, dest_dir: str | Path, max_per_class: int = 0, seed: int = 0) -> Path:
+    """Copy SOURCE into DEST_DIR (an artifact folder), keeping at most `max_per_class` images per class and split.
+
+    The cap exists for the tiny test profile; 0 copies everything byte for byte.
+    """
+    from .data import load_source
+
+    src = Path(source)
+    dest = Path(dest_dir)
+    dest.mkdir(parents=True, exist_ok=True)
+    ds = load_source(src)  # fails with a clear DataError on bad input before anything is copied
+    if ds.format == "medmnist":
+        out = dest / src.name
+        if max_per_class <= 0:
+            shutil.copyfile(src, out)
+            return out
+        rng = np.random.default_rng(seed)
+        npz = np.load(src)
+        arrays = {}
+        for key in npz.files:
+            if key.endswith("_labels"):
+                split = key[: -len("_labels")]
+                y = npz[key].reshape(-1)
+                idx = _pick(y, max_per_class, rng)
+                arrays[key] = npz[key][idx]
+                arrays[f"{split}_images"] = npz[f"{split}_images"][idx]
+        np.savez(out, **arrays)
+        return out
+    # ISIC 2019 folder: copy the images kept and the CSV rows that describe them.
+    from .data.isic import find_layout
+
+    rng = np.random.default_rng(seed)
+    by_split: dict[str, list] = {}
+    for r in ds.records:
+        by_split.setdefault(r.split, []).append(r)
+    keep_ids = set()
+    for recs in by_split.values():
+        labels = np.array([ds.classes.index(r.label) for r in recs])
+        keep_ids.update(recs[i].image_id for i in _pick(labels, max_per_class, rng))
+    kept = [r for r in ds.records if r.image_id in keep_ids]
+    for r in kept:
+        rel = Path(r.path).resolve().relative_to(src.resolve())
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(r.path, dest / rel)
+    gt, meta, _images, _split = find_layout(src)
+    for p in (gt, meta):
+        if not p.is_file():
+            continue
+        with open(p, newline="") as f, open(dest / p.name, "w", newline="") as g:
+            reader = csv.reader(f)
+            w = csv.writer(g)
+            w.writerow(next(reader))
+            for row in reader:
+                if row and row[0] in keep_ids:
+                    w.writerow(row)
+    return dest
+
+
+def content_hash(path: str | Path) -> str:
+    """sha256 over a file, or over the sorted relative paths and bytes of a folder (the cache key of real data)."""
+    p = Path(path)
+    h = hashlib.sha256()
+    files = [p] if p.is_file() else sorted(q for q in p.rglob("*") if q.is_file())
+    if not files:
+        raise DataError(f"{p}: nothing to hash (missing or empty)")
+    for q in files:
+        h.update(str(q.relative_to(p) if p.is_dir() else q.name).encode())
+        with open(q, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def write_json(path: str | Path, obj) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
+    return path
+
+
+def numeric_items(d: dict, prefix: str = "") -> dict[str, float]:
+    """Flatten nested metric dicts to {name: float} for KFP Metrics (which holds scalars only)."""
+    out: dict[str, float] = {}
+    for k, v in (d or {}).items():
+        name = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(numeric_items(v, name + "."))
+        elif isinstance(v, (bool, np.bool_)):
+            out[name] = float(v)
+        elif isinstance(v, (int, float, np.integer, np.floating)) and np.isfinite(v):
+            out[name] = float(v)
+    return out
+
+
+SELECTED_MANIFEST = "selected_manifest.csv"
+
+
+def synthetic_manifest(selected_dir: str | Path) -> Path:
+    """The trainer's synthetic manifest (`path,class[,weight]`) inside a selection output folder."""
+    p = Path(selected_dir) / SELECTED_MANIFEST
+    if not p.is_file():
+        raise DataError(f"{p}: no selected-synthetic manifest (expected from `tailsynth select`)")
+    return p
+
+
+def localize_manifest(selected_dir: str | Path) -> Path:
+    """Copy the images a selection manifest points at into SELECTED_DIR/images and rewrite it with relative paths.
+
+    The selection step lists absolute paths into the candidate set; on a cluster each stage sees only
+    its own inputs, so the selected set must carry its images to be usable by the trainer and by DVC.
+    """
+    manifest = synthetic_manifest(selected_dir)
+    root = manifest.parent
+    img_dir = root / "images"
+    img_dir.mkdir(exist_ok=True)
+    with open(manifest, newline="") as f:
+        reader = csv.DictReader(f)
+        fields = list(reader.fieldnames or [])
+        rows = list(reader)
+    for i, row in enumerate(rows):
+        src = Path(row["path"])
+        if not src.is_absolute():
+            src = root / src
+        if src.resolve().parent == img_dir.resolve():
+            continue
+        if not src.is_file():
+            raise DataError(f"{manifest}: row {i + 2}: image {src} not found")
+        dest = img_dir / f"{i:06d}_{src.name}"
+        shutil.copyfile(src, dest)
+        row["path"] = str(dest.relative_to(root))
+    with open(manifest, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+    return manifest
