@@ -1,24 +1,29 @@
-"""`tailsynth data ...`: fetch, validate, split, stats, push, pull."""
+"""`tailsynth data ...`: fetch, validate, split, stats, push, pull, remote-s3, revision."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import List, Optional
 
 import typer
 
-from .common import fail_cleanly, print_json
+from .common import err, fail_cleanly, print_json
 
 data_app = typer.Typer(help="Real data: fetch, validate, split, stats, DVC push/pull.", no_args_is_help=True)
 
+SOURCE_HELP = "ISIC 2019 folder or MedMNIST .npz"
+PART_HELP = "ISIC folder holding several ground-truth tables: training | test"
+
 
 @data_app.command("stats")
-def stats(source: Path = typer.Argument(..., help="ISIC 2019 folder or MedMNIST .npz"),
-          as_json: bool = typer.Option(False, "--json", help="print one JSON object")) -> None:
+def stats(source: Path = typer.Argument(..., help=SOURCE_HELP),
+          as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+          part: Optional[str] = typer.Option(None, help=PART_HELP)) -> None:
     """Class counts per split."""
     from ..data import load_source
 
     with fail_cleanly():
-        st = load_source(source).stats()
+        st = load_source(source, part=part).stats()
     if as_json:
         print_json(st)
         return
@@ -34,6 +39,141 @@ def stats(source: Path = typer.Argument(..., help="ISIC 2019 folder or MedMNIST 
     for s, counts in st["splits"].items():
         t.add_row(s, *[str(counts[c]) for c in classes], str(sum(counts.values())))
     Console().print(t)
+
+
+@data_app.command("fetch")
+def fetch(dataset: str = typer.Argument(..., help="dermamnist | isic2019"),
+          dest: Path = typer.Option(..., "--dest", help="folder to put the data in"),
+          timeout: float = typer.Option(30.0, help="network timeout per connection, seconds"),
+          base_url: Optional[str] = typer.Option(None, help="a mirror holding the official file names"),
+          labels_only: bool = typer.Option(False, help="isic2019: only the ground-truth and metadata CSVs"),
+          with_test: bool = typer.Option(False, help="isic2019: also the test set"),
+          keep_archives: bool = typer.Option(False, help="keep downloaded zip files after extracting")) -> None:
+    """Download a data set from its official location; files already in DEST are used as they are."""
+    from ..data.fetch import fetch as run
+
+    with fail_cleanly():
+        rep = run(dataset, dest, timeout=timeout, base_url=base_url, labels_only=labels_only,
+                  with_test=with_test, keep_archives=keep_archives, progress=True)
+    print_json(rep)
+
+
+@data_app.command("validate")
+def validate(source: Path = typer.Argument(..., help=SOURCE_HELP),
+             report: Optional[Path] = typer.Option(None, help="folder for the JSON summary, HTML report, "
+                                                               "quarantine.csv"),
+             drop_invalid: bool = typer.Option(False, "--drop-invalid",
+                                               help="drop quarantined (missing/corrupt/truncated) images "
+                                                    "instead of failing"),
+             splits: Optional[Path] = typer.Option(None, help="split manifest CSV to check for lesions in "
+                                                              "two splits"),
+             part: Optional[str] = typer.Option(None, help=PART_HELP),
+             min_size: int = typer.Option(28, help="smallest allowed image side, pixels"),
+             as_json: bool = typer.Option(False, "--json", help="print the summary as JSON")) -> None:
+    """Great Expectations checks; exit 0 when sound, else 1 with every bad file/row named on stderr."""
+    from ..data.validate import validate_source
+
+    with fail_cleanly():
+        res = validate_source(source, report=report, drop_invalid=drop_invalid, splits=splits, part=part,
+                              min_size=min_size, progress=True)
+    for line in res.problems():
+        err.print(f"[red]invalid:[/red] {line}", markup=True, highlight=False, soft_wrap=True)
+    for q in res.quarantined:
+        if q["image_id"] in set(res.dropped):
+            err.print(f"[yellow]dropped:[/yellow] {q['path']} ({q['reason']})", markup=True, highlight=False,
+                      soft_wrap=True)
+    s = res.summary
+    if as_json:
+        print_json(s)
+    else:
+        verdict = "passed" if res.ok else "FAILED"
+        print(f"validation {verdict}: {s['source']} ({s['format']}), {s['rows']} rows, "
+              f"{s['checks_failed']}/{s['checks_total']} checks failed, {len(s['quarantined'])} quarantined, "
+              f"{len(s['dropped'])} dropped, {s['seconds']} s" + (f"; report in {report}" if report else ""))
+    if not res.ok:
+        raise typer.Exit(1)
+
+
+@data_app.command("split")
+def split(source: Path = typer.Argument(..., help=SOURCE_HELP),
+          out: Path = typer.Option(..., "--out", help="manifest CSV to write (image_id,label,group_id,split)"),
+          val: float = typer.Option(0.15, help="validation fraction"),
+          test: float = typer.Option(0.15, help="test fraction (0 for none)"),
+          seed: int = typer.Option(0, help="random seed (same seed, same split)"),
+          kfold: Optional[int] = typer.Option(None, help="k grouped stratified folds (also writes "
+                                                         "<out>.fold<i>.csv)"),
+          imbalance_ratio: Optional[float] = typer.Option(None, help="first subsample to a long tail with "
+                                                                      "this head/tail ratio"),
+          isic_proportions: bool = typer.Option(False, help="first subsample to ISIC 2019's class shares"),
+          exclude: Optional[Path] = typer.Option(None, help="CSV with image_id column to leave out (e.g. "
+                                                            "quarantine.csv)"),
+          resplit: bool = typer.Option(False, help="re-split sources that have their own train/val"),
+          part: Optional[str] = typer.Option(None, help=PART_HELP)) -> None:
+    """Lesion-grouped, stratified train/val/test (or k-fold) split manifest."""
+    from ..data.splits import split_source
+
+    with fail_cleanly():
+        rep = split_source(source, out, val=val, test=test, seed=seed, kfold=kfold,
+                           imbalance_ratio=imbalance_ratio, isic_proportions=isic_proportions,
+                           exclude=exclude, resplit=resplit, part=part)
+    print_json(rep)
+
+
+def _versioning_call(fn, **kw):
+    from ..data.versioning import VersioningError
+
+    try:
+        return fn(**kw)
+    except VersioningError as e:
+        err.print(f"[red]error:[/red] {e}", markup=True, highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+
+
+@data_app.command("push")
+def push(targets: Optional[List[str]] = typer.Argument(None, help=".dvc files or paths (default: all)"),
+         repo: Path = typer.Option(Path("."), help="repository root"),
+         remote: Optional[str] = typer.Option(None, "--remote", "-r", help="DVC remote (default: core.remote)"),
+         jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="parallel transfers")) -> None:
+    """`dvc push` with clear errors for missing credentials, unreachable endpoint, missing bucket."""
+    from ..data.versioning import push as run
+
+    print_json(_versioning_call(run, repo=repo, remote=remote, targets=targets, jobs=jobs))
+
+
+@data_app.command("pull")
+def pull(targets: Optional[List[str]] = typer.Argument(None, help=".dvc files or paths (default: all)"),
+         repo: Path = typer.Option(Path("."), help="repository root"),
+         remote: Optional[str] = typer.Option(None, "--remote", "-r", help="DVC remote (default: core.remote)"),
+         jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="parallel transfers")) -> None:
+    """`dvc pull` with clear errors for missing credentials, unreachable endpoint, missing bucket."""
+    from ..data.versioning import pull as run
+
+    print_json(_versioning_call(run, repo=repo, remote=remote, targets=targets, jobs=jobs))
+
+
+@data_app.command("remote-s3")
+def remote_s3(bucket: str = typer.Option(..., "--bucket", help="S3 bucket name"),
+              endpoint_url: Optional[str] = typer.Option(None, "--endpoint-url",
+                                                          help="S3-compatible endpoint (MinIO, Ceph...)"),
+              name: str = typer.Option("s3", help="remote name"),
+              prefix: str = typer.Option("tailsynth", help="key prefix inside the bucket"),
+              region: Optional[str] = typer.Option(None, help="AWS region"),
+              default: bool = typer.Option(False, "--default", help="make it the default remote"),
+              repo: Path = typer.Option(Path("."), help="repository root")) -> None:
+    """Add an S3 DVC remote; credentials are read from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY at use."""
+    from ..data.versioning import setup_s3_remote
+
+    print_json(_versioning_call(setup_s3_remote, bucket=bucket, endpoint_url=endpoint_url, repo=repo, name=name,
+                                prefix=prefix, region=region, default=default))
+
+
+@data_app.command("revision")
+def revision(path: Path = typer.Argument(..., help="file or folder")) -> None:
+    """Content hash (sha256) of a file or folder, independent of timestamps and location."""
+    from ..data.versioning import data_revision
+
+    with fail_cleanly():
+        print(data_revision(path))
 
 
 def register(app: typer.Typer) -> None:

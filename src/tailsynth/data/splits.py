@@ -167,3 +167,94 @@ def groups_crossing_splits(records: Sequence[Record]) -> dict[str, list[str]]:
     for r in records:
         seen[r.group_id].add(r.split)
     return {g: sorted(s) for g, s in seen.items() if len(s) > 1}
+
+
+def read_id_list(path: str | Path) -> set[str]:
+    """image ids from a CSV with an `image_id` column (e.g. the validator's quarantine.csv)."""
+    from .errors import DataError
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: id list not found")
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if "image_id" not in (reader.fieldnames or []):
+            raise DataError(f"{path}: missing column 'image_id'")
+        return {row["image_id"] for row in reader}
+
+
+def split_source(
+    source: str | Path,
+    out: str | Path,
+    val: float = 0.15,
+    test: float = 0.15,
+    seed: int = 0,
+    kfold: int | None = None,
+    imbalance_ratio: float | None = None,
+    isic_proportions: bool = False,
+    exclude: str | Path | None = None,
+    resplit: bool = False,
+    part: str | None = None,
+) -> dict:
+    """Read SOURCE, optionally drop excluded ids and subsample to a long tail, split, write the manifest CSV.
+
+    Sources with their own train/val (MedMNIST) keep them unless `resplit`. With `kfold`, a test share is
+    held out first (if `test` > 0), the rest is dealt into k grouped, stratified folds; the manifest's
+    `split` column reads `fold<i>`/`test`, and `<out stem>.fold<i>.csv` holds the train/val(/test)
+    assignment for fold i, ready for `--splits`.
+    """
+    from .source import load_source
+
+    if imbalance_ratio is not None and isic_proportions:
+        raise ValueError("give either an imbalance ratio or ISIC proportions, not both")
+    for name, fr in (("val", val), ("test", test)):
+        if not 0 <= fr < 1:
+            raise ValueError(f"{name} fraction must be in [0, 1), got {fr}")
+    if val + test >= 1:
+        raise ValueError(f"val + test = {val + test} leaves nothing to train on")
+    ds = load_source(source, part=part)
+    n_read = len(ds)
+    excluded = 0
+    if exclude is not None:
+        drop = read_id_list(exclude)
+        keep = [r for r in ds.records if r.image_id not in drop]
+        excluded = len(ds) - len(keep)
+        ds = ds.subset(keep)
+    if imbalance_ratio is not None or isic_proportions:
+        ds = longtail_subsample(ds, imbalance_ratio=imbalance_ratio, seed=seed)
+    out = Path(out)
+    written = [out]
+    if kfold:
+        if kfold < 2:
+            raise ValueError(f"k-fold needs k >= 2, got {kfold}")
+        base: dict[str, str] = {r.image_id: "rest" for r in ds.records}
+        if test > 0:
+            base = grouped_stratified_assign(ds.records, {"rest": 1 - test, "test": test}, seed)
+        rest = [r for r in ds.records if base[r.image_id] == "rest"]
+        folds = kfold_assign(rest, kfold, seed)
+        assign = {iid: ("test" if s == "test" else f"fold{folds[iid]}") for iid, s in base.items()}
+        ds = ds.with_splits(assign)
+        write_split_manifest(ds, out)
+        for i in range(kfold):
+            fold_ds = ds.with_splits({
+                r.image_id: ("test" if r.split == "test" else "val" if r.split == f"fold{i}" else "train")
+                for r in ds.records
+            })
+            written.append(write_split_manifest(fold_ds, out.with_name(f"{out.stem}.fold{i}{out.suffix}")))
+    else:
+        has_own = "train" in ds.splits and "val" in ds.splits
+        if resplit or not has_own:
+            ds = split_dataset(ds, val=val, test=test, seed=seed)
+        write_split_manifest(ds, out)
+    crossing = groups_crossing_splits(ds.records)
+    if crossing:  # cannot happen by construction; a guard against a manifest that would leak lesions
+        g, s = next(iter(crossing.items()))
+        raise AssertionError(f"lesion {g} landed in splits {s}")
+    return {
+        "source": str(source),
+        "manifests": [str(p) for p in written],
+        "read": n_read,
+        "excluded": excluded,
+        "kept": len(ds),
+        "splits": {s: ds.class_counts(s) for s in ds.splits},
+    }

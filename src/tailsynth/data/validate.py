@@ -388,8 +388,8 @@ def validate_source(
     if fmt == "isic2019":
         rows, gt_path, gt_columns, class_cols, expected = _isic_table(source, assignment, part, workers, progress)
         bad = rows[rows["_reason"].notna() & rows["image"].notna()]
-        quarantined = [{"image_id": r.image, "path": r._path, "reason": r._reason, "error": r._error}
-                       for r in bad.itertuples()]
+        quarantined = [{"image_id": r["image"], "path": r["_path"], "reason": r["_reason"], "error": r["_error"]}
+                       for r in bad.to_dict("records")]
         if drop_invalid and len(bad):
             dropped = list(bad["image"])
             rows = rows.drop(index=bad.index).reset_index(drop=True)
@@ -417,8 +417,14 @@ def validate_source(
     ok = all(c.success for c in checks) and (not quarantined or drop_invalid)
     if quarantined and not drop_invalid:
         # The quarantine is what fails here, named file by file; --drop-invalid is the explicit opt-out.
-        checks.append(Check("quarantine", None, "no corrupt, truncated or missing images", False,
-                            [f"{q['path']}: {q['reason']} ({q['error']})" for q in quarantined]))
+        # Each quarantined file is already named by the exists/decodes expectations above.
+        reasons = {r: sum(q["reason"] == r for q in quarantined) for r in QUARANTINE_REASONS}
+        checks.append(Check(
+            "quarantine", None, "no corrupt, truncated or missing images", False, [],
+            f"{len(quarantined)} image(s) quarantined ("
+            + ", ".join(f"{n} {r}" for r, n in reasons.items() if n)
+            + "); listed in quarantine.csv with --report; --drop-invalid drops exactly these",
+        ))
     summary = {
         "source": str(source),
         "format": fmt,
