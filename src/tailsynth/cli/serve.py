@@ -1,9 +1,76 @@
-"""CLI commands of this area (filled in by the area's issue)."""
+"""`tailsynth export`, `tailsynth serve`, `tailsynth predict`: thin wrappers over tailsynth.export / tailsynth.serve."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from typing import List, Optional
+
 import typer
+
+from .common import err, fail_cleanly, print_json
+
+
+def export(model: Path = typer.Option(..., "--model", help="classifier folder (MODEL_DIR/model.pt)"),
+           out: Path = typer.Option(..., "--out", help="Triton model repository root to write"),
+           target: str = typer.Option("local", "--target", help="local (python backend for the bundled Triton) "
+                                      "or cluster (onnxruntime_onnx platform, GPU instances)"),
+           max_batch_size: int = typer.Option(32, help="largest batch Triton's dynamic batcher may form"),
+           max_queue_delay_us: int = typer.Option(2000, help="dynamic batching queue delay (microseconds)"),
+           instances: int = typer.Option(1, help="model instances per Triton server"),
+           tensorrt: bool = typer.Option(False, "--tensorrt", help="add the TensorRT accelerator (cluster, GPU)")) -> None:
+    """Export a classifier to ONNX + a Triton model repository, check parity with torch, write a model card."""
+    from ..export import export_model
+
+    with fail_cleanly():
+        summary = export_model(model, out, target, max_batch_size=max_batch_size,
+                               max_queue_delay_us=max_queue_delay_us, instances=instances, tensorrt=tensorrt)
+    err.print(f"ONNX parity vs torch: max abs diff {summary['parity']['max_abs_diff_probabilities']:.2e}",
+              highlight=False)
+    print_json(summary)
+
+
+def serve(repo: Path = typer.Option(..., "--repo", help="model repository from `tailsynth export`"),
+          backend: str = typer.Option("triton", "--backend", help="triton (bundled tritonserver) or onnxruntime"),
+          port: int = typer.Option(8080, "--port", help="transformer port on 127.0.0.1"),
+          token: Optional[str] = typer.Option(None, "--token", envvar="TAILSYNTH_TOKEN",
+                                              help="require 'Authorization: Bearer TOKEN' on inference calls"),
+          records: Optional[Path] = typer.Option(None, "--records", help="prediction records JSONL "
+                                                 "(default REPO/predictions.jsonl)"),
+          max_batch: int = typer.Option(32, help="most images per request"),
+          max_body_bytes: int = typer.Option(64 * 1024 * 1024, help="largest request body")) -> None:
+    """Serve POST /v1/models/lesion-classifier:predict and /v2/models/lesion-classifier/infer on 127.0.0.1."""
+    from ..serve.images import Limits
+    from ..serve.local import serve as run_serve
+    from ..serve.triton import TritonUnavailable
+
+    try:
+        with fail_cleanly():
+            run_serve(repo, backend=backend, port=port, token=token, records=records,
+                      limits=Limits(max_batch=max_batch, max_body_bytes=max_body_bytes))
+    except TritonUnavailable as e:
+        err.print(f"[red]error:[/red] {e}\n(use --backend onnxruntime where the Triton binary cannot run)",
+                  markup=True, highlight=False)
+        raise typer.Exit(1)
+
+
+def predict(images: List[Path] = typer.Argument(..., help="image files (JPEG/PNG)"),
+            url: str = typer.Option(..., "--url", help="endpoint, e.g. http://127.0.0.1:8080"),
+            token: Optional[str] = typer.Option(None, "--token", envvar="TAILSYNTH_TOKEN"),
+            batch_size: int = typer.Option(16, help="images per request")) -> None:
+    """Classify images through a running endpoint; one JSON line per image."""
+    from ..serve.client import PredictError, predict_files
+
+    try:
+        with fail_cleanly():
+            for rec in predict_files(url, images, token=token, batch_size=batch_size):
+                print_json(rec)
+    except PredictError as e:
+        err.print(f"[red]error:[/red] {e}", markup=True, highlight=False)
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:
-    return None
+    app.command("export")(export)
+    app.command("serve")(serve)
+    app.command("predict")(predict)

@@ -83,6 +83,17 @@ def _env(paths: dict) -> dict:
     return env
 
 
+def _die_with_parent() -> None:
+    # Linux: SIGTERM the server if the launching process dies without stopping it (no orphaned Triton).
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
 @dataclass
 class TritonProcess:
     repo: Path
@@ -101,7 +112,7 @@ class TritonProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def stop(self, timeout: float = 20.0) -> None:
+    def stop(self, timeout: float = 15.0) -> None:
         if self._closed:
             return
         self._closed = True
@@ -133,7 +144,7 @@ def start_triton(repo: str | Path, http_port: int | None = None, env: Path | Non
     http_port = http_port or free_port()
     grpc_port, metrics_port = free_port(), free_port()
     cmd = [str(paths["binary"]), f"--model-repository={repo}", f"--backend-directory={backends}",
-           "--model-control-mode=explicit", "--load-model=*", "--exit-on-error=true", "--strict-readiness=true",
+           "--model-control-mode=explicit", "--load-model=*", "--exit-on-error=true", "--exit-timeout-secs=10", "--strict-readiness=true",
            "--allow-http=true", "--http-address=127.0.0.1", f"--http-port={http_port}",
            "--allow-grpc=true", "--grpc-address=127.0.0.1", f"--grpc-port={grpc_port}",
            "--allow-metrics=true", "--allow-gpu-metrics=false", "--allow-cpu-metrics=true",
@@ -141,7 +152,7 @@ def start_triton(repo: str | Path, http_port: int | None = None, env: Path | Non
     log_path = workdir / "tritonserver.log"
     with open(log_path, "wb") as logf:
         proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=_env(paths), cwd=workdir,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=_die_with_parent)
     tp = TritonProcess(repo, http_port, grpc_port, metrics_port, proc, workdir, log_path)
     try:
         wait_http_ready(f"{tp.url}/v2/health/ready", proc, ready_timeout)
