@@ -200,8 +200,10 @@ def _npz_table(path: Path):
         n = max(len(x) if x is not None else 0, len(y) if y is not None else 0)
         y = np.full(n, -1) if y is None else y.reshape(len(y), -1)[:, 0].astype(np.int64)
         f = pd.DataFrame({"image": [f"{s}_{i:05d}" for i in range(n)], "_split": s})
-        f["_label_index"] = np.pad(y, (0, n - len(y)), constant_values=-1)
-        f["_label"] = [CLASSES[v] if 0 <= v < len(CLASSES) else None for v in f["_label_index"]]
+        f["_row"] = np.arange(n)
+        # Rows beyond the label array get no label index (null), so only `_has_label` names them.
+        f["_label_index"] = pd.array(list(y) + [None] * (n - len(y)), dtype="Int64")
+        f["_label"] = [CLASSES[v] if v is not pd.NA and 0 <= v < len(CLASSES) else None for v in f["_label_index"]]
         ok_shape = x is not None and x.ndim == 4 and x.shape[-1] == 3 and x.dtype == np.uint8
         f["_mode"] = "RGB" if ok_shape else f"array {None if x is None else (x.shape, str(x.dtype))}"
         f["_min_side"] = int(min(x.shape[1:3])) if x is not None and x.ndim >= 3 else 0
@@ -210,7 +212,6 @@ def _npz_table(path: Path):
         f["_has_label"] = np.arange(n) < len(y)
         frames.append(f)
     rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["image", "_split", "_label"])
-    rows["_row"] = rows.index
     rows["_group"] = rows["image"]  # DermaMNIST has no lesion ids: every image is its own group
     rows["_group_splits"] = 1
     keys = pd.DataFrame({k: [str(v.shape)] for k, v in arrays.items()})
@@ -234,10 +235,10 @@ def _run_suite(ctx, name: str, df, expectations):
 
     src = ctx.data_sources.add_pandas(f"{name}_source")
     batch_def = src.add_dataframe_asset(name).add_batch_definition_whole_dataframe("whole")
-    suite = ctx.suites.add(gx.ExpectationSuite(name=f"tailsynth_{name}"))
     for exp, intent in expectations:
         exp.meta = {"intent": intent}
-        suite.add_expectation(exp)
+    # One add with all expectations: adding them one by one re-serialises the whole suite each time.
+    suite = ctx.suites.add(gx.ExpectationSuite(name=f"tailsynth_{name}", expectations=[e for e, _ in expectations]))
     batch = batch_def.get_batch(batch_parameters={"dataframe": df})
     return batch.validate(suite, result_format="COMPLETE")
 
@@ -266,7 +267,8 @@ def _collect(result, rows, gt_name: str, detail_col: dict) -> list[Check]:
                     if extra is not None:
                         line += f": {extra(rows.loc[i])}"
                     elif col in rows.columns:
-                        line += f": {col}={rows.loc[i, col]!r}"
+                        v = rows.loc[i, col]
+                        line += f": {col}={v.item() if isinstance(v, np.generic) else v!r}"
                     offenders.append(line)
             elif cfg.type == "expect_column_to_exist":
                 detail = f"column {col!r} missing"
