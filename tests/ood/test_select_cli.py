@@ -4,89 +4,14 @@ generator's format (in-distribution, off-distribution, and an exact copy of a tr
 import csv
 import json
 
-import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from tailsynth.cli import app
 
-RES = 28
-CLASSES = ["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC"]
 
-
-def _fit_tiny_classifier(npz, out):
-    import torch
-
-    from tailsynth.classify.model import build_backbone, preprocess, save_classifier
-    from tailsynth.data import load_source
-
-    torch.manual_seed(0)
-    ds = load_source(npz)
-    x, y = ds.split("train").arrays(RES)
-    meta = {"mean": [0.5] * 3, "std": [0.5] * 3}
-    model = build_backbone("resnet18", len(ds.classes))
-    opt = torch.optim.Adam(model.parameters(), 1e-3)
-    xt, yt = preprocess(x, meta), torch.from_numpy(y)
-    model.train()
-    for _ in range(15):  # a few steps: features become class-aware, which is all scoring needs
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(xt), yt).backward()
-        opt.step()
-    model.eval()
-    save_classifier(model, out, backbone="resnet18", classes=ds.classes, resolution=RES)
-    return x, y, ds
-
-
-def _write_candidates(gen, items):
-    """items: (id, class, uint8 image, background_id)."""
-    from PIL import Image
-
-    (gen / "images").mkdir(parents=True)
-    with open(gen / "manifest.csv", "w", newline="") as f, open(gen / "synthetic_ground_truth.csv", "w", newline="") as g:
-        w, wg = csv.writer(f), csv.writer(g)
-        w.writerow(["id", "class", "background_id", "mask_source", "seed"])
-        wg.writerow(["image", *CLASSES, "SCC", "UNK"])
-        for iid, cls, img, bg in items:
-            Image.fromarray(img).save(gen / "images" / f"{iid}.png")
-            w.writerow([iid, cls, bg, "ellipse", 0])
-            wg.writerow([iid, *["1.0" if c == cls else "0.0" for c in CLASSES], "0.0", "0.0"])
-
-
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    import torch
-
-    torch.set_num_threads(1)
-    from conftest import make_npz
-
-    root = tmp_path_factory.mktemp("sel")
-    npz = make_npz(root / "tiny.npz", {"train": [8, 8, 10, 8, 10, 24, 8], "val": [3, 3, 3, 3, 3, 6, 3]})
-    x, y, ds = _fit_tiny_classifier(npz, root / "clf")
-    rng = np.random.default_rng(5)
-    items = []
-    df, vasc = ds.classes.index("DF"), ds.classes.index("VASC")
-    npz_label = {"DF": 3, "VASC": 6}  # make_npz colours images by npz label index
-    for cls in ("DF", "VASC"):
-        base = np.array([200, 150, 140]) - 10 * npz_label[cls]
-        for i in range(6):  # drawn like the real images of the class: in-distribution
-            img = np.clip(base + rng.normal(0, 8, (RES, RES, 3)), 0, 255).astype(np.uint8)
-            items.append((f"{cls}_in_{i}", cls, img, ""))
-        for i in range(6):  # saturated green noise: nothing like any real image
-            img = np.clip(np.array([20, 230, 30]) + rng.normal(0, 40, (RES, RES, 3)), 0, 255).astype(np.uint8)
-            items.append((f"{cls}_out_{i}", cls, img, ""))
-    train_ids = [r.image_id for r in ds.split("train").records]
-    copy_row = int(np.flatnonzero(y == df)[0])
-    items.append(("DF_copy", "DF", x[copy_row], ""))
-    # An exact copy of its own inpainting background is not memorization (checked on VASC).
-    bg_row = int(np.flatnonzero(y == vasc)[0])
-    items.append(("VASC_bgcopy", "VASC", x[bg_row], train_ids[bg_row]))
-    gen = root / "gen"
-    _write_candidates(gen, items)
-    return root, npz, gen
-
-
-def test_select_cli_writes_the_interface_files(setup):
-    root, npz, gen = setup
+def test_select_cli_writes_the_interface_files(ood_setup):
+    root, npz, gen = ood_setup
     out = root / "out_gamma"
     r = CliRunner().invoke(app, ["select", "--candidates", str(gen), "--real", str(npz), "--classifier",
                                  str(root / "clf"), "--gamma", "0.5", "--out", str(out)])
@@ -120,8 +45,8 @@ def test_select_cli_writes_the_interface_files(setup):
     assert "hist_DF.png" in html and (out / "report_files" / "grid_DF_accepted.png").is_file()
 
 
-def test_select_cli_calibrated_with_weights(setup):
-    root, npz, gen = setup
+def test_select_cli_calibrated_with_weights(ood_setup):
+    root, npz, gen = ood_setup
     out = root / "out_cal"
     r = CliRunner().invoke(app, ["select", "--candidates", str(gen), "--real", str(npz), "--classifier",
                                  str(root / "clf"), "--calibrate", "0.95", "--weights", "typicality", "--no-report",
@@ -134,8 +59,8 @@ def test_select_cli_calibrated_with_weights(setup):
     assert not any("_out_" in m["path"] for m in man)
 
 
-def test_select_cli_bad_input_names_the_problem(setup, tmp_path):
-    root, npz, gen = setup
+def test_select_cli_bad_input_names_the_problem(ood_setup, tmp_path):
+    root, npz, gen = ood_setup
     r = CliRunner().invoke(app, ["select", "--candidates", str(tmp_path / "nope"), "--real", str(npz), "--classifier",
                                  str(root / "clf"), "--gamma", "0.5", "--out", str(tmp_path / "o")])
     assert r.exit_code == 1 and "candidate folder not found" in r.output

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -15,16 +14,16 @@ def select(
     real: Path = typer.Option(..., "--real", help="real data SOURCE (ISIC folder or .npz) the classifier was trained on"),
     classifier: Path = typer.Option(..., "--classifier", help="MODEL_DIR of a classifier trained on real data only"),
     out: Path = typer.Option(..., "--out", help="output folder"),
-    gamma: Optional[float] = typer.Option(None, "--gamma", help="keep this fraction of candidates per class (0..1]"),
-    calibrate: Optional[float] = typer.Option(None, "--calibrate",
+    gamma: float | None = typer.Option(None, "--gamma", help="keep this fraction of candidates per class (0..1]"),
+    calibrate: float | None = typer.Option(None, "--calibrate",
                                               help="keep candidates inside this quantile of real val scores of their class"),
     score: str = typer.Option("mahalanobis", "--score", help="mahalanobis | energy | knn | p_intended"),
-    weights: Optional[str] = typer.Option(None, "--weights", help="add per-sample weights: p_intended | typicality"),
+    weights: str | None = typer.Option(None, "--weights", help="add per-sample weights: p_intended | typicality"),
     knn_k: int = typer.Option(5, "--knn-k"),
     memorization_quantile: float = typer.Option(0.01, "--memorization-quantile",
                                                 help="near-copy threshold: this quantile of real val-to-train NN distances"),
-    splits: Optional[Path] = typer.Option(None, "--splits", help="split manifest CSV image_id,split for --real"),
-    inception: Optional[Path] = typer.Option(None, "--inception", help="local Inception checkpoint for torchmetrics FID"),
+    splits: Path | None = typer.Option(None, "--splits", help="split manifest CSV image_id,split for --real"),
+    inception: Path | None = typer.Option(None, "--inception", help="local Inception checkpoint for torchmetrics FID"),
     no_report: bool = typer.Option(False, "--no-report", help="skip report.html"),
 ) -> None:
     """Score synthetic candidates with a real-data classifier and keep the in-distribution ones."""
@@ -47,13 +46,17 @@ def experiment_augment(
     main_gamma: float = typer.Option(0.4, "--main-gamma", help="gamma of arms (b), (c) and (d) in the main table"),
     backbone: str = typer.Option("resnet18", "--backbone"),
     loss: str = typer.Option("ce", "--loss", help="the best real-only method's loss"),
-    sampler: Optional[str] = typer.Option(None, "--sampler", help="the best real-only method's sampler"),
-    epochs: Optional[int] = typer.Option(None, "--epochs"),
-    resolution: Optional[int] = typer.Option(None, "--resolution"),
+    sampler: str | None = typer.Option(None, "--sampler", help="the best real-only method's sampler"),
+    epochs: int | None = typer.Option(None, "--epochs"),
+    resolution: int | None = typer.Option(None, "--resolution"),
     score: str = typer.Option("mahalanobis", "--score"),
-    classifier: Optional[Path] = typer.Option(None, "--classifier",
+    classifier: Path | None = typer.Option(None, "--classifier",
                                               help="real-data classifier for scoring (default: arm (a), first seed)"),
-    splits: Optional[Path] = typer.Option(None, "--splits"),
+    splits: Path | None = typer.Option(None, "--splits"),
+    arms: str = typer.Option("real,random,ood,oversample", "--arms", help="subset of real,random,ood,oversample"),
+    no_sweep: bool = typer.Option(False, "--no-sweep", help="only the main gamma"),
+    threads: int | None = typer.Option(None, "--threads", help="torch threads per training run"),
+    batch_size: int | None = typer.Option(None, "--batch-size"),
 ) -> None:
     """Real-only vs + synthetic (unselected, OOD-selected) vs real oversampling, over seeds and a gamma sweep."""
     from ..ood.experiment import run_augmentation_experiment
@@ -63,7 +66,9 @@ def experiment_augment(
             data, candidates, out, seeds=[int(s) for s in seeds.split(",") if s.strip()],
             gammas=[float(g) for g in gammas.split(",") if g.strip()], main_gamma=main_gamma, backbone=backbone,
             loss=loss, sampler=sampler, epochs=epochs, resolution=resolution, score=score,
-            classifier=classifier, splits=splits)
+            classifier=classifier, splits=splits, arms=[a.strip() for a in arms.split(",") if a.strip()],
+            sweep=not no_sweep,
+            train_kw={k: v for k, v in (("threads", threads), ("batch_size", batch_size)) if v is not None})
     print_json({"out": str(out), "table": res["table_path"]})
 
 

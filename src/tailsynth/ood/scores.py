@@ -152,7 +152,7 @@ class RealReference:
     knn_k: int = 5
 
     @classmethod
-    def fit(cls, features, labels, n_classes: int, knn_k: int = 5, shrinkage="ledoit-wolf") -> "RealReference":
+    def fit(cls, features, labels, n_classes: int, knn_k: int = 5, shrinkage="ledoit-wolf") -> RealReference:
         return cls(np.asarray(features), np.asarray(labels), n_classes,
                    fit_class_gaussians(features, labels, n_classes, shrinkage), knn_k)
 

@@ -40,7 +40,7 @@ def keep_fraction(ood: np.ndarray, cls: np.ndarray, gamma: float, eligible: np.n
     keep = np.zeros(len(ood), bool)
     for c in np.unique(cls):
         members = np.flatnonzero(cls == c)
-        quota = int(math.floor(gamma * len(members) + 0.5))
+        quota = math.floor(gamma * len(members) + 0.5)
         ok = members[eligible[members] & np.isfinite(ood[members])]
         order = ok[np.argsort(ood[ok], kind="stable")]
         keep[order[:quota]] = True
@@ -169,8 +169,8 @@ def score_candidates(candidates, real, classifier, *, splits=None, split_seed: i
         "backbone": meta.get("backbone"),
         "resolution": res,
         "real": str(real),
-        "n_real_train": int(len(ytr)),
-        "n_real_val": int(len(yva)),
+        "n_real_train": len(ytr),
+        "n_real_val": len(yva),
         "shrinkage": ref.gaussians.shrinkage,
         "knn_k": knn_k,
         "memorization": {"quantile": memorization_quantile, "feature_threshold": f_thr, "pixel_rms_threshold": p_thr,
@@ -261,7 +261,7 @@ def quality_summary(sc: ScoredCandidates, kept: np.ndarray, *, k: int = 3, seed:
         real_va = sc.val_features[sc.val_cls == c]
         entry["fd_real_val"] = frechet_distance(real_tr, real_va)
         entry["kid_real_val"] = kid(real_tr, real_va, seed=seed)[0]
-        entry["n_real_train"], entry["n_real_val"] = int(len(real_tr)), int(len(real_va))
+        entry["n_real_train"], entry["n_real_val"] = len(real_tr), len(real_va)
         entry["exact_copies"] = int(sc.memo.exact_copy[m].sum())
         entry["mean_p_intended_kept"] = float(sc.scores["p_intended"][m & kept].mean()) if (m & kept).any() else math.nan
         entry["mean_p_intended_all"] = float(sc.scores["p_intended"][m].mean())
@@ -317,7 +317,7 @@ def select_candidates(candidates, real, classifier, out, gamma: float | None = N
     if inception:
         from .quality import inception_fid
 
-        xtr, ytr = _real_splits(real, splits, split_seed)[0].arrays(int(sc.info["resolution"]))
+        xtr, _ = _real_splits(real, splits, split_seed)[0].arrays(int(sc.info["resolution"]))
         quality["inception_fid"] = {
             sc.class_names[c]: inception_fid(xtr[sc.train_cls == c], sc.images[(sc.cls_idx == c) & kept], inception)
             for c in np.unique(sc.cls_idx) if ((sc.cls_idx == c) & kept).sum() >= 2}
