@@ -55,24 +55,26 @@ def split(data: Input[Dataset], seed: int, val_fraction: float, test_fraction: f
 @cpu_component
 def version(synthetic: Input[Dataset], data_revision: str, content_hash: str, remote: str,
             record: Output[Artifact]) -> str:
-    """Push the selected synthetic set with DVC (when a remote is configured) and record the real data's revision.
+    """Push the selected synthetic set with DVC to REMOTE (s3://bucket/prefix) and record the real data's revision.
 
-    Returns the DVC revision (md5) of the synthetic set, or 'not-pushed' when `remote` is empty.
+    Returns the DVC md5 of the synthetic set, or 'not-pushed' when `remote` is empty (local runs without S3).
+    Credentials (and AWS_ENDPOINT_URL for S3-compatible stores) come from the environment.
     """
     import json
     import os
 
-    from tailsynth.data import versioning
+    from tailsynth.pipeline_io import push_synthetic_set
 
     entry = {"real_data_revision": data_revision, "real_content_hash": content_hash,
              "synthetic_set": synthetic.uri, "remote": remote or None}
     if remote:
-        entry["synthetic_revision"] = str(versioning.push(synthetic.path, remote=remote))
+        pushed = push_synthetic_set(synthetic.path, remote, endpoint_url=os.environ.get("AWS_ENDPOINT_URL"))
+        entry.update(pushed)
     else:
         entry["synthetic_revision"] = "not-pushed"
         entry["note"] = "no DVC remote configured for this run; the synthetic set stays in the run folder"
     os.makedirs(os.path.dirname(record.path) or ".", exist_ok=True)
     with open(record.path, "w") as f:
         json.dump(entry, f, indent=2, sort_keys=True)
-    record.metadata.update(entry)
+    record.metadata.update({k: v for k, v in entry.items() if k != "dvc_file"})
     return entry["synthetic_revision"]

@@ -37,7 +37,7 @@ PROFILES: dict[str, dict] = {
              "epochs": 1, "resolution": 28, "batch_size": 32, "eval_bootstrap": 20,
              "diffusion_size": "tiny", "diffusion_resolution": 16, "diffusion_steps": 4,
              "diffusion_batch_size": 8, "diffusion_max_minutes": 0.0,
-             "classes": ["DF", "VASC"], "policy": "count", "count": 4, "oversample": 1.0,
+             "classes": ["DF", "VASC"], "policy": "fixed", "count": 4, "oversample": 1.0,
              "sampler_steps": 3, "num_shards": 2, "gamma": 0.5},
     # The main job on DermaMNIST (7,007 train images, 28 px) in about 15 minutes on 2 CPU cores:
     # classifiers ~1.5 min each, diffusion capped at 4 min, ~450 candidates at 20 DDIM steps (~1.5 min).
@@ -45,7 +45,7 @@ PROFILES: dict[str, dict] = {
             "epochs": 8, "resolution": 32, "batch_size": 128,
             "diffusion_size": "small", "diffusion_resolution": 32, "diffusion_steps": 800,
             "diffusion_batch_size": 32, "diffusion_max_minutes": 4.0,
-            "classes": TAIL_CLASSES, "policy": "count", "count": 150, "oversample": 1.0,
+            "classes": TAIL_CLASSES, "count": 150, "oversample": 1.0,
             "sampler_steps": 20, "num_shards": 2, "gamma": 0.5},
     # ISIC 2019 at full scale on a GPU pool: fill-to-head synthesis, gamma 0.4, 16 generation shards.
     "paper": {**_COMMON,

@@ -40,7 +40,7 @@ def train_augment(
     diffusion_batch_size: int = 32,
     diffusion_max_minutes: float = 4.0,
     classes: List[str] = ["DF", "VASC", "AK"],
-    policy: str = "count",
+    policy: str = "fill-to-head",
     count: int = 150,
     oversample: float = 1.0,
     sampler: str = "ddim",
@@ -69,7 +69,7 @@ def train_augment(
                                        max_minutes=diffusion_max_minutes, seed=seed))
     plan = shard_plan(num_shards=num_shards)
     with dsl.ParallelFor(plan.output, name="generation-shards") as shard:
-        shard_task = on_gpu(generate(model=diffusion.outputs["model"], data=data, masks=lesion_masks.outputs["masks"],
+        shard_task = on_gpu(generate(model=diffusion.outputs["model"], data=data, splits=manifest, masks=lesion_masks.outputs["masks"],
                                      classes=classes, policy=policy, count=count, oversample=oversample,
                                      sampler=sampler, sampler_steps=sampler_steps, guidance=guidance, seed=seed,
                                      shard=shard, num_shards=num_shards))

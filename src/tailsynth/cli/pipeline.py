@@ -1,9 +1,146 @@
-"""CLI commands of this area (filled in by the area's issue)."""
+"""`tailsynth pipeline run|compile|submit` and the top-level `tailsynth main` (what `make run` calls).
+
+The pipeline definitions live in the repository's pipelines/ and components/ folders (next to src/),
+so these commands put the repository root on sys.path before importing them.
+"""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+from typing import List, Optional
+
 import typer
+
+from .common import err, fail_cleanly
+
+pipeline_app = typer.Typer(help="Kubeflow pipelines: run locally, compile, submit to a cluster.", no_args_is_help=True)
+
+PROFILE_NAMES = ("tiny", "cpu", "paper")
+
+
+def repo_root() -> Path:
+    root = Path(__file__).resolve().parents[3]
+    if not (root / "pipelines" / "train_augment.py").is_file() or not (root / "components").is_dir():
+        raise FileNotFoundError(f"{root}: pipelines/ and components/ not found beside the package; "
+                                "run from a clone of the tailsynth repository (pip install -e .)")
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    return root
+
+
+def _parse_sets(sets: list[str] | None) -> dict:
+    """--set key=value pairs, values parsed as YAML scalars/lists (epochs=2, classes=[DF,VASC])."""
+    import yaml
+
+    out = {}
+    for s in sets or []:
+        if "=" not in s:
+            raise ValueError(f"--set {s!r}: expected KEY=VALUE")
+        k, v = s.split("=", 1)
+        out[k.strip()] = yaml.safe_load(v)
+    return out
+
+
+def _check_profile(profile: str) -> None:
+    if profile not in PROFILE_NAMES:
+        raise ValueError(f"--profile {profile!r}: choose one of {', '.join(PROFILE_NAMES)}")
+
+
+def run_pipeline(profile: str, data: Optional[Path], out: Path, data_revision: Optional[str] = None,
+                 cache: bool = True, sets: Optional[list[str]] = None) -> Path:
+    _check_profile(profile)
+    repo_root()
+    from pipelines.local import run_local
+
+    from ..data import default_data_source
+
+    data = data or default_data_source()
+    if data is None:
+        raise FileNotFoundError("no --data given and no ../shared/data beside the project; fetch DermaMNIST with "
+                                "`tailsynth data fetch` and pass --data")
+    return run_local(profile, data, out, data_revision=data_revision, cache=cache, **_parse_sets(sets))
+
+
+@pipeline_app.command("run")
+def run(local_: bool = typer.Option(False, "--local", help="run with KFP's local SubprocessRunner (required)"),
+        profile: str = typer.Option("cpu", "--profile", help="tiny | cpu | paper"),
+        data: Optional[Path] = typer.Option(None, "--data", help="DermaMNIST .npz, a folder holding "
+                                            "dermamnist/dermamnist.npz, or an ISIC 2019 folder (default ../shared/data)"),
+        out: Path = typer.Option(..., "--out", help="run folder: report.md, report.html, comparison.csv, artifacts/"),
+        data_revision: Optional[str] = typer.Option(None, "--data-revision",
+                                                    help="DVC revision of the data (default: its content hash)"),
+        no_cache: bool = typer.Option(False, "--no-cache", help="rerun every stage"),
+        sets: Optional[List[str]] = typer.Option(None, "--set", help="override a profile parameter, KEY=VALUE")) -> None:
+    """Run train_augment on this machine and write the report."""
+    if not local_:
+        err.print("[red]error:[/red] only --local runs here; use `tailsynth pipeline submit` for a cluster")
+        raise typer.Exit(2)
+    with fail_cleanly():
+        try:
+            folder = run_pipeline(profile, data, out, data_revision, cache=not no_cache, sets=sets)
+        except RuntimeError as e:
+            raise ValueError(f"pipeline run failed: {e}") from e
+    print(f"report: {folder / 'report.md'}")
+    print(f"html:   {folder / 'report.html'}")
+
+
+@pipeline_app.command("compile")
+def compile_(out: Optional[Path] = typer.Option(None, "--out", help="folder (default pipelines/compiled)")) -> None:
+    """Write train_augment.yaml and regenerate_tail.yaml."""
+    with fail_cleanly():
+        repo_root()
+        from pipelines.compile import COMPILED_DIR, compile_all
+
+        for p in compile_all(out or COMPILED_DIR):
+            print(p)
+
+
+@pipeline_app.command("submit")
+def submit(host: str = typer.Option(..., "--host", help="Kubeflow Pipelines API URL"),
+           token: Optional[str] = typer.Option(None, "--token", envvar="KFP_TOKEN", help="bearer token"),
+           namespace: Optional[str] = typer.Option(None, "--namespace", help="Kubeflow profile namespace"),
+           experiment: str = typer.Option("tailsynth", "--experiment"),
+           profile: str = typer.Option("paper", "--profile", help="tiny | cpu | paper"),
+           data: str = typer.Option("/data/isic2019", "--data", help="data source path as the stage pods see it"),
+           data_revision: str = typer.Option(..., "--data-revision", help="DVC revision of the data (cache key)"),
+           sets: Optional[List[str]] = typer.Option(None, "--set", help="override a profile parameter, KEY=VALUE")) -> None:
+    """Submit train_augment (compiled YAML from pipelines/compiled) to a cluster."""
+    with fail_cleanly():
+        _check_profile(profile)
+        repo_root()
+        from pipelines.submit import SubmitError, submit as do_submit
+
+        try:
+            run_id = do_submit(host, data, data_revision, profile=profile, token=token, namespace=namespace,
+                               experiment=experiment, **_parse_sets(sets))
+        except SubmitError as e:
+            raise ValueError(str(e)) from e
+    print(f"run id: {run_id}")
+
+
+def main_job(data: Path = typer.Option(Path("../shared/data"), "--data", help="real data root"),
+             out: Path = typer.Option(Path("runs/main"), "--out", help="run folder")) -> None:
+    """The main job: train_augment with the cpu profile on the real data, locally; prints the report path."""
+    from ..pipeline_io import locate_real_data
+
+    source = locate_real_data(data)
+    if source is None:
+        err.print(f"[red]error:[/red] no real data under {data}: expected {data}/dermamnist/dermamnist.npz or an "
+                  "ISIC 2019 folder.\nFetch DermaMNIST with `tailsynth data fetch dermamnist --dest DIR`, then "
+                  "`tailsynth main --data DIR`.", markup=True, highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+    print(f"data: {source}")
+    with fail_cleanly():
+        try:
+            folder = run_pipeline("cpu", source, out)
+        except RuntimeError as e:
+            raise ValueError(f"pipeline run failed: {e}") from e
+    print((folder / "comparison.csv").read_text())
+    print(f"report: {folder / 'report.md'}")
+    print(f"html:   {folder / 'report.html'}")
 
 
 def register(app: typer.Typer) -> None:
-    return None
+    app.add_typer(pipeline_app, name="pipeline")
+    app.command("main")(main_job)

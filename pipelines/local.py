@@ -1,0 +1,61 @@
+"""Run train_augment on this machine with KFP's local SubprocessRunner (no Docker, no cluster).
+
+Every task runs in this Python environment; artifacts land under OUT/artifacts/<pipeline>-<timestamp>/,
+and the report folder is copied to OUT. Local caching is on and keyed by the parameters, among them
+the data revision, so a rerun on unchanged data reuses finished stages while new data reruns them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+from tailsynth.data.errors import DataError
+from tailsynth.pipeline_io import content_hash, locate_real_data
+
+from .profiles import profile as resolve_profile
+
+REPORT_FILES = ("report.md", "report.html", "comparison.csv")
+
+
+def resolve_data(data: str | Path) -> Path:
+    found = locate_real_data(data)
+    if found is None:
+        raise DataError(
+            f"{data}: no real data found (looked for {Path(data) / 'dermamnist' / 'dermamnist.npz'} and an ISIC 2019 "
+            "folder). Fetch DermaMNIST with `tailsynth data fetch`, or point --data at an ISIC 2019 folder.")
+    return found.resolve()
+
+
+def run_local(profile: str, data: str | Path, out: str | Path, data_revision: str | None = None,
+              cache: bool = True, **overrides) -> Path:
+    """Run train_augment locally with PROFILE on DATA; returns OUT holding report.md/.html and comparison.csv."""
+    from kfp import local
+
+    from .train_augment import train_augment
+
+    params = resolve_profile(profile, **overrides)
+    source = resolve_data(data)
+    revision = data_revision or ("sha256:" + content_hash(source))
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    root = out / "artifacts"
+    resolved = {"source": str(source), "data_revision": revision, **params}
+    (out / "run_config.json").write_text(json.dumps(resolved, indent=2, sort_keys=True))
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), enable_caching=cache,
+               cache_root=str(out / ".kfp_cache"))
+    t0 = time.time()
+    task = train_augment(**resolved)
+    wall = time.time() - t0
+    report_dir = Path(task.output.path)
+    for f in report_dir.iterdir():
+        if f.is_file():
+            shutil.copyfile(f, out / f.name)
+    missing = [f for f in REPORT_FILES if not (out / f).is_file()]
+    if missing:
+        raise RuntimeError(f"{report_dir}: the report stage did not write {', '.join(missing)}")
+    (out / "run.json").write_text(json.dumps({"wall_seconds": round(wall, 1), "report_stage_dir": str(report_dir),
+                                              "pipeline_root": str(root), "profile": profile}, indent=2))
+    return out
