@@ -9,7 +9,6 @@ import socket
 import threading
 import time
 import zipfile
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner

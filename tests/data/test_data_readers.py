@@ -6,12 +6,11 @@ import json
 
 import numpy as np
 import pytest
+from data_helpers import GT, read_rows, write_rows
 from typer.testing import CliRunner
 
 from tailsynth.cli import app
 from tailsynth.data import DataError, load_source
-
-from data_helpers import GT, read_rows, write_rows
 
 # ../shared/data/README.md, DermaMNIST table (label order akiec,bcc,bkl,df,mel,nv,vasc -> ISIC names).
 DERMAMNIST = {

@@ -7,7 +7,6 @@ import json
 import time
 
 import numpy as np
-import pytest
 from data_helpers import GT, META, image_file, read_rows, truncate, write_rows
 from typer.testing import CliRunner
 
@@ -67,7 +66,7 @@ def test_non_binary_value_named(tiny_isic):
 
 
 def test_missing_image_named(tiny_isic):
-    header, rows = read_rows(tiny_isic / GT)
+    _, rows = read_rows(tiny_isic / GT)
     gone = image_file(tiny_isic, rows[3]["image"])
     gone.unlink()
     res = validate_source(tiny_isic)
@@ -78,7 +77,7 @@ def test_missing_image_named(tiny_isic):
 
 
 def test_truncated_jpeg_named_and_quarantined(tiny_isic, tmp_path):
-    header, rows = read_rows(tiny_isic / GT)
+    _, rows = read_rows(tiny_isic / GT)
     cut = image_file(tiny_isic, rows[10]["image"])
     truncate(cut, 0.6)
     res = validate_source(tiny_isic, report=tmp_path / "rep")
@@ -144,7 +143,7 @@ def test_missing_class_and_duplicate_id_named(tiny_isic):
 
 
 def test_drop_invalid_drops_exactly_the_quarantined(tiny_isic, tmp_path):
-    header, rows = read_rows(tiny_isic / GT)
+    _, rows = read_rows(tiny_isic / GT)
     truncate(image_file(tiny_isic, rows[0]["image"]), 0.5)
     image_file(tiny_isic, rows[5]["image"]).write_bytes(b"not a jpeg at all")
     strict = validate_source(tiny_isic)
@@ -230,3 +229,22 @@ def test_real_dermamnist_passes(dermamnist_npz):
     res = validate_source(dermamnist_npz)
     assert res.ok, res.problems()[:20]
     assert res.summary["rows"] == 8010
+
+
+def test_synthetic_layout_validates_without_all_classes(tmp_path):
+    from PIL import Image
+
+    root = tmp_path / "syn"
+    (root / "images").mkdir(parents=True)
+    cols = ["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC", "UNK"]
+    with open(root / "synthetic_ground_truth.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image", *cols])
+        for i, c in enumerate(["DF", "DF", "VASC"]):
+            Image.fromarray(np.full((32, 32, 3), 120 + i, np.uint8)).save(root / "images" / f"syn_{i}.png")
+            w.writerow([f"syn_{i}", *["1" if k == c else "0" for k in cols]])
+    res = validate_source(root)
+    assert res.ok, res.problems()
+    (root / "images" / "syn_1.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    res = validate_source(root)
+    assert [q["image_id"] for q in res.quarantined] == ["syn_1"] and not res.ok

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -18,7 +17,7 @@ PART_HELP = "ISIC folder holding several ground-truth tables: training | test"
 @data_app.command("stats")
 def stats(source: Path = typer.Argument(..., help=SOURCE_HELP),
           as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
-          part: Optional[str] = typer.Option(None, help=PART_HELP)) -> None:
+          part: str | None = typer.Option(None, help=PART_HELP)) -> None:
     """Class counts per split."""
     from ..data import load_source
 
@@ -45,7 +44,7 @@ def stats(source: Path = typer.Argument(..., help=SOURCE_HELP),
 def fetch(dataset: str = typer.Argument(..., help="dermamnist | isic2019"),
           dest: Path = typer.Option(..., "--dest", help="folder to put the data in"),
           timeout: float = typer.Option(30.0, help="network timeout per connection, seconds"),
-          base_url: Optional[str] = typer.Option(None, help="a mirror holding the official file names"),
+          base_url: str | None = typer.Option(None, help="a mirror holding the official file names"),
           labels_only: bool = typer.Option(False, help="isic2019: only the ground-truth and metadata CSVs"),
           with_test: bool = typer.Option(False, help="isic2019: also the test set"),
           keep_archives: bool = typer.Option(False, help="keep downloaded zip files after extracting")) -> None:
@@ -60,14 +59,14 @@ def fetch(dataset: str = typer.Argument(..., help="dermamnist | isic2019"),
 
 @data_app.command("validate")
 def validate(source: Path = typer.Argument(..., help=SOURCE_HELP),
-             report: Optional[Path] = typer.Option(None, help="folder for the JSON summary, HTML report, "
+             report: Path | None = typer.Option(None, help="folder for the JSON summary, HTML report, "
                                                                "quarantine.csv"),
              drop_invalid: bool = typer.Option(False, "--drop-invalid",
                                                help="drop quarantined (missing/corrupt/truncated) images "
                                                     "instead of failing"),
-             splits: Optional[Path] = typer.Option(None, help="split manifest CSV to check for lesions in "
+             splits: Path | None = typer.Option(None, help="split manifest CSV to check for lesions in "
                                                               "two splits"),
-             part: Optional[str] = typer.Option(None, help=PART_HELP),
+             part: str | None = typer.Option(None, help=PART_HELP),
              min_size: int = typer.Option(28, help="smallest allowed image side, pixels"),
              as_json: bool = typer.Option(False, "--json", help="print the summary as JSON")) -> None:
     """Great Expectations checks; exit 0 when sound, else 1 with every bad file/row named on stderr."""
@@ -100,15 +99,15 @@ def split(source: Path = typer.Argument(..., help=SOURCE_HELP),
           val: float = typer.Option(0.15, help="validation fraction"),
           test: float = typer.Option(0.15, help="test fraction (0 for none)"),
           seed: int = typer.Option(0, help="random seed (same seed, same split)"),
-          kfold: Optional[int] = typer.Option(None, help="k grouped stratified folds (also writes "
+          kfold: int | None = typer.Option(None, help="k grouped stratified folds (also writes "
                                                          "<out>.fold<i>.csv)"),
-          imbalance_ratio: Optional[float] = typer.Option(None, help="first subsample to a long tail with "
+          imbalance_ratio: float | None = typer.Option(None, help="first subsample to a long tail with "
                                                                       "this head/tail ratio"),
           isic_proportions: bool = typer.Option(False, help="first subsample to ISIC 2019's class shares"),
-          exclude: Optional[Path] = typer.Option(None, help="CSV with image_id column to leave out (e.g. "
+          exclude: Path | None = typer.Option(None, help="CSV with image_id column to leave out (e.g. "
                                                             "quarantine.csv)"),
           resplit: bool = typer.Option(False, help="re-split sources that have their own train/val"),
-          part: Optional[str] = typer.Option(None, help=PART_HELP)) -> None:
+          part: str | None = typer.Option(None, help=PART_HELP)) -> None:
     """Lesion-grouped, stratified train/val/test (or k-fold) split manifest."""
     from ..data.splits import split_source
 
@@ -130,10 +129,10 @@ def _versioning_call(fn, **kw):
 
 
 @data_app.command("push")
-def push(targets: Optional[List[str]] = typer.Argument(None, help=".dvc files or paths (default: all)"),
+def push(targets: list[str] | None = typer.Argument(None, help=".dvc files or paths (default: all)"),
          repo: Path = typer.Option(Path("."), help="repository root"),
-         remote: Optional[str] = typer.Option(None, "--remote", "-r", help="DVC remote (default: core.remote)"),
-         jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="parallel transfers")) -> None:
+         remote: str | None = typer.Option(None, "--remote", "-r", help="DVC remote (default: core.remote)"),
+         jobs: int | None = typer.Option(None, "--jobs", "-j", help="parallel transfers")) -> None:
     """`dvc push` with clear errors for missing credentials, unreachable endpoint, missing bucket."""
     from ..data.versioning import push as run
 
@@ -141,10 +140,10 @@ def push(targets: Optional[List[str]] = typer.Argument(None, help=".dvc files or
 
 
 @data_app.command("pull")
-def pull(targets: Optional[List[str]] = typer.Argument(None, help=".dvc files or paths (default: all)"),
+def pull(targets: list[str] | None = typer.Argument(None, help=".dvc files or paths (default: all)"),
          repo: Path = typer.Option(Path("."), help="repository root"),
-         remote: Optional[str] = typer.Option(None, "--remote", "-r", help="DVC remote (default: core.remote)"),
-         jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="parallel transfers")) -> None:
+         remote: str | None = typer.Option(None, "--remote", "-r", help="DVC remote (default: core.remote)"),
+         jobs: int | None = typer.Option(None, "--jobs", "-j", help="parallel transfers")) -> None:
     """`dvc pull` with clear errors for missing credentials, unreachable endpoint, missing bucket."""
     from ..data.versioning import pull as run
 
@@ -153,11 +152,11 @@ def pull(targets: Optional[List[str]] = typer.Argument(None, help=".dvc files or
 
 @data_app.command("remote-s3")
 def remote_s3(bucket: str = typer.Option(..., "--bucket", help="S3 bucket name"),
-              endpoint_url: Optional[str] = typer.Option(None, "--endpoint-url",
+              endpoint_url: str | None = typer.Option(None, "--endpoint-url",
                                                           help="S3-compatible endpoint (MinIO, Ceph...)"),
               name: str = typer.Option("s3", help="remote name"),
               prefix: str = typer.Option("tailsynth", help="key prefix inside the bucket"),
-              region: Optional[str] = typer.Option(None, help="AWS region"),
+              region: str | None = typer.Option(None, help="AWS region"),
               default: bool = typer.Option(False, "--default", help="make it the default remote"),
               repo: Path = typer.Option(Path("."), help="repository root")) -> None:
     """Add an S3 DVC remote; credentials are read from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY at use."""

@@ -42,8 +42,8 @@ def _dermamnist_files(base_url: str | None) -> list[RemoteFile]:
         from medmnist.info import INFO  # type: ignore
 
         url, md5 = INFO["dermamnist"]["url"], INFO["dermamnist"]["MD5"]
-    except Exception:
-        pass
+    except (ImportError, KeyError):
+        pass  # not installed, or a layout we do not know: the pinned official URL above holds
     if base_url:
         url, md5 = f"{base_url.rstrip('/')}/dermamnist.npz", None  # a mirror: no official checksum to hold it to
     return [RemoteFile("dermamnist.npz", url, md5)]

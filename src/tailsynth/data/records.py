@@ -5,9 +5,8 @@ Images are decoded lazily: a record holds a path or an array index, never pixels
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -60,13 +59,13 @@ class LesionDataset:
         present = {r.split for r in self.records}
         return [s for s in order if s in present] + sorted(present - set(order))
 
-    def subset(self, records: Iterable[Record]) -> "LesionDataset":
+    def subset(self, records: Iterable[Record]) -> LesionDataset:
         return LesionDataset(list(records), self.source, self.format, self._loader, self.classes, self.native_size)
 
-    def split(self, name: str) -> "LesionDataset":
+    def split(self, name: str) -> LesionDataset:
         return self.subset(r for r in self.records if r.split == name)
 
-    def with_splits(self, assignment: dict[str, str]) -> "LesionDataset":
+    def with_splits(self, assignment: dict[str, str]) -> LesionDataset:
         """Re-label records' splits from an image_id -> split mapping (ids not in it are dropped)."""
         return self.subset(replace(r, split=assignment[r.image_id]) for r in self.records if r.image_id in assignment)
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import csv
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -105,7 +105,7 @@ def longtail_targets(counts: dict[str, int], imbalance_ratio: float) -> dict[str
             f"class {worst} has {counts[worst]} images, too few for imbalance ratio {imbalance_ratio} "
             f"(needs {int(np.ceil(factor[worst]))})"
         )
-    return {c: int(round(tail * factor[c])) for c in ranked}
+    return {c: round(tail * factor[c]) for c in ranked}
 
 
 def longtail_subsample(
@@ -129,7 +129,7 @@ def longtail_subsample(
         tot = sum(prop.get(c, 0) for c in classes)
         share = {c: prop.get(c, 0) / tot for c in classes}
         scale = min(counts[c] / share[c] for c in classes if share[c] > 0)
-        targets = {c: max(1, int(round(scale * share[c]))) for c in classes if share[c] > 0}
+        targets = {c: max(1, round(scale * share[c])) for c in classes if share[c] > 0}
     rng = np.random.default_rng(seed)
     keep: list[Record] = []
     by_class: dict[str, list[list[Record]]] = defaultdict(list)

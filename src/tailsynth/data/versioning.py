@@ -184,7 +184,7 @@ def _check_remote(repo: Path, remote: str | None, for_pull: bool) -> str:
         check_s3_remote(settings, name)
     elif scheme in ("", "file") and for_pull:
         # Relative local remotes are relative to .dvc/ (where the config lives).
-        path = Path(url[7:] if url.startswith("file://") else url)
+        path = Path(url.removeprefix("file://"))
         path = path if path.is_absolute() else (repo / ".dvc" / path).resolve()
         if not path.is_dir():
             raise VersioningError(f"DVC remote {name!r}: local store {path} does not exist (nothing was pushed there)")
@@ -197,7 +197,7 @@ def _dvc(repo: Path, args: list[str], timeout: float | None) -> subprocess.Compl
     env = dict(os.environ, DVC_NO_ANALYTICS="1")
     # DVC runs in a child process: it keeps global state (logging, locks) that a library caller should not inherit.
     try:
-        return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, env=env, capture_output=True,
+        return subprocess.run([sys.executable, "-m", "dvc", *args], check=False, cwd=repo, env=env, capture_output=True,
                               text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         raise VersioningError(f"`dvc {' '.join(args)}` in {repo} did not finish within {timeout} s") from None
