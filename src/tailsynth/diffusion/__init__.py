@@ -1,0 +1,1 @@
+"""Class-conditional inpainting diffusion: model sizes, training, tail-class synthesis."""

@@ -1,0 +1,403 @@
+"""Tail-class synthesis: policy -> plan of candidates -> batched inpainting -> paste-back -> provenance.
+
+Determinism and sharding: the whole plan (which background, which mask, which noise seed for every
+candidate) is computed up front from `seed` alone, cheaply, in every process. Sampling runs in fixed
+units of `batch_size` consecutive candidates of one class ("class x seed range"); a shard runs a
+contiguous range of units. Since a unit's batch is the same in a sharded and an unsharded run, and every
+candidate's starting noise comes from its own seed, merged shards are byte-identical to one run.
+
+Paste-back: the model sees the background with the mask region blanked; its output is blended back with
+alpha = 1 deep inside the mask, falling linearly to 0 over `feather` pixels at the mask edge, and exactly
+0 outside. So every pixel where the mask is 0 equals the background byte for byte (tolerance 0); within
+`feather` px inside the mask edge pixels are a blend of background and generated lesion.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..data.classes import ISIC2019_CLASSES
+from ..data.errors import DataError
+
+POLICIES = ("fill-to-head", "fixed")
+SAMPLERS = ("ddim", "dpmsolver")
+MASK_MODES = ("own", "class")
+MANIFEST_COLUMNS = ["id", "class", "background_id", "background_class", "mask_source", "mask_method",
+                    "mask_coverage", "seed", "sampler", "steps", "guidance", "model_hash", "index"]
+GT_FILE = "synthetic_ground_truth.csv"
+GRID_COUNT = 32
+
+
+@dataclass
+class Candidate:
+    index: int  # position in the global plan
+    id: str
+    cls: str
+    background: int  # index into the background pool
+    mask_donor: int | None  # index into the class pool when the mask is borrowed
+    seed: int
+    unit: int
+
+
+# ---- policy ------------------------------------------------------------------------------------------
+def class_targets(counts: dict[str, int], classes=None, policy: str = "fill-to-head", count: int | None = None,
+                  oversample: float = 1.0, max_synthetic_per_real: float = 10) -> dict[str, int]:
+    """Candidates to generate per class.
+
+    fill-to-head: n(c) = min(max(0, N_head - N_c), max_synthetic_per_real * N_c), capped at `count` if given;
+    fixed: n(c) = count. Both are multiplied by `oversample` (1/gamma of the later selection step), rounded up.
+    """
+    if policy not in POLICIES:
+        raise ValueError(f"unknown policy {policy!r} (choose from {', '.join(POLICIES)})")
+    if oversample <= 0:
+        raise ValueError(f"oversample must be > 0, got {oversample}")
+    present = {c: n for c, n in counts.items() if n > 0}
+    if classes:
+        bad = [c for c in classes if c not in present]
+        if bad:
+            raise ValueError(f"class(es) {', '.join(bad)} not in the model/training data (have {', '.join(present)})")
+    n_head = max(present.values())
+    out = {}
+    for c, n in present.items():
+        if classes and c not in classes:
+            continue
+        if policy == "fixed":
+            if count is None:
+                raise ValueError("policy 'fixed' needs --count")
+            base = count
+        else:
+            base = min(max(0, n_head - n), int(max_synthetic_per_real * n))
+            if count is not None:
+                base = min(base, count)
+        k = int(math.ceil(base * oversample))
+        if k > 0:
+            out[c] = k
+    return out
+
+
+def head_classes(counts: dict[str, int], share: float = 0.5) -> list[str]:
+    """The largest classes that together hold at least `share` of the images (NV alone on DermaMNIST and on
+    ISIC 2019, whose NV is 67% and 51% of the training images)."""
+    total = sum(counts.values())
+    out, acc = [], 0
+    for c, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        if acc >= share * total or n == 0:
+            break
+        out.append(c)
+        acc += n
+    return out
+
+
+def parse_shard(shard) -> tuple[int, int] | None:
+    """'I/N' with 1 <= I <= N -> (I, N)."""
+    if shard is None or shard == "":
+        return None
+    if isinstance(shard, tuple):
+        i, n = shard
+    else:
+        try:
+            i, n = (int(v) for v in str(shard).split("/"))
+        except ValueError:
+            raise ValueError(f"--shard must look like I/N (e.g. 1/4), got {shard!r}") from None
+    if n < 1 or not 1 <= i <= n:
+        raise ValueError(f"--shard {i}/{n}: need 1 <= I <= N")
+    return i, n
+
+
+def make_plan(targets: dict[str, int], classes: list[str], n_backgrounds: int, class_pool_sizes: dict[str, int],
+              seed: int, batch_size: int, mask_mode: str) -> list[Candidate]:
+    plan: list[Candidate] = []
+    unit = 0
+    for c in [c for c in classes if c in targets]:
+        ci = classes.index(c)
+        rng = np.random.default_rng([seed, ci])
+        n = targets[c]
+        bgs = rng.integers(0, n_backgrounds, n)
+        donors = rng.integers(0, class_pool_sizes[c], n) if mask_mode == "class" else [None] * n
+        seeds = rng.integers(0, 2**31 - 1, n)
+        for k in range(n):
+            plan.append(Candidate(len(plan), f"syn_{c}_s{seed}_{k:05d}", c, int(bgs[k]),
+                                  None if donors[k] is None else int(donors[k]), int(seeds[k]), unit + k // batch_size))
+        unit += (n + batch_size - 1) // batch_size
+    return plan
+
+
+def shard_units(n_units: int, shard: tuple[int, int] | None) -> range:
+    if shard is None:
+        return range(n_units)
+    i, n = shard
+    return range((i - 1) * n_units // n, i * n_units // n)
+
+
+# ---- sampling ---------------------------------------------------------------------------------------
+def make_scheduler(train_scheduler, sampler: str, steps: int):
+    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+
+    if sampler == "ddim":
+        s = DDIMScheduler.from_config(train_scheduler.config, clip_sample=False, set_alpha_to_one=False)
+    elif sampler == "dpmsolver":
+        s = DPMSolverMultistepScheduler.from_config(train_scheduler.config, algorithm_type="dpmsolver++",
+                                                    solver_order=2)
+    else:
+        raise ValueError(f"unknown sampler {sampler!r} (choose from {', '.join(SAMPLERS)})")
+    s.set_timesteps(steps)
+    return s
+
+
+def inpaint(unet, train_scheduler, backgrounds: np.ndarray, masks: np.ndarray, labels: np.ndarray, seeds,
+            null_class: int, sampler: str = "ddim", steps: int = 25, guidance: float = 1.5, device="cpu") -> np.ndarray:
+    """Raw model output (uint8 N,R,R,3) for backgrounds (uint8 N,R,R,3), masks (bool N,R,R), labels (int)."""
+    import torch
+
+    n, r = backgrounds.shape[:2]
+    bg = torch.from_numpy(backgrounds.astype(np.float32) / 127.5 - 1.0).permute(0, 3, 1, 2).to(device)
+    m = torch.from_numpy(masks.astype(np.float32))[:, None].to(device)
+    masked = bg * (1.0 - m)
+    y = torch.as_tensor(labels, dtype=torch.long, device=device)
+    noise = torch.stack([torch.randn((3, r, r), generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+    sched = make_scheduler(train_scheduler, sampler, steps)
+    x = noise.to(device) * sched.init_noise_sigma
+    cfg = guidance != 1.0
+    cond = torch.cat([masked, m], 1)
+    if cfg:
+        cond = torch.cat([cond, cond])
+        y = torch.cat([y, torch.full_like(y, null_class)])
+    with torch.no_grad():
+        for t in sched.timesteps:
+            xin = sched.scale_model_input(x, t)
+            xin = torch.cat([xin, xin]) if cfg else xin
+            pred = unet(torch.cat([xin, cond], 1), t, class_labels=y).sample
+            if cfg:
+                pc, pu = pred.chunk(2)
+                pred = pu + guidance * (pc - pu)
+            x = sched.step(pred, t, x).prev_sample
+    x = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def blend_alpha(mask: np.ndarray, feather: float) -> np.ndarray:
+    """1 deep inside the mask, linear to 0 over `feather` px at its edge, exactly 0 outside."""
+    from scipy import ndimage as ndi
+
+    if feather <= 0:
+        return mask.astype(np.float32)
+    dist = ndi.distance_transform_edt(mask)  # distance to the nearest pixel outside the mask
+    return np.clip(dist / feather, 0, 1).astype(np.float32) * mask
+
+
+def paste_back(background: np.ndarray, generated: np.ndarray, mask: np.ndarray, feather: float) -> np.ndarray:
+    a = blend_alpha(mask, feather)[..., None]
+    out = a * generated.astype(np.float32) + (1 - a) * background.astype(np.float32)
+    out = np.clip(np.round(out), 0, 255).astype(np.uint8)
+    out[~mask] = background[~mask]  # exact by construction; stated so no float path can leak
+    return out
+
+
+# ---- outputs ----------------------------------------------------------------------------------------
+def save_png(arr: np.ndarray, path: Path) -> None:
+    from PIL import Image
+
+    Image.fromarray(arr).save(path, optimize=False, compress_level=6)
+
+
+def write_grid(images: list[np.ndarray], path: Path, cols: int = 8, scale: int = 2) -> None:
+    from PIL import Image
+
+    if not images:
+        return
+    s = images[0].shape[0]
+    cols = min(cols, len(images))
+    rows = (len(images) + cols - 1) // cols
+    sheet = np.full((rows * (s + 2), cols * (s + 2), 3), 255, np.uint8)
+    for k, im in enumerate(images):
+        y, x = divmod(k, cols)
+        sheet[y * (s + 2) + 1: y * (s + 2) + 1 + s, x * (s + 2) + 1: x * (s + 2) + 1 + s] = im
+    img = Image.fromarray(sheet)
+    if scale > 1:
+        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    img.save(path, compress_level=6)
+
+
+def _write_tables(out: Path, rows: list[dict], columns: list[str]) -> None:
+    with open(out / GT_FILE, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image", *ISIC2019_CLASSES])
+        for r in rows:
+            w.writerow([r["id"], *("1.0" if c == r["class"] else "0.0" for c in ISIC2019_CLASSES)])
+    with open(out / "manifest.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=columns)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def _write_grids(out: Path, rows: list[dict]) -> list[str]:
+    from ..data.isic import decode_file
+
+    by_class: dict[str, list[str]] = {}
+    for r in rows:
+        by_class.setdefault(r["class"], []).append(r["id"])
+    written = []
+    for c, ids in by_class.items():
+        imgs = [decode_file(str(out / "images" / f"{i}.png")) for i in ids[:GRID_COUNT]]
+        write_grid(imgs, out / f"grid_{c}.png")
+        written.append(str(out / f"grid_{c}.png"))
+    return written
+
+
+# ---- the entry point ----------------------------------------------------------------------------------
+def generate(model, data, out, classes=None, policy="fill-to-head", count=None, oversample=1.0, sampler="ddim",
+             steps=25, guidance=1.5, seed=0, shard=None, save_inputs=False, mask_mode="own", masks=None,
+             background_classes=None, max_synthetic_per_real=10, batch_size=32, feather=None, mask_dilate=None,
+             splits=None, device=None) -> dict:
+    """Inpaint lesions of `classes` into real backgrounds of DATA with the model in MODEL; write OUT (see module doc)."""
+    import torch
+
+    from ..data import ensure_splits, load_source
+    from ..masks import masks_for_records
+    from .model import load_model, model_hash
+
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r} (choose from {', '.join(SAMPLERS)})")
+    if mask_mode not in MASK_MODES:
+        raise ValueError(f"unknown mask mode {mask_mode!r} (choose from {', '.join(MASK_MODES)})")
+    if steps < 1 or batch_size < 1:
+        raise ValueError("steps and batch_size must be >= 1")
+    if isinstance(classes, str):
+        classes = [c.strip() for c in classes.split(",") if c.strip()]
+    shard_t = parse_shard(shard)
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    unet, train_sched, meta = load_model(model, dev)
+    mhash = model_hash(model)
+    res = int(meta["resolution"])
+    mclasses = list(meta["classes"])
+    feather = float(res / 32 * 1.5) if feather is None else float(feather)
+    mask_dilate = max(1, res // 32) if mask_dilate is None else int(mask_dilate)
+
+    ds = ensure_splits(load_source(data, splits=splits), seed=0)
+    train = ds.split("train")
+    counts = {c: n for c, n in train.class_counts().items() if c in mclasses}
+    if not any(counts.values()):
+        raise DataError(f"{data}: no training images of the model's classes ({', '.join(mclasses)})")
+    targets = class_targets(counts, classes, policy, count, oversample, max_synthetic_per_real)
+    bg_classes = list(background_classes or head_classes(counts))
+    pool = [r for r in train.records if r.label in bg_classes]
+    if not pool:
+        raise DataError(f"{data}: no background images of class(es) {', '.join(bg_classes)}")
+    class_pool = {c: [r for r in train.records if r.label == c] for c in targets}
+    plan = make_plan(targets, mclasses, len(pool), {c: len(v) for c, v in class_pool.items()}, seed, batch_size,
+                     mask_mode)
+    n_units = (max(c.unit for c in plan) + 1) if plan else 0
+    units = shard_units(n_units, shard_t)
+
+    out = Path(out)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    if save_inputs:
+        (out / "inputs").mkdir(exist_ok=True)
+    columns = MANIFEST_COLUMNS + (["background_path", "mask_path"] if save_inputs else [])
+    config = {"model": str(model), "model_hash": mhash, "data": str(data), "classes": list(targets),
+              "targets": targets, "policy": policy, "count": count, "oversample": oversample, "sampler": sampler,
+              "steps": steps, "guidance": guidance, "seed": seed, "mask_mode": mask_mode,
+              "masks": str(masks) if masks else None, "background_classes": bg_classes,
+              "max_synthetic_per_real": max_synthetic_per_real, "batch_size": batch_size, "feather": feather,
+              "mask_dilate": mask_dilate, "resolution": res, "n_units": n_units,
+              "shard": f"{shard_t[0]}/{shard_t[1]}" if shard_t else None}
+    from scipy import ndimage as ndi
+
+    rows: list[dict] = []
+    t0 = time.time()
+    for u in units:
+        cands = [c for c in plan if c.unit == u]
+        bg_recs = [pool[c.background] for c in cands]
+        bgs = np.stack([train.image(r, res) for r in bg_recs])
+        if mask_mode == "own":
+            mrecs, mimgs = bg_recs, bgs
+        else:
+            mrecs = [class_pool[c.cls][c.mask_donor] for c in cands]
+            mimgs = np.stack([train.image(r, res) for r in mrecs])
+        mk, methods = masks_for_records(train, mrecs, res, mask_dir=masks, images=mimgs)
+        if mask_dilate:
+            mk = np.stack([ndi.binary_dilation(m, iterations=mask_dilate) for m in mk])
+        labels = np.array([mclasses.index(c.cls) for c in cands])
+        gen = inpaint(unet, train_sched, bgs, mk, labels, [c.seed for c in cands], meta["null_class"], sampler,
+                      steps, guidance, dev)
+        for j, c in enumerate(cands):
+            img = paste_back(bgs[j], gen[j], mk[j], feather)
+            save_png(img, out / "images" / f"{c.id}.png")
+            row = {"id": c.id, "class": c.cls, "background_id": bg_recs[j].image_id,
+                   "background_class": bg_recs[j].label,
+                   "mask_source": "own" if mask_mode == "own" else f"class:{mrecs[j].image_id}",
+                   "mask_method": methods[j], "mask_coverage": f"{mk[j].mean():.4f}", "seed": c.seed,
+                   "sampler": sampler, "steps": steps, "guidance": guidance, "model_hash": mhash, "index": c.index}
+            if save_inputs:
+                bp, mp = f"inputs/{c.id}_background.png", f"inputs/{c.id}_mask.png"
+                save_png(bgs[j], out / bp)
+                save_png((mk[j] * 255).astype(np.uint8), out / mp)
+                row.update(background_path=bp, mask_path=mp)
+            rows.append(row)
+    wall = time.time() - t0
+    _write_tables(out, rows, columns)
+    (out / "generation.json").write_text(json.dumps(config, indent=2) + "\n")
+    grids = _write_grids(out, rows)
+    return {"out": str(out), "n": len(rows), "per_class": {c: sum(r["class"] == c for r in rows) for c in targets},
+            "targets": targets, "units": [units.start, units.stop], "n_units": n_units, "wall_s": round(wall, 2),
+            "images_per_s": round(len(rows) / wall, 3) if wall > 0 and rows else None, "grids": grids,
+            "model_hash": mhash}
+
+
+def merge_shards(dirs, out) -> dict:
+    """Merge shard folders of one plan into OUT; the result equals one unsharded run with the same settings."""
+    dirs = [Path(d) for d in dirs]
+    if not dirs:
+        raise ValueError("merge-shards: no shard folders given")
+    configs, manifests = [], []
+    for d in dirs:
+        gj = d / "generation.json"
+        if not gj.is_file():
+            raise DataError(f"{d}: not a generation output (generation.json missing)")
+        configs.append(json.loads(gj.read_text()))
+        with open(d / "manifest.csv", newline="") as f:
+            rd = csv.DictReader(f)
+            manifests.append((rd.fieldnames, list(rd)))
+    base = {k: v for k, v in configs[0].items() if k != "shard"}
+    for d, c in zip(dirs, configs):
+        diff = sorted(k for k in set(base) | set(c) if k != "shard" and base.get(k) != c.get(k))
+        if diff:
+            raise DataError(f"{d}: generation settings differ from {dirs[0]} in {', '.join(diff)}")
+    shards = [c.get("shard") for c in configs]
+    ns = {int(s.split("/")[1]) for s in shards if s}
+    if None in shards or len(ns) != 1 or sorted(int(s.split("/")[0]) for s in shards) != list(range(1, ns.pop() + 1)):
+        raise DataError(f"merge-shards: need exactly shards 1..N of one plan, got {shards}")
+    columns = manifests[0][0]
+    rows = sorted((r for _, rs in manifests for r in rs), key=lambda r: int(r["index"]))
+    idx = [int(r["index"]) for r in rows]
+    if len(set(idx)) != len(idx):
+        raise DataError("merge-shards: shards overlap (duplicate candidate index)")
+    out = Path(out)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    has_inputs = "background_path" in columns
+    if has_inputs:
+        (out / "inputs").mkdir(exist_ok=True)
+    src_of = {}
+    for d, (_, rs) in zip(dirs, manifests):
+        for r in rs:
+            src_of[r["id"]] = d
+    for r in rows:
+        d = src_of[r["id"]]
+        shutil.copyfile(d / "images" / f"{r['id']}.png", out / "images" / f"{r['id']}.png")
+        if has_inputs:
+            for k in ("background_path", "mask_path"):
+                shutil.copyfile(d / r[k], out / r[k])
+    _write_tables(out, rows, columns)
+    merged = dict(configs[0])
+    merged["shard"] = None
+    (out / "generation.json").write_text(json.dumps(merged, indent=2) + "\n")
+    grids = _write_grids(out, rows)
+    return {"out": str(out), "n": len(rows), "shards": len(dirs), "grids": grids}

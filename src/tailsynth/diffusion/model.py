@@ -1,0 +1,95 @@
+"""The inpainting UNet, its named sizes, and the model folder format.
+
+Input channels: noisy image (3) + masked image (3, zero inside the mask) + mask (1) = 7.
+Class conditioning: `num_class_embeds = len(classes) + 1`; the last index is the "null" class used
+for classifier-free guidance (trained by dropping labels to it).
+
+Model folder (diffusers `save_pretrained` layout plus our metadata):
+  DIR/unet/                 EMA weights, the ones used for sampling
+  DIR/scheduler/            the training noise schedule (DDPMScheduler config)
+  DIR/tailsynth_diffusion.json   classes, resolution, size, prediction type, step, data revision
+  DIR/config.json           the resolved training config
+  DIR/loss.csv              step,loss,lr,elapsed_s
+  DIR/checkpoint/           raw weights, optimizer, EMA and RNG states for resume
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+IN_CHANNELS = 7
+META_FILE = "tailsynth_diffusion.json"
+
+# Named sizes. `small` is sized for 32 px on 2 CPU cores; `base` for GPUs at 64-256 px.
+SIZES: dict[str, dict] = {
+    "tiny": dict(
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+        norm_num_groups=8,
+    ),
+    "small": dict(
+        block_out_channels=(32, 64, 128),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+        norm_num_groups=16,
+    ),
+    "base": dict(
+        block_out_channels=(64, 128, 256, 256),
+        layers_per_block=2,
+        down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+        norm_num_groups=32,
+    ),
+}
+DEFAULT_RESOLUTION = {"tiny": 16, "small": 32, "base": 64}
+
+
+def build_unet(size: str, resolution: int, num_classes: int):
+    from diffusers import UNet2DModel
+
+    if size not in SIZES:
+        raise ValueError(f"unknown model size {size!r} (choose from {', '.join(SIZES)})")
+    n_down = len(SIZES[size]["block_out_channels"]) - 1
+    if resolution % (2**n_down):
+        raise ValueError(f"resolution {resolution} must be divisible by {2**n_down} for size {size!r}")
+    return UNet2DModel(
+        sample_size=resolution,
+        in_channels=IN_CHANNELS,
+        out_channels=3,
+        num_class_embeds=num_classes + 1,
+        **SIZES[size],
+    )
+
+
+def model_hash(model_dir: str | Path) -> str:
+    """Content hash of the sampling weights (first 12 hex digits of sha256)."""
+    d = Path(model_dir) / "unet"
+    files = sorted(d.glob("*.safetensors")) or sorted(d.glob("*.bin"))
+    if not files:
+        raise FileNotFoundError(f"{d}: no model weights (expected diffusion_pytorch_model.safetensors)")
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def read_meta(model_dir: str | Path) -> dict:
+    p = Path(model_dir) / META_FILE
+    if not p.is_file():
+        raise FileNotFoundError(f"{model_dir}: not a tailsynth diffusion model folder ({META_FILE} missing)")
+    return json.loads(p.read_text())
+
+
+def load_model(model_dir: str | Path, device: str = "cpu"):
+    """(unet in eval mode, noise scheduler, meta) from a model folder."""
+    from diffusers import DDPMScheduler, UNet2DModel
+
+    meta = read_meta(model_dir)
+    unet = UNet2DModel.from_pretrained(Path(model_dir) / "unet").to(device).eval()
+    sched = DDPMScheduler.from_pretrained(Path(model_dir) / "scheduler")
+    return unet, sched, meta

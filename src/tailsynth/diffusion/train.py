@@ -1,0 +1,341 @@
+"""Training of the class-conditional inpainting UNet.
+
+Recipe (chosen so a small model learns lesion colours on 2 CPU cores within an hour):
+- masks are mostly the image's own lesion mask (randomly dilated), so the masked region holds the lesion
+  whose class the label names; the rest are random ellipses, so the model also copes with odd shapes;
+- the loss is weighted towards the masked region (outside it the output is pasted back anyway);
+- class-balanced sampling, so tail classes are seen as often as the head;
+- v-prediction on a cosine (squaredcos_cap_v2) schedule; labels dropped to the null class 10% of the time
+  for classifier-free guidance; EMA weights are the ones saved for sampling;
+- AdamW, linear warmup then cosine decay; flips and 90-degree rotations (dermoscopy has no "up").
+Everything random comes from two seeded generators whose states are checkpointed, so an interrupted run
+resumed from its checkpoint continues the same loss curve.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..data.errors import DataError
+from .model import DEFAULT_RESOLUTION, META_FILE, SIZES, build_unet
+
+DEFAULTS = {
+    # size: (steps, batch, lr)
+    "tiny": (200, 8, 1e-3),
+    "small": (3000, 32, 5e-4),
+    "base": (50000, 64, 2e-4),
+}
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    size: str
+    out: str
+    resolution: int
+    steps: int
+    seed: int = 0
+    init_from: str | None = None
+    batch_size: int = 32
+    lr: float = 5e-4
+    warmup: int = 100
+    min_lr_frac: float = 0.1
+    weight_decay: float = 0.01
+    ema_decay: float = 0.999
+    prediction_type: str = "v_prediction"
+    beta_schedule: str = "squaredcos_cap_v2"
+    num_train_timesteps: int = 1000
+    null_prob: float = 0.1
+    real_mask_prob: float = 0.8
+    outside_weight: float = 0.1
+    class_balanced: bool = True
+    grad_accum: int = 1
+    checkpoint_every: int = 200
+    max_minutes: float | None = None
+    stop_at: int | None = None
+    mask_dir: str | None = None
+    splits: str | None = None
+    device: str | None = None
+    log_every: int = 10
+    classes: list = field(default_factory=list)
+
+
+# ---- data ------------------------------------------------------------------------------------------
+def load_training_data(data, resolution: int, mask_dir=None, splits=None, seed: int = 0):
+    """(images uint8 N,R,R,3; labels int64 into classes; masks bool N,R,R; classes; mask methods)."""
+    from ..data import ensure_splits, load_source
+    from ..masks import masks_for_records
+
+    ds = ensure_splits(load_source(data, splits=splits), seed=seed)
+    train = ds.split("train")
+    if len(train) == 0:
+        raise DataError(f"{data}: no training images (split 'train' is empty)")
+    images, _ = train.arrays(resolution)
+    counts = train.class_counts()
+    classes = [c for c in ds.classes if counts.get(c, 0) > 0]
+    idx = {c: i for i, c in enumerate(classes)}
+    labels = np.array([idx[r.label] for r in train.records], dtype=np.int64)
+    masks, methods = masks_for_records(train, train.records, resolution, mask_dir=mask_dir, images=images)
+    return images, labels, masks, classes, methods
+
+
+def random_ellipses(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
+    yy, xx = np.mgrid[:size, :size].astype(np.float32)
+    cy = rng.uniform(0.3, 0.7, n)[:, None, None] * size
+    cx = rng.uniform(0.3, 0.7, n)[:, None, None] * size
+    a = rng.uniform(0.12, 0.35, n)[:, None, None] * size
+    b = rng.uniform(0.12, 0.35, n)[:, None, None] * size
+    th = rng.uniform(0, np.pi, n)[:, None, None]
+    dy, dx = yy - cy, xx - cx
+    u = dx * np.cos(th) + dy * np.sin(th)
+    v = -dx * np.sin(th) + dy * np.cos(th)
+    return (u / a) ** 2 + (v / b) ** 2 <= 1.0
+
+
+def sample_batch(rng: np.random.Generator, images, labels, masks, batch: int, cfg: TrainConfig, weights):
+    """A training batch as float arrays: x0 in [-1,1] (N,3,R,R), mask (N,1,R,R) in {0,1}, labels."""
+    n, size = len(images), images.shape[1]
+    ids = rng.choice(n, size=batch, p=weights)
+    x = images[ids].astype(np.float32) / 127.5 - 1.0
+    m = masks[ids].copy()
+    use_shape = rng.random(batch) >= cfg.real_mask_prob
+    if use_shape.any():
+        m[use_shape] = random_ellipses(rng, int(use_shape.sum()), size)
+    # Random dilation (0..size/16 px) so the mask also covers the lesion border, as at generation time.
+    dil = rng.integers(0, max(1, size // 16) + 1, batch)
+    rot = rng.integers(0, 4, batch)
+    flip = rng.random(batch) < 0.5
+    from scipy import ndimage as ndi
+
+    for i in range(batch):
+        if dil[i]:
+            m[i] = ndi.binary_dilation(m[i], iterations=int(dil[i]))
+        if rot[i]:
+            x[i] = np.rot90(x[i], rot[i], axes=(0, 1))
+            m[i] = np.rot90(m[i], rot[i])
+        if flip[i]:
+            x[i] = x[i][:, ::-1]
+            m[i] = m[i][:, ::-1]
+    x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    m = np.ascontiguousarray(m[:, None].astype(np.float32))
+    return x, m, labels[ids]
+
+
+# ---- loss ------------------------------------------------------------------------------------------
+def diffusion_loss(unet, scheduler, x0, mask, labels, generator, null_class: int, null_prob: float = 0.1,
+                   outside_weight: float = 0.1, prediction_type: str = "v_prediction", autocast=None):
+    """Weighted MSE of the UNet's prediction for one batch (all tensors on the UNet's device)."""
+    import torch
+
+    b = x0.shape[0]
+    dev = x0.device
+    noise = torch.randn(x0.shape, generator=generator, device="cpu").to(dev)
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=generator, device="cpu").to(dev)
+    drop = torch.rand(b, generator=generator, device="cpu").to(dev) < null_prob
+    labels = torch.where(drop, torch.full_like(labels, null_class), labels)
+    xt = scheduler.add_noise(x0, noise, t)
+    masked = x0 * (1.0 - mask)
+    inp = torch.cat([xt, masked, mask], dim=1)
+    if prediction_type == "v_prediction":
+        target = scheduler.get_velocity(x0, noise, t)
+    elif prediction_type == "epsilon":
+        target = noise
+    elif prediction_type == "sample":
+        target = x0
+    else:
+        raise ValueError(f"unknown prediction_type {prediction_type!r}")
+    if autocast is not None:
+        with autocast:
+            pred = unet(inp, t, class_labels=labels).sample
+    else:
+        pred = unet(inp, t, class_labels=labels).sample
+    w = mask + outside_weight * (1.0 - mask)
+    return ((pred.float() - target) ** 2 * w).sum() / (w.sum() * 3.0)
+
+
+def lr_factor(step: int, total: int, warmup: int, min_frac: float) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    p = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_frac + (1 - min_frac) * 0.5 * (1 + math.cos(math.pi * p))
+
+
+# ---- checkpointing ---------------------------------------------------------------------------------
+def _save(out: Path, unet, ema, opt, step: int, rng, gen, cfg: TrainConfig, classes, data_info: dict):
+    import torch
+
+    ck = out / "checkpoint"
+    ck.mkdir(parents=True, exist_ok=True)
+    state = {
+        "step": step,
+        "model": unet.state_dict(),
+        "ema": [e.detach().cpu() for e in ema],
+        "opt": opt.state_dict(),
+        "np_rng": rng.bit_generator.state,
+        "torch_rng": gen.get_state(),
+    }
+    tmp = ck / "state.pt.tmp"
+    torch.save(state, tmp)
+    tmp.replace(ck / "state.pt")
+    # Sampling weights = EMA: swap them in, save, swap back.
+    backup = [p.detach().clone() for p in unet.parameters()]
+    with torch.no_grad():
+        for p, e in zip(unet.parameters(), ema):
+            p.copy_(e)
+    unet.save_pretrained(out / "unet")
+    with torch.no_grad():
+        for p, b in zip(unet.parameters(), backup):
+            p.copy_(b)
+    meta = {
+        "format": "tailsynth-diffusion/1",
+        "size": cfg.size,
+        "resolution": cfg.resolution,
+        "classes": classes,
+        "null_class": len(classes),
+        "prediction_type": cfg.prediction_type,
+        "step": step,
+        "steps_planned": cfg.steps,
+        "seed": cfg.seed,
+        "data": data_info,
+        "weights": "ema",
+    }
+    (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def _read_loss_log(path: Path, upto: int) -> list[list[str]]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))[1:]
+    return [r for r in rows if int(r[0]) <= upto]
+
+
+def train_diffusion(data, size, out, resolution=None, steps=None, seed=0, init_from=None, resume=True,
+                    progress=False, **kw) -> dict:
+    """Train (or resume) a diffusion model into OUT; returns a summary dict (steps, final loss, wall time)."""
+    import torch
+    from diffusers import DDPMScheduler, UNet2DModel
+
+    if size not in SIZES:
+        raise ValueError(f"unknown model size {size!r} (choose from {', '.join(SIZES)})")
+    d_steps, d_batch, d_lr = DEFAULTS[size]
+    unknown = set(kw) - set(TrainConfig.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"train_diffusion: unknown option(s) {', '.join(sorted(unknown))}")
+    kw.setdefault("batch_size", d_batch)
+    kw.setdefault("lr", d_lr)
+    cfg = TrainConfig(data=str(data), size=size, out=str(out), resolution=int(resolution or DEFAULT_RESOLUTION[size]),
+                      steps=int(steps or d_steps), seed=seed, init_from=str(init_from) if init_from else None, **kw)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+    images, labels, masks, classes, methods = load_training_data(
+        cfg.data, cfg.resolution, cfg.mask_dir, cfg.splits, cfg.seed)
+    cfg.classes = classes
+    counts = np.bincount(labels, minlength=len(classes))
+    weights = (1.0 / counts[labels]) if cfg.class_balanced else np.ones(len(labels))
+    weights = weights / weights.sum()
+    data_info = {"source": cfg.data, "train_counts": dict(zip(classes, counts.tolist())),
+                 "mask_methods": {m: methods.count(m) for m in sorted(set(methods))}}
+
+    torch.manual_seed(cfg.seed)
+    if cfg.init_from:
+        unet = UNet2DModel.from_pretrained(Path(cfg.init_from) / "unet" if (Path(cfg.init_from) / "unet").is_dir()
+                                           else cfg.init_from)
+        if unet.config.in_channels != 7 or unet.config.num_class_embeds != len(classes) + 1:
+            raise ValueError(f"{cfg.init_from}: model has {unet.config.in_channels} input channels and "
+                             f"{unet.config.num_class_embeds} class embeddings; need 7 and {len(classes) + 1}")
+    else:
+        unet = build_unet(size, cfg.resolution, len(classes))
+    unet.to(device)
+    if device.type == "cuda":
+        unet = unet.to(memory_format=torch.channels_last)
+    scheduler = DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule,
+                              prediction_type=cfg.prediction_type, clip_sample=False)
+    scheduler.save_pretrained(out / "scheduler")
+    opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    ema = [p.detach().clone() for p in unet.parameters()]
+    rng = np.random.default_rng(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    step = 0
+    ck = out / "checkpoint" / "state.pt"
+    if resume and ck.is_file():
+        st = torch.load(ck, map_location=device, weights_only=False)
+        unet.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        ema = [e.to(device) for e in st["ema"]]
+        rng.bit_generator.state = st["np_rng"]
+        gen.set_state(st["torch_rng"])
+        step = int(st["step"])
+    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+
+    log_path = out / "loss.csv"
+    rows = _read_loss_log(log_path, step)
+    with open(log_path, "w", newline="") as f:
+        csv.writer(f).writerows([["step", "loss", "lr", "elapsed_s"], *rows])
+    prev_elapsed = float(rows[-1][3]) if rows else 0.0
+
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else None
+    null_class = len(classes)
+    stop = min(cfg.steps, cfg.stop_at) if cfg.stop_at else cfg.steps
+    t0 = time.time()
+    losses: list[float] = []
+    unet.train()
+    with open(log_path, "a", newline="") as logf:
+        log = csv.writer(logf)
+        while step < stop:
+            for g in opt.param_groups:
+                g["lr"] = cfg.lr * lr_factor(step, cfg.steps, cfg.warmup, cfg.min_lr_frac)
+            total = 0.0
+            for _ in range(cfg.grad_accum):
+                x, m, y = sample_batch(rng, images, labels, masks, cfg.batch_size, cfg, weights)
+                x, m = torch.from_numpy(x).to(device), torch.from_numpy(m).to(device)
+                y = torch.from_numpy(y).to(device)
+                loss = diffusion_loss(unet, scheduler, x, m, y, gen, null_class, cfg.null_prob, cfg.outside_weight,
+                                      cfg.prediction_type, autocast) / cfg.grad_accum
+                loss.backward()
+                total += loss.item()
+            torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+            with torch.no_grad():
+                for e, p in zip(ema, unet.parameters()):
+                    e.mul_(decay).add_(p.detach(), alpha=1 - decay)
+            losses.append(total)
+            elapsed = prev_elapsed + time.time() - t0
+            if step % cfg.log_every == 0 or step == stop:
+                log.writerow([step, f"{np.mean(losses[-cfg.log_every:]):.6f}", f"{opt.param_groups[0]['lr']:.3e}",
+                              f"{elapsed:.1f}"])
+                logf.flush()
+                if progress:
+                    print(f"step {step}/{cfg.steps} loss {np.mean(losses[-cfg.log_every:]):.4f} "
+                          f"{elapsed:.0f}s", flush=True)
+            timed_out = cfg.max_minutes is not None and (time.time() - t0) > cfg.max_minutes * 60
+            if step % cfg.checkpoint_every == 0 or step == stop or timed_out:
+                _save(out, unet, ema, opt, step, rng, gen, cfg, classes, data_info)
+            if timed_out:
+                break
+    if step == 0 or not (out / "unet").is_dir():
+        _save(out, unet, ema, opt, step, rng, gen, cfg, classes, data_info)
+    wall = time.time() - t0
+    run_steps = len(losses)
+    return {
+        "out": str(out),
+        "step": step,
+        "steps_planned": cfg.steps,
+        "steps_this_run": run_steps,
+        "wall_s": round(wall, 1),
+        "s_per_step": round(wall / run_steps, 4) if run_steps else None,
+        "final_loss": round(float(np.mean(losses[-cfg.log_every:])), 5) if losses else None,
+        "classes": classes,
+    }

@@ -1,0 +1,152 @@
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tailsynth.data import load_source
+from tailsynth.data.isic import decode_file
+from tailsynth.diffusion.generate import (MANIFEST_COLUMNS, blend_alpha, class_targets, generate, merge_shards,
+                                          paste_back)
+
+GEN = dict(classes="DF,VASC", policy="fixed", count=3, steps=3, guidance=2.0, batch_size=2)
+
+
+def _files(d: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+def test_head_classes():
+    from tailsynth.diffusion.generate import head_classes
+
+    assert head_classes({"NV": 4693, "MEL": 779, "BKL": 769, "DF": 80}) == ["NV"]
+    assert head_classes({"NV": 10, "MEL": 8, "BKL": 7, "DF": 1}) == ["NV", "MEL"]
+
+
+def test_fill_to_head_policy():
+    counts = {"NV": 100, "MEL": 40, "DF": 3, "VASC": 0}
+    t = class_targets(counts, policy="fill-to-head", max_synthetic_per_real=10)
+    assert t == {"MEL": 60, "DF": 30}  # DF capped at 10 per real; NV is the head; VASC has no images
+    assert class_targets(counts, ["DF"], "fill-to-head", count=5, oversample=2.5) == {"DF": 13}
+    assert class_targets(counts, ["DF", "MEL"], "fixed", count=4, oversample=1.5) == {"MEL": 6, "DF": 6}
+    with pytest.raises(ValueError, match="count"):
+        class_targets(counts, ["DF"], "fixed")
+    with pytest.raises(ValueError, match="SCC"):
+        class_targets(counts, ["SCC"], "fixed", count=1)
+
+
+def test_outputs_format_and_provenance(tiny_model, tmp_path):
+    model, data = tiny_model
+    out = tmp_path / "g"
+    res = generate(model, data, out, save_inputs=True, **GEN)
+    assert res["n"] == 6 and res["per_class"] == {"DF": 3, "VASC": 3}
+    rows = list(csv.DictReader(open(out / "manifest.csv")))
+    assert set(MANIFEST_COLUMNS + ["background_path", "mask_path"]) <= set(rows[0])
+    assert {r["model_hash"] for r in rows} == {res["model_hash"]}
+    # Head-class backgrounds by default: the largest classes holding half the training images.
+    bg = json.loads((out / "generation.json").read_text())["background_classes"]
+    assert bg[0] == "NV" and "DF" not in bg and "VASC" not in bg
+    assert {r["background_class"] for r in rows} <= set(bg)
+    for c in ("DF", "VASC"):
+        assert (out / f"grid_{c}.png").is_file()
+    # The folder reads back as an ISIC-style source with the intended labels.
+    ds = load_source(out)
+    assert sorted(r.label for r in ds.records) == ["DF"] * 3 + ["VASC"] * 3
+    assert ds.image(ds.records[0]).shape == (16, 16, 3)
+
+
+def test_mask_zero_pixels_equal_background(tiny_model, tmp_path):
+    model, data = tiny_model
+    out = tmp_path / "g"
+    generate(model, data, out, save_inputs=True, **GEN)
+    changed_inside = 0
+    for r in csv.DictReader(open(out / "manifest.csv")):
+        img = decode_file(str(out / "images" / f"{r['id']}.png"))
+        bg = decode_file(str(out / r["background_path"]))
+        m = decode_file(str(out / r["mask_path"]))[..., 0]
+        assert img.shape == bg.shape and m.shape == img.shape[:2]
+        assert set(np.unique(m)) <= {0, 255}
+        outside = m == 0
+        assert outside.any()
+        np.testing.assert_array_equal(img[outside], bg[outside])  # documented tolerance: 0
+        changed_inside += int((img[~outside] != bg[~outside]).any())
+    assert changed_inside >= 5  # and the lesion region really was repainted
+
+
+def test_same_seed_is_byte_identical_other_seed_differs(tiny_model, tmp_path):
+    model, data = tiny_model
+    generate(model, data, tmp_path / "a", seed=3, **GEN)
+    generate(model, data, tmp_path / "b", seed=3, **GEN)
+    generate(model, data, tmp_path / "c", seed=4, **GEN)
+    a, b = _files(tmp_path / "a"), _files(tmp_path / "b")
+    assert a.keys() == b.keys()
+    for k in a:
+        if k != "generation.json":  # holds the output-independent settings only, but paths differ? no: same
+            assert a[k] == b[k], k
+    assert a["generation.json"] == b["generation.json"]
+    ia = sorted(v for k, v in a.items() if k.startswith("images/"))
+    ic = sorted(v for k, v in _files(tmp_path / "c").items() if k.startswith("images/"))
+    assert ia != ic
+
+
+@pytest.mark.parametrize("n_shards", [2, 3])
+def test_sharded_and_merged_equals_unsharded(tiny_model, tmp_path, n_shards):
+    model, data = tiny_model
+    generate(model, data, tmp_path / "full", save_inputs=True, **GEN)
+    shards = []
+    for i in range(1, n_shards + 1):
+        d = tmp_path / f"s{i}"
+        generate(model, data, d, shard=f"{i}/{n_shards}", save_inputs=True, **GEN)
+        shards.append(d)
+    assert json.loads((shards[0] / "generation.json").read_text())["shard"] == f"1/{n_shards}"
+    merge_shards(shards, tmp_path / "merged")
+    full, merged = _files(tmp_path / "full"), _files(tmp_path / "merged")
+    assert full.keys() == merged.keys()
+    for k in full:
+        assert full[k] == merged[k], k
+
+
+def test_merge_rejects_incomplete_or_mixed_shards(tiny_model, tmp_path):
+    from tailsynth.data.errors import DataError
+
+    model, data = tiny_model
+    generate(model, data, tmp_path / "s1", shard="1/2", **GEN)
+    with pytest.raises(DataError, match="shards 1..N"):
+        merge_shards([tmp_path / "s1"], tmp_path / "m")
+    generate(model, data, tmp_path / "s2", shard="2/2", seed=9, **GEN)
+    with pytest.raises(DataError, match="seed"):
+        merge_shards([tmp_path / "s1", tmp_path / "s2"], tmp_path / "m")
+
+
+def test_bad_arguments_are_named(tiny_model, tmp_path):
+    model, data = tiny_model
+    with pytest.raises(ValueError, match="sampler"):
+        generate(model, data, tmp_path / "x", sampler="euler", **{k: v for k, v in GEN.items()})
+    with pytest.raises(ValueError, match="shard"):
+        generate(model, data, tmp_path / "x", shard="0/2", **GEN)
+    with pytest.raises(FileNotFoundError, match="tailsynth_diffusion.json"):
+        generate(tmp_path, data, tmp_path / "x", **GEN)
+
+
+def test_dpmsolver_and_borrowed_masks(tiny_model, tmp_path):
+    model, data = tiny_model
+    res = generate(model, data, tmp_path / "d", sampler="dpmsolver", mask_mode="class", **GEN)
+    rows = list(csv.DictReader(open(tmp_path / "d" / "manifest.csv")))
+    assert res["n"] == 6
+    assert all(r["mask_source"].startswith("class:") and r["sampler"] == "dpmsolver" for r in rows)
+    donors = {r["mask_source"].split(":", 1)[1] for r in rows}
+    labels = {r.image_id: r.label for r in load_source(data).records}
+    assert all(labels[d] == r["class"] for d, r in zip([r["mask_source"].split(":", 1)[1] for r in rows], rows))
+    assert donors
+
+
+def test_paste_back_blend_edges():
+    m = np.zeros((9, 9), bool)
+    m[2:7, 2:7] = True
+    a = blend_alpha(m, feather=1.5)
+    assert (a[~m] == 0).all() and a[4, 4] == 1.0 and 0 < a[2, 4] < 1
+    bg = np.full((9, 9, 3), 10, np.uint8)
+    gen = np.full((9, 9, 3), 250, np.uint8)
+    out = paste_back(bg, gen, m, 1.5)
+    assert (out[~m] == 10).all() and (out[4, 4] == 250).all() and 10 < out[2, 4, 0] < 250
