@@ -68,6 +68,13 @@ def test_stats_cli_json_on_real_npz(dermamnist_npz):
     assert st["format"] == "medmnist" and st["splits"]["train"]["AK"] == 228 and st["splits"]["val"]["DF"] == 12
 
 
+def test_stats_cli_json_on_real_isic_folder(isic_sample):
+    res = CliRunner().invoke(app, ["data", "stats", str(isic_sample), "--json"])
+    assert res.exit_code == 0, res.output
+    st = json.loads(res.stdout)
+    assert st == {"source": str(isic_sample), "format": "isic2019", "splits": {"all": SAMPLE180}}
+
+
 def test_tiny_isic_reader(tiny_isic):
     ds = load_source(tiny_isic)
     assert ds.classes == ["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC"]
