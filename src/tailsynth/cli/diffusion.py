@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from .common import fail_cleanly, print_json
-from .train_app import train_app
+from .train_app import attach, train_app
 
 SOURCE_HELP = "ISIC 2019 folder or MedMNIST .npz"
 
@@ -102,6 +102,7 @@ def merge_shards_cmd(
 
 
 def register(app: typer.Typer) -> None:
+    attach(app)  # `tailsynth train` group, shared with the classifier; added once
     app.command("masks")(masks_cmd)
     app.command("generate")(generate_cmd)
     app.command("merge-shards")(merge_shards_cmd)
