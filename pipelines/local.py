@@ -25,7 +25,8 @@ def resolve_data(data: str | Path) -> Path:
     if found is None:
         raise DataError(
             f"{data}: no real data found (looked for {Path(data) / 'dermamnist' / 'dermamnist.npz'} and an ISIC 2019 "
-            "folder). Fetch DermaMNIST with `tailsynth data fetch`, or point --data at an ISIC 2019 folder.")
+            "folder). Fetch DermaMNIST with `tailsynth data fetch dermamnist --dest DIR`, or point --data at an ISIC 2019 "
+            "folder.")
     return found.resolve()
 
 

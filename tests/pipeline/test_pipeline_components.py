@@ -1,0 +1,110 @@
+"""Component functions called directly (`.python_func`) with real artifact objects and tiny real files."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+
+def test_validate_stages_and_subsamples(tmp_path, tiny_npz, artifact):
+    from components import validate
+
+    data = artifact("dataset", tmp_path / "data")
+    report = artifact("artifact", tmp_path / "report")
+    metrics = artifact("metrics", tmp_path / "metrics")
+    digest = validate.python_func(source=str(tiny_npz), data_revision="rev-1", max_per_class=3, seed=0,
+                                  data=data, report=report, metrics=metrics)
+    staged = np.load(tmp_path / "data" / "tiny.npz")
+    y = staged["train_labels"].reshape(-1)
+    # make_npz's train counts are [6, 6, 8, 3, 8, 20, 3]: every class capped at 3
+    assert np.bincount(y).tolist() == [3] * 7
+    assert staged["train_images"].shape == (21, 28, 28, 3)
+    assert data.metadata["data_revision"] == "rev-1" and data.metadata["content_hash"] == digest
+    assert metrics.metadata["validation_ok"] == 1.0
+
+
+def test_validate_rejects_bad_source(tmp_path, artifact):
+    from components import validate
+    from tailsynth.data.errors import DataError
+
+    bad = tmp_path / "broken.npz"
+    bad.write_bytes(b"not an npz")
+    with pytest.raises(DataError, match="broken.npz"):
+        validate.python_func(source=str(bad), data_revision="r", max_per_class=0, seed=0,
+                             data=artifact("dataset", tmp_path / "d"), report=artifact("artifact", tmp_path / "r"),
+                             metrics=artifact("metrics", tmp_path / "m"))
+
+
+def test_split_keeps_lesions_together(tmp_path, tiny_isic, artifact):
+    from components import split
+
+    splits = artifact("dataset", tmp_path / "splits.csv")
+    metrics = artifact("metrics", tmp_path / "m")
+    split.python_func(data=artifact("dataset", tiny_isic), seed=0, val_fraction=0.25, test_fraction=0.0,
+                      splits=splits, metrics=metrics)
+    rows = list(csv.DictReader(open(tmp_path / "splits.csv")))
+    assert len(rows) == 45
+    by_group = {}
+    for r in rows:
+        by_group.setdefault(r["group_id"], set()).add(r["split"])
+    assert all(len(s) == 1 for s in by_group.values())
+    assert {r["split"] for r in rows} == {"train", "val"}
+    assert metrics.metadata["train.NV"] + metrics.metadata["val.NV"] == 12
+
+
+def test_shard_plan():
+    from components import shard_plan
+
+    assert shard_plan.python_func(num_shards=3) == [0, 1, 2]
+    with pytest.raises(ValueError, match="num_shards"):
+        shard_plan.python_func(num_shards=0)
+
+
+def _evaluation(folder, arm, ba, recalls):
+    folder.mkdir(parents=True)
+    per_class = {c: {"recall": r, "support": 10} for c, r in recalls.items()}
+    (folder / "evaluation.json").write_text(json.dumps(
+        {"arm": arm, "balanced_accuracy": ba, "per_class": per_class, "classes": list(recalls)}))
+    return folder
+
+
+def test_compare_returns_delta_and_writes_one_row_per_arm(tmp_path, artifact):
+    from components import compare
+
+    b = _evaluation(tmp_path / "b", "real-only", 0.5, {"NV": 0.9, "DF": 0.1})
+    a = _evaluation(tmp_path / "a", "real+synthetic", 0.6, {"NV": 0.8, "DF": 0.4})
+    metrics = artifact("metrics", tmp_path / "m")
+    delta = compare.python_func(baseline=artifact("dataset", b), augmented=artifact("dataset", a),
+                                comparison=artifact("dataset", tmp_path / "cmp.csv"), metrics=metrics)
+    assert delta == pytest.approx(0.1)
+    rows = list(csv.DictReader(open(tmp_path / "cmp.csv")))
+    assert [r["method"] for r in rows] == ["real-only", "real+synthetic"]
+    assert list(rows[0]) == ["method", "balanced_accuracy", "recall_NV", "recall_DF"]
+    assert float(rows[1]["recall_DF"]) == pytest.approx(0.4)
+    assert metrics.metadata["balanced_accuracy_delta"] == pytest.approx(0.1)
+
+
+def test_version_without_remote_records_revision(tmp_path, artifact):
+    from components import version
+
+    syn = tmp_path / "selected"
+    syn.mkdir()
+    record = artifact("artifact", tmp_path / "record.json")
+    rev = version.python_func(synthetic=artifact("dataset", syn), data_revision="sha256:abc", content_hash="123",
+                              remote="", record=record)
+    assert rev == "not-pushed"
+    entry = json.loads((tmp_path / "record.json").read_text())
+    assert entry["real_data_revision"] == "sha256:abc" and entry["real_content_hash"] == "123"
+
+
+def test_version_rejects_non_s3_remote(tmp_path, artifact):
+    from components import version
+
+    syn = tmp_path / "selected"
+    syn.mkdir()
+    with pytest.raises(ValueError, match="s3://"):
+        version.python_func(synthetic=artifact("dataset", syn), data_revision="r", content_hash="h",
+                            remote="gs://bucket", record=artifact("artifact", tmp_path / "rec.json"))

@@ -1,0 +1,95 @@
+"""Staging data into artifacts, content hashes, the selected-set manifest and the final report."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tailsynth.data import load_source
+from tailsynth.data.errors import DataError
+from tailsynth.pipeline_io import (content_hash, localize_manifest, locate_real_data, source_in, stage_source)
+from tailsynth.pipeline_report import build_report, comparison_rows
+
+
+def test_stage_isic_folder_with_cap_keeps_layout(tmp_path, tiny_isic):
+    out = stage_source(tiny_isic, tmp_path / "data", max_per_class=2)
+    ds = load_source(source_in(tmp_path / "data"))
+    assert out == tmp_path / "data"
+    assert max(ds.class_counts().values()) == 2 and ds.class_counts()["NV"] == 2
+    assert len(list((tmp_path / "data" / "ISIC_2019_Training_Input").iterdir())) == len(ds)
+
+
+def test_stage_whole_npz_is_byte_identical_and_hash_tracks_content(tmp_path, tiny_npz):
+    staged = stage_source(tiny_npz, tmp_path / "data")
+    assert content_hash(staged) == content_hash(tiny_npz)
+    other = tmp_path / "other.npz"
+    arrays = dict(np.load(tiny_npz))
+    arrays["train_images"][0, 0, 0, 0] ^= 1
+    np.savez(other, **arrays)
+    assert content_hash(other) != content_hash(tiny_npz)
+
+
+def test_locate_real_data(tmp_path, tiny_npz, tiny_isic):
+    root = tmp_path / "root"
+    (root / "dermamnist").mkdir(parents=True)
+    assert locate_real_data(root) is None
+    (root / "dermamnist" / "dermamnist.npz").write_bytes(tiny_npz.read_bytes())
+    assert locate_real_data(root) == root / "dermamnist" / "dermamnist.npz"
+    assert locate_real_data(tiny_isic.parent) == tiny_isic
+
+
+def test_localize_manifest_copies_images(tmp_path):
+    cand = tmp_path / "cand"
+    cand.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(cand / "a.png")
+    sel = tmp_path / "sel"
+    sel.mkdir()
+    with open(sel / "selected_manifest.csv", "w", newline="") as f:
+        csv.writer(f).writerows([["path", "class", "weight"], [str(cand / "a.png"), "DF", "1.0"]])
+    localize_manifest(sel)
+    rows = list(csv.DictReader(open(sel / "selected_manifest.csv")))
+    assert rows[0]["path"].startswith("images/") and (sel / rows[0]["path"]).is_file()
+    assert rows[0]["class"] == "DF" and rows[0]["weight"] == "1.0"
+    (sel / rows[0]["path"]).unlink()
+    with open(sel / "selected_manifest.csv", "w", newline="") as f:
+        csv.writer(f).writerows([["path", "class"], [str(tmp_path / "missing.png"), "DF"]])
+    with pytest.raises(DataError, match="missing.png"):
+        localize_manifest(sel)
+
+
+def test_build_report(tmp_path):
+    evs = []
+    for arm, ba, df in (("real-only", 0.5, 0.1), ("real+synthetic", 0.55, 0.5)):
+        d = tmp_path / arm
+        d.mkdir()
+        d.joinpath("evaluation.json").write_text(json.dumps({
+            "arm": arm, "balanced_accuracy": ba, "classes": ["NV", "DF"],
+            "per_class": {"NV": {"recall": 0.9, "support": 50}, "DF": {"recall": df, "support": 5}}}))
+        evs.append(d)
+    rows = comparison_rows(evs)
+    from tailsynth.pipeline_report import write_comparison_csv
+
+    write_comparison_csv(rows, tmp_path / "cmp.csv")
+    sel = tmp_path / "sel"
+    (sel / "images").mkdir(parents=True)
+    Image.fromarray(np.full((16, 16, 3), 200, np.uint8)).save(sel / "images" / "x.png")
+    (sel / "selected_manifest.csv").write_text("path,class\nimages/x.png,DF\n")
+    (sel / "quality.json").write_text(json.dumps({"per_class": {"DF": {"n_candidates": 4, "n_kept": 1}},
+                                                  "overall": {"n_candidates": 4, "n_kept": 1, "acceptance_rate": 0.25}}))
+    rec = tmp_path / "rec.json"
+    rec.write_text(json.dumps({"real_content_hash": "h123", "synthetic_revision": "not-pushed"}))
+    out = build_report(tmp_path / "report", tmp_path / "cmp.csv", evs, selected=sel, version_record=rec,
+                       data_revision="sha256:feed", profile="tiny")
+    md = (out / "report.md").read_text()
+    assert "| real+synthetic | 0.550 |" in md and "(+0.050)" in md
+    assert "sha256:feed" in md and "h123" in md
+    assert "| DF | 4 | 1 | 0.250 |" in md
+    html = (out / "report.html").read_text()
+    assert "<table>" in html and "synthetic_grid.png" in html
+    for f in ("comparison.csv", "per_class_recall.png", "synthetic_grid.png"):
+        assert (out / f).stat().st_size > 0
+    assert (out / "comparison.csv").read_text().splitlines()[0] == "method,balanced_accuracy,recall_NV,recall_DF"
