@@ -57,6 +57,9 @@ def experiment_augment(
     no_sweep: bool = typer.Option(False, "--no-sweep", help="only the main gamma"),
     threads: int | None = typer.Option(None, "--threads", help="torch threads per training run"),
     batch_size: int | None = typer.Option(None, "--batch-size"),
+    jobs: int = typer.Option(1, "--jobs", help="training runs in parallel worker processes"),
+    sweep_seeds: str | None = typer.Option(None, "--sweep-seeds", help="seeds for the gamma sweep (default: --seeds)"),
+    collect_only: bool = typer.Option(False, "--collect-only", help="train nothing; tabulate the finished runs"),
 ) -> None:
     """Real-only vs + synthetic (unselected, OOD-selected) vs real oversampling, over seeds and a gamma sweep."""
     from ..ood.experiment import run_augmentation_experiment
@@ -67,7 +70,8 @@ def experiment_augment(
             gammas=[float(g) for g in gammas.split(",") if g.strip()], main_gamma=main_gamma, backbone=backbone,
             loss=loss, sampler=sampler, epochs=epochs, resolution=resolution, score=score,
             classifier=classifier, splits=splits, arms=[a.strip() for a in arms.split(",") if a.strip()],
-            sweep=not no_sweep,
+            sweep=not no_sweep, jobs=jobs, collect_only=collect_only,
+            sweep_seeds=[int(x) for x in sweep_seeds.split(",") if x.strip()] if sweep_seeds else None,
             train_kw={k: v for k, v in (("threads", threads), ("batch_size", batch_size)) if v is not None})
     print_json({"out": str(out), "table": res["table_path"]})
 

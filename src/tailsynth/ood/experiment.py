@@ -86,15 +86,32 @@ def random_matched(sc, counts: dict[str, int], seed: int = 0) -> np.ndarray:
     return keep
 
 
-def _run(data, out: Path, manifest, seed: int, common: dict, log) -> dict:
+def _run(data, out: Path, manifest, seed: int, common: dict, log, collect_only: bool = False) -> dict | None:
     from ..classify.train import train_classifier
 
     mfile = out / "metrics.json"
     if mfile.is_file():
         log(f"  {out}: done already, reusing")
         return json.loads(mfile.read_text())
+    if collect_only:
+        log(f"  {out}: not run yet, left out of the table")
+        return None
     log(f"  training {out} ...")
     return train_classifier(data, out, seed=seed, synthetic_manifest=str(manifest) if manifest else None, **common)
+
+
+def _run_all(data, tasks, common: dict, jobs: int, log, collect_only: bool = False) -> list[dict | None]:
+    """Train every task; with jobs > 1 in that many worker processes (each single-threaded unless told)."""
+    if jobs <= 1 or collect_only:
+        return [_run(data, d, m, s, common, log, collect_only) for _, s, d, m in tasks]
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    log(f"training {len(tasks)} runs in {jobs} worker processes")
+    # spawn: a forked torch process can deadlock in its thread pool.
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as ex:
+        futs = [ex.submit(_run, data, d, m, s, common, print) for _, s, d, m in tasks]
+        return [f.result() for f in futs]
 
 
 def _gtag(g: float) -> str:
@@ -105,7 +122,9 @@ def run_augmentation_experiment(data, candidates, out, seeds=(0, 1, 2), gammas=(
                                 main_gamma: float = 0.4, backbone: str = "resnet18", loss: str = "ce",
                                 sampler: str | None = None, epochs: int | None = None, resolution: int | None = None,
                                 score: str = "mahalanobis", classifier=None, splits=None, arms=ARMS,
-                                sweep: bool = True, train_kw: dict | None = None, quiet: bool = False) -> dict:
+                                sweep: bool = True, train_kw: dict | None = None, quiet: bool = False,
+                                jobs: int = 1, collect_only: bool = False, sweep_seeds=None) -> dict:
+    """Train (or, with collect_only, only gather finished) runs of every arm; write results.json and table.md."""
     from .select import _jsonable, choose, quality_summary, score_candidates, write_manifest, write_scores
 
     bad = [a for a in arms if a not in ARMS]
@@ -121,7 +140,8 @@ def run_augmentation_experiment(data, candidates, out, seeds=(0, 1, 2), gammas=(
     common = {"backbone": backbone, "loss": loss, "sampler": sampler, "epochs": epochs, "resolution": resolution,
               "splits": splits, "quiet": True, "write_reports": False, **(train_kw or {})}
     config = {"data": str(data), "candidates": str(candidates), "seeds": seeds, "gammas": gammas,
-              "main_gamma": main_gamma, "score": score, "arms": list(arms), **{k: v for k, v in common.items()
+              "main_gamma": main_gamma, "score": score, "arms": list(arms),
+              "sweep_seeds": list(sweep_seeds) if sweep_seeds is not None else seeds, **{k: v for k, v in common.items()
                                                                                 if k not in ("quiet", "write_reports")}}
     (out / "experiment_config.json").write_text(json.dumps(config, indent=1, default=str))
     runs_dir = out / "runs"
@@ -129,7 +149,8 @@ def run_augmentation_experiment(data, candidates, out, seeds=(0, 1, 2), gammas=(
 
     # (a) first: its first seed is the real-data classifier that scores the candidates (unless one is given).
     log("arm (a) real only")
-    results["real"] = {s: _run(data, runs_dir / "real" / f"seed{s}", None, s, common, log) for s in seeds[:1]}
+    if not classifier:
+        _run(data, runs_dir / "real" / f"seed{seeds[0]}", None, seeds[0], common, log)
     scorer = Path(classifier) if classifier else runs_dir / "real" / f"seed{seeds[0]}"
 
     log(f"scoring candidates with {scorer}")
@@ -152,22 +173,23 @@ def run_augmentation_experiment(data, candidates, out, seeds=(0, 1, 2), gammas=(
     (sel_dir / "quality_by_gamma.json").write_text(json.dumps(_jsonable({str(g): q for g, q in quality.items()}), indent=1))
     (sel_dir / "kept_counts.json").write_text(json.dumps({str(g): c for g, c in kept_counts.items()}, indent=1))
 
-    # Main arms, seed by seed, so an interrupted run still has complete seeds for every arm.
+    # Main arms seed by seed, then the sweep, so an interrupted run still has complete seeds for every arm.
+    tasks = []  # (result key, seed, run folder, manifest)
     for s in seeds:
         for arm in arms:
             if arm == "real":
-                results.setdefault("real", {})[s] = _run(data, runs_dir / "real" / f"seed{s}", None, s, common, log)
+                tasks.append(("real", s, runs_dir / "real" / f"seed{s}", None))
             else:
-                key = f"{arm}@{main_gamma:g}"
-                results.setdefault(key, {})[s] = _run(data, runs_dir / f"{arm}_{_gtag(main_gamma)}" / f"seed{s}",
-                                                      manifests[(arm, main_gamma)], s, common, log)
+                tasks.append((f"{arm}@{main_gamma:g}", s, runs_dir / f"{arm}_{_gtag(main_gamma)}" / f"seed{s}",
+                              manifests[(arm, main_gamma)]))
     if sweep and "ood" in arms:
-        for s in seeds:
+        for s in (seeds if sweep_seeds is None else [int(x) for x in sweep_seeds]):
             for g in gammas:
-                if g == main_gamma:
-                    continue
-                results.setdefault(f"ood@{g:g}", {})[s] = _run(data, runs_dir / f"ood_{_gtag(g)}" / f"seed{s}",
-                                                               manifests[("ood", g)], s, common, log)
+                if g != main_gamma:
+                    tasks.append((f"ood@{g:g}", s, runs_dir / f"ood_{_gtag(g)}" / f"seed{s}", manifests[("ood", g)]))
+    for (key, s, _, _), m in zip(tasks, _run_all(data, tasks, common, jobs, log, collect_only)):
+        if m is not None:
+            results.setdefault(key, {})[s] = m
 
     table = build_table(results, sc.class_names, kept_counts, main_gamma)
     (out / "results.json").write_text(json.dumps(_jsonable(table), indent=1))
