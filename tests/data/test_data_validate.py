@@ -248,3 +248,14 @@ def test_synthetic_layout_validates_without_all_classes(tmp_path):
     (root / "images" / "syn_1.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     res = validate_source(root)
     assert [q["image_id"] for q in res.quarantined] == ["syn_1"] and not res.ok
+
+
+def test_missing_image_column_named(tiny_isic):
+    header, rows = read_rows(tiny_isic / GT)
+    header[0] = "img"
+    for r in rows:
+        r["img"] = r.pop("image")
+    write_rows(tiny_isic / GT, header, rows)
+    res = validate_source(tiny_isic)
+    assert not res.ok
+    assert ("expect_column_to_exist", "image") in _failed(res)

@@ -76,12 +76,17 @@ def inspect_image(path: str) -> dict:
     """exists / decodes / mode / min side / quarantine reason of one image file."""
     from PIL import Image
 
+    if not path:  # a row without an image name: the not-null expectation names it, there is no file to check
+        return {"exists": None, "decodes": None, "mode": None, "min_side": None, "reason": None, "error": None}
     p = Path(path)
     try:
         data = p.read_bytes()
     except FileNotFoundError:
         return {"exists": False, "decodes": None, "mode": None, "min_side": None, "reason": "missing",
                 "error": "file not found"}
+    except OSError as e:  # a folder or an unreadable file where an image should be
+        return {"exists": True, "decodes": False, "mode": None, "min_side": None, "reason": "corrupt",
+                "error": f"unreadable ({e.strerror or e})"}
     try:
         with Image.open(io.BytesIO(data)) as im:
             mode, size = im.mode, im.size
@@ -291,11 +296,7 @@ def _collect(result, rows, gt_name: str, detail_col: dict) -> list[Check]:
 def _isic_expectations(gx, rows, gt_columns, class_cols, expected, min_size):
     E = gx.expectations
     exps = []
-    # Intent: the ground-truth CSV has the image column and every ISIC 2019 class column (UNK is optional
-    # in the training table), otherwise labels would silently shift or vanish.
-    for c in ["image", *[c for c in ISIC2019_CLASSES if c != "UNK"]]:
-        exps.append((E.ExpectColumnToExist(column=c), f"ground-truth column {c} present"))
-    if "image" in rows.columns and rows["image"].notna().any() or "image" in gt_columns:
+    if "image" in gt_columns:
         # Intent: every row names its image; an empty name cannot be joined to a file or metadata.
         exps.append((E.ExpectColumnValuesToNotBeNull(column="image"), "every row names an image"))
         # Intent: image ids are unique, so one image cannot carry two labels or be counted twice.
@@ -332,6 +333,15 @@ def _isic_expectations(gx, rows, gt_columns, class_cols, expected, min_size):
     # Intent: no lesion in two splits: images of one lesion in train and test leak the answer.
     exps.append((E.ExpectColumnValuesToBeInSet(column="_group_splits", value_set=[1]), "no lesion in two splits"))
     return exps
+
+
+def _gt_column_expectations(gx):
+    E = gx.expectations
+    # Intent: the ground-truth CSV has the image column and every ISIC 2019 class column (UNK is optional
+    # in the training table), otherwise labels would silently shift or vanish. Checked on the CSV's own
+    # header, not on the derived table, which always has an `image` column.
+    return [(E.ExpectColumnToExist(column=c), f"ground-truth column {c} present")
+            for c in ["image", *[c for c in ISIC2019_CLASSES if c != "UNK"]]]
 
 
 def _npz_expectations(gx, expected, min_size):
@@ -402,8 +412,13 @@ def validate_source(
             dropped = list(bad["image"])
             rows = rows.drop(index=bad.index).reset_index(drop=True)
         expected = expected_classes or expected
+        import pandas as pd
+
+        header = pd.DataFrame([[""] * len(gt_columns)], columns=gt_columns)
+        res_h = _run_suite(ctx, "isic_columns", header, _gt_column_expectations(gx))
+        checks += _collect(res_h, None, gt_path.name, {})
         res = _run_suite(ctx, "isic", rows, _isic_expectations(gx, rows, gt_columns, class_cols, expected, min_size))
-        results.append(res)
+        results += [res_h, res]
         image_detail = lambda r: f"{r['_path']}: {r['_error']}"
         group_detail = lambda r: f"lesion {r['_group']!r} split {r['_split']!r} shares a lesion with another split"
         hot_detail = lambda r: f"{int(r['_n_hot'])} classes set"
