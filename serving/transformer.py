@@ -7,7 +7,8 @@ normalises on its side. It writes one prediction record per image (hash, never b
 Accepted requests (model name `lesion-classifier`):
   v1  POST /v1/models/lesion-classifier:predict  {"instances": [{"image_bytes": {"b64": "..."}}, ...]}
   v2  POST /v2/models/lesion-classifier/infer    one BYTES input of shape [N] (binary extension: raw bytes;
-                                                  JSON: base64 strings)
+                                                  JSON: base64 strings). kserve's own decoder breaks binary
+                                                  BYTES, so a middleware rewrites them to base64 JSON first.
 In the cluster:  python serving/transformer.py --predictor_host <triton-host:port> --host 0.0.0.0 --http_port 8080
 Locally `tailsynth serve` runs it on 127.0.0.1 in front of the tritonserver binary from nvidia-pytriton.
 """
@@ -211,10 +212,12 @@ def run(*, backend: str = "triton", repo: str | None = None, predictor_host: str
     """Serve until SIGTERM/SIGINT."""
     from kserve.model_server import app
 
-    from tailsynth.serve.guard import GuardMiddleware
+    from tailsynth.serve.guard import GuardMiddleware, V2BinaryBytesAdapter
 
     model = LesionTransformer(model_name, make_backend(backend, repo, predictor_host), limits, records, log_embeddings)
     model.load()
+    # Added last = outermost: auth and the size limit run before the binary BYTES rewrite buffers anything.
+    app.add_middleware(V2BinaryBytesAdapter)
     app.add_middleware(GuardMiddleware, token=token, max_body_bytes=limits.max_body_bytes)
     LoopbackModelServer(host=host, http_port=port, enable_docs_url=False).start([model])
 

@@ -1,0 +1,178 @@
+"""Serving fixtures: a tiny real classifier, its exported repository, and real local servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+TRITON_VENV = Path(os.environ.get("TAILSYNTH_TRITON_VENV", ROOT / ".venv-triton"))
+CLASSES = ["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC"]  # DermaMNIST's seven, in ISIC order
+RES = 32
+MAX_BODY = 4_000_000  # servers under test get a small body limit so the 413 path is cheap to hit
+
+
+def tailsynth_bin() -> str:
+    exe = Path(sys.executable).parent / "tailsynth"
+    return str(exe) if exe.exists() else shutil.which("tailsynth")
+
+
+def png_bytes(img: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _dermamnist_batch(npz: Path, n: int, seed: int = 0):
+    from tailsynth.data.classes import HAM_TO_ISIC, MEDMNIST_CODES
+
+    d = np.load(npz)
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(len(d["train_labels"]), n, replace=False)
+    y = np.array([CLASSES.index(HAM_TO_ISIC[MEDMNIST_CODES[int(v)]]) for v in d["train_labels"][idx, 0]])
+    return d["train_images"][idx], y
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """resnet18 at 32 px with its head fitted to real DermaMNIST images when present (untrained otherwise).
+
+    Trained a little so the class scores are not near-ties: top-1 comparisons then test the pipeline, not noise."""
+    import torch
+
+    from tailsynth.classify.model import build_backbone, preprocess, save_classifier
+
+    torch.manual_seed(0)
+    torch.set_num_threads(2)
+    out = tmp_path_factory.mktemp("model")
+    model = build_backbone("resnet18", len(CLASSES))
+    meta = {"mean": [0.5] * 3, "std": [0.5] * 3, "resolution": RES}
+    npz = Path(os.environ.get("TAILSYNTH_SHARED_DATA", ROOT.parent / "shared" / "data")) / "dermamnist" / "dermamnist.npz"
+    trained_on = None
+    if npz.exists():
+        from tailsynth.data.records import resize_rgb
+
+        imgs, y = _dermamnist_batch(npz, 512)
+        x = preprocess(np.stack([resize_rgb(i, RES) for i in imgs]), meta)
+        yt = torch.from_numpy(y)
+        # A linear probe on the random backbone's features: seconds on 2 cores, and decisive class scores.
+        with torch.no_grad():
+            f = model.forward_head(model.forward_features(x), pre_logits=True)
+        head = model.get_classifier()
+        opt = torch.optim.Adam(head.parameters(), lr=1e-2)
+        for step in range(150):
+            loss = torch.nn.functional.cross_entropy(head(f), yt)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        trained_on = "dermamnist train (512 images, linear probe)"
+    model.eval()
+    save_classifier(model, out, backbone="resnet18", classes=CLASSES, resolution=RES,
+                    config={"test_fixture": True, "trained_on": trained_on}, data_revision="test-fixture")
+    (out / "metrics.json").write_text('{"balanced_accuracy": 0.3, "per_class": {"MEL": {"recall": 0.2}, "NV": {"recall": 0.9}}}')
+    return out
+
+
+@pytest.fixture(scope="session")
+def local_repo(tiny_model, tmp_path_factory) -> Path:
+    from tailsynth.export import export_model
+
+    out = tmp_path_factory.mktemp("repo")
+    export_model(tiny_model, out, "local")
+    return out
+
+
+@pytest.fixture(scope="session")
+def torch_model(tiny_model):
+    from tailsynth.classify.model import load_classifier
+
+    return load_classifier(tiny_model)
+
+
+class Server:
+    """`tailsynth serve` in a subprocess on a free loopback port; stopped with SIGTERM."""
+
+    def __init__(self, repo: Path, backend: str, token: str | None, records: Path,
+                 extra=("--max-body-bytes", str(MAX_BODY))):
+        from tailsynth.serve.ports import free_port
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.records = records
+        self.token = token
+        self.log_path = records.parent / f"serve-{backend}-{self.port}.log"
+        cmd = [tailsynth_bin(), "serve", "--repo", str(repo), "--backend", backend, "--port", str(self.port),
+               "--records", str(records), *extra]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        env.pop("TAILSYNTH_TOKEN", None)
+        if token:
+            cmd += ["--token", token]
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+
+    def wait_ready(self, timeout=120):
+        from tailsynth.serve.ports import wait_http_ready
+
+        try:
+            wait_http_ready(f"{self.url}/v2/health/ready", self.proc, timeout)
+        except Exception:
+            self.stop()
+            raise RuntimeError(f"server did not start:\n{self.log()[-4000:]}")
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> int | None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(40)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log.close()
+        return self.proc.returncode
+
+
+@pytest.fixture(scope="session")
+def ort_server(local_repo, tmp_path_factory):
+    s = Server(local_repo, "onnxruntime", "s3cret", tmp_path_factory.mktemp("ort") / "predictions.jsonl").wait_ready()
+    yield s
+    s.stop()
+
+
+def need_triton():
+    if not (TRITON_VENV / "bin" / "python").exists():
+        pytest.skip(f"no Triton environment at {TRITON_VENV}: run serving/setup_triton_env.sh "
+                    "(nvidia-pytriton==0.7.0, numpy<2) to run the local Triton tests")
+
+
+@pytest.fixture(scope="session")
+def triton_server(local_repo, tmp_path_factory):
+    need_triton()
+    s = Server(local_repo, "triton", "s3cret", tmp_path_factory.mktemp("triton") / "predictions.jsonl").wait_ready()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="session")
+def isic_images(isic_sample) -> list[Path]:
+    files = sorted((isic_sample / "ISIC_2019_Training_Input").glob("*.jpg"))
+    return files[::max(1, len(files) // 24)][:24]
+
+
+@pytest.fixture(scope="session")
+def dermamnist_pngs(dermamnist_npz) -> list[bytes]:
+    d = np.load(dermamnist_npz)
+    return [png_bytes(img) for img in d["val_images"][:16]]

@@ -1,0 +1,205 @@
+"""Checks run against every local endpoint (onnxruntime fallback and Triton): same contract, same hardening."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import struct
+import urllib.error
+import urllib.request
+import zlib
+
+import numpy as np
+
+MODEL = "lesion-classifier"
+
+
+def post(url: str, body: bytes, token: str | None, path: str = f"/v1/models/{MODEL}:predict",
+         content_type: str = "application/json", headers: dict | None = None) -> tuple[int, dict]:
+    h = {"Content-Type": content_type, **(headers or {})}
+    if token:
+        h["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(url + path, data=body, headers=h, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        raw = e.read()
+        try:
+            return e.code, json.loads(raw)
+        except ValueError:
+            return e.code, {"error": raw.decode(errors="replace")}
+
+
+def v1_body(images: list[bytes]) -> bytes:
+    return json.dumps({"instances": [{"image_bytes": {"b64": base64.b64encode(b).decode()}} for b in images]}).encode()
+
+
+def predict_v1(url, images, token):
+    code, out = post(url, v1_body(images), token)
+    assert code == 200, (code, out)
+    return out["predictions"]
+
+
+def local_top1(model, meta, images: list[bytes]) -> tuple[list[str], np.ndarray]:
+    """The in-process reference: PIL decode, RGB, bilinear resize (as the training data reader), torch eager."""
+    from PIL import Image
+
+    from tailsynth.classify.model import predict_arrays
+    from tailsynth.data.records import resize_rgb
+
+    r = meta["resolution"]
+    arr = np.stack([resize_rgb(np.asarray(Image.open(io.BytesIO(b)).convert("RGB")), r) for b in images])
+    p = predict_arrays(model, meta, arr)
+    return [meta["classes"][i] for i in p.argmax(1)], p
+
+
+def assert_same_as_torch(server, torch_model, images: list[bytes]):
+    model, meta = torch_model
+    preds = predict_v1(server.url, images, server.token)
+    assert len(preds) == len(images)
+    want, p_ref = local_top1(model, meta, images)
+    got = [x["class"] for x in preds]
+    assert got == want
+    p = np.array([[x["probabilities"][c] for c in meta["classes"]] for x in preds])
+    assert np.abs(p - p_ref).max() < 1e-4
+    assert all(x["model_version"] for x in preds)
+    return preds
+
+
+def jpeg(seed=0, size=64) -> bytes:
+    from PIL import Image
+
+    img = np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def bomb_png(width=100_000, height=100_000) -> bytes:
+    """A valid small PNG whose header claims a huge canvas (patched IHDR with a correct CRC)."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("L", (8, 8)).save(buf, format="PNG")
+    data = bytearray(buf.getvalue())
+    ihdr = data.index(b"IHDR")
+    data[ihdr + 4 : ihdr + 12] = struct.pack(">II", width, height)
+    crc = zlib.crc32(bytes(data[ihdr : ihdr + 17])) & 0xFFFFFFFF
+    data[ihdr + 17 : ihdr + 21] = struct.pack(">I", crc)
+    return bytes(data)
+
+
+def v2_request(url, token, datatype, shape, payload: bytes | list, binary=True):
+    """A raw v2 REST request (binary extension when binary=True)."""
+    inp = {"name": "image", "datatype": datatype, "shape": shape}
+    headers = {}
+    if binary:
+        inp["parameters"] = {"binary_data_size": len(payload)}
+        head = json.dumps({"inputs": [inp]}).encode()
+        body = head + payload
+        headers["Inference-Header-Content-Length"] = str(len(head))
+        ctype = "application/octet-stream"
+    else:
+        inp["data"] = payload
+        body = json.dumps({"inputs": [inp]}).encode()
+        ctype = "application/json"
+    return post(url, body, token, path=f"/v2/models/{MODEL}/infer", content_type=ctype, headers=headers)
+
+
+def bytes_tensor(items: list[bytes]) -> bytes:
+    return b"".join(struct.pack("<I", len(b)) + b for b in items)
+
+
+def bad_requests(good: bytes, max_body: int):
+    """(label, callable(url, token) -> (code, body), expected status, words expected in the message)."""
+    jp = jpeg(1)
+    return [
+        ("non-image bytes", lambda u, t: post(u, v1_body([b"%PDF-1.4 not an image" * 10]), t), 400, "not a decodable"),
+        ("truncated JPEG", lambda u, t: post(u, v1_body([jp[: len(jp) // 2]]), t), 400, "truncated"),
+        ("decompression bomb", lambda u, t: post(u, v1_body([bomb_png()]), t), 400, "decompression bomb"),
+        ("empty image", lambda u, t: post(u, v1_body([b""]), t), 400, "empty image"),
+        ("empty batch", lambda u, t: post(u, v1_body([]), t), 400, "empty batch"),
+        ("oversize batch", lambda u, t: post(u, v1_body([good] * 33), t), 400, "exceeds the limit of 32"),
+        ("oversize body", lambda u, t: post(u, b"{" + b" " * (max_body + 10) + b"}", t), 413, "exceeds the limit"),
+        ("invalid JSON", lambda u, t: post(u, b'{"instances": [', t), 400, ""),
+        ("not base64", lambda u, t: post(u, b'{"instances": [{"image_bytes": {"b64": "***"}}]}', t), 400, "base64"),
+        ("wrong v1 shape", lambda u, t: post(u, b'{"instances": [[1, 2, 3]]}', t), 400, "image_bytes"),
+        ("v2 wrong dtype", lambda u, t: v2_request(u, t, "FP32", [1, 32, 32, 3], np.zeros((1, 32, 32, 3), np.float32).tobytes()),
+         400, "datatype FP32"),
+        ("v2 wrong shape", lambda u, t: v2_request(u, t, "BYTES", [1, 1], bytes_tensor([good])), 400, "shape [1, 1]"),
+        ("v2 empty batch", lambda u, t: v2_request(u, t, "BYTES", [0], b""), 400, "empty batch"),
+        ("v2 JSON not base64", lambda u, t: v2_request(u, t, "BYTES", [1], ["@@@"], binary=False), 400, "base64"),
+        ("no token", lambda u, t: post(u, v1_body([good]), None), 401, "bearer token"),
+        ("wrong token", lambda u, t: post(u, v1_body([good]), "wrong"), 401, "bearer token"),
+    ]
+
+
+def assert_survives_bad_inputs(server, good: bytes, max_body: int):
+    expected = predict_v1(server.url, [good], server.token)[0]["class"]
+    failures = []
+    for label, call, status, words in bad_requests(good, max_body):
+        code, body = call(server.url, server.token)
+        msg = json.dumps(body)
+        if code != status or words.lower() not in msg.lower():
+            failures.append(f"{label}: HTTP {code} {msg[:300]} (expected {status} with {words!r})")
+        # The next good request still succeeds, with the same answer.
+        after = predict_v1(server.url, [good], server.token)[0]["class"]
+        if after != expected:
+            failures.append(f"after {label}: prediction changed {expected} -> {after}")
+    assert server.proc.poll() is None, "server died"
+    assert not failures, "\n".join(failures)
+
+
+def assert_v2_binary_matches_v1(server, images: list[bytes]):
+    code, out = v2_request(server.url, server.token, "BYTES", [len(images)], bytes_tensor(images))
+    assert code == 200, out
+    outs = {o["name"]: o for o in out["outputs"]}
+    probs = np.array(outs["probabilities"]["data"], np.float32).reshape(outs["probabilities"]["shape"])
+    v1 = predict_v1(server.url, images, server.token)
+    classes = out["parameters"]["classes"].split(",")
+    p1 = np.array([[x["probabilities"][c] for c in classes] for x in v1])
+    assert np.abs(probs - p1).max() < 1e-6
+    assert outs["class"]["data"] == [x["class"] for x in v1]
+
+
+def assert_records(path, images: list[bytes]):
+    from tailsynth.serve.records import RECORD_FIELDS, read_records
+
+    recs = read_records(path)
+    hashes = {hashlib.sha256(b).hexdigest() for b in images}
+    mine = [r for r in recs if r["image_sha256"] in hashes]
+    assert len({r["image_sha256"] for r in mine}) == len(hashes)
+    for r in mine:
+        assert set(RECORD_FIELDS) <= set(r)
+        assert len(r["embedding"]) == 512
+        assert abs(sum(r["probabilities"].values()) - 1) < 1e-4
+    raw = path.read_text()
+    assert base64.b64encode(images[0]).decode()[:64] not in raw  # hashes only, never the bytes
+
+
+def listen_addresses(port: int) -> set[str]:
+    """Local addresses with a LISTEN socket on `port`, from /proc/net/tcp{,6} (Linux)."""
+    import ipaddress
+    from pathlib import Path
+
+    found = set()
+    for name in ("tcp", "tcp6"):
+        path = Path("/proc/net") / name
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines()[1:]:
+            parts = line.split()
+            addr, p = parts[1].split(":")
+            if parts[3] != "0A" or int(p, 16) != port:
+                continue
+            raw = bytes.fromhex(addr)
+            # /proc stores each 32-bit word in host (little-endian) order.
+            raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+            ip = ipaddress.ip_address(raw)
+            if ip.version == 6 and ip.ipv4_mapped:
+                ip = ip.ipv4_mapped
+            found.add(str(ip))
+    return found
