@@ -20,7 +20,7 @@ def fail_cleanly():
     try:
         yield
     except (DataError, FileNotFoundError, ValueError, KeyError) as e:
-        err.print(f"[red]error:[/red] {e}", markup=True, highlight=False)
+        err.print(f"[red]error:[/red] {e}", markup=True, highlight=False, soft_wrap=True)
         raise typer.Exit(1)
 
 
