@@ -1,9 +1,75 @@
-"""CLI commands of this area (filled in by the area's issue)."""
+"""`tailsynth monitor ...`: reference records, replay scoring, per-window drift reports and regeneration policy."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+
+from .common import fail_cleanly, print_json
+
+monitor_app = typer.Typer(help="Prediction records, per-class drift reports (Evidently), regeneration of drifting "
+                          "tail classes.", no_args_is_help=True)
+
+
+@monitor_app.command("reference")
+def reference(model: Path = typer.Option(..., "--model", help="classifier model folder"),
+              data: Path = typer.Option(..., "--data", help="real data source (npz or ISIC folder)"),
+              split: str = typer.Option("val", "--split"),
+              splits: Path | None = typer.Option(None, "--splits", help="split manifest CSV image_id,split"),
+              dims: int = typer.Option(5, "--dims", help="embedding dimensions (PCA of penultimate features)")) -> None:
+    """Fit the embedding and write the model's reference records to MODEL/monitor/."""
+    from ..monitor.reference import build_reference
+
+    with fail_cleanly():
+        print_json(build_reference(model, data, split=split, splits=splits, dims=dims))
+
+
+@monitor_app.command("score")
+def score(model: Path = typer.Option(..., "--model", help="classifier model folder (with monitor/embedding.npz)"),
+          data: Path = typer.Option(..., "--data", help="data source to replay"),
+          split: str = typer.Option("val", "--split"),
+          shift: list[str] | None = typer.Option(None, "--shift", help="NAME:CLASS[=STRENGTH]: brightness, blur, "
+                                                    "hue, contrast or share, applied to CLASS only; repeatable"),
+          out: str = typer.Option(..., "--out", help="prediction log: JSONL path or s3://bucket/prefix"),
+          splits: Path | None = typer.Option(None, "--splits", help="split manifest CSV image_id,split"),
+          seed: int = typer.Option(0, "--seed"),
+          no_labels: bool = typer.Option(False, "--no-labels", help="leave ground-truth labels out of the records"),
+          limit: int | None = typer.Option(None, "--limit")) -> None:
+    """Write prediction records for a data set (replay, drills)."""
+    from ..monitor.score import score_dataset
+
+    with fail_cleanly():
+        res = score_dataset(model, data, split=split, shift=shift, out=out, splits=splits, seed=seed,
+                            with_labels=not no_labels, limit=limit)
+    res.pop("records_list", None)
+    print_json(res)
+
+
+@monitor_app.command("report")
+def report(log: str = typer.Option(..., "--log", help="prediction log: JSONL file, folder, or s3:// prefix"),
+           reference: Path = typer.Option(..., "--reference", help="reference records (MODEL/monitor/reference.jsonl)"),
+           out: Path = typer.Option(..., "--out", help="window folder: report.html, summary.json, evidently/"),
+           trigger: str = typer.Option("none", "--trigger", help="none | dry-run | local | kfp"),
+           config: Path | None = typer.Option(None, "--config", help="monitor policy YAML"),
+           window: str | None = typer.Option(None, "--window", help="window id (default: from the records)"),
+           index: Path | None = typer.Option(None, "--index", help="folder of windows for index.html "
+                                                "(default: OUT's parent)"),
+           publish: str | None = typer.Option(None, "--publish", help="s3://bucket/prefix to upload the index "
+                                                 "folder to"),
+           no_evidently: bool = typer.Option(False, "--no-evidently", help="skip the Evidently HTML pages")) -> None:
+    """Per-class drift report for one window, and the regeneration decisions."""
+    from ..monitor.report import build_report
+
+    if trigger not in ("none", "dry-run", "local", "kfp"):
+        raise typer.BadParameter(f"{trigger!r}: expected none, dry-run, local or kfp", param_hint="--trigger")
+    with fail_cleanly():
+        s = build_report(log, reference, out, trigger=trigger, config=config, window=window, index=index,
+                         publish_to=publish, evidently=not no_evidently)
+    print_json({"window": s["window"], "flagged": s["flagged"],
+                "decisions": [{k: d[k] for k in ("class", "action", "trigger_status")} for d in s["decisions"]],
+                "trigger": s["trigger"]["status"], "out": str(out)})
 
 
 def register(app: typer.Typer) -> None:
-    return None
+    app.add_typer(monitor_app, name="monitor")

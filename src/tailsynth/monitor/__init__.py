@@ -1,0 +1,1 @@
+"""Monitoring: prediction records, reference, per-class drift reports, and the regeneration policy."""

@@ -1,0 +1,233 @@
+"""Regeneration policy: which drifting classes are tail classes, and triggering `regenerate_tail` for exactly those.
+
+Config (YAML, every key optional; unknown keys are an error naming the key):
+
+    drift:            # tailsynth.monitor.stats.DriftSettings
+      alpha: 0.05     # family-wise false-alarm rate per window (Holm over all tests of the window)
+      min_samples: 10
+      group_by: auto  # auto = label when every record carries one (labelled feedback), else predicted
+      share_min_ratio: 1.25
+      recall_drop: 0.10
+    tail:
+      classes: [DF, VASC]     # explicit list, or
+      share_below: 0.05       # default: classes under this share of the model's training data
+    trigger:
+      pipeline: regenerate_tail
+      host: http://ml-pipeline.kubeflow:8888   # for --trigger kfp
+      namespace: kubeflow
+      experiment: tailsynth-monitor
+      pipeline_root: runs/regenerate          # for --trigger local
+      arguments: {source: ..., data_revision: ..., diffusion_model_uri: ..., ...}
+    audit_log: reports/audit.jsonl            # default: audit.jsonl beside the window folders
+
+Trigger modes: none (decide and log only), dry-run (log what would be submitted), local (KFP local runner),
+kfp (kfp.Client against `trigger.host`). A window that already triggered a run is never triggered again:
+the audit log is the record of that.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from ..data.errors import DataError
+from .stats import DriftSettings
+
+TRIGGER_MODES = ("none", "dry-run", "local", "kfp")
+
+
+@dataclass
+class TriggerSettings:
+    pipeline: str = "regenerate_tail"
+    host: str | None = None
+    namespace: str | None = None
+    experiment: str = "tailsynth-monitor"
+    token_env: str = "KFP_TOKEN"
+    pipeline_root: str | None = None
+    arguments: dict = field(default_factory=dict)
+
+
+@dataclass
+class MonitorConfig:
+    drift: DriftSettings = field(default_factory=DriftSettings)
+    tail_classes: list[str] | None = None
+    tail_share_below: float = 0.05
+    trigger: TriggerSettings = field(default_factory=TriggerSettings)
+    audit_log: str | None = None
+
+
+def _build(cls, data: dict, where: str):
+    known = {f.name for f in fields(cls)}
+    bad = sorted(set(data) - known)
+    if bad:
+        raise DataError(f"{where}: unknown key(s) {', '.join(bad)} (known: {', '.join(sorted(known))})")
+    return cls(**data)
+
+
+def load_config(path: str | Path | None = None) -> MonitorConfig:
+    if path is None:
+        return MonitorConfig()
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: monitor config not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise DataError(f"{path}: not valid YAML ({e})") from e
+    if not isinstance(raw, dict):
+        raise DataError(f"{path}: expected a mapping at the top level")
+    bad = sorted(set(raw) - {"drift", "tail", "trigger", "audit_log"})
+    if bad:
+        raise DataError(f"{path}: unknown key(s) {', '.join(bad)} (known: drift, tail, trigger, audit_log)")
+    drift_raw = dict(raw.get("drift") or {})
+    drift = _build(DriftSettings, drift_raw, f"{path}: drift")
+    tail = raw.get("tail") or {}
+    bad = sorted(set(tail) - {"classes", "share_below"})
+    if bad:
+        raise DataError(f"{path}: tail: unknown key(s) {', '.join(bad)} (known: classes, share_below)")
+    cfg = MonitorConfig(drift=drift, tail_classes=tail.get("classes"),
+                        tail_share_below=float(tail.get("share_below", 0.05)),
+                        trigger=_build(TriggerSettings, dict(raw.get("trigger") or {}), f"{path}: trigger"),
+                        audit_log=raw.get("audit_log"))
+    if cfg.drift.group_by not in ("auto", "predicted", "label"):
+        raise DataError(f"{path}: drift.group_by must be auto, predicted or label (got {cfg.drift.group_by!r})")
+    return cfg
+
+
+def resolve_tail(cfg: MonitorConfig, classes: Sequence[str], train_counts: dict | None,
+                 reference_labels: Sequence[str] | None) -> tuple[list[str], str]:
+    """(tail classes, where that came from)."""
+    if cfg.tail_classes:
+        unknown = [c for c in cfg.tail_classes if c not in classes]
+        if unknown:
+            raise DataError(f"tail.classes: {', '.join(unknown)} not among the model's classes {', '.join(classes)}")
+        return [c for c in classes if c in cfg.tail_classes], "config tail.classes"
+    if train_counts:
+        counts, basis = {c: float(train_counts.get(c, 0)) for c in classes}, "model training class counts"
+    elif reference_labels:
+        counts = {c: float(sum(1 for x in reference_labels if x == c)) for c in classes}
+        basis = "reference label counts"
+    else:
+        raise DataError("no tail classes: set tail.classes in the config, or use a model whose config records "
+                        "class_counts, or a reference with labels")
+    total = sum(counts.values()) or 1.0
+    tail = [c for c in classes if counts[c] / total < cfg.tail_share_below]
+    return tail, f"{basis}, share < {cfg.tail_share_below:g}"
+
+
+def _evidence(info: dict, alpha: float) -> dict:
+    keep = ("n_ref", "n_cur", "share_ref", "share_cur", "recall_ref", "recall_cur", "min_p_adj")
+    ev = {k: info[k] for k in keep if k in info}
+    ev["significant_tests"] = {n: {"p": round(t["p"], 8), "p_adj": round(t["p_adj"], 8)}
+                               for n, t in info["tests"].items() if t["p_adj"] < alpha}
+    return ev
+
+
+def decide(window: str, verdict: dict, tail: Sequence[str]) -> list[dict]:
+    """One decision per class that is flagged (drift or recall drop); regenerate only tail classes."""
+    out = []
+    for c in verdict["flagged"]:
+        info = verdict["classes"][c]
+        reasons = [r for r, on in (("share", info["share_drift"]), ("confidence", info["confidence_drift"]),
+                                   ("embedding", info["embedding_drift"]), ("image statistics", info["image_drift"]),
+                                   ("recall drop", info["recall_drop"])) if on]
+        is_tail = c in tail
+        out.append({"window": window, "class": c, "tail": is_tail,
+                    "action": "regenerate" if is_tail else "none",
+                    "reason": ("drift in " + ", ".join(reasons)) + ("" if is_tail else "; head class: no regeneration"),
+                    "evidence": _evidence(info, verdict["alpha"])})
+    return out
+
+
+def read_audit(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    out = []
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{i}: audit log line is not JSON ({e.msg})") from e
+    return out
+
+
+def _append(path: Path, entries: Sequence[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.writelines(json.dumps(e, sort_keys=True) + "\n" for e in entries)
+
+
+def execute(decisions: list[dict], mode: str, cfg: MonitorConfig, audit_log: str | Path) -> dict:
+    """Trigger regeneration for the tail classes among DECISIONS (at most once per window); log everything."""
+    from .records import utc_now
+
+    if mode not in TRIGGER_MODES:
+        raise ValueError(f"--trigger {mode!r}: expected one of {', '.join(TRIGGER_MODES)}")
+    audit = Path(audit_log)
+    classes = sorted({d["class"] for d in decisions if d["action"] == "regenerate"})
+    window = decisions[0]["window"] if decisions else None
+    now = utc_now()
+    trigger: dict = {"mode": mode, "classes": classes, "pipeline": cfg.trigger.pipeline}
+    if not classes:
+        trigger["status"] = "nothing to trigger"
+    elif mode == "none":
+        trigger["status"] = "not triggered (--trigger none)"
+    else:
+        done = [e for e in read_audit(audit) if e.get("event") == "trigger" and e.get("window") == window
+                and e.get("status") in ("submitted", "succeeded")]
+        if done and mode != "dry-run":
+            trigger.update(status="skipped: already triggered for this window",
+                           previous={k: done[-1].get(k) for k in ("time", "mode", "run_id", "classes")})
+        elif mode == "dry-run":
+            trigger.update(status="dry-run", would_submit={"pipeline": cfg.trigger.pipeline, "classes": classes,
+                                                            "arguments": cfg.trigger.arguments})
+        else:
+            try:
+                trigger.update(_run(mode, classes, window, cfg))
+            except Exception as e:  # the failure is evidence too; the report still gets written
+                trigger.update(status="failed", error=f"{type(e).__name__}: {e}")
+    for d in decisions:
+        d["trigger_status"] = trigger["status"] if d["action"] == "regenerate" else "n/a"
+    entries = [{"time": now, "event": "decision", "mode": mode, **d} for d in decisions]
+    if window is not None:
+        entries.append({"time": now, "event": "trigger", "window": window, **trigger})
+    _append(audit, entries)
+    return trigger
+
+
+def _run(mode: str, classes: list[str], window: str, cfg: MonitorConfig) -> dict:
+    t = cfg.trigger
+    if t.pipeline != "regenerate_tail":
+        raise ValueError(f"trigger.pipeline {t.pipeline!r}: only regenerate_tail is supported")
+    args = dict(t.arguments)
+    need = ["source", "data_revision"] + (["diffusion_model_uri", "feature_classifier_uri", "current_model_uri"]
+                                         if mode == "local" else [])
+    missing = [k for k in need if not args.get(k)]
+    if missing:
+        raise ValueError(f"trigger.arguments lacks {', '.join(missing)} (needed by regenerate_tail)")
+    if mode == "kfp":
+        import os
+
+        from pipelines.submit import submit  # the repository's documented submit entry point
+
+        if not t.host:
+            raise ValueError("trigger.host is not set (the Kubeflow Pipelines endpoint for --trigger kfp)")
+        source, revision = args.pop("source"), args.pop("data_revision")
+        run_id = submit(host=t.host, source=source, data_revision=revision, pipeline="regenerate_tail",
+                        token=os.environ.get(t.token_env), namespace=t.namespace, experiment=t.experiment,
+                        run_name=f"regenerate-tail-{window}"[:120], classes=classes, **args)
+        return {"status": "submitted", "run_id": run_id, "host": t.host}
+    # local: the same pipeline through KFP's local runner, in this Python environment
+    from kfp import local
+
+    from pipelines.regenerate_tail import regenerate_tail
+
+    root = Path(t.pipeline_root or "runs/regenerate").resolve()
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
+    regenerate_tail(classes=classes, **args)
+    return {"status": "succeeded", "run_id": f"local:{root}", "pipeline_root": str(root)}

@@ -1,0 +1,312 @@
+"""Prediction records: one JSON object per image, written by the serving transformer and by batch replay.
+
+No image bytes ever leave the service: a record holds the image's SHA-256, a few image statistics, the
+class probabilities and a low-dimensional embedding (PCA of the classifier's penultimate features,
+fitted on the reference and stored beside the model in MODEL_DIR/monitor/embedding.npz).
+
+Record fields (schema 1):
+  schema, timestamp (ISO-8601 UTC), request_id, image_hash, model_version,
+  predicted (class name), confidence (max probability), probabilities {class: p},
+  embedding [float, ...] (may be empty when no projection is available),
+  image_stats {brightness, contrast, saturation, mean_r, mean_g, mean_b, height, width},
+  label (optional ground truth from labelled feedback), source (optional free text).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from ..data.errors import DataError
+
+SCHEMA_VERSION = 1
+IMAGE_STAT_COLUMNS = ("brightness", "contrast", "saturation", "mean_r", "mean_g", "mean_b", "height", "width")
+REQUIRED_FIELDS = ("timestamp", "image_hash", "predicted", "probabilities", "model_version")
+MONITOR_DIR = "monitor"  # beside model.pt
+EMBEDDING_FILE = "embedding.npz"
+REFERENCE_FILE = "reference.jsonl"
+
+
+# ---- per-image facts ---------------------------------------------------------------------------------
+def image_hash(data: bytes | np.ndarray) -> str:
+    """SHA-256 of the encoded bytes as received, or of a decoded array (shape-prefixed)."""
+    h = hashlib.sha256()
+    if isinstance(data, np.ndarray):
+        h.update(str(data.shape).encode())
+        h.update(np.ascontiguousarray(data).tobytes())
+    else:
+        h.update(data)
+    return h.hexdigest()
+
+
+def image_statistics(images: np.ndarray) -> dict[str, np.ndarray]:
+    """Vectorised statistics of N x H x W x 3 uint8 images (or one H x W x 3 image -> scalars)."""
+    single = images.ndim == 3
+    x = (images[None] if single else images).astype(np.float32)
+    r, g, b = x[..., 0], x[..., 1], x[..., 2]
+    luma = 0.299 * r + 0.587 * g + 0.114 * b
+    mx, mn = x.max(axis=-1), x.min(axis=-1)
+    sat = np.where(mx > 0, (mx - mn) / np.maximum(mx, 1e-6), 0.0)
+    out = {
+        "brightness": luma.mean(axis=(1, 2)),
+        "contrast": luma.std(axis=(1, 2)),
+        "saturation": sat.mean(axis=(1, 2)),
+        "mean_r": r.mean(axis=(1, 2)),
+        "mean_g": g.mean(axis=(1, 2)),
+        "mean_b": b.mean(axis=(1, 2)),
+        "height": np.full(len(x), x.shape[1], np.float32),
+        "width": np.full(len(x), x.shape[2], np.float32),
+    }
+    if single:
+        return {k: float(v[0]) for k, v in out.items()}
+    return out
+
+
+# ---- embedding projection -------------------------------------------------------------------------
+@dataclass
+class Embedder:
+    """PCA of penultimate features, fitted on the reference images of one model."""
+
+    mean: np.ndarray
+    components: np.ndarray  # k x D
+    explained_variance_ratio: np.ndarray
+
+    @classmethod
+    def fit(cls, features: np.ndarray, dims: int = 5) -> Embedder:
+        from sklearn.decomposition import PCA
+
+        dims = int(min(dims, features.shape[0], features.shape[1]))
+        pca = PCA(n_components=dims, svd_solver="full", random_state=0).fit(features.astype(np.float64))
+        return cls(pca.mean_.astype(np.float32), pca.components_.astype(np.float32),
+                   pca.explained_variance_ratio_.astype(np.float32))
+
+    def transform(self, features: np.ndarray) -> np.ndarray:
+        if features.shape[-1] != self.components.shape[1]:
+            raise ValueError(f"features have {features.shape[-1]} dims, the embedding projection expects "
+                             f"{self.components.shape[1]} (was it fitted for another model?)")
+        return (features.astype(np.float32) - self.mean) @ self.components.T
+
+    @property
+    def dims(self) -> int:
+        return int(self.components.shape[0])
+
+    def save(self, model_dir: str | Path) -> Path:
+        path = Path(model_dir) / MONITOR_DIR / EMBEDDING_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, mean=self.mean, components=self.components,
+                 explained_variance_ratio=self.explained_variance_ratio)
+        return path
+
+    @classmethod
+    def load(cls, model_dir: str | Path) -> Embedder:
+        path = Path(model_dir) / MONITOR_DIR / EMBEDDING_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no embedding projection; build the reference first "
+                                    f"(`tailsynth monitor reference --model {model_dir} --data ...`)")
+        z = np.load(path)
+        return cls(z["mean"], z["components"], z["explained_variance_ratio"])
+
+
+def model_version(model_dir: str | Path) -> str:
+    """Content hash of the checkpoint: the same bytes always give the same version."""
+    path = Path(model_dir)
+    path = path / "model.pt" if path.is_dir() else path
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:12]
+
+
+# ---- records ----------------------------------------------------------------------------------------
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def make_record(*, probabilities: Sequence[float], classes: Sequence[str], image_stats: Mapping[str, float],
+                image_hash: str, model_version: str, embedding: Sequence[float] | None = None,
+                request_id: str | None = None, timestamp: str | None = None, label: str | None = None,
+                source: str | None = None) -> dict:
+    """One prediction record; the single constructor used by the transformer and by replay."""
+    p = [float(v) for v in probabilities]
+    if len(p) != len(classes):
+        raise ValueError(f"request {request_id}: {len(p)} probabilities for {len(classes)} classes")
+    k = int(np.argmax(p))
+    rec = {
+        "schema": SCHEMA_VERSION,
+        "timestamp": timestamp or utc_now(),
+        "request_id": request_id or uuid.uuid4().hex,
+        "image_hash": image_hash,
+        "model_version": model_version,
+        "predicted": classes[k],
+        "confidence": p[k],
+        "probabilities": {c: round(v, 6) for c, v in zip(classes, p)},
+        "embedding": [round(float(v), 5) for v in (embedding if embedding is not None else [])],
+        "image_stats": {c: round(float(image_stats[c]), 4) for c in IMAGE_STAT_COLUMNS if c in image_stats},
+    }
+    if label is not None:
+        rec["label"] = label
+    if source is not None:
+        rec["source"] = source
+    return rec
+
+
+# Field names of the serving transformer's minimal record (tailsynth.serve.records) -> this schema.
+ALIASES = {"image_sha256": "image_hash", "predicted_class": "predicted"}
+
+
+def validate_record(rec: object, where: str) -> dict:
+    """Check one record and normalise it to this schema (serving-side names and missing optionals)."""
+    if not isinstance(rec, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(rec).__name__}")
+    for old, new in ALIASES.items():
+        if old in rec and new not in rec:
+            rec[new] = rec.pop(old)
+    rec.setdefault("image_stats", {})
+    for f in REQUIRED_FIELDS:
+        if f not in rec:
+            raise DataError(f"{where}: record {rec.get('request_id', '?')} lacks field {f!r}")
+    if not isinstance(rec["probabilities"], dict) or rec["predicted"] not in rec["probabilities"]:
+        raise DataError(f"{where}: record {rec.get('request_id', '?')}: field 'probabilities' must map class "
+                        f"names to probabilities and contain the predicted class {rec['predicted']!r}")
+    if not isinstance(rec["image_stats"], dict):
+        raise DataError(f"{where}: record {rec.get('request_id', '?')}: field 'image_stats' must be an object")
+    rec.setdefault("confidence", float(rec["probabilities"][rec["predicted"]]))
+    return rec
+
+
+# ---- sinks ------------------------------------------------------------------------------------------
+class JsonlSink:
+    """Appends records to a local JSONL file."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, records: Iterable[dict]) -> int:
+        n = 0
+        with open(self.path, "a") as f:
+            for r in records:
+                f.write(json.dumps(r, separators=(",", ":")) + "\n")
+                n += 1
+        return n
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+
+def s3_client(endpoint_url: str | None = None):
+    """boto3 S3 client; the endpoint comes from the argument or $AWS_ENDPOINT_URL_S3 / $S3_ENDPOINT_URL."""
+    import os
+
+    import boto3
+
+    endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("S3_ENDPOINT_URL")
+    return boto3.client("s3", endpoint_url=endpoint_url)
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    if not uri.startswith("s3://"):
+        raise ValueError(f"{uri}: not an s3:// URI")
+    bucket, _, key = uri[5:].partition("/")
+    if not bucket:
+        raise ValueError(f"{uri}: no bucket name")
+    return bucket, key
+
+
+class S3Sink:
+    """Writes each batch of records as one JSONL object under s3://bucket/prefix/YYYY/MM/DD/HH/.
+
+    One object per batch (never appends, which S3 cannot do) keeps writers independent and lets the
+    monitor list a time window by key prefix.
+    """
+
+    def __init__(self, uri: str, client=None, endpoint_url: str | None = None):
+        self.bucket, prefix = split_s3_uri(uri)
+        self.prefix = prefix.strip("/")
+        self.client = client or s3_client(endpoint_url)
+
+    def write(self, records: Iterable[dict]) -> int:
+        records = list(records)
+        if not records:
+            return 0
+        now = datetime.now(UTC)
+        key = "/".join(p for p in (self.prefix, now.strftime("%Y/%m/%d/%H"),
+                                   f"{now.strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex[:8]}.jsonl") if p)
+        body = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records).encode()
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="application/x-ndjson")
+        self.last_key = key
+        return len(records)
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+
+def open_sink(uri: str | Path, endpoint_url: str | None = None):
+    uri = str(uri)
+    return S3Sink(uri, endpoint_url=endpoint_url) if uri.startswith("s3://") else JsonlSink(uri)
+
+
+def _parse_lines(text: str, where: str) -> list[dict]:
+    out = []
+    for i, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{where}:{i}: not valid JSON ({e.msg})") from e
+        out.append(validate_record(rec, f"{where}:{i}"))
+    return out
+
+
+def read_records(uri: str | Path, endpoint_url: str | None = None) -> list[dict]:
+    """Records from a JSONL file, a folder of *.jsonl files, or an s3:// prefix (all objects below it)."""
+    uri = str(uri)
+    if uri.startswith("s3://"):
+        client = s3_client(endpoint_url)
+        bucket, prefix = split_s3_uri(uri)
+        out: list[dict] = []
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for obj in sorted(page.get("Contents", []), key=lambda o: o["Key"]):
+                if obj["Key"].endswith(".jsonl"):
+                    body = client.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read().decode()
+                    out.extend(_parse_lines(body, f"s3://{bucket}/{obj['Key']}"))
+        return out
+    path = Path(uri)
+    if path.is_dir():
+        files = sorted(path.rglob("*.jsonl"))
+        if not files:
+            raise DataError(f"{path}: no *.jsonl prediction logs in this folder")
+        return [r for f in files for r in _parse_lines(f.read_text(), str(f))]
+    if not path.is_file():
+        raise DataError(f"{path}: prediction log not found")
+    return _parse_lines(path.read_text(), str(path))
+
+
+def records_frame(records: Sequence[dict], classes: Sequence[str] | None = None):
+    """Flat table: predicted, confidence, label, p_<class>, emb_<i>, image-stat columns, timestamp."""
+    import pandas as pd
+
+    if classes is None:
+        classes = list(records[0]["probabilities"]) if records else []
+    rows = []
+    for r in records:
+        row = {"timestamp": r["timestamp"], "request_id": r.get("request_id"), "predicted": r["predicted"],
+               "confidence": float(r.get("confidence", max(r["probabilities"].values()))),
+               "label": r.get("label"), "model_version": r["model_version"]}
+        for c in classes:
+            row[f"p_{c}"] = float(r["probabilities"].get(c, np.nan))
+        for i, v in enumerate(r.get("embedding") or []):
+            row[f"emb_{i}"] = float(v)
+        for c in IMAGE_STAT_COLUMNS:
+            row[c] = float(r["image_stats"].get(c, np.nan))
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -1,0 +1,225 @@
+"""One monitoring window: per-class drift verdicts, Evidently reports, summary.json, index page, policy.
+
+DIR/report.html      the page for people: per-class status table, links to the Evidently reports
+DIR/evidently/overall.html   prediction-share drift, data quality (Evidently DataSummaryPreset)
+DIR/evidently/<CLASS>.html   the class's confidence / embedding / image-statistics drift (Evidently ValueDrift, KS)
+DIR/summary.json     {"window", "flagged", "classes": {C: {"drift": bool, ...}}, "decisions": [...], "trigger", ...}
+INDEX/index.html     every window under INDEX (default: DIR's parent) with its per-class status
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..data.errors import DataError
+
+
+def window_id(records: list[dict]) -> str:
+    """Stable id of a window: its time range and a hash of its request ids (same records -> same id)."""
+    ts = sorted(r["timestamp"] for r in records)
+    h = hashlib.sha256("\n".join(sorted(str(r.get("request_id")) for r in records)).encode()).hexdigest()[:10]
+    compact = lambda t: "".join(ch for ch in t[:19] if ch.isdigit())
+    return f"{compact(ts[0])}-{compact(ts[-1])}-{h}"
+
+
+def _project_raw_embeddings(records: list[dict], reference: Path, dims: int) -> None:
+    """Serving may log full penultimate features: project them with the reference's PCA."""
+    from .records import EMBEDDING_FILE, Embedder
+
+    raw = [r for r in records if r.get("embedding") and len(r["embedding"]) != dims]
+    if not raw:
+        return
+    emb_file = reference.parent / EMBEDDING_FILE
+    if not emb_file.is_file():
+        raise DataError(f"{reference}: window records carry {len(raw[0]['embedding'])}-dim embeddings but no "
+                        f"{EMBEDDING_FILE} beside the reference to project them to {dims} dims")
+    emb = Embedder.load(reference.parent.parent)
+    proj = emb.transform(np.asarray([r["embedding"] for r in raw], np.float32))
+    for r, v in zip(raw, proj):
+        r["embedding"] = v.tolist()
+
+
+def _train_counts(reference: Path) -> dict | None:
+    model_pt = reference.parent.parent / "model.pt"
+    if not model_pt.is_file():
+        return None
+    import torch
+
+    ckpt = torch.load(model_pt, map_location="cpu", weights_only=False)
+    cfg = ckpt.get("config") or {}
+    return cfg.get("class_counts") or cfg.get("train_class_counts")
+
+
+def _data_quality(records: list[dict], ref_version: str | None) -> dict:
+    probs = np.asarray([sum(r["probabilities"].values()) for r in records])
+    versions = sorted({r["model_version"] for r in records})
+    hashes = [r.get("image_hash") for r in records]
+    return {"records": len(records), "model_versions": versions,
+            "model_version_matches_reference": ref_version is None or versions == [ref_version],
+            "probabilities_not_summing_to_1": int((np.abs(probs - 1) > 1e-3).sum()),
+            "duplicate_image_hashes": len(hashes) - len(set(hashes)),
+            "without_embedding": sum(1 for r in records if not r.get("embedding")),
+            "without_image_stats": sum(1 for r in records if not r.get("image_stats"))}
+
+
+def _evidently_reports(ref_df, cur_df, verdict: dict, classes, out: Path, key: str) -> dict:
+    """Render the same tests with Evidently; returns Evidently's per-class p-values for the summary."""
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.metrics import ValueDrift
+    from evidently.presets import DataSummaryPreset
+
+    from .stats import drift_columns
+
+    ev_dir = out / "evidently"
+    ev_dir.mkdir(parents=True, exist_ok=True)
+    num = [c for c in drift_columns(cur_df, _settings_for_columns()) if c in ref_df and cur_df[c].notna().any()]
+    cat = ["predicted"] + (["label"] if cur_df["label"].notna().all() and ref_df["label"].notna().all() else [])
+    dd = DataDefinition(numerical_columns=num, categorical_columns=cat)
+    cols = num + cat
+    snap = Report([ValueDrift(column="predicted", method="chisquare"), DataSummaryPreset(columns=cols)]).run(
+        current_data=Dataset.from_pandas(cur_df[cols], data_definition=dd),
+        reference_data=Dataset.from_pandas(ref_df[cols], data_definition=dd))
+    snap.save_html(str(ev_dir / "overall.html"))
+    # Bonferroni threshold for display: never more lenient than the Holm decision in summary.json.
+    thr = verdict["alpha"] / max(verdict["n_tests"], 1)
+    pvals: dict[str, dict] = {}
+    for c in classes:
+        info = verdict["classes"][c]
+        tested = [n for n in info["tests"] if n not in ("share", "recall") and n in num]
+        if not tested:
+            continue
+        r, w = ref_df[ref_df[key] == c], cur_df[cur_df[key] == c]
+        dd_c = DataDefinition(numerical_columns=tested)
+        snap = Report([ValueDrift(column=n, method="ks", threshold=thr) for n in tested]).run(
+            current_data=Dataset.from_pandas(w[tested], data_definition=dd_c),
+            reference_data=Dataset.from_pandas(r[tested], data_definition=dd_c))
+        snap.save_html(str(ev_dir / f"{c}.html"))
+        pvals[c] = {m["config"]["column"]: float(m["value"]) for m in snap.dict()["metrics"]}
+    return pvals
+
+
+def _settings_for_columns():
+    from .stats import DriftSettings
+
+    return DriftSettings()
+
+
+def _write_html(summary: dict, out: Path) -> None:
+    e = html.escape
+    rows = []
+    for c, info in summary["classes"].items():
+        tests = ", ".join(f"{n} p_adj={t['p_adj']:.2g}" for n, t in info["tests"].items() if t["drift"])
+        link = f'<a href="evidently/{e(c)}.html">{e(c)}</a>' if (out / "evidently" / f"{c}.html").is_file() else e(c)
+        rows.append(f"<tr class='{e(info['status'])}'><td>{link}</td><td>{'tail' if c in summary['tail_classes'] else ''}"
+                    f"</td><td>{e(info['status'])}</td><td>{info['n_ref']}</td><td>{info['n_cur']}</td>"
+                    f"<td>{info['share_ref']:.3f} → {info['share_cur']:.3f}</td><td>{info['min_p_adj']:.3g}</td>"
+                    f"<td>{e(tests)}</td></tr>")
+    dec = "".join(f"<li>{e(d['class'])}: {e(d['action'])} ({e(d['reason'])}; trigger: {e(d.get('trigger_status', ''))})</li>"
+                  for d in summary["decisions"]) or "<li>none</li>"
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>tailsynth monitor {e(summary['window'])}</title>
+<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:4px 10px;border-bottom:1px solid #ddd}}
+tr.drift{{background:#fdd}}tr.insufficient{{color:#888}}</style></head><body>
+<h1>Window {e(summary['window'])}</h1>
+<p>{summary['n_cur']} records vs {summary['n_ref']} reference records; classes grouped by <b>{e(summary['group_by'])}</b>;
+{summary['n_tests']} tests, Holm-corrected at family-wise alpha {summary['alpha']}. Flagged:
+<b>{e(', '.join(summary['flagged']) or 'none')}</b>. Tail classes ({e(summary['tail_basis'])}): {e(', '.join(summary['tail_classes']))}.</p>
+<table><tr><th>class</th><th></th><th>status</th><th>n ref</th><th>n window</th><th>share</th><th>min p_adj</th><th>drifting tests</th></tr>
+{''.join(rows)}</table>
+<h2>Decisions</h2><ul>{dec}</ul>
+<p>Trigger: {e(json.dumps(summary['trigger']))}</p>
+<h2>Evidently</h2><p><a href="evidently/overall.html">prediction-share drift and data quality</a></p>
+<iframe src="evidently/overall.html" style="width:100%;height:900px;border:0"></iframe>
+</body></html>"""
+    (out / "report.html").write_text(page)
+
+
+def write_index(root: Path) -> Path:
+    e = html.escape
+    rows = []
+    for s in sorted(root.glob("*/summary.json")):
+        d = json.loads(s.read_text())
+        cells = "".join(f"<td class='{e(v['status'])}'>{e(c)}: {e(v['status'])}</td>" for c, v in d["classes"].items())
+        rows.append(f"<tr><td><a href='{e(s.parent.name)}/report.html'>{e(d['window'])}</a></td><td>{d['n_cur']}</td>"
+                    f"<td>{e(', '.join(d['flagged']) or '-')}</td>{cells}</tr>")
+    page = ("<!doctype html><html><head><meta charset='utf-8'><title>tailsynth monitor windows</title><style>"
+            "body{font-family:sans-serif;margin:2em}td{padding:3px 8px}.drift{background:#fdd}.insufficient{color:#888}"
+            "</style></head><body><h1>Monitoring windows</h1><table><tr><th>window</th><th>records</th><th>flagged</th>"
+            "<th colspan=9>per-class status</th></tr>" + "".join(rows) + "</table></body></html>")
+    path = root / "index.html"
+    path.write_text(page)
+    return path
+
+
+def publish(local_dir: Path, uri: str, endpoint_url: str | None = None) -> list[str]:
+    """Upload every file under LOCAL_DIR to the s3:// prefix URI; returns the keys written."""
+    from .records import s3_client, split_s3_uri
+
+    bucket, prefix = split_s3_uri(uri)
+    client = s3_client(endpoint_url)
+    keys = []
+    for f in sorted(p for p in local_dir.rglob("*") if p.is_file()):
+        key = "/".join(x for x in (prefix.strip("/"), f.relative_to(local_dir).as_posix()) if x)
+        ctype = {".html": "text/html", ".json": "application/json", ".jsonl": "application/x-ndjson"}.get(f.suffix,
+                                                                                                     "binary/octet-stream")
+        client.upload_file(str(f), bucket, key, ExtraArgs={"ContentType": ctype})
+        keys.append(key)
+    return keys
+
+
+def build_report(log: str | Path, reference: str | Path, out: str | Path, trigger: str = "none",
+                 config: str | Path | None = None, window: str | None = None, index: str | Path | None = None,
+                 publish_to: str | None = None, evidently: bool = True, endpoint_url: str | None = None) -> dict:
+    """Compare the records in LOG (file, folder or s3:// prefix) with REFERENCE; write OUT; apply the policy."""
+    from .policy import decide, execute, load_config, resolve_tail
+    from .records import read_records, records_frame
+    from .stats import evaluate_window
+
+    cfg = load_config(config)
+    reference = Path(reference)
+    ref_recs = read_records(reference)
+    cur_recs = read_records(log, endpoint_url=endpoint_url)
+    if not ref_recs:
+        raise DataError(f"{reference}: the reference holds no records")
+    if not cur_recs:
+        raise DataError(f"{log}: no prediction records in this window")
+    classes = list(ref_recs[0]["probabilities"])
+    odd = next((r for r in cur_recs if set(r["probabilities"]) != set(classes)), None)
+    if odd is not None:
+        raise DataError(f"{log}: record {odd.get('request_id')} has classes {sorted(odd['probabilities'])}, the "
+                        f"reference has {sorted(classes)}")
+    dims = len(ref_recs[0].get("embedding") or [])
+    if dims:
+        _project_raw_embeddings(cur_recs, reference, dims)
+    wid = window or window_id(cur_recs)
+    ref_df, cur_df = records_frame(ref_recs, classes), records_frame(cur_recs, classes)
+    verdict = evaluate_window(ref_df, cur_df, classes, cfg.drift)
+    tail, basis = resolve_tail(cfg, classes, _train_counts(reference),
+                               [r["label"] for r in ref_recs if r.get("label")] or None)
+    decisions = decide(wid, verdict, tail)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    root = Path(index) if index else out.parent
+    audit = Path(cfg.audit_log) if cfg.audit_log else root / "audit.jsonl"
+    trig = execute(decisions, trigger, cfg, audit)
+    summary = {"window": wid, "log": str(log), "reference": str(reference), "flagged": verdict["flagged"],
+               "classes": verdict["classes"], "decisions": decisions, "trigger": trig, "tail_classes": tail,
+               "tail_basis": basis, "group_by": verdict["group_by"], "alpha": verdict["alpha"],
+               "n_tests": verdict["n_tests"], "correction": verdict["correction"], "n_ref": verdict["n_ref"],
+               "n_cur": verdict["n_cur"],
+               "time_range": [min(r["timestamp"] for r in cur_recs), max(r["timestamp"] for r in cur_recs)],
+               "data_quality": _data_quality(cur_recs, ref_recs[0]["model_version"]),
+               "audit_log": str(audit)}
+    if evidently:
+        summary["evidently_pvalues"] = _evidently_reports(ref_df, cur_df, verdict, classes, out, verdict["group_by"])
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    _write_html(summary, out)
+    write_index(root)
+    if publish_to:
+        summary["published"] = publish(root, publish_to, endpoint_url=endpoint_url)
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
