@@ -1,0 +1,68 @@
+"""Image validation limits and prediction records (no server)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+
+import serving_checks as chk
+from tailsynth.serve.images import BadInput, Limits, decode_image
+from tailsynth.serve.records import JsonlSink, prediction_record, read_records
+
+
+def test_decodes_like_the_training_reader(isic_sample):
+    from PIL import Image
+
+    from tailsynth.data.records import resize_rgb
+
+    f = next((isic_sample / "ISIC_2019_Training_Input").glob("*.jpg"))
+    got = decode_image(f.read_bytes(), 32, f.name)
+    assert got.shape == (32, 32, 3) and got.dtype == np.uint8
+    assert np.array_equal(got, resize_rgb(np.asarray(Image.open(f).convert("RGB")), 32))
+
+
+@pytest.mark.parametrize("data, words", [
+    (b"", "empty image"),
+    (b"GIF89a" + b"\0" * 100, "not a decodable image"),
+    (b"hello world", "not a decodable image"),
+    (chk.bomb_png(), "decompression bomb"),
+    (chk.bomb_png(5000, 5000), None),  # within 40 Mpx but a lying header: must fail cleanly, not crash
+])
+def test_bad_images_are_refused_with_the_item_named(data, words):
+    with pytest.raises(BadInput) as e:
+        decode_image(data, 32, "instances[3]")
+    assert "instances[3]" in str(e.value)
+    if words:
+        assert words in str(e.value)
+
+
+def test_truncated_and_oversize():
+    jp = chk.jpeg(0, 128)
+    with pytest.raises(BadInput, match="truncated"):
+        decode_image(jp[: len(jp) // 3], 32)
+    with pytest.raises(BadInput, match="exceeds the limit of 1000 bytes"):
+        decode_image(jp, 32, limits=Limits(max_image_bytes=1000))
+    with pytest.raises(BadInput, match="64x64 pixels exceeds"):
+        decode_image(chk.jpeg(0, 64), 32, limits=Limits(max_pixels=4000))
+
+
+def test_gif_is_not_an_accepted_format():
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buf, format="GIF")
+    with pytest.raises(BadInput, match="format GIF not accepted"):
+        decode_image(buf.getvalue(), 32)
+
+
+def test_records_round_trip(tmp_path):
+    sink = JsonlSink(tmp_path / "p" / "r.jsonl")
+    recs = [prediction_record(request_id="r1", image_sha256="ab" * 32, predicted_class="NV",
+                              probabilities={"NV": 0.9, "MEL": 0.1}, model_version="v1", embedding=[0.5, 1.0],
+                              image_stats={"brightness": 3.0})]
+    sink.write(recs)
+    sink.write([])
+    back = read_records(tmp_path / "p" / "r.jsonl")
+    assert back == recs and back[0]["timestamp"].endswith("+00:00")
