@@ -1,0 +1,400 @@
+"""Train a timm classifier on the train split, select on validation balanced accuracy, write a model folder.
+
+The whole split is decoded once into a uint8 tensor; batches are augmented as tensors. There is no DataLoader:
+on a 2-core machine worker processes cost more than they save for 28-64 px images.
+
+Outputs in OUT: model.pt (tailsynth.classify.model format, the selected epoch), metrics.json (+ per-class CSV,
+markdown, plots) for the val split, config.yaml (the resolved config), checkpoint.pt (last epoch, for resume),
+history.json (per-epoch loss and val metrics).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import hashlib
+import json
+import math
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .augment import AugmentConfig
+from .losses import LOSSES
+from .samplers import SAMPLERS
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+@dataclass
+class TrainConfig:
+    backbone: str = "resnet18"
+    loss: str = "ce"
+    sampler: str = "none"
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: str = "adamw"
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    momentum: float = 0.9
+    warmup_epochs: float = 1.0
+    min_lr_ratio: float = 0.01
+    drop_rate: float = 0.0
+    resolution: int | None = None
+    seed: int = 0
+    augment: dict = field(default_factory=dict)
+    loss_kw: dict = field(default_factory=dict)
+    pretrained_path: str | None = None
+    synthetic_manifest: str | None = None
+    synthetic_ratio: float | None = None
+    select_metric: str = "balanced_accuracy"
+    amp: bool = True  # only on CUDA
+    channels_last: bool | None = None  # None: on CUDA only
+    threads: int | None = None
+    device: str | None = None
+
+
+def _file_revision(path: Path) -> str | None:
+    """Content hash of the data source (the versioning module's data_revision when present)."""
+    try:
+        from ..data.versioning import data_revision  # type: ignore
+
+        return data_revision(path)
+    except Exception:
+        pass
+    if path.is_file():
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        return "sha256:" + h.hexdigest()[:16]
+    return None
+
+
+def read_synthetic_manifest(path: str | Path, classes: list[str], resolution: int):
+    """CSV `path,class[,weight]` -> (uint8 N x S x S x 3, class indices, weights). Paths may be relative to the CSV."""
+    from PIL import Image
+
+    from ..data.errors import DataError
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: synthetic manifest not found")
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        cols = reader.fieldnames or []
+        for col in ("path", "class"):
+            if col not in cols:
+                raise DataError(f"{path}: missing column {col!r} (expected path,class[,weight]; found {cols})")
+        rows = list(reader)
+    idx = {c: i for i, c in enumerate(classes)}
+    images = np.empty((len(rows), resolution, resolution, 3), np.uint8)
+    labels = np.empty(len(rows), np.int64)
+    weights = np.ones(len(rows), np.float32)
+    for i, row in enumerate(rows):
+        line = i + 2
+        cls = (row.get("class") or "").strip()
+        if cls not in idx:
+            raise DataError(f"{path}: row {line}: class {cls!r} is not one of the real data's classes {classes}")
+        labels[i] = idx[cls]
+        if "weight" in cols and (row.get("weight") or "").strip() != "":
+            try:
+                weights[i] = float(row["weight"])
+            except ValueError:
+                raise DataError(f"{path}: row {line}: weight {row['weight']!r} is not a number") from None
+            if not (weights[i] >= 0 and math.isfinite(weights[i])):
+                raise DataError(f"{path}: row {line}: weight must be a finite number >= 0, got {row['weight']}")
+        img_path = Path(row["path"])
+        if not img_path.is_absolute():
+            img_path = path.parent / img_path
+        try:
+            with Image.open(img_path) as im:
+                im = im.convert("RGB")
+                if im.size != (resolution, resolution):
+                    im = im.resize((resolution, resolution), Image.BILINEAR)
+                images[i] = np.asarray(im, dtype=np.uint8)
+        except (OSError, ValueError) as e:
+            raise DataError(f"{path}: row {line}: cannot read image {img_path} ({e})") from None
+    return images, labels, weights
+
+
+def prepare_data(data, splits=None, seed: int = 0, resolution: int | None = None):
+    """(dataset with train/val splits, resolution)."""
+    from ..data import ensure_splits, load_source
+    from ..data.errors import DataError
+
+    ds = ensure_splits(load_source(data, splits=splits), seed=seed)
+    for s in ("train", "val"):
+        if not any(r.split == s for r in ds.records):
+            raise DataError(f"{data}: no '{s}' split (pass a split manifest with --splits)")
+    res = int(resolution or ds.native_size or 64)
+    return ds, res
+
+
+def _set_seed(seed: int) -> None:
+    import random
+
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def lr_lambda_factory(total_steps: int, warmup_steps: int, min_ratio: float):
+    def f(step: int) -> float:
+        if warmup_steps and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+    return f
+
+
+def _to_float(xb_uint8, device):
+    """uint8 N x 3 x H x W -> float 0..1 on device."""
+    return xb_uint8.to(device, non_blocking=True).float().div_(255.0)
+
+
+def predict_logits(model, x_uint8_nchw, mean, std, device, batch_size: int = 512, channels_last: bool = False,
+                   amp_dtype=None):
+    """Logits for a uint8 N x 3 x H x W tensor (eval mode)."""
+    import torch
+
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(x_uint8_nchw), batch_size):
+            x = (_to_float(x_uint8_nchw[i : i + batch_size], device) - mean) / std
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                out.append(model(x).float().cpu())
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def train_classifier(data, out, backbone: str = "resnet18", loss: str = "ce", epochs: int | None = None,
+                     seed: int = 0, resolution: int | None = None, splits=None, synthetic_manifest=None,
+                     synthetic_ratio: float | None = None, sampler: str | None = None, resume: bool = False,
+                     stop_after: int | None = None, quiet: bool = False, write_reports: bool = True, **kw) -> dict:
+    """Train on the train split, select on val balanced accuracy; returns the val metrics of the selected model.
+
+    `kw` sets any TrainConfig field (batch_size, lr, optimizer, weight_decay, augment={...}, loss_kw={...}, ...).
+    `resume`: continue from OUT/checkpoint.pt. `stop_after`: stop after that many epochs in total (the checkpoint
+    lets a later call resume), e.g. to split a long run.
+    """
+    import torch
+
+    from ..data.errors import DataError
+    from .evaluate import write_evaluation
+    from .losses import build_loss
+    from .model import build_backbone, save_classifier
+    from .samplers import EpochPlan
+    from .augment import augment_batch
+
+    unknown = set(kw) - set(TrainConfig.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"train_classifier: unknown option(s) {sorted(unknown)}")
+    cfg = TrainConfig(backbone=backbone, loss=loss, sampler=sampler or "none", seed=seed, resolution=resolution,
+                      synthetic_manifest=str(synthetic_manifest) if synthetic_manifest else None,
+                      synthetic_ratio=synthetic_ratio, **kw)
+    if epochs is not None:
+        cfg.epochs = int(epochs)
+    if cfg.loss not in LOSSES:
+        raise ValueError(f"unknown loss {cfg.loss!r}; choose one of {', '.join(LOSSES)}")
+    if cfg.sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {cfg.sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    if cfg.optimizer not in ("adamw", "sgd"):
+        raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose adamw or sgd")
+    if cfg.epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {cfg.epochs}")
+    aug_cfg = AugmentConfig.from_dict(cfg.augment)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
+
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    on_cuda = device.type == "cuda"
+    channels_last = on_cuda if cfg.channels_last is None else bool(cfg.channels_last)
+    amp_dtype = torch.bfloat16 if (on_cuda and cfg.amp) else None
+
+    # ---- data -------------------------------------------------------------------------------------------------
+    t0 = time.time()
+    ds, res = prepare_data(data, splits=splits, seed=seed, resolution=cfg.resolution)
+    cfg.resolution = res
+    classes = list(ds.classes)
+    C = len(classes)
+    xtr, ytr = ds.split("train").arrays(res)
+    xva, yva = ds.split("val").arrays(res)
+    wtr = np.ones(len(ytr), np.float32)
+    n_real = len(ytr)
+    if cfg.synthetic_manifest:
+        xs, ys, ws = read_synthetic_manifest(cfg.synthetic_manifest, classes, res)
+        xtr, ytr, wtr = np.concatenate([xtr, xs]), np.concatenate([ytr, ys]), np.concatenate([wtr, ws])
+    elif cfg.synthetic_ratio is not None:
+        raise ValueError("synthetic_ratio needs a synthetic_manifest")
+    if n_real == 0:
+        raise DataError(f"{data}: the train split is empty")
+    plan = EpochPlan(ytr[:n_real], ytr[n_real:], C, cfg.sampler, cfg.synthetic_ratio)
+    # Normalisation statistics of the real training images, stored with the model.
+    real = xtr[:n_real].reshape(-1, 3).astype(np.float64) / 255.0
+    mean_np, std_np = real.mean(0), real.std(0) + 1e-6
+    del real
+    Xtr = torch.from_numpy(xtr).permute(0, 3, 1, 2).contiguous()
+    Xva = torch.from_numpy(xva).permute(0, 3, 1, 2).contiguous()
+    Ytr = torch.from_numpy(ytr)
+    Wtr = torch.from_numpy(wtr)
+    mean = torch.tensor(mean_np, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(std_np, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+    log(f"data: {n_real} real + {len(ytr) - n_real} synthetic train, {len(yva)} val, {C} classes at {res}px "
+        f"({time.time() - t0:.1f}s)")
+
+    # ---- model, loss, optimiser -------------------------------------------------------------------------------
+    _set_seed(cfg.seed)
+    model = build_backbone(cfg.backbone, C, pretrained_path=cfg.pretrained_path, drop_rate=cfg.drop_rate).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    counts = plan.class_counts()
+    criterion = build_loss(cfg.loss, counts, epochs=cfg.epochs, **cfg.loss_kw).to(device)
+    decay, no_decay = [], []
+    for n_, p in model.named_parameters():
+        (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "adamw":
+        opt = torch.optim.AdamW(groups, lr=cfg.lr)
+    else:
+        opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+    # A trailing batch of one image is dropped: BatchNorm cannot train on it.
+    steps_per_epoch = max(1, len(plan) // cfg.batch_size + (1 if len(plan) % cfg.batch_size >= 2 else 0))
+    total = steps_per_epoch * cfg.epochs
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lr_lambda_factory(total, int(round(cfg.warmup_epochs * steps_per_epoch)), cfg.min_lr_ratio))
+    gen = torch.Generator().manual_seed(cfg.seed)
+
+    resolved = {
+        **{k: getattr(cfg, k) for k in TrainConfig.__dataclass_fields__},
+        "augment": aug_cfg.to_dict(),
+        "data": str(data),
+        "splits": str(splits) if splits else None,
+        "classes": classes,
+        "class_counts_train": {c: int(n) for c, n in zip(classes, np.bincount(ytr[:n_real], minlength=C))},
+        "loss_class_counts": {c: float(n) for c, n in zip(classes, counts)},
+        "n_train_real": int(n_real),
+        "n_train_synthetic": int(len(ytr) - n_real),
+        "n_val": int(len(yva)),
+        "steps_per_epoch": steps_per_epoch,
+        "mean": [float(v) for v in mean_np],
+        "std": [float(v) for v in std_np],
+        "device": str(device),
+        "channels_last": channels_last,
+        "amp_dtype": str(amp_dtype).replace("torch.", "") if amp_dtype else None,
+        "torch": str(torch.__version__),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+    }
+
+    # ---- resume -----------------------------------------------------------------------------------------------
+    start_epoch, history = 0, []
+    best = {"score": -1.0, "epoch": -1, "state": None}
+    ckpt_path = out / CHECKPOINT_FILE
+    if resume and ckpt_path.is_file():
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        for k in ("backbone", "loss", "sampler", "epochs", "batch_size", "lr", "seed", "resolution", "optimizer"):
+            if ck["config"].get(k) != resolved.get(k):
+                raise ValueError(f"{ckpt_path}: cannot resume, {k}={ck['config'].get(k)!r} in the checkpoint "
+                                 f"but {resolved.get(k)!r} now")
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        gen.set_state(ck["generator"])
+        torch.set_rng_state(ck["torch_rng"])
+        start_epoch, history, best = ck["epoch"], ck["history"], ck["best"]
+        log(f"resumed from {ckpt_path} after epoch {start_epoch}")
+    elif resume:
+        log(f"no checkpoint at {ckpt_path}: starting from scratch")
+
+    import yaml
+
+    (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+
+    # ---- loop -------------------------------------------------------------------------------------------------
+    from ..metrics import classification_metrics
+
+    last_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, int(stop_after))
+    for epoch in range(start_epoch, last_epoch):
+        te = time.time()
+        model.train()
+        criterion.set_epoch(epoch)
+        idx = plan.indices(gen)
+        losses, first = [], None
+        for b in range(0, len(idx), cfg.batch_size):
+            bi = idx[b : b + cfg.batch_size]
+            if len(bi) < 2:
+                continue
+            x = augment_batch(_to_float(Xtr[bi], torch.device("cpu")), aug_cfg, gen).to(device)
+            x = (x - mean) / std
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            y = Ytr[bi].to(device)
+            w = Wtr[bi].to(device)
+            sw = None if bool((w == 1).all()) else w
+            with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                logits = model(x)
+            loss_v = criterion(logits.float(), y, sw)
+            if not torch.isfinite(loss_v):
+                raise FloatingPointError(f"non-finite loss at epoch {epoch + 1}, step {b // cfg.batch_size}")
+            opt.zero_grad(set_to_none=True)
+            loss_v.backward()
+            opt.step()
+            sched.step()
+            lv = float(loss_v.detach())
+            first = lv if first is None else first
+            losses.append(lv)
+        train_s = time.time() - te
+        logits_va = predict_logits(model, Xva, mean, std, device, channels_last=channels_last, amp_dtype=amp_dtype)
+        probs = torch.softmax(logits_va, 1).numpy()
+        m = classification_metrics(yva, probs, classes)
+        score = m[cfg.select_metric]
+        rec = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "first_step_loss": first,
+               "lr": float(sched.get_last_lr()[0]), "train_s": round(train_s, 2),
+               "images_per_s": round(len(idx) / max(train_s, 1e-9), 1),
+               "val_balanced_accuracy": m["balanced_accuracy"], "val_accuracy": m["accuracy"],
+               "val_macro_auc": m["macro_auc"]}
+        history.append(rec)
+        if score is not None and score > best["score"]:
+            best = {"score": score, "epoch": epoch + 1,
+                    "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+        log(f"epoch {epoch + 1}/{cfg.epochs} loss {rec['loss']:.4f} val bacc {m['balanced_accuracy']:.4f} "
+            f"acc {m['accuracy']:.4f} auc {m['macro_auc']:.4f} ({train_s:.1f}s, {rec['images_per_s']} img/s)")
+        torch.save({"epoch": epoch + 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(), "generator": gen.get_state(),
+                    "torch_rng": torch.get_rng_state(), "history": history, "best": best, "config": resolved},
+                   ckpt_path)
+        (out / "history.json").write_text(json.dumps(history, indent=1))
+
+    if last_epoch < cfg.epochs:
+        log(f"stopped after epoch {last_epoch} of {cfg.epochs}; resume with resume=True / --resume")
+        return {"stopped_after": last_epoch, "history": history}
+
+    # ---- the selected model -----------------------------------------------------------------------------------
+    final = copy.deepcopy(model).cpu()
+    final.load_state_dict(best["state"])
+    resolved["selected_epoch"] = best["epoch"]
+    resolved["selected_on"] = f"val {cfg.select_metric}"
+    resolved["train_wall_s"] = round(sum(h["train_s"] for h in history), 1)
+    (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+    save_classifier(final, out, backbone=cfg.backbone, classes=classes, resolution=res, mean=mean_np.tolist(),
+                    std=std_np.tolist(), config=resolved, data_revision=_file_revision(Path(data)))
+    final = final.to(device)
+    logits_va = predict_logits(final, Xva, mean, std, device, channels_last=False, amp_dtype=amp_dtype).numpy()
+    metrics = write_evaluation(out, yva, logits_va, classes, split="val", model_dir=out, data=str(data),
+                               extra={"selected_epoch": best["epoch"], "train_config": "config.yaml"},
+                               plots=write_reports, bootstrap=200 if write_reports else 0, seed=cfg.seed)
+    log(f"selected epoch {best['epoch']}: val balanced accuracy {metrics['balanced_accuracy']:.4f}, "
+        f"accuracy {metrics['accuracy']:.4f}, macro AUC {metrics['macro_auc']:.4f}")
+    return metrics

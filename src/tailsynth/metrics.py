@@ -1,0 +1,187 @@
+"""Classification metrics for the long tail: per-class recall first, accuracy second.
+
+Balanced multi-class accuracy (mean per-class recall) is the ISIC 2019 challenge metric and the project's metric of record.
+Everything here is numpy (+ scikit-learn for ROC AUC) so OOD/monitor code can use it without torch.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """C x C counts, rows = true class, columns = predicted class."""
+    y_true = np.asarray(y_true, dtype=np.int64)
+    y_pred = np.asarray(y_pred, dtype=np.int64)
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"y_true has shape {y_true.shape} but y_pred has {y_pred.shape}")
+    for name, y in (("y_true", y_true), ("y_pred", y_pred)):
+        if len(y) and (y.min() < 0 or y.max() >= num_classes):
+            raise ValueError(f"{name} holds class indices outside 0..{num_classes - 1}")
+    return np.bincount(y_true * num_classes + y_pred, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def per_class_from_confusion(cm: np.ndarray) -> dict[str, np.ndarray]:
+    """recall, precision, f1, support per class. Undefined ratios (0/0) are NaN, not 0, so they can't pass as a score."""
+    cm = np.asarray(cm, dtype=np.float64)
+    tp = np.diag(cm)
+    support = cm.sum(axis=1)
+    predicted = cm.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recall = np.where(support > 0, tp / support, np.nan)
+        precision = np.where(predicted > 0, tp / predicted, np.nan)
+        # A class that is present but never predicted has precision 0 for F1 purposes (sklearn's zero_division=0).
+        p0 = np.where(predicted > 0, precision, 0.0)
+        r0 = np.where(support > 0, recall, np.nan)
+        f1 = np.where(p0 + r0 > 0, 2 * p0 * r0 / (p0 + r0), np.where(support > 0, 0.0, np.nan))
+    return {"recall": recall, "precision": precision, "f1": f1, "support": support.astype(np.int64)}
+
+
+def balanced_accuracy_from_confusion(cm: np.ndarray) -> float:
+    rec = per_class_from_confusion(cm)["recall"]
+    rec = rec[~np.isnan(rec)]
+    return float(rec.mean()) if len(rec) else float("nan")
+
+
+def one_vs_rest_auc(y_true: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """ROC AUC of each class against the rest; NaN for a class with no positives or no negatives."""
+    from sklearn.metrics import roc_auc_score
+
+    y_true = np.asarray(y_true)
+    out = np.full(probs.shape[1], np.nan)
+    for c in range(probs.shape[1]):
+        pos = y_true == c
+        if 0 < pos.sum() < len(y_true):
+            out[c] = roc_auc_score(pos, probs[:, c])
+    return out
+
+
+def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, n_bins: int = 15) -> float:
+    """Top-label ECE with equal-width confidence bins (Guo et al. 2017)."""
+    y_true = np.asarray(y_true)
+    if len(y_true) == 0:
+        return float("nan")
+    conf = probs.max(axis=1)
+    correct = (probs.argmax(axis=1) == y_true).astype(np.float64)
+    # Bin i holds confidences in (i/n, (i+1)/n]; a confidence of exactly 0 goes to bin 0.
+    idx = np.clip(np.ceil(conf * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
+    ece = 0.0
+    for b in range(n_bins):
+        m = idx == b
+        if m.any():
+            ece += m.mean() * abs(correct[m].mean() - conf[m].mean())
+    return float(ece)
+
+
+def _nanmean(a: np.ndarray) -> float:
+    a = np.asarray(a, dtype=np.float64)
+    a = a[~np.isnan(a)]
+    return float(a.mean()) if len(a) else float("nan")
+
+
+def _f(x) -> float | None:
+    """JSON-safe float: NaN becomes None."""
+    x = float(x)
+    return None if math.isnan(x) else x
+
+
+def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str],
+                           n_bins: int = 15) -> dict:
+    """The metrics.json body: headline numbers, per_class dict keyed by class name, confusion matrix."""
+    y_true = np.asarray(y_true, dtype=np.int64)
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 2 or probs.shape[1] != len(classes):
+        raise ValueError(f"probs has shape {probs.shape}, expected N x {len(classes)} (one column per class)")
+    if len(y_true) != len(probs):
+        raise ValueError(f"{len(y_true)} labels but {len(probs)} rows of probabilities")
+    pred = probs.argmax(axis=1)
+    cm = confusion_matrix(y_true, pred, len(classes))
+    pc = per_class_from_confusion(cm)
+    auc = one_vs_rest_auc(y_true, probs)
+    per_class = {
+        c: {"recall": _f(pc["recall"][i]), "precision": _f(pc["precision"][i]), "f1": _f(pc["f1"][i]),
+            "auc": _f(auc[i]), "support": int(pc["support"][i])}
+        for i, c in enumerate(classes)
+    }
+    present = pc["support"] > 0
+    rarest = None
+    if present.any():
+        rarest = classes[int(np.argmin(np.where(present, pc["support"], np.iinfo(np.int64).max)))]
+    return {
+        "n": int(len(y_true)),
+        "balanced_accuracy": _f(balanced_accuracy_from_confusion(cm)),
+        "accuracy": _f((pred == y_true).mean() if len(y_true) else float("nan")),
+        "macro_auc": _f(_nanmean(auc)),
+        "macro_f1": _f(_nanmean(pc["f1"])),
+        "ece": _f(expected_calibration_error(y_true, probs, n_bins)),
+        "rarest_class": rarest,
+        "per_class": per_class,
+        "classes": list(classes),
+        "confusion_matrix": cm.tolist(),
+    }
+
+
+def bootstrap_ci(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str], n_boot: int = 1000,
+                 seed: int = 0, alpha: float = 0.05, with_auc: bool = True) -> dict:
+    """Percentile bootstrap (resampling images with replacement) 95% intervals of the headline metrics
+    and per-class recall: {"balanced_accuracy": [lo, hi], ..., "per_class_recall": {cls: [lo, hi]}}."""
+    y_true = np.asarray(y_true, dtype=np.int64)
+    n, k = len(y_true), len(classes)
+    rng = np.random.default_rng(seed)
+    pred = probs.argmax(axis=1)
+    stats: dict[str, list] = {"balanced_accuracy": [], "accuracy": [], "macro_auc": []}
+    recalls = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, n, n)
+        yt, yp = y_true[idx], pred[idx]
+        cm = confusion_matrix(yt, yp, k)
+        rec = per_class_from_confusion(cm)["recall"]
+        recalls.append(rec)
+        stats["balanced_accuracy"].append(_nanmean(rec))
+        stats["accuracy"].append(float((yt == yp).mean()))
+        if with_auc:
+            stats["macro_auc"].append(_nanmean(one_vs_rest_auc(yt, probs[idx])))
+    lo, hi = 100 * alpha / 2, 100 * (1 - alpha / 2)
+
+    def interval(v) -> list:
+        v = np.asarray(v, dtype=np.float64)
+        v = v[~np.isnan(v)]
+        return [_f(np.percentile(v, lo)), _f(np.percentile(v, hi))] if len(v) else [None, None]
+
+    out = {m: interval(v) for m, v in stats.items() if v}
+    R = np.array(recalls)
+    out["per_class_recall"] = {c: interval(R[:, i]) for i, c in enumerate(classes)}
+    out["n_boot"] = n_boot
+    out["level"] = 1 - alpha
+    return out
+
+
+def aggregate_runs(runs: Sequence[dict]) -> dict:
+    """Mean and sample std over folds or seeds, for the headline metrics and each per-class metric.
+
+    Returns {"n_runs", "<metric>": {"mean", "std"}, "per_class": {cls: {"<metric>": {"mean", "std"}}}}.
+    """
+    if not runs:
+        raise ValueError("no runs to aggregate")
+
+    def ms(vals) -> dict:
+        v = np.array([np.nan if x is None else x for x in vals], dtype=np.float64)
+        v = v[~np.isnan(v)]
+        if not len(v):
+            return {"mean": None, "std": None}
+        return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0}
+
+    out: dict = {"n_runs": len(runs)}
+    for key in ("balanced_accuracy", "accuracy", "macro_auc", "macro_f1", "ece"):
+        if any(key in r for r in runs):
+            out[key] = ms([r.get(key) for r in runs])
+    classes = list(runs[0].get("per_class", {}))
+    out["per_class"] = {
+        c: {m: ms([r["per_class"][c].get(m) for r in runs if c in r.get("per_class", {})])
+            for m in ("recall", "precision", "f1", "auc")}
+        for c in classes
+    }
+    return out
