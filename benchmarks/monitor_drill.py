@@ -32,7 +32,7 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="reuse a model folder (its reference is rebuilt on the ref half)")
     ap.add_argument("--windows", type=int, default=50)
     ap.add_argument("--window-size", type=int, default=1000)
-    ap.add_argument("--alpha", type=float, default=0.05)
+    ap.add_argument("--alpha", type=float, default=0.01)
     ap.add_argument("--min-samples", type=int, default=10)
     ap.add_argument("--group-by", default="predicted", choices=["predicted", "label"])
     ap.add_argument("--scenarios", nargs="*", default=SCENARIOS)

@@ -48,7 +48,8 @@ def score(model: Path = typer.Option(..., "--model", help="classifier model fold
 
 @monitor_app.command("report")
 def report(log: str = typer.Option(..., "--log", help="prediction log: JSONL file, folder, or s3:// prefix"),
-           reference: Path = typer.Option(..., "--reference", help="reference records (MODEL/monitor/reference.jsonl)"),
+           reference: str = typer.Option(..., "--reference", help="reference records (MODEL/monitor/reference.jsonl "
+                                          "or s3://...)"),
            out: Path = typer.Option(..., "--out", help="window folder: report.html, summary.json, evidently/"),
            trigger: str = typer.Option("none", "--trigger", help="none | dry-run | local | kfp"),
            config: Path | None = typer.Option(None, "--config", help="monitor policy YAML"),

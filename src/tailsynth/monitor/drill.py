@@ -35,7 +35,8 @@ def drill_manifest(data: str | Path, out: str | Path, fit: int = 4000, seed: int
 
 
 def train_quick_classifier(data: str | Path, manifest: str | Path, out: str | Path, backbone: str = "resnet18",
-                           epochs: int = 2, batch_size: int = 64, lr: float = 2e-3, seed: int = 0) -> dict:
+                           epochs: int = 2, batch_size: int = 64, lr: float = 2e-3, seed: int = 0,
+                           max_steps: int | None = None) -> dict:
     """A small timm classifier on the `fit` split, class-balanced sampling so tail classes get predicted."""
     import torch
 
@@ -53,6 +54,7 @@ def train_quick_classifier(data: str | Path, manifest: str | Path, out: str | Pa
     weights = torch.tensor(1.0 / np.maximum(counts[y], 1), dtype=torch.double)
     g = torch.Generator().manual_seed(seed)
     steps = epochs * (len(y) // batch_size)
+    steps = min(steps, max_steps) if max_steps else steps
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
     model.train()

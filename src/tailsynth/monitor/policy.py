@@ -3,7 +3,7 @@
 Config (YAML, every key optional; unknown keys are an error naming the key):
 
     drift:            # tailsynth.monitor.stats.DriftSettings
-      alpha: 0.05     # family-wise false-alarm rate per window (Holm over all tests of the window)
+      alpha: 0.01     # family-wise false-alarm rate per window (Holm over all tests of the window)
       min_samples: 10
       group_by: auto  # auto = label when every record carries one (labelled feedback), else predicted
       share_min_ratio: 1.25

@@ -171,15 +171,62 @@ def publish(local_dir: Path, uri: str, endpoint_url: str | None = None) -> list[
     return keys
 
 
+def pull_state(uri: str, root: Path, endpoint_url: str | None = None) -> list[str]:
+    """Before a run that publishes to URI: fetch the audit log and earlier windows' summary.json, so that the
+    index lists every window and a window that already triggered regeneration is not triggered again."""
+    from .records import s3_client, split_s3_uri
+
+    bucket, prefix = split_s3_uri(uri)
+    prefix = prefix.strip("/")
+    client = s3_client(endpoint_url)
+    got = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/" if prefix else ""):
+        for obj in page.get("Contents", []):
+            rel = obj["Key"][len(prefix) + 1:] if prefix else obj["Key"]
+            if rel == "audit.jsonl" or (rel.endswith("/summary.json") and rel.count("/") == 1):
+                dest = root / rel
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                client.download_file(bucket, obj["Key"], str(dest))
+                got.append(rel)
+    return got
+
+
+def fetch_reference(uri: str, dest: Path, endpoint_url: str | None = None) -> Path:
+    """An s3:// reference: download it and the embedding projection beside it into DEST/monitor/."""
+    from .records import EMBEDDING_FILE, s3_client, split_s3_uri
+
+    bucket, key = split_s3_uri(uri)
+    client = s3_client(endpoint_url)
+    local = dest / "monitor" / Path(key).name
+    local.parent.mkdir(parents=True, exist_ok=True)
+    client.download_file(bucket, key, str(local))
+    emb_key = key.rsplit("/", 1)[0] + "/" + EMBEDDING_FILE if "/" in key else EMBEDDING_FILE
+    try:
+        client.download_file(bucket, emb_key, str(local.parent / EMBEDDING_FILE))
+    except Exception:  # noqa: BLE001 - optional: only needed when records carry raw features
+        pass
+    return local
+
+
 def build_report(log: str | Path, reference: str | Path, out: str | Path, trigger: str = "none",
                  config: str | Path | None = None, window: str | None = None, index: str | Path | None = None,
                  publish_to: str | None = None, evidently: bool = True, endpoint_url: str | None = None) -> dict:
-    """Compare the records in LOG (file, folder or s3:// prefix) with REFERENCE; write OUT; apply the policy."""
+    """Compare the records in LOG (file, folder or s3:// prefix) with REFERENCE (file or s3://); write OUT;
+    apply the policy; with PUBLISH_TO (s3://bucket/prefix) sync the index folder there."""
     from .policy import decide, execute, load_config, resolve_tail
     from .records import read_records, records_frame
     from .stats import evaluate_window
 
+    import tempfile
+
     cfg = load_config(config)
+    out = Path(out)
+    root = Path(index) if index else out.parent
+    root.mkdir(parents=True, exist_ok=True)
+    if publish_to:
+        pull_state(publish_to, root, endpoint_url=endpoint_url)
+    if str(reference).startswith("s3://"):
+        reference = fetch_reference(str(reference), Path(tempfile.mkdtemp(prefix="tailsynth-ref-")), endpoint_url)
     reference = Path(reference)
     ref_recs = read_records(reference)
     cur_recs = read_records(log, endpoint_url=endpoint_url)
@@ -201,9 +248,7 @@ def build_report(log: str | Path, reference: str | Path, out: str | Path, trigge
     tail, basis = resolve_tail(cfg, classes, _train_counts(reference),
                                [r["label"] for r in ref_recs if r.get("label")] or None)
     decisions = decide(wid, verdict, tail)
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    root = Path(index) if index else out.parent
     audit = Path(cfg.audit_log) if cfg.audit_log else root / "audit.jsonl"
     trig = execute(decisions, trigger, cfg, audit)
     summary = {"window": wid, "log": str(log), "reference": str(reference), "flagged": verdict["flagged"],

@@ -25,7 +25,7 @@ IMAGE_COLUMNS = ("brightness", "contrast", "saturation", "mean_r", "mean_g", "me
 
 @dataclass
 class DriftSettings:
-    alpha: float = 0.05  # family-wise error rate per window
+    alpha: float = 0.01  # family-wise false-alarm rate per window (hourly windows: ~1 false alarm in 100)
     min_samples: int = 10  # rows of a class needed on both sides for its column tests
     group_by: str = "auto"  # "predicted" (no labels needed), "label" (labelled feedback), "auto" (label if all have one)
     share_min_ratio: float = 1.25  # a share change must also be at least this factor (either way)

@@ -1,0 +1,55 @@
+"""The monitor's kustomization renders offline, validates, and wires the S3 Secret by name only."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tailsynth.monitor.policy import load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+KDIR = ROOT / "k8s" / "monitor"
+
+
+@pytest.fixture(scope="module")
+def rendered() -> list[dict]:
+    if not shutil.which("kubectl"):
+        pytest.skip("kubectl not installed")
+    out = subprocess.run(["kubectl", "kustomize", str(KDIR)], capture_output=True, text=True, check=True).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def test_cronjob_uses_secret_by_name_and_publishes(rendered):
+    kinds = sorted(d["kind"] for d in rendered)
+    assert kinds == ["ConfigMap", "ConfigMap", "CronJob", "Namespace", "ServiceAccount"]
+    assert "Secret" not in kinds  # credentials are never part of the manifests
+    cj = next(d for d in rendered if d["kind"] == "CronJob")
+    pod = cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in c["env"] if "valueFrom" in e}
+    assert refs["AWS_ACCESS_KEY_ID"]["name"] == refs["AWS_SECRET_ACCESS_KEY"]["name"] == "tailsynth-monitor-s3"
+    script = c["args"][0]
+    assert "tailsynth monitor report" in script and "--publish \"s3://${S3_BUCKET}/${REPORTS_PREFIX}\"" in script
+    assert "--trigger kfp" in script and cj["spec"]["concurrencyPolicy"] == "Forbid"
+    cms = {d["metadata"]["name"].rsplit("-", 1)[0]: d for d in rendered if d["kind"] == "ConfigMap"}
+    # kustomize hashes generated ConfigMap names; the CronJob must refer to the hashed names
+    vol = next(v for v in pod["volumes"] if v["name"] == "config")["configMap"]["name"]
+    assert vol == cms["tailsynth-monitor-config"]["metadata"]["name"]
+    assert c["envFrom"][0]["configMapRef"]["name"] == cms["tailsynth-monitor-env"]["metadata"]["name"]
+    assert all(d["metadata"].get("namespace", "tailsynth-monitoring") == "tailsynth-monitoring" for d in rendered)
+
+
+def test_manifests_validate(rendered, tmp_path):
+    kv = pytest.importorskip("kubernetes_validate")
+    for d in rendered:
+        kv.validate(d, "1.30.0", strict=True)
+
+
+def test_shipped_policy_config_loads(tmp_path):
+    cfg = load_config(KDIR / "monitor.yaml")
+    assert cfg.drift.alpha == 0.01 and cfg.tail_classes == ["AK", "DF", "VASC"]
+    assert cfg.trigger.host and cfg.trigger.arguments["current_model_uri"].startswith("s3://")
