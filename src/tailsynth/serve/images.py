@@ -67,7 +67,7 @@ def decode_image(data: bytes, resolution: int, name: str = "image", limits: Limi
             raise BadInput(f"{name}: refused as a decompression bomb ({e})") from None
         except (OSError, SyntaxError, ValueError) as e:
             raise BadInput(f"{name}: corrupt or truncated {im.format} data ({e})") from None
-    return np.asarray(rgb.resize((resolution, resolution), Image.BILINEAR), dtype=np.uint8)
+    return np.array(rgb.resize((resolution, resolution), Image.BILINEAR), dtype=np.uint8)
 
 
 def image_stats(img: np.ndarray) -> dict:
