@@ -150,3 +150,14 @@ def test_paste_back_blend_edges():
     gen = np.full((9, 9, 3), 250, np.uint8)
     out = paste_back(bg, gen, m, 1.5)
     assert (out[~m] == 10).all() and (out[4, 4] == 250).all() and 10 < out[2, 4, 0] < 250
+
+
+def test_colour_stats_generated_vs_real(tiny_model, tmp_path):
+    from tailsynth.diffusion.stats import compare_colours
+
+    model, data = tiny_model
+    generate(model, data, tmp_path / "g", save_inputs=True, **GEN)
+    cmp = compare_colours(tmp_path / "g", data, 16)
+    assert set(cmp) == {"DF", "VASC"}
+    for v in cmp.values():
+        assert v["generated"]["n"] == 3 and len(v["real"]["mean_rgb"]) == 3 and v["distance"] >= 0
