@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 DATA ?= ../shared/data
 RUN_DIR ?= runs/main
 
-.PHONY: run test test-all install lint clean
+.PHONY: run test test-all install triton-env lint clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,14 +15,23 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[all,dev]'
 	@touch $(STAMP)
 
+TRITON_STAMP := .venv-triton/.ready-stamp
+
 install: $(STAMP)
+
+# The local Triton server's python backend needs numpy < 2: it gets its own environment.
+$(TRITON_STAMP): serving/setup_triton_env.sh
+	bash serving/setup_triton_env.sh
+	@touch $(TRITON_STAMP)
+
+triton-env: $(TRITON_STAMP)
 
 # The main job: the most complete flow that exists, locally, on the real data.
 run: $(STAMP)
 	$(VENV)/bin/tailsynth main --data $(DATA) --out $(RUN_DIR)
 
 # The default test tier (no slow, no GPU tests).
-test: $(STAMP)
+test: $(STAMP) $(TRITON_STAMP)
 	$(PY) -m pytest -q
 
 test-all: $(STAMP)
@@ -32,4 +41,4 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests components pipelines serving
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) .venv-triton runs .pytest_cache
