@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 SCENARIOS = ["iid", "brightness:DF", "blur:DF", "hue:DF", "brightness:VASC", "blur:VASC", "hue:VASC",
-             "share:DF=3", "share:VASC=3", "share:DF=0.2", "share:VASC=0.2"]
+             "share:DF=3", "share:VASC=3", "share:DF=5", "share:VASC=5", "share:DF=0.2", "share:VASC=0.2",
+             "brightness:DF=1.2", "hue:DF=0.15", "blur:DF=0.08", "hue:VASC=0.15", "blur:VASC=0.08"]
 
 
 def main() -> None:

@@ -3,7 +3,6 @@ on real held-out images (the rest of train + val, split at random into a referen
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys

@@ -80,12 +80,12 @@ def test_brightness_shift_on_tail_class_is_flagged_alone(drill, tmp_path):
 
 def test_share_change_of_tail_class_is_flagged_alone(drill, live_records, tmp_path):
     labels = [r["label"] for r in live_records]
-    _, rows = apply_shifts(np.zeros((len(labels), 1, 1, 3), np.uint8), labels, [parse_shift("share:DF=3")])
+    _, rows = apply_shifts(np.zeros((len(labels), 1, 1, 3), np.uint8), labels, [parse_shift("share:DF=5")])
     log = tmp_path / "df_share.jsonl"
     JsonlSink(log).write([live_records[i] for i in rows])
     s = build_report(log, drill["reference"], tmp_path / "reports" / "w2", trigger="none", evidently=False)
     assert s["flagged"] == ["DF"]
     df = s["classes"]["DF"]
-    assert df["share_drift"] and df["share_cur"] > 2 * df["share_ref"]
+    assert df["share_drift"] and df["share_cur"] > 3 * df["share_ref"]
     assert [(d["class"], d["action"], d["trigger_status"]) for d in s["decisions"]] == \
         [("DF", "regenerate", "not triggered (--trigger none)")]

@@ -79,3 +79,22 @@ def test_trigger_is_idempotent_per_window(tmp_path):
 def test_unknown_trigger_mode(tmp_path):
     with pytest.raises(ValueError, match="--trigger 'cron'"):
         execute([], "cron", MonitorConfig(), tmp_path / "a.jsonl")
+
+
+def test_kfp_trigger_reaches_the_submit_entry_point(tmp_path):
+    """--trigger kfp goes through pipelines.submit; a dead endpoint is a recorded failure, not a crash,
+    and a failed trigger does not block the next run of the same window."""
+    import socket
+
+    from tailsynth.monitor.policy import TriggerSettings
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens here
+    cfg = MonitorConfig(trigger=TriggerSettings(host=f"http://127.0.0.1:{port}",
+                                                arguments={"source": "s3://b/data", "data_revision": "r1"}))
+    audit = tmp_path / "audit.jsonl"
+    for _ in range(2):
+        trig = execute(decide("w9", _verdict(["DF"]), ["DF"]), "kfp", cfg, audit)
+        assert trig["status"] == "failed" and "unreachable" in trig["error"], trig
+    assert [e["status"] for e in read_audit(audit) if e["event"] == "trigger"] == ["failed", "failed"]

@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 
 from tailsynth.data.errors import DataError
-from tailsynth.monitor.records import Embedder, JsonlSink, image_hash, image_statistics, make_record, read_records
+from tailsynth.monitor.records import (
+    Embedder,
+    JsonlSink,
+    image_hash,
+    image_statistics,
+    make_record,
+    read_records,
+)
 from tailsynth.monitor.score import apply_shifts, parse_shift
 
 CLASSES = ["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC"]

@@ -189,7 +189,7 @@ def execute(decisions: list[dict], mode: str, cfg: MonitorConfig, audit_log: str
         else:
             try:
                 trigger.update(_run(mode, classes, window, cfg))
-            except Exception as e:  # the failure is evidence too; the report still gets written
+            except Exception as e:  # noqa: BLE001 - the failure is evidence too; the report still gets written
                 trigger.update(status="failed", error=f"{type(e).__name__}: {e}")
     for d in decisions:
         d["trigger_status"] = trigger["status"] if d["action"] == "regenerate" else "n/a"
@@ -201,6 +201,9 @@ def execute(decisions: list[dict], mode: str, cfg: MonitorConfig, audit_log: str
 
 
 def _run(mode: str, classes: list[str], window: str, cfg: MonitorConfig) -> dict:
+    from ..cli.pipeline import repo_root
+
+    repo_root()  # pipelines/ and components/ live beside the package, not inside it
     t = cfg.trigger
     if t.pipeline != "regenerate_tail":
         raise ValueError(f"trigger.pipeline {t.pipeline!r}: only regenerate_tail is supported")

@@ -201,10 +201,13 @@ def fetch_reference(uri: str, dest: Path, endpoint_url: str | None = None) -> Pa
     local.parent.mkdir(parents=True, exist_ok=True)
     client.download_file(bucket, key, str(local))
     emb_key = key.rsplit("/", 1)[0] + "/" + EMBEDDING_FILE if "/" in key else EMBEDDING_FILE
+    from botocore.exceptions import ClientError
+
     try:
         client.download_file(bucket, emb_key, str(local.parent / EMBEDDING_FILE))
-    except Exception:  # noqa: BLE001 - optional: only needed when records carry raw features
-        pass
+    except ClientError as e:  # optional: only needed when records carry raw penultimate features
+        if e.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey"):
+            raise
     return local
 
 
@@ -213,11 +216,11 @@ def build_report(log: str | Path, reference: str | Path, out: str | Path, trigge
                  publish_to: str | None = None, evidently: bool = True, endpoint_url: str | None = None) -> dict:
     """Compare the records in LOG (file, folder or s3:// prefix) with REFERENCE (file or s3://); write OUT;
     apply the policy; with PUBLISH_TO (s3://bucket/prefix) sync the index folder there."""
+    import tempfile
+
     from .policy import decide, execute, load_config, resolve_tail
     from .records import read_records, records_frame
     from .stats import evaluate_window
-
-    import tempfile
 
     cfg = load_config(config)
     out = Path(out)
