@@ -1,8 +1,9 @@
 """Run train_augment on this machine with KFP's local SubprocessRunner (no Docker, no cluster).
 
 Every task runs in this Python environment; artifacts land under OUT/artifacts/<pipeline>-<timestamp>/,
-and the report folder is copied to OUT. Local caching is on and keyed by the parameters, among them
-the data revision, so a rerun on unchanged data reuses finished stages while new data reruns them.
+and the report folder is copied to OUT. KFP's local cache is off by default: in kfp 2.17 its key includes
+the run's own output paths, so tasks with output artifacts never hit it. On a cluster the backend caches
+by input fingerprint, which includes the `data_revision` parameter.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def resolve_data(data: str | Path) -> Path:
 
 
 def run_local(profile: str, data: str | Path, out: str | Path, data_revision: str | None = None,
-              cache: bool = True, **overrides) -> Path:
+              cache: bool = False, **overrides) -> Path:
     """Run train_augment locally with PROFILE on DATA; returns OUT holding report.md/.html and comparison.csv."""
     from kfp import local
 

@@ -40,13 +40,14 @@ PROFILES: dict[str, dict] = {
              "classes": ["DF", "VASC"], "policy": "fixed", "count": 4, "oversample": 1.0,
              "sampler_steps": 3, "num_shards": 2, "gamma": 0.5},
     # The main job on DermaMNIST (7,007 train images, 28 px) in about 15 minutes on 2 CPU cores:
-    # classifiers ~1.5 min each, diffusion capped at 4 min, ~450 candidates at 20 DDIM steps (~1.5 min).
+    # classifiers ~1.5 min each, diffusion capped at 3.5 min, 180 candidates at 15 DDIM steps with guidance
+    # (~2 core-seconds per image measured here, so ~3 min), ~2 min of task start-up (torch imports).
     "cpu": {**_COMMON,
             "epochs": 8, "resolution": 32, "batch_size": 128,
             "diffusion_size": "small", "diffusion_resolution": 32, "diffusion_steps": 800,
-            "diffusion_batch_size": 32, "diffusion_max_minutes": 4.0,
-            "classes": TAIL_CLASSES, "count": 150, "oversample": 1.0,
-            "sampler_steps": 20, "num_shards": 2, "gamma": 0.5},
+            "diffusion_batch_size": 32, "diffusion_max_minutes": 3.5,
+            "classes": TAIL_CLASSES, "count": 60, "oversample": 1.0,
+            "sampler_steps": 15, "num_shards": 2, "gamma": 0.5},
     # ISIC 2019 at full scale on a GPU pool: fill-to-head synthesis, gamma 0.4, 16 generation shards.
     "paper": {**_COMMON,
               "backbone": "efficientnet_b0", "epochs": 30, "resolution": 128, "batch_size": 128,

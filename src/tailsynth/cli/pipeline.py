@@ -48,7 +48,7 @@ def _check_profile(profile: str) -> None:
 
 
 def run_pipeline(profile: str, data: Optional[Path], out: Path, data_revision: Optional[str] = None,
-                 cache: bool = True, sets: Optional[list[str]] = None) -> Path:
+                 cache: bool = False, sets: Optional[list[str]] = None) -> Path:
     _check_profile(profile)
     repo_root()
     from pipelines.local import run_local
@@ -70,7 +70,7 @@ def run(local_: bool = typer.Option(False, "--local", help="run with KFP's local
         out: Path = typer.Option(..., "--out", help="run folder: report.md, report.html, comparison.csv, artifacts/"),
         data_revision: Optional[str] = typer.Option(None, "--data-revision",
                                                     help="DVC revision of the data (default: its content hash)"),
-        no_cache: bool = typer.Option(False, "--no-cache", help="rerun every stage"),
+        cache: bool = typer.Option(False, "--cache", help="enable KFP's local task cache"),
         sets: Optional[List[str]] = typer.Option(None, "--set", help="override a profile parameter, KEY=VALUE")) -> None:
     """Run train_augment on this machine and write the report."""
     if not local_:
@@ -78,7 +78,7 @@ def run(local_: bool = typer.Option(False, "--local", help="run with KFP's local
         raise typer.Exit(2)
     with fail_cleanly():
         try:
-            folder = run_pipeline(profile, data, out, data_revision, cache=not no_cache, sets=sets)
+            folder = run_pipeline(profile, data, out, data_revision, cache=cache, sets=sets)
         except RuntimeError as e:
             raise ValueError(f"pipeline run failed: {e}") from e
     print(f"report: {folder / 'report.md'}")
