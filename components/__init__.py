@@ -5,11 +5,11 @@ the stage image), turns artifact paths into library arguments, calls one functio
 KFP Metrics plus files. Images come from components/images.yaml (see components.images).
 """
 
-from .data_stages import split, validate, version
 from .classifier_stages import compare, evaluate, export, train_classifier, train_classifier_augmented
-from .synthesis_stages import generate, masks, merge, select, train_diffusion
-from .report_stage import report
 from .control import shard_plan
+from .data_stages import split, validate, version
+from .report_stage import report
+from .synthesis_stages import generate, masks, merge, select, train_diffusion
 
 __all__ = [
     "validate", "split", "version",

@@ -10,8 +10,20 @@ from typing import List
 
 from kfp import dsl
 
-from components import (compare, evaluate, export, generate, masks, merge, select, shard_plan, split,
-                        train_classifier_augmented, validate, version)
+from components import (
+    compare,
+    evaluate,
+    export,
+    generate,
+    masks,
+    merge,
+    select,
+    shard_plan,
+    split,
+    train_classifier_augmented,
+    validate,
+    version,
+)
 
 from .cluster import on_cpu_with_storage, on_gpu
 

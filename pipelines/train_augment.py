@@ -10,8 +10,23 @@ from typing import List
 
 from kfp import dsl
 
-from components import (compare, evaluate, export, generate, masks, merge, report, select, shard_plan, split,
-                        train_classifier, train_classifier_augmented, train_diffusion, validate, version)
+from components import (
+    compare,
+    evaluate,
+    export,
+    generate,
+    masks,
+    merge,
+    report,
+    select,
+    shard_plan,
+    split,
+    train_classifier,
+    train_classifier_augmented,
+    train_diffusion,
+    validate,
+    version,
+)
 
 from .cluster import on_cpu_with_storage, on_gpu
 

@@ -148,9 +148,7 @@ def numeric_items(d: dict, prefix: str = "") -> dict[str, float]:
         name = f"{prefix}{k}"
         if isinstance(v, dict):
             out.update(numeric_items(v, name + "."))
-        elif isinstance(v, (bool, np.bool_)):
-            out[name] = float(v)
-        elif isinstance(v, (int, float, np.integer, np.floating)) and np.isfinite(v):
+        elif isinstance(v, (bool, np.bool_)) or isinstance(v, (int, float, np.integer, np.floating)) and np.isfinite(v):
             out[name] = float(v)
     return out
 
@@ -225,7 +223,8 @@ def push_synthetic_set(folder: str | Path, remote_url: str, endpoint_url: str | 
     env = dict(os.environ, DVC_NO_ANALYTICS="1")
 
     def dvc(*args):
-        proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, env=env, capture_output=True, text=True)
+        proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, env=env, capture_output=True, text=True,
+                              check=False)
         if proc.returncode != 0:
             raise versioning.VersioningError(f"dvc {' '.join(args)} failed: {(proc.stderr or proc.stdout).strip()[-800:]}")
 

@@ -13,8 +13,8 @@ import csv
 import html
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -162,13 +162,13 @@ def build_report(out: str | Path, comparison_csv: str | Path, evaluations: Seque
     header = list(rows[0])
     table = [[r[h] for h in header] for r in rows]
 
-    quality, grid, kept_counts = {}, None, {}
+    quality, grid = {}, None
     if selected:
         qpath = Path(selected) / "quality.json"
         quality = json.loads(qpath.read_text()) if qpath.is_file() else {}
         manifest = Path(selected) / "selected_manifest.csv"
         if manifest.is_file():
-            grid, kept_counts = synthetic_grid(manifest, out / "synthetic_grid.png")
+            grid, _ = synthetic_grid(manifest, out / "synthetic_grid.png")
     record = json.loads(Path(version_record).read_text()) if version_record and Path(version_record).is_file() else {}
     revision = {"real data revision (pipeline parameter)": data_revision or record.get("real_data_revision", ""),
                 "real data content hash (staged bytes)": record.get("real_content_hash", ""),
@@ -200,9 +200,10 @@ def build_report(out: str | Path, comparison_csv: str | Path, evaluations: Seque
 
     css = ("body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse}"
            "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}")
-    h = [f"<!doctype html><html><head><meta charset='utf-8'><title>tailsynth report</title><style>{css}</style>"
-         "</head><body>", f"<h1>tailsynth train_augment report{html.escape(f' (profile {profile})' if profile else '')}"
-         "</h1>", f"<p>{html.escape(summary)}</p>", "<h2>Comparison (validation split)</h2>",
+    head = f"<!doctype html><html><head><meta charset='utf-8'><title>tailsynth report</title><style>{css}</style>"
+    h = [head + "</head><body>",
+         f"<h1>tailsynth train_augment report{html.escape(f' (profile {profile})' if profile else '')}</h1>",
+         f"<p>{html.escape(summary)}</p>", "<h2>Comparison (validation split)</h2>",
          _html_table(header, table), "<p><img src='per_class_recall.png' alt='per-class recall'></p>",
          "<h2>Synthetic tail samples (kept after OOD selection)</h2>",
          "<p><img src='synthetic_grid.png' alt='synthetic grid'></p>" if grid else "<p>No synthetic image was kept.</p>",

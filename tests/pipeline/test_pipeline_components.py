@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -45,7 +46,7 @@ def test_split_keeps_lesions_together(tmp_path, tiny_isic, artifact):
     metrics = artifact("metrics", tmp_path / "m")
     split.python_func(data=artifact("dataset", tiny_isic), seed=0, val_fraction=0.25, test_fraction=0.0,
                       splits=splits, metrics=metrics)
-    rows = list(csv.DictReader(open(tmp_path / "splits.csv")))
+    rows = list(csv.DictReader(Path(tmp_path / "splits.csv").read_text().splitlines()))
     assert len(rows) == 45
     by_group = {}
     for r in rows:
@@ -80,7 +81,7 @@ def test_compare_returns_delta_and_writes_one_row_per_arm(tmp_path, artifact):
     delta = compare.python_func(baseline=artifact("dataset", b), augmented=artifact("dataset", a),
                                 comparison=artifact("dataset", tmp_path / "cmp.csv"), metrics=metrics)
     assert delta == pytest.approx(0.1)
-    rows = list(csv.DictReader(open(tmp_path / "cmp.csv")))
+    rows = list(csv.DictReader(Path(tmp_path / "cmp.csv").read_text().splitlines()))
     assert [r["method"] for r in rows] == ["real-only", "real+synthetic"]
     assert list(rows[0]) == ["method", "balanced_accuracy", "recall_NV", "recall_DF"]
     assert float(rows[1]["recall_DF"]) == pytest.approx(0.4)

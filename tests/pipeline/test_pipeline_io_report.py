@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from PIL import Image
 
 from tailsynth.data import load_source
 from tailsynth.data.errors import DataError
-from tailsynth.pipeline_io import (content_hash, localize_manifest, locate_real_data, source_in, stage_source)
+from tailsynth.pipeline_io import content_hash, localize_manifest, locate_real_data, source_in, stage_source
 from tailsynth.pipeline_report import build_report, comparison_rows
 
 
@@ -51,7 +52,7 @@ def test_localize_manifest_copies_images(tmp_path):
     with open(sel / "selected_manifest.csv", "w", newline="") as f:
         csv.writer(f).writerows([["path", "class", "weight"], [str(cand / "a.png"), "DF", "1.0"]])
     localize_manifest(sel)
-    rows = list(csv.DictReader(open(sel / "selected_manifest.csv")))
+    rows = list(csv.DictReader(Path(sel / "selected_manifest.csv").read_text().splitlines()))
     assert rows[0]["path"].startswith("images/") and (sel / rows[0]["path"]).is_file()
     assert rows[0]["class"] == "DF" and rows[0]["weight"] == "1.0"
     (sel / rows[0]["path"]).unlink()

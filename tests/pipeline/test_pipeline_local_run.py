@@ -48,7 +48,7 @@ def test_tiny_profile_end_to_end(tmp_path, monkeypatch):
                                  "--out", str(out)])
     assert r.exit_code == 0, r.output[-3000:]
     assert f"report: {out / 'report.md'}" in r.output
-    rows = list(csv.DictReader(open(out / "comparison.csv")))
+    rows = list(csv.DictReader(Path(out / "comparison.csv").read_text().splitlines()))
     assert [row["method"] for row in rows] == ["real-only", "real+synthetic"]
     assert list(rows[0]) == ["method", "balanced_accuracy"] + [f"recall_{c}" for c in CLASSES]
     for row in rows:
