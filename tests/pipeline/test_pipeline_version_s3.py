@@ -1,0 +1,68 @@
+"""The version stage pushes the selected synthetic set with DVC to a real S3 endpoint (moto_server, 127.0.0.1)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def s3(monkeypatch, tmp_path):
+    port = _free_port()
+    exe = Path(sys.executable).with_name("moto_server")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "moto.server"]
+    proc = subprocess.Popen([*cmd, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+                 "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"), "AWS_CONFIG_FILE": str(tmp_path / "none"),
+                 "AWS_EC2_METADATA_DISABLED": "true", "AWS_ENDPOINT_URL": endpoint, "DVC_NO_ANALYTICS": "1"}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.time() > deadline:
+                    pytest.fail(f"moto_server did not start on {endpoint}")
+                time.sleep(0.1)
+        client = boto3.client("s3", endpoint_url=endpoint)
+        client.create_bucket(Bucket="synthetic")
+        yield client
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_version_pushes_synthetic_set(tmp_path, s3, artifact):
+    from components import version
+
+    sel = tmp_path / "selected"
+    (sel / "images").mkdir(parents=True)
+    (sel / "images" / "a.png").write_bytes(b"\x89PNG fake but bytes are bytes")
+    (sel / "selected_manifest.csv").write_text("path,class\nimages/a.png,DF\n")
+    record = artifact("artifact", tmp_path / "record.json")
+    rev = version.python_func(synthetic=artifact("dataset", sel), data_revision="sha256:real", content_hash="c0ffee",
+                              remote="s3://synthetic/sets", record=record)
+    entry = json.loads((tmp_path / "record.json").read_text())
+    assert rev == entry["synthetic_revision"] and rev.endswith(".dir")
+    assert entry["real_data_revision"] == "sha256:real" and entry["files"] == 2
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="synthetic").get("Contents", [])]
+    assert keys and all(k.startswith("sets/") for k in keys)
+    assert len(keys) == 3  # the two files and the directory listing, content-addressed
