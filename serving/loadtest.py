@@ -17,7 +17,6 @@ import base64
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -186,11 +185,11 @@ def run(model: Path | None, requests: int, concurrency: list[int], images_dir: P
         ep = None
         if name in ("torch_eager", "onnxruntime"):
             fn = torch_eager if name == "torch_eager" else onnxruntime_inproc
-            call = lambda c, fn=fn: closed_loop_threads(fn, images, requests, c)  # noqa: E731
+            call = lambda c, fn=fn: closed_loop_threads(fn, images, requests, c)
         else:
             backend = "triton" if name == "triton_endpoint" else "onnxruntime"
             ep = Endpoint(repo, backend, token)
-            call = lambda c, ep=ep: closed_loop_http(ep.url, token, images, requests, c)  # noqa: E731
+            call = lambda c, ep=ep: closed_loop_http(ep.url, token, images, requests, c)
         try:
             call(1) if warmup else None
             results[name] = {}

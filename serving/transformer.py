@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import uuid
-from typing import Dict, Union
 
 import numpy as np
 from kserve import InferOutput, InferRequest, InferResponse, Model, ModelServer
@@ -31,19 +30,21 @@ from kserve.errors import InferenceError, InvalidInput
 
 from tailsynth.serve.backends import MODEL_NAME, OnnxRuntimeBackend, PredictorError, TritonHTTPBackend
 from tailsynth.serve.images import BadInput, Limits, decode_image, image_stats, sha256
-from tailsynth.serve.records import JsonlSink, prediction_record
+from tailsynth.serve.records import JsonlSink, Projection, prediction_record
 
 log = logging.getLogger("tailsynth.transformer")
 
 
 class LesionTransformer(Model):
     def __init__(self, name: str, backend, limits: Limits = Limits(), records: str | None = None,
-                 log_embeddings: bool = True):
+                 embedding: str | None = None):
         super().__init__(name)
         self.backend = backend
         self.limits = limits
         self.sink = JsonlSink(records) if records else None
-        self.log_embeddings = log_embeddings
+        # Without the monitoring projection, records carry no embedding (512 raw floats would not match the
+        # drift reference's space).
+        self.projection = Projection(embedding) if embedding else None
         self.info: dict = {}
 
     def load(self) -> bool:
@@ -52,7 +53,7 @@ class LesionTransformer(Model):
         return self.ready
 
     # --- request parsing: every failure is a 400 naming the item at fault ---
-    def _items_v1(self, payload: Dict) -> list[tuple[str, bytes]]:
+    def _items_v1(self, payload: dict) -> list[tuple[str, bytes]]:
         if isinstance(payload, (bytes, str)):  # a JSON body sent without a JSON content type
             try:
                 payload = json.loads(payload)
@@ -101,7 +102,11 @@ class LesionTransformer(Model):
             items.append((name, x))
         return items
 
-    def preprocess(self, payload: Union[Dict, InferRequest], headers: Dict[str, str] = None) -> dict:
+    async def preprocess(self, payload: dict | InferRequest, headers: dict[str, str] = None) -> dict:
+        # Decoding is CPU work: a worker thread keeps the event loop answering other requests meanwhile.
+        return await asyncio.get_running_loop().run_in_executor(None, self._preprocess, payload, headers)
+
+    def _preprocess(self, payload: dict | InferRequest, headers: dict[str, str] = None) -> dict:
         try:
             is_v2 = isinstance(payload, InferRequest)
             items = self._items_v2(payload) if is_v2 else self._items_v1(payload)
@@ -117,24 +122,24 @@ class LesionTransformer(Model):
         return {"images": images, "hashes": [sha256(bytes(b)) for _, b in items], "v2": is_v2,
                 "request_id": str(rid)}
 
-    async def predict(self, payload: dict, headers: Dict[str, str] = None) -> dict:
+    async def predict(self, payload: dict, headers: dict[str, str] = None) -> dict:
         try:
             probs, feats = await self.backend.predict(payload["images"])
         except PredictorError as e:
             raise InferenceError(str(e)) from None
         return {**payload, "probabilities": np.asarray(probs, np.float32), "features": np.asarray(feats, np.float32)}
 
-    def postprocess(self, result: dict, headers: Dict[str, str] = None):
+    def postprocess(self, result: dict, headers: dict[str, str] = None):
         classes, version = self.info["classes"], self.info["model_version"]
         probs = result["probabilities"]
         top = [classes[i] for i in probs.argmax(1)]
         if self.sink is not None:
+            emb = self.projection(result["features"]) if self.projection is not None else [None] * len(top)
             recs = [prediction_record(request_id=result["request_id"], image_sha256=h, predicted_class=c,
                                       probabilities=dict(zip(classes, p.tolist())), model_version=version,
-                                      embedding=f.tolist() if self.log_embeddings else None,
+                                      embedding=None if e is None else e.tolist(),
                                       image_stats=image_stats(img), item=i)
-                    for i, (h, c, p, f, img) in enumerate(zip(result["hashes"], top, probs, result["features"],
-                                                              result["images"]))]
+                    for i, (h, c, p, e, img) in enumerate(zip(result["hashes"], top, probs, emb, result["images"]))]
             try:
                 self.sink.write(recs)
             except OSError as e:  # monitoring must not take the endpoint down
@@ -208,13 +213,13 @@ def make_backend(backend: str, repo: str | None = None, predictor_host: str | No
 
 def run(*, backend: str = "triton", repo: str | None = None, predictor_host: str | None = None,
         host: str = "127.0.0.1", port: int = 8080, token: str | None = None, records: str | None = None,
-        limits: Limits = Limits(), model_name: str = MODEL_NAME, log_embeddings: bool = True) -> None:
+        limits: Limits = Limits(), model_name: str = MODEL_NAME, embedding: str | None = None) -> None:
     """Serve until SIGTERM/SIGINT."""
     from kserve.model_server import app
 
     from tailsynth.serve.guard import GuardMiddleware, V2BinaryBytesAdapter
 
-    model = LesionTransformer(model_name, make_backend(backend, repo, predictor_host), limits, records, log_embeddings)
+    model = LesionTransformer(model_name, make_backend(backend, repo, predictor_host), limits, records, embedding)
     model.load()
     # Added last = outermost: auth and the size limit run before the binary BYTES rewrite buffers anything.
     app.add_middleware(V2BinaryBytesAdapter)
@@ -236,7 +241,8 @@ def parse_args(argv=None):
     p.add_argument("--max_body_bytes", type=int, default=Limits.max_body_bytes)
     p.add_argument("--max_image_bytes", type=int, default=Limits.max_image_bytes)
     p.add_argument("--max_pixels", type=int, default=Limits.max_pixels)
-    p.add_argument("--no_embeddings", action="store_true", help="do not log embeddings in prediction records")
+    p.add_argument("--embedding", default=os.environ.get("TAILSYNTH_EMBEDDING"),
+                   help="monitoring projection (embedding.npz from the repository) for record embeddings")
     a, _ = p.parse_known_args(argv)  # KServe passes its own flags too (e.g. --predictor_protocol)
     return a
 
@@ -248,7 +254,7 @@ def main(argv=None) -> None:
     limits = Limits(max_image_bytes=a.max_image_bytes, max_pixels=a.max_pixels, max_batch=a.max_batch,
                     max_body_bytes=a.max_body_bytes)
     run(backend=a.backend, repo=a.repo, predictor_host=a.predictor_host, host=a.host, port=a.http_port,
-        token=token, records=a.records, limits=limits, model_name=a.model_name, log_embeddings=not a.no_embeddings)
+        token=token, records=a.records, limits=limits, model_name=a.model_name, embedding=a.embedding)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ Outputs: `probabilities` (softmax, N x C) and `features` (penultimate embedding,
 
 Repository layout (the KServe `storageUri` is REPO itself, the root, and requests name `lesion-classifier`):
   REPO/lesion-classifier/config.pbtxt
-  REPO/lesion-classifier/labels.txt, model_card.json, model_card.md, serving.json
+  REPO/lesion-classifier/labels.txt, model_card.json, model_card.md, serving.json[, embedding.npz]
   REPO/lesion-classifier/<version>/model.onnx            (+ model.py when target == "local")
 target "cluster": platform onnxruntime_onnx (GPU instances, optional TensorRT accelerator).
 target "local": backend "python" running onnxruntime inside the python backend, because the tritonserver
@@ -18,9 +18,9 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from datetime import datetime, timezone
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -89,7 +89,7 @@ def check_parity(model, meta: dict, onnx_path: str | Path, images: np.ndarray | 
         "max_abs_diff_features": float(np.abs(f_t - f_o).max()),
         "max_abs_diff_batch1": float(np.abs(p_t[:1] - p_1).max()),
         "top1_agreement": float((p_t.argmax(1) == p_o.argmax(1)).mean()),
-        "n_images": int(len(images)),
+        "n_images": len(images),
         "tolerance": PARITY_TOLERANCE,
     }
 
@@ -114,7 +114,7 @@ def build_model_card(meta: dict, version: str, parity: dict, metrics: dict | Non
     return {
         "name": MODEL_NAME,
         "version": version,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "intended_use": INTENDED_USE,
         "backbone": meta["backbone"],
         "classes": list(meta["classes"]),
@@ -255,9 +255,17 @@ def export_model(model: str | Path, out: str | Path, target: str = "local", *, m
     card = build_model_card(meta, version, parity, metrics, target)
     (mdir / "model_card.json").write_text(json.dumps(card, indent=2, default=str) + "\n")
     (mdir / "model_card.md").write_text(model_card_markdown(card))
+    # The monitoring reference's projection of the features (tailsynth.monitor.records.Embedder) travels with the
+    # model, so the transformer logs embeddings in the same low-dimensional space as the drift reference.
+    proj = model_dir / "monitor" / "embedding.npz"
+    if proj.is_file():
+        shutil.copy2(proj, mdir / "embedding.npz")
+    elif (mdir / "embedding.npz").exists():
+        (mdir / "embedding.npz").unlink()
     serving = {"model_name": MODEL_NAME, "model_version": version, "classes": list(meta["classes"]),
                "resolution": int(meta["resolution"]), "input": INPUT_NAME, "outputs": list(OUTPUTS),
-               "feature_dim": feature_dim, "triton_version": int(triton_version), "target": target}
+               "feature_dim": feature_dim, "triton_version": int(triton_version), "target": target,
+               "embedding_projection": "embedding.npz" if proj.is_file() else None}
     (mdir / "serving.json").write_text(json.dumps(serving, indent=2) + "\n")
     return {"repository": str(Path(out)), "model_name": MODEL_NAME, "model_version": version, "target": target,
             "onnx": str(onnx_path), "parity": parity, "config": str(mdir / "config.pbtxt")}

@@ -79,6 +79,11 @@ def tiny_model(tmp_path_factory) -> Path:
     model.eval()
     save_classifier(model, out, backbone="resnet18", classes=CLASSES, resolution=RES,
                     config={"test_fixture": True, "trained_on": trained_on}, data_revision="test-fixture")
+    # A monitoring projection beside the model (as `tailsynth monitor reference` writes it): 5 dims.
+    (out / "monitor").mkdir()
+    rng = np.random.default_rng(0)
+    np.savez(out / "monitor" / "embedding.npz", mean=rng.normal(size=512).astype(np.float32),
+             components=rng.normal(size=(5, 512)).astype(np.float32), explained_variance_ratio=np.ones(5, np.float32))
     (out / "metrics.json").write_text('{"balanced_accuracy": 0.3, "per_class": {"MEL": {"recall": 0.2}, "NV": {"recall": 0.9}}}')
     return out
 
@@ -161,9 +166,17 @@ def need_triton():
 @pytest.fixture(scope="session")
 def triton_server(local_repo, tmp_path_factory):
     need_triton()
+    import re
+
+    import serving_checks
+
     s = Server(local_repo, "triton", "s3cret", tmp_path_factory.mktemp("triton") / "predictions.jsonl").wait_ready()
     yield s
-    s.stop()
+    m = re.search(r"triton ready on http://127\.0\.0\.1:(\d+)", s.log())
+    rc = s.stop()
+    # SIGTERM stops the transformer cleanly and takes the Triton child down with it.
+    assert rc == 0, s.log()[-3000:]
+    assert m and not serving_checks.listen_addresses(int(m.group(1))), "tritonserver still listening after SIGTERM"
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ import json
 import subprocess
 
 import pytest
-
 import serving_checks as chk
 from conftest import MAX_BODY, tailsynth_bin
 

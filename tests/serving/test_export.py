@@ -17,6 +17,8 @@ def test_local_repository_layout_and_card(local_repo, tiny_model):
     assert (mdir / "1" / "model.onnx").is_file() and (mdir / "1" / "model.py").is_file()
     cfg = (mdir / "config.pbtxt").read_text()
     assert 'backend: "python"' in cfg and "max_batch_size: 32" in cfg and "dynamic_batching" in cfg
+    assert (mdir / "embedding.npz").is_file()
+    assert json.loads((mdir / "serving.json").read_text())["embedding_projection"] == "embedding.npz"
     assert (mdir / "labels.txt").read_text().split() == ["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC"]
     card = json.loads((mdir / "model_card.json").read_text())
     assert card["intended_use"] == "research use, not for diagnosis"
@@ -39,6 +41,7 @@ def test_dynamic_batch_axis_and_parity_on_real_images(local_repo, torch_model, d
     for n in (1, 7, 37):  # batch sizes the export never saw
         p, f = sess.run(None, {"image": imgs[:n]})
         p_t, f_t, _ = predict_arrays(model, meta, imgs[:n], features=True)
+        assert np.abs(f - f_t).max() < 1e-3
         assert p.shape == (n, 7) and f.shape == (n, 512)
         assert np.abs(p - p_t).max() < 1e-4
         assert (p.argmax(1) == p_t.argmax(1)).all()
@@ -72,6 +75,7 @@ def test_local_config_parses(local_repo):
     assert cfg["instanceGroup"][0]["kind"] == "KIND_CPU"
 
 
+@pytest.mark.slow  # a second full ONNX export (~30 s on 2 busy cores); the cluster config itself is tested above
 def test_cluster_target_via_cli(tiny_model, tmp_path):
     from conftest import tailsynth_bin
 

@@ -6,8 +6,8 @@ import io
 
 import numpy as np
 import pytest
-
 import serving_checks as chk
+
 from tailsynth.serve.images import BadInput, Limits, decode_image
 from tailsynth.serve.records import JsonlSink, prediction_record, read_records
 

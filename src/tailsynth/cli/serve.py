@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -33,9 +31,9 @@ def export(model: Path = typer.Option(..., "--model", help="classifier folder (M
 def serve(repo: Path = typer.Option(..., "--repo", help="model repository from `tailsynth export`"),
           backend: str = typer.Option("triton", "--backend", help="triton (bundled tritonserver) or onnxruntime"),
           port: int = typer.Option(8080, "--port", help="transformer port on 127.0.0.1"),
-          token: Optional[str] = typer.Option(None, "--token", envvar="TAILSYNTH_TOKEN",
+          token: str | None = typer.Option(None, "--token", envvar="TAILSYNTH_TOKEN",
                                               help="require 'Authorization: Bearer TOKEN' on inference calls"),
-          records: Optional[Path] = typer.Option(None, "--records", help="prediction records JSONL "
+          records: Path | None = typer.Option(None, "--records", help="prediction records JSONL "
                                                  "(default REPO/predictions.jsonl)"),
           max_batch: int = typer.Option(32, help="most images per request"),
           max_body_bytes: int = typer.Option(64 * 1024 * 1024, help="largest request body")) -> None:
@@ -54,9 +52,9 @@ def serve(repo: Path = typer.Option(..., "--repo", help="model repository from `
         raise typer.Exit(1)
 
 
-def predict(images: List[Path] = typer.Argument(..., help="image files (JPEG/PNG)"),
+def predict(images: list[Path] = typer.Argument(..., help="image files (JPEG/PNG)"),
             url: str = typer.Option(..., "--url", help="endpoint, e.g. http://127.0.0.1:8080"),
-            token: Optional[str] = typer.Option(None, "--token", envvar="TAILSYNTH_TOKEN"),
+            token: str | None = typer.Option(None, "--token", envvar="TAILSYNTH_TOKEN"),
             batch_size: int = typer.Option(16, help="images per request")) -> None:
     """Classify images through a running endpoint; one JSON line per image."""
     from ..serve.client import PredictError, predict_files

@@ -89,19 +89,26 @@ class TritonHTTPBackend:
             self._client = thaio.InferenceServerClient(self.url, ssl=self.ssl, conn_timeout=self.timeout_s)
         return self._client
 
-    def load_info(self) -> dict:
+    def load_info(self, wait_s: float = 300.0) -> dict:
         """Classes, resolution and version from the model config's parameters (written by the export).
 
-        Synchronous on purpose: it runs once in Model.load(), before the server's event loop exists."""
+        Synchronous on purpose: it runs once in Model.load(), before the server's event loop exists. In a pod
+        the predictor may still be loading: retry until `wait_s` has passed instead of crash-looping."""
+        import time
         import urllib.request
 
         scheme = "https" if self.ssl else "http"
         url = f"{scheme}://{self.url}/v2/models/{self.model_name}/config"
-        try:
-            with urllib.request.urlopen(url, timeout=self.timeout_s) as r:
-                cfg = json.loads(r.read())
-        except Exception as e:
-            raise PredictorError(f"cannot read the model config from {url}: {e}") from e
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=min(self.timeout_s, 10)) as r:
+                    cfg = json.loads(r.read())
+                break
+            except Exception as e:
+                if time.monotonic() > deadline:
+                    raise PredictorError(f"cannot read the model config from {url}: {e}") from e
+                time.sleep(2.0)
         params = {k: v.get("string_value") for k, v in (cfg.get("parameters") or {}).items()}
         missing = [k for k in ("classes", "resolution", "model_version") if not params.get(k)]
         if missing:

@@ -6,8 +6,8 @@ import base64
 import json
 import urllib.error
 import urllib.request
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 MODEL_NAME = "lesion-classifier"
 

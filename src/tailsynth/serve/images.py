@@ -71,7 +71,15 @@ def decode_image(data: bytes, resolution: int, name: str = "image", limits: Limi
 
 
 def image_stats(img: np.ndarray) -> dict:
-    """Cheap per-image statistics for drift monitoring (Evidently has no image type)."""
+    """Cheap per-image statistics for drift monitoring (Evidently has no image type), of the model input.
+
+    The monitoring package's definition wins when it is installed, so serving and reference agree."""
+    try:
+        from ..monitor.records import image_statistics
+    except ImportError:
+        image_statistics = None
+    if image_statistics is not None:
+        return image_statistics(img)
     x = img.reshape(-1, 3).astype(np.float32)
     mean = x.mean(0)
     return {"mean_r": float(mean[0]), "mean_g": float(mean[1]), "mean_b": float(mean[2]),

@@ -43,8 +43,11 @@ def serve(repo: str | Path, backend: str = "triton", port: int = 8080, token: st
         raise FileNotFoundError(f"{repo}: no lesion-classifier model (run `tailsynth export --model MODEL_DIR --out {repo}`)")
     transformer = load_transformer_module()
     records = str(records) if records else str(repo / "predictions.jsonl")
+    proj = repo / "lesion-classifier" / "embedding.npz"
+    embedding = str(proj) if proj.is_file() else None
     if backend == "onnxruntime":
-        transformer.run(backend="onnxruntime", repo=str(repo), port=port, token=token, records=records, limits=limits)
+        transformer.run(backend="onnxruntime", repo=str(repo), port=port, token=token, records=records, limits=limits,
+                        embedding=embedding)
         return
     cfg = (repo / "lesion-classifier" / "config.pbtxt").read_text()
     if 'backend: "python"' not in cfg:
@@ -56,6 +59,6 @@ def serve(repo: str | Path, backend: str = "triton", port: int = 8080, token: st
     print(f"triton ready on {tp.url} (log {tp.log_path})", file=sys.stderr, flush=True)
     try:
         transformer.run(backend="triton", predictor_host=f"127.0.0.1:{tp.http_port}", port=port, token=token,
-                        records=records, limits=limits)
+                        records=records, limits=limits, embedding=embedding)
     finally:
         tp.stop()

@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 import os
 import threading
-from datetime import datetime, timezone
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Mapping, Sequence
 
 RECORD_FIELDS = ("timestamp", "request_id", "image_sha256", "predicted_class", "probabilities", "model_version")
 
@@ -21,7 +21,7 @@ def prediction_record(*, request_id: str, image_sha256: str, predicted_class: st
                       embedding: Sequence[float] | None = None, image_stats: Mapping[str, float] | None = None,
                       timestamp: str | None = None, **extra) -> dict:
     rec = {
-        "timestamp": timestamp or datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+        "timestamp": timestamp or datetime.now(UTC).isoformat(timespec="milliseconds"),
         "request_id": str(request_id),
         "image_sha256": image_sha256,
         "predicted_class": predicted_class,
@@ -52,6 +52,24 @@ class JsonlSink:
             f.write(text)
             f.flush()
             os.fsync(f.fileno()) if os.environ.get("TAILSYNTH_FSYNC_RECORDS") else None
+
+
+class Projection:
+    """Maps penultimate features to the monitoring embedding: (f - mean) @ components.T (a PCA from the
+    monitoring reference, `MODEL_DIR/monitor/embedding.npz`, copied into the repository by the export)."""
+
+    def __init__(self, path: str | Path):
+        import numpy as np
+
+        z = np.load(path)
+        self.mean = z["mean"].astype("float32")
+        self.components = z["components"].astype("float32")
+
+    def __call__(self, features):
+        if features.shape[-1] != self.components.shape[1]:
+            raise ValueError(f"features have {features.shape[-1]} dims, the embedding projection expects "
+                             f"{self.components.shape[1]}")
+        return (features.astype("float32") - self.mean) @ self.components.T
 
 
 def read_records(path: str | Path) -> list[dict]:
