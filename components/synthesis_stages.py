@@ -73,8 +73,15 @@ def select(candidates: Input[Dataset], data: Input[Dataset], splits: Input[Datas
 
     Exactly one of `gamma` (keep fraction per class) and `calibrate` (validation quantile) is > 0.
     """
+    import os
+
     from tailsynth.ood.select import select_candidates
     from tailsynth.pipeline_io import localize_manifest, numeric_items, source_in
+
+    listed = os.path.join(candidates.path, "manifest.csv")
+    with open(listed) as f:
+        if sum(1 for _ in f) < 2:
+            raise ValueError(f"{listed}: no candidates were generated (check the classes, policy and count)")
 
     result = select_candidates(candidates.path, str(source_in(data.path)), classifier.path, selected.path,
                                gamma=gamma if gamma > 0 else None, calibrate=calibrate if calibrate > 0 else None,

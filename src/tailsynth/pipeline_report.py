@@ -94,15 +94,38 @@ def plot_per_class(rows: list[dict], out_png: Path) -> Path:
     return out_png
 
 
-def synthetic_grid(manifest: Path, out_png: Path, per_class: int = 8, tile: int = 48) -> tuple[Path | None, dict]:
-    """A grid with one row per class of kept synthetic images; returns (png or None, counts per class)."""
-    from PIL import Image, ImageDraw
-
+def _manifest_images(manifest: Path) -> dict[str, list[Path]]:
     by_class: dict[str, list[Path]] = {}
     with open(manifest, newline="") as f:
         for row in csv.DictReader(f):
             p = Path(row["path"])
             by_class.setdefault(row["class"], []).append(p if p.is_absolute() else manifest.parent / p)
+    return by_class
+
+
+def rejected_images(candidates: Path, kept: dict[str, list[Path]]) -> dict[str, list[Path]]:
+    """Candidates (a generate/merge folder: manifest.csv `id,class,...` + images/<id>.png) that selection dropped.
+
+    Kept files are named `<n>_<id>.png` once the selection travels with its images (pipeline_io.localize_manifest).
+    """
+    kept_ids = {p.stem.split("_", 1)[1] if p.stem[:6].isdigit() else p.stem for ps in kept.values() for p in ps}
+    out: dict[str, list[Path]] = {}
+    manifest = Path(candidates) / "manifest.csv"
+    if not manifest.is_file():
+        return out
+    with open(manifest, newline="") as f:
+        for row in csv.DictReader(f):
+            if row["id"] not in kept_ids:
+                out.setdefault(row["class"], []).append(Path(candidates) / "images" / f"{row['id']}.png")
+    return out
+
+
+def synthetic_grid(manifest: Path | dict, out_png: Path, per_class: int = 8, tile: int = 48) -> tuple[Path | None, dict]:
+    """A grid with one row per class of synthetic images (a manifest CSV or {class: paths});
+    returns (png or None, counts per class)."""
+    from PIL import Image, ImageDraw
+
+    by_class = manifest if isinstance(manifest, dict) else _manifest_images(manifest)
     counts = {c: len(v) for c, v in by_class.items()}
     if not by_class:
         return None, counts
@@ -162,13 +185,17 @@ def build_report(out: str | Path, comparison_csv: str | Path, evaluations: Seque
     header = list(rows[0])
     table = [[r[h] for h in header] for r in rows]
 
-    quality, grid = {}, None
+    quality, grid, rejected_grid = {}, None, None
     if selected:
         qpath = Path(selected) / "quality.json"
         quality = json.loads(qpath.read_text()) if qpath.is_file() else {}
         manifest = Path(selected) / "selected_manifest.csv"
         if manifest.is_file():
             grid, _ = synthetic_grid(manifest, out / "synthetic_grid.png")
+            if candidates:
+                dropped = rejected_images(Path(candidates), _manifest_images(manifest))
+                if dropped:
+                    rejected_grid, _ = synthetic_grid(dropped, out / "rejected_grid.png")
     record = json.loads(Path(version_record).read_text()) if version_record and Path(version_record).is_file() else {}
     revision = {"real data revision (pipeline parameter)": data_revision or record.get("real_data_revision", ""),
                 "real data content hash (staged bytes)": record.get("real_content_hash", ""),
@@ -181,16 +208,22 @@ def build_report(out: str | Path, comparison_csv: str | Path, evaluations: Seque
     sel_header, sel_rows = selection_table(quality)
     base, aug = rows[0], rows[-1]
     delta = aug["balanced_accuracy"] - base["balanced_accuracy"]
-    summary = (f"Balanced accuracy (val): {base['method']} {_fmt(base['balanced_accuracy'])} -> "
+    split_name = (evs[0].get("split") if evs else None) or "val"
+    summary = (f"Balanced accuracy ({split_name}): {base['method']} {_fmt(base['balanced_accuracy'])} -> "
                f"{aug['method']} {_fmt(aug['balanced_accuracy'])} ({delta:+.3f}).")
+    if split_name == "val":
+        summary += (" Both arms also chose their epoch on this split, so absolute values are optimistic;"
+                    " compare the arms with each other.")
 
     md = [f"# tailsynth train_augment report{f' (profile {profile})' if profile else ''}", "",
-          summary, "", "## Comparison (validation split)", "", _md_table(header, table), "",
+          summary, "", f"## Comparison ({split_name} split)", "", _md_table(header, table), "",
           "![per-class recall](per_class_recall.png)", ""]
     if support:
         md += ["Validation support per class: " + ", ".join(f"{c} {n}" for c, n in support.items()), ""]
     md += ["## Synthetic tail samples (kept after OOD selection)", ""]
     md += (["![synthetic grid](synthetic_grid.png)", ""] if grid else ["No synthetic image was kept.", ""])
+    if rejected_grid:
+        md += ["Candidates dropped by the selection:", "", "![rejected candidates](rejected_grid.png)", ""]
     md += ["## Selection statistics", "", _md_table(sel_header, sel_rows) if sel_rows else "No selection statistics.",
            "", f"Selection settings: `{json.dumps(quality.get('selection', {}), default=str)}`", "",
            "## Data revision", "", _md_table(["item", "value"], [[k, v] for k, v in revision.items()]), ""]
@@ -203,10 +236,12 @@ def build_report(out: str | Path, comparison_csv: str | Path, evaluations: Seque
     head = f"<!doctype html><html><head><meta charset='utf-8'><title>tailsynth report</title><style>{css}</style>"
     h = [head + "</head><body>",
          f"<h1>tailsynth train_augment report{html.escape(f' (profile {profile})' if profile else '')}</h1>",
-         f"<p>{html.escape(summary)}</p>", "<h2>Comparison (validation split)</h2>",
+         f"<p>{html.escape(summary)}</p>", f"<h2>Comparison ({split_name} split)</h2>",
          _html_table(header, table), "<p><img src='per_class_recall.png' alt='per-class recall'></p>",
          "<h2>Synthetic tail samples (kept after OOD selection)</h2>",
          "<p><img src='synthetic_grid.png' alt='synthetic grid'></p>" if grid else "<p>No synthetic image was kept.</p>",
+         "<p>Candidates dropped by the selection:</p><p><img src='rejected_grid.png' alt='rejected candidates'></p>"
+         if rejected_grid else "",
          "<h2>Selection statistics</h2>", _html_table(sel_header, sel_rows) if sel_rows else "<p>none</p>",
          "<h2>Data revision</h2>", _html_table(["item", "value"], [[k, v] for k, v in revision.items()])]
     if extra:

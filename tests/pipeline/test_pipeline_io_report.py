@@ -81,9 +81,21 @@ def test_build_report(tmp_path):
     (sel / "selected_manifest.csv").write_text("path,class\nimages/x.png,DF\n")
     (sel / "quality.json").write_text(json.dumps({"per_class": {"DF": {"n_candidates": 4, "n_kept": 1}},
                                                   "overall": {"n_candidates": 4, "n_kept": 1, "acceptance_rate": 0.25}}))
+    cand = tmp_path / "cand"
+    (cand / "images").mkdir(parents=True)
+    for cid in ("syn_DF_0", "syn_DF_1"):
+        Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(cand / "images" / f"{cid}.png")
+    (cand / "manifest.csv").write_text("id,class\nsyn_DF_0,DF\nsyn_DF_1,DF\n")
+    (sel / "images" / "x.png").rename(sel / "images" / "000000_syn_DF_1.png")
+    (sel / "selected_manifest.csv").write_text("path,class\nimages/000000_syn_DF_1.png,DF\n")
     rec = tmp_path / "rec.json"
     rec.write_text(json.dumps({"real_content_hash": "h123", "synthetic_revision": "not-pushed"}))
-    out = build_report(tmp_path / "report", tmp_path / "cmp.csv", evs, selected=sel, version_record=rec,
+    from tailsynth.pipeline_report import _manifest_images, rejected_images
+
+    dropped = rejected_images(cand, _manifest_images(sel / "selected_manifest.csv"))
+    assert {c: [p.name for p in ps] for c, ps in dropped.items()} == {"DF": ["syn_DF_0.png"]}
+    out = build_report(tmp_path / "report", tmp_path / "cmp.csv", evs, candidates=cand, selected=sel,
+                       version_record=rec,
                        data_revision="sha256:feed", profile="tiny")
     md = (out / "report.md").read_text()
     assert "| real+synthetic | 0.550 |" in md and "(+0.050)" in md
@@ -91,6 +103,7 @@ def test_build_report(tmp_path):
     assert "| DF | 4 | 1 | 0.250 |" in md
     html = (out / "report.html").read_text()
     assert "<table>" in html and "synthetic_grid.png" in html
-    for f in ("comparison.csv", "per_class_recall.png", "synthetic_grid.png"):
+    assert "rejected_grid.png" in md
+    for f in ("comparison.csv", "per_class_recall.png", "synthetic_grid.png", "rejected_grid.png"):
         assert (out / f).stat().st_size > 0
     assert (out / "comparison.csv").read_text().splitlines()[0] == "method,balanced_accuracy,recall_NV,recall_DF"
