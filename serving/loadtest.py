@@ -171,7 +171,10 @@ def run(model: Path | None, requests: int, concurrency: list[int], images_dir: P
         summary["parity"] = check_parity(net, meta, summary["onnx"])
     r = int(meta["resolution"])
     images = load_images(images_dir, 64, r)
-    sess = ort.InferenceSession(summary["onnx"], providers=["CPUExecutionProvider"])
+    opts = ort.SessionOptions()
+    # Same session settings as the served paths (no spinning threads; TAILSYNTH_ORT_SPIN=1 to compare).
+    opts.add_session_config_entry("session.intra_op.allow_spinning", os.environ.get("TAILSYNTH_ORT_SPIN", "0"))
+    sess = ort.InferenceSession(summary["onnx"], sess_options=opts, providers=["CPUExecutionProvider"])
 
     def torch_eager(b: bytes):
         return predict_arrays(net, meta, decode_image(b, r)[None])
@@ -214,7 +217,8 @@ def run(model: Path | None, requests: int, concurrency: list[int], images_dir: P
             "images": f"{len(images)} real JPEGs from {images_dir}" if images_dir and images_dir.exists()
             else f"{len(images)} synthetic JPEGs",
             "machine": {"cpus": os.cpu_count(), "loadavg_at_end": [round(x, 2) for x in load],
-                        "python": platform.python_version(), "torch_threads": torch.get_num_threads()},
+                        "python": platform.python_version(), "torch_threads": torch.get_num_threads(),
+                        "ort_allow_spinning": os.environ.get("TAILSYNTH_ORT_SPIN", "0")},
             "parity": summary["parity"]}
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,8 @@ class OnnxRuntimeBackend:
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
+        # No spinning: the transformer's decoding threads share these cores (see triton_python_model.py).
+        opts.add_session_config_entry("session.intra_op.allow_spinning", os.environ.get("TAILSYNTH_ORT_SPIN", "0"))
         self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
     def describe(self) -> dict:

@@ -47,7 +47,13 @@ def predict_files(url: str, paths: Sequence[str | Path], token: str | None = Non
             raise FileNotFoundError(f"{p}: no such image file")
     for i in range(0, len(paths), batch_size):
         chunk = paths[i : i + batch_size]
-        preds = predict_bytes(url, [p.read_bytes() for p in chunk], token=token, timeout=timeout)
+        try:
+            preds = predict_bytes(url, [p.read_bytes() for p in chunk], token=token, timeout=timeout)
+        except PredictError as e:
+            import re
+
+            # The server names the item (instances[k]); name the file instead.
+            raise PredictError(re.sub(r"instances\[(\d+)\]", lambda m: str(chunk[int(m.group(1))]), str(e))) from None
         for p, pred in zip(chunk, preds):
             yield {"image": str(p), "class": pred["class"], "probabilities": pred["probabilities"],
                    "model_version": pred.get("model_version")}
