@@ -8,7 +8,7 @@ Record fields (schema 1):
   schema, timestamp (ISO-8601 UTC), request_id, image_hash, model_version,
   predicted (class name), confidence (max probability), probabilities {class: p},
   embedding [float, ...] (may be empty when no projection is available),
-  image_stats {brightness, contrast, saturation, mean_r, mean_g, mean_b, height, width},
+  image_stats {brightness, contrast, sharpness, saturation, mean_r, mean_g, mean_b, height, width},
   label (optional ground truth from labelled feedback), source (optional free text).
 """
 
@@ -27,7 +27,8 @@ import numpy as np
 from ..data.errors import DataError
 
 SCHEMA_VERSION = 1
-IMAGE_STAT_COLUMNS = ("brightness", "contrast", "saturation", "mean_r", "mean_g", "mean_b", "height", "width")
+IMAGE_STAT_COLUMNS = ("brightness", "contrast", "sharpness", "saturation", "mean_r", "mean_g", "mean_b", "height",
+                      "width")
 REQUIRED_FIELDS = ("timestamp", "image_hash", "predicted", "probabilities", "model_version")
 MONITOR_DIR = "monitor"  # beside model.pt
 EMBEDDING_FILE = "embedding.npz"
@@ -54,9 +55,18 @@ def image_statistics(images: np.ndarray) -> dict[str, np.ndarray]:
     luma = 0.299 * r + 0.587 * g + 0.114 * b
     mx, mn = x.max(axis=-1), x.min(axis=-1)
     sat = np.where(mx > 0, (mx - mn) / np.maximum(mx, 1e-6), 0.0)
+    # Mean absolute Laplacian of luma: the high-frequency content that blur (a soft lens, a lower-resolution
+    # camera) removes while leaving brightness and global contrast almost unchanged.
+    if luma.shape[1] > 2 and luma.shape[2] > 2:
+        lap = (4 * luma[:, 1:-1, 1:-1] - luma[:, :-2, 1:-1] - luma[:, 2:, 1:-1] - luma[:, 1:-1, :-2]
+               - luma[:, 1:-1, 2:])
+        sharp = np.abs(lap).mean(axis=(1, 2))
+    else:
+        sharp = np.zeros(len(x), np.float32)
     out = {
         "brightness": luma.mean(axis=(1, 2)),
         "contrast": luma.std(axis=(1, 2)),
+        "sharpness": sharp,
         "saturation": sat.mean(axis=(1, 2)),
         "mean_r": r.mean(axis=(1, 2)),
         "mean_g": g.mean(axis=(1, 2)),

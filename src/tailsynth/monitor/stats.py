@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-IMAGE_COLUMNS = ("brightness", "contrast", "saturation", "mean_r", "mean_g", "mean_b", "height", "width")
+from .records import IMAGE_STAT_COLUMNS as IMAGE_COLUMNS
 
 
 @dataclass
