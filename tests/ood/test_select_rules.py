@@ -98,3 +98,15 @@ def test_exact_copy_of_a_training_image_is_flagged_memorized():
     res2 = check_memorization(cand_f, pixel_vectors(cand_img), train_f, pixel_vectors(train_img), ft, pt,
                               exclude=np.array([7, -1]))
     assert not res2.memorized[0]
+
+
+def test_exact_copy_still_flagged_after_pixels_are_shrunk_for_large_images():
+    from tailsynth.ood.select import _shrink
+
+    rng = np.random.default_rng(3)
+    train_img = rng.integers(0, 256, (12, 64, 64, 3), dtype=np.uint8)
+    small = _shrink(np.concatenate([train_img, train_img[4:5]]), 32)
+    assert small.shape == (13, 32, 32, 3)
+    px = pixel_vectors(small)
+    res = check_memorization(np.eye(13)[12:], px[12:], np.eye(13)[:12], px[:12], 0.0, 0.0)
+    assert res.exact_copy[0] and res.memorized[0] and res.pixel_nn_index[0] == 4

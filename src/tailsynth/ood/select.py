@@ -128,8 +128,17 @@ def _label_indices(ds, class_names: list[str], what: str) -> np.ndarray:
     return np.array([idx[r.label] for r in ds.records], dtype=np.int64)
 
 
+def _shrink(images: np.ndarray, size: int) -> np.ndarray:
+    from ..data.records import resize_rgb
+
+    if images.shape[1] <= size:
+        return images
+    return np.stack([resize_rgb(im, size) for im in images]) if len(images) else images[:, :size, :size]
+
+
 def score_candidates(candidates, real, classifier, *, splits=None, split_seed: int = 0, knn_k: int = 5,
-                     shrinkage="ledoit-wolf", memorization_quantile: float = 0.01, batch_size: int = 256) -> ScoredCandidates:
+                     shrinkage="ledoit-wolf", memorization_quantile: float = 0.01, batch_size: int = 256,
+                     pixel_size: int = 32) -> ScoredCandidates:
     from ..classify.model import load_classifier
     from .candidates import read_candidates
     from .memorize import check_memorization, pixel_vectors, thresholds_from_real
@@ -160,7 +169,8 @@ def score_candidates(candidates, real, classifier, *, splits=None, split_seed: i
     # Memorization: candidates vs every training image, except each one's own inpainting background.
     train_pos = {r.image_id: i for i, r in enumerate(train.records)}
     exclude = np.array([train_pos.get(b, -1) for b in cands.background_ids], dtype=np.int64)
-    ptr, pva_pix, pc_pix = pixel_vectors(xtr), pixel_vectors(xva), pixel_vectors(xc)
+    # Pixels are compared at no more than `pixel_size` px: full-size ISIC images would need tens of GB.
+    ptr, pva_pix, pc_pix = (pixel_vectors(_shrink(a, pixel_size)) for a in (xtr, xva, xc))
     f_thr, p_thr = thresholds_from_real(fva, pva_pix, ftr, ptr, memorization_quantile)
     memo = check_memorization(fc, pc_pix, ftr, ptr, f_thr, p_thr, exclude)
 
@@ -173,7 +183,8 @@ def score_candidates(candidates, real, classifier, *, splits=None, split_seed: i
         "n_real_val": len(yva),
         "shrinkage": ref.gaussians.shrinkage,
         "knn_k": knn_k,
-        "memorization": {"quantile": memorization_quantile, "feature_threshold": f_thr, "pixel_rms_threshold": p_thr,
+        "memorization": {"quantile": memorization_quantile, "pixel_size": min(pixel_size, res),
+                         "feature_threshold": f_thr, "pixel_rms_threshold": p_thr,
                          "backgrounds_excluded": int((exclude >= 0).sum())},
     }
     return ScoredCandidates(cands.ids, cands.classes, cands.paths, yc, scores, memo, fc, val_scores, yva, ftr, ytr,
@@ -291,14 +302,16 @@ FEATURE_SPACE_NOTE = ("FD and KID are computed in the penultimate feature space 
 def select_candidates(candidates, real, classifier, out, gamma: float | None = None, calibrate: float | None = None,
                       score: str = "mahalanobis", weights: str | None = None, knn_k: int = 5,
                       shrinkage="ledoit-wolf", memorization_quantile: float = 0.01, splits=None, split_seed: int = 0,
-                      inception: str | None = None, report: bool = True, batch_size: int = 256) -> dict:
+                      inception: str | None = None, report: bool = True, batch_size: int = 256,
+                      pixel_size: int = 32) -> dict:
     """Score, select and report; returns the quality summary (also written to OUT/quality.json)."""
     if (gamma is None) == (calibrate is None):
         raise ValueError("give exactly one of --gamma (keep fraction per class) or --calibrate (validation quantile)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     sc = score_candidates(candidates, real, classifier, splits=splits, split_seed=split_seed, knn_k=knn_k,
-                          shrinkage=shrinkage, memorization_quantile=memorization_quantile, batch_size=batch_size)
+                          shrinkage=shrinkage, memorization_quantile=memorization_quantile, batch_size=batch_size,
+                          pixel_size=pixel_size)
     kept, w, thresholds = choose(sc, gamma=gamma, calibrate=calibrate, score=score, weights=weights)
     write_scores(sc, kept, out)
     write_manifest(sc.paths, sc.classes, kept, out / "selected_manifest.csv", w)
