@@ -28,6 +28,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+# torch's OpenMP workers busy-wait after each op; in one process with onnxruntime (and on a shared 2-core host)
+# that spinning steals the cores from whichever system runs next. Must be set before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def load_images(folder: Path | None, n: int, resolution: int) -> list[bytes]:
@@ -146,7 +149,7 @@ def make_model(out: Path, resolution: int) -> Path:
 
 
 def run(model: Path | None, requests: int, concurrency: list[int], images_dir: Path | None, resolution: int,
-        systems: list[str], warmup: int = 8, repo: Path | None = None) -> dict:
+        systems: list[str], warmup: int = 8, repo: Path | None = None, rounds: int = 1) -> dict:
     import onnxruntime as ort
     import torch
 
@@ -182,28 +185,40 @@ def run(model: Path | None, requests: int, concurrency: list[int], images_dir: P
     def onnxruntime_inproc(b: bytes):
         return sess.run(["probabilities"], {"image": decode_image(b, r)[None]})[0]
 
-    results: dict[str, dict] = {}
     token = "loadtest"
-    for name in systems:
-        ep = None
-        if name in ("torch_eager", "onnxruntime"):
-            fn = torch_eager if name == "torch_eager" else onnxruntime_inproc
-            call = lambda c, fn=fn: closed_loop_threads(fn, images, requests, c)
-        else:
-            backend = "triton" if name == "triton_endpoint" else "onnxruntime"
-            ep = Endpoint(repo, backend, token)
-            call = lambda c, ep=ep: closed_loop_http(ep.url, token, images, requests, c)
-        try:
-            call(1) if warmup else None
-            results[name] = {}
+    calls, endpoints = {}, []
+    # Systems are interleaved per concurrency level and repeated: on a shared machine the background load drifts,
+    # and running one system's rows back to back would bias the ratios. Each row keeps its median round.
+    try:
+        for name in systems:
+            if name in ("torch_eager", "onnxruntime"):
+                fn = torch_eager if name == "torch_eager" else onnxruntime_inproc
+                calls[name] = lambda c, n, fn=fn: closed_loop_threads(fn, images, n, c)
+            else:
+                ep = Endpoint(repo, "triton" if name == "triton_endpoint" else "onnxruntime", token)
+                endpoints.append(ep)
+                calls[name] = lambda c, n, ep=ep: closed_loop_http(ep.url, token, images, n, c)
+            if warmup:
+                calls[name](1, warmup)
+        rounds_out: dict[str, dict[str, list]] = {n: {str(c): [] for c in concurrency} for n in systems}
+        for rnd in range(rounds):
             for c in concurrency:
-                results[name][str(c)] = call(c)
-                print(f"{name:22s} c={c:<3d} {results[name][str(c)]['throughput_rps']:8.1f} req/s  "
-                      f"p50 {results[name][str(c)]['p50_ms']:7.1f} ms  p99 {results[name][str(c)]['p99_ms']:7.1f} ms",
-                      file=sys.stderr, flush=True)
-        finally:
-            if ep:
-                ep.stop()
+                for name in systems:
+                    row = calls[name](c, requests)
+                    rounds_out[name][str(c)].append(row)
+                    print(f"round {rnd} {name:22s} c={c:<3d} {row['throughput_rps']:8.1f} req/s  "
+                          f"p50 {row['p50_ms']:7.1f} ms  p99 {row['p99_ms']:7.1f} ms", file=sys.stderr, flush=True)
+    finally:
+        for ep in endpoints:
+            ep.stop()
+    results: dict[str, dict] = {}
+    for name, rows in rounds_out.items():
+        results[name] = {}
+        for c, runs in rows.items():
+            runs = sorted(runs, key=lambda r: r["throughput_rps"])
+            best = dict(runs[len(runs) // 2])
+            best["rounds_throughput_rps"] = [round(r["throughput_rps"], 1) for r in runs]
+            results[name][c] = best
     base = results.get("torch_eager", {})
     for name, rows in results.items():
         for c, row in rows.items():
@@ -211,14 +226,15 @@ def run(model: Path | None, requests: int, concurrency: list[int], images_dir: P
                 row["throughput_vs_torch"] = row["throughput_rps"] / base[c]["throughput_rps"]
                 row["p50_vs_torch"] = row["p50_ms"] / base[c]["p50_ms"]
     load = os.getloadavg()
-    return {"results": results, "requests": requests, "concurrency": concurrency,
+    return {"results": results, "requests": requests, "concurrency": concurrency, "rounds": rounds,
             "model": {"backbone": meta["backbone"], "resolution": r, "untrained": untrained,
                       "version": summary["model_version"]},
             "images": f"{len(images)} real JPEGs from {images_dir}" if images_dir and images_dir.exists()
             else f"{len(images)} synthetic JPEGs",
             "machine": {"cpus": os.cpu_count(), "loadavg_at_end": [round(x, 2) for x in load],
                         "python": platform.python_version(), "torch_threads": torch.get_num_threads(),
-                        "ort_allow_spinning": os.environ.get("TAILSYNTH_ORT_SPIN", "0")},
+                        "ort_allow_spinning": os.environ.get("TAILSYNTH_ORT_SPIN", "0"),
+                        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")},
             "parity": summary["parity"]}
 
 
@@ -231,13 +247,21 @@ def markdown(rep: dict) -> str:
             lines.append(f"| {name} | {c} | {x['throughput_rps']:.1f} | {x['p50_ms']:.1f} | {x['p95_ms']:.1f} | "
                          f"{x['p99_ms']:.1f} | {x.get('throughput_vs_torch', float('nan')):.2f}x | "
                          f"{x.get('p50_vs_torch', float('nan')):.2f}x |")
-    head = (f"{rep['requests']} one-image requests per row, closed loop; model {m['backbone']} at {m['resolution']} px"
+    head = (f"{rep['requests']} one-image requests per row, closed loop, systems interleaved; each row is the "
+            f"median-throughput round of {rep.get('rounds', 1)} (upper median for an even count); model {m['backbone']} at {m['resolution']} px"
             f"{' (untrained weights: speed only)' if m['untrained'] else ''}; {rep['images']}; "
             f"{rep['machine']['cpus']} CPUs, load average at the end {rep['machine']['loadavg_at_end']}.")
     return head + "\n\n" + "\n".join(lines) + "\n"
 
 
+def _terminate(signum, frame):
+    raise SystemExit(128 + signum)  # run the finally blocks: endpoints (and their Triton) get stopped
+
+
 def main(argv=None) -> None:
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminate)
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", type=Path, default=None, help="classifier folder (default: untrained resnet18)")
     p.add_argument("--repo", type=Path, default=None, help="existing local export of --model (skips the export)")
@@ -247,10 +271,13 @@ def main(argv=None) -> None:
     p.add_argument("--images", type=Path, default=ROOT.parent / "shared" / "data" / "isic2019-sample180")
     p.add_argument("--systems", nargs="+", default=["torch_eager", "onnxruntime", "triton_endpoint"],
                    choices=["torch_eager", "onnxruntime", "triton_endpoint", "onnxruntime_endpoint"])
+    p.add_argument("--rounds", type=int, default=1,
+                   help="repeat every row; the median-throughput round is kept (upper median for an even count)")
     p.add_argument("--out-json", type=Path, default=None)
     p.add_argument("--out-md", type=Path, default=None)
     a = p.parse_args(argv)
-    rep = run(a.model, a.requests, a.concurrency, a.images, a.resolution, a.systems, repo=a.repo)
+    rep = run(a.model, a.requests, a.concurrency, a.images, a.resolution, a.systems, repo=a.repo,
+              rounds=a.rounds)
     md = markdown(rep)
     print(md)
     if a.out_json:
