@@ -52,14 +52,14 @@ def run(backbones, resolutions, batch_train: int, batch_infer: int, steps: int, 
                 xi = torch.randn(batch_infer, 3, res, res, device=dev).contiguous(memory_format=fmt)
                 use_amp = amp and dev.type == "cuda"
 
-                def train_step():
+                def train_step(net=net, opt=opt, xt=xt, yt=yt, use_amp=use_amp):
                     with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
                         loss = F.cross_entropy(net(xt).float(), yt)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
 
-                def infer_step():
+                def infer_step(net=net, xi=xi, use_amp=use_amp):
                     with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
                         net(xi)
 

@@ -7,7 +7,7 @@ Everything here is numpy, so OOD/monitor code can use it without torch.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -125,7 +125,7 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: Seque
     if present.any():
         rarest = classes[int(np.argmin(np.where(present, pc["support"], np.iinfo(np.int64).max)))]
     return {
-        "n": int(len(y_true)),
+        "n": len(y_true),
         "balanced_accuracy": _f(balanced_accuracy_from_confusion(cm)),
         "accuracy": _f((pred == y_true).mean() if len(y_true) else float("nan")),
         "macro_auc": _f(_nanmean(auc)),

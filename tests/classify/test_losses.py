@@ -6,8 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from tailsynth.classify.losses import (LOSSES, build_loss, effective_number_weights, inverse_frequency_weights,
-                                       posthoc_adjust)
+from tailsynth.classify.losses import (
+    LOSSES,
+    build_loss,
+    effective_number_weights,
+    inverse_frequency_weights,
+    posthoc_adjust,
+)
 
 LOGITS = [[2.0, 0.0, -1.0], [0.5, 1.5, 0.0]]
 TARGET = [0, 2]

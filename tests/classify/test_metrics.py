@@ -5,8 +5,15 @@ import math
 import numpy as np
 import pytest
 
-from tailsynth.metrics import (aggregate_runs, bootstrap_ci, classification_metrics, confusion_matrix,
-                               expected_calibration_error, one_vs_rest_auc, per_class_from_confusion)
+from tailsynth.metrics import (
+    aggregate_runs,
+    bootstrap_ci,
+    classification_metrics,
+    confusion_matrix,
+    expected_calibration_error,
+    one_vs_rest_auc,
+    per_class_from_confusion,
+)
 
 CLASSES = ["MEL", "NV", "DF"]
 Y = np.array([0, 0, 0, 1, 1, 2])

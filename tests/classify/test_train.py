@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 import yaml
 from PIL import Image
 
@@ -38,7 +37,7 @@ def test_one_epoch_writes_model_folder(tiny_npz, tmp_path):
     from tailsynth.data import load_source
 
     x, y = load_source(tiny_npz).split("val").arrays(28)
-    probs, feats, logits = predict_arrays(net, meta, x, features=True)
+    probs, feats, _ = predict_arrays(net, meta, x, features=True)
     assert probs.shape == (15, 7) and feats.shape[0] == 15
     assert np.allclose(probs.sum(1), 1, atol=1e-5)
     assert float((probs.argmax(1) == y).mean()) == pytest.approx(m["accuracy"])
@@ -58,7 +57,7 @@ def test_resume_gives_the_same_next_step_loss(tiny_npz, tmp_path):
     assert h_res[2]["loss"] == pytest.approx(h_full[2]["loss"], rel=1e-4)
     assert resumed["balanced_accuracy"] == pytest.approx(full["balanced_accuracy"])
     # ...and it differs from what a fresh run with another seed sees (the comparison can fail).
-    other = train_classifier(tiny_npz, tmp_path / "other", **{**kw, "seed": 4, "epochs": 3}, stop_after=2)
+    train_classifier(tiny_npz, tmp_path / "other", **{**kw, "seed": 4, "epochs": 3}, stop_after=2)
     h_other = json.loads((tmp_path / "other" / "history.json").read_text())
     assert h_other[1]["first_step_loss"] != pytest.approx(h_full[1]["first_step_loss"], rel=1e-5)
 

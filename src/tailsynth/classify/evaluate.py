@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -52,8 +52,8 @@ def evaluate_model(model, data, split: str, out, splits=None, posthoc_tau: float
                    bootstrap: int = 1000, seed: int = 0, plots: bool = True, batch_size: int = 256) -> dict:
     """Evaluate MODEL (a model folder or model.pt) on SPLIT of DATA; writes OUT/metrics.json and the report.
 
-    Sources without train/val splits get the same lesion-grouped split as training (seed from the model's config
-    unless given). `posthoc_tau`: subtract τ·log(training prior) from the logits before scoring (Menon et al.).
+    Sources without train/val splits get the same lesion-grouped split as training (the model's split_seed).
+    `posthoc_tau`: subtract τ·log(training prior) from the logits before scoring (Menon et al.).
     """
     import torch
 
@@ -66,7 +66,7 @@ def evaluate_model(model, data, split: str, out, splits=None, posthoc_tau: float
     cfg = meta.get("config") or {}
     ds = load_source(data, splits=splits)
     if split not in ds.splits:
-        ds = ensure_splits(ds, seed=int(cfg.get("seed", seed)))
+        ds = ensure_splits(ds, seed=int(cfg.get("split_seed", 0)))
     if split not in ds.splits:
         raise DataError(f"{data}: no split {split!r} (has {ds.splits})")
     part = ds.split(split)

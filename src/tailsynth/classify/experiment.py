@@ -9,9 +9,9 @@ from __future__ import annotations
 import csv
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -149,8 +149,8 @@ def write_comparison(rows: list[dict], out, header: str = "") -> dict:
     lines = []
     if header:
         lines += [header, ""]
-    lines += [f"Rarest class: **{rarest}** (val support {support[rarest]}). Mean ± std over seeds; "
-              "best balanced accuracy and best rarest-class recall in bold.", "",
+    lines += [(f"Rarest class: **{rarest}** (val support {support[rarest]}). Mean ± std over seeds; "
+               "best balanced accuracy and best rarest-class recall in bold."), "",
               f"| method | seeds | balanced acc | {rarest} recall (rarest) | accuracy | macro AUC | ECE |",
               "|---|---:|---:|---:|---:|---:|---:|"]
     for meth, s in summary.items():

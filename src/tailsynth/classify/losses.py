@@ -7,7 +7,7 @@ all-ones weights gives exactly the unweighted mean.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -40,7 +40,7 @@ class LongTailLoss(torch.nn.Module):
         self.register_buffer("counts", torch.as_tensor(np.asarray(counts, dtype=np.float32)))
         self.class_weight: torch.Tensor | None = None
 
-    def set_epoch(self, epoch: int) -> None:  # noqa: B027 - only DRW uses it
+    def set_epoch(self, epoch: int) -> None:
         pass
 
     def per_sample(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -45,6 +45,9 @@ class TrainConfig:
     drop_rate: float = 0.0
     resolution: int | None = None
     seed: int = 0
+    # Sources without train/val get a lesion-grouped split from this seed, kept apart from the training seed so
+    # that runs over several seeds are compared on one split.
+    split_seed: int = 0
     augment: dict = field(default_factory=dict)
     loss_kw: dict = field(default_factory=dict)
     pretrained_path: str | None = None
@@ -63,8 +66,8 @@ def _file_revision(path: Path) -> str | None:
         from ..data.versioning import data_revision  # type: ignore
 
         return data_revision(path)
-    except Exception:
-        pass
+    except (ImportError, OSError, ValueError, TypeError):
+        pass  # no versioning module yet, or it cannot hash this source: fall back to a file hash
     if path.is_file():
         h = hashlib.sha256()
         with open(path, "rb") as f:
@@ -189,11 +192,11 @@ def train_classifier(data, out, backbone: str = "resnet18", loss: str = "ce", ep
     import torch
 
     from ..data.errors import DataError
+    from .augment import augment_batch
     from .evaluate import write_evaluation
     from .losses import build_loss
     from .model import build_backbone, save_classifier
     from .samplers import EpochPlan
-    from .augment import augment_batch
 
     unknown = set(kw) - set(TrainConfig.__dataclass_fields__)
     if unknown:
@@ -225,7 +228,7 @@ def train_classifier(data, out, backbone: str = "resnet18", loss: str = "ce", ep
 
     # ---- data -------------------------------------------------------------------------------------------------
     t0 = time.time()
-    ds, res = prepare_data(data, splits=splits, seed=seed, resolution=cfg.resolution)
+    ds, res = prepare_data(data, splits=splits, seed=cfg.split_seed, resolution=cfg.resolution)
     cfg.resolution = res
     classes = list(ds.classes)
     C = len(classes)
@@ -286,7 +289,7 @@ def train_classifier(data, out, backbone: str = "resnet18", loss: str = "ce", ep
         "loss_class_counts": {c: float(n) for c, n in zip(classes, counts)},
         "n_train_real": int(n_real),
         "n_train_synthetic": int(len(ytr) - n_real),
-        "n_val": int(len(yva)),
+        "n_val": len(yva),
         "steps_per_epoch": steps_per_epoch,
         "mean": [float(v) for v in mean_np],
         "std": [float(v) for v in std_np],

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -23,21 +22,21 @@ def train_classifier_cmd(
     loss: str = typer.Option("ce", "--loss", help="ce, weighted-ce, cb-ce, focal, ldam-drw, logit-adjusted, "
                                                   "balanced-softmax"),
     sampler: str = typer.Option("none", "--sampler", help="none, class-balanced, sqrt"),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="default 10"),
+    epochs: int | None = typer.Option(None, "--epochs", help="default 10"),
     seed: int = typer.Option(0, "--seed"),
-    resolution: Optional[int] = typer.Option(None, "--resolution", help="px; default: the source's native size"),
-    splits: Optional[Path] = typer.Option(None, "--splits", help="split manifest CSV image_id,split"),
-    synthetic_manifest: Optional[Path] = typer.Option(None, "--synthetic-manifest", help="CSV path,class[,weight]"),
-    synthetic_ratio: Optional[float] = typer.Option(None, "--synthetic-ratio",
+    resolution: int | None = typer.Option(None, "--resolution", help="px; default: the source's native size"),
+    splits: Path | None = typer.Option(None, "--splits", help="split manifest CSV image_id,split"),
+    synthetic_manifest: Path | None = typer.Option(None, "--synthetic-manifest", help="CSV path,class[,weight]"),
+    synthetic_ratio: float | None = typer.Option(None, "--synthetic-ratio",
                                                     help="synthetic draws per real image per epoch; "
                                                          "default: all synthetic images once"),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size"),
-    lr: Optional[float] = typer.Option(None, "--lr"),
-    optimizer: Optional[str] = typer.Option(None, "--optimizer", help="adamw or sgd"),
+    batch_size: int | None = typer.Option(None, "--batch-size"),
+    lr: float | None = typer.Option(None, "--lr"),
+    optimizer: str | None = typer.Option(None, "--optimizer", help="adamw or sgd"),
     no_augment: bool = typer.Option(False, "--no-augment", help="switch handcrafted augmentation off"),
-    pretrained_path: Optional[Path] = typer.Option(None, "--pretrained-path", help="local weights file"),
-    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads"),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available)"),
+    pretrained_path: Path | None = typer.Option(None, "--pretrained-path", help="local weights file"),
+    threads: int | None = typer.Option(None, "--threads", help="torch CPU threads"),
+    device: str | None = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available)"),
     resume: bool = typer.Option(False, "--resume", help="continue from OUT/checkpoint.pt"),
     quiet: bool = typer.Option(False, "--quiet"),
 ) -> None:
@@ -62,8 +61,8 @@ def evaluate_cmd(
     data: Path = typer.Option(..., "--data", help="ISIC 2019 folder or MedMNIST .npz"),
     split: str = typer.Option("val", "--split"),
     out: Path = typer.Option(..., "--out", help="report folder to write"),
-    splits: Optional[Path] = typer.Option(None, "--splits", help="split manifest CSV image_id,split"),
-    posthoc_tau: Optional[float] = typer.Option(None, "--posthoc-tau", help="post-hoc logit adjustment τ"),
+    splits: Path | None = typer.Option(None, "--splits", help="split manifest CSV image_id,split"),
+    posthoc_tau: float | None = typer.Option(None, "--posthoc-tau", help="post-hoc logit adjustment τ"),
     bootstrap: int = typer.Option(1000, "--bootstrap", help="bootstrap resamples for 95% intervals (0: none)"),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
@@ -79,12 +78,12 @@ def evaluate_cmd(
 def experiment_cmd(
     data: Path = typer.Option(..., "--data", help="ISIC 2019 folder or MedMNIST .npz"),
     out: Path = typer.Option(..., "--out"),
-    methods: Optional[str] = typer.Option(None, "--methods", help="comma list (default: all)"),
+    methods: str | None = typer.Option(None, "--methods", help="comma list (default: all)"),
     seeds: str = typer.Option("0,1,2", "--seeds", help="comma list"),
     backbone: str = typer.Option("resnet18", "--backbone"),
-    epochs: Optional[int] = typer.Option(None, "--epochs"),
-    splits: Optional[Path] = typer.Option(None, "--splits"),
-    threads: Optional[int] = typer.Option(None, "--threads"),
+    epochs: int | None = typer.Option(None, "--epochs"),
+    splits: Path | None = typer.Option(None, "--splits"),
+    threads: int | None = typer.Option(None, "--threads"),
     quiet: bool = typer.Option(False, "--quiet"),
 ) -> None:
     """Methods x seeds -> comparison.md / comparison.csv (mean ± std, rarest class highlighted)."""
