@@ -1,7 +1,7 @@
 """The final report of a train_augment run."""
 
 # No `from __future__ import annotations`: KFP reads the real annotation objects.
-from kfp.dsl import Artifact, Dataset, Input, Output
+from kfp.dsl import Artifact, Dataset, Input, Model, Output
 
 from .base import cpu_component
 
@@ -9,10 +9,10 @@ from .base import cpu_component
 @cpu_component
 def report(comparison: Input[Dataset], baseline: Input[Dataset], augmented: Input[Dataset],
            candidates: Input[Dataset], selected: Input[Dataset], version_record: Input[Artifact],
-           data_revision: str, profile: str, report: Output[Artifact]):
+           diffusion: Input[Model], data_revision: str, profile: str, report: Output[Artifact]):
     """report.md + report.html + comparison.csv + plots and sample grids, in one folder."""
     from tailsynth.pipeline_report import build_report
 
     build_report(out=report.path, comparison_csv=comparison.path, evaluations=[baseline.path, augmented.path],
                  candidates=candidates.path, selected=selected.path, version_record=version_record.path,
-                 data_revision=data_revision, profile=profile)
+                 data_revision=data_revision, profile=profile, diffusion_model=diffusion.path)

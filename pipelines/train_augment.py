@@ -112,5 +112,5 @@ def train_augment(
     final = report(comparison=table.outputs["comparison"], baseline=ev_base.outputs["evaluation"],
                    augmented=ev_aug.outputs["evaluation"], candidates=candidates.outputs["candidates"],
                    selected=chosen.outputs["selected"], version_record=record.outputs["record"],
-                   data_revision=data_revision, profile=profile)
+                   diffusion=diffusion.outputs["model"], data_revision=data_revision, profile=profile)
     return final.outputs["report"]

@@ -172,10 +172,24 @@ def selection_table(quality: dict) -> tuple[list[str], list[list]]:
     return header, rows
 
 
+def diffusion_rows(model_dir: str | Path) -> list[list]:
+    """What the synthetic data came from; says so plainly when training stopped early (time cap)."""
+    meta_path = Path(model_dir) / "tailsynth_diffusion.json"
+    if not meta_path.is_file():
+        return []
+    meta = json.loads(meta_path.read_text())
+    step, planned = meta.get("step"), meta.get("steps_planned")
+    rows = [["size", meta.get("size", "")], ["resolution", meta.get("resolution", "")],
+            ["training steps done / planned", f"{step} / {planned}"]]
+    if isinstance(step, int) and isinstance(planned, int) and step < planned:
+        rows.append(["note", "training stopped before the planned steps (time cap): expect poor synthetic images"])
+    return rows
+
+
 def build_report(out: str | Path, comparison_csv: str | Path, evaluations: Sequence[str | Path] = (),
                  candidates: str | Path | None = None, selected: str | Path | None = None,
                  version_record: str | Path | None = None, data_revision: str = "", profile: str = "",
-                 extra: dict | None = None) -> Path:
+                 diffusion_model: str | Path | None = None, extra: dict | None = None) -> Path:
     """Write OUT/report.md, OUT/report.html, OUT/comparison.csv and the figures; returns OUT."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -227,6 +241,9 @@ def build_report(out: str | Path, comparison_csv: str | Path, evaluations: Seque
     md += ["## Selection statistics", "", _md_table(sel_header, sel_rows) if sel_rows else "No selection statistics.",
            "", f"Selection settings: `{json.dumps(quality.get('selection', {}), default=str)}`", "",
            "## Data revision", "", _md_table(["item", "value"], [[k, v] for k, v in revision.items()]), ""]
+    models = diffusion_rows(diffusion_model) if diffusion_model else []
+    if models:
+        md += ["## Diffusion model", "", _md_table(["item", "value"], models), ""]
     if extra:
         md += ["## Run", "", _md_table(["item", "value"], [[k, v] for k, v in extra.items()]), ""]
     (out / "report.md").write_text("\n".join(md))
@@ -244,6 +261,8 @@ def build_report(out: str | Path, comparison_csv: str | Path, evaluations: Seque
          if rejected_grid else "",
          "<h2>Selection statistics</h2>", _html_table(sel_header, sel_rows) if sel_rows else "<p>none</p>",
          "<h2>Data revision</h2>", _html_table(["item", "value"], [[k, v] for k, v in revision.items()])]
+    if models:
+        h += ["<h2>Diffusion model</h2>", _html_table(["item", "value"], models)]
     if extra:
         h += ["<h2>Run</h2>", _html_table(["item", "value"], [[k, v] for k, v in extra.items()])]
     h.append("</body></html>")

@@ -94,8 +94,12 @@ def test_build_report(tmp_path):
 
     dropped = rejected_images(cand, _manifest_images(sel / "selected_manifest.csv"))
     assert {c: [p.name for p in ps] for c, ps in dropped.items()} == {"DF": ["syn_DF_0.png"]}
+    diff = tmp_path / "diffusion"
+    diff.mkdir()
+    (diff / "tailsynth_diffusion.json").write_text(json.dumps({"size": "small", "resolution": 32, "step": 11,
+                                                               "steps_planned": 800}))
     out = build_report(tmp_path / "report", tmp_path / "cmp.csv", evs, candidates=cand, selected=sel,
-                       version_record=rec,
+                       version_record=rec, diffusion_model=diff,
                        data_revision="sha256:feed", profile="tiny")
     md = (out / "report.md").read_text()
     assert "| real+synthetic | 0.550 |" in md and "(+0.050)" in md
@@ -104,6 +108,7 @@ def test_build_report(tmp_path):
     html = (out / "report.html").read_text()
     assert "<table>" in html and "synthetic_grid.png" in html
     assert "rejected_grid.png" in md
+    assert "| training steps done / planned | 11 / 800 |" in md and "time cap" in md
     for f in ("comparison.csv", "per_class_recall.png", "synthetic_grid.png", "rejected_grid.png"):
         assert (out / f).stat().st_size > 0
     assert (out / "comparison.csv").read_text().splitlines()[0] == "method,balanced_accuracy,recall_NV,recall_DF"
