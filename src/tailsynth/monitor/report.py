@@ -2,7 +2,7 @@
 
 DIR/report.html      the page for people: per-class status table, links to the Evidently reports
 DIR/evidently/overall.html   prediction-share drift, data quality (Evidently DataSummaryPreset)
-DIR/evidently/<CLASS>.html   the class's confidence / embedding / image-statistics drift (Evidently ValueDrift, KS)
+DIR/evidently/<CLASS>.html   flagged and tail classes: confidence, embedding, image-statistics drift (KS)
 DIR/summary.json     {"window", "flagged", "classes": {C: {"drift": bool, ...}}, "decisions": [...], "trigger", ...}
 INDEX/index.html     every window under INDEX (default: DIR's parent) with its per-class status
 """
@@ -68,7 +68,10 @@ def _data_quality(records: list[dict], ref_version: str | None) -> dict:
 
 
 def _evidently_reports(ref_df, cur_df, verdict: dict, classes, out: Path, key: str) -> dict:
-    """Render the same tests with Evidently; returns Evidently's per-class p-values for the summary."""
+    """Render the same tests with Evidently; returns Evidently's per-class p-values for the summary.
+
+    Each Evidently page embeds its ~4 MB script bundle, so per-class pages are written only for the
+    classes given (flagged and tail classes), not for every class of every hourly window."""
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import ValueDrift
     from evidently.presets import DataSummaryPreset
@@ -263,7 +266,8 @@ def build_report(log: str | Path, reference: str | Path, out: str | Path, trigge
                "data_quality": _data_quality(cur_recs, ref_recs[0]["model_version"]),
                "audit_log": str(audit)}
     if evidently:
-        summary["evidently_pvalues"] = _evidently_reports(ref_df, cur_df, verdict, classes, out, verdict["group_by"])
+        shown = [c for c in classes if c in verdict["flagged"] or c in tail]
+        summary["evidently_pvalues"] = _evidently_reports(ref_df, cur_df, verdict, shown, out, verdict["group_by"])
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     _write_html(summary, out)
     write_index(root)
