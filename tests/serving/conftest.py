@@ -164,8 +164,13 @@ def need_triton():
 
 
 @pytest.fixture(scope="session")
-def triton_server(local_repo, tmp_path_factory):
+def triton_env():
     need_triton()
+    return TRITON_VENV
+
+
+@pytest.fixture(scope="session")
+def triton_server(triton_env, local_repo, tmp_path_factory):  # triton_env first: skip before building anything
     import re
 
     import serving_checks
