@@ -27,14 +27,14 @@ $(TRITON_STAMP): serving/setup_triton_env.sh
 triton-env: $(TRITON_STAMP)
 
 # The main job: the most complete flow that exists, locally, on the real data.
-run: $(STAMP)
+run: $(STAMP) $(TRITON_STAMP)
 	$(VENV)/bin/tailsynth main --data $(DATA) --out $(RUN_DIR)
 
 # The default test tier (no slow, no GPU tests).
 test: $(STAMP) $(TRITON_STAMP)
 	$(PY) -m pytest -q
 
-test-all: $(STAMP)
+test-all: $(STAMP) $(TRITON_STAMP)
 	$(PY) -m pytest -q -m "not gpu"
 
 lint: $(STAMP)
