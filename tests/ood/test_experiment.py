@@ -40,3 +40,8 @@ def test_experiment_end_to_end_tiny(ood_setup, tmp_path):
                                 classifier=root / "clf", quiet=True, train_kw={"batch_size": 64, "threads": 1})
     assert (tmp_path / "exp" / "runs" / "real" / "seed0" / "metrics.json").stat().st_mtime == before
     assert json.loads((tmp_path / "exp" / "results.json").read_text())["main_gamma"] == 0.5
+
+
+def test_rate_intervals_are_clipped_to_0_1():
+    s = summarize([0.0, 0.0, 0.25], bounds=(0.0, 1.0))
+    assert s["ci95"][0] == 0.0 and s["ci95"][1] < 1.0

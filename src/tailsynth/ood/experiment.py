@@ -26,21 +26,27 @@ ARM_LABELS = {"real": "(a) real only", "random": "(b) + synthetic, no selection 
               "ood": "(c) + synthetic, OOD-selected", "oversample": "(d) real oversampling, matched counts"}
 
 
+RATE = (0.0, 1.0)
+
+
 def _t95(n: int) -> float:
     from scipy.stats import t
 
     return float(t.ppf(0.975, n - 1)) if n > 1 else math.nan
 
 
-def summarize(values) -> dict:
-    """Mean, sample std and a 95% t-interval over seeds."""
+def summarize(values, bounds: tuple[float, float] | None = None) -> dict:
+    """Mean, sample std and a 95% t-interval over seeds (clipped to `bounds` for bounded metrics)."""
     v = np.array([x for x in values if x is not None and math.isfinite(x)], dtype=np.float64)
     if len(v) == 0:
         return {"n": 0, "mean": None, "std": None, "ci95": [None, None]}
     mean = float(v.mean())
     std = float(v.std(ddof=1)) if len(v) > 1 else math.nan
     half = _t95(len(v)) * std / math.sqrt(len(v)) if len(v) > 1 else math.nan
-    return {"n": len(v), "mean": mean, "std": std, "ci95": [mean - half, mean + half]}
+    lo, hi = mean - half, mean + half
+    if bounds is not None and len(v) > 1:
+        lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
+    return {"n": len(v), "mean": mean, "std": std, "ci95": [lo, hi]}
 
 
 def oversample_manifest(data, counts: dict[str, int], out_dir: Path, seed: int = 0, splits=None) -> Path:
@@ -207,12 +213,12 @@ def build_table(results: dict, classes: list[str], kept_counts: dict, main_gamma
         rarest = ms[0].get("rarest_class") if ms else None
         row = {
             "seeds": seeds,
-            "balanced_accuracy": summarize([m["balanced_accuracy"] for m in ms]),
-            "accuracy": summarize([m["accuracy"] for m in ms]),
-            "macro_auc": summarize([m.get("macro_auc") for m in ms]),
+            "balanced_accuracy": summarize([m["balanced_accuracy"] for m in ms], RATE),
+            "accuracy": summarize([m["accuracy"] for m in ms], RATE),
+            "macro_auc": summarize([m.get("macro_auc") for m in ms], RATE),
             "rarest_class": rarest,
-            "rarest_recall": summarize([m["per_class"][rarest]["recall"] for m in ms]) if rarest else None,
-            "per_class_recall": {c: summarize([m["per_class"][c]["recall"] for m in ms]) for c in classes},
+            "rarest_recall": summarize([m["per_class"][rarest]["recall"] for m in ms], RATE) if rarest else None,
+            "per_class_recall": {c: summarize([m["per_class"][c]["recall"] for m in ms], RATE) for c in classes},
             "per_seed_balanced_accuracy": {str(s): runs[s]["balanced_accuracy"] for s in seeds},
         }
         paired = [runs[s]["balanced_accuracy"] - real_runs[s]["balanced_accuracy"] for s in seeds if s in real_runs]
