@@ -55,3 +55,32 @@ def test_sink_roundtrip_and_published_report(moto_s3, tmp_path):
     assert s2["window"] == "w2"
     index = s3.get_object(Bucket="tail", Key="monitoring/index.html")["Body"].read().decode()
     assert "w1" in index and "w2" in index
+
+
+def test_serving_records_with_raw_features_are_projected(tmp_path):
+    """The transformer logs full penultimate features under its own field names; the report projects them
+    with the PCA stored beside the reference and compares them with the reference embedding."""
+    from tailsynth.monitor.records import Embedder, JsonlSink
+    from tailsynth.serve.records import prediction_record
+
+    rng = np.random.default_rng(1)
+    feats = rng.normal(size=(400, 16)).astype(np.float32)
+    model = tmp_path / "model"
+    emb = Embedder.fit(feats[:200], dims=3)
+    emb.save(model)
+    ref = _records(rng, 200, "r")
+    for r, e in zip(ref, emb.transform(feats[:200])):
+        r["embedding"] = e.tolist()
+    JsonlSink(model / "monitor" / "reference.jsonl").write(ref)
+    shifted = feats[200:] + np.r_[3.0, np.zeros(15)].astype(np.float32)  # a clear embedding shift
+    live = [prediction_record(request_id=f"q{i}", image_sha256=f"{i:064x}", predicted_class=r["predicted"],
+                              probabilities=r["probabilities"], model_version="v1", embedding=f.tolist(),
+                              image_stats=r["image_stats"])
+            for i, (r, f) in enumerate(zip(_records(rng, 200, "x"), shifted))]
+    JsonlSink(tmp_path / "serve.jsonl").write(live)
+    cfg = tmp_path / "m.yaml"
+    cfg.write_text("tail:\n  classes: [DF, VASC]\ndrift:\n  min_samples: 10\n")
+    s = build_report(tmp_path / "serve.jsonl", model / "monitor" / "reference.jsonl", tmp_path / "rep" / "w",
+                     config=cfg, evidently=False)
+    assert any(info["embedding_drift"] for info in s["classes"].values())
+    assert not any(info["image_drift"] for info in s["classes"].values())
