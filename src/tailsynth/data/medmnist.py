@@ -43,7 +43,9 @@ def read_npz(path: str | Path) -> LesionDataset:
         for i, lab in enumerate(y):
             iid = f"{s}_{i:05d}"
             # DermaMNIST carries no lesion ids: each image is its own group.
-            records.append(Record(image_id=iid, label=CLASSES[int(lab)], group_id=iid, split=s, index=i))
+            # npz_split keeps the pixel lookup valid after a split manifest re-labels the record.
+            records.append(Record(image_id=iid, label=CLASSES[int(lab)], group_id=iid, split=s, index=i,
+                                  meta={"npz_split": s}))
     native = int(images[present[0]].shape[1])
     classes = [c for c in ("MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC")]
-    return LesionDataset(records, str(path), "medmnist", lambda r: images[r.split][r.index], classes, native)
+    return LesionDataset(records, str(path), "medmnist", lambda r: images[r.meta.get("npz_split", r.split)][r.index], classes, native)
