@@ -33,13 +33,13 @@ def test_train_evaluate_experiment(tiny_npz, tmp_path):
 
     ex = tmp_path / "exp"
     r = runner.invoke(app, ["experiment", "--data", str(tiny_npz), "--out", str(ex), "--methods",
-                            "ce+posthoc,weighted-ce", "--seeds", "0,1", "--backbone", "test_resnet", "--epochs", "1",
+                            "ce+posthoc", "--seeds", "0,1", "--backbone", "test_resnet", "--epochs", "1",
                             "--threads", "1", "--quiet"])
     assert r.exit_code == 0, r.output
     table = (ex / "comparison.md").read_text()
-    assert "| ce+posthoc | 2 |" in table and "| weighted-ce | 2 |" in table
+    assert "| ce+posthoc | 2 |" in table and "| ce |" not in table  # the base is trained, not listed
     assert "Rarest class: **DF**" in table  # DF and VASC tie at 1 val image; DF comes first in ISIC order
-    assert len((ex / "comparison_runs.csv").read_text().splitlines()) == 1 + 4
+    assert len((ex / "comparison_runs.csv").read_text().splitlines()) == 1 + 2
     assert (ex / "runs" / "ce" / "seed1" / "model.pt").is_file()  # the post-hoc base was trained
 
 
