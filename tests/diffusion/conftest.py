@@ -21,8 +21,8 @@ def _one_thread():
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     """A tiny diffusion model trained for a few steps on tiny ISIC-layout data (module-scoped: built once)."""
-    from tests.conftest import make_isic_folder
     from tailsynth.diffusion.train import train_diffusion
+    from tests.conftest import make_isic_folder
 
     root = tmp_path_factory.mktemp("diff")
     labels = ["NV"] * 14 + ["MEL"] * 6 + ["BCC"] * 4 + ["AK"] * 3 + ["BKL"] * 4 + ["DF"] * 3 + ["VASC"] * 3 + ["SCC"] * 3

@@ -1,5 +1,6 @@
 import csv
 import json
+from pathlib import Path
 
 from typer.testing import CliRunner
 
@@ -25,7 +26,7 @@ def test_cli_masks_train_generate_merge(tiny_isic, tmp_path):
               "--count", "2", "--steps", "2", "--batch-size", "2", "--sampler", "dpmsolver", "--seed", "1"]
     r = runner.invoke(app, ["generate", *common, "--save-inputs", "--out", str(tmp_path / "full")])
     assert r.exit_code == 0, r.output
-    rows = list(csv.DictReader(open(tmp_path / "full" / "manifest.csv")))
+    rows = list(csv.DictReader(Path(tmp_path / "full" / "manifest.csv").read_text().splitlines()))
     assert len(rows) == 4 and "mask_path" in rows[0] and rows[0]["sampler"] == "dpmsolver"
     for i in (1, 2):
         r = runner.invoke(app, ["generate", *common, "--save-inputs", "--shard", f"{i}/2",

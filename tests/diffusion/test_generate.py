@@ -7,8 +7,14 @@ import pytest
 
 from tailsynth.data import load_source
 from tailsynth.data.isic import decode_file
-from tailsynth.diffusion.generate import (MANIFEST_COLUMNS, blend_alpha, class_targets, generate, merge_shards,
-                                          paste_back)
+from tailsynth.diffusion.generate import (
+    MANIFEST_COLUMNS,
+    blend_alpha,
+    class_targets,
+    generate,
+    merge_shards,
+    paste_back,
+)
 
 GEN = dict(classes="DF,VASC", policy="fixed", count=3, steps=3, guidance=2.0, batch_size=2)
 
@@ -41,7 +47,7 @@ def test_outputs_format_and_provenance(tiny_model, tmp_path):
     out = tmp_path / "g"
     res = generate(model, data, out, save_inputs=True, **GEN)
     assert res["n"] == 6 and res["per_class"] == {"DF": 3, "VASC": 3}
-    rows = list(csv.DictReader(open(out / "manifest.csv")))
+    rows = list(csv.DictReader(Path(out / "manifest.csv").read_text().splitlines()))
     assert set(MANIFEST_COLUMNS + ["background_path", "mask_path"]) <= set(rows[0])
     assert {r["model_hash"] for r in rows} == {res["model_hash"]}
     # Head-class backgrounds by default: the largest classes holding half the training images.
@@ -61,7 +67,7 @@ def test_mask_zero_pixels_equal_background(tiny_model, tmp_path):
     out = tmp_path / "g"
     generate(model, data, out, save_inputs=True, **GEN)
     changed_inside = 0
-    for r in csv.DictReader(open(out / "manifest.csv")):
+    for r in csv.DictReader(Path(out / "manifest.csv").read_text().splitlines()):
         img = decode_file(str(out / "images" / f"{r['id']}.png"))
         bg = decode_file(str(out / r["background_path"]))
         m = decode_file(str(out / r["mask_path"]))[..., 0]
@@ -132,7 +138,7 @@ def test_bad_arguments_are_named(tiny_model, tmp_path):
 def test_dpmsolver_and_borrowed_masks(tiny_model, tmp_path):
     model, data = tiny_model
     res = generate(model, data, tmp_path / "d", sampler="dpmsolver", mask_mode="class", **GEN)
-    rows = list(csv.DictReader(open(tmp_path / "d" / "manifest.csv")))
+    rows = list(csv.DictReader(Path(tmp_path / "d" / "manifest.csv").read_text().splitlines()))
     assert res["n"] == 6
     assert all(r["mask_source"].startswith("class:") and r["sampler"] == "dpmsolver" for r in rows)
     donors = {r["mask_source"].split(":", 1)[1] for r in rows}

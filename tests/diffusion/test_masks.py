@@ -1,5 +1,6 @@
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -34,7 +35,7 @@ def test_flat_image_falls_back_to_ellipse():
 def test_compute_masks_writes_pngs_csv_and_sheet(tiny_isic, tmp_path):
     out = tmp_path / "m"
     summary = compute_masks(tiny_isic, out)
-    rows = list(csv.DictReader(open(out / "masks.csv")))
+    rows = list(csv.DictReader(Path(out / "masks.csv").read_text().splitlines()))
     assert list(rows[0]) == ["image", "coverage", "method"]
     assert len(rows) == summary["n"] == 45
     assert (out / "contact_sheet.png").is_file()

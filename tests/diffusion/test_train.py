@@ -1,4 +1,5 @@
 import csv
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -34,7 +35,7 @@ def test_tiny_model_overfits_a_fixed_batch():
 
 
 def _rows(path):
-    return list(csv.reader(open(path)))[1:]
+    return list(csv.reader(Path(path).read_text().splitlines()))[1:]
 
 
 def test_resume_continues_the_loss_curve(tmp_path):
@@ -64,7 +65,7 @@ def test_model_folder_layout(tiny_model):
     for p in ("unet/config.json", "unet/diffusion_pytorch_model.safetensors", "scheduler/scheduler_config.json",
               "tailsynth_diffusion.json", "config.json", "loss.csv", "checkpoint/state.pt"):
         assert (model / p).is_file(), p
-    unet, sched, meta = load_model(model)
+    unet, _sched, meta = load_model(model)
     assert unet.config.in_channels == 7
     assert unet.config.num_class_embeds == len(meta["classes"]) + 1 == meta["null_class"] + 1
     assert json.loads((model / "config.json").read_text())["size"] == "tiny"

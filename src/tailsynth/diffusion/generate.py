@@ -77,7 +77,7 @@ def class_targets(counts: dict[str, int], classes=None, policy: str = "fill-to-h
             base = min(max(0, n_head - n), int(max_synthetic_per_real * n))
             if count is not None:
                 base = min(base, count)
-        k = int(math.ceil(base * oversample))
+        k = math.ceil(base * oversample)
         if k > 0:
             out[c] = k
     return out
@@ -157,7 +157,7 @@ def inpaint(unet, train_scheduler, backgrounds: np.ndarray, masks: np.ndarray, l
     """Raw model output (uint8 N,R,R,3) for backgrounds (uint8 N,R,R,3), masks (bool N,R,R), labels (int)."""
     import torch
 
-    n, r = backgrounds.shape[:2]
+    r = backgrounds.shape[1]
     bg = torch.from_numpy(backgrounds.astype(np.float32) / 127.5 - 1.0).permute(0, 3, 1, 2).to(device)
     m = torch.from_numpy(masks.astype(np.float32))[:, None].to(device)
     masked = bg * (1.0 - m)

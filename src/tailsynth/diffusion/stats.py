@@ -43,7 +43,7 @@ def generated_colour_stats(gen_dir) -> dict:
 
     gen_dir = Path(gen_dir)
     by: dict[str, list] = {}
-    for r in csv.DictReader(open(gen_dir / "manifest.csv", newline="")):
+    for r in csv.DictReader((gen_dir / "manifest.csv").read_text().splitlines()):
         if "mask_path" not in r:
             raise ValueError(f"{gen_dir}/manifest.csv: no mask_path column (generate with --save-inputs)")
         img = decode_file(str(gen_dir / "images" / f"{r['id']}.png"))
