@@ -15,7 +15,6 @@ binary shipped in nvidia-pytriton has only the python backend. That is the one d
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from collections.abc import Sequence
@@ -23,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from .hashing import model_version
 
 MODEL_NAME = "lesion-classifier"
 INPUT_NAME = "image"
@@ -92,19 +92,6 @@ def check_parity(model, meta: dict, onnx_path: str | Path, images: np.ndarray | 
         "n_images": len(images),
         "tolerance": PARITY_TOLERANCE,
     }
-
-
-def model_version(model_dir: str | Path) -> str:
-    """A content hash of the checkpoint: the same weights always get the same version string."""
-    from .classify.model import MODEL_FILE
-
-    p = Path(model_dir)
-    p = p / MODEL_FILE if p.is_dir() else p
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:12]
 
 
 def build_model_card(meta: dict, version: str, parity: dict, metrics: dict | None, target: str) -> dict:

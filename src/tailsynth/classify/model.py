@@ -13,6 +13,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..hashing import model_version  # noqa: F401  (torch-free, shared by serving and monitoring)
+
 MODEL_FILE = "model.pt"
 DEFAULT_MEAN = (0.5, 0.5, 0.5)
 DEFAULT_STD = (0.5, 0.5, 0.5)

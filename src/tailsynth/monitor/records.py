@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.errors import DataError
+from ..hashing import model_version  # noqa: F401,F811  (part of this module's API)
 
 SCHEMA_VERSION = 1
 IMAGE_STAT_COLUMNS = ("brightness", "contrast", "sharpness", "saturation", "mean_r", "mean_g", "mean_b", "height",
@@ -124,24 +125,13 @@ class Embedder:
         return cls(z["mean"], z["components"], z["explained_variance_ratio"])
 
 
-def model_version(model_dir: str | Path) -> str:
-    """Content hash of the checkpoint: the same bytes always give the same version."""
-    path = Path(model_dir)
-    path = path / "model.pt" if path.is_dir() else path
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:12]
-
-
 # ---- records ----------------------------------------------------------------------------------------
 def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def make_record(*, probabilities: Sequence[float], classes: Sequence[str], image_stats: Mapping[str, float],
-                image_hash: str, model_version: str, embedding: Sequence[float] | None = None,
+                image_hash: str, model_version: str, embedding: Sequence[float] | None = None,  # noqa: F811
                 request_id: str | None = None, timestamp: str | None = None, label: str | None = None,
                 source: str | None = None) -> dict:
     """One prediction record; the single constructor used by the transformer and by replay."""
