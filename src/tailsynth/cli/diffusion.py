@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -18,15 +17,15 @@ def train_diffusion_cmd(
     data: Path = typer.Option(..., "--data", help=SOURCE_HELP),
     size: str = typer.Option(..., "--size", help="tiny | small | base"),
     out: Path = typer.Option(..., "--out", help="model folder (resumed when it holds a checkpoint)"),
-    resolution: Optional[int] = typer.Option(None, help="image size in px (default: tiny 16, small 32, base 64)"),
-    steps: Optional[int] = typer.Option(None, help="total optimizer steps (default by size)"),
+    resolution: int | None = typer.Option(None, help="image size in px (default: tiny 16, small 32, base 64)"),
+    steps: int | None = typer.Option(None, help="total optimizer steps (default by size)"),
     seed: int = typer.Option(0),
-    init_from: Optional[Path] = typer.Option(None, "--init-from", help="local diffusers UNet folder to start from"),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size"),
-    lr: Optional[float] = typer.Option(None),
+    init_from: Path | None = typer.Option(None, "--init-from", help="local diffusers UNet folder to start from"),
+    batch_size: int | None = typer.Option(None, "--batch-size"),
+    lr: float | None = typer.Option(None),
     grad_accum: int = typer.Option(1, "--grad-accum"),
-    masks: Optional[Path] = typer.Option(None, "--masks", help="folder of lesion masks (<image>.png, 255 = lesion)"),
-    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="stop (with a checkpoint) after this long"),
+    masks: Path | None = typer.Option(None, "--masks", help="folder of lesion masks (<image>.png, 255 = lesion)"),
+    max_minutes: float | None = typer.Option(None, "--max-minutes", help="stop (with a checkpoint) after this long"),
     checkpoint_every: int = typer.Option(200, "--checkpoint-every"),
     no_resume: bool = typer.Option(False, "--no-resume", help="ignore a checkpoint in OUT"),
 ) -> None:
@@ -45,8 +44,8 @@ def train_diffusion_cmd(
 def masks_cmd(
     source: Path = typer.Argument(..., help=SOURCE_HELP),
     out: Path = typer.Option(..., "--out", help="folder for <image>.png, masks.csv, contact_sheet.png"),
-    size: Optional[int] = typer.Option(None, help="resize images to this size first (default: native)"),
-    limit: Optional[int] = typer.Option(None, help="only the first N images"),
+    size: int | None = typer.Option(None, help="resize images to this size first (default: native)"),
+    limit: int | None = typer.Option(None, help="only the first N images"),
 ) -> None:
     """Unsupervised lesion masks (255 = lesion) with coverage statistics and a contact sheet."""
     from ..masks import compute_masks
@@ -59,22 +58,22 @@ def generate_cmd(
     model: Path = typer.Option(..., "--model", help="diffusion model folder from `train diffusion`"),
     data: Path = typer.Option(..., "--data", help="real images for backgrounds and class counts: " + SOURCE_HELP),
     out: Path = typer.Option(..., "--out"),
-    classes: Optional[str] = typer.Option(None, help="comma-separated, e.g. DF,VASC (default: every class the "
+    classes: str | None = typer.Option(None, help="comma-separated, e.g. DF,VASC (default: every class the "
                                                       "policy gives a positive count)"),
     policy: str = typer.Option("fill-to-head", help="fill-to-head | fixed"),
-    count: Optional[int] = typer.Option(None, help="fixed: per-class count; fill-to-head: per-class cap"),
+    count: int | None = typer.Option(None, help="fixed: per-class count; fill-to-head: per-class cap"),
     oversample: float = typer.Option(1.0, help="multiply targets (1/gamma of the selection step)"),
     max_synthetic_per_real: float = typer.Option(10, "--max-synthetic-per-real"),
     sampler: str = typer.Option("ddim", help="ddim | dpmsolver"),
     steps: int = typer.Option(25),
     guidance: float = typer.Option(1.5, help="classifier-free guidance scale (1 = off)"),
     seed: int = typer.Option(0),
-    shard: Optional[str] = typer.Option(None, help="I/N (1-based): run the I-th of N shards"),
+    shard: str | None = typer.Option(None, help="I/N (1-based): run the I-th of N shards"),
     save_inputs: bool = typer.Option(False, "--save-inputs", help="also write inputs/<id>_background.png, _mask.png"),
     mask_mode: str = typer.Option("own", "--mask-mode", help="own: background's lesion mask; class: borrowed "
                                                               "from a real image of the target class"),
-    masks: Optional[Path] = typer.Option(None, "--masks", help="folder of lesion masks (else segmented here)"),
-    background_classes: Optional[str] = typer.Option(None, "--background-classes",
+    masks: Path | None = typer.Option(None, "--masks", help="folder of lesion masks (else segmented here)"),
+    background_classes: str | None = typer.Option(None, "--background-classes",
                                                      help="comma-separated (default: head classes)"),
     batch_size: int = typer.Option(32, "--batch-size"),
 ) -> None:
@@ -91,7 +90,7 @@ def generate_cmd(
 
 
 def merge_shards_cmd(
-    dirs: List[Path] = typer.Argument(..., help="shard output folders"),
+    dirs: list[Path] = typer.Argument(..., help="shard output folders"),
     out: Path = typer.Option(..., "--out"),
 ) -> None:
     """Merge shard folders into one, identical to an unsharded run."""
