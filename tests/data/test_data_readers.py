@@ -86,7 +86,7 @@ def test_tiny_isic_reader(tiny_isic):
 
 
 def test_integer_one_hot_and_downsampled_names(tmp_path):
-    from conftest import make_isic_folder
+    from tailsynth_testdata import make_isic_folder
 
     root = make_isic_folder(tmp_path / "isic", ["MEL", "NV", "DF"], one_hot_as_int=True)
     # rename one image and its rows to the `_downsampled` form used by part of ISIC 2019

@@ -172,7 +172,7 @@ def test_drop_invalid_does_not_hide_other_faults(tiny_isic):
 
 
 def test_grey_and_small_images_named(tmp_path):
-    from conftest import make_isic_folder
+    from tailsynth_testdata import make_isic_folder
     from PIL import Image
 
     root = make_isic_folder(tmp_path / "isic", ["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC"], size=40)
@@ -185,7 +185,7 @@ def test_grey_and_small_images_named(tmp_path):
 
 
 def test_npz_faults_named(tmp_path):
-    from conftest import make_npz
+    from tailsynth_testdata import make_npz
 
     p = make_npz(tmp_path / "d.npz")
     with np.load(p) as z:

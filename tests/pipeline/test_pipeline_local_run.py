@@ -39,7 +39,7 @@ def test_tiny_profile_end_to_end(tmp_path, monkeypatch):
         import sys
 
         sys.path.insert(0, str(ROOT / "tests"))
-        from conftest import make_npz
+        from tailsynth_testdata import make_npz
 
         data = make_npz(tmp_path / "dermamnist.npz", {"train": [30, 30, 30, 20, 30, 60, 20],
                                                       "val": [8, 8, 8, 6, 8, 12, 6]})

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 TRITON_VENV = Path(os.environ.get("TAILSYNTH_TRITON_VENV", ROOT / ".venv-triton"))
 CLASSES = ["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC"]  # DermaMNIST's seven, in ISIC order
 RES = 32
-MAX_BODY = 4_000_000  # servers under test get a small body limit so the 413 path is cheap to hit
-
-
-def tailsynth_bin() -> str:
-    exe = Path(sys.executable).parent / "tailsynth"
-    return str(exe) if exe.exists() else shutil.which("tailsynth")
+from serving_checks import MAX_BODY, tailsynth_bin  # noqa: E402,F401  (unique module name: conftest is ambiguous)
 
 
 def png_bytes(img: np.ndarray) -> bytes:

@@ -9,7 +9,10 @@ import json
 import struct
 import urllib.error
 import urllib.request
+import shutil
+import sys
 import zlib
+from pathlib import Path
 
 import numpy as np
 
@@ -203,3 +206,11 @@ def listen_addresses(port: int) -> set[str]:
                 ip = ip.ipv4_mapped
             found.add(str(ip))
     return found
+
+
+MAX_BODY = 4_000_000  # servers under test get a small body limit so the 413 path is cheap to hit
+
+
+def tailsynth_bin() -> str:
+    exe = Path(sys.executable).parent / "tailsynth"
+    return str(exe) if exe.exists() else shutil.which("tailsynth")

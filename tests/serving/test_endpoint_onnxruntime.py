@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import serving_checks as chk
-from conftest import MAX_BODY
+from serving_checks import MAX_BODY
 
 
 def test_real_isic_jpegs_same_top1_as_torch(ort_server, torch_model, isic_images):

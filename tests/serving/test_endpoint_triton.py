@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 import serving_checks as chk
-from conftest import MAX_BODY, tailsynth_bin
+from serving_checks import MAX_BODY, tailsynth_bin
 
 pytestmark = pytest.mark.triton
 

@@ -77,7 +77,7 @@ def test_local_config_parses(local_repo):
 
 @pytest.mark.slow  # a second full ONNX export (~30 s on 2 busy cores); the cluster config itself is tested above
 def test_cluster_target_via_cli(tiny_model, tmp_path):
-    from conftest import tailsynth_bin
+    from serving_checks import tailsynth_bin
 
     out = subprocess.run([tailsynth_bin(), "export", "--model", str(tiny_model), "--out", str(tmp_path / "r"),
                           "--target", "cluster", "--tensorrt"], capture_output=True, text=True, timeout=300)
