@@ -92,3 +92,20 @@ def test_init_from_a_local_checkpoint(tiny_model, tmp_path):
     b = UNet2DModel.from_pretrained(tmp_path / "ft" / "unet").state_dict()
     # Started from the given weights: one step at lr 1e-12 leaves them (nearly) unchanged.
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_accelerate_path_matches_plain_training_on_one_process(tmp_path):
+    """The multi-GPU path (accelerate) with one process must train exactly like the plain single-device loop."""
+    pytest.importorskip("accelerate", reason="the 'gpu' extra (accelerate) is not installed")
+    from tailsynth.diffusion.train import train_diffusion
+
+    labels = ["NV"] * 6 + ["DF"] * 3 + ["VASC"] * 3
+    data = make_isic_folder(tmp_path / "isic", labels, size=16)
+    kw = dict(resolution=16, steps=4, batch_size=4, log_every=1, checkpoint_every=100, warmup=2, device="cpu")
+    plain = train_diffusion(data, "tiny", tmp_path / "plain", **kw)
+    dist = train_diffusion(data, "tiny", tmp_path / "dist", distributed=True, **kw)
+    assert dist["step"] == plain["step"] == 4
+    a = np.array([float(r[1]) for r in _rows(tmp_path / "plain" / "loss.csv")])
+    b = np.array([float(r[1]) for r in _rows(tmp_path / "dist" / "loss.csv")])
+    np.testing.assert_allclose(a, b, rtol=1e-5)
+    assert (tmp_path / "dist" / "unet" / "diffusion_pytorch_model.safetensors").is_file()

@@ -28,6 +28,9 @@ def train_diffusion_cmd(
     max_minutes: float | None = typer.Option(None, "--max-minutes", help="stop (with a checkpoint) after this long"),
     checkpoint_every: int = typer.Option(200, "--checkpoint-every"),
     no_resume: bool = typer.Option(False, "--no-resume", help="ignore a checkpoint in OUT"),
+    distributed: bool = typer.Option(False, "--distributed",
+                                     help="data-parallel over GPUs through accelerate; start with `accelerate launch "
+                                          "--num_processes N -m tailsynth.cli train diffusion ... --distributed`"),
 ) -> None:
     """Train the class-conditional inpainting diffusion model."""
     from ..diffusion.train import train_diffusion
@@ -37,7 +40,7 @@ def train_diffusion_cmd(
         res = train_diffusion(data, size, out, resolution=resolution, steps=steps, seed=seed, init_from=init_from,
                               resume=not no_resume, progress=True, grad_accum=grad_accum,
                               mask_dir=str(masks) if masks else None, max_minutes=max_minutes,
-                              checkpoint_every=checkpoint_every, **kw)
+                              checkpoint_every=checkpoint_every, distributed=distributed, **kw)
     print_json(res)
 
 

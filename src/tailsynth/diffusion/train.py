@@ -15,6 +15,7 @@ resumed from its checkpoint continues the same loss curve.
 from __future__ import annotations
 
 import csv
+import os
 import json
 import math
 import time
@@ -64,6 +65,8 @@ class TrainConfig:
     splits: str | None = None
     device: str | None = None
     log_every: int = 10
+    # Multi-GPU through accelerate (`accelerate launch`); the single-device path stays plain torch.
+    distributed: bool = False
     classes: list = field(default_factory=list)
 
 
@@ -209,6 +212,10 @@ def _save(out: Path, unet, ema, opt, step: int, rng, gen, cfg: TrainConfig, clas
     (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
 
 
+def _plain(unet, accel):
+    return accel.unwrap_model(unet) if accel is not None else unet
+
+
 def _read_loss_log(path: Path, upto: int) -> list[list[str]]:
     if not path.is_file():
         return []
@@ -235,7 +242,17 @@ def train_diffusion(data, size, out, resolution=None, steps=None, seed=0, init_f
                       steps=int(steps or d_steps), seed=seed, init_from=str(init_from) if init_from else None, **kw)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    accel = None
+    if cfg.distributed:
+        try:
+            from accelerate import Accelerator
+        except ImportError as e:
+            raise ValueError("--distributed needs the 'accelerate' package (pip install 'tailsynth[gpu]')") from e
+        accel = Accelerator(cpu=cfg.device == "cpu")
+        device = accel.device
+    else:
+        device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    is_main = accel is None or accel.is_main_process
 
     images, labels, masks, classes, methods = load_training_data(
         cfg.data, cfg.resolution, cfg.mask_dir, cfg.splits, cfg.seed)
@@ -275,10 +292,17 @@ def train_diffusion(data, size, out, resolution=None, steps=None, seed=0, init_f
         rng.bit_generator.state = st["np_rng"]
         gen.set_state(st["torch_rng"])
         step = int(st["step"])
-    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+    if accel is not None:
+        unet, opt = accel.prepare(unet, opt)
+        if accel.process_index > 0:
+            # Each rank draws its own batches and noise; rank 0 keeps the single-device stream.
+            rng = np.random.default_rng([cfg.seed, accel.process_index, step])
+            gen = torch.Generator().manual_seed(cfg.seed * 1009 + accel.process_index * 7919 + step)
+    if is_main:
+        (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
 
-    log_path = out / "loss.csv"
-    rows = _read_loss_log(log_path, step)
+    log_path = out / "loss.csv" if is_main else Path(os.devnull)
+    rows = _read_loss_log(log_path, step) if is_main else []
     with open(log_path, "w", newline="") as f:
         csv.writer(f).writerows([["step", "loss", "lr", "elapsed_s"], *rows])
     prev_elapsed = float(rows[-1][3]) if rows else 0.0
@@ -301,7 +325,10 @@ def train_diffusion(data, size, out, resolution=None, steps=None, seed=0, init_f
                 y = torch.from_numpy(y).to(device)
                 loss = diffusion_loss(unet, scheduler, x, m, y, gen, null_class, cfg.null_prob, cfg.outside_weight,
                                       cfg.prediction_type, autocast) / cfg.grad_accum
-                loss.backward()
+                if accel is not None:
+                    accel.backward(loss)  # gradients all-reduced across ranks
+                else:
+                    loss.backward()
                 total += loss.item()
             torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
             opt.step()
@@ -321,12 +348,18 @@ def train_diffusion(data, size, out, resolution=None, steps=None, seed=0, init_f
                     print(f"step {step}/{cfg.steps} loss {np.mean(losses[-cfg.log_every:]):.4f} "
                           f"{elapsed:.0f}s", flush=True)
             timed_out = cfg.max_minutes is not None and (time.time() - t0) > cfg.max_minutes * 60
-            if step % cfg.checkpoint_every == 0 or step == stop or timed_out:
-                _save(out, unet, ema, opt, step, rng, gen, cfg, classes, data_info)
+            if accel is not None:
+                # Every rank must agree to stop, or the others wait forever in the next all-reduce.
+                flag = torch.tensor([1.0 if timed_out else 0.0], device=device)
+                timed_out = bool(accel.reduce(flag, reduction="sum").item() > 0)
+            if (step % cfg.checkpoint_every == 0 or step == stop or timed_out) and is_main:
+                _save(out, _plain(unet, accel), ema, opt, step, rng, gen, cfg, classes, data_info)
             if timed_out:
                 break
-    if step == 0 or not (out / "unet").is_dir():
-        _save(out, unet, ema, opt, step, rng, gen, cfg, classes, data_info)
+    if is_main and (step == 0 or not (out / "unet").is_dir()):
+        _save(out, _plain(unet, accel), ema, opt, step, rng, gen, cfg, classes, data_info)
+    if accel is not None:
+        accel.wait_for_everyone()
     wall = time.time() - t0
     run_steps = len(losses)
     return {

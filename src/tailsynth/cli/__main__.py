@@ -1,0 +1,5 @@
+"""`python -m tailsynth.cli` (what `accelerate launch -m` needs)."""
+
+from . import app
+
+app()
