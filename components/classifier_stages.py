@@ -78,7 +78,7 @@ def compare(baseline: Input[Dataset], augmented: Input[Dataset], comparison: Out
 
 @cpu_component
 def export(model: Input[Model], target: str, exported: Output[Model]):
-    """The serving form of the classifier (ONNX and, with target='triton', a Triton model repository)."""
+    """The serving form of the classifier: ONNX plus a Triton repository (target 'cluster': onnxruntime_onnx; 'local': python backend)."""
     from tailsynth.export import export_model
 
     info = export_model(model.path, exported.path, target=target)

@@ -55,7 +55,7 @@ PROFILES: dict[str, dict] = {
               "diffusion_size": "base", "diffusion_resolution": 64, "diffusion_steps": 50000,
               "diffusion_batch_size": 64, "diffusion_max_minutes": 0.0,
               "classes": ["DF", "VASC", "AK", "SCC"], "policy": "fill-to-head", "count": 0, "oversample": 2.5,
-              "sampler_steps": 50, "num_shards": 16, "gamma": 0.4, "export_target": "triton",
+              "sampler_steps": 50, "num_shards": 16, "gamma": 0.4, "export_target": "cluster",
               "dvc_remote": "storage"},
 }
 
