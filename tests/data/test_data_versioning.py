@@ -5,25 +5,19 @@ from __future__ import annotations
 import filecmp
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from local_servers import free_port, moto_server
 from typer.testing import CliRunner
 
 from tailsynth.cli import app
 from tailsynth.data.versioning import VersioningError, data_revision, pull, push, setup_s3_remote
 
 BUCKET = "tailsynth-test"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _moto_server_cmd() -> list[str]:
@@ -33,27 +27,8 @@ def _moto_server_cmd() -> list[str]:
 
 @pytest.fixture(scope="module")
 def s3_endpoint():
-    port = _free_port()
-    proc = subprocess.Popen([*_moto_server_cmd(), "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.time() > deadline:
-                    pytest.fail(f"moto_server did not start on 127.0.0.1:{port}")
-                time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with moto_server() as url:
+        yield url
 
 
 @pytest.fixture
@@ -174,7 +149,7 @@ def test_no_credentials_is_named(s3_endpoint, aws_env, monkeypatch, new_repo, tm
 
 def test_unreachable_endpoint_is_named(aws_env, new_repo, tmp_path):
     repo = new_repo(tmp_path / "r")
-    dead = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     setup_s3_remote(BUCKET, dead, repo=repo, name="cluster")
     t = time.time()
     with pytest.raises(VersioningError, match=f"S3 endpoint {dead} is unreachable"):

@@ -3,13 +3,10 @@ on real held-out images (the rest of train + val, split at random into a referen
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
+from local_servers import moto_server
 
 # Enough to predict every class now and then; the drift tests do not need an accurate model.
 QUICK = {"backbone": "test_resnet", "max_steps": 40, "fit": 5000}
@@ -44,41 +41,12 @@ def live_records(drill) -> list[dict]:
     return res["records_list"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def moto_s3(monkeypatch):
     """A real S3-compatible endpoint (moto_server) on 127.0.0.1, stopped afterwards; yields its URL."""
-    exe = Path(sys.executable).with_name("moto_server")
-    if not exe.exists():
-        pytest.skip("moto_server not installed (pip install 'moto[server]')")
-    port = _free_port()
-    proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.time() > deadline:
-                    pytest.fail(f"moto_server did not start on 127.0.0.1:{port}")
-                time.sleep(0.2)
+    with moto_server() as url:
         for k, v in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
                      "AWS_ENDPOINT_URL_S3": url}.items():
             monkeypatch.setenv(k, v)
         monkeypatch.delenv("AWS_PROFILE", raising=False)
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
