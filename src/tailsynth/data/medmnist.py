@@ -14,15 +14,20 @@ SPLITS = ("train", "val", "test")
 CLASSES = [HAM_TO_ISIC[c] for c in MEDMNIST_CODES]  # index order of the npz labels
 
 
-def read_npz(path: str | Path) -> LesionDataset:
-    path = Path(path)
+def load_npz_arrays(path: Path) -> dict[str, np.ndarray]:
+    """All arrays of an npz file; DataError naming the file when it is missing or unreadable."""
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     try:
         npz = np.load(path)
-        arrays = {k: npz[k] for k in npz.files}
+        return {k: npz[k] for k in npz.files}
     except Exception as e:
         raise DataError(f"{path}: not a readable .npz file ({e})") from e
+
+
+def read_npz(path: str | Path) -> LesionDataset:
+    path = Path(path)
+    arrays = load_npz_arrays(path)
     present = [s for s in SPLITS if f"{s}_images" in arrays or f"{s}_labels" in arrays]
     if not present:
         raise DataError(f"{path}: no '<split>_images'/'<split>_labels' keys (found {sorted(arrays)})")

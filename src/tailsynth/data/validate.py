@@ -192,15 +192,9 @@ def _isic_table(root: Path, splits: dict[str, str] | None, part: str | None, wor
 def _npz_table(path: Path):
     import pandas as pd
 
-    from .medmnist import CLASSES, SPLITS
+    from .medmnist import CLASSES, SPLITS, load_npz_arrays
 
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    try:
-        npz = np.load(path)
-        arrays = {k: npz[k] for k in npz.files}
-    except Exception as e:
-        raise DataError(f"{path}: not a readable .npz file ({e})") from e
+    arrays = load_npz_arrays(path)
     frames = []
     for s in SPLITS:
         if f"{s}_images" not in arrays and f"{s}_labels" not in arrays:

@@ -35,6 +35,20 @@ def _reply(status: int, message: str, extra_headers: list | None = None):
     return send_reply
 
 
+
+def _replay(body: bytes, receive):
+    """An ASGI `receive` that hands the already-read body to the app once, then defers to the real one."""
+    sent = False
+
+    async def replay():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
 class GuardMiddleware:
     def __init__(self, app, token: str | None = None, max_body_bytes: int = 64 * 1024 * 1024):
         self.app = app
@@ -79,16 +93,7 @@ class GuardMiddleware:
                     return await _reply(413, f"{path}: request body exceeds the limit of {self.max_body_bytes} bytes")(send)
                 chunks.append(chunk)
             body = b"".join(chunks)
-            sent = False
-
-            async def replay():
-                nonlocal sent
-                if not sent:
-                    sent = True
-                    return {"type": "http.request", "body": body, "more_body": False}
-                return await receive()
-
-            return await self.app(scope, replay, send)
+            return await self.app(scope, _replay(body, receive), send)
         return await self.app(scope, receive, send)
 
 
@@ -128,16 +133,7 @@ class V2BinaryBytesAdapter:
                            if k.lower() not in (b"inference-header-content-length", b"content-length", b"content-type")]
             raw_headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
             scope = {**scope, "headers": raw_headers}
-        sent = False
-
-        async def replay():
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        return await self.app(scope, replay, send)
+        return await self.app(scope, _replay(body, receive), send)
 
 
 def _binary_bytes_to_json(body: bytes, header_len: int) -> bytes | None:
