@@ -9,7 +9,6 @@ A file already present at the destination is used as is. A missing one is downlo
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import urllib.error
@@ -18,6 +17,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..hashing import file_digest
 from .errors import DataError
 
 DERMAMNIST_URL = "https://zenodo.org/records/10519652/files/dermamnist.npz?download=1"
@@ -69,14 +69,6 @@ def _isic_files(base_url: str | None, labels_only: bool, with_test: bool) -> lis
     return files
 
 
-def _md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def download(url: str, dest: Path, md5: str | None = None, timeout: float = 30, progress: bool = False) -> Path:
     """Stream `url` to `dest` through a `.part` file (never leaves a half file under the final name)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -95,7 +87,7 @@ def download(url: str, dest: Path, md5: str | None = None, timeout: float = 30, 
         else:
             shutil.copyfileobj(resp, out, 1 << 20)
     if md5 is not None:
-        got = _md5(part)
+        got = file_digest(part, "md5")
         if got != md5:
             part.unlink()
             raise DataError(f"{url}: downloaded file has MD5 {got}, expected {md5} (corrupt or changed upstream)")

@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
+from ..hashing import file_digest
+
 DEFAULT_S3_REMOTE = "s3"
 PROBE_TIMEOUT_S = 5
 
@@ -28,14 +30,6 @@ class VersioningError(RuntimeError):
 
 # ---- content revision -------------------------------------------------------------------------------
 
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def data_revision(path: str | Path) -> str:
     """A content hash of a file or folder (sha256 over sorted relative paths and file contents).
 
@@ -44,7 +38,7 @@ def data_revision(path: str | Path) -> str:
     """
     p = Path(path)
     if p.is_file():
-        return _file_digest(p)
+        return file_digest(p)
     if not p.is_dir():
         raise FileNotFoundError(f"{p}: no such file or folder to hash")
     h = hashlib.sha256()
@@ -53,7 +47,7 @@ def data_revision(path: str | Path) -> str:
         key=lambda q: q.relative_to(p).as_posix(),
     )
     for q in files:
-        h.update(q.relative_to(p).as_posix().encode() + b"\0" + _file_digest(q).encode() + b"\n")
+        h.update(q.relative_to(p).as_posix().encode() + b"\0" + file_digest(q).encode() + b"\n")
     return h.hexdigest()
 
 
