@@ -11,17 +11,11 @@ def train_classifier(data: Input[Dataset], splits: Input[Dataset], backbone: str
                      resolution: int, batch_size: int, seed: int, data_revision: str,
                      model: Output[Model], metrics: Output[Metrics]) -> float:
     """The real-only classifier: the baseline arm and the OOD feature extractor. Returns val balanced accuracy."""
-    from tailsynth.classify.train import train_classifier as train
-    from tailsynth.pipeline_io import numeric_items, source_in
+    from tailsynth.pipeline_io import train_arm
 
-    result = train(data=str(source_in(data.path)), out=model.path, backbone=backbone, loss=loss, epochs=epochs,
-                   seed=seed, resolution=resolution, splits=splits.path,
-                   **({"batch_size": batch_size} if batch_size > 0 else {}))
-    for k, v in numeric_items(result).items():
-        metrics.log_metric(k, v)
-    model.metadata.update({"backbone": backbone, "loss": loss, "epochs": epochs, "arm": "real-only",
-                           "data_revision": data_revision})
-    return float(result.get("balanced_accuracy", float("nan")))
+    return train_arm(data.path, splits.path, model, metrics, arm="real-only", data_revision=data_revision,
+                     backbone=backbone, loss=loss, epochs=epochs, seed=seed, resolution=resolution,
+                     batch_size=batch_size)
 
 
 @gpu_component
@@ -30,19 +24,12 @@ def train_classifier_augmented(data: Input[Dataset], splits: Input[Dataset], syn
                                seed: int, synthetic_ratio: float, data_revision: str,
                                model: Output[Model], metrics: Output[Metrics]) -> float:
     """Real + selected synthetic images, same backbone and budget as the baseline. Returns val balanced accuracy."""
-    from tailsynth.classify.train import train_classifier as train
-    from tailsynth.pipeline_io import numeric_items, source_in, synthetic_manifest
+    from tailsynth.pipeline_io import synthetic_manifest, train_arm
 
-    result = train(data=str(source_in(data.path)), out=model.path, backbone=backbone, loss=loss, epochs=epochs,
-                   seed=seed, resolution=resolution, splits=splits.path,
-                   **({"batch_size": batch_size} if batch_size > 0 else {}),
-                   synthetic_manifest=str(synthetic_manifest(synthetic.path)),
-                   synthetic_ratio=synthetic_ratio if synthetic_ratio > 0 else None)
-    for k, v in numeric_items(result).items():
-        metrics.log_metric(k, v)
-    model.metadata.update({"backbone": backbone, "loss": loss, "epochs": epochs, "arm": "real+synthetic",
-                           "data_revision": data_revision})
-    return float(result.get("balanced_accuracy", float("nan")))
+    return train_arm(data.path, splits.path, model, metrics, arm="real+synthetic", data_revision=data_revision,
+                     backbone=backbone, loss=loss, epochs=epochs, seed=seed, resolution=resolution,
+                     batch_size=batch_size, synthetic_manifest=str(synthetic_manifest(synthetic.path)),
+                     synthetic_ratio=synthetic_ratio if synthetic_ratio > 0 else None)
 
 
 @cpu_component

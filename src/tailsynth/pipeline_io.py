@@ -240,3 +240,22 @@ def push_synthetic_set(folder: str | Path, remote_url: str, endpoint_url: str | 
                 "dvc_file": (repo / "synthetic.dvc").read_text()}
     finally:
         shutil.rmtree(repo, ignore_errors=True)
+
+
+def train_arm(data_dir: str, splits_path: str, model, metrics, *, arm: str, data_revision: str,
+              batch_size: int = 0, **train_kwargs) -> float:
+    """Train one classifier arm into the KFP `model` artifact, log its numbers to `metrics`; val balanced accuracy.
+
+    `model`/`metrics` are KFP Output artifacts (duck-typed: `.path`, `.metadata`, `.log_metric`), so this module
+    stays free of KFP imports.
+    """
+    from .classify.train import train_classifier
+
+    if batch_size > 0:
+        train_kwargs["batch_size"] = batch_size
+    result = train_classifier(data=str(source_in(data_dir)), out=model.path, splits=splits_path, **train_kwargs)
+    for k, v in numeric_items(result).items():
+        metrics.log_metric(k, v)
+    model.metadata.update({"backbone": train_kwargs.get("backbone"), "loss": train_kwargs.get("loss"),
+                           "epochs": train_kwargs.get("epochs"), "arm": arm, "data_revision": data_revision})
+    return float(result.get("balanced_accuracy", float("nan")))
