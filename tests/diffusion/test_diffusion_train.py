@@ -109,3 +109,66 @@ def test_accelerate_path_matches_plain_training_on_one_process(tmp_path):
     b = np.array([float(r[1]) for r in _rows(tmp_path / "dist" / "loss.csv")])
     np.testing.assert_allclose(a, b, rtol=1e-5)
     assert (tmp_path / "dist" / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+
+
+def test_class_draw_weights_follow_the_chosen_power():
+    from tailsynth.diffusion.train import class_draw_weights
+
+    labels = np.array([0] * 100 + [1] * 25 + [2] * 4)
+    for mode, p in (("balanced", 0.0), ("sqrt", 0.5), ("natural", 1.0)):
+        w = class_draw_weights(labels, mode)
+        per_class = np.array([w[labels == c].sum() for c in range(3)])
+        expect = np.array([100, 25, 4], float) ** p
+        np.testing.assert_allclose(per_class, expect / expect.sum(), rtol=1e-9)
+    with pytest.raises(ValueError, match="class_sampling"):
+        class_draw_weights(labels, "cubic")
+
+
+def test_min_snr_weight_for_v_prediction_is_min_snr_over_snr_plus_one():
+    import torch
+    from diffusers import DDPMScheduler
+
+    from tailsynth.diffusion.train import min_snr_weight
+
+    sched = DDPMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction")
+    t = torch.tensor([0, 200, 500, 800, 999])
+    ac = sched.alphas_cumprod[t]
+    snr = ac / (1 - ac)
+    w = min_snr_weight(sched, t, 5.0, "v_prediction")
+    np.testing.assert_allclose(w.numpy(), (torch.clamp(snr, max=5.0) / (snr + 1)).numpy(), rtol=1e-6)
+    # Low noise (high SNR) is down-weighted, high noise keeps weight ~ SNR/(SNR+1) < 1.
+    assert w[0] < 0.01 and w[-1] < w[2]
+    eps = min_snr_weight(sched, t, 5.0, "epsilon")
+    np.testing.assert_allclose(eps.numpy(), (torch.clamp(snr, max=5.0) / snr).numpy(), rtol=1e-6)
+
+
+def test_logit_normal_timesteps_concentrate_on_mid_noise():
+    import torch
+
+    from tailsynth.diffusion.train import sample_timesteps
+
+    g = torch.Generator().manual_seed(0)
+    t = sample_timesteps(20000, 1000, "logit-normal", g).float()
+    u = sample_timesteps(20000, 1000, "uniform", g).float()
+    mid = lambda x: ((x > 250) & (x < 750)).float().mean().item()  # noqa: E731
+    assert mid(t) > 0.6 > mid(u) > 0.45
+    assert t.min() >= 0 and t.max() <= 999
+    with pytest.raises(ValueError, match="timestep_sampling"):
+        sample_timesteps(2, 1000, "cosine", g)
+
+
+def test_lean_size_takes_its_recipe_and_options_still_win(tmp_path):
+    import json
+
+    from tailsynth.diffusion.train import train_diffusion
+
+    labels = ["NV"] * 6 + ["DF"] * 3 + ["VASC"] * 3
+    data = make_isic_folder(tmp_path / "isic", labels, size=28)
+    train_diffusion(data, "lean", tmp_path / "m", steps=2, batch_size=4, log_every=1, ema_decay=0.99)
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert cfg["resolution"] == 28 and cfg["snr_gamma"] == 5.0 and cfg["class_sampling"] == "sqrt"
+    assert cfg["ema_decay"] == 0.99 and cfg["warmup"] == 200
+    train_diffusion(data, "lean", tmp_path / "m2", steps=2, batch_size=4, log_every=1)
+    cfg2 = json.loads((tmp_path / "m2" / "config.json").read_text())
+    # Half-life = 6% of the planned steps: 0.5 ** (1 / max(1, 0.12)) = 0.5.
+    assert cfg2["ema_decay"] == pytest.approx(0.5) and cfg2["ema_half_life_frac"] == 0.06

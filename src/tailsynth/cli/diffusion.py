@@ -15,9 +15,9 @@ SOURCE_HELP = "ISIC 2019 folder or MedMNIST .npz"
 @train_app.command("diffusion")
 def train_diffusion_cmd(
     data: Path = typer.Option(..., "--data", help=SOURCE_HELP),
-    size: str = typer.Option(..., "--size", help="tiny | small | base"),
+    size: str = typer.Option(..., "--size", help="tiny | lean | small | base (lean: the 2-core CPU recipe, 28 px)"),
     out: Path = typer.Option(..., "--out", help="model folder (resumed when it holds a checkpoint)"),
-    resolution: int | None = typer.Option(None, help="image size in px (default: tiny 16, small 32, base 64)"),
+    resolution: int | None = typer.Option(None, help="image size in px (default: tiny 16, lean 28, small 32, base 64)"),
     steps: int | None = typer.Option(None, help="total optimizer steps (default by size)"),
     seed: int = typer.Option(0),
     init_from: Path | None = typer.Option(None, "--init-from", help="local diffusers UNet folder to start from"),
@@ -27,6 +27,12 @@ def train_diffusion_cmd(
     masks: Path | None = typer.Option(None, "--masks", help="folder of lesion masks (<image>.png, 255 = lesion)"),
     max_minutes: float | None = typer.Option(None, "--max-minutes", help="stop (with a checkpoint) after this long"),
     checkpoint_every: int = typer.Option(200, "--checkpoint-every"),
+    class_sampling: str | None = typer.Option(None, "--class-sampling",
+                                              help="balanced | sqrt | natural (default by size: lean sqrt, else balanced)"),
+    snr_gamma: float | None = typer.Option(None, "--snr-gamma", help="min-SNR-gamma loss weight (default: lean 5)"),
+    timestep_sampling: str | None = typer.Option(None, "--timestep-sampling", help="uniform | logit-normal"),
+    ema_decay: float | None = typer.Option(None, "--ema-decay", help="EMA decay cap (warm-up (1+s)/(10+s) below it)"),
+    warmup: int | None = typer.Option(None, "--warmup", help="LR warm-up steps"),
     no_resume: bool = typer.Option(False, "--no-resume", help="ignore a checkpoint in OUT"),
     distributed: bool = typer.Option(False, "--distributed",
                                      help="data-parallel over GPUs through accelerate; start with `accelerate launch "
@@ -35,7 +41,9 @@ def train_diffusion_cmd(
     """Train the class-conditional inpainting diffusion model."""
     from ..diffusion.train import train_diffusion
 
-    kw = {k: v for k, v in dict(batch_size=batch_size, lr=lr).items() if v is not None}
+    kw = {k: v for k, v in dict(batch_size=batch_size, lr=lr, class_sampling=class_sampling, snr_gamma=snr_gamma,
+                                timestep_sampling=timestep_sampling, ema_decay=ema_decay, warmup=warmup).items()
+          if v is not None}
     with fail_cleanly():
         res = train_diffusion(data, size, out, resolution=resolution, steps=steps, seed=seed, init_from=init_from,
                               resume=not no_resume, progress=True, grad_accum=grad_accum,

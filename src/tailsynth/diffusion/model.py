@@ -31,6 +31,15 @@ SIZES: dict[str, dict] = {
         up_block_types=("UpBlock2D", "UpBlock2D"),
         norm_num_groups=8,
     ),
+    # Attention-free, about 1.4 M parameters: trains at the native 28 px of DermaMNIST on 2 CPU cores
+    # (28 -> 14 -> 7); attention buys little at <= 32 px and costs a third of the step time.
+    "lean": dict(
+        block_out_channels=(24, 48, 96),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D", "UpBlock2D"),
+        norm_num_groups=8,
+    ),
     "small": dict(
         block_out_channels=(32, 64, 128),
         layers_per_block=1,
@@ -46,7 +55,7 @@ SIZES: dict[str, dict] = {
         norm_num_groups=32,
     ),
 }
-DEFAULT_RESOLUTION = {"tiny": 16, "small": 32, "base": 64}
+DEFAULT_RESOLUTION = {"tiny": 16, "lean": 28, "small": 32, "base": 64}
 
 
 def build_unet(size: str, resolution: int, num_classes: int):
