@@ -28,8 +28,13 @@ def train_classifier_cmd(
     splits: Path | None = typer.Option(None, "--splits", help="split manifest CSV image_id,split"),
     synthetic_manifest: Path | None = typer.Option(None, "--synthetic-manifest", help="CSV path,class[,weight]"),
     synthetic_ratio: float | None = typer.Option(None, "--synthetic-ratio",
-                                                    help="synthetic draws per real image per epoch; "
-                                                         "default: all synthetic images once"),
+                                                    help="share of each class's draws that are synthetic, 0..1 "
+                                                         "(0: the prior-shift control); default: the pooled share"),
+    synthetic_weight: float | None = typer.Option(None, "--synthetic-weight",
+                                                     help="loss weight of synthetic images (default 1)"),
+    cmo: bool = typer.Option(False, "--cmo", help="paste real tail lesions onto head-class images (CMO)"),
+    cmo_prob: float | None = typer.Option(None, "--cmo-prob", help="CMO: share of head-class images pasted on"),
+    mask_dir: Path | None = typer.Option(None, "--mask-dir", help="CMO: lesion masks from `tailsynth masks`"),
     batch_size: int | None = typer.Option(None, "--batch-size"),
     lr: float | None = typer.Option(None, "--lr"),
     optimizer: str | None = typer.Option(None, "--optimizer", help="adamw or sgd"),
@@ -48,6 +53,11 @@ def train_classifier_cmd(
           if v is not None}
     if no_augment:
         kw["augment"] = {"enabled": False}
+    if synthetic_weight is not None:
+        kw["synthetic_weight"] = synthetic_weight
+    if cmo or cmo_prob is not None or mask_dir is not None:
+        kw["cmo"] = {"enabled": True, **({"prob": cmo_prob} if cmo_prob is not None else {}),
+                     **({"mask_dir": str(mask_dir)} if mask_dir else {})}
     with fail_cleanly():
         m = train_classifier(data, out, backbone=backbone, loss=loss, epochs=epochs, seed=seed,
                              resolution=resolution, splits=splits, synthetic_manifest=synthetic_manifest,
