@@ -244,7 +244,7 @@ def mcnemar(correct_ref: np.ndarray, correct_arm: np.ndarray) -> dict:
     b = int((a & ~b_).sum())
     c = int((~a & b_).sum())
     p = float(binomtest(min(b, c), b + c, 0.5).pvalue) if b + c else 1.0
-    return {"n": int(len(a)), "ref_only_correct": b, "arm_only_correct": c, "p_value": p}
+    return {"n": len(a), "ref_only_correct": b, "arm_only_correct": c, "p_value": p}
 
 
 def paired_bootstrap(units: Sequence[dict], num_classes: int, tail_idx: Sequence[int], n_boot: int = 1000,

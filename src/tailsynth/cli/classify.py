@@ -93,18 +93,35 @@ def experiment_cmd(
     backbone: str = typer.Option("resnet18", "--backbone"),
     epochs: int | None = typer.Option(None, "--epochs"),
     splits: Path | None = typer.Option(None, "--splits"),
+    folds: int | None = typer.Option(None, "--folds",
+                                       help="k-fold lesion-grouped CV over train+val, epoch and post-hoc τ chosen on an "
+                                            "inner split, paired Δ vs the first method (the augmentation "
+                                            "experiment's protocol); without it: train -> val as before"),
+    inner_val: float = typer.Option(0.15, "--inner-val", help="with --folds: inner split share"),
+    bootstrap: int = typer.Option(1000, "--bootstrap", help="with --folds: bootstrap resamples"),
+    batch_size: int | None = typer.Option(None, "--batch-size"),
+    device: str | None = typer.Option(None, "--device"),
+    jobs: int = typer.Option(1, "--jobs", help="with --folds: training runs in parallel worker processes"),
     threads: int | None = typer.Option(None, "--threads"),
     quiet: bool = typer.Option(False, "--quiet"),
 ) -> None:
     """Methods x seeds -> comparison.md / comparison.csv (mean ± std, rarest class highlighted)."""
     from ..classify.experiment import METHODS, run_experiment
 
-    kw = {"threads": threads} if threads else {}
+    kw = {k: v for k, v in (("threads", threads), ("batch_size", batch_size), ("device", device)) if v is not None}
     with fail_cleanly():
         try:
             seed_list = [int(s) for s in _csv_list(seeds) or []]
         except ValueError:
             raise ValueError(f"--seeds {seeds!r}: expected a comma list of integers") from None
+        if folds:
+            from ..ood.experiment import run_method_comparison
+
+            res = run_method_comparison(data, out, _csv_list(methods) or list(METHODS), folds=folds,
+                                        seeds=seed_list, backbone=backbone, epochs=epochs, splits=splits,
+                                        inner_val=inner_val, n_boot=bootstrap, train_kw=kw, quiet=quiet, jobs=jobs)
+            print_json({"table": res["table_path"], "best": res["best"]})
+            return
         res = run_experiment(data, out, methods=_csv_list(methods), seeds=seed_list, backbone=backbone,
                              epochs=epochs, splits=splits, quiet=quiet, **kw)
     err.print(f"methods: {', '.join(_csv_list(methods) or METHODS)}; table: {res['table']}")

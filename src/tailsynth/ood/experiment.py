@@ -24,8 +24,19 @@ from pathlib import Path
 
 import numpy as np
 
-from .protocol import (DEFAULT_TAIL, HEADLINE, PREDICTIONS, Replicate, arm_table, compare, load_predictions,
-                       make_replicates, predict_part, save_predictions, tune_posthoc_tau)
+from .protocol import (
+    DEFAULT_TAIL,
+    HEADLINE,
+    PREDICTIONS,
+    Replicate,
+    arm_table,
+    compare,
+    load_predictions,
+    make_replicates,
+    predict_part,
+    save_predictions,
+    tune_posthoc_tau,
+)
 
 ARMS = ("real", "cmo", "prior-shift", "random", "ood", "harmonized")
 SYNTHETIC_ARMS = ("random", "ood", "harmonized")
@@ -228,8 +239,55 @@ def run_augmentation_experiment(data, candidates, out, *, baseline: str = "class
     return {"results": results, "table_path": str(out / "table.md"), "markdown": md}
 
 
+def run_method_comparison(data, out, methods, *, folds: int | None = 5, seeds=(0,), backbone: str = "resnet18",
+                          epochs: int | None = None, resolution: int | None = None, splits=None,
+                          inner_val: float = 0.15, split_seed: int = 0, eval_data=None, eval_split: str = "test",
+                          eval_splits=None, tail=DEFAULT_TAIL, n_boot: int = 1000, train_kw: dict | None = None,
+                          quiet: bool = False, jobs: int = 1, collect_only: bool = False) -> dict:
+    """Real-only long-tail methods on the experiment's protocol (epoch and post-hoc τ chosen on the inner split,
+    reported on held-out folds); paired Δ vs the first method. The winner by mean balanced accuracy is arm (a)."""
+    from .select import _jsonable
+
+    methods = list(methods)
+    if not methods:
+        raise ValueError("no methods to compare")
+    specs = {m: baseline_spec(m) for m in methods}
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
+    reps = make_replicates(data, out, folds=folds, seeds=[int(s) for s in seeds], splits=splits,
+                           inner_val=inner_val, split_seed=split_seed)
+    common = {"backbone": backbone, "epochs": epochs, "resolution": resolution, "split_seed": split_seed,
+              "quiet": True, "write_reports": False, **(train_kw or {})}
+    tasks = [{"run_dir": str(out / "runs" / m / r.tag), "rep": r, "data": data,
+              "train": {**common, "loss": specs[m]["loss"], "sampler": specs[m]["sampler"]},
+              "posthoc": specs[m]["posthoc"], "eval_data": eval_data, "eval_split": eval_split,
+              "eval_splits": eval_splits} for r in reps for m in methods]
+    todo = [t for t in tasks if not (Path(t["run_dir"]) / PREDICTIONS.format(part="test")).is_file()
+            or (eval_data and not (Path(t["run_dir"]) / PREDICTIONS.format(part="eval")).is_file())]
+    if collect_only:
+        for t in todo:
+            log(f"  {t['run_dir']}: not finished, left out of the tables")
+    else:
+        log(f"{len(methods)} methods x {len(reps)} replicates: {len(todo)} runs to train")
+        _run_tasks(todo, jobs, log)
+    results = collect(out, methods, reps, tail=list(tail), n_boot=n_boot, eval_data=eval_data is not None,
+                      ref=methods[0], contrasts=(), rule=False)
+    arms = results["parts"].get("test", {}).get("arms", {})
+    results["best"] = max(arms, key=lambda k: arms[k]["balanced_accuracy"]["mean"] or -1) if arms else None
+    results["config"] = {"data": str(data), "methods": methods, "folds": folds, "seeds": [int(s) for s in seeds],
+                         "inner_val": inner_val, "tail": list(tail), "n_boot": n_boot,
+                         "eval_data": str(eval_data) if eval_data else None, "eval_split": eval_split,
+                         **{k: v for k, v in common.items() if k not in ("quiet", "write_reports")}}
+    (out / "results.json").write_text(json.dumps(_jsonable(results), indent=1))
+    md = render_markdown(results, ref_label=methods[0])
+    md = f"Best by mean balanced accuracy on the held-out part: **{results['best']}**\n\n" + md
+    (out / "comparison.md").write_text(md)
+    return {"results": results, "table_path": str(out / "comparison.md"), "best": results["best"]}
+
+
 def collect(out: Path, keys: list[str], reps: list[Replicate], *, tail: list[str], n_boot: int,
-            eval_data: bool) -> dict:
+            eval_data: bool, ref: str = "real", contrasts=CONTRASTS, rule: bool = True) -> dict:
     """Per-arm tables and paired comparisons from the saved predictions, for the reported part and the eval source."""
     parts = {"test": "seed"} | ({"eval": "replicate"} if eval_data else {})
     res: dict = {"parts": {}}
@@ -240,19 +298,20 @@ def collect(out: Path, keys: list[str], reps: list[Replicate], *, tail: list[str
                 f = out / "runs" / k / r.tag / PREDICTIONS.format(part=part)
                 if f.is_file():
                     preds.setdefault(k, {})[r.tag] = load_predictions(f)
-        if "real" not in preds:
+        if ref not in preds:
             res["parts"][part] = {"arms": {}, "vs_real": {}, "contrasts": {}}
             continue
-        first = next(iter(preds["real"].values()))
+        first = next(iter(preds[ref].values()))
         classes = first["classes"]
         entry = {"classes": classes, "dropped_classes": first["dropped"],
                  "support": {c: int((first["y"] == i).sum()) for i, c in enumerate(classes)},
                  "arms": {k: arm_table(p, classes, tail) for k, p in preds.items()},
-                 "vs_real": {k: compare(preds["real"], p, classes, tail, n_boot, passes=passes)
-                             for k, p in preds.items() if k != "real"},
+                 "vs_real": {k: compare(preds[ref], p, classes, tail, n_boot, passes=passes)
+                             for k, p in preds.items() if k != ref},
                  "contrasts": {f"{a} - {b}": compare(preds[b], preds[a], classes, tail, n_boot, passes=passes)
-                               for a, b in CONTRASTS if a in preds and b in preds}}
-        entry["decision"] = decide(entry)
+                               for a, b in contrasts if a in preds and b in preds}}
+        if rule:
+            entry["decision"] = decide(entry)
         res["parts"][part] = entry
     return res
 
@@ -320,8 +379,9 @@ def _delta(c: dict | None, metric: str, d: int = 3) -> str:
     return f"{b['delta']:+.{d}f} [{lo:+.{d}f}, {hi:+.{d}f}]" if lo is not None else f"{b['delta']:+.{d}f}"
 
 
-def render_markdown(results: dict) -> str:
+def render_markdown(results: dict, ref_label: str = "(a)") -> str:
     cfg = results.get("config", {})
+    tail = cfg.get("tail") or list(DEFAULT_TAIL)
     lines = []
     for part, e in results["parts"].items():
         title = ("held-out folds" if cfg.get("folds") else "source val split") if part == "test" else \
@@ -332,11 +392,11 @@ def render_markdown(results: dict) -> str:
             continue
         if e.get("dropped_classes"):
             lines += [f"Images of classes the models lack were left out: {e['dropped_classes']}.", ""]
-        lines += ["Per arm: mean ± std over replicates. Δ vs (a): paired, mean over replicates, 95% bootstrap "
-                  "interval over image sets, seeds and images; McNemar p: largest over the tests (one per seed, or "
-                  "per model on a shared evaluation set).", "",
-                  "| arm | n | balanced accuracy | Δ vs (a) | tail recall (AK+DF+VASC) | Δ tail recall | macro AUC | "
-                  "log-loss | McNemar p |", "|---|---|---|---|---|---|---|---|---|"]
+        lines += [("Per arm: mean ± std over replicates. Δ vs (a): paired, mean over replicates, 95% bootstrap "
+                   "interval over image sets, seeds and images; McNemar p: largest over the tests (one per seed, or "
+                   "per model on a shared evaluation set)."), "",
+                  (f"| arm | n | balanced accuracy | Δ vs {ref_label} | tail recall ({'+'.join(tail)}) | Δ tail recall | "
+                   "macro AUC | log-loss | McNemar p |"), "|---|---|---|---|---|---|---|---|---|"]
         for k, t in e["arms"].items():
             c = e["vs_real"].get(k)
             p = f"{c['mcnemar_p_max']:.3g}" if c and c.get("n_replicates") else "–"
@@ -365,4 +425,5 @@ def render_markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["ARMS", "HEADLINE", "run_augmentation_experiment", "collect", "decide", "random_matched", "baseline_spec"]
+__all__ = ["ARMS", "HEADLINE", "baseline_spec", "collect", "decide", "random_matched", "run_augmentation_experiment",
+           "run_method_comparison"]

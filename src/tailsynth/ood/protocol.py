@@ -188,7 +188,7 @@ def summarize(values, bounds: tuple[float, float] | None = None) -> dict:
 
 def arm_table(preds: dict[str, dict], classes: list[str], tail: list[str]) -> dict:
     """Per-replicate metrics of one arm and their summary. preds: replicate tag -> predictions."""
-    from ..metrics import paired_metrics, per_class_from_confusion, confusion_matrix
+    from ..metrics import confusion_matrix, paired_metrics, per_class_from_confusion
 
     tail_idx = [classes.index(c) for c in tail if c in classes]
     per_rep, recalls = {}, {c: [] for c in classes}
