@@ -147,9 +147,38 @@ def synth_quality_cmd(
     print_json({"out": str(out), "all_pass": q["all_pass"], "gates": q["gates"]})
 
 
+def diagnose_cmd(
+    model: Path = typer.Option(..., "--model", help="diffusion model folder"),
+    data: Path = typer.Option(..., "--data", help="real data: " + SOURCE_HELP),
+    out: Path = typer.Option(..., "--out"),
+    classifier: Path | None = typer.Option(None, "--classifier", help="real-only classifier: enables the sampler sweep"),
+    n: int = typer.Option(256, help="validation images for the one-step reconstruction"),
+    sweep: str = typer.Option("ddim:25:1.5,ddim:25:2,dpmsolver:10:2,dpmsolver:20:1,dpmsolver:20:2,dpmsolver:20:3",
+                              help="sampler:steps:guidance configurations"),
+    count: int = typer.Option(48, help="sweep: candidates per tail class"),
+) -> None:
+    """Diagnose a synthesizer: one-step reconstruction (EMA vs raw weights) and a sampler sweep."""
+    import json
+
+    from ..diffusion.diagnose import reconstruction_report, sampler_sweep
+
+    with fail_cleanly():
+        out.mkdir(parents=True, exist_ok=True)
+        rep = {"reconstruction": reconstruction_report(model, data, n=n)}
+        if classifier:
+            configs = []
+            for item in sweep.split(","):
+                smp, st, g = item.split(":")
+                configs.append({"sampler": smp, "steps": int(st), "guidance": float(g)})
+            rep["sampler_sweep"] = sampler_sweep(model, data, classifier, out, configs, count=count)
+        (out / "diagnosis.json").write_text(json.dumps(rep, indent=2) + "\n")
+    print_json(rep)
+
+
 def register(app: typer.Typer) -> None:
     attach(app)  # `tailsynth train` group, shared with the classifier; added once
     app.command("masks")(masks_cmd)
     app.command("generate")(generate_cmd)
     app.command("merge-shards")(merge_shards_cmd)
     app.command("synth-quality")(synth_quality_cmd)
+    app.command("diagnose-diffusion")(diagnose_cmd)

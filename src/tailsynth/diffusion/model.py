@@ -133,3 +133,28 @@ def install_pretrained(src: str | Path, dest: str | Path) -> dict:
     meta["pretrained_from"] = str(src)
     (dest / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     return {**meta, "model_hash": model_hash(dest)}
+
+
+def ship(model_dir: str | Path, dest: str | Path, card: dict, max_mb: float = 8.0) -> dict:
+    """Write a trained model's EMA weights as an fp16 safetensors synthesizer into DEST, with `card` as
+    model_card.json (and MODEL_CARD.md from it); refuses weights over `max_mb` (shipped models live in git)."""
+    import shutil
+
+    import torch
+    from diffusers import UNet2DModel
+
+    src, dest = Path(model_dir), Path(dest)
+    meta = read_meta(src)
+    unet = UNet2DModel.from_pretrained(src / "unet").to(torch.float16)
+    dest.mkdir(parents=True, exist_ok=True)
+    unet.save_pretrained(dest / "unet", safe_serialization=True)
+    size_mb = (dest / "unet" / "diffusion_pytorch_model.safetensors").stat().st_size / 2**20
+    if size_mb > max_mb:
+        raise ValueError(f"{dest}: weights are {size_mb:.1f} MB, over the {max_mb} MB limit for shipped models")
+    shutil.copytree(src / "scheduler", dest / "scheduler", dirs_exist_ok=True)
+    meta = {**meta, "weights": "ema, fp16"}
+    (dest / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    card = {**card, "weights_hash": model_hash(dest), "weights_mb": round(size_mb, 2),
+            "parameters": sum(p.numel() for p in unet.parameters())}
+    (dest / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
+    return card
