@@ -54,6 +54,8 @@ def train_augment(
     diffusion_steps: int = 800,
     diffusion_batch_size: int = 32,
     diffusion_max_minutes: float = 3.5,
+    diffusion_model: str = "",
+    diffusion_finetune_minutes: float = 0.0,
     classes: List[str] = ["DF", "VASC", "AK"],
     policy: str = "fill-to-head",
     count: int = 60,
@@ -81,7 +83,8 @@ def train_augment(
     diffusion = on_gpu(train_diffusion(data=data, splits=manifest, masks=lesion_masks.outputs["masks"],
                                        model_size=diffusion_size, resolution=diffusion_resolution,
                                        steps=diffusion_steps, batch_size=diffusion_batch_size,
-                                       max_minutes=diffusion_max_minutes, seed=seed))
+                                       max_minutes=diffusion_max_minutes, seed=seed,
+                                       pretrained=diffusion_model, finetune_minutes=diffusion_finetune_minutes))
     plan = shard_plan(num_shards=num_shards)
     with dsl.ParallelFor(plan.output, name="generation-shards") as shard:
         shard_task = on_gpu(generate(model=diffusion.outputs["model"], data=data, splits=manifest, masks=lesion_masks.outputs["masks"],
