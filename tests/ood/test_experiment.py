@@ -66,6 +66,11 @@ def test_decision_rule():
     assert decide(part)["ood"]["verdict"] == "no detectable effect"
 
 
+def _background_of(gen, cid):
+    with open(gen / "manifest.csv") as f:
+        return next(r["background_id"] for r in csv.DictReader(f) if r["id"] == cid)
+
+
 def test_experiment_folds_end_to_end_tiny(ood_setup, tmp_path):
     from tailsynth_testdata import make_npz
 
@@ -103,7 +108,8 @@ def test_experiment_folds_end_to_end_tiny(ood_setup, tmp_path):
         runs = out / "runs"
         cfg = {k: yaml.safe_load((runs / k / f"{fold}_seed0" / "config.yaml").read_text())
                for k in ("real", "ood", "random", "prior-shift", "cmo")}
-        assert cfg["ood"]["n_train_synthetic"] == cfg["random"]["n_train_synthetic"] == 14
+        # 7 of 13 per class, less VASC_bgcopy where its background is reported (below)
+        assert cfg["ood"]["n_train_synthetic"] == cfg["random"]["n_train_synthetic"] in (13, 14)
         assert cfg["ood"]["synthetic_ratio"] == 0.5 and cfg["ood"]["synthetic_weight"] == 0.5
         assert cfg["prior-shift"]["synthetic_draws_per_epoch"] == 0
         assert cfg["prior-shift"]["loss_class_counts"] == cfg["ood"]["loss_class_counts"]
@@ -111,6 +117,15 @@ def test_experiment_folds_end_to_end_tiny(ood_setup, tmp_path):
         assert cfg["real"]["loss"] == "ce" and cfg["real"]["splits"].endswith(f"splits/{fold}.csv")
         with np.load(runs / "real" / f"{fold}_seed0" / "predictions_test.npz") as z:
             assert 0 <= float(z["posthoc_tau"]) <= 2  # tuned on the inner val split
+    # VASC_bgcopy was painted on a real training image: in the fold that reports that image it is never used.
+    bg_fold = [f for f in ("fold0", "fold1")
+               if _manifest(out / "splits" / f"{f}.csv").get(_background_of(gen, "VASC_bgcopy")) == "test"]
+    assert len(bg_fold) == 1
+    for arm in ("ood", "random"):
+        man = (out / "selection" / f"{bg_fold[0]}_seed0" / f"{arm}_g0p50.csv").read_text()
+        assert "VASC_bgcopy" not in man
+    kept = json.loads((out / "selection" / "kept_counts.json").read_text())
+    assert kept[f"{bg_fold[0]}_seed0"]["ood excluded (background or source reported)"] == 1
     assert "| (e) OOD-selected synthetic |" in (out / "table.md").read_text()
     # A second call trains nothing and tabulates the same runs.
     before = (out / "runs" / "ood" / "fold0_seed0" / "metrics.json").stat().st_mtime

@@ -49,15 +49,29 @@ CONTRASTS = (("ood", "prior-shift"), ("ood", "random"), ("ood", "cmo"), ("harmon
              ("harmonized", "ood"), ("harmonized", "cmo"))
 
 
-def random_matched(sc, counts: dict[str, int], seed: int = 0) -> np.ndarray:
-    """A uniformly random subset of all candidates (memorized ones included: no selection at all)."""
+def random_matched(sc, counts: dict[str, int], seed: int = 0, allowed: np.ndarray | None = None) -> np.ndarray:
+    """A uniformly random subset of the allowed candidates (memorized ones included: no selection at all)."""
     rng = np.random.default_rng(seed)
     keep = np.zeros(len(sc.ids), bool)
     classes = np.array(sc.classes)
+    ok = np.ones(len(sc.ids), bool) if allowed is None else np.asarray(allowed, bool)
     for cls, n in counts.items():
-        members = np.flatnonzero(classes == cls)
+        members = np.flatnonzero((classes == cls) & ok)
         keep[rng.choice(members, size=min(n, len(members)), replace=False)] = True
     return keep
+
+
+def touches_reported_images(folder, ids: list[str], manifest: Path) -> np.ndarray:
+    """Candidates painted on (or harmonized from) an image of the replicate's reported part: they would carry
+    a reported image's pixels into training, so they are never used in that replicate."""
+    from ..data.source import read_split_manifest
+    from .candidates import read_candidates
+
+    c = read_candidates(folder)
+    reported = {i for i, s in read_split_manifest(manifest).items() if s == "test"}
+    src = c.source_ids or [""] * len(c.ids)
+    leak = {cid for cid, b, sid in zip(c.ids, c.background_ids, src) if b in reported or sid in reported}
+    return np.array([i in leak for i in ids], dtype=bool)
 
 
 def baseline_spec(name: str) -> dict:
@@ -201,15 +215,18 @@ def run_augmentation_experiment(data, candidates, out, *, baseline: str = "class
             # Scoring is deterministic and takes seconds, so a resumed experiment simply scores again.
             log(f"  {rep.tag}: scoring {kind} candidates with {scorer}")
             sc = score_candidates(folder, data, scorer, splits=rep.manifest)
+            leak = touches_reported_images(folder, sc.ids, rep.manifest)
+            kept_counts.setdefault(rep.tag, {})[f"{kind} excluded (background or source reported)"] = int(leak.sum())
             for g in [gamma, *(gammas if kind == "ood" else [])]:
                 kept, _, _ = choose(sc, gamma=g, score=score)
+                kept &= ~leak
                 write_manifest(sc.paths, sc.classes, kept, sel / f"{kind}_{_gtag(g)}.csv")
                 counts = {c: int(((np.array(sc.classes) == c) & kept).sum()) for c in sorted(set(sc.classes))}
                 kept_counts.setdefault(rep.tag, {})[f"{kind}@{g:g}"] = counts
                 if g == gamma:
                     quality.setdefault(rep.tag, {})[kind] = quality_summary(sc, kept)
                     if kind == "ood":
-                        write_manifest(sc.paths, sc.classes, random_matched(sc, counts, seed=rep.seed),
+                        write_manifest(sc.paths, sc.classes, random_matched(sc, counts, seed=rep.seed, allowed=~leak),
                                        sel / f"random_{_gtag(g)}.csv")
         if "ood" in arms:
             tasks.append(task("ood", rep, synthetic_manifest=str(sel / f"ood_{_gtag(gamma)}.csv"), **syn))

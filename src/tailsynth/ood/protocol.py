@@ -223,8 +223,10 @@ def compare(ref: dict[str, dict], arm: dict[str, dict], classes: list[str], tail
         r, a = ref[tag], arm[tag]
         if not np.array_equal(r["ids"], a["ids"]):
             raise ValueError(f"replicate {tag}: the two arms were evaluated on different images")
-        units.append({"group": tag.rsplit("_seed", 1)[0], "y": r["y"], "probs_ref": r["probs"],
-                      "probs_arm": a["probs"]})
+        # On a shared evaluation set every model sees the same images: one group, so the images are resampled
+        # once per bootstrap draw and the models (folds x seeds) within it.
+        group = tag.rsplit("_seed", 1)[0] if passes == "seed" else "shared"
+        units.append({"group": group, "y": r["y"], "probs_ref": r["probs"], "probs_arm": a["probs"]})
     boot = paired_bootstrap(units, len(classes), tail_idx, n_boot=n_boot, seed=seed)
     tests = {}
     keys = sorted({t.rsplit("_seed", 1)[1] for t in common}) if passes == "seed" else common
