@@ -71,8 +71,10 @@ def test_shipped_model_generates_four_images_per_tail_class(dermamnist_npz, tmp_
         rows = list(csv.DictReader((out / "manifest.csv").read_text().splitlines()))
         imgs = np.stack([decode_file(str(out / "images" / f"{r['id']}.png")) for r in rows])
         assert imgs.shape == (12, 28, 28, 3)
-        # Real lesions, not noise: neighbouring pixels are strongly correlated (confetti speckle is not).
-        x = imgs.astype(float)
-        dx = np.abs(np.diff(x, axis=2)).mean()
-        assert dx < 20, dx
+        # Smooth like real lesions, not confetti: the mean step between neighbouring pixels stays within 2x that of
+        # real DermaMNIST images (about 5 grey levels; uniform noise gives about 85).
+        real = np.load(dermamnist_npz)["val_images"][:500].astype(float)
+        dx_real = np.abs(np.diff(real, axis=2)).mean()
+        dx = np.abs(np.diff(imgs.astype(float), axis=2)).mean()
+        assert dx < 2 * dx_real, (dx, dx_real)
         assert json.loads((out / "generation.json").read_text())["model_hash"] == res["model_hash"]
