@@ -20,6 +20,8 @@ _COMMON = {
     "eval_bootstrap": 200,
     "policy": "fill-to-head",
     "oversample": 2.0,
+    "generate_mode": "inpaint",
+    "strength": 0.5,
     "sampler": "ddim",
     "guidance": 2.0,
     "gamma": 0.5,
