@@ -60,16 +60,24 @@ def report(log: str = typer.Option(..., "--log", help="prediction log: JSONL fil
                                                  "folder to"),
            no_evidently: bool = typer.Option(False, "--no-evidently", help="skip the Evidently HTML pages")) -> None:
     """Per-class drift report for one window, and the regeneration decisions."""
+    from ..monitor.policy import TRIGGER_MODES
     from ..monitor.report import build_report
 
-    if trigger not in ("none", "dry-run", "local", "kfp"):
-        raise typer.BadParameter(f"{trigger!r}: expected none, dry-run, local or kfp", param_hint="--trigger")
+    if trigger not in TRIGGER_MODES:
+        raise typer.BadParameter(f"{trigger!r}: expected {', '.join(TRIGGER_MODES)}", param_hint="--trigger")
     with fail_cleanly():
-        s = build_report(log, reference, out, trigger=trigger, config=config, window=window, index=index,
+        s = build_report(log, reference, out, submitter=_submitter(trigger), config=config, window=window, index=index,
                          publish_to=publish, evidently=not no_evidently)
     print_json({"window": s["window"], "flagged": s["flagged"],
                 "decisions": [{k: d[k] for k in ("class", "action", "trigger_status")} for d in s["decisions"]],
                 "trigger": s["trigger"]["status"], "out": str(out)})
+
+
+def _submitter(mode: str):
+    """--trigger MODE as a submitter; they live with the pipelines (an adapter), not in the library."""
+    from pipelines.trigger import submitter_for
+
+    return submitter_for(mode)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,12 +1,11 @@
 """`tailsynth pipeline run|compile|submit` and the top-level `tailsynth main` (what `make run` calls).
 
-The pipeline definitions live in the repository's pipelines/ and components/ folders (next to src/),
-so these commands put the repository root on sys.path before importing them.
+The pipeline definitions are the `pipelines` and `components` packages of the same distribution; they are
+imported inside the commands because kfp is an optional dependency.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import List, Optional
 
@@ -17,16 +16,6 @@ from .common import err, fail_cleanly
 pipeline_app = typer.Typer(help="Kubeflow pipelines: run locally, compile, submit to a cluster.", no_args_is_help=True)
 
 PROFILE_NAMES = ("tiny", "cpu", "paper")
-
-
-def repo_root() -> Path:
-    root = Path(__file__).resolve().parents[3]
-    if not (root / "pipelines" / "train_augment.py").is_file() or not (root / "components").is_dir():
-        raise FileNotFoundError(f"{root}: pipelines/ and components/ not found beside the package; "
-                                "run from a clone of the tailsynth repository (pip install -e .)")
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    return root
 
 
 def _parse_sets(sets: list[str] | None) -> dict:
@@ -50,7 +39,6 @@ def _check_profile(profile: str) -> None:
 def run_pipeline(profile: str, data: Optional[Path], out: Path, data_revision: Optional[str] = None,
                  cache: bool = False, sets: Optional[list[str]] = None) -> Path:
     _check_profile(profile)
-    repo_root()
     from pipelines.local import run_local
 
     from ..data import default_data_source
@@ -89,7 +77,6 @@ def run(local_: bool = typer.Option(False, "--local", help="run with KFP's local
 def compile_(out: Optional[Path] = typer.Option(None, "--out", help="folder (default pipelines/compiled)")) -> None:
     """Write train_augment.yaml and regenerate_tail.yaml."""
     with fail_cleanly():
-        repo_root()
         from pipelines.compile import COMPILED_DIR, compile_all
 
         for p in compile_all(out or COMPILED_DIR):
@@ -108,7 +95,6 @@ def submit(host: str = typer.Option(..., "--host", help="Kubeflow Pipelines API 
     """Submit train_augment (compiled YAML from pipelines/compiled) to a cluster."""
     with fail_cleanly():
         _check_profile(profile)
-        repo_root()
         from pipelines.submit import SubmitError, submit as do_submit
 
         try:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.errors import DataError
+from .policy import Submitter
 
 
 def window_id(records: list[dict]) -> str:
@@ -214,11 +215,11 @@ def fetch_reference(uri: str, dest: Path, endpoint_url: str | None = None) -> Pa
     return local
 
 
-def build_report(log: str | Path, reference: str | Path, out: str | Path, trigger: str = "none",
+def build_report(log: str | Path, reference: str | Path, out: str | Path, submitter: Submitter | None = None,
                  config: str | Path | None = None, window: str | None = None, index: str | Path | None = None,
                  publish_to: str | None = None, evidently: bool = True, endpoint_url: str | None = None) -> dict:
     """Compare the records in LOG (file, folder or s3:// prefix) with REFERENCE (file or s3://); write OUT;
-    apply the policy; with PUBLISH_TO (s3://bucket/prefix) sync the index folder there."""
+    apply the policy (SUBMITTER starts regeneration runs; None decides and logs only); with PUBLISH_TO (s3://bucket/prefix) sync the index folder there."""
     import tempfile
 
     from .policy import decide, execute, load_config, resolve_tail
@@ -256,7 +257,7 @@ def build_report(log: str | Path, reference: str | Path, out: str | Path, trigge
     decisions = decide(wid, verdict, tail)
     out.mkdir(parents=True, exist_ok=True)
     audit = Path(cfg.audit_log) if cfg.audit_log else root / "audit.jsonl"
-    trig = execute(decisions, trigger, cfg, audit)
+    trig = execute(decisions, submitter, cfg, audit)
     summary = {"window": wid, "log": str(log), "reference": str(reference), "flagged": verdict["flagged"],
                "classes": verdict["classes"], "decisions": decisions, "trigger": trig, "tail_classes": tail,
                "tail_basis": basis, "group_by": verdict["group_by"], "alpha": verdict["alpha"],
