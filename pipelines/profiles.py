@@ -60,6 +60,11 @@ PROFILES: dict[str, dict] = {
 }
 
 
+# The pipelines' signature defaults: what a bare cluster submission or the KFP UI starts from.
+DEFAULT_PROFILE = "cpu"
+DEFAULTS = PROFILES[DEFAULT_PROFILE]
+
+
 def profile(name: str, **overrides) -> dict:
     """The parameters of profile NAME with OVERRIDES applied (unknown keys are an error)."""
     if name not in PROFILES:

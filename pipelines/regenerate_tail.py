@@ -10,22 +10,11 @@ from typing import List
 
 from kfp import dsl
 
-from components import (
-    compare,
-    evaluate,
-    export,
-    generate,
-    masks,
-    merge,
-    select,
-    shard_plan,
-    split,
-    train_classifier_augmented,
-    validate,
-    version,
-)
+from components import compare, evaluate, export, masks, split, validate, version
 
-from .cluster import on_cpu_with_storage, on_gpu
+from .profiles import DEFAULTS
+from .cluster import on_cpu_with_storage
+from .synthesize import synthesize_and_retrain
 
 NAME = "tailsynth-regenerate-tail"
 
@@ -39,30 +28,30 @@ def regenerate_tail(
     feature_classifier_uri: str,
     current_model_uri: str,
     seed: int = 1,
-    max_per_class: int = 0,
-    val_fraction: float = 0.15,
-    test_fraction: float = 0.15,
-    backbone: str = "resnet18",
-    loss: str = "ce",
-    epochs: int = 8,
-    resolution: int = 32,
-    batch_size: int = 128,
-    eval_split: str = "val",
-    eval_bootstrap: int = 200,
-    mask_size: int = 32,
-    policy: str = "fill-to-head",
-    count: int = 60,
-    oversample: float = 1.0,
-    sampler: str = "ddim",
-    sampler_steps: int = 15,
-    guidance: float = 2.0,
-    num_shards: int = 2,
-    gamma: float = 0.5,
-    calibrate: float = 0.0,
-    ood_score: str = "mahalanobis",
-    synthetic_ratio: float = 0.0,
-    export_target: str = "local",
-    dvc_remote: str = "",
+    max_per_class: int = DEFAULTS["max_per_class"],
+    val_fraction: float = DEFAULTS["val_fraction"],
+    test_fraction: float = DEFAULTS["test_fraction"],
+    backbone: str = DEFAULTS["backbone"],
+    loss: str = DEFAULTS["loss"],
+    epochs: int = DEFAULTS["epochs"],
+    resolution: int = DEFAULTS["resolution"],
+    batch_size: int = DEFAULTS["batch_size"],
+    eval_split: str = DEFAULTS["eval_split"],
+    eval_bootstrap: int = DEFAULTS["eval_bootstrap"],
+    mask_size: int = DEFAULTS["diffusion_resolution"],
+    policy: str = DEFAULTS["policy"],
+    count: int = DEFAULTS["count"],
+    oversample: float = DEFAULTS["oversample"],
+    sampler: str = DEFAULTS["sampler"],
+    sampler_steps: int = DEFAULTS["sampler_steps"],
+    guidance: float = DEFAULTS["guidance"],
+    num_shards: int = DEFAULTS["num_shards"],
+    gamma: float = DEFAULTS["gamma"],
+    calibrate: float = DEFAULTS["calibrate"],
+    ood_score: str = DEFAULTS["ood_score"],
+    synthetic_ratio: float = DEFAULTS["synthetic_ratio"],
+    export_target: str = DEFAULTS["export_target"],
+    dvc_remote: str = DEFAULTS["dvc_remote"],
 ):
     diffusion = dsl.importer(artifact_uri=diffusion_model_uri, artifact_class=dsl.Model, reimport=False)
     feature_model = dsl.importer(artifact_uri=feature_classifier_uri, artifact_class=dsl.Model,
@@ -74,25 +63,17 @@ def regenerate_tail(
     data = checked.outputs["data"]
     manifest = split(data=data, seed=0, val_fraction=val_fraction, test_fraction=test_fraction).outputs["splits"]
     lesion_masks = masks(data=data, size=mask_size)
-    plan = shard_plan(num_shards=num_shards)
-    with dsl.ParallelFor(plan.output, name="generation-shards") as shard:
-        shard_task = on_gpu(generate(model=diffusion.output, data=data, splits=manifest, masks=lesion_masks.outputs["masks"],
-                                     classes=classes, policy=policy, count=count, oversample=oversample,
-                                     sampler=sampler, sampler_steps=sampler_steps, guidance=guidance, seed=seed,
-                                     shard=shard, num_shards=num_shards))
-    candidates = merge(shards=dsl.Collected(shard_task.outputs["candidates"]))
-    chosen = select(candidates=candidates.outputs["candidates"], data=data, splits=manifest,
-                    classifier=feature_model.output, gamma=gamma, calibrate=calibrate, score=ood_score)
-    retrained = on_gpu(train_classifier_augmented(
-        data=data, splits=manifest, synthetic=chosen.outputs["selected"], backbone=backbone, loss=loss, epochs=epochs,
-        resolution=resolution, batch_size=batch_size, seed=seed, synthetic_ratio=synthetic_ratio,
-        data_revision=data_revision))
+    synth = synthesize_and_retrain(
+        data=data, splits=manifest, masks=lesion_masks.outputs["masks"], diffusion=diffusion.output,
+        feature_classifier=feature_model.output, data_revision=data_revision, arm="regenerated", classes=classes,
+        policy=policy, count=count, oversample=oversample, sampler=sampler, sampler_steps=sampler_steps,
+        guidance=guidance, num_shards=num_shards, gamma=gamma, calibrate=calibrate, ood_score=ood_score,
+        backbone=backbone, loss=loss, epochs=epochs, resolution=resolution, batch_size=batch_size, seed=seed,
+        synthetic_ratio=synthetic_ratio, eval_split=eval_split, eval_bootstrap=eval_bootstrap)
     ev_cur = evaluate(model=current.output, data=data, splits=manifest, arm="current",
                       split_name=eval_split, bootstrap=eval_bootstrap).set_display_name("evaluate-current")
-    ev_new = evaluate(model=retrained.outputs["model"], data=data, splits=manifest, arm="regenerated",
-                      split_name=eval_split, bootstrap=eval_bootstrap).set_display_name("evaluate-regenerated")
-    table = compare(baseline=ev_cur.outputs["evaluation"], augmented=ev_new.outputs["evaluation"])
+    table = compare(baseline=ev_cur.outputs["evaluation"], augmented=synth.outputs["evaluation"])
     with dsl.If(table.outputs["Output"] >= 0.0, name="balanced-accuracy-not-lower"):
-        export(model=retrained.outputs["model"], target=export_target)
-        on_cpu_with_storage(version(synthetic=chosen.outputs["selected"], data_revision=data_revision,
+        export(model=synth.outputs["model"], target=export_target)
+        on_cpu_with_storage(version(synthetic=synth.outputs["selected"], data_revision=data_revision,
                                     content_hash=checked.outputs["Output"], remote=dvc_remote))

@@ -10,25 +10,11 @@ from typing import List
 
 from kfp import dsl
 
-from components import (
-    compare,
-    evaluate,
-    export,
-    generate,
-    masks,
-    merge,
-    report,
-    select,
-    shard_plan,
-    split,
-    train_classifier,
-    train_classifier_augmented,
-    train_diffusion,
-    validate,
-    version,
-)
+from components import compare, evaluate, export, masks, report, split, train_classifier, train_diffusion, validate, version
 
+from .profiles import DEFAULT_PROFILE, DEFAULTS
 from .cluster import on_cpu_with_storage, on_gpu
+from .synthesize import synthesize_and_retrain
 
 NAME = "tailsynth-train-augment"
 
@@ -37,37 +23,37 @@ NAME = "tailsynth-train-augment"
 def train_augment(
     source: str,
     data_revision: str,
-    profile: str = "cpu",
-    seed: int = 0,
-    max_per_class: int = 0,
-    val_fraction: float = 0.15,
-    test_fraction: float = 0.15,
-    backbone: str = "resnet18",
-    loss: str = "ce",
-    epochs: int = 8,
-    resolution: int = 32,
-    batch_size: int = 128,
-    eval_split: str = "val",
-    eval_bootstrap: int = 200,
-    diffusion_size: str = "small",
-    diffusion_resolution: int = 32,
-    diffusion_steps: int = 800,
-    diffusion_batch_size: int = 32,
-    diffusion_max_minutes: float = 3.5,
-    classes: List[str] = ["DF", "VASC", "AK"],
-    policy: str = "fill-to-head",
-    count: int = 60,
-    oversample: float = 1.0,
-    sampler: str = "ddim",
-    sampler_steps: int = 15,
-    guidance: float = 2.0,
-    num_shards: int = 2,
-    gamma: float = 0.5,
-    calibrate: float = 0.0,
-    ood_score: str = "mahalanobis",
-    synthetic_ratio: float = 0.0,
-    export_target: str = "local",
-    dvc_remote: str = "",
+    profile: str = DEFAULT_PROFILE,
+    seed: int = DEFAULTS["seed"],
+    max_per_class: int = DEFAULTS["max_per_class"],
+    val_fraction: float = DEFAULTS["val_fraction"],
+    test_fraction: float = DEFAULTS["test_fraction"],
+    backbone: str = DEFAULTS["backbone"],
+    loss: str = DEFAULTS["loss"],
+    epochs: int = DEFAULTS["epochs"],
+    resolution: int = DEFAULTS["resolution"],
+    batch_size: int = DEFAULTS["batch_size"],
+    eval_split: str = DEFAULTS["eval_split"],
+    eval_bootstrap: int = DEFAULTS["eval_bootstrap"],
+    diffusion_size: str = DEFAULTS["diffusion_size"],
+    diffusion_resolution: int = DEFAULTS["diffusion_resolution"],
+    diffusion_steps: int = DEFAULTS["diffusion_steps"],
+    diffusion_batch_size: int = DEFAULTS["diffusion_batch_size"],
+    diffusion_max_minutes: float = DEFAULTS["diffusion_max_minutes"],
+    classes: List[str] = DEFAULTS["classes"],
+    policy: str = DEFAULTS["policy"],
+    count: int = DEFAULTS["count"],
+    oversample: float = DEFAULTS["oversample"],
+    sampler: str = DEFAULTS["sampler"],
+    sampler_steps: int = DEFAULTS["sampler_steps"],
+    guidance: float = DEFAULTS["guidance"],
+    num_shards: int = DEFAULTS["num_shards"],
+    gamma: float = DEFAULTS["gamma"],
+    calibrate: float = DEFAULTS["calibrate"],
+    ood_score: str = DEFAULTS["ood_score"],
+    synthetic_ratio: float = DEFAULTS["synthetic_ratio"],
+    export_target: str = DEFAULTS["export_target"],
+    dvc_remote: str = DEFAULTS["dvc_remote"],
 ) -> dsl.Artifact:
     checked = validate(source=source, data_revision=data_revision, max_per_class=max_per_class, seed=seed)
     data = checked.outputs["data"]
@@ -82,35 +68,28 @@ def train_augment(
                                        model_size=diffusion_size, resolution=diffusion_resolution,
                                        steps=diffusion_steps, batch_size=diffusion_batch_size,
                                        max_minutes=diffusion_max_minutes, seed=seed))
-    plan = shard_plan(num_shards=num_shards)
-    with dsl.ParallelFor(plan.output, name="generation-shards") as shard:
-        shard_task = on_gpu(generate(model=diffusion.outputs["model"], data=data, splits=manifest, masks=lesion_masks.outputs["masks"],
-                                     classes=classes, policy=policy, count=count, oversample=oversample,
-                                     sampler=sampler, sampler_steps=sampler_steps, guidance=guidance, seed=seed,
-                                     shard=shard, num_shards=num_shards))
-    candidates = merge(shards=dsl.Collected(shard_task.outputs["candidates"]))
-    chosen = select(candidates=candidates.outputs["candidates"], data=data, splits=manifest,
-                    classifier=baseline.outputs["model"], gamma=gamma, calibrate=calibrate, score=ood_score)
-    augmented = on_gpu(train_classifier_augmented(
-        data=data, splits=manifest, synthetic=chosen.outputs["selected"], backbone=backbone, loss=loss, epochs=epochs,
-        resolution=resolution, batch_size=batch_size, seed=seed, synthetic_ratio=synthetic_ratio,
-        data_revision=data_revision))
+    synth = synthesize_and_retrain(
+        data=data, splits=manifest, masks=lesion_masks.outputs["masks"], diffusion=diffusion.outputs["model"],
+        feature_classifier=baseline.outputs["model"], data_revision=data_revision, arm="real+synthetic",
+        classes=classes, policy=policy, count=count, oversample=oversample, sampler=sampler,
+        sampler_steps=sampler_steps, guidance=guidance, num_shards=num_shards, gamma=gamma, calibrate=calibrate,
+        ood_score=ood_score, backbone=backbone, loss=loss, epochs=epochs, resolution=resolution,
+        batch_size=batch_size, seed=seed, synthetic_ratio=synthetic_ratio, eval_split=eval_split,
+        eval_bootstrap=eval_bootstrap)
 
     ev_base = evaluate(model=baseline.outputs["model"], data=data, splits=manifest, arm="real-only",
                        split_name=eval_split, bootstrap=eval_bootstrap).set_display_name("evaluate-real-only")
-    ev_aug = evaluate(model=augmented.outputs["model"], data=data, splits=manifest, arm="real+synthetic",
-                      split_name=eval_split, bootstrap=eval_bootstrap).set_display_name("evaluate-real-synthetic")
-    table = compare(baseline=ev_base.outputs["evaluation"], augmented=ev_aug.outputs["evaluation"])
+    table = compare(baseline=ev_base.outputs["evaluation"], augmented=synth.outputs["evaluation"])
     # Serve whichever arm is better on the held-out split.
     with dsl.If(table.outputs["Output"] >= 0.0, name="augmented-not-worse"):
-        export(model=augmented.outputs["model"], target=export_target).set_display_name("export-augmented")
+        export(model=synth.outputs["model"], target=export_target).set_display_name("export-augmented")
     with dsl.Else(name="baseline-better"):
         export(model=baseline.outputs["model"], target=export_target).set_display_name("export-real-only")
 
-    record = on_cpu_with_storage(version(synthetic=chosen.outputs["selected"], data_revision=data_revision,
+    record = on_cpu_with_storage(version(synthetic=synth.outputs["selected"], data_revision=data_revision,
                                          content_hash=checked.outputs["Output"], remote=dvc_remote))
     final = report(comparison=table.outputs["comparison"], baseline=ev_base.outputs["evaluation"],
-                   augmented=ev_aug.outputs["evaluation"], candidates=candidates.outputs["candidates"],
-                   selected=chosen.outputs["selected"], version_record=record.outputs["record"],
+                   augmented=synth.outputs["evaluation"], candidates=synth.outputs["candidates"],
+                   selected=synth.outputs["selected"], version_record=record.outputs["record"],
                    diffusion=diffusion.outputs["model"], data_revision=data_revision, profile=profile)
     return final.outputs["report"]
