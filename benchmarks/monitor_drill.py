@@ -61,7 +61,7 @@ def main() -> None:
     if not (model / "model.pt").is_file():
         train_info = train_quick_classifier(args.data, manifest, model, epochs=args.epochs, seed=args.seed)
     ref_info = build_reference(model, args.data, split="ref", splits=manifest)
-    classes = load_classifier(model)[1]["classes"]
+    classes = load_classifier(model)[1].classes
     ref_df = records_frame(read_records(reference_path(model)), classes)
 
     net, meta = load_classifier(model)

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from .classify.metadata import ClassifierMeta
 from .hashing import model_version
 
 MODEL_NAME = "lesion-classifier"
@@ -50,14 +51,14 @@ def _serving_graph(model, mean: Sequence[float], std: Sequence[float]):
     return ServingGraph().eval()
 
 
-def export_onnx(model, meta: dict, path: str | Path, opset: int = 18) -> Path:
+def export_onnx(model, meta: ClassifierMeta, path: str | Path, opset: int = 18) -> Path:
     """Write the uint8-in / probabilities+features-out graph with a dynamic batch axis."""
     import torch
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    graph = _serving_graph(model, meta["mean"], meta["std"])
-    r = int(meta["resolution"])
+    graph = _serving_graph(model, meta.mean, meta.std)
+    r = int(meta.resolution)
     # Batch 2 in the example: a batch of 1 lets the tracer specialise the batch dimension away.
     example = torch.zeros((2, r, r, 3), dtype=torch.uint8)
     batch = torch.export.Dim("batch", min=1, max=4096)
@@ -68,7 +69,7 @@ def export_onnx(model, meta: dict, path: str | Path, opset: int = 18) -> Path:
     return path
 
 
-def check_parity(model, meta: dict, onnx_path: str | Path, images: np.ndarray | None = None,
+def check_parity(model, meta: ClassifierMeta, onnx_path: str | Path, images: np.ndarray | None = None,
                  seed: int = 0) -> dict:
     """Max abs difference of probabilities (and features) between torch eager and onnxruntime.
 
@@ -77,7 +78,7 @@ def check_parity(model, meta: dict, onnx_path: str | Path, images: np.ndarray | 
 
     from .classify.model import predict_arrays
 
-    r = int(meta["resolution"])
+    r = int(meta.resolution)
     if images is None:
         images = np.random.default_rng(seed).integers(0, 256, (5, r, r, 3), dtype=np.uint8)
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
@@ -94,7 +95,7 @@ def check_parity(model, meta: dict, onnx_path: str | Path, images: np.ndarray | 
     }
 
 
-def build_model_card(meta: dict, version: str, parity: dict, metrics: dict | None, target: str) -> dict:
+def build_model_card(meta: ClassifierMeta, version: str, parity: dict, metrics: dict | None, target: str) -> dict:
     per_class = None
     if metrics:
         per_class = metrics.get("per_class") or {k: v for k, v in metrics.items() if isinstance(v, dict)} or None
@@ -103,14 +104,14 @@ def build_model_card(meta: dict, version: str, parity: dict, metrics: dict | Non
         "version": version,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "intended_use": INTENDED_USE,
-        "backbone": meta["backbone"],
-        "classes": list(meta["classes"]),
+        "backbone": meta.backbone,
+        "classes": list(meta.classes),
         "input": {"name": INPUT_NAME, "dtype": "UINT8", "layout": "NHWC",
-                  "shape": [-1, int(meta["resolution"]), int(meta["resolution"]), 3],
-                  "mean": list(meta["mean"]), "std": list(meta["std"])},
+                  "shape": [-1, int(meta.resolution), int(meta.resolution), 3],
+                  "mean": list(meta.mean), "std": list(meta.std)},
         "outputs": list(OUTPUTS),
-        "data_revision": meta.get("data_revision"),
-        "training_config": meta.get("config") or {},
+        "data_revision": meta.data_revision,
+        "training_config": meta.config or {},
         "metrics": metrics or {},
         "per_class_metrics": per_class or {},
         "onnx_parity": parity,
@@ -233,10 +234,10 @@ def export_model(model: str | Path, out: str | Path, target: str = "local", *, m
     if target == "local":
         (vdir / "model.py").write_text(_python_model_source())
     (mdir / "config.pbtxt").write_text(triton_config(
-        classes=meta["classes"], resolution=int(meta["resolution"]), feature_dim=feature_dim, version=version,
+        classes=meta.classes, resolution=int(meta.resolution), feature_dim=feature_dim, version=version,
         target=target, max_batch_size=max_batch_size, preferred_batch_sizes=preferred_batch_sizes,
         max_queue_delay_us=max_queue_delay_us, instances=instances, tensorrt=tensorrt))
-    (mdir / "labels.txt").write_text("\n".join(meta["classes"]) + "\n")
+    (mdir / "labels.txt").write_text("\n".join(meta.classes) + "\n")
     metrics_path = model_dir / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
     card = build_model_card(meta, version, parity, metrics, target)
@@ -249,8 +250,8 @@ def export_model(model: str | Path, out: str | Path, target: str = "local", *, m
         shutil.copy2(proj, mdir / "embedding.npz")
     elif (mdir / "embedding.npz").exists():
         (mdir / "embedding.npz").unlink()
-    serving = {"model_name": MODEL_NAME, "model_version": version, "classes": list(meta["classes"]),
-               "resolution": int(meta["resolution"]), "input": INPUT_NAME, "outputs": list(OUTPUTS),
+    serving = {"model_name": MODEL_NAME, "model_version": version, "classes": list(meta.classes),
+               "resolution": int(meta.resolution), "input": INPUT_NAME, "outputs": list(OUTPUTS),
                "feature_dim": feature_dim, "triton_version": int(triton_version), "target": target,
                "embedding_projection": "embedding.npz" if proj.is_file() else None}
     (mdir / "serving.json").write_text(json.dumps(serving, indent=2) + "\n")

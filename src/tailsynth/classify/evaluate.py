@@ -63,30 +63,30 @@ def evaluate_model(model, data, split: str, out, splits=None, posthoc_tau: float
     from .model import load_classifier
 
     net, meta = load_classifier(model)
-    cfg = meta.get("config") or {}
+    cfg = meta.config or {}
     ds = load_source(data, splits=splits)
     if split not in ds.splits:
         ds = ensure_splits(ds, seed=int(cfg.get("split_seed", 0)))
     if split not in ds.splits:
         raise DataError(f"{data}: no split {split!r} (has {ds.splits})")
     part = ds.split(split)
-    x, y = part.arrays(int(meta["resolution"]))
-    y = align_labels(meta["classes"], part.classes, y, data)
+    x, y = part.arrays(int(meta.resolution))
+    y = align_labels(meta.classes, part.classes, y, data)
     with torch.no_grad():
         logits = []
         from .model import preprocess
 
         for i in range(0, len(x), batch_size):
             logits.append(net(preprocess(x[i : i + batch_size], meta)).float().numpy())
-    logits = np.concatenate(logits) if logits else np.zeros((0, len(meta["classes"])))
+    logits = np.concatenate(logits) if logits else np.zeros((0, len(meta.classes)))
     extra = {"posthoc_tau": posthoc_tau}
     if posthoc_tau:
-        counts = cfg.get("loss_class_counts") or cfg.get("class_counts_train")
+        counts = cfg.get("loss_class_counts") or meta.train_class_counts
         if not counts:
             raise ValueError(f"{model}: the model's config holds no training class counts; post-hoc adjustment "
                              "needs them")
-        logits = posthoc_adjust(logits, [counts[c] for c in meta["classes"]], posthoc_tau)
-    return write_evaluation(out, y, logits, meta["classes"], split=split, model_dir=model, data=str(data),
+        logits = posthoc_adjust(logits, [counts[c] for c in meta.classes], posthoc_tau)
+    return write_evaluation(out, y, logits, meta.classes, split=split, model_dir=model, data=str(data),
                             extra=extra, plots=plots, bootstrap=bootstrap, seed=seed)
 
 

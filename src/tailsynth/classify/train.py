@@ -285,7 +285,6 @@ def train_classifier(data, out, backbone: str = "resnet18", loss: str = "ce", ep
         "data": str(data),
         "splits": str(splits) if splits else None,
         "classes": classes,
-        "class_counts_train": {c: int(n) for c, n in zip(classes, np.bincount(ytr[:n_real], minlength=C))},
         "loss_class_counts": {c: float(n) for c, n in zip(classes, counts)},
         "n_train_real": int(n_real),
         "n_train_synthetic": int(len(ytr) - n_real),
@@ -392,7 +391,8 @@ def train_classifier(data, out, backbone: str = "resnet18", loss: str = "ce", ep
     resolved["train_wall_s"] = round(sum(h["train_s"] for h in history), 1)
     (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
     save_classifier(final, out, backbone=cfg.backbone, classes=classes, resolution=res, mean=mean_np.tolist(),
-                    std=std_np.tolist(), config=resolved, data_revision=_file_revision(Path(data)))
+                    std=std_np.tolist(), config=resolved, data_revision=_file_revision(Path(data)),
+                    train_class_counts=dict(zip(classes, np.bincount(ytr[:n_real], minlength=C).tolist())))
     final = final.to(device)
     logits_va = predict_logits(final, Xva, mean, std, device, channels_last=False, amp_dtype=amp_dtype).numpy()
     metrics = write_evaluation(out, yva, logits_va, classes, split="val", model_dir=out, data=str(data),

@@ -30,7 +30,7 @@ def build_reference(model: str | Path, data: str | Path, split: str = "val", spl
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
     net, meta = load_classifier(model)
     part, images, labels = load_split(data, split, splits)
-    res = int(meta["resolution"])
+    res = int(meta.resolution)
     model_in = images if images.shape[1:3] == (res, res) else np.stack([resize_rgb(im, res) for im in images])
     _, feats, _ = predict_arrays(net, meta, model_in, features=True)
     embedder = Embedder.fit(feats, dims=dims)

@@ -46,14 +46,11 @@ def _project_raw_embeddings(records: list[dict], reference: Path, dims: int) -> 
 
 
 def _train_counts(reference: Path) -> dict | None:
-    model_pt = reference.parent.parent / "model.pt"
-    if not model_pt.is_file():
-        return None
-    import torch
+    """The training class counts of the model whose MODEL/monitor/ folder holds REFERENCE (None: no model there)."""
+    from ..classify.metadata import MODEL_FILE, read_meta
 
-    ckpt = torch.load(model_pt, map_location="cpu", weights_only=False)
-    cfg = ckpt.get("config") or {}
-    return cfg.get("class_counts") or cfg.get("train_class_counts")
+    model_pt = reference.parent.parent / MODEL_FILE
+    return read_meta(model_pt).train_class_counts if model_pt.is_file() else None
 
 
 def _data_quality(records: list[dict], ref_version: str | None) -> dict:

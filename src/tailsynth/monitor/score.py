@@ -99,7 +99,7 @@ def score_arrays(model, meta: dict, images: np.ndarray, *, embedder=None, versio
     from ..data.records import resize_rgb
     from .records import image_hash, image_statistics, make_record
 
-    res = int(meta["resolution"])
+    res = int(meta.resolution)
     stats = image_statistics(images) if len(images) else {}
     model_in = images if images.shape[1:3] == (res, res) else np.stack([resize_rgb(im, res) for im in images])
     probs, feats, _ = predict_arrays(model, meta, model_in, batch_size=batch_size, features=True)
@@ -107,7 +107,7 @@ def score_arrays(model, meta: dict, images: np.ndarray, *, embedder=None, versio
     out = []
     for i in range(len(images)):
         out.append(make_record(
-            probabilities=probs[i], classes=meta["classes"],
+            probabilities=probs[i], classes=meta.classes,
             image_stats={k: v[i] for k, v in stats.items()},
             image_hash=hashes[i] if hashes is not None else image_hash(images[i]),
             model_version=version,
@@ -161,7 +161,7 @@ def score_dataset(model: str | Path, data: str | Path, split: str = "val", shift
     net, meta = load_classifier(model)
     embedder = Embedder.load(model)
     part, images, labels = load_split(data, split, splits)
-    shifts = [parse_shift(s, meta["classes"]) for s in ([shift] if isinstance(shift, str) else (shift or []))]
+    shifts = [parse_shift(s, meta.classes) for s in ([shift] if isinstance(shift, str) else (shift or []))]
     images, rows = apply_shifts(images, labels, shifts, seed=seed)
     labels = [labels[i] for i in rows]
     ids = [part.records[i].image_id for i in rows]

@@ -145,8 +145,8 @@ def score_candidates(candidates, real, classifier, *, splits=None, split_seed: i
 
     cands = read_candidates(candidates)
     model, meta = load_classifier(classifier)
-    names = list(meta["classes"])
-    res = int(meta["resolution"])
+    names = list(meta.classes)
+    res = int(meta.resolution)
     bad = sorted(set(cands.classes) - set(names))
     if bad:
         raise DataError(f"{Path(candidates) / 'manifest.csv'}: class(es) {', '.join(bad)} are not among the "
@@ -176,7 +176,7 @@ def score_candidates(candidates, real, classifier, *, splits=None, split_seed: i
 
     info = {
         "classifier": str(classifier),
-        "backbone": meta.get("backbone"),
+        "backbone": meta.backbone,
         "resolution": res,
         "real": str(real),
         "n_real_train": len(ytr),
