@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from ..data.errors import DataError
+from ..errors import DataError, MissingInputError
 
 MODEL_FILE = "model.pt"
 DEFAULT_MEAN = (0.5, 0.5, 0.5)
@@ -58,7 +58,7 @@ def checkpoint_path(model_dir: str | Path) -> Path:
     path = Path(model_dir)
     path = path / MODEL_FILE if path.is_dir() else path
     if not path.is_file():
-        raise DataError(f"{path}: no classifier checkpoint (expected {MODEL_FILE} from `tailsynth train classifier`)")
+        raise MissingInputError(f"{path}: no classifier checkpoint (expected {MODEL_FILE} from `tailsynth train classifier`)")
     return path
 
 
