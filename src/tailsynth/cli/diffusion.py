@@ -66,9 +66,13 @@ def masks_cmd(
 
 
 def generate_cmd(
-    model: Path = typer.Option(..., "--model", help="diffusion model folder from `train diffusion`"),
+    model: Path = typer.Option(..., "--model", help="diffusion model folder from `train diffusion` (or models/synth-dermamnist)"),
     data: Path = typer.Option(..., "--data", help="real images for backgrounds and class counts: " + SOURCE_HELP),
     out: Path = typer.Option(..., "--out"),
+    mode: str = typer.Option("inpaint", "--mode", help="inpaint: paint a lesion from noise into the background's "
+                                                       "lesion region; harmonize: paste a real lesion of the class "
+                                                       "and re-noise it to --strength (SDEdit)"),
+    strength: float = typer.Option(0.5, "--strength", help="harmonize: share of the noise schedule (0.2-0.7 typical)"),
     classes: str | None = typer.Option(None, help="comma-separated, e.g. DF,VASC (default: every class the "
                                                       "policy gives a positive count)"),
     policy: str = typer.Option("fill-to-head", help="fill-to-head | fixed"),
@@ -88,15 +92,17 @@ def generate_cmd(
                                                      help="comma-separated (default: head classes)"),
     batch_size: int = typer.Option(32, "--batch-size"),
 ) -> None:
-    """Inpaint tail-class lesions into real backgrounds; write images, ground truth, manifest and grids."""
-    from ..diffusion.generate import generate
+    """Inpaint (or harmonize) tail-class lesions into real backgrounds; write images, ground truth, manifest, grids."""
+    from ..diffusion.generate import GenerateConfig, generate
 
     bg = [c.strip() for c in background_classes.split(",")] if background_classes else None
     with fail_cleanly():
-        res = generate(model, data, out, classes=classes, policy=policy, count=count, oversample=oversample,
-                       sampler=sampler, steps=steps, guidance=guidance, seed=seed, shard=shard,
-                       save_inputs=save_inputs, mask_mode=mask_mode, masks=masks, background_classes=bg,
-                       max_synthetic_per_real=max_synthetic_per_real, batch_size=batch_size)
+        cfg = GenerateConfig(model=str(model), data=str(data), out=str(out), mode=mode, strength=strength,
+                             classes=classes, policy=policy, count=count, oversample=oversample, sampler=sampler,
+                             steps=steps, guidance=guidance, seed=seed, shard=shard, save_inputs=save_inputs,
+                             mask_mode=mask_mode, masks=str(masks) if masks else None, background_classes=bg,
+                             max_synthetic_per_real=max_synthetic_per_real, batch_size=batch_size, progress=True)
+        res = generate(cfg)
     print_json(res)
 
 
