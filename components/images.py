@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from tailsynth.errors import ConfigError
+
 CONFIG_FILE = Path(__file__).with_name("images.yaml")
 KINDS = ("cpu", "cuda")
 PLACEHOLDERS = {kind: f"tailsynth-stage-image:{kind}" for kind in KINDS}
@@ -24,7 +26,7 @@ def image_config() -> dict:
         cfg = yaml.safe_load(f) or {}
     for key in ("registry", "tag", "cpu_name", "cuda_name"):
         if key not in cfg:
-            raise KeyError(f"{CONFIG_FILE}: missing key {key!r}")
+            raise ConfigError(f"{CONFIG_FILE}: missing key {key!r}")
     cfg["registry"] = os.environ.get("TAILSYNTH_IMAGE_REGISTRY", cfg["registry"]).rstrip("/")
     cfg["tag"] = os.environ.get("TAILSYNTH_IMAGE_TAG", cfg["tag"])
     return cfg
@@ -33,7 +35,7 @@ def image_config() -> dict:
 def image(kind: str, cfg: dict | None = None) -> str:
     """Full image reference for 'cpu' or 'cuda' stages."""
     if kind not in KINDS:
-        raise ValueError(f"image kind must be 'cpu' or 'cuda', got {kind!r}")
+        raise ConfigError(f"image kind must be 'cpu' or 'cuda', got {kind!r}")
     cfg = cfg or image_config()
     return f"{cfg['registry']}/{cfg[kind + '_name']}:{cfg['tag']}"
 

@@ -13,7 +13,7 @@ import shutil
 import time
 from pathlib import Path
 
-from tailsynth.data.errors import DataError
+from tailsynth.errors import DataError, ServiceError
 from tailsynth.pipeline_io import content_hash, locate_real_data
 
 from .profiles import profile as resolve_profile
@@ -57,7 +57,7 @@ def run_local(profile: str, data: str | Path, out: str | Path, data_revision: st
             shutil.copyfile(f, out / f.name)
     missing = [f for f in REPORT_FILES if not (out / f).is_file()]
     if missing:
-        raise RuntimeError(f"{report_dir}: the report stage did not write {', '.join(missing)}")
+        raise ServiceError(f"{report_dir}: the report stage did not write {', '.join(missing)}")
     (out / "run.json").write_text(json.dumps({"wall_seconds": round(wall, 1), "report_stage_dir": str(report_dir),
                                               "pipeline_root": str(root), "profile": profile}, indent=2))
     return out

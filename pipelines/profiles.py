@@ -11,6 +11,8 @@ import inspect
 from collections.abc import Callable, Sequence
 from typing import Any, List
 
+from tailsynth.errors import ConfigError
+
 TAIL_CLASSES = ["DF", "VASC", "AK"]
 
 _COMMON = {
@@ -109,11 +111,11 @@ def pipeline_parameters(required: dict[str, Any], shared: Sequence[str], extra: 
 def profile(name: str, **overrides) -> dict:
     """The parameters of profile NAME with OVERRIDES applied (unknown keys are an error)."""
     if name not in PROFILES:
-        raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}")
+        raise ConfigError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}")
     p = copy.deepcopy(PROFILES[name])
     unknown = set(overrides) - set(p)
     if unknown:
-        raise ValueError(f"profile {name!r}: unknown parameter(s) {', '.join(sorted(unknown))}")
+        raise ConfigError(f"profile {name!r}: unknown parameter(s) {', '.join(sorted(unknown))}")
     p.update(overrides)
     p["profile"] = name
     return p

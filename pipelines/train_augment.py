@@ -8,7 +8,18 @@ itself is read from `source`, a path or URI the cache cannot see into).
 
 from kfp import dsl
 
-from components import compare, evaluate, export, masks, report, split, train_classifier, train_diffusion, validate, version
+from components import (
+    compare,
+    evaluate,
+    export,
+    masks,
+    report,
+    split,
+    train_classifier,
+    train_diffusion,
+    validate,
+    version,
+)
 
 from .cluster import on_cpu_with_storage, on_gpu
 from .profiles import DEFAULT_PROFILE, DEFAULTS, SYNTHESIS_PARAMETERS, pipeline_parameters

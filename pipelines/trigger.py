@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from tailsynth.errors import ConfigError
 from tailsynth.monitor.policy import DryRun, MonitorConfig, check_trigger_arguments
 
 _DATA_ARGUMENTS = ("source", "data_revision")
@@ -25,7 +26,7 @@ class KfpClientSubmitter:
 
         t = cfg.trigger
         if not t.host:
-            raise ValueError("trigger.host is not set (the Kubeflow Pipelines endpoint for --trigger kfp)")
+            raise ConfigError("trigger.host is not set (the Kubeflow Pipelines endpoint for --trigger kfp)")
         args = check_trigger_arguments(cfg, self.required_arguments)
         source, revision = args.pop("source"), args.pop("data_revision")
         run_id = submit(host=t.host, source=source, data_revision=revision, pipeline="regenerate_tail",
@@ -59,6 +60,6 @@ SUBMITTERS = {"none": None, "dry-run": DryRun, "local": LocalRunnerSubmitter, "k
 def submitter_for(mode: str):
     """The submitter for a --trigger MODE (None for 'none')."""
     if mode not in SUBMITTERS:
-        raise ValueError(f"--trigger {mode!r}: expected one of {', '.join(SUBMITTERS)}")
+        raise ConfigError(f"--trigger {mode!r}: expected one of {', '.join(SUBMITTERS)}")
     factory = SUBMITTERS[mode]
     return factory() if factory is not None else None

@@ -12,7 +12,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 
-import import_graph  # noqa: E402
+import import_graph
 
 
 def test_library_imports_no_adapter():

@@ -22,7 +22,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+
 from .classify.metadata import ClassifierMeta
+from .errors import ConfigError
 from .hashing import model_version
 
 MODEL_NAME = "lesion-classifier"
@@ -157,9 +159,9 @@ def triton_config(*, classes: Sequence[str], resolution: int, feature_dim: int, 
                   max_queue_delay_us: int = 2000, instances: int = 1, tensorrt: bool = False,
                   execution_env: str | None = None) -> str:
     if target not in TARGETS:
-        raise ValueError(f"target {target!r}: expected one of {TARGETS}")
+        raise ConfigError(f"target {target!r}: expected one of {TARGETS}")
     if max_batch_size < 1:
-        raise ValueError(f"max_batch_size {max_batch_size}: must be >= 1")
+        raise ConfigError(f"max_batch_size {max_batch_size}: must be >= 1")
     preferred = [b for b in preferred_batch_sizes if b <= max_batch_size] or [max_batch_size]
     head = [f'name: "{MODEL_NAME}"']
     head.append('platform: "onnxruntime_onnx"' if target == "cluster" else 'backend: "python"')
@@ -215,7 +217,7 @@ def export_model(model: str | Path, out: str | Path, target: str = "local", *, m
     from .classify.model import load_classifier
 
     if target not in TARGETS:
-        raise ValueError(f"--target {target!r}: expected one of {TARGETS}")
+        raise ConfigError(f"--target {target!r}: expected one of {TARGETS}")
     model_dir = Path(model)
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
     net, meta = load_classifier(model_dir)
@@ -228,7 +230,7 @@ def export_model(model: str | Path, out: str | Path, target: str = "local", *, m
     onnx_path = export_onnx(net, meta, vdir / "model.onnx")
     parity = check_parity(net, meta, onnx_path)
     if parity["max_abs_diff_probabilities"] > parity_tolerance:
-        raise ValueError(f"{onnx_path}: ONNX and torch disagree, max abs diff of probabilities "
+        raise ConfigError(f"{onnx_path}: ONNX and torch disagree, max abs diff of probabilities "
                          f"{parity['max_abs_diff_probabilities']:.3g} > {parity_tolerance}")
     feature_dim = int(net.num_features)
     if target == "local":

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .data.errors import DataError
+from .errors import ConfigError
 
 
 def source_in(artifact_dir: str | Path) -> Path:
@@ -215,7 +216,7 @@ def push_synthetic_set(folder: str | Path, remote_url: str, endpoint_url: str | 
 
     u = urlparse(remote_url)
     if u.scheme != "s3" or not u.netloc:
-        raise ValueError(f"DVC remote {remote_url!r}: expected s3://bucket[/prefix]")
+        raise ConfigError(f"DVC remote {remote_url!r}: expected s3://bucket[/prefix]")
     src = Path(folder)
     if not src.is_dir():
         raise DataError(f"{src}: synthetic set folder not found")

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .data.errors import DataError
+from .errors import ConfigError
 
 EVALUATION_FILE = "evaluation.json"
 
@@ -39,7 +40,7 @@ def comparison_rows(evaluations: Sequence[str | Path | dict]) -> list[dict]:
     """One row per arm: method, balanced_accuracy, recall_<CLASS> for every class (in the first arm's order)."""
     evs = [e if isinstance(e, dict) else read_evaluation(e) for e in evaluations]
     if not evs:
-        raise ValueError("no evaluations to compare")
+        raise ConfigError("no evaluations to compare")
     classes = list(evs[0].get("classes") or evs[0]["per_class"].keys())
     rows = []
     for ev in evs:

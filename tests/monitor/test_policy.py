@@ -7,9 +7,17 @@ import json
 
 import pytest
 
-from tailsynth.data.errors import DataError
 from pipelines.trigger import KfpClientSubmitter, submitter_for
-from tailsynth.monitor.policy import DryRun, MonitorConfig, decide, execute, load_config, read_audit, resolve_tail
+from tailsynth.data.errors import DataError
+from tailsynth.monitor.policy import (
+    DryRun,
+    MonitorConfig,
+    decide,
+    execute,
+    load_config,
+    read_audit,
+    resolve_tail,
+)
 
 CLASSES = ["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC"]
 

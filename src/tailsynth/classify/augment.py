@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
+from ..errors import ConfigError
+
 
 @dataclass
 class AugmentConfig:
@@ -38,7 +40,7 @@ class AugmentConfig:
         d = dict(d or {})
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
-            raise ValueError(f"augmentation: unknown option(s) {sorted(unknown)}")
+            raise ConfigError(f"augmentation: unknown option(s) {sorted(unknown)}")
         for k in ("crop_scale", "crop_ratio"):
             if k in d:
                 d[k] = tuple(d[k])

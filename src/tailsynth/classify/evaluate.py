@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import ConfigError, MissingInputError
+
 
 def _softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(axis=1, keepdims=True)
@@ -83,7 +85,7 @@ def evaluate_model(model, data, split: str, out, splits=None, posthoc_tau: float
     if posthoc_tau:
         counts = cfg.get("loss_class_counts") or meta.train_class_counts
         if not counts:
-            raise ValueError(f"{model}: the model's config holds no training class counts; post-hoc adjustment "
+            raise ConfigError(f"{model}: the model's config holds no training class counts; post-hoc adjustment "
                              "needs them")
         logits = posthoc_adjust(logits, [counts[c] for c in meta.classes], posthoc_tau)
     return write_evaluation(out, y, logits, meta.classes, split=split, model_dir=model, data=str(data),
@@ -99,7 +101,7 @@ def aggregate_folds(metric_files: Sequence[str | Path], out=None) -> dict:
         p = Path(p)
         p = p / "metrics.json" if p.is_dir() else p
         if not p.is_file():
-            raise FileNotFoundError(f"{p}: no metrics.json")
+            raise MissingInputError(f"{p}: no metrics.json")
         runs.append(json.loads(p.read_text()))
     agg = aggregate_runs(runs)
     agg["sources"] = [str(p) for p in metric_files]

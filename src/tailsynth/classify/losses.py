@@ -13,6 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import ConfigError
+
 LOSSES = ("ce", "weighted-ce", "cb-ce", "focal", "ldam-drw", "logit-adjusted", "balanced-softmax")
 
 
@@ -169,7 +171,7 @@ def build_loss(name: str, counts: Sequence[float], epochs: int | None = None, **
         return LogitAdjusted(counts, tau=kw.get("la_tau", 1.0))
     if name == "balanced-softmax":
         return BalancedSoftmax(counts)
-    raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
+    raise ConfigError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
 
 
 def posthoc_adjust(logits: np.ndarray, counts: Sequence[float], tau: float) -> np.ndarray:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..errors import ConfigError
+
 SAMPLERS = ("none", "class-balanced", "sqrt")
 
 
@@ -24,7 +26,7 @@ def sample_probabilities(labels: np.ndarray, num_classes: int, mode: str) -> np.
     elif mode == "none":
         w = np.ones(len(labels))
     else:
-        raise ValueError(f"unknown sampler {mode!r}; choose one of {', '.join(SAMPLERS)}")
+        raise ConfigError(f"unknown sampler {mode!r}; choose one of {', '.join(SAMPLERS)}")
     return w / w.sum()
 
 
@@ -60,9 +62,9 @@ class EpochPlan:
     def __init__(self, labels_real: np.ndarray, labels_syn: np.ndarray, num_classes: int, mode: str = "none",
                  synthetic_ratio: float | None = None):
         if mode not in SAMPLERS:
-            raise ValueError(f"unknown sampler {mode!r}; choose one of {', '.join(SAMPLERS)}")
+            raise ConfigError(f"unknown sampler {mode!r}; choose one of {', '.join(SAMPLERS)}")
         if synthetic_ratio is not None and synthetic_ratio < 0:
-            raise ValueError(f"synthetic_ratio must be >= 0, got {synthetic_ratio}")
+            raise ConfigError(f"synthetic_ratio must be >= 0, got {synthetic_ratio}")
         self.real = np.asarray(labels_real, dtype=np.int64)
         self.syn = np.asarray(labels_syn, dtype=np.int64)
         self.C, self.mode, self.ratio = num_classes, mode, synthetic_ratio

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import ConfigError
 from .augment import AugmentConfig
 from .losses import LOSSES
 from .samplers import SAMPLERS
@@ -200,20 +201,20 @@ def train_classifier(data, out, backbone: str = "resnet18", loss: str = "ce", ep
 
     unknown = set(kw) - set(TrainConfig.__dataclass_fields__)
     if unknown:
-        raise ValueError(f"train_classifier: unknown option(s) {sorted(unknown)}")
+        raise ConfigError(f"train_classifier: unknown option(s) {sorted(unknown)}")
     cfg = TrainConfig(backbone=backbone, loss=loss, sampler=sampler or "none", seed=seed, resolution=resolution,
                       synthetic_manifest=str(synthetic_manifest) if synthetic_manifest else None,
                       synthetic_ratio=synthetic_ratio, **kw)
     if epochs is not None:
         cfg.epochs = int(epochs)
     if cfg.loss not in LOSSES:
-        raise ValueError(f"unknown loss {cfg.loss!r}; choose one of {', '.join(LOSSES)}")
+        raise ConfigError(f"unknown loss {cfg.loss!r}; choose one of {', '.join(LOSSES)}")
     if cfg.sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {cfg.sampler!r}; choose one of {', '.join(SAMPLERS)}")
+        raise ConfigError(f"unknown sampler {cfg.sampler!r}; choose one of {', '.join(SAMPLERS)}")
     if cfg.optimizer not in ("adamw", "sgd"):
-        raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose adamw or sgd")
+        raise ConfigError(f"unknown optimizer {cfg.optimizer!r}; choose adamw or sgd")
     if cfg.epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {cfg.epochs}")
+        raise ConfigError(f"epochs must be >= 1, got {cfg.epochs}")
     aug_cfg = AugmentConfig.from_dict(cfg.augment)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -240,7 +241,7 @@ def train_classifier(data, out, backbone: str = "resnet18", loss: str = "ce", ep
         xs, ys, ws = read_synthetic_manifest(cfg.synthetic_manifest, classes, res)
         xtr, ytr, wtr = np.concatenate([xtr, xs]), np.concatenate([ytr, ys]), np.concatenate([wtr, ws])
     elif cfg.synthetic_ratio is not None:
-        raise ValueError("synthetic_ratio needs a synthetic_manifest")
+        raise ConfigError("synthetic_ratio needs a synthetic_manifest")
     if n_real == 0:
         raise DataError(f"{data}: the train split is empty")
     plan = EpochPlan(ytr[:n_real], ytr[n_real:], C, cfg.sampler, cfg.synthetic_ratio)
@@ -308,7 +309,7 @@ def train_classifier(data, out, backbone: str = "resnet18", loss: str = "ce", ep
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         for k in ("backbone", "loss", "sampler", "epochs", "batch_size", "lr", "seed", "resolution", "optimizer"):
             if ck["config"].get(k) != resolved.get(k):
-                raise ValueError(f"{ckpt_path}: cannot resume, {k}={ck['config'].get(k)!r} in the checkpoint "
+                raise ConfigError(f"{ckpt_path}: cannot resume, {k}={ck['config'].get(k)!r} in the checkpoint "
                                  f"but {resolved.get(k)!r} now")
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from ..errors import ConfigError
 from .common import err, fail_cleanly, print_json
 from .train_app import attach, train_app
 
@@ -94,7 +95,7 @@ def experiment_cmd(
         try:
             seed_list = [int(s) for s in _csv_list(seeds) or []]
         except ValueError:
-            raise ValueError(f"--seeds {seeds!r}: expected a comma list of integers") from None
+            raise ConfigError(f"--seeds {seeds!r}: expected a comma list of integers") from None
         res = run_experiment(data, out, methods=_csv_list(methods), seeds=seed_list, backbone=backbone,
                              epochs=epochs, splits=splits, quiet=quiet, **kw)
     err.print(f"methods: {', '.join(_csv_list(methods) or METHODS)}; table: {res['table']}")

@@ -14,12 +14,13 @@ err = Console(stderr=True)
 
 @contextmanager
 def fail_cleanly():
-    """Turn expected errors into one clear line on stderr and exit code 1 (no traceback)."""
-    from ..data.errors import DataError
+    """Turn the project's own errors (bad input, option, missing file, unreachable service) into one clear line on
+    stderr and exit code 1. Anything else is a bug and keeps its traceback."""
+    from ..errors import TailsynthError
 
     try:
         yield
-    except (DataError, FileNotFoundError, ValueError, KeyError) as e:
+    except TailsynthError as e:
         err.print(f"[red]error:[/red] {e}", markup=True, highlight=False, soft_wrap=True)
         raise typer.Exit(1)
 

@@ -64,7 +64,8 @@ def report(log: str = typer.Option(..., "--log", help="prediction log: JSONL fil
     from ..monitor.report import build_report
 
     if trigger not in TRIGGER_MODES:
-        raise typer.BadParameter(f"{trigger!r}: expected {', '.join(TRIGGER_MODES)}", param_hint="--trigger")
+        choices = f"{', '.join(TRIGGER_MODES[:-1])} or {TRIGGER_MODES[-1]}"
+        raise typer.BadParameter(f"{trigger!r}: expected {choices}", param_hint="--trigger")
     with fail_cleanly():
         s = build_report(log, reference, out, submitter=_submitter(trigger), config=config, window=window, index=index,
                          publish_to=publish, evidently=not no_evidently)

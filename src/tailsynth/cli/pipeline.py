@@ -11,6 +11,7 @@ from typing import List, Optional
 
 import typer
 
+from ..errors import ConfigError, MissingInputError, ServiceError
 from .common import err, fail_cleanly
 
 pipeline_app = typer.Typer(help="Kubeflow pipelines: run locally, compile, submit to a cluster.", no_args_is_help=True)
@@ -25,7 +26,7 @@ def _parse_sets(sets: list[str] | None) -> dict:
     out = {}
     for s in sets or []:
         if "=" not in s:
-            raise ValueError(f"--set {s!r}: expected KEY=VALUE")
+            raise ConfigError(f"--set {s!r}: expected KEY=VALUE")
         k, v = s.split("=", 1)
         out[k.strip()] = yaml.safe_load(v)
     return out
@@ -33,7 +34,7 @@ def _parse_sets(sets: list[str] | None) -> dict:
 
 def _check_profile(profile: str) -> None:
     if profile not in PROFILE_NAMES:
-        raise ValueError(f"--profile {profile!r}: choose one of {', '.join(PROFILE_NAMES)}")
+        raise ConfigError(f"--profile {profile!r}: choose one of {', '.join(PROFILE_NAMES)}")
 
 
 def run_pipeline(profile: str, data: Optional[Path], out: Path, data_revision: Optional[str] = None,
@@ -45,7 +46,7 @@ def run_pipeline(profile: str, data: Optional[Path], out: Path, data_revision: O
 
     data = data or default_data_source()
     if data is None:
-        raise FileNotFoundError("no --data given and no ../shared/data beside the project; fetch DermaMNIST with "
+        raise MissingInputError("no --data given and no ../shared/data beside the project; fetch DermaMNIST with "
                                 "`tailsynth data fetch` and pass --data")
     return run_local(profile, data, out, data_revision=data_revision, cache=cache, **_parse_sets(sets))
 
@@ -67,8 +68,8 @@ def run(local_: bool = typer.Option(False, "--local", help="run with KFP's local
     with fail_cleanly():
         try:
             folder = run_pipeline(profile, data, out, data_revision, cache=cache, sets=sets)
-        except RuntimeError as e:
-            raise ValueError(f"pipeline run failed: {e}") from e
+        except RuntimeError as e:  # a stage failed inside KFP's local runner
+            raise ServiceError(f"pipeline run failed: {e}") from e
     print(f"report: {folder / 'report.md'}")
     print(f"html:   {folder / 'report.html'}")
 
@@ -95,13 +96,10 @@ def submit(host: str = typer.Option(..., "--host", help="Kubeflow Pipelines API 
     """Submit train_augment (compiled YAML from pipelines/compiled) to a cluster."""
     with fail_cleanly():
         _check_profile(profile)
-        from pipelines.submit import SubmitError, submit as do_submit
+        from pipelines.submit import submit as do_submit
 
-        try:
-            run_id = do_submit(host, data, data_revision, profile=profile, token=token, namespace=namespace,
-                               experiment=experiment, **_parse_sets(sets))
-        except SubmitError as e:
-            raise ValueError(str(e)) from e
+        run_id = do_submit(host, data, data_revision, profile=profile, token=token, namespace=namespace,
+                           experiment=experiment, **_parse_sets(sets))
     print(f"run id: {run_id}")
 
 
@@ -120,8 +118,8 @@ def main_job(data: Path = typer.Option(Path("../shared/data"), "--data", help="r
     with fail_cleanly():
         try:
             folder = run_pipeline("cpu", source, out)
-        except RuntimeError as e:
-            raise ValueError(f"pipeline run failed: {e}") from e
+        except RuntimeError as e:  # a stage failed inside KFP's local runner
+            raise ServiceError(f"pipeline run failed: {e}") from e
     print((folder / "comparison.csv").read_text())
     print(f"report: {folder / 'report.md'}")
     print(f"html:   {folder / 'report.html'}")

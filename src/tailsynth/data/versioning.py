@@ -18,13 +18,14 @@ import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
+from ..errors import MissingInputError, ServiceError
 from ..hashing import file_digest
 
 DEFAULT_S3_REMOTE = "s3"
 PROBE_TIMEOUT_S = 5
 
 
-class VersioningError(RuntimeError):
+class VersioningError(ServiceError):
     """A DVC operation that cannot proceed; the message says why and what to do."""
 
 
@@ -40,7 +41,7 @@ def data_revision(path: str | Path) -> str:
     if p.is_file():
         return file_digest(p)
     if not p.is_dir():
-        raise FileNotFoundError(f"{p}: no such file or folder to hash")
+        raise MissingInputError(f"{p}: no such file or folder to hash")
     h = hashlib.sha256()
     files = sorted(
         (q for q in p.rglob("*") if q.is_file() and ".dvc" not in q.relative_to(p).parts[:1]),

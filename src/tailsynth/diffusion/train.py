@@ -20,9 +20,9 @@ AdamW 1e-3 with 200 warm-up steps, batch 64, native 28 px.
 from __future__ import annotations
 
 import csv
-import os
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.errors import DataError
+from ..errors import ConfigError
 from ..progress import Progress
 from .model import DEFAULT_RESOLUTION, META_FILE, SIZES, build_unet
 
@@ -157,7 +158,7 @@ def class_draw_weights(labels: np.ndarray, mode: str) -> np.ndarray:
     """Per-image draw probabilities so that class c is drawn with probability proportional to n_c**p
     (balanced p = 0, sqrt p = 0.5, natural p = 1)."""
     if mode not in CLASS_SAMPLING:
-        raise ValueError(f"unknown class_sampling {mode!r} (choose from {', '.join(CLASS_SAMPLING)})")
+        raise ConfigError(f"unknown class_sampling {mode!r} (choose from {', '.join(CLASS_SAMPLING)})")
     p = {"balanced": 0.0, "sqrt": 0.5, "natural": 1.0}[mode]
     counts = np.bincount(labels)
     w = counts[labels].astype(np.float64) ** (p - 1.0)
@@ -172,7 +173,7 @@ def sample_timesteps(b: int, num_train_timesteps: int, mode: str, generator):
     if mode == "logit-normal":
         u = torch.sigmoid(torch.randn(b, generator=generator, device="cpu"))
         return (u * num_train_timesteps).long().clamp(0, num_train_timesteps - 1)
-    raise ValueError(f"unknown timestep_sampling {mode!r} (choose from {', '.join(TIMESTEP_SAMPLING)})")
+    raise ConfigError(f"unknown timestep_sampling {mode!r} (choose from {', '.join(TIMESTEP_SAMPLING)})")
 
 
 def min_snr_weight(scheduler, t, gamma: float, prediction_type: str):
@@ -211,7 +212,7 @@ def diffusion_loss(unet, scheduler, x0, mask, labels, generator, null_class: int
     elif prediction_type == "sample":
         target = x0
     else:
-        raise ValueError(f"unknown prediction_type {prediction_type!r}")
+        raise ConfigError(f"unknown prediction_type {prediction_type!r}")
     if autocast is not None:
         with autocast:
             pred = unet(inp, t, class_labels=labels).sample
@@ -228,7 +229,7 @@ def diffusion_loss(unet, scheduler, x0, mask, labels, generator, null_class: int
 def ema_decay_for(steps: int, half_life_frac: float) -> float:
     """Decay whose half-life is `half_life_frac` of `steps` (e.g. 0.06 x 4,700 steps -> 282 steps -> 0.99754)."""
     if not 0 < half_life_frac < 1:
-        raise ValueError(f"ema_half_life_frac must be in (0, 1), got {half_life_frac}")
+        raise ConfigError(f"ema_half_life_frac must be in (0, 1), got {half_life_frac}")
     return float(0.5 ** (1.0 / max(1.0, half_life_frac * steps)))
 
 
@@ -300,11 +301,11 @@ def train_diffusion(data, size, out, resolution=None, steps=None, seed=0, init_f
     from diffusers import DDPMScheduler, UNet2DModel
 
     if size not in SIZES:
-        raise ValueError(f"unknown model size {size!r} (choose from {', '.join(SIZES)})")
+        raise ConfigError(f"unknown model size {size!r} (choose from {', '.join(SIZES)})")
     d_steps, d_batch, d_lr = DEFAULTS[size]
     unknown = set(kw) - set(TrainConfig.__dataclass_fields__)
     if unknown:
-        raise ValueError(f"train_diffusion: unknown option(s) {', '.join(sorted(unknown))}")
+        raise ConfigError(f"train_diffusion: unknown option(s) {', '.join(sorted(unknown))}")
     kw.setdefault("batch_size", d_batch)
     kw.setdefault("lr", d_lr)
     for k, v in RECIPES.get(size, {}).items():
@@ -321,7 +322,7 @@ def train_diffusion(data, size, out, resolution=None, steps=None, seed=0, init_f
         try:
             from accelerate import Accelerator
         except ImportError as e:
-            raise ValueError("--distributed needs the 'accelerate' package (pip install 'tailsynth[gpu]')") from e
+            raise ConfigError("--distributed needs the 'accelerate' package (pip install 'tailsynth[gpu]')") from e
         accel = Accelerator(cpu=cfg.device == "cpu")
         device = accel.device
     else:
@@ -342,7 +343,7 @@ def train_diffusion(data, size, out, resolution=None, steps=None, seed=0, init_f
         unet = UNet2DModel.from_pretrained(Path(cfg.init_from) / "unet" if (Path(cfg.init_from) / "unet").is_dir()
                                            else cfg.init_from)
         if unet.config.in_channels != 7 or unet.config.num_class_embeds != len(classes) + 1:
-            raise ValueError(f"{cfg.init_from}: model has {unet.config.in_channels} input channels and "
+            raise ConfigError(f"{cfg.init_from}: model has {unet.config.in_channels} input channels and "
                              f"{unet.config.num_class_embeds} class embeddings; need 7 and {len(classes) + 1}")
     else:
         unet = build_unet(size, cfg.resolution, len(classes))

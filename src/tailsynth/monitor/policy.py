@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Protocol
 
 from ..data.errors import DataError
+from ..errors import ConfigError
 from .stats import DriftSettings
 
 TRIGGER_MODES = ("none", "dry-run", "local", "kfp")  # what the CLI offers; `pipelines.trigger` maps them
@@ -114,7 +115,7 @@ def resolve_tail(cfg: MonitorConfig, classes: Sequence[str], train_counts: dict 
         basis = "reference label counts"
     else:
         raise DataError("no tail classes: set tail.classes in the config, or use a model whose config records "
-                        "class_counts, or a reference with labels")
+                        "train_class_counts, or a reference with labels")
     total = sum(counts.values()) or 1.0
     tail = [c for c in classes if counts[c] / total < cfg.tail_share_below]
     return tail, f"{basis}, share < {cfg.tail_share_below:g}"
@@ -190,11 +191,11 @@ class DryRun:
 def check_trigger_arguments(cfg: MonitorConfig, required: Sequence[str]) -> dict:
     """The regenerate_tail arguments of CFG, with the ones the submitter needs present (else a ValueError)."""
     if cfg.trigger.pipeline != "regenerate_tail":
-        raise ValueError(f"trigger.pipeline {cfg.trigger.pipeline!r}: only regenerate_tail is supported")
+        raise ConfigError(f"trigger.pipeline {cfg.trigger.pipeline!r}: only regenerate_tail is supported")
     args = dict(cfg.trigger.arguments)
     missing = [k for k in required if not args.get(k)]
     if missing:
-        raise ValueError(f"trigger.arguments lacks {', '.join(missing)} (needed by regenerate_tail)")
+        raise ConfigError(f"trigger.arguments lacks {', '.join(missing)} (needed by regenerate_tail)")
     return args
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.errors import DataError
+from ..errors import ConfigError, MissingInputError
 from ..hashing import model_version  # noqa: F401,F811  (part of this module's API)
 
 SCHEMA_VERSION = 1
@@ -100,7 +101,7 @@ class Embedder:
 
     def transform(self, features: np.ndarray) -> np.ndarray:
         if features.shape[-1] != self.components.shape[1]:
-            raise ValueError(f"features have {features.shape[-1]} dims, the embedding projection expects "
+            raise ConfigError(f"features have {features.shape[-1]} dims, the embedding projection expects "
                              f"{self.components.shape[1]} (was it fitted for another model?)")
         return (features.astype(np.float32) - self.mean) @ self.components.T
 
@@ -119,7 +120,7 @@ class Embedder:
     def load(cls, model_dir: str | Path) -> Embedder:
         path = Path(model_dir) / MONITOR_DIR / EMBEDDING_FILE
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: no embedding projection; build the reference first "
+            raise MissingInputError(f"{path}: no embedding projection; build the reference first "
                                     f"(`tailsynth monitor reference --model {model_dir} --data ...`)")
         z = np.load(path)
         return cls(z["mean"], z["components"], z["explained_variance_ratio"])
@@ -137,7 +138,7 @@ def make_record(*, probabilities: Sequence[float], classes: Sequence[str], image
     """One prediction record; the single constructor used by the transformer and by replay."""
     p = [float(v) for v in probabilities]
     if len(p) != len(classes):
-        raise ValueError(f"request {request_id}: {len(p)} probabilities for {len(classes)} classes")
+        raise ConfigError(f"request {request_id}: {len(p)} probabilities for {len(classes)} classes")
     k = int(np.argmax(p))
     rec = {
         "schema": SCHEMA_VERSION,
@@ -214,10 +215,10 @@ def s3_client(endpoint_url: str | None = None):
 
 def split_s3_uri(uri: str) -> tuple[str, str]:
     if not uri.startswith("s3://"):
-        raise ValueError(f"{uri}: not an s3:// URI")
+        raise ConfigError(f"{uri}: not an s3:// URI")
     bucket, _, key = uri[5:].partition("/")
     if not bucket:
-        raise ValueError(f"{uri}: no bucket name")
+        raise ConfigError(f"{uri}: no bucket name")
     return bucket, key
 
 

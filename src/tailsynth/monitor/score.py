@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.errors import DataError
+from ..errors import ConfigError
 
 DEFAULT_STRENGTH = {"brightness": 1.35, "contrast": 0.6, "blur": 0.04, "hue": 0.08, "share": 3.0}
 
@@ -35,18 +36,18 @@ class Shift:
 def parse_shift(spec: str, classes: Sequence[str] | None = None) -> Shift:
     name, sep, rest = spec.partition(":")
     if not sep or not rest:
-        raise ValueError(f"--shift {spec!r}: expected NAME:CLASS[=STRENGTH], e.g. brightness:DF")
+        raise ConfigError(f"--shift {spec!r}: expected NAME:CLASS[=STRENGTH], e.g. brightness:DF")
     if name not in DEFAULT_STRENGTH:
-        raise ValueError(f"--shift {spec!r}: unknown shift {name!r} (known: {', '.join(DEFAULT_STRENGTH)})")
+        raise ConfigError(f"--shift {spec!r}: unknown shift {name!r} (known: {', '.join(DEFAULT_STRENGTH)})")
     cls, _, val = rest.partition("=")
     if classes is not None and cls not in classes:
-        raise ValueError(f"--shift {spec!r}: class {cls!r} is not one of {', '.join(classes)}")
+        raise ConfigError(f"--shift {spec!r}: class {cls!r} is not one of {', '.join(classes)}")
     try:
         strength = float(val) if val else DEFAULT_STRENGTH[name]
     except ValueError:
-        raise ValueError(f"--shift {spec!r}: strength {val!r} is not a number") from None
+        raise ConfigError(f"--shift {spec!r}: strength {val!r} is not a number") from None
     if strength < 0:
-        raise ValueError(f"--shift {spec!r}: strength must be >= 0")
+        raise ConfigError(f"--shift {spec!r}: strength must be >= 0")
     return Shift(name, cls, strength)
 
 

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import ConfigError
+
 ARMS = ("real", "random", "ood", "oversample")
 ARM_LABELS = {"real": "(a) real only", "random": "(b) + synthetic, no selection (random, matched counts)",
               "ood": "(c) + synthetic, OOD-selected", "oversample": "(d) real oversampling, matched counts"}
@@ -65,7 +67,7 @@ def oversample_manifest(data, counts: dict[str, int], out_dir: Path, seed: int =
     for cls, n in counts.items():
         recs = [r for r in train.records if r.label == cls]
         if n and not recs:
-            raise ValueError(f"{data}: no real training images of class {cls} to oversample")
+            raise ConfigError(f"{data}: no real training images of class {cls} to oversample")
         order = rng.permutation(len(recs)) if recs else []
         for k in range(n):
             r = recs[int(order[k % len(recs)])]
@@ -135,9 +137,9 @@ def run_augmentation_experiment(data, candidates, out, seeds=(0, 1, 2), gammas=(
 
     bad = [a for a in arms if a not in ARMS]
     if bad:
-        raise ValueError(f"unknown arm(s) {bad}; choose from {', '.join(ARMS)}")
+        raise ConfigError(f"unknown arm(s) {bad}; choose from {', '.join(ARMS)}")
     if not seeds:
-        raise ValueError("need at least one seed (three or more for intervals)")
+        raise ConfigError("need at least one seed (three or more for intervals)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     seeds = [int(s) for s in seeds]
