@@ -45,7 +45,9 @@ def train_augment(**p) -> dsl.Artifact:
     diffusion = on_gpu(train_diffusion(data=data, splits=manifest, masks=lesion_masks.outputs["masks"],
                                        model_size=p["diffusion_size"], resolution=p["diffusion_resolution"],
                                        steps=p["diffusion_steps"], batch_size=p["diffusion_batch_size"],
-                                       max_minutes=p["diffusion_max_minutes"], seed=seed))
+                                       max_minutes=p["diffusion_max_minutes"], seed=seed,
+                                       pretrained=p["diffusion_model"],
+                                       finetune_minutes=p["diffusion_finetune_minutes"]))
     synth = synthesize_and_retrain(
         data=data, splits=manifest, masks=lesion_masks.outputs["masks"], diffusion=diffusion.outputs["model"],
         feature_classifier=baseline.outputs["model"], data_revision=revision, arm="real+synthetic",

@@ -107,7 +107,7 @@ class GenerateConfig:
                 setattr(self, k, str(v))
 
     @classmethod
-    def from_dict(cls, d: dict) -> "GenerateConfig":
+    def from_dict(cls, d: dict) -> GenerateConfig:
         """From a dict (e.g. a --config YAML); unknown keys are errors, not silently ignored."""
         unknown = sorted(set(d) - set(cls.__dataclass_fields__))
         if unknown:
@@ -281,7 +281,7 @@ def harmonize(unet, train_scheduler, composites: np.ndarray, masks: np.ndarray, 
     x0 = _to_model(composites, device)
     m = torch.from_numpy(masks.astype(np.float32))[:, None].to(device)
     sched = make_scheduler(train_scheduler, sampler, steps)
-    n_run = max(1, min(steps, int(math.ceil(steps * strength))))
+    n_run = max(1, min(steps, math.ceil(steps * strength)))
     start = steps - n_run
     timesteps = sched.timesteps[start:]
     if hasattr(sched, "set_begin_index"):
