@@ -13,8 +13,9 @@ import shutil
 import time
 from pathlib import Path
 
+from tailsynth import hashing
 from tailsynth.errors import DataError, ServiceError
-from tailsynth.pipeline_io import content_hash, locate_real_data
+from tailsynth.pipeline_io import locate_real_data
 
 from .profiles import profile as resolve_profile
 
@@ -52,7 +53,7 @@ def run_local(profile: str, data: str | Path, out: str | Path, data_revision: st
     params = resolve_profile(profile, **overrides)
     params["diffusion_model"] = str(resolve_synthesizer(params["diffusion_model"])) if params.get("diffusion_model") else ""
     source = resolve_data(data)
-    revision = data_revision or ("sha256:" + content_hash(source))
+    revision = data_revision or hashing.data_revision(source)
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     root = out / "artifacts"

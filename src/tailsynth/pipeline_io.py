@@ -8,7 +8,6 @@ data artifact is always a folder holding either `<name>.npz` or an ISIC 2019 lay
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -118,21 +117,6 @@ def stage_source(source: str | Path, dest_dir: str | Path, max_per_class: int = 
                 if row and row[0] in keep_ids:
                     w.writerow(row)
     return dest
-
-
-def content_hash(path: str | Path) -> str:
-    """sha256 over a file, or over the sorted relative paths and bytes of a folder (the cache key of real data)."""
-    p = Path(path)
-    h = hashlib.sha256()
-    files = [p] if p.is_file() else sorted(q for q in p.rglob("*") if q.is_file())
-    if not files:
-        raise DataError(f"{p}: nothing to hash (missing or empty)")
-    for q in files:
-        h.update(str(q.relative_to(p) if p.is_dir() else q.name).encode())
-        with open(q, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
 
 
 def write_json(path: str | Path, obj) -> Path:

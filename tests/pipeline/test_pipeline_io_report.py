@@ -12,7 +12,8 @@ from PIL import Image
 
 from tailsynth.data import load_source
 from tailsynth.data.errors import DataError
-from tailsynth.pipeline_io import content_hash, localize_manifest, locate_real_data, source_in, stage_source
+from tailsynth.hashing import data_revision
+from tailsynth.pipeline_io import localize_manifest, locate_real_data, source_in, stage_source
 from tailsynth.pipeline_report import build_report, comparison_rows
 
 
@@ -26,12 +27,12 @@ def test_stage_isic_folder_with_cap_keeps_layout(tmp_path, tiny_isic):
 
 def test_stage_whole_npz_is_byte_identical_and_hash_tracks_content(tmp_path, tiny_npz):
     staged = stage_source(tiny_npz, tmp_path / "data")
-    assert content_hash(staged) == content_hash(tiny_npz)
+    assert data_revision(staged) == data_revision(tiny_npz)
     other = tmp_path / "other.npz"
     arrays = dict(np.load(tiny_npz))
     arrays["train_images"][0, 0, 0, 0] ^= 1
     np.savez(other, **arrays)
-    assert content_hash(other) != content_hash(tiny_npz)
+    assert data_revision(other) != data_revision(tiny_npz)
 
 
 def test_locate_real_data(tmp_path, tiny_npz, tiny_isic):

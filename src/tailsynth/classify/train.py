@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import hashlib
 import json
 import math
 import platform
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
+from ..hashing import data_revision
 from .augment import AugmentConfig
 from .losses import LOSSES
 from .samplers import SAMPLERS
@@ -59,23 +59,6 @@ class TrainConfig:
     channels_last: bool | None = None  # None: on CUDA only
     threads: int | None = None
     device: str | None = None
-
-
-def _file_revision(path: Path) -> str | None:
-    """Content hash of the data source (the versioning module's data_revision when present)."""
-    try:
-        from ..data.versioning import data_revision  # type: ignore
-
-        return data_revision(path)
-    except (ImportError, OSError, ValueError, TypeError):
-        pass  # no versioning module yet, or it cannot hash this source: fall back to a file hash
-    if path.is_file():
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        return "sha256:" + h.hexdigest()[:16]
-    return None
 
 
 def read_synthetic_manifest(path: str | Path, classes: list[str], resolution: int):
@@ -392,7 +375,7 @@ def train_classifier(data, out, backbone: str = "resnet18", loss: str = "ce", ep
     resolved["train_wall_s"] = round(sum(h["train_s"] for h in history), 1)
     (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
     save_classifier(final, out, backbone=cfg.backbone, classes=classes, resolution=res, mean=mean_np.tolist(),
-                    std=std_np.tolist(), config=resolved, data_revision=_file_revision(Path(data)),
+                    std=std_np.tolist(), config=resolved, data_revision=data_revision(data),
                     train_class_counts=dict(zip(classes, np.bincount(ytr[:n_real], minlength=C).tolist())))
     final = final.to(device)
     logits_va = predict_logits(final, Xva, mean, std, device, channels_last=False, amp_dtype=amp_dtype).numpy()
