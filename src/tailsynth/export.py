@@ -25,6 +25,7 @@ import numpy as np
 
 from .classify.metadata import ClassifierMeta
 from .errors import ConfigError
+from .formatting import fmt
 from .hashing import model_version
 
 MODEL_NAME = "lesion-classifier"
@@ -121,10 +122,6 @@ def build_model_card(meta: ClassifierMeta, version: str, parity: dict, metrics: 
     }
 
 
-def _fmt(v) -> str:
-    return f"{v:.4f}" if isinstance(v, float) else str(v)
-
-
 def model_card_markdown(card: dict) -> str:
     lines = [f"# Model card: {card['name']} {card['version']}", "",
              f"**Intended use:** {card['intended_use']}. Outputs are class probabilities for a dermoscopy image; "
@@ -137,13 +134,13 @@ def model_card_markdown(card: dict) -> str:
     scalars = {k: v for k, v in card["metrics"].items() if isinstance(v, (int, float))}
     if scalars:
         lines += ["## Validation metrics", "", "| metric | value |", "|---|---|"]
-        lines += [f"| {k} | {_fmt(v)} |" for k, v in scalars.items()] + [""]
+        lines += [f"| {k} | {fmt(v, 4)} |" for k, v in scalars.items()] + [""]
     pc = card["per_class_metrics"]
     if pc:
         cols = sorted({m for v in pc.values() if isinstance(v, dict) for m in v})
         lines += ["## Per-class metrics", "", "| class | " + " | ".join(cols) + " |",
                   "|---" * (len(cols) + 1) + "|"]
-        lines += [f"| {c} | " + " | ".join(_fmt(v.get(m, "")) for m in cols) + " |" for c, v in pc.items()]
+        lines += [f"| {c} | " + " | ".join(fmt(v.get(m, ""), 4) for m in cols) + " |" for c, v in pc.items()]
         lines.append("")
     else:
         lines += ["No validation metrics were found beside the checkpoint (MODEL_DIR/metrics.json).", ""]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import html
 import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import numpy as np
 
 from .data.errors import DataError
 from .errors import ConfigError
+from .formatting import fmt
 
 EVALUATION_FILE = "evaluation.json"
 
@@ -143,21 +143,15 @@ def synthetic_grid(manifest: Path | dict, out_png: Path, per_class: int = 8, til
 
 
 # ---- report ------------------------------------------------------------------------------------------------
-def _fmt(v) -> str:
-    if isinstance(v, float):
-        return "n/a" if math.isnan(v) else f"{v:.3f}"
-    return str(v)
-
-
 def _md_table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_fmt(v) for v in r) + " |" for r in rows]
+    lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows]
     return "\n".join(lines)
 
 
 def _html_table(header: list[str], rows: list[list]) -> str:
     th = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in r) + "</tr>" for r in rows)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(fmt(v))}</td>" for v in r) + "</tr>" for r in rows)
     return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -199,10 +193,10 @@ def diffusion_rows(model_dir: str | Path) -> list[list]:
     for mode, per_class in (card.get("gates") or {}).items():
         for cls, g in sorted(per_class.items()):
             rows.append([f"gate {mode} {cls}: label fidelity / real",
-                         f"{_fmt(g.get('label_fidelity'))} / {_fmt(g.get('label_fidelity_real'))}"
+                         f"{fmt(g.get('label_fidelity'))} / {fmt(g.get('label_fidelity_real'))}"
                          f" ({'pass' if g.get('label_fidelity_pass') else 'FAIL'})"])
             rows.append([f"gate {mode} {cls}: train-on-synthetic recall / real-trained",
-                         f"{_fmt(g.get('tos_recall'))} / {_fmt(g.get('real_recall'))}"
+                         f"{fmt(g.get('tos_recall'))} / {fmt(g.get('real_recall'))}"
                          f" ({'pass' if g.get('tos_pass') else 'FAIL'})"])
     return rows
 
@@ -244,8 +238,8 @@ def build_report(out: str | Path, comparison_csv: str | Path, evaluations: Seque
     base, aug = rows[0], rows[-1]
     delta = aug["balanced_accuracy"] - base["balanced_accuracy"]
     split_name = (evs[0].get("split") if evs else None) or "val"
-    summary = (f"Balanced accuracy ({split_name}): {base['method']} {_fmt(base['balanced_accuracy'])} -> "
-               f"{aug['method']} {_fmt(aug['balanced_accuracy'])} ({delta:+.3f}).")
+    summary = (f"Balanced accuracy ({split_name}): {base['method']} {fmt(base['balanced_accuracy'])} -> "
+               f"{aug['method']} {fmt(aug['balanced_accuracy'])} ({delta:+.3f}).")
     if split_name == "val":
         summary += (" Both arms also chose their epoch on this split, so absolute values are optimistic;"
                     " compare the arms with each other.")

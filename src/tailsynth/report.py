@@ -7,9 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def _fmt(v, nd: int = 3) -> str:
-    return "–" if v is None else f"{v:.{nd}f}"
+from .formatting import fmt
 
 
 def per_class_rows(m: dict) -> list[dict]:
@@ -29,9 +27,9 @@ def markdown_table(m: dict) -> str:
     ci = m.get("ci95") or {}
 
     def with_ci(key: str) -> str:
-        v = _fmt(m.get(key))
+        v = fmt(m.get(key))
         iv = ci.get(key)
-        return f"{v} [{_fmt(iv[0])}, {_fmt(iv[1])}]" if iv and iv[0] is not None else v
+        return f"{v} [{fmt(iv[0])}, {fmt(iv[1])}]" if iv and iv[0] is not None else v
 
     lines = [
         f"**split:** {m.get('split')} · **n:** {m.get('n')} · **model:** {m.get('model')}",
@@ -41,8 +39,8 @@ def markdown_table(m: dict) -> str:
         f"| balanced accuracy | {with_ci('balanced_accuracy')} |",
         f"| accuracy | {with_ci('accuracy')} |",
         f"| macro AUC | {with_ci('macro_auc')} |",
-        f"| macro F1 | {_fmt(m.get('macro_f1'))} |",
-        f"| ECE | {_fmt(m.get('ece'))} |",
+        f"| macro F1 | {fmt(m.get('macro_f1'))} |",
+        f"| ECE | {fmt(m.get('ece'))} |",
         "",
         "| class | support | recall | precision | F1 | AUC |",
         "|---|---:|---:|---:|---:|---:|",
@@ -51,10 +49,10 @@ def markdown_table(m: dict) -> str:
     pcr = ci.get("per_class_recall", {})
     for r in per_class_rows(m):
         name = f"**{r['class']}** (rarest)" if r["class"] == rarest else r["class"]
-        rec = _fmt(r["recall"])
+        rec = fmt(r["recall"])
         if pcr.get(r["class"]) and pcr[r["class"]][0] is not None:
-            rec += f" [{_fmt(pcr[r['class']][0])}, {_fmt(pcr[r['class']][1])}]"
-        lines.append(f"| {name} | {r['support']} | {rec} | {_fmt(r['precision'])} | {_fmt(r['f1'])} | {_fmt(r['auc'])} |")
+            rec += f" [{fmt(pcr[r['class']][0])}, {fmt(pcr[r['class']][1])}]"
+        lines.append(f"| {name} | {r['support']} | {rec} | {fmt(r['precision'])} | {fmt(r['f1'])} | {fmt(r['auc'])} |")
     return "\n".join(lines) + "\n"
 
 
