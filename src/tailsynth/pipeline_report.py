@@ -73,15 +73,13 @@ def read_comparison_csv(path: str | Path) -> list[dict]:
 
 # ---- figures -----------------------------------------------------------------------------------------------
 def plot_per_class(rows: list[dict], out_png: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend and figure registry stay untouched
 
     classes = [k[len("recall_"):] for k in rows[0] if k.startswith("recall_")]
     x = np.arange(len(classes))
     width = 0.8 / len(rows)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.9 * len(classes), 3.2))
+    fig = Figure(figsize=(1.0 + 0.9 * len(classes), 3.2))
+    ax = fig.subplots()
     for i, r in enumerate(rows):
         ax.bar(x + (i - (len(rows) - 1) / 2) * width, [r[f"recall_{c}"] for c in classes], width,
                label=f"{r['method']} (BA {r['balanced_accuracy']:.3f})")
@@ -91,7 +89,6 @@ def plot_per_class(rows: list[dict], out_png: Path) -> Path:
     ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     fig.savefig(out_png, dpi=110)
-    plt.close(fig)
     return out_png
 
 

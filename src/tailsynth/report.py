@@ -1,4 +1,4 @@
-"""Report files for classifier evaluations: per-class CSV, markdown table, PNG plots (matplotlib, Agg backend)."""
+"""Report files for classifier evaluations: per-class CSV, markdown table, PNG plots (matplotlib figures, no pyplot)."""
 
 from __future__ import annotations
 
@@ -57,16 +57,14 @@ def markdown_table(m: dict) -> str:
 
 
 def plot_confusion(m: dict, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend and figure registry stay untouched
 
     cm = np.asarray(m["confusion_matrix"], dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         norm = np.nan_to_num(cm / cm.sum(axis=1, keepdims=True))
     k = len(m["classes"])
-    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * k, 0.8 + 0.6 * k), dpi=110)
+    fig = Figure(figsize=(1.0 + 0.7 * k, 0.8 + 0.6 * k), dpi=110)
+    ax = fig.subplots()
     im = ax.imshow(norm, vmin=0, vmax=1, cmap="Blues")
     for i in range(k):
         for j in range(k):
@@ -80,20 +78,17 @@ def plot_confusion(m: dict, path: Path) -> Path:
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
     return path
 
 
 def plot_recall_bars(m: dict, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend and figure registry stay untouched
 
     classes = m["classes"]
     rec = [m["per_class"][c]["recall"] or 0.0 for c in classes]
     sup = [m["per_class"][c]["support"] for c in classes]
-    fig, ax = plt.subplots(figsize=(1.5 + 0.7 * len(classes), 3.2), dpi=110)
+    fig = Figure(figsize=(1.5 + 0.7 * len(classes), 3.2), dpi=110)
+    ax = fig.subplots()
     bars = ax.bar(classes, rec, color=["#c0392b" if c == m.get("rarest_class") else "#2e86c1" for c in classes])
     pcr = (m.get("ci95") or {}).get("per_class_recall") or {}
     if pcr:
@@ -111,7 +106,6 @@ def plot_recall_bars(m: dict, path: Path) -> Path:
     ax.set_title(f"per-class recall, {m.get('split')}")
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
     return path
 
 

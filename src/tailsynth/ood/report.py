@@ -17,13 +17,11 @@ GRID_MAX = 32  # samples per grid
 
 
 def _histograms(sc, kept: np.ndarray, c: int, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend and figure registry stay untouched
 
     m = sc.cls_idx == c
-    fig, axes = plt.subplots(1, len(OOD_SCORES), figsize=(4 * len(OOD_SCORES), 3))
+    fig = Figure(figsize=(4 * len(OOD_SCORES), 3))
+    axes = fig.subplots(1, len(OOD_SCORES))
     for ax, name in zip(axes, OOD_SCORES):
         groups = [("real val", sc.val_scores[name][sc.val_cls == c], "tab:blue"),
                   ("accepted", sc.scores[name][m & kept], "tab:green"),
@@ -43,7 +41,6 @@ def _histograms(sc, kept: np.ndarray, c: int, path: Path) -> None:
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
-    plt.close(fig)
 
 
 def _grid(images: np.ndarray, path: Path, cols: int = 8, scale: int = 2) -> bool:
