@@ -89,8 +89,8 @@ def parameter_type(name: str) -> type:
     return List[str] if isinstance(value, list) else type(value)
 
 
-def pipeline_parameters(required: dict[str, Any], shared: Sequence[str], extra: dict[str, tuple[type, Any]] | None = None,
-                        defaults: bool = True) -> Callable:
+def pipeline_parameters(required: dict[str, Any], shared: Sequence[str],
+                        extra: dict[str, tuple[type, Any]] | None = None, defaults: bool = True) -> Callable:
     """Give a pipeline body `def f(**p)` its KFP signature: REQUIRED parameters (name -> type), then EXTRA ones
     (name -> (type, default)), then the profile parameters SHARED, typed and (with DEFAULTS) defaulted from the
     default profile. One list of parameters, the profiles, instead of one per pipeline."""

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -32,6 +31,7 @@ import numpy as np
 from ..data.errors import DataError
 from ..errors import ConfigError
 from ..progress import Progress
+from ..training import CheckpointSaver, create_optimizer, warmup_cosine
 from .model import DEFAULT_RESOLUTION, META_FILE, SIZES, build_unet
 
 DEFAULTS = {
@@ -46,6 +46,7 @@ RECIPES: dict[str, dict] = {
     "lean": dict(snr_gamma=5.0, class_sampling="sqrt", ema_half_life_frac=0.06, warmup=200),
 }
 CLASS_SAMPLING = ("balanced", "sqrt", "natural")
+CHECKPOINT_STATE = "checkpoint/state.pt"  # resumable state; the sampling weights are OUT/unet
 TIMESTEP_SAMPLING = ("uniform", "logit-normal")
 
 
@@ -233,19 +234,10 @@ def ema_decay_for(steps: int, half_life_frac: float) -> float:
     return float(0.5 ** (1.0 / max(1.0, half_life_frac * steps)))
 
 
-def lr_factor(step: int, total: int, warmup: int, min_frac: float) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    p = min(1.0, (step - warmup) / max(1, total - warmup))
-    return min_frac + (1 - min_frac) * 0.5 * (1 + math.cos(math.pi * p))
-
-
 # ---- checkpointing ---------------------------------------------------------------------------------
 def _save(out: Path, unet, ema, opt, step: int, rng, gen, cfg: TrainConfig, classes, data_info: dict):
     import torch
 
-    ck = out / "checkpoint"
-    ck.mkdir(parents=True, exist_ok=True)
     state = {
         "step": step,
         "model": unet.state_dict(),
@@ -254,9 +246,7 @@ def _save(out: Path, unet, ema, opt, step: int, rng, gen, cfg: TrainConfig, clas
         "np_rng": rng.bit_generator.state,
         "torch_rng": gen.get_state(),
     }
-    tmp = ck / "state.pt.tmp"
-    torch.save(state, tmp)
-    tmp.replace(ck / "state.pt")
+    CheckpointSaver(out / CHECKPOINT_STATE).save(state)
     # Sampling weights = EMA: swap them in, save, swap back.
     backup = [p.detach().clone() for p in unet.parameters()]
     with torch.no_grad():
@@ -353,14 +343,13 @@ def train_diffusion(data, size, out, resolution=None, steps=None, seed=0, init_f
     scheduler = DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule,
                               prediction_type=cfg.prediction_type, clip_sample=False)
     scheduler.save_pretrained(out / "scheduler")
-    opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = create_optimizer(unet, "adamw", cfg.lr, cfg.weight_decay, decay_norm_and_bias=True)
     ema = [p.detach().clone() for p in unet.parameters()]
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     step = 0
-    ck = out / "checkpoint" / "state.pt"
-    if resume and ck.is_file():
-        st = torch.load(ck, map_location=device, weights_only=False)
+    st = CheckpointSaver(out / CHECKPOINT_STATE).load(map_location=device) if resume else None
+    if st is not None:
         unet.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
         ema = [e.to(device) for e in st["ema"]]
@@ -393,7 +382,7 @@ def train_diffusion(data, size, out, resolution=None, steps=None, seed=0, init_f
         log = csv.writer(logf)
         while step < stop:
             for g in opt.param_groups:
-                g["lr"] = cfg.lr * lr_factor(step, cfg.steps, cfg.warmup, cfg.min_lr_frac)
+                g["lr"] = cfg.lr * warmup_cosine(step, cfg.steps, cfg.warmup, cfg.min_lr_frac)
             total = 0.0
             for _ in range(cfg.grad_accum):
                 x, m, y = sample_batch(rng, images, labels, masks, cfg.batch_size, cfg, weights)
