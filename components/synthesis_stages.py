@@ -48,19 +48,22 @@ def train_diffusion(data: Input[Dataset], splits: Input[Dataset], masks: Input[D
 
 @gpu_component
 def generate(model: Input[Model], data: Input[Dataset], splits: Input[Dataset], masks: Input[Dataset],
-             classes: List[str], policy: str, count: int, oversample: float, sampler: str, sampler_steps: int,
-             guidance: float, seed: int, shard: int, num_shards: int, candidates: Output[Dataset],
-             metrics: Output[Metrics]):
+             classes: List[str], policy: str, count: int, oversample: float, mode: str, strength: float,
+             sampler: str, sampler_steps: int, guidance: float, seed: int, shard: int, num_shards: int,
+             candidates: Output[Dataset], metrics: Output[Metrics]):
     """One shard (0-based index of `num_shards`) of tail-class candidates; the pipeline fans shards out."""
+    from tailsynth.diffusion.generate import GenerateConfig
     from tailsynth.diffusion.generate import generate as gen
     from tailsynth.pipeline_io import numeric_items, source_in
 
-    result = gen(str(model.path), str(source_in(data.path)), candidates.path, classes=list(classes) or None,
-                 policy=policy, count=count or None, oversample=oversample, sampler=sampler, steps=sampler_steps,
-                 guidance=guidance, seed=seed, shard=(shard + 1, num_shards), masks=masks.path, splits=splits.path)
+    result = gen(GenerateConfig(model=str(model.path), data=str(source_in(data.path)), out=candidates.path,
+                                classes=list(classes) or None, policy=policy, count=count or None,
+                                oversample=oversample, mode=mode, strength=strength, sampler=sampler,
+                                steps=sampler_steps, guidance=guidance, seed=seed, shard=(shard + 1, num_shards),
+                                masks=masks.path, splits=splits.path))
     for k, v in numeric_items(result if isinstance(result, dict) else {}).items():
         metrics.log_metric(k, v)
-    candidates.metadata.update({"shard": shard, "num_shards": num_shards, "sampler": sampler})
+    candidates.metadata.update({"shard": shard, "num_shards": num_shards, "sampler": sampler, "mode": mode})
 
 
 @cpu_component

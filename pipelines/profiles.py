@@ -26,6 +26,8 @@ _COMMON = {
     "eval_bootstrap": 200,
     "policy": "fill-to-head",
     "oversample": 2.0,
+    "generate_mode": "inpaint",
+    "strength": 0.5,
     "sampler": "ddim",
     "guidance": 2.0,
     "gamma": 0.5,
@@ -78,9 +80,10 @@ DEFAULT_PROFILE = "cpu"
 DEFAULTS = PROFILES[DEFAULT_PROFILE]
 
 # What the shared generate -> select -> retrain -> evaluate sub-pipeline takes from a profile.
-SYNTHESIS_PARAMETERS = ("classes", "policy", "count", "oversample", "sampler", "sampler_steps", "guidance",
-                        "num_shards", "gamma", "calibrate", "ood_score", "backbone", "loss", "epochs", "resolution",
-                        "batch_size", "seed", "synthetic_ratio", "eval_split", "eval_bootstrap")
+SYNTHESIS_PARAMETERS = ("classes", "policy", "count", "oversample", "generate_mode", "strength", "sampler",
+                        "sampler_steps", "guidance", "num_shards", "gamma", "calibrate", "ood_score", "backbone",
+                        "loss", "epochs", "resolution", "batch_size", "seed", "synthetic_ratio", "eval_split",
+                        "eval_bootstrap")
 
 
 def parameter_type(name: str) -> type:

@@ -34,7 +34,8 @@ def synthesize_and_retrain(**p) -> Synthesized:
     with dsl.ParallelFor(plan.output, name="generation-shards") as shard:
         shard_task = on_gpu(generate(
             model=p["diffusion"], data=data, splits=splits, masks=p["masks"], classes=p["classes"], policy=p["policy"],
-            count=p["count"], oversample=p["oversample"], sampler=p["sampler"], sampler_steps=p["sampler_steps"],
+            count=p["count"], oversample=p["oversample"], mode=p["generate_mode"], strength=p["strength"],
+            sampler=p["sampler"], sampler_steps=p["sampler_steps"],
             guidance=p["guidance"], seed=p["seed"], shard=shard, num_shards=p["num_shards"]))
     candidates = merge(shards=dsl.Collected(shard_task.outputs["candidates"]))
     chosen = select(candidates=candidates.outputs["candidates"], data=data, splits=splits,

@@ -175,6 +175,27 @@ def diagnose_cmd(
     print_json(rep)
 
 
+def ship_cmd(
+    model: Path = typer.Option(..., "--model", help="trained model folder (its EMA weights are shipped)"),
+    out: Path = typer.Option(..., "--out", help="e.g. models/synth-dermamnist"),
+    name: str = typer.Option("synth-dermamnist", "--name"),
+    quality: Path | None = typer.Option(None, "--quality", help="quality.json from `synth-quality` (gate figures)"),
+    command: list[str] = typer.Option([], "--command", help="a command that reproduces it (repeatable)"),
+    note: list[str] = typer.Option([], "--note", help="a note for the model card (repeatable)"),
+) -> None:
+    """Ship a trained synthesizer: fp16 safetensors (<= 8 MB), model_card.json and MODEL_CARD.md."""
+    import json
+
+    from ..diffusion.card import build_card, card_markdown
+    from ..diffusion.model import ship
+
+    with fail_cleanly():
+        q = json.loads(quality.read_text()) if quality else None
+        card = ship(model, out, build_card(model, name, q, list(command), list(note)))
+        (out / "MODEL_CARD.md").write_text(card_markdown(card))
+    print_json({"out": str(out), "weights_hash": card["weights_hash"], "weights_mb": card["weights_mb"]})
+
+
 def register(app: typer.Typer) -> None:
     attach(app)  # `tailsynth train` group, shared with the classifier; added once
     app.command("masks")(masks_cmd)
@@ -182,3 +203,4 @@ def register(app: typer.Typer) -> None:
     app.command("merge-shards")(merge_shards_cmd)
     app.command("synth-quality")(synth_quality_cmd)
     app.command("diagnose-diffusion")(diagnose_cmd)
+    app.command("ship-synthesizer")(ship_cmd)
