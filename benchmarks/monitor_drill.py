@@ -45,7 +45,9 @@ def main() -> None:
 
     from tailsynth.classify.model import load_classifier
     from tailsynth.monitor.drill import drill_manifest, sample_window, train_quick_classifier
-    from tailsynth.monitor.records import Embedder, model_version, read_records, records_frame
+    from tailsynth.hashing import model_version
+    from tailsynth.monitor.records import read_records, records_frame
+    from tailsynth.predictions import Embedder
     from tailsynth.monitor.reference import build_reference, reference_path
     from tailsynth.monitor.score import apply_shifts, load_split, parse_shift, score_arrays
     from tailsynth.monitor.stats import DriftSettings, evaluate_window

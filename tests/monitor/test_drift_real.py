@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from tailsynth.cli import app
 from tailsynth.monitor.policy import DryRun
-from tailsynth.monitor.records import JsonlSink, read_records, records_frame
+from tailsynth.monitor.records import read_records, records_frame
+from tailsynth.predictions import JsonlSink
 from tailsynth.monitor.report import build_report
 from tailsynth.monitor.score import apply_shifts, parse_shift
 from tailsynth.monitor.stats import DriftSettings, evaluate_window

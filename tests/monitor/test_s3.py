@@ -7,7 +7,8 @@ import json
 import boto3
 import numpy as np
 
-from tailsynth.monitor.records import S3Sink, make_record, read_records
+from tailsynth.monitor.records import S3Sink, read_records
+from tailsynth.predictions import make_record
 from tailsynth.monitor.report import build_report
 
 CLASSES = ["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC"]
@@ -60,7 +61,7 @@ def test_sink_roundtrip_and_published_report(moto_s3, tmp_path):
 def test_serving_records_with_raw_features_are_projected(tmp_path):
     """The transformer logs full penultimate features under its own field names; the report projects them
     with the PCA stored beside the reference and compares them with the reference embedding."""
-    from tailsynth.monitor.records import Embedder, JsonlSink
+    from tailsynth.predictions import Embedder, JsonlSink
     from tailsynth.serve.records import prediction_record
 
     rng = np.random.default_rng(1)

@@ -173,8 +173,8 @@ def assert_records(path, images: list[bytes]):
 
     recs = read_records(path)
     hashes = {hashlib.sha256(b).hexdigest() for b in images}
-    mine = [r for r in recs if r["image_sha256"] in hashes]
-    assert len({r["image_sha256"] for r in mine}) == len(hashes)
+    mine = [r for r in recs if r["image_hash"] in hashes]
+    assert len({r["image_hash"] for r in mine}) == len(hashes)
     for r in mine:
         assert set(RECORD_FIELDS) <= set(r)
         assert len(r["embedding"]) == 5  # projected with the repository's embedding.npz

@@ -202,7 +202,7 @@ def check_trigger_arguments(cfg: MonitorConfig, required: Sequence[str]) -> dict
 def execute(decisions: list[dict], submitter: Submitter | None, cfg: MonitorConfig, audit_log: str | Path) -> dict:
     """Trigger regeneration for the tail classes among DECISIONS (at most once per window) with SUBMITTER
     (None: decide and log only); log everything."""
-    from .records import utc_now
+    from ..predictions import utc_now
 
     mode = submitter.mode if submitter is not None else "none"
     audit = Path(audit_log)

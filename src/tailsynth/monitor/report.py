@@ -30,7 +30,7 @@ def window_id(records: list[dict]) -> str:
 
 def _project_raw_embeddings(records: list[dict], reference: Path, dims: int) -> None:
     """Serving may log full penultimate features: project them with the reference's PCA."""
-    from .records import EMBEDDING_FILE, Embedder
+    from ..predictions import EMBEDDING_FILE, Embedder
 
     raw = [r for r in records if r.get("embedding") and len(r["embedding"]) != dims]
     if not raw:
@@ -194,7 +194,8 @@ def pull_state(uri: str, root: Path, endpoint_url: str | None = None) -> list[st
 
 def fetch_reference(uri: str, dest: Path, endpoint_url: str | None = None) -> Path:
     """An s3:// reference: download it and the embedding projection beside it into DEST/monitor/."""
-    from .records import EMBEDDING_FILE, s3_client, split_s3_uri
+    from ..predictions import EMBEDDING_FILE
+    from .records import s3_client, split_s3_uri
 
     bucket, key = split_s3_uri(uri)
     client = s3_client(endpoint_url)

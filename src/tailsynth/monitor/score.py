@@ -98,7 +98,8 @@ def score_arrays(model, meta: dict, images: np.ndarray, *, embedder=None, versio
     """Records for uint8 N x H x W x 3 images (statistics on the images as given, prediction at model size)."""
     from ..classify.model import predict_arrays
     from ..data.records import resize_rgb
-    from .records import image_hash, image_statistics, make_record
+    from ..predictions import make_record
+    from .records import image_hash, image_statistics
 
     res = int(meta.resolution)
     stats = image_statistics(images) if len(images) else {}
@@ -156,7 +157,9 @@ def score_dataset(model: str | Path, data: str | Path, split: str = "val", shift
     import torch
 
     from ..classify.model import load_classifier
-    from .records import Embedder, model_version, open_sink
+    from ..hashing import model_version
+    from ..predictions import Embedder
+    from .records import open_sink
 
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
     net, meta = load_classifier(model)

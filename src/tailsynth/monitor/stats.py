@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import ConfigError
-from .records import IMAGE_STAT_COLUMNS as IMAGE_COLUMNS
+from ..predictions import IMAGE_STAT_COLUMNS as IMAGE_COLUMNS
 
 
 @dataclass
