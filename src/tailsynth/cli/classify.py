@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from ..errors import ConfigError
-from .common import err, fail_cleanly, print_json
+from .common import CONFIG_HELP, err, fail_cleanly, print_json, record_run, resolve_options
 from .train_app import attach, train_app
 
 
@@ -17,6 +17,7 @@ def _csv_list(s: str | None) -> list[str] | None:
 
 @train_app.command("classifier")
 def train_classifier_cmd(
+    ctx: typer.Context,
     data: Path = typer.Option(..., "--data", help="ISIC 2019 folder or MedMNIST .npz"),
     out: Path = typer.Option(..., "--out", help="model folder to write"),
     backbone: str = typer.Option("resnet18", "--backbone", help="timm model name"),
@@ -40,19 +41,22 @@ def train_classifier_cmd(
     device: str | None = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available)"),
     resume: bool = typer.Option(False, "--resume", help="continue from OUT/checkpoint.pt"),
     quiet: bool = typer.Option(False, "--quiet"),
+    config: Path | None = typer.Option(None, "--config", help=CONFIG_HELP + "; any TrainConfig field may be set"),
 ) -> None:
     """Train on the train split, select on val balanced accuracy; writes OUT/model.pt and OUT/metrics.json."""
-    from ..classify.train import train_classifier
+    from ..classify.metadata import read_meta
+    from ..classify.train import TrainConfig, train_classifier
 
-    kw = {k: v for k, v in dict(batch_size=batch_size, lr=lr, optimizer=optimizer, threads=threads, device=device,
-                                pretrained_path=str(pretrained_path) if pretrained_path else None).items()
-          if v is not None}
-    if no_augment:
-        kw["augment"] = {"enabled": False}
     with fail_cleanly():
-        m = train_classifier(data, out, backbone=backbone, loss=loss, epochs=epochs, seed=seed,
-                             resolution=resolution, splits=splits, synthetic_manifest=synthetic_manifest,
-                             synthetic_ratio=synthetic_ratio, sampler=sampler, resume=resume, quiet=quiet, **kw)
+        o = resolve_options(ctx, config, extra=TrainConfig.__dataclass_fields__)
+        if o.pop("no_augment"):
+            o["augment"] = {**(o.get("augment") or {}), "enabled": False}
+        if o.get("pretrained_path") is not None:
+            o["pretrained_path"] = str(o["pretrained_path"])
+        kw = {k: v for k, v in o.items() if v is not None}
+        m = train_classifier(kw.pop("data"), kw.pop("out"), **kw)
+        record_run(o["out"], "train classifier", o, data_revision=read_meta(o["out"]).data_revision,
+                   metrics={k: m.get(k) for k in ("balanced_accuracy", "accuracy", "macro_auc")})
     print_json({k: m.get(k) for k in ("balanced_accuracy", "accuracy", "macro_auc", "ece", "selected_epoch")}
                | {"out": str(out)})
 
