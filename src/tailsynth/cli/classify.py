@@ -62,6 +62,7 @@ def train_classifier_cmd(
 
 
 def evaluate_cmd(
+    ctx: typer.Context,
     model: Path = typer.Option(..., "--model", help="model folder (or model.pt)"),
     data: Path = typer.Option(..., "--data", help="ISIC 2019 folder or MedMNIST .npz"),
     split: str = typer.Option("val", "--split"),
@@ -77,6 +78,7 @@ def evaluate_cmd(
     with fail_cleanly():
         m = evaluate_model(model, data, split, out, splits=splits, posthoc_tau=posthoc_tau, bootstrap=bootstrap,
                            seed=seed)
+        record_run(out, "evaluate", ctx.params, balanced_accuracy=m.get("balanced_accuracy"))
     print_json({k: m.get(k) for k in ("balanced_accuracy", "accuracy", "macro_auc", "ece")} | {"out": str(out)})
 
 

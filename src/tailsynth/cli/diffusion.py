@@ -56,6 +56,7 @@ def train_diffusion_cmd(
 
 
 def masks_cmd(
+    ctx: typer.Context,
     source: Path = typer.Argument(..., help=SOURCE_HELP),
     out: Path = typer.Option(..., "--out", help="folder for <image>.png, masks.csv, contact_sheet.png"),
     size: int | None = typer.Option(None, help="resize images to this size first (default: native)"),
@@ -65,7 +66,9 @@ def masks_cmd(
     from ..masks import compute_masks
 
     with fail_cleanly():
-        print_json(compute_masks(source, out, size=size, limit=limit))
+        summary = compute_masks(source, out, size=size, limit=limit)
+        record_run(out, "masks", ctx.params)
+    print_json(summary)
 
 
 def generate_cmd(
@@ -113,6 +116,7 @@ def generate_cmd(
 
 
 def merge_shards_cmd(
+    ctx: typer.Context,
     dirs: list[Path] = typer.Argument(..., help="shard output folders"),
     out: Path = typer.Option(..., "--out"),
 ) -> None:
@@ -120,7 +124,9 @@ def merge_shards_cmd(
     from ..diffusion.generate import merge_shards
 
     with fail_cleanly():
-        print_json(merge_shards(dirs, out))
+        merged = merge_shards(dirs, out)
+        record_run(out, "merge-shards", ctx.params)
+    print_json(merged)
 
 
 def synth_quality_cmd(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .common import fail_cleanly, print_json
+from .common import fail_cleanly, print_json, record_run
 
 monitor_app = typer.Typer(help="Prediction records, per-class drift reports (Evidently), regeneration of drifting "
                           "tail classes.", no_args_is_help=True)
@@ -47,7 +47,8 @@ def score(model: Path = typer.Option(..., "--model", help="classifier model fold
 
 
 @monitor_app.command("report")
-def report(log: str = typer.Option(..., "--log", help="prediction log: JSONL file, folder, or s3:// prefix"),
+def report(ctx: typer.Context,
+           log: str = typer.Option(..., "--log", help="prediction log: JSONL file, folder, or s3:// prefix"),
            reference: str = typer.Option(..., "--reference", help="reference records (MODEL/monitor/reference.jsonl "
                                           "or s3://...)"),
            out: Path = typer.Option(..., "--out", help="window folder: report.html, summary.json, evidently/"),
@@ -69,6 +70,7 @@ def report(log: str = typer.Option(..., "--log", help="prediction log: JSONL fil
     with fail_cleanly():
         s = build_report(log, reference, out, submitter=_submitter(trigger), config=config, window=window, index=index,
                          publish_to=publish, evidently=not no_evidently)
+        record_run(out, "monitor report", ctx.params, window=s["window"], trigger=s["trigger"]["status"])
     print_json({"window": s["window"], "flagged": s["flagged"],
                 "decisions": [{k: d[k] for k in ("class", "action", "trigger_status")} for d in s["decisions"]],
                 "trigger": s["trigger"]["status"], "out": str(out)})
