@@ -11,10 +11,10 @@ from typer.testing import CliRunner
 from tailsynth.cli import app
 from tailsynth.monitor.policy import DryRun
 from tailsynth.monitor.records import read_records, records_frame
-from tailsynth.predictions import JsonlSink
 from tailsynth.monitor.report import build_report
 from tailsynth.monitor.score import apply_shifts, parse_shift
 from tailsynth.monitor.stats import DriftSettings, evaluate_window
+from tailsynth.predictions import JsonlSink
 
 
 def test_reference_beside_model(drill):

@@ -9,8 +9,8 @@ import pytest
 
 from tailsynth.data.errors import DataError
 from tailsynth.monitor.records import image_hash, image_statistics, read_records
-from tailsynth.predictions import Embedder, JsonlSink, make_record
 from tailsynth.monitor.score import apply_shifts, parse_shift
+from tailsynth.predictions import Embedder, JsonlSink, make_record
 
 CLASSES = ["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC"]
 

@@ -8,8 +8,8 @@ import boto3
 import numpy as np
 
 from tailsynth.monitor.records import S3Sink, read_records
-from tailsynth.predictions import make_record
 from tailsynth.monitor.report import build_report
+from tailsynth.predictions import make_record
 
 CLASSES = ["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC"]
 

@@ -126,7 +126,7 @@ def install_pretrained(src: str | Path, dest: str | Path) -> dict:
     src, dest = Path(src), Path(dest)
     missing = [f for f in SHIPPED_FILES if not (src / f).is_file()]
     if missing:
-        raise FileNotFoundError(f"{src}: not a synthesizer folder (missing {', '.join(missing)})")
+        raise MissingInputError(f"{src}: not a synthesizer folder (missing {', '.join(missing)})")
     for f in (*SHIPPED_FILES, CARD_FILE, "MODEL_CARD.md"):
         if (src / f).is_file():
             (dest / f).parent.mkdir(parents=True, exist_ok=True)
@@ -152,7 +152,7 @@ def ship(model_dir: str | Path, dest: str | Path, card: dict, max_mb: float = 8.
     unet.save_pretrained(dest / "unet", safe_serialization=True)
     size_mb = (dest / "unet" / "diffusion_pytorch_model.safetensors").stat().st_size / 2**20
     if size_mb > max_mb:
-        raise ValueError(f"{dest}: weights are {size_mb:.1f} MB, over the {max_mb} MB limit for shipped models")
+        raise ConfigError(f"{dest}: weights are {size_mb:.1f} MB, over the {max_mb} MB limit for shipped models")
     shutil.copytree(src / "scheduler", dest / "scheduler", dirs_exist_ok=True)
     meta = {**meta, "weights": "ema, fp16"}
     (dest / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
