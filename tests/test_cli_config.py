@@ -23,7 +23,7 @@ def test_train_classifier_config_file_and_run_yaml(tiny_npz, tmp_path):
     stage = read_run(out)["stages"]["train classifier"]
     p = stage["params"]
     assert p["epochs"] == 1  # the command line wins over the file
-    assert p["backbone"] == "test_resnet" and p["weight_decay"] == 0.01  # from the file, option or TrainConfig field
+    assert p["backbone"] == "test_resnet" and p["weight_decay"] == 0.01  # from the file, option or ClassifierTrainConfig field
     assert stage["data_revision"].startswith("sha256:") and "torch" in read_run(out)["packages"]
     assert yaml.safe_load((out / "config.yaml").read_text())["weight_decay"] == 0.01
 

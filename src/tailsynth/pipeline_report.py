@@ -198,7 +198,7 @@ def diffusion_rows(model_dir: str | Path) -> list[list]:
     return rows
 
 
-def build_report(out: str | Path, comparison_csv: str | Path, evaluations: Sequence[str | Path] = (),
+def build_run_report(out: str | Path, comparison_csv: str | Path, evaluations: Sequence[str | Path] = (),
                  candidates: str | Path | None = None, selected: str | Path | None = None,
                  version_record: str | Path | None = None, data_revision: str = "", profile: str = "",
                  diffusion_model: str | Path | None = None, extra: dict | None = None) -> Path:

@@ -12,7 +12,7 @@ from tailsynth.classify.metadata import ClassifierMeta, read_meta
 from tailsynth.classify.train import train_classifier
 from tailsynth.data.errors import DataError
 from tailsynth.monitor.reference import build_reference
-from tailsynth.monitor.report import build_report
+from tailsynth.monitor.report import build_window_report
 
 # npz label order: AK, BCC, BKL, DF, MEL, NV, VASC. Training shares of AK, DF and VASC are under 5 %;
 # the reference (val) split is balanced.
@@ -31,7 +31,7 @@ def test_monitor_picks_tail_classes_from_the_trained_models_counts(tmp_path):
 
     build_reference(model, data, split="val", dims=3)
     reference = model / "monitor" / "reference.jsonl"
-    summary = build_report(reference, reference, tmp_path / "window", evidently=False)
+    summary = build_window_report(reference, reference, tmp_path / "window", evidently=False)
     assert summary["tail_basis"].startswith("model training class counts"), summary["tail_basis"]
     assert summary["tail_classes"] == ["AK", "DF", "VASC"]
 

@@ -25,13 +25,13 @@ from ..errors import ConfigError
 from ..hashing import data_revision
 from .augment import AugmentConfig
 from .losses import LOSSES
-from .samplers import SAMPLERS
+from .samplers import CLASS_SAMPLERS
 
 CHECKPOINT_FILE = "checkpoint.pt"
 
 
 @dataclass
-class TrainConfig:
+class ClassifierTrainConfig:
     backbone: str = "resnet18"
     loss: str = "ce"
     sampler: str = "none"
@@ -219,7 +219,7 @@ def train_classifier(data, out, backbone: str = "resnet18", loss: str = "ce", ep
                      stop_after: int | None = None, quiet: bool = False, write_reports: bool = True, **kw) -> dict:
     """Train on the train split, select on val balanced accuracy; returns the val metrics of the selected model.
 
-    `kw` sets any TrainConfig field (batch_size, lr, optimizer, weight_decay, augment={...}, loss_kw={...}, ...).
+    `kw` sets any ClassifierTrainConfig field (batch_size, lr, optimizer, weight_decay, augment={...}, loss_kw={...}, ...).
     `resume`: continue from OUT/checkpoint.pt. `stop_after`: stop after that many epochs in total (the checkpoint
     lets a later call resume), e.g. to split a long run.
     """
@@ -233,18 +233,18 @@ def train_classifier(data, out, backbone: str = "resnet18", loss: str = "ce", ep
     from .model import build_backbone, save_classifier
     from .samplers import EpochPlan
 
-    unknown = set(kw) - set(TrainConfig.__dataclass_fields__)
+    unknown = set(kw) - set(ClassifierTrainConfig.__dataclass_fields__)
     if unknown:
         raise ConfigError(f"train_classifier: unknown option(s) {sorted(unknown)}")
-    cfg = TrainConfig(backbone=backbone, loss=loss, sampler=sampler or "none", seed=seed, resolution=resolution,
+    cfg = ClassifierTrainConfig(backbone=backbone, loss=loss, sampler=sampler or "none", seed=seed, resolution=resolution,
                       synthetic_manifest=str(synthetic_manifest) if synthetic_manifest else None,
                       synthetic_ratio=synthetic_ratio, **kw)
     if epochs is not None:
         cfg.epochs = int(epochs)
     if cfg.loss not in LOSSES:
         raise ConfigError(f"unknown loss {cfg.loss!r}; choose one of {', '.join(LOSSES)}")
-    if cfg.sampler not in SAMPLERS:
-        raise ConfigError(f"unknown sampler {cfg.sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    if cfg.sampler not in CLASS_SAMPLERS:
+        raise ConfigError(f"unknown sampler {cfg.sampler!r}; choose one of {', '.join(CLASS_SAMPLERS)}")
     if cfg.optimizer not in OPTIMIZERS:
         raise ConfigError(f"unknown optimizer {cfg.optimizer!r}; choose {' or '.join(OPTIMIZERS)}")
     if cfg.epochs < 1:
@@ -312,7 +312,7 @@ def train_classifier(data, out, backbone: str = "resnet18", loss: str = "ce", ep
     gen = torch.Generator().manual_seed(cfg.seed)
 
     resolved = {
-        **{k: getattr(cfg, k) for k in TrainConfig.__dataclass_fields__},
+        **{k: getattr(cfg, k) for k in ClassifierTrainConfig.__dataclass_fields__},
         "augment": aug_cfg.to_dict(),
         "data": str(data),
         "splits": str(splits) if splits else None,

@@ -46,14 +46,14 @@ def train_classifier_cmd(
     device: str | None = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available)"),
     resume: bool = typer.Option(False, "--resume", help="continue from OUT/checkpoint.pt"),
     quiet: bool = typer.Option(False, "--quiet"),
-    config: Path | None = typer.Option(None, "--config", help=CONFIG_HELP + "; any TrainConfig field may be set"),
+    config: Path | None = typer.Option(None, "--config", help=CONFIG_HELP + "; any ClassifierTrainConfig field may be set"),
 ) -> None:
     """Train on the train split, select on val balanced accuracy; writes OUT/model.pt and OUT/metrics.json."""
     from ..classify.metadata import read_meta
-    from ..classify.train import TrainConfig, train_classifier
+    from ..classify.train import ClassifierTrainConfig, train_classifier
 
     with fail_cleanly():
-        o = resolve_options(ctx, config, extra=TrainConfig.__dataclass_fields__)
+        o = resolve_options(ctx, config, extra=ClassifierTrainConfig.__dataclass_fields__)
         if o.pop("no_augment"):
             o["augment"] = {**(o.get("augment") or {}), "enabled": False}
         # --cmo/--cmo-prob/--mask-dir, or a `cmo:` mapping (augment.CMOConfig) in the config file.

@@ -39,13 +39,13 @@ def train_diffusion_cmd(
                                      help="data-parallel over GPUs through accelerate; start with `accelerate launch "
                                           "--num_processes N -m tailsynth.cli train diffusion ... --distributed`"),
     config: Path | None = typer.Option(None, "--config",
-                                       help=CONFIG_HELP + "; any diffusion TrainConfig field may be set"),
+                                       help=CONFIG_HELP + "; any DiffusionTrainConfig field may be set"),
 ) -> None:
     """Train the class-conditional inpainting diffusion model."""
-    from ..diffusion.train import TrainConfig, train_diffusion
+    from ..diffusion.train import DiffusionTrainConfig, train_diffusion
 
     with fail_cleanly():
-        o = resolve_options(ctx, config, extra=set(TrainConfig.__dataclass_fields__) - {"data", "size", "out"})
+        o = resolve_options(ctx, config, extra=set(DiffusionTrainConfig.__dataclass_fields__) - {"data", "size", "out"})
         kw = {k: v for k, v in o.items() if v is not None and k not in (
             "data", "size", "out", "resolution", "steps", "seed", "init_from", "no_resume", "masks")}
         res = train_diffusion(o["data"], o["size"], o["out"], resolution=o["resolution"], steps=o["steps"],

@@ -62,13 +62,13 @@ def report(ctx: typer.Context,
            no_evidently: bool = typer.Option(False, "--no-evidently", help="skip the Evidently HTML pages")) -> None:
     """Per-class drift report for one window, and the regeneration decisions."""
     from ..monitor.policy import TRIGGER_MODES
-    from ..monitor.report import build_report
+    from ..monitor.report import build_window_report
 
     if trigger not in TRIGGER_MODES:
         choices = f"{', '.join(TRIGGER_MODES[:-1])} or {TRIGGER_MODES[-1]}"
         raise typer.BadParameter(f"{trigger!r}: expected {choices}", param_hint="--trigger")
     with fail_cleanly():
-        s = build_report(log, reference, out, submitter=_submitter(trigger), config=config, window=window, index=index,
+        s = build_window_report(log, reference, out, submitter=_submitter(trigger), config=config, window=window, index=index,
                          publish_to=publish, evidently=not no_evidently)
         record_run(out, "monitor report", ctx.params, window=s["window"], trigger=s["trigger"]["status"])
     print_json({"window": s["window"], "flagged": s["flagged"],

@@ -41,7 +41,7 @@ DEFAULTS = {
     "small": (3000, 32, 5e-4),
     "base": (50000, 64, 2e-4),
 }
-# Per-size overrides of TrainConfig's defaults (an explicit option still wins).
+# Per-size overrides of DiffusionTrainConfig's defaults (an explicit option still wins).
 RECIPES: dict[str, dict] = {
     "lean": dict(snr_gamma=5.0, class_sampling="sqrt", ema_half_life_frac=0.06, warmup=200),
 }
@@ -51,7 +51,7 @@ TIMESTEP_SAMPLING = ("uniform", "logit-normal")
 
 
 @dataclass
-class TrainConfig:
+class DiffusionTrainConfig:
     data: str
     size: str
     out: str
@@ -125,7 +125,7 @@ def random_ellipses(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
     return (u / a) ** 2 + (v / b) ** 2 <= 1.0
 
 
-def sample_batch(rng: np.random.Generator, images, labels, masks, batch: int, cfg: TrainConfig, weights):
+def sample_batch(rng: np.random.Generator, images, labels, masks, batch: int, cfg: DiffusionTrainConfig, weights):
     """A training batch as float arrays: x0 in [-1,1] (N,3,R,R), mask (N,1,R,R) in {0,1}, labels."""
     n, size = len(images), images.shape[1]
     ids = rng.choice(n, size=batch, p=weights)
@@ -235,7 +235,7 @@ def ema_decay_for(steps: int, half_life_frac: float) -> float:
 
 
 # ---- checkpointing ---------------------------------------------------------------------------------
-def _save(out: Path, unet, ema, opt, step: int, rng, gen, cfg: TrainConfig, classes, data_info: dict):
+def _save(out: Path, unet, ema, opt, step: int, rng, gen, cfg: DiffusionTrainConfig, classes, data_info: dict):
     import torch
 
     state = {
@@ -293,7 +293,7 @@ def train_diffusion(data, size, out, resolution=None, steps=None, seed=0, init_f
     if size not in SIZES:
         raise ConfigError(f"unknown model size {size!r} (choose from {', '.join(SIZES)})")
     d_steps, d_batch, d_lr = DEFAULTS[size]
-    unknown = set(kw) - set(TrainConfig.__dataclass_fields__)
+    unknown = set(kw) - set(DiffusionTrainConfig.__dataclass_fields__)
     if unknown:
         raise ConfigError(f"train_diffusion: unknown option(s) {', '.join(sorted(unknown))}")
     kw.setdefault("batch_size", d_batch)
@@ -303,7 +303,7 @@ def train_diffusion(data, size, out, resolution=None, steps=None, seed=0, init_f
     total_steps = int(steps or d_steps)
     if kw.get("ema_half_life_frac") and "ema_decay" not in kw:
         kw["ema_decay"] = ema_decay_for(total_steps, kw["ema_half_life_frac"])
-    cfg = TrainConfig(data=str(data), size=size, out=str(out), resolution=int(resolution or DEFAULT_RESOLUTION[size]),
+    cfg = DiffusionTrainConfig(data=str(data), size=size, out=str(out), resolution=int(resolution or DEFAULT_RESOLUTION[size]),
                       steps=int(steps or d_steps), seed=seed, init_from=str(init_from) if init_from else None, **kw)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

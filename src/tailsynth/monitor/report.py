@@ -213,7 +213,7 @@ def fetch_reference(uri: str, dest: Path, endpoint_url: str | None = None) -> Pa
     return local
 
 
-def build_report(log: str | Path, reference: str | Path, out: str | Path, submitter: Submitter | None = None,
+def build_window_report(log: str | Path, reference: str | Path, out: str | Path, submitter: Submitter | None = None,
                  config: str | Path | None = None, window: str | None = None, index: str | Path | None = None,
                  publish_to: str | None = None, evidently: bool = True, endpoint_url: str | None = None) -> dict:
     """Compare the records in LOG (file, folder or s3:// prefix) with REFERENCE (file or s3://); write OUT;
