@@ -16,14 +16,15 @@ def validate(source: str, data_revision: str, max_per_class: int, seed: int,
     Returns the content hash of the staged bytes.
     """
     from tailsynth.data.validate import validate_source
-    from tailsynth.pipeline_io import content_hash, stage_source
+    from tailsynth.hashing import data_revision as revision_of
+    from tailsynth.pipeline_io import stage_source
 
     staged = stage_source(source, data.path, max_per_class=max_per_class, seed=seed)
     result = validate_source(staged, report=report.path)
     if not result.ok:
         problems = "; ".join(result.problems()[:10])
         raise ValueError(f"{source}: data validation failed: {problems}")
-    digest = content_hash(staged)
+    digest = revision_of(staged)
     data.metadata.update({"source": source, "data_revision": data_revision, "content_hash": digest,
                           "max_per_class": max_per_class})
     metrics.log_metric("validation_ok", 1.0)

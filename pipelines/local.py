@@ -8,13 +8,14 @@ by input fingerprint, which includes the `data_revision` parameter.
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path
 
-from tailsynth.data.errors import DataError
-from tailsynth.pipeline_io import content_hash, locate_real_data
+from tailsynth import hashing
+from tailsynth.errors import DataError, ServiceError
+from tailsynth.pipeline_io import locate_real_data
+from tailsynth.runinfo import record_stage
 
 from .profiles import profile as resolve_profile
 
@@ -52,12 +53,12 @@ def run_local(profile: str, data: str | Path, out: str | Path, data_revision: st
     params = resolve_profile(profile, **overrides)
     params["diffusion_model"] = str(resolve_synthesizer(params["diffusion_model"])) if params.get("diffusion_model") else ""
     source = resolve_data(data)
-    revision = data_revision or ("sha256:" + content_hash(source))
+    revision = data_revision or hashing.data_revision(source)
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     root = out / "artifacts"
     resolved = {"source": str(source), "data_revision": revision, **params}
-    (out / "run_config.json").write_text(json.dumps(resolved, indent=2, sort_keys=True))
+    record_stage(out, "pipeline train_augment", resolved, data_revision=revision, status="running")
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), enable_caching=cache,
                cache_root=str(out / ".kfp_cache"))
     t0 = time.time()
@@ -69,7 +70,7 @@ def run_local(profile: str, data: str | Path, out: str | Path, data_revision: st
             shutil.copyfile(f, out / f.name)
     missing = [f for f in REPORT_FILES if not (out / f).is_file()]
     if missing:
-        raise RuntimeError(f"{report_dir}: the report stage did not write {', '.join(missing)}")
-    (out / "run.json").write_text(json.dumps({"wall_seconds": round(wall, 1), "report_stage_dir": str(report_dir),
-                                              "pipeline_root": str(root), "profile": profile}, indent=2))
+        raise ServiceError(f"{report_dir}: the report stage did not write {', '.join(missing)}")
+    record_stage(out, "pipeline train_augment", resolved, data_revision=revision, status="succeeded",
+                 wall_seconds=round(wall, 1), report_stage_dir=str(report_dir), pipeline_root=str(root))
     return out

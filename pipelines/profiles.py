@@ -6,6 +6,12 @@ A profile holds every pipeline parameter except `source` and `data_revision`, wh
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any, List
+
+from tailsynth.errors import ConfigError
 
 TAIL_CLASSES = ["DF", "VASC", "AK"]
 
@@ -70,14 +76,57 @@ PROFILES: dict[str, dict] = {
 }
 
 
+# The pipelines' signature defaults: what a bare cluster submission or the KFP UI starts from.
+DEFAULT_PROFILE = "cpu"
+DEFAULTS = PROFILES[DEFAULT_PROFILE]
+
+# What the shared generate -> select -> retrain -> evaluate sub-pipeline takes from a profile.
+SYNTHESIS_PARAMETERS = ("classes", "policy", "count", "oversample", "generate_mode", "strength", "sampler",
+                        "sampler_steps", "guidance", "num_shards", "gamma", "calibrate", "ood_score", "backbone",
+                        "loss", "epochs", "resolution", "batch_size", "seed", "synthetic_ratio", "eval_split",
+                        "eval_bootstrap")
+
+
+def parameter_type(name: str) -> type:
+    """The KFP type of profile parameter NAME, from its value in the default profile."""
+    value = DEFAULTS[name]
+    return List[str] if isinstance(value, list) else type(value)
+
+
+def pipeline_parameters(required: dict[str, Any], shared: Sequence[str],
+                        extra: dict[str, tuple[type, Any]] | None = None, defaults: bool = True) -> Callable:
+    """Give a pipeline body `def f(**p)` its KFP signature: REQUIRED parameters (name -> type), then EXTRA ones
+    (name -> (type, default)), then the profile parameters SHARED, typed and (with DEFAULTS) defaulted from the
+    default profile. One list of parameters, the profiles, instead of one per pipeline."""
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    params = [inspect.Parameter(n, kind, annotation=t) for n, t in required.items()]
+    params += [inspect.Parameter(n, kind, annotation=t, default=d) for n, (t, d) in (extra or {}).items()]
+    params += [inspect.Parameter(n, kind, annotation=parameter_type(n),
+                                 **({"default": copy.deepcopy(DEFAULTS[n])} if defaults else {})) for n in shared]
+
+    def wrap(body: Callable) -> Callable:
+        signature = inspect.Signature(params, return_annotation=inspect.signature(body).return_annotation)
+
+        @functools.wraps(body)
+        def pipeline(*args, **kwargs):  # KFP passes one channel per parameter, positionally
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            return body(**bound.arguments)
+
+        pipeline.__signature__ = signature
+        return pipeline
+
+    return wrap
+
+
 def profile(name: str, **overrides) -> dict:
     """The parameters of profile NAME with OVERRIDES applied (unknown keys are an error)."""
     if name not in PROFILES:
-        raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}")
+        raise ConfigError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}")
     p = copy.deepcopy(PROFILES[name])
     unknown = set(overrides) - set(p)
     if unknown:
-        raise ValueError(f"profile {name!r}: unknown parameter(s) {', '.join(sorted(unknown))}")
+        raise ConfigError(f"profile {name!r}: unknown parameter(s) {', '.join(sorted(unknown))}")
     p.update(overrides)
     p["profile"] = name
     return p

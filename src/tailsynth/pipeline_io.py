@@ -8,7 +8,6 @@ data artifact is always a folder holding either `<name>.npz` or an ISIC 2019 lay
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .data.errors import DataError
+from .errors import ConfigError
 
 
 def source_in(artifact_dir: str | Path) -> Path:
@@ -119,21 +119,6 @@ def stage_source(source: str | Path, dest_dir: str | Path, max_per_class: int = 
     return dest
 
 
-def content_hash(path: str | Path) -> str:
-    """sha256 over a file, or over the sorted relative paths and bytes of a folder (the cache key of real data)."""
-    p = Path(path)
-    h = hashlib.sha256()
-    files = [p] if p.is_file() else sorted(q for q in p.rglob("*") if q.is_file())
-    if not files:
-        raise DataError(f"{p}: nothing to hash (missing or empty)")
-    for q in files:
-        h.update(str(q.relative_to(p) if p.is_dir() else q.name).encode())
-        with open(q, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
-
-
 def write_json(path: str | Path, obj) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -215,7 +200,7 @@ def push_synthetic_set(folder: str | Path, remote_url: str, endpoint_url: str | 
 
     u = urlparse(remote_url)
     if u.scheme != "s3" or not u.netloc:
-        raise ValueError(f"DVC remote {remote_url!r}: expected s3://bucket[/prefix]")
+        raise ConfigError(f"DVC remote {remote_url!r}: expected s3://bucket[/prefix]")
     src = Path(folder)
     if not src.is_dir():
         raise DataError(f"{src}: synthetic set folder not found")

@@ -12,13 +12,14 @@ from __future__ import annotations
 import csv
 import html
 import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from .data.errors import DataError
+from .errors import ConfigError
+from .formatting import fmt
 
 EVALUATION_FILE = "evaluation.json"
 
@@ -39,7 +40,7 @@ def comparison_rows(evaluations: Sequence[str | Path | dict]) -> list[dict]:
     """One row per arm: method, balanced_accuracy, recall_<CLASS> for every class (in the first arm's order)."""
     evs = [e if isinstance(e, dict) else read_evaluation(e) for e in evaluations]
     if not evs:
-        raise ValueError("no evaluations to compare")
+        raise ConfigError("no evaluations to compare")
     classes = list(evs[0].get("classes") or evs[0]["per_class"].keys())
     rows = []
     for ev in evs:
@@ -72,15 +73,13 @@ def read_comparison_csv(path: str | Path) -> list[dict]:
 
 # ---- figures -----------------------------------------------------------------------------------------------
 def plot_per_class(rows: list[dict], out_png: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend and figure registry stay untouched
 
     classes = [k[len("recall_"):] for k in rows[0] if k.startswith("recall_")]
     x = np.arange(len(classes))
     width = 0.8 / len(rows)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.9 * len(classes), 3.2))
+    fig = Figure(figsize=(1.0 + 0.9 * len(classes), 3.2))
+    ax = fig.subplots()
     for i, r in enumerate(rows):
         ax.bar(x + (i - (len(rows) - 1) / 2) * width, [r[f"recall_{c}"] for c in classes], width,
                label=f"{r['method']} (BA {r['balanced_accuracy']:.3f})")
@@ -90,7 +89,6 @@ def plot_per_class(rows: list[dict], out_png: Path) -> Path:
     ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     fig.savefig(out_png, dpi=110)
-    plt.close(fig)
     return out_png
 
 
@@ -142,21 +140,15 @@ def synthetic_grid(manifest: Path | dict, out_png: Path, per_class: int = 8, til
 
 
 # ---- report ------------------------------------------------------------------------------------------------
-def _fmt(v) -> str:
-    if isinstance(v, float):
-        return "n/a" if math.isnan(v) else f"{v:.3f}"
-    return str(v)
-
-
 def _md_table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_fmt(v) for v in r) + " |" for r in rows]
+    lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows]
     return "\n".join(lines)
 
 
 def _html_table(header: list[str], rows: list[list]) -> str:
     th = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in r) + "</tr>" for r in rows)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(fmt(v))}</td>" for v in r) + "</tr>" for r in rows)
     return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -198,15 +190,15 @@ def diffusion_rows(model_dir: str | Path) -> list[list]:
     for mode, per_class in (card.get("gates") or {}).items():
         for cls, g in sorted(per_class.items()):
             rows.append([f"gate {mode} {cls}: label fidelity / real",
-                         f"{_fmt(g.get('label_fidelity'))} / {_fmt(g.get('label_fidelity_real'))}"
+                         f"{fmt(g.get('label_fidelity'))} / {fmt(g.get('label_fidelity_real'))}"
                          f" ({'pass' if g.get('label_fidelity_pass') else 'FAIL'})"])
             rows.append([f"gate {mode} {cls}: train-on-synthetic recall / real-trained",
-                         f"{_fmt(g.get('tos_recall'))} / {_fmt(g.get('real_recall'))}"
+                         f"{fmt(g.get('tos_recall'))} / {fmt(g.get('real_recall'))}"
                          f" ({'pass' if g.get('tos_pass') else 'FAIL'})"])
     return rows
 
 
-def build_report(out: str | Path, comparison_csv: str | Path, evaluations: Sequence[str | Path] = (),
+def build_run_report(out: str | Path, comparison_csv: str | Path, evaluations: Sequence[str | Path] = (),
                  candidates: str | Path | None = None, selected: str | Path | None = None,
                  version_record: str | Path | None = None, data_revision: str = "", profile: str = "",
                  diffusion_model: str | Path | None = None, extra: dict | None = None) -> Path:
@@ -243,8 +235,8 @@ def build_report(out: str | Path, comparison_csv: str | Path, evaluations: Seque
     base, aug = rows[0], rows[-1]
     delta = aug["balanced_accuracy"] - base["balanced_accuracy"]
     split_name = (evs[0].get("split") if evs else None) or "val"
-    summary = (f"Balanced accuracy ({split_name}): {base['method']} {_fmt(base['balanced_accuracy'])} -> "
-               f"{aug['method']} {_fmt(aug['balanced_accuracy'])} ({delta:+.3f}).")
+    summary = (f"Balanced accuracy ({split_name}): {base['method']} {fmt(base['balanced_accuracy'])} -> "
+               f"{aug['method']} {fmt(aug['balanced_accuracy'])} ({delta:+.3f}).")
     if split_name == "val":
         summary += (" Both arms also chose their epoch on this split, so absolute values are optimistic;"
                     " compare the arms with each other.")

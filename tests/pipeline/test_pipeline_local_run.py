@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tailsynth.cli import app
+from tailsynth.runinfo import read_run
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED_NPZ = ROOT.parent / "shared" / "data" / "dermamnist" / "dermamnist.npz"
@@ -58,8 +59,10 @@ def test_tiny_profile_end_to_end(tmp_path, monkeypatch):
         assert float(row["balanced_accuracy"]) == pytest.approx(np.mean(recalls), abs=1e-3)
     md = (out / "report.md").read_text()
     assert "## Selection statistics" in md and "| DF | 4 |" in md  # 2 shards x fixed count 4 per class, merged
-    config = json.loads((out / "run_config.json").read_text())
+    stage = read_run(out)["stages"]["pipeline train_augment"]
+    config = stage["params"]
     assert config["data_revision"].startswith("sha256:") and config["profile"] == "tiny"
+    assert stage["status"] == "succeeded" and stage["wall_seconds"] > 0
     assert (out / "report.html").read_text().count("<table>") >= 3
     run_dir = next((out / "artifacts").glob("tailsynth-train-augment-*"))
     shards = sorted(run_dir.glob("for-loop-*/generate/candidates/synthetic_ground_truth.csv"))

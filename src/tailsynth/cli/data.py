@@ -119,13 +119,8 @@ def split(source: Path = typer.Argument(..., help=SOURCE_HELP),
 
 
 def _versioning_call(fn, **kw):
-    from ..data.versioning import VersioningError
-
-    try:
+    with fail_cleanly():
         return fn(**kw)
-    except VersioningError as e:
-        err.print(f"[red]error:[/red] {e}", markup=True, highlight=False, soft_wrap=True)
-        raise typer.Exit(1)
 
 
 @data_app.command("push")

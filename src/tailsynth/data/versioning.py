@@ -10,7 +10,6 @@ reports those three failures as one generic "failed to push/pull" after retrying
 
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
 import subprocess
@@ -18,38 +17,18 @@ import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
-from ..hashing import file_digest
+from ..errors import ServiceError
+from ..hashing import data_revision, file_digest  # noqa: F401  (data_revision: part of this API)
 
 DEFAULT_S3_REMOTE = "s3"
 PROBE_TIMEOUT_S = 5
 
 
-class VersioningError(RuntimeError):
+class VersioningError(ServiceError):
     """A DVC operation that cannot proceed; the message says why and what to do."""
 
 
 # ---- content revision -------------------------------------------------------------------------------
-
-def data_revision(path: str | Path) -> str:
-    """A content hash of a file or folder (sha256 over sorted relative paths and file contents).
-
-    Independent of timestamps and of where the data lives, so it can key caches (e.g. KFP's, which ignores
-    external data) and be recorded in model folders.
-    """
-    p = Path(path)
-    if p.is_file():
-        return file_digest(p)
-    if not p.is_dir():
-        raise FileNotFoundError(f"{p}: no such file or folder to hash")
-    h = hashlib.sha256()
-    files = sorted(
-        (q for q in p.rglob("*") if q.is_file() and ".dvc" not in q.relative_to(p).parts[:1]),
-        key=lambda q: q.relative_to(p).as_posix(),
-    )
-    for q in files:
-        h.update(q.relative_to(p).as_posix().encode() + b"\0" + file_digest(q).encode() + b"\n")
-    return h.hexdigest()
-
 
 # ---- config ---------------------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.errors import DataError
+from .policy import Submitter
 
 
 def window_id(records: list[dict]) -> str:
@@ -29,7 +30,7 @@ def window_id(records: list[dict]) -> str:
 
 def _project_raw_embeddings(records: list[dict], reference: Path, dims: int) -> None:
     """Serving may log full penultimate features: project them with the reference's PCA."""
-    from .records import EMBEDDING_FILE, Embedder
+    from ..predictions import EMBEDDING_FILE, Embedder
 
     raw = [r for r in records if r.get("embedding") and len(r["embedding"]) != dims]
     if not raw:
@@ -45,14 +46,11 @@ def _project_raw_embeddings(records: list[dict], reference: Path, dims: int) -> 
 
 
 def _train_counts(reference: Path) -> dict | None:
-    model_pt = reference.parent.parent / "model.pt"
-    if not model_pt.is_file():
-        return None
-    import torch
+    """The training class counts of the model whose MODEL/monitor/ folder holds REFERENCE (None: no model there)."""
+    from ..classify.metadata import MODEL_FILE, read_meta
 
-    ckpt = torch.load(model_pt, map_location="cpu", weights_only=False)
-    cfg = ckpt.get("config") or {}
-    return cfg.get("class_counts") or cfg.get("train_class_counts")
+    model_pt = reference.parent.parent / MODEL_FILE
+    return read_meta(model_pt).train_class_counts if model_pt.is_file() else None
 
 
 def _data_quality(records: list[dict], ref_version: str | None) -> dict:
@@ -196,7 +194,8 @@ def pull_state(uri: str, root: Path, endpoint_url: str | None = None) -> list[st
 
 def fetch_reference(uri: str, dest: Path, endpoint_url: str | None = None) -> Path:
     """An s3:// reference: download it and the embedding projection beside it into DEST/monitor/."""
-    from .records import EMBEDDING_FILE, s3_client, split_s3_uri
+    from ..predictions import EMBEDDING_FILE
+    from .records import s3_client, split_s3_uri
 
     bucket, key = split_s3_uri(uri)
     client = s3_client(endpoint_url)
@@ -214,11 +213,11 @@ def fetch_reference(uri: str, dest: Path, endpoint_url: str | None = None) -> Pa
     return local
 
 
-def build_report(log: str | Path, reference: str | Path, out: str | Path, trigger: str = "none",
+def build_window_report(log: str | Path, reference: str | Path, out: str | Path, submitter: Submitter | None = None,
                  config: str | Path | None = None, window: str | None = None, index: str | Path | None = None,
                  publish_to: str | None = None, evidently: bool = True, endpoint_url: str | None = None) -> dict:
     """Compare the records in LOG (file, folder or s3:// prefix) with REFERENCE (file or s3://); write OUT;
-    apply the policy; with PUBLISH_TO (s3://bucket/prefix) sync the index folder there."""
+    apply the policy (SUBMITTER starts regeneration runs; None decides and logs only); with PUBLISH_TO (s3://bucket/prefix) sync the index folder there."""
     import tempfile
 
     from .policy import decide, execute, load_config, resolve_tail
@@ -256,7 +255,7 @@ def build_report(log: str | Path, reference: str | Path, out: str | Path, trigge
     decisions = decide(wid, verdict, tail)
     out.mkdir(parents=True, exist_ok=True)
     audit = Path(cfg.audit_log) if cfg.audit_log else root / "audit.jsonl"
-    trig = execute(decisions, trigger, cfg, audit)
+    trig = execute(decisions, submitter, cfg, audit)
     summary = {"window": wid, "log": str(log), "reference": str(reference), "flagged": verdict["flagged"],
                "classes": verdict["classes"], "decisions": decisions, "trigger": trig, "tail_classes": tail,
                "tail_basis": basis, "group_by": verdict["group_by"], "alpha": verdict["alpha"],
