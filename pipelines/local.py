@@ -14,7 +14,9 @@ import time
 from pathlib import Path
 
 from tailsynth.data.errors import DataError
+from tailsynth.data.versioning import record_run_versions
 from tailsynth.pipeline_io import content_hash, locate_real_data
+from tailsynth.pipeline_report import VERSION_RECORD, finalize_run_report
 
 from .profiles import profile as resolve_profile
 
@@ -31,6 +33,22 @@ def resolve_data(data: str | Path) -> Path:
     return found.resolve()
 
 
+def default_dvc_remote() -> str:
+    """The checkout's default DVC remote (a folder beside it unless `tailsynth data remote-s3 --default` changed it);
+    an S3 remote's endpoint reaches the version stage through AWS_ENDPOINT_URL. Empty when there is no checkout."""
+    import os
+
+    from tailsynth.data.versioning import VersioningError, default_remote
+
+    try:
+        spec = default_remote(Path(__file__).resolve().parents[1])
+    except VersioningError:
+        return ""
+    if spec.get("endpointurl"):
+        os.environ.setdefault("AWS_ENDPOINT_URL", spec["endpointurl"])
+    return spec["url"]
+
+
 def run_local(profile: str, data: str | Path, out: str | Path, data_revision: str | None = None,
               cache: bool = False, **overrides) -> Path:
     """Run train_augment locally with PROFILE on DATA; returns OUT holding report.md/.html and comparison.csv."""
@@ -39,6 +57,8 @@ def run_local(profile: str, data: str | Path, out: str | Path, data_revision: st
     from .train_augment import train_augment
 
     params = resolve_profile(profile, **overrides)
+    if not params.get("dvc_remote"):
+        params["dvc_remote"] = default_dvc_remote()
     source = resolve_data(data)
     revision = data_revision or ("sha256:" + content_hash(source))
     out = Path(out).resolve()
@@ -58,6 +78,10 @@ def run_local(profile: str, data: str | Path, out: str | Path, data_revision: st
     missing = [f for f in REPORT_FILES if not (out / f).is_file()]
     if missing:
         raise RuntimeError(f"{report_dir}: the report stage did not write {', '.join(missing)}")
+    if (out / VERSION_RECORD).is_file():
+        record_run_versions(out, json.loads((out / VERSION_RECORD).read_text()),
+                            params={"remote": params["dvc_remote"], "data_revision": revision})
+    finalize_run_report(out)  # adds the exported model card, its lineage and the links only the whole run knows
     (out / "run.json").write_text(json.dumps({"wall_seconds": round(wall, 1), "report_stage_dir": str(report_dir),
                                               "pipeline_root": str(root), "profile": profile}, indent=2))
     return out

@@ -107,8 +107,10 @@ def train_augment(
     with dsl.Else(name="baseline-better"):
         export(model=baseline.outputs["model"], target=export_target).set_display_name("export-real-only")
 
-    record = on_cpu_with_storage(version(synthetic=chosen.outputs["selected"], data_revision=data_revision,
-                                         content_hash=checked.outputs["Output"], remote=dvc_remote))
+    record = on_cpu_with_storage(version(synthetic=chosen.outputs["selected"], data=data,
+                                         candidates=candidates.outputs["candidates"], diffusion=diffusion.outputs["model"],
+                                         data_revision=data_revision, content_hash=checked.outputs["Output"],
+                                         remote=dvc_remote))
     final = report(comparison=table.outputs["comparison"], baseline=ev_base.outputs["evaluation"],
                    augmented=ev_aug.outputs["evaluation"], candidates=candidates.outputs["candidates"],
                    selected=chosen.outputs["selected"], version_record=record.outputs["record"],

@@ -175,6 +175,7 @@ def score_candidates(candidates, real, classifier, *, splits=None, split_seed: i
     memo = check_memorization(fc, pc_pix, ftr, ptr, f_thr, p_thr, exclude)
 
     info = {
+        "candidates": str(candidates),  # lineage follows it to the generation manifest and the synthesizer
         "classifier": str(classifier),
         "backbone": meta.get("backbone"),
         "resolution": res,
