@@ -21,6 +21,7 @@ CARD_FILE = "model_card.json"
 SELECTED_MANIFEST = "selected_manifest.csv"
 QUALITY_FILE = "quality.json"
 GENERATION_MANIFEST = "manifest.csv"
+GENERATION_CONFIGS = ("generation.json", "config.json")  # generate's resolved settings, naming the model folder
 
 
 class LineageError(DataError):
@@ -70,8 +71,12 @@ def synthesizer_of(candidates: str | Path) -> dict:
     hashes = sorted({r.get("model_hash", "") for r in rows} - {""})
     if len(hashes) != 1:
         raise LineageError(f"{Path(candidates) / GENERATION_MANIFEST}: expected one model_hash, found {hashes}")
-    cfg_path = Path(candidates) / "config.json"
-    model = json.loads(cfg_path.read_text()).get("model") if cfg_path.is_file() else None
+    model = None
+    for name in GENERATION_CONFIGS:
+        cfg_path = Path(candidates) / name
+        if cfg_path.is_file():
+            model = json.loads(cfg_path.read_text()).get("model")
+            break
     return {"hash": hashes[0], "uri": model}
 
 
@@ -201,6 +206,9 @@ def trace(record: str | None = None, model_version: str | None = None, runs=("ru
         chain["synthetic_set"] = entry
         chain["selection"] = lin.get("selection")
         synth = dict(lin.get("synthesizer") or {})
+        recorded_synth = (run_versions_record(run_dir) or {}).get("synthesizer") or {}
+        if not synth.get("uri") and recorded_synth.get("hash") == synth.get("hash"):
+            synth["uri"] = recorded_synth.get("uri")
         if synth.get("uri") and Path(synth["uri"]).is_dir():
             from .diffusion.model import META_FILE, model_hash
 
@@ -227,6 +235,16 @@ def trace(record: str | None = None, model_version: str | None = None, runs=("ru
         real["verified"] = data_revision(src) == real.get("revision")
     chain["real_data"] = real
     return chain
+
+
+def run_versions_record(run_dir: Path | None) -> dict:
+    """The whole version stage entry of RUN_DIR/run.yaml (revisions, synthesizer, candidates), {} when absent."""
+    from .data.versioning import VERSION_STAGE
+    from .runinfo import read_run
+
+    if run_dir is None:
+        return {}
+    return ((read_run(run_dir).get("stages") or {}).get(VERSION_STAGE)) or {}
 
 
 def _synth_summary(meta_path: Path) -> dict:
