@@ -94,5 +94,7 @@ def regenerate_tail(
     table = compare(baseline=ev_cur.outputs["evaluation"], augmented=ev_new.outputs["evaluation"])
     with dsl.If(table.outputs["Output"] >= 0.0, name="balanced-accuracy-not-lower"):
         export(model=retrained.outputs["model"], target=export_target)
-        on_cpu_with_storage(version(synthetic=chosen.outputs["selected"], data_revision=data_revision,
-                                    content_hash=checked.outputs["Output"], remote=dvc_remote))
+        on_cpu_with_storage(version(synthetic=chosen.outputs["selected"], data=data,
+                                    candidates=candidates.outputs["candidates"], diffusion=diffusion.output,
+                                    data_revision=data_revision, content_hash=checked.outputs["Output"],
+                                    remote=dvc_remote))

@@ -90,6 +90,15 @@ def _cell(v, iv) -> str:
 
 # ---- figures -----------------------------------------------------------------------------------------------
 def plot_per_class(rows: list[dict], out_png: Path, intervals: Sequence[dict] | None = None) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig = recall_figure(rows, intervals)
+    fig.savefig(out_png, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return out_png
+
+
+def recall_figure(rows: list[dict], intervals: Sequence[dict] | None = None):
     """Grouped recall bars per class with 95% bootstrap error bars; the legend sits below the axes so it never
     covers a bar (a head class such as NV has recall near 1, right where an in-axes legend goes)."""
     import matplotlib
@@ -120,9 +129,7 @@ def plot_per_class(rows: list[dict], out_png: Path, intervals: Sequence[dict] | 
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=min(len(rows), 2), frameon=False)
     fig.tight_layout()
-    fig.savefig(out_png, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return out_png
+    return fig
 
 
 def _manifest_images(manifest: Path) -> dict[str, list[Path]]:

@@ -27,46 +27,10 @@ TOKEN = "lineage-test"
 
 @pytest.fixture(scope="module")
 def run_folder(tmp_path_factory):
-    """A run folder laid out like a pipeline run: run.yaml at the top, every artifact under artifacts/."""
-    import torch
-
     sys.path.insert(0, str(ROOT / "tests"))
-    from tailsynth_testdata import make_npz
+    from tiny_run import build_tiny_run
 
-    from tailsynth.classify.train import train_classifier
-    from tailsynth.data.versioning import record_run_versions, version_run
-    from tailsynth.diffusion.generate import generate
-    from tailsynth.diffusion.train import train_diffusion
-    from tailsynth.export import export_model
-    from tailsynth.ood.select import select_candidates
-    from tailsynth.pipeline_io import localize_manifest
-
-    torch.set_num_threads(1)
-    runs = tmp_path_factory.mktemp("runs")
-    run = runs / "run-1"
-    art = run / "artifacts"
-    data_dir = art / "validate" / "data"
-    data_dir.mkdir(parents=True)
-    npz = make_npz(data_dir / "tiny.npz", {"train": [8, 8, 8, 6, 8, 24, 6], "val": [3, 3, 3, 3, 3, 6, 3]})
-    diff = art / "train-diffusion" / "model"
-    train_diffusion(npz, "tiny", diff, resolution=16, steps=2, batch_size=4)
-    cand = art / "merge" / "candidates"
-    generate(diff, npz, cand, classes=["DF", "VASC"], policy="fixed", count=3, sampler="ddim", steps=2, guidance=1.5)
-    base = art / "train-classifier" / "model"
-    common = dict(backbone="resnet18", epochs=1, resolution=28, batch_size=32, seed=0)
-    train_classifier(str(npz), base, **common)
-    sel = art / "select" / "selected"
-    select_candidates(cand, str(npz), base, sel, gamma=0.67)
-    localize_manifest(sel)
-    aug = art / "train-classifier-augmented" / "model"
-    train_classifier(str(npz), aug, synthetic_manifest=str(sel / "selected_manifest.csv"), **common)
-    repo = art / "export" / "exported"
-    export_model(aug, repo, target="local")
-    store = runs / "dvc-store"
-    record_run_versions(run, version_run(data_dir, sel, str(store), data_revision="sha256:param",
-                                         candidates=cand, synthesizer=diff))
-    return {"runs": runs, "run": run, "npz": npz, "diffusion": diff, "candidates": cand, "selected": sel,
-            "augmented": aug, "repo": repo}
+    return build_tiny_run(tmp_path_factory.mktemp("runs"))
 
 
 def _served_record(repo: Path, records: Path, image: np.ndarray) -> str:
@@ -120,7 +84,7 @@ def test_lineage_from_a_served_prediction(run_folder, tmp_path):
     chain = json.loads(r.output)
     # model version -> its model card, inside the run folder that exported it
     card_path = Path(chain["model"]["card"])
-    assert card_path.is_relative_to(f["repo"]) and json.loads(card_path.read_text())["version"] == served_version
+    assert card_path.is_relative_to(f["run"]) and json.loads(card_path.read_text())["version"] == served_version
     # -> the classifier run: the model folder whose weights hash to that version
     assert chain["classifier_run"]["run_dir"] == str(f["run"])
     assert Path(chain["classifier_run"]["model_dir"]) == f["augmented"].resolve()

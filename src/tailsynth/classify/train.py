@@ -329,6 +329,10 @@ def train_classifier(data, out, backbone: str = "resnet18", loss: str = "ce", ep
     from ..metrics import classification_metrics
 
     last_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, int(stop_after))
+    from ..progress import Progress
+
+    bar = None if quiet else Progress(last_epoch * steps_per_epoch, f"train classifier ({cfg.backbone})",
+                                      start=start_epoch * steps_per_epoch, unit="step")
     for epoch in range(start_epoch, last_epoch):
         te = time.time()
         model.train()
@@ -358,6 +362,9 @@ def train_classifier(data, out, backbone: str = "resnet18", loss: str = "ce", ep
             lv = float(loss_v.detach())
             first = lv if first is None else first
             losses.append(lv)
+            if bar:
+                bar.update(min(epoch * steps_per_epoch + len(losses), last_epoch * steps_per_epoch), epoch=epoch + 1,
+                           loss=lv)
         train_s = time.time() - te
         logits_va = predict_logits(model, Xva, mean, std, device, channels_last=channels_last, amp_dtype=amp_dtype)
         probs = torch.softmax(logits_va, 1).numpy()
@@ -380,6 +387,8 @@ def train_classifier(data, out, backbone: str = "resnet18", loss: str = "ce", ep
                    ckpt_path)
         (out / "history.json").write_text(json.dumps(history, indent=1))
 
+    if bar:
+        bar.close()
     if last_epoch < cfg.epochs:
         log(f"stopped after epoch {last_epoch} of {cfg.epochs}; resume with resume=True / --resume")
         return {"stopped_after": last_epoch, "history": history}
