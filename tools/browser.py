@@ -154,9 +154,10 @@ class Chromium:
         return png
 
 
-def broken_references(inv: dict) -> list[str]:
-    """Images that did not decode, and links/frames/assets to local files that do not exist (external URLs and
-    in-page anchors are not followed: a report must not depend on the network)."""
+def broken_references(inv: dict, external_links_ok: bool = False) -> list[str]:
+    """Images that did not decode, links/frames/assets to local files that do not exist, and anything that needs
+    the network (a report must render offline). EXTERNAL_LINKS_OK lets plain <a href> links to the web pass (third-
+    party pages such as Evidently's carry a "made with Plotly" link); external frames and assets never pass."""
     bad = [f"image {i['src']} did not load" for i in inv["images"] if not i["ok"]]
     for kind in ("links", "frames", "assets"):
         for ref in inv[kind]:
@@ -165,7 +166,8 @@ def broken_references(inv: dict) -> list[str]:
                 if not Path(unquote(u.path)).exists():
                     bad.append(f"{kind[:-1]} {ref} points at a missing file")
             elif u.scheme in ("http", "https"):
-                bad.append(f"{kind[:-1]} {ref} needs the network")
+                if not (kind == "links" and external_links_ok):
+                    bad.append(f"{kind[:-1]} {ref} needs the network")
             elif u.scheme not in ("about", "data", "javascript", "mailto"):
                 bad.append(f"{kind[:-1]} {ref}: unexpected scheme")
     return bad

@@ -457,7 +457,10 @@ def finalize_run_report(run_dir: str | Path, timings=None) -> Path:
                                                             f"Model card {card.get('version', '')}"))
         links["Model card of the exported model"] = f"{MODEL_DIR}/model_card.html"
     for page in sorted(run_dir.glob("monitoring/**/index.html")):
-        links[f"Monitoring: {page.parent.relative_to(run_dir)}"] = str(page.relative_to(run_dir))
+        links[f"Monitoring windows ({page.parent.relative_to(run_dir)})"] = page.relative_to(run_dir).as_posix()
+    for page in sorted(run_dir.glob("monitoring/**/evidently/overall.html")):
+        window = page.parent.parent.relative_to(run_dir).as_posix()
+        links[f"Evidently: prediction drift and data quality, {window}"] = page.relative_to(run_dir).as_posix()
     record = run_dir / VERSION_RECORD
     return build_report(run_dir, run_dir / "comparison.csv", inputs["evaluations"], inputs["candidates"],
                         inputs["selected"], record if record.is_file() else inputs["version_record"],

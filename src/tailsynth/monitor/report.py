@@ -124,10 +124,13 @@ def _write_html(summary: dict, out: Path) -> None:
                     f"<td>{e(tests)}</td></tr>")
     dec = "".join(f"<li>{e(d['class'])}: {e(d['action'])} ({e(d['reason'])}; trigger: {e(d.get('trigger_status', ''))})</li>"
                   for d in summary["decisions"]) or "<li>none</li>"
-    # Link only the Evidently pages that were written (a window built with evidently=False has none).
-    evidently = ("<h2>Evidently</h2><p><a href=\"evidently/overall.html\">prediction-share drift and data quality</a>"
-                 "</p><iframe src=\"evidently/overall.html\" style=\"width:100%;height:900px;border:0\"></iframe>"
-                 if (out / "evidently" / "overall.html").is_file() else
+    # Link only the Evidently pages that were written (a window built with evidently=False has none). Linked, not
+    # framed: each page inlines several MB of plotly, which made this page slow to open.
+    pages = [("overall", "prediction-share drift and data quality")] + [
+        (c, f"{c}: confidence, embedding and image-statistics drift") for c in summary["classes"]]
+    items = "".join(f'<li><a href="evidently/{e(name)}.html">{e(label)}</a></li>' for name, label in pages
+                    if (out / "evidently" / f"{name}.html").is_file())
+    evidently = (f"<h2>Evidently</h2><ul>{items}</ul>" if items else
                  "<p>No Evidently pages for this window (built without them).</p>")
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>tailsynth monitor {e(summary['window'])}</title>
 <style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:4px 10px;border-bottom:1px solid #ddd}}
