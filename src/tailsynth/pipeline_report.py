@@ -275,7 +275,7 @@ def timing_rows(timings) -> list[list]:
     rows = [[str(k), float(v)] for k, v in items if v is not None]
     if rows:
         rows.append(["total", float(sum(v for _, v in rows))])
-    return rows
+    return [[k, f"{v:.1f}"] for k, v in rows]
 
 
 def _copy_selection_report(selected: Path, out: Path) -> Path | None:
@@ -315,8 +315,8 @@ def build_report(out: str | Path, comparison_csv: str | Path, evaluations: Seque
     evs = [read_evaluation(e) for e in evaluations]
     ivs = [arm_intervals(e) for e in evs] if len(evs) == len(rows) else [{} for _ in rows]
     plot_per_class(rows, out / "per_class_recall.png", ivs)
-    header = list(rows[0])
-    table = [[r["method"]] + [_cell(r[h], iv.get(h)) for h in header[1:]] for r, iv in zip(rows, ivs)]
+    header = ["method", "balanced accuracy"]
+    table = [[r["method"], _cell(r["balanced_accuracy"], iv.get("balanced_accuracy"))] for r, iv in zip(rows, ivs)]
     n_boot = next((e["ci95"].get("n_boot") for e in evs if e.get("ci95")), None)
 
     quality, grid, rejected_grid, selection_page = {}, None, None, None
@@ -340,6 +340,12 @@ def build_report(out: str | Path, comparison_csv: str | Path, evaluations: Seque
     support = {}
     if evs:
         support = {c: (v or {}).get("support") for c, v in evs[0]["per_class"].items()}
+    classes = [k[len("recall_"):] for k in rows[0] if k.startswith("recall_")]
+    pc_header = ["class", "support"] + [f"recall {r['method']}" for r in rows] + (
+        [f"{rows[-1]['method']} - {rows[0]['method']}"] if len(rows) > 1 else [])
+    pc_rows = [[c, support.get(c, "")] + [_cell(r[f"recall_{c}"], iv.get(f"recall_{c}")) for r, iv in zip(rows, ivs)]
+               + ([f"{rows[-1][f'recall_{c}'] - rows[0][f'recall_{c}']:+.3f}"] if len(rows) > 1 else [])
+               for c in classes]
     sel_header, sel_rows = selection_table(quality)
     base, aug = rows[0], rows[-1]
     delta = aug["balanced_accuracy"] - base["balanced_accuracy"]
@@ -365,11 +371,10 @@ def build_report(out: str | Path, comparison_csv: str | Path, evaluations: Seque
 
     sections: list[tuple[str, str, list]] = []  # (title, kind, payload) rendered to markdown and HTML alike
     sections.append((f"Comparison ({split_name} split)", "table", [header, table]))
-    sections.append(("", "text", [ci_note]))
+    sections.append(("Per-class recall", "table", [pc_header, pc_rows]))
+    sections.append(("", "text", [ci_note + " Support is the number of images of the class in the split; with a"
+                                  " handful of images one image moves recall by many points."]))
     sections.append(("", "image", ["per_class_recall.png", "per-class recall with 95% intervals"]))
-    if support:
-        sections.append(("", "text", [f"{split_name.capitalize()} support per class: "
-                                      + ", ".join(f"{c} {n}" for c, n in support.items())]))
     sections.append(("Synthetic tail samples (kept after OOD selection)", "image" if grid else "text",
                      ["synthetic_grid.png", "synthetic grid"] if grid else ["No synthetic image was kept."]))
     if rejected_grid:
@@ -377,7 +382,7 @@ def build_report(out: str | Path, comparison_csv: str | Path, evaluations: Seque
         sections.append(("", "image", ["rejected_grid.png", "rejected candidates"]))
     sections.append(("Selection statistics", "table" if sel_rows else "text",
                      [sel_header, sel_rows] if sel_rows else ["No selection statistics."]))
-    sections.append(("", "text", [f"Selection settings: {json.dumps(quality.get('selection', {}), default=str)}"]))
+    sections.append(("", "text", [f"Selection settings: `{json.dumps(quality.get('selection', {}), default=str)}`"]))
     sections.append(("Data revision", "table", [["item", "value"], revision]))
     if lineage:
         sections.append(("Lineage of the exported model", "table", [["link", "value"], lineage]))
@@ -416,7 +421,7 @@ def build_report(out: str | Path, comparison_csv: str | Path, evaluations: Seque
         if kind == "table":
             h.append(_html_table(payload[0], payload[1]))
         elif kind == "text":
-            h.append(f"<p>{html.escape(payload[0])}</p>")
+            h.append(f"<p>{_inline_html(payload[0])}</p>")
         elif kind == "image":
             h.append(f"<p><img src='{html.escape(payload[0])}' alt='{html.escape(payload[1])}'></p>")
         elif kind == "links":
@@ -430,7 +435,7 @@ def build_report(out: str | Path, comparison_csv: str | Path, evaluations: Seque
 REPORT_CSS = ("body{font-family:sans-serif;max-width:64em;margin:2em auto;padding:0 1em;color:#222}"
               "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
               "text-align:right}td:first-child,th:first-child{text-align:left}th{background:#f4f4f4}"
-              "img{max-width:100%}.summary{font-size:1.05em}")
+              "img{max-width:100%}.summary{font-size:1.05em}td{white-space:nowrap}code{background:#f4f4f4;padding:0 3px}")
 
 
 def finalize_run_report(run_dir: str | Path, timings=None) -> Path:
@@ -468,14 +473,20 @@ def finalize_run_report(run_dir: str | Path, timings=None) -> Path:
                         model_card=card, timings=timings, links=links)
 
 
+def _inline_html(t: str) -> str:
+    """Escaped text with markdown's **bold** and `code` spans."""
+    import re
+
+    t = html.escape(t)
+    t = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", t)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", t)
+
+
 def markdown_page(md: str, title: str) -> str:
     """A markdown document (tables, headings, lists, paragraphs) as a standalone HTML page."""
     import re
 
-    def inline(t: str) -> str:
-        t = html.escape(t)
-        t = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", t)
-        return re.sub(r"`(.+?)`", r"<code>\1</code>", t)
+    inline = _inline_html
 
     out, lines, i = [], md.splitlines(), 0
     while i < len(lines):
