@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from tools.browser import Chromium, broken_references, find_chromium, local_pages  # noqa: E402
+from tools.browser import Chromium, broken_references, find_chromium, local_pages
 
 
 @pytest.fixture(scope="module")

@@ -21,8 +21,13 @@ def build_tiny_run(runs: Path, monitoring: bool = False) -> dict:
     from tailsynth.export import export_model
     from tailsynth.ood.select import select_candidates
     from tailsynth.pipeline_io import localize_manifest, write_json
-    from tailsynth.pipeline_report import (VERSION_RECORD, build_report, comparison_rows, finalize_run_report,
-                                           write_comparison_csv)
+    from tailsynth.pipeline_report import (
+        VERSION_RECORD,
+        build_report,
+        comparison_rows,
+        finalize_run_report,
+        write_comparison_csv,
+    )
 
     torch.set_num_threads(1)
     run = runs / "run-1"
@@ -35,7 +40,7 @@ def build_tiny_run(runs: Path, monitoring: bool = False) -> dict:
     cand = art / "merge" / "candidates"
     generate(diff, npz, cand, classes=["DF", "VASC"], policy="fixed", count=3, sampler="ddim", steps=2, guidance=1.5)
     base = art / "train-classifier" / "model"
-    common = dict(backbone="resnet18", epochs=1, resolution=28, batch_size=32, seed=0, quiet=True)
+    common = {"backbone": "resnet18", "epochs": 1, "resolution": 28, "batch_size": 32, "seed": 0, "quiet": True}
     train_classifier(str(npz), base, **common)
     sel = art / "select" / "selected"
     select_candidates(cand, str(npz), base, sel, gamma=0.67)

@@ -16,6 +16,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Self
 from urllib.parse import unquote, urlparse
 
 BINARIES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -56,7 +57,7 @@ class Chromium:
         self._ids = itertools.count(1)
         self._events: list[dict] = []
 
-    def __enter__(self) -> Chromium:
+    def __enter__(self) -> Self:
         import websocket
 
         self.profile = tempfile.mkdtemp(prefix="tailsynth-chromium-")

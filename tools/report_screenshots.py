@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tools.browser import Chromium, broken_references  # noqa: E402
+from tools.browser import Chromium, broken_references
 
 
 def pages_of(run_dir: Path, monitoring: Path | None) -> dict[str, Path]:

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+
 from .hashing import model_version
 
 MODEL_NAME = "lesion-classifier"

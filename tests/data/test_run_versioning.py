@@ -14,8 +14,14 @@ from local_servers import moto_server
 from typer.testing import CliRunner
 
 from tailsynth.cli import app
-from tailsynth.data.versioning import (VersioningError, dvc_md5, pull_run, record_run_versions, run_versions,
-                                       version_run)
+from tailsynth.data.versioning import (
+    VersioningError,
+    dvc_md5,
+    pull_run,
+    record_run_versions,
+    run_versions,
+    version_run,
+)
 from tailsynth.runinfo import read_run
 
 
@@ -41,7 +47,7 @@ def _same_tree(a, b) -> bool:
 
 
 def test_dvc_md5_equals_what_dvc_add_records(tmp_path):
-    _, syn = _sets(tmp_path)
+    _sets(tmp_path)
     subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
     subprocess.run([sys.executable, "-m", "dvc", "add", "-q", "selected"], cwd=tmp_path, check=True,
                    env={**os.environ, "DVC_NO_ANALYTICS": "1"})

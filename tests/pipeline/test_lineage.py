@@ -43,7 +43,7 @@ def _served_record(repo: Path, records: Path, image: np.ndarray) -> str:
     exe = Path(sys.executable).parent / "tailsynth"
     cmd = [str(exe), "serve", "--repo", str(repo), "--backend", "onnxruntime", "--port", str(port),
            "--records", str(records), "--token", TOKEN]
-    log = open(records.parent / "serve.log", "wb")
+    log = open(records.parent / "serve.log", "wb")  # noqa: SIM115 - closed in the finally below
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
     try:
         wait_http_ready(f"http://127.0.0.1:{port}/v2/health/ready", proc, 120)

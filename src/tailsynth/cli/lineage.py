@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
 from .common import fail_cleanly, print_json
 
 
-def lineage(record: Optional[str] = typer.Option(None, "--record", help="one prediction record (a JSON line from "
+def lineage(record: str | None = typer.Option(None, "--record", help="one prediction record (a JSON line from "
                                                   "`tailsynth serve --records`), or @FILE for its last line"),
-            model_version: Optional[str] = typer.Option(None, "--model-version", help="an exported model version"),
-            runs: List[Path] = typer.Option([Path("runs")], "--runs", help="folders holding run folders (repeatable)"),
+            model_version: str | None = typer.Option(None, "--model-version", help="an exported model version"),
+            runs: list[Path] = typer.Option([Path("runs")], "--runs", help="folders holding run folders (repeatable)"),
             as_json: bool = typer.Option(False, "--json", help="print the chain as one JSON object"),
-            max_images: Optional[int] = typer.Option(None, "--max-images", help="list at most N images per class")
+            max_images: int | None = typer.Option(None, "--max-images", help="list at most N images per class")
             ) -> None:
     """Model version -> classifier run -> synthetic set revision -> synthesizer -> real data revision, then every
     synthetic image of each class with its generation provenance."""

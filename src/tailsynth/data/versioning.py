@@ -278,7 +278,7 @@ def default_remote(repo: str | Path = ".") -> dict:
     """The checkout's default DVC remote (core.remote) as a remote spec; a relative local remote resolves against
     .dvc/ like DVC does. This is the embedded default: `../../dvc-store`, a folder beside the checkout."""
     root = _find_repo_root(repo)
-    name, settings = remote_config(root)
+    _, settings = remote_config(root)
     url = settings.get("url", "")
     if urlparse(url).scheme == "s3":
         return remote_spec(url, settings.get("endpointurl"))
