@@ -21,7 +21,8 @@ CARD_FILE = "model_card.json"
 SELECTED_MANIFEST = "selected_manifest.csv"
 QUALITY_FILE = "quality.json"
 GENERATION_MANIFEST = "manifest.csv"
-GENERATION_CONFIGS = ("generation.json", "config.json")  # generate's resolved settings, naming the model folder
+GENERATION_CONFIGS = ("generation.json", "config.json")
+SYNTH_CARD, SYNTH_CARD_MD = "model_card.json", "MODEL_CARD.md"  # what a shipped synthesizer carries  # generate's resolved settings, naming the model folder
 
 
 class LineageError(DataError):
@@ -213,8 +214,11 @@ def trace(record: str | None = None, model_version: str | None = None, runs=("ru
             from .diffusion.model import META_FILE, model_hash
 
             synth["verified"] = model_hash(synth["uri"]) == synth["hash"]
+            # A shipped synthesizer carries its model card; one trained inside the run has only its metadata.
+            card = next((Path(synth["uri"]) / n for n in (SYNTH_CARD_MD, SYNTH_CARD, META_FILE)
+                         if (Path(synth["uri"]) / n).is_file()), None)
             meta_path = Path(synth["uri"]) / META_FILE
-            synth["card"] = str(meta_path) if meta_path.is_file() else None
+            synth["card"] = str(card) if card else None
             synth["card_summary"] = _synth_summary(meta_path) if meta_path.is_file() else None
         chain["synthesizer"] = synth or None
         cands = (lin.get("selection") or {}).get("candidates")
@@ -249,7 +253,7 @@ def run_versions_record(run_dir: Path | None) -> dict:
 
 def _synth_summary(meta_path: Path) -> dict:
     meta = json.loads(meta_path.read_text())
-    return {k: meta.get(k) for k in ("size", "resolution", "step", "steps_planned", "classes") if k in meta}
+    return {k: meta.get(k) for k in ("size", "resolution", "step", "steps_planned", "classes", "init_from") if k in meta}
 
 
 def format_chain(chain: dict, max_images: int | None = None) -> str:
