@@ -460,7 +460,8 @@ REPORT_CSS = ("body{font-family:sans-serif;max-width:64em;margin:2em auto;paddin
 
 def finalize_run_report(run_dir: str | Path, timings=None) -> Path:
     """Rebuild RUN_DIR's report with what only the finished run knows: the exported model's card (copied to
-    RUN_DIR/model/ and linked), monitoring pages found in the run folder, and stage timings."""
+    RUN_DIR/model/ and linked), monitoring pages found in the run folder, and stage timings (TIMINGS, else the
+    durations stages recorded in run.yaml)."""
     import shutil
 
     run_dir = Path(run_dir)
@@ -486,6 +487,8 @@ def finalize_run_report(run_dir: str | Path, timings=None) -> Path:
     for page in sorted(run_dir.glob("monitoring/**/evidently/overall.html")):
         window = page.parent.parent.relative_to(run_dir).as_posix()
         links[f"Evidently: prediction drift and data quality, {window}"] = page.relative_to(run_dir).as_posix()
+    if timings is None:
+        timings = recorded_timings(run_dir)
     record = run_dir / VERSION_RECORD
     return build_report(run_dir, run_dir / "comparison.csv", inputs["evaluations"], inputs["candidates"],
                         inputs["selected"], record if record.is_file() else inputs["version_record"],
@@ -500,6 +503,18 @@ def _inline_html(t: str) -> str:
     t = html.escape(t)
     t = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", t)
     return re.sub(r"`(.+?)`", r"<code>\1</code>", t)
+
+
+def recorded_timings(run_dir: Path) -> dict:
+    """{stage: seconds} for the stages of RUN_DIR/run.yaml that recorded a duration (`seconds` or `wall_s`)."""
+    from .runinfo import read_run
+
+    out = {}
+    for stage, entry in ((read_run(run_dir).get("stages")) or {}).items():
+        v = (entry or {}).get("seconds", (entry or {}).get("wall_s"))
+        if isinstance(v, (int, float)):
+            out[stage] = float(v)
+    return out
 
 
 def markdown_page(md: str, title: str) -> str:
