@@ -102,7 +102,7 @@ def main(argv=None) -> int:
 
     finalize_run_report(run)
     shots = subprocess.run([sys.executable, str(ROOT / "tools" / "report_screenshots.py"), str(run),
-                            "--out", str(args.shots)], env=env)
+                            "--out", str(args.shots)], env=env, check=False)
     print(f"5. report rebuilt; screenshots in {args.shots} (exit {shots.returncode})")
     ok = same and all(c is not False for c in checks) and shots.returncode == 0
     return 0 if ok else 1
