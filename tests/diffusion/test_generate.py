@@ -218,6 +218,11 @@ def test_composite_lesion_covers_both_lesions():
     sm[5:7, 5:7] = True
     comp, region = composite_lesion(bg, bm, src, sm, rot=0, flip=False, dilate=0)
     assert (region == (bm | sm)).all()
-    assert (comp[region] == 200).all() and (comp[~region] == 10).all()
+    # The source lesion itself; the background's own lesion gives way to the background's skin colour.
+    assert (comp[sm] == 200).all() and (comp[bm] == 10).all() and (comp[~region] == 10).all()
+    bg2 = bg.copy()
+    bg2[bm] = 90  # a dark head-class lesion in the background
+    comp2, _ = composite_lesion(bg2, bm, src, sm, rot=0, flip=False, dilate=0)
+    assert (comp2[bm] == 10).all()
     _, turned = composite_lesion(bg, np.zeros_like(bm), src, sm, rot=2, flip=False, dilate=0)
     assert turned[1:3, 1:3].all() and turned.sum() == 4

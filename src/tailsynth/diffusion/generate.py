@@ -293,8 +293,10 @@ def harmonize(unet, train_scheduler, composites: np.ndarray, masks: np.ndarray, 
 
 def composite_lesion(background: np.ndarray, bg_mask: np.ndarray, source: np.ndarray, src_mask: np.ndarray,
                      rot: int, flip: bool, dilate: int) -> tuple[np.ndarray, np.ndarray]:
-    """(composite uint8, region bool): the source image's pixels, turned by `rot` quarter turns and optionally
-    flipped, over the union of both lesions (dilated), so no trace of the background's own lesion is left."""
+    """(composite uint8, region bool). The source lesion (turned by `rot` quarter turns, optionally flipped) is
+    pasted with its own mask; the rest of the region (the union of both lesions, dilated) is filled with the
+    background's skin colour (median outside the region), so neither the background's own lesion nor the source's
+    surrounding skin is left for the model to blend around."""
     from scipy import ndimage as ndi
 
     src, sm = np.rot90(source, rot), np.rot90(src_mask, rot)
@@ -304,7 +306,9 @@ def composite_lesion(background: np.ndarray, bg_mask: np.ndarray, source: np.nda
     if dilate:
         region = ndi.binary_dilation(region, iterations=dilate)
     out = background.copy()
-    out[region] = src[region]
+    skin = background[~region] if (~region).any() else background.reshape(-1, 3)
+    out[region] = np.median(skin, axis=0).round().astype(np.uint8)
+    out[sm] = src[sm]
     return out, region
 
 
