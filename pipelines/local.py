@@ -13,8 +13,10 @@ import time
 from pathlib import Path
 
 from tailsynth import hashing
+from tailsynth.data.versioning import record_run_versions
 from tailsynth.errors import DataError, ServiceError
 from tailsynth.pipeline_io import locate_real_data
+from tailsynth.pipeline_report import VERSION_RECORD, finalize_run_report
 from tailsynth.runinfo import record_stage
 
 from .profiles import profile as resolve_profile
@@ -30,6 +32,22 @@ def resolve_data(data: str | Path) -> Path:
             "folder). Fetch DermaMNIST with `tailsynth data fetch dermamnist --dest DIR`, or point --data at an ISIC 2019 "
             "folder.")
     return found.resolve()
+
+
+def default_dvc_remote() -> str:
+    """The checkout's default DVC remote (a folder beside it unless `tailsynth data remote-s3 --default` changed it);
+    an S3 remote's endpoint reaches the version stage through AWS_ENDPOINT_URL. Empty when there is no checkout."""
+    import os
+
+    from tailsynth.data.versioning import VersioningError, default_remote
+
+    try:
+        spec = default_remote(Path(__file__).resolve().parents[1])
+    except VersioningError:
+        return ""
+    if spec.get("endpointurl"):
+        os.environ.setdefault("AWS_ENDPOINT_URL", spec["endpointurl"])
+    return spec["url"]
 
 
 def resolve_synthesizer(path: str | Path) -> Path:
@@ -51,6 +69,8 @@ def run_local(profile: str, data: str | Path, out: str | Path, data_revision: st
     from .train_augment import train_augment
 
     params = resolve_profile(profile, **overrides)
+    if not params.get("dvc_remote"):
+        params["dvc_remote"] = default_dvc_remote()
     params["diffusion_model"] = str(resolve_synthesizer(params["diffusion_model"])) if params.get("diffusion_model") else ""
     source = resolve_data(data)
     revision = data_revision or hashing.data_revision(source)
@@ -73,4 +93,8 @@ def run_local(profile: str, data: str | Path, out: str | Path, data_revision: st
         raise ServiceError(f"{report_dir}: the report stage did not write {', '.join(missing)}")
     record_stage(out, "pipeline train_augment", resolved, data_revision=revision, status="succeeded",
                  wall_seconds=round(wall, 1), report_stage_dir=str(report_dir), pipeline_root=str(root))
+    if (out / VERSION_RECORD).is_file():
+        record_run_versions(out, json.loads((out / VERSION_RECORD).read_text()),
+                            params={"remote": params["dvc_remote"], "data_revision": revision})
+    finalize_run_report(out)  # adds the exported model card, its lineage and the links only the whole run knows
     return out

@@ -49,5 +49,7 @@ def regenerate_tail(**p):
     table = compare(baseline=ev_cur.outputs["evaluation"], augmented=synth.outputs["evaluation"])
     with dsl.If(table.outputs["Output"] >= 0.0, name="balanced-accuracy-not-lower"):
         export(model=synth.outputs["model"], target=p["export_target"])
-        on_cpu_with_storage(version(synthetic=synth.outputs["selected"], data_revision=revision,
-                                    content_hash=checked.outputs["Output"], remote=p["dvc_remote"]))
+        on_cpu_with_storage(version(synthetic=synth.outputs["selected"], data=data,
+                                    candidates=synth.outputs["candidates"], diffusion=diffusion.output,
+                                    data_revision=revision, content_hash=checked.outputs["Output"],
+                                    remote=p["dvc_remote"]))

@@ -62,8 +62,10 @@ def train_augment(**p) -> dsl.Artifact:
     with dsl.Else(name="baseline-better"):
         export(model=baseline.outputs["model"], target=p["export_target"]).set_display_name("export-real-only")
 
-    record = on_cpu_with_storage(version(synthetic=synth.outputs["selected"], data_revision=revision,
-                                         content_hash=checked.outputs["Output"], remote=p["dvc_remote"]))
+    record = on_cpu_with_storage(version(synthetic=synth.outputs["selected"], data=data,
+                                         candidates=synth.outputs["candidates"], diffusion=diffusion.outputs["model"],
+                                         data_revision=revision, content_hash=checked.outputs["Output"],
+                                         remote=p["dvc_remote"]))
     final = report(comparison=table.outputs["comparison"], baseline=ev_base.outputs["evaluation"],
                    augmented=synth.outputs["evaluation"], candidates=synth.outputs["candidates"],
                    selected=synth.outputs["selected"], version_record=record.outputs["record"],

@@ -98,7 +98,8 @@ def check_parity(model, meta: ClassifierMeta, onnx_path: str | Path, images: np.
     }
 
 
-def build_model_card(meta: ClassifierMeta, version: str, parity: dict, metrics: dict | None, target: str) -> dict:
+def build_model_card(meta: ClassifierMeta, version: str, parity: dict, metrics: dict | None, target: str,
+                     lineage: dict | None = None) -> dict:
     per_class = None
     if metrics:
         per_class = metrics.get("per_class") or {k: v for k, v in metrics.items() if isinstance(v, dict)} or None
@@ -119,6 +120,7 @@ def build_model_card(meta: ClassifierMeta, version: str, parity: dict, metrics: 
         "per_class_metrics": per_class or {},
         "onnx_parity": parity,
         "target": target,
+        "lineage": lineage,
     }
 
 
@@ -131,6 +133,7 @@ def model_card_markdown(card: dict) -> str:
              f"- Data revision: `{card['data_revision']}`",
              f"- ONNX parity vs torch (max abs diff of probabilities): "
              f"{card['onnx_parity']['max_abs_diff_probabilities']:.2e}", ""]
+    lines += lineage_markdown(card.get("lineage"))
     scalars = {k: v for k, v in card["metrics"].items() if isinstance(v, (int, float))}
     if scalars:
         lines += ["## Validation metrics", "", "| metric | value |", "|---|---|"]
@@ -145,6 +148,23 @@ def model_card_markdown(card: dict) -> str:
     else:
         lines += ["No validation metrics were found beside the checkpoint (MODEL_DIR/metrics.json).", ""]
     return "\n".join(lines)
+
+
+def lineage_markdown(lin: dict | None) -> list[str]:
+    """What the model was made from (`tailsynth lineage` follows these back to the images)."""
+    if not lin:
+        return []
+    syn, synth, sel = lin.get("synthetic_set"), lin.get("synthesizer") or {}, lin.get("selection") or {}
+    out = ["## Lineage", "", "| link | value |", "|---|---|",
+           f"| training data revision | `{(lin.get('training_data') or {}).get('revision')}` |"]
+    if syn:
+        out += [f"| synthetic set revision (DVC) | `{syn.get('dvc_md5')}` ({syn.get('n_images')} images) |",
+                f"| synthesizer hash | `{synth.get('hash')}` |",
+                "| selection settings | " + ", ".join(f"{k}={sel.get(k)}" for k in ("score", "gamma", "calibrate",
+                                                                                   "weights") if k in sel) + " |"]
+    else:
+        out.append("| synthetic set | none (real data only) |")
+    return out + [""]
 
 
 def _dims(v: Sequence[int]) -> str:
@@ -239,7 +259,9 @@ def export_model(model: str | Path, out: str | Path, target: str = "local", *, m
     (mdir / "labels.txt").write_text("\n".join(meta.classes) + "\n")
     metrics_path = model_dir / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
-    card = build_model_card(meta, version, parity, metrics, target)
+    from .lineage import model_lineage
+
+    card = build_model_card(meta, version, parity, metrics, target, lineage=model_lineage(model_dir, meta))
     (mdir / "model_card.json").write_text(json.dumps(card, indent=2, default=str) + "\n")
     (mdir / "model_card.md").write_text(model_card_markdown(card))
     # The monitoring reference's projection of the features (tailsynth.monitor.records.Embedder) travels with the

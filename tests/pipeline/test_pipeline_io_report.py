@@ -113,3 +113,21 @@ def test_build_run_report(tmp_path):
     for f in ("comparison.csv", "per_class_recall.png", "synthetic_grid.png", "rejected_grid.png"):
         assert (out / f).stat().st_size > 0
     assert (out / "comparison.csv").read_text().splitlines()[0] == "method,balanced_accuracy,recall_NV,recall_DF"
+
+
+def test_report_tables_from_run_records(tmp_path):
+    from tailsynth.pipeline_report import recorded_timings, timing_rows, version_rows
+    from tailsynth.runinfo import record_stage
+
+    record_stage(tmp_path, "train-diffusion", {"steps": 4}, seconds=12.5)
+    record_stage(tmp_path, "select", {"gamma": 0.5}, wall_s=3)
+    record_stage(tmp_path, "version", {})  # no duration: not a row
+    assert recorded_timings(tmp_path) == {"train-diffusion": 12.5, "select": 3.0}
+    assert timing_rows(recorded_timings(tmp_path))[-1] == ["total", "15.5"]
+    rows = dict(version_rows({"remote": {"url": "/store"}, "synthesizer": {"hash": "abc"},
+                              "sets": {"real": {"md5": "r.dir", "content_revision": "c1", "pushed": True},
+                                       "synthetic": {"md5": "s.dir", "pushed": True}}}, "sha256:p"))
+    assert rows["synthetic set DVC revision"] == "s.dir" and rows["real data DVC revision"] == "r.dir"
+    assert rows["pushed to DVC remote"] == "/store" and rows["synthesizer hash"] == "abc"
+    unpushed = dict(version_rows({"remote": None, "sets": {"synthetic": {"md5": "s.dir", "pushed": False}}}))
+    assert unpushed["pushed to DVC remote"] == "not pushed (no remote)"

@@ -181,9 +181,10 @@ def epoch_batches(X, Y, W, idx, batch_size: int, aug_cfg, gen, mean, std, device
         yield x, Y[bi].to(device), (None if bool((w == 1).all()) else w), mix
 
 
-def train_one_epoch(model, batches, criterion, optimizer, scheduler, device, amp_dtype=None, epoch: int = 0) -> dict:
+def train_one_epoch(model, batches, criterion, optimizer, scheduler, device, amp_dtype=None, epoch: int = 0,
+                    on_step=None) -> dict:
     """One pass over BATCHES (see `epoch_batches`): forward, loss, backward, optimizer and per-step LR step.
-    Returns the mean loss and the first step's loss."""
+    `on_step(step, loss)` is called after each step (progress). Returns the mean loss and the first step's loss."""
     import torch
 
     model.train()
@@ -200,6 +201,8 @@ def train_one_epoch(model, batches, criterion, optimizer, scheduler, device, amp
         optimizer.step()
         scheduler.step()
         losses.append(float(loss_v.detach()))
+        if on_step is not None:
+            on_step(step, losses[-1])
     return {"loss": float(np.mean(losses)), "first_step_loss": losses[0] if losses else None}
 
 
@@ -361,12 +364,18 @@ def train_classifier(data, out, backbone: str = "resnet18", loss: str = "ce", ep
 
     # ---- loop -------------------------------------------------------------------------------------------------
     last_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, int(stop_after))
+    from ..progress import Progress
+
+    bar = None if quiet else Progress(last_epoch * steps_per_epoch, f"train classifier ({cfg.backbone})",
+                                      start=start_epoch * steps_per_epoch, unit="step")
     for epoch in range(start_epoch, last_epoch):
         te = time.time()
         idx = plan.indices(gen)
         batches = epoch_batches(Xtr, Ytr, Wtr, idx, cfg.batch_size, aug_cfg, gen, mean, std, device, channels_last,
                                 cmo=cmo, n_real=n_real)
-        ep = train_one_epoch(model, batches, criterion, opt, sched, device, amp_dtype, epoch)
+        ep = train_one_epoch(model, batches, criterion, opt, sched, device, amp_dtype, epoch,
+                             on_step=None if bar is None else (
+                                 lambda k, lv, e=epoch: bar.update(e * steps_per_epoch + k + 1, epoch=e + 1, loss=lv)))
         train_s = time.time() - te
         m = validate(model, Xva, yva, classes, mean, std, device, channels_last, amp_dtype)
         score = m[cfg.select_metric]
@@ -386,6 +395,8 @@ def train_classifier(data, out, backbone: str = "resnet18", loss: str = "ce", ep
                     "torch_rng": torch.get_rng_state(), "history": history, "best": best, "config": resolved})
         (out / "history.json").write_text(json.dumps(history, indent=1))
 
+    if bar:
+        bar.close()
     if last_epoch < cfg.epochs:
         log(f"stopped after epoch {last_epoch} of {cfg.epochs}; resume with resume=True / --resume")
         return {"stopped_after": last_epoch, "history": history}

@@ -159,9 +159,16 @@ def score_candidates(candidates, real, classifier, *, splits=None, split_seed: i
     xc = cands.images(res)
     yc = np.array([names.index(c) for c in cands.classes], dtype=np.int64)
 
+    from ..progress import Progress
+
+    bar = Progress(len(xtr) + len(xva) + len(xc), "select: classifier features", unit="img")
     _, ftr, _ = _extract(model, meta, xtr, batch_size)
+    bar.update(len(xtr), part="real train")
     pva, fva, lva = _extract(model, meta, xva, batch_size)
+    bar.update(len(xtr) + len(xva), part="real val")
     pc, fc, lc = _extract(model, meta, xc, batch_size)
+    bar.update(len(xtr) + len(xva) + len(xc), part="candidates")
+    bar.close()
 
     ref = RealReference.fit(ftr, ytr, len(names), knn_k=knn_k, shrinkage=shrinkage)
     scores = score_all(fc, lc, pc, yc, ref)
@@ -180,6 +187,7 @@ def score_candidates(candidates, real, classifier, *, splits=None, split_seed: i
     memo.memorized = memo.memorized | near_source
 
     info = {
+        "candidates": str(candidates),  # lineage follows it to the generation manifest and the synthesizer
         "classifier": str(classifier),
         "backbone": meta.backbone,
         "resolution": res,
