@@ -8,6 +8,7 @@ by input fingerprint, which includes the `data_revision` parameter.
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
