@@ -58,7 +58,7 @@ def main(argv=None) -> int:
     print(f"2. pulled {res['files']} files from {res['remote']} into {dest}: byte-identical {same}")
 
     card = json.loads((run / "model" / "model_card.json").read_text())
-    cards = [p for p in (run / "artifacts").rglob("model_card.json") if json.loads(p.read_text())["version"] ==
+    cards = [p for p in (run / "artifacts").rglob("model_card.json") if json.loads(p.read_text()).get("version") ==
              card["version"]]
     repo = cards[0].parent.parent
     port = args.port or free_port()
