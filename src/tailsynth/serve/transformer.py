@@ -404,6 +404,19 @@ def check_auth_binding(host: str, token: str | None) -> None:
                 "the endpoint; it listens on %s only. Pass --token (or TAILSYNTH_TOKEN) to require one.", host)
 
 
+def _log_to_stderr() -> None:
+    """kserve configures only its own loggers; ours (one line per refused request, health changes) go to stderr."""
+    import sys
+
+    root = logging.getLogger("tailsynth")
+    if not root.handlers:
+        h = logging.StreamHandler(sys.stderr)
+        h.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+        root.addHandler(h)
+        root.setLevel(logging.INFO)
+        root.propagate = False
+
+
 def run(*, backend: str = "triton", repo: str | None = None, predictor_host: str | None = None,
         host: str = "127.0.0.1", port: int = 8080, token: str | None = None, records: str | None = None,
         limits: Limits = Limits(), model_name: str = MODEL_NAME, embedding: str | None = None,
@@ -416,6 +429,7 @@ def run(*, backend: str = "triton", repo: str | None = None, predictor_host: str
     from .guard import GuardMiddleware, V2BinaryBytesAdapter
     from .health import PredictorHealth
 
+    _log_to_stderr()
     check_auth_binding(host, token)
     core = TransformerCore(make_backend(backend, repo, predictor_host), limits, records, embedding)
     model = transformer_class()(model_name, core)
