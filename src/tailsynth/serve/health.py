@@ -18,7 +18,7 @@ log = logging.getLogger("tailsynth.health")
 
 
 class PredictorHealth:
-    def __init__(self, probe: Callable[[], Awaitable[object]], interval_s: float = 1.5, timeout_s: float = 2.5,
+    def __init__(self, probe: Callable[[], Awaitable[object]], interval_s: float = 1.0, timeout_s: float = 2.0,
                  recover: Callable[[int], bool] | None = None, on_fatal: Callable[[str], None] | None = None,
                  dead_after_s: float = 120.0):
         self.probe = probe

@@ -422,7 +422,7 @@ def run(*, backend: str = "triton", repo: str | None = None, predictor_host: str
         limits: Limits = Limits(), model_name: str = MODEL_NAME, embedding: str | None = None,
         admin_token: str | None = None, repository_control: bool = False, max_inflight: int = 64,
         max_header_bytes: int = MAX_HEADER_BYTES, recover: Callable[[int], bool | None] | None = None,
-        probe_interval_s: float = 1.5, dead_after_s: float = 120.0) -> int:
+        probe_interval_s: float = 1.0, dead_after_s: float = 120.0) -> int:
     """Serve until SIGTERM/SIGINT (returns 0) or until the predictor cannot be recovered (returns 1)."""
     from kserve.model_server import app
 
