@@ -5,6 +5,9 @@ channels_last, optional torch.compile, large batches). Random weights and inputs
 on what the model has learned. Prints one JSON object (and writes it with --out).
 
   OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_diffusion.py --sizes tiny,small --out bench.json
+  # the old `small` size against the lean CPU recipe, side by side in one run (batch 64, as trained):
+  .venv/bin/python benchmarks/bench_diffusion.py --sizes small,lean --train-batch 64 --train-steps 20 \
+      --sample-batch 64 --samplers ddim,dpmsolver --steps 20,25 --out docs/results/diffusion/bench_small_vs_lean.json
 """
 
 from __future__ import annotations
@@ -92,6 +95,7 @@ def main(argv=None):
     p.add_argument("--steps", default="10,25")
     p.add_argument("--guidance", type=float, default=1.5)
     p.add_argument("--train-batch", type=int, default=None)
+    p.add_argument("--train-steps", type=int, default=3, help="timed training steps per size (after one warm-up)")
     p.add_argument("--sample-batch", type=int, default=None)
     p.add_argument("--compile", action="store_true", help="torch.compile the UNet for the training benchmark")
     p.add_argument("--device", default=None)
@@ -107,7 +111,8 @@ def main(argv=None):
         r = a.resolution or DEFAULT_RESOLUTION[size]
         tb = a.train_batch or (256 if gpu else 32)
         sb = a.sample_batch or (512 if gpu else 32)
-        res["train"].append(bench_train(size, r, tb, device, compile_=a.compile))
+        res["train"].append(bench_train(size, r, tb, device, n=a.train_steps, compile_=a.compile))
+        res["train"][-1]["images_per_s"] = round(tb * res["train"][-1]["steps_per_s"], 1)
         print(json.dumps(res["train"][-1]), flush=True)
         for sampler in a.samplers.split(","):
             for st in (int(s) for s in a.steps.split(",")):

@@ -21,37 +21,49 @@ def masks(data: Input[Dataset], size: int, masks: Output[Dataset], metrics: Outp
 
 @gpu_component
 def train_diffusion(data: Input[Dataset], splits: Input[Dataset], masks: Input[Dataset], model_size: str,
-                    resolution: int, steps: int, batch_size: int, max_minutes: float, seed: int,
-                    model: Output[Model], metrics: Output[Metrics]):
-    """The class-conditional inpainting diffusion model (trained on the train split; `max_minutes` > 0 caps time)."""
+                    resolution: int, steps: int, batch_size: int, max_minutes: float, seed: int, pretrained: str,
+                    finetune_minutes: float, model: Output[Model], metrics: Output[Metrics]):
+    """The class-conditional inpainting diffusion model: the shipped synthesizer `pretrained` as is, or fine-tuned
+    from it for `finetune_minutes`, or (pretrained empty) trained here on the train split (`max_minutes` caps time)."""
+    from tailsynth.diffusion.model import install_pretrained, model_hash
     from tailsynth.diffusion.train import train_diffusion as train
     from tailsynth.pipeline_io import numeric_items, source_in
 
-    options = {"batch_size": batch_size} if batch_size > 0 else {}
-    if max_minutes > 0:
-        options["max_minutes"] = max_minutes
-    result = train(data=str(source_in(data.path)), size=model_size, out=model.path, resolution=resolution or None,
-                   steps=steps or None, seed=seed, mask_dir=masks.path, splits=splits.path, **options)
+    if pretrained and finetune_minutes <= 0:
+        result = install_pretrained(pretrained, model.path)
+    else:
+        options = {"batch_size": batch_size} if batch_size > 0 else {}
+        minutes = finetune_minutes if pretrained else max_minutes
+        if minutes > 0:
+            options["max_minutes"] = minutes
+        result = train(data=str(source_in(data.path)), size=model_size, out=model.path, resolution=resolution or None,
+                       steps=steps or None, seed=seed, mask_dir=masks.path, splits=splits.path,
+                       init_from=pretrained or None, **options)
+        result["model_hash"] = model_hash(model.path)
     for k, v in numeric_items(result if isinstance(result, dict) else {}).items():
         metrics.log_metric(k, v)
-    model.metadata.update({"size": model_size, "resolution": resolution, "steps": steps})
+    model.metadata.update({"size": model_size, "resolution": resolution, "steps": steps,
+                           "pretrained": pretrained, "model_hash": result["model_hash"]})
 
 
 @gpu_component
 def generate(model: Input[Model], data: Input[Dataset], splits: Input[Dataset], masks: Input[Dataset],
-             classes: List[str], policy: str, count: int, oversample: float, sampler: str, sampler_steps: int,
-             guidance: float, seed: int, shard: int, num_shards: int, candidates: Output[Dataset],
-             metrics: Output[Metrics]):
+             classes: List[str], policy: str, count: int, oversample: float, mode: str, strength: float,
+             sampler: str, sampler_steps: int, guidance: float, seed: int, shard: int, num_shards: int,
+             candidates: Output[Dataset], metrics: Output[Metrics]):
     """One shard (0-based index of `num_shards`) of tail-class candidates; the pipeline fans shards out."""
+    from tailsynth.diffusion.generate import GenerateConfig
     from tailsynth.diffusion.generate import generate as gen
     from tailsynth.pipeline_io import numeric_items, source_in
 
-    result = gen(str(model.path), str(source_in(data.path)), candidates.path, classes=list(classes) or None,
-                 policy=policy, count=count or None, oversample=oversample, sampler=sampler, steps=sampler_steps,
-                 guidance=guidance, seed=seed, shard=(shard + 1, num_shards), masks=masks.path, splits=splits.path)
+    result = gen(GenerateConfig(model=str(model.path), data=str(source_in(data.path)), out=candidates.path,
+                                classes=list(classes) or None, policy=policy, count=count or None,
+                                oversample=oversample, mode=mode, strength=strength, sampler=sampler,
+                                steps=sampler_steps, guidance=guidance, seed=seed, shard=(shard + 1, num_shards),
+                                masks=masks.path, splits=splits.path))
     for k, v in numeric_items(result if isinstance(result, dict) else {}).items():
         metrics.log_metric(k, v)
-    candidates.metadata.update({"shard": shard, "num_shards": num_shards, "sampler": sampler})
+    candidates.metadata.update({"shard": shard, "num_shards": num_shards, "sampler": sampler, "mode": mode})
 
 
 @cpu_component

@@ -32,6 +32,17 @@ def resolve_data(data: str | Path) -> Path:
     return found.resolve()
 
 
+def resolve_synthesizer(path: str | Path) -> Path:
+    """The shipped synthesizer as an absolute path (tasks run in other working directories)."""
+    from tailsynth.diffusion.model import META_FILE
+
+    p = Path(path).expanduser().resolve()
+    if not (p / META_FILE).is_file():
+        raise DataError(f"{path}: no synthesizer there ({META_FILE} missing); pass --set diffusion_model= to train "
+                        "one inside the run, or run from the repository root, where models/synth-dermamnist lives")
+    return p
+
+
 def run_local(profile: str, data: str | Path, out: str | Path, data_revision: str | None = None,
               cache: bool = False, **overrides) -> Path:
     """Run train_augment locally with PROFILE on DATA; returns OUT holding report.md/.html and comparison.csv."""
@@ -40,6 +51,7 @@ def run_local(profile: str, data: str | Path, out: str | Path, data_revision: st
     from .train_augment import train_augment
 
     params = resolve_profile(profile, **overrides)
+    params["diffusion_model"] = str(resolve_synthesizer(params["diffusion_model"])) if params.get("diffusion_model") else ""
     source = resolve_data(data)
     revision = data_revision or ("sha256:" + content_hash(source))
     out = Path(out).resolve()

@@ -53,6 +53,8 @@ def regenerate_tail(
     policy: str = "fill-to-head",
     count: int = 60,
     oversample: float = 1.0,
+    generate_mode: str = "inpaint",
+    strength: float = 0.5,
     sampler: str = "ddim",
     sampler_steps: int = 15,
     guidance: float = 2.0,
@@ -78,7 +80,8 @@ def regenerate_tail(
     with dsl.ParallelFor(plan.output, name="generation-shards") as shard:
         shard_task = on_gpu(generate(model=diffusion.output, data=data, splits=manifest, masks=lesion_masks.outputs["masks"],
                                      classes=classes, policy=policy, count=count, oversample=oversample,
-                                     sampler=sampler, sampler_steps=sampler_steps, guidance=guidance, seed=seed,
+                                     mode=generate_mode, strength=strength, sampler=sampler,
+                                     sampler_steps=sampler_steps, guidance=guidance, seed=seed,
                                      shard=shard, num_shards=num_shards))
     candidates = merge(shards=dsl.Collected(shard_task.outputs["candidates"]))
     chosen = select(candidates=candidates.outputs["candidates"], data=data, splits=manifest,

@@ -54,10 +54,14 @@ def train_augment(
     diffusion_steps: int = 800,
     diffusion_batch_size: int = 32,
     diffusion_max_minutes: float = 3.5,
+    diffusion_model: str = "",
+    diffusion_finetune_minutes: float = 0.0,
     classes: List[str] = ["DF", "VASC", "AK"],
     policy: str = "fill-to-head",
     count: int = 60,
     oversample: float = 1.0,
+    generate_mode: str = "inpaint",
+    strength: float = 0.5,
     sampler: str = "ddim",
     sampler_steps: int = 15,
     guidance: float = 2.0,
@@ -81,12 +85,14 @@ def train_augment(
     diffusion = on_gpu(train_diffusion(data=data, splits=manifest, masks=lesion_masks.outputs["masks"],
                                        model_size=diffusion_size, resolution=diffusion_resolution,
                                        steps=diffusion_steps, batch_size=diffusion_batch_size,
-                                       max_minutes=diffusion_max_minutes, seed=seed))
+                                       max_minutes=diffusion_max_minutes, seed=seed,
+                                       pretrained=diffusion_model, finetune_minutes=diffusion_finetune_minutes))
     plan = shard_plan(num_shards=num_shards)
     with dsl.ParallelFor(plan.output, name="generation-shards") as shard:
         shard_task = on_gpu(generate(model=diffusion.outputs["model"], data=data, splits=manifest, masks=lesion_masks.outputs["masks"],
                                      classes=classes, policy=policy, count=count, oversample=oversample,
-                                     sampler=sampler, sampler_steps=sampler_steps, guidance=guidance, seed=seed,
+                                     mode=generate_mode, strength=strength, sampler=sampler,
+                                     sampler_steps=sampler_steps, guidance=guidance, seed=seed,
                                      shard=shard, num_shards=num_shards))
     candidates = merge(shards=dsl.Collected(shard_task.outputs["candidates"]))
     chosen = select(candidates=candidates.outputs["candidates"], data=data, splits=manifest,

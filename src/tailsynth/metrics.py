@@ -199,3 +199,100 @@ def aggregate_runs(runs: Sequence[dict]) -> dict:
         for c in classes
     }
     return out
+
+
+# ---- paired comparisons of two classifiers on the same images (the augmentation experiment) -----------------------
+def log_loss(y_true: np.ndarray, probs: np.ndarray, eps: float = 1e-12) -> float:
+    """Mean negative log-probability of the true class (natural log); probabilities are clipped at `eps`."""
+    y_true = np.asarray(y_true, dtype=np.int64)
+    if len(y_true) == 0:
+        return float("nan")
+    p = np.asarray(probs, dtype=np.float64)[np.arange(len(y_true)), y_true]
+    return float(-np.log(np.clip(p, eps, 1.0)).mean())
+
+
+def pooled_recall(y_true: np.ndarray, y_pred: np.ndarray, classes_idx: Sequence[int]) -> float:
+    """Recall over the images of several classes taken together (e.g. the tail AK + DF + VASC): correct / support."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    m = np.isin(y_true, list(classes_idx))
+    return float((y_pred[m] == y_true[m]).mean()) if m.any() else float("nan")
+
+
+def paired_metrics(y_true: np.ndarray, probs: np.ndarray, num_classes: int, tail_idx: Sequence[int],
+                   with_auc: bool = True) -> dict[str, float]:
+    """The scalar metrics the experiment compares arms on (one replicate)."""
+    y_true = np.asarray(y_true, dtype=np.int64)
+    pred = probs.argmax(axis=1)
+    cm = confusion_matrix(y_true, pred, num_classes)
+    out = {"balanced_accuracy": balanced_accuracy_from_confusion(cm),
+           "accuracy": float((pred == y_true).mean()) if len(y_true) else float("nan"),
+           "tail_recall": pooled_recall(y_true, pred, tail_idx),
+           "log_loss": log_loss(y_true, probs)}
+    if with_auc:
+        out["macro_auc"] = _nanmean(one_vs_rest_auc(y_true, probs))
+    return out
+
+
+def mcnemar(correct_ref: np.ndarray, correct_arm: np.ndarray) -> dict:
+    """McNemar's exact test on paired per-image correctness: b = only the reference right, c = only the arm right;
+    two-sided binomial p-value of min(b, c) among b + c discordant images at 1/2."""
+    from scipy.stats import binomtest
+
+    a, b_ = np.asarray(correct_ref, bool), np.asarray(correct_arm, bool)
+    if a.shape != b_.shape:
+        raise ValueError(f"paired correctness vectors differ in length: {a.shape} vs {b_.shape}")
+    b = int((a & ~b_).sum())
+    c = int((~a & b_).sum())
+    p = float(binomtest(min(b, c), b + c, 0.5).pvalue) if b + c else 1.0
+    return {"n": len(a), "ref_only_correct": b, "arm_only_correct": c, "p_value": p}
+
+
+def paired_bootstrap(units: Sequence[dict], num_classes: int, tail_idx: Sequence[int], n_boot: int = 1000,
+                     seed: int = 0, alpha: float = 0.05, with_auc: bool = True) -> dict:
+    """Paired differences arm − reference with percentile intervals, resampling folds, then seeds within a fold,
+    then images within a fold (the same images for both classifiers and for every seed of that fold).
+
+    units: dicts with `group` (the image set, e.g. the fold), `y`, `probs_ref`, `probs_arm` (same rows).
+    The statistic is the mean over units of metric(arm) − metric(ref); returns {metric: {delta, ci95, n_boot}}.
+    """
+    if not units:
+        raise ValueError("paired_bootstrap: no units")
+    groups: dict = {}
+    for u in units:
+        groups.setdefault(u["group"], []).append(u)
+    for g, us in groups.items():
+        if len({len(u["y"]) for u in us}) != 1:
+            raise ValueError(f"paired_bootstrap: group {g!r} holds replicates on different image sets")
+
+    def delta(u, idx=None):
+        y = u["y"] if idx is None else u["y"][idx]
+        pa = u["probs_arm"] if idx is None else u["probs_arm"][idx]
+        pr = u["probs_ref"] if idx is None else u["probs_ref"][idx]
+        ma = paired_metrics(y, pa, num_classes, tail_idx, with_auc)
+        mr = paired_metrics(y, pr, num_classes, tail_idx, with_auc)
+        return {k: ma[k] - mr[k] for k in ma}
+
+    point_rows = [delta(u) for u in units]
+    keys = list(point_rows[0])
+    point = {k: _nanmean([r[k] for r in point_rows]) for k in keys}
+    rng = np.random.default_rng(seed)
+    names = list(groups)
+    boot = {k: np.full(n_boot, np.nan) for k in keys}
+    for b in range(n_boot):
+        rows = []
+        for gi in rng.integers(0, len(names), len(names)):
+            us = groups[names[gi]]
+            idx = rng.integers(0, len(us[0]["y"]), len(us[0]["y"]))
+            for ui in rng.integers(0, len(us), len(us)):
+                rows.append(delta(us[ui], idx))
+        for k in keys:
+            boot[k][b] = _nanmean([r[k] for r in rows])
+    lo, hi = 100 * alpha / 2, 100 * (1 - alpha / 2)
+    out = {}
+    for k in keys:
+        v = boot[k][~np.isnan(boot[k])]
+        out[k] = {"delta": _f(point[k]),
+                  "ci95": [_f(np.percentile(v, lo)), _f(np.percentile(v, hi))] if len(v) else [None, None]}
+    out["n_boot"] = n_boot
+    out["level"] = 1 - alpha
+    return out

@@ -173,16 +173,36 @@ def selection_table(quality: dict) -> tuple[list[str], list[list]]:
 
 
 def diffusion_rows(model_dir: str | Path) -> list[list]:
-    """What the synthetic data came from; says so plainly when training stopped early (time cap)."""
+    """Which synthesizer made the synthetic data: shipped or trained here, its weight hash, its training and its
+    quality-gate figures; says so plainly when training stopped early (time cap)."""
+    from .diffusion.model import model_hash, read_card
+
     meta_path = Path(model_dir) / "tailsynth_diffusion.json"
     if not meta_path.is_file():
         return []
     meta = json.loads(meta_path.read_text())
+    card = read_card(model_dir)
     step, planned = meta.get("step"), meta.get("steps_planned")
-    rows = [["size", meta.get("size", "")], ["resolution", meta.get("resolution", "")],
-            ["training steps done / planned", f"{step} / {planned}"]]
+    try:
+        weights = model_hash(model_dir)
+    except FileNotFoundError:
+        weights = "missing"
+    origin = (f"shipped: {card.get('name', '')} ({meta.get('pretrained_from')})" if meta.get("pretrained_from")
+              else "trained in this run")
+    rows = [["synthesizer", origin], ["weights hash (sha256, 12)", weights], ["size", meta.get("size", "")],
+            ["resolution", meta.get("resolution", "")], ["training steps done / planned", f"{step} / {planned}"]]
+    if card.get("images_seen"):
+        rows.append(["images seen in training", card["images_seen"]])
     if isinstance(step, int) and isinstance(planned, int) and step < planned:
         rows.append(["note", "training stopped before the planned steps (time cap): expect poor synthetic images"])
+    for mode, per_class in (card.get("gates") or {}).items():
+        for cls, g in sorted(per_class.items()):
+            rows.append([f"gate {mode} {cls}: label fidelity / real",
+                         f"{_fmt(g.get('label_fidelity'))} / {_fmt(g.get('label_fidelity_real'))}"
+                         f" ({'pass' if g.get('label_fidelity_pass') else 'FAIL'})"])
+            rows.append([f"gate {mode} {cls}: train-on-synthetic recall / real-trained",
+                         f"{_fmt(g.get('tos_recall'))} / {_fmt(g.get('real_recall'))}"
+                         f" ({'pass' if g.get('tos_pass') else 'FAIL'})"])
     return rows
 
 

@@ -61,7 +61,7 @@ def record_stage(out_dir, stage: str, params: dict, **sections) -> Path:
     run["packages"] = package_versions()
     stages = run.setdefault("stages", {})
     stages[stage] = {"params": _plain(params),
-                     "at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                     "at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
                      **{k: _plain(v) for k, v in sections.items()}}
     p = out_dir / RUN_FILE
     tmp = p.with_suffix(".yaml.tmp")

@@ -82,12 +82,24 @@ def _synthetic(tmp_path, rows):
 
 def test_synthetic_manifest_is_mixed_in(tiny_npz, tmp_path):
     man = _synthetic(tmp_path, [("DF", 0.5), ("DF", ""), ("VASC", 2.0), ("AK", 1.0)])
-    train_classifier(tiny_npz, tmp_path / "s", epochs=1, synthetic_manifest=man, synthetic_ratio=0.5, **FAST)
+    train_classifier(tiny_npz, tmp_path / "s", epochs=1, synthetic_manifest=man, synthetic_ratio=0.5,
+                     synthetic_weight=0.25, **FAST)
     cfg = yaml.safe_load((tmp_path / "s" / "config.yaml").read_text())
-    assert cfg["n_train_synthetic"] == 4 and cfg["n_train_real"] == 54
-    # 27 synthetic draws per epoch (0.5 x 54 real), uniform over the 4 images: DF gets half of them.
-    assert cfg["loss_class_counts"]["DF"] == pytest.approx(3 + 27 * 2 / 4)
-    assert cfg["steps_per_epoch"] == 5  # 81 draws: 5 batches of 16, the last single image is dropped
+    assert cfg["n_train_synthetic"] == 4 and cfg["n_train_real"] == 54 and cfg["synthetic_weight"] == 0.25
+    # Class totals are the pooled counts (DF 3 real + 2 synthetic, VASC 3 + 1, AK 6 + 1); half of each of those
+    # classes' draws are synthetic: DF 2 of 5 (2.5 rounds to even), VASC 2 of 4, AK 4 of 7 (3.5 rounds to even).
+    assert cfg["loss_class_counts"]["DF"] == 5 and cfg["loss_class_counts"]["AK"] == 7
+    assert cfg["synthetic_draws_per_epoch"] == 8
+    assert cfg["steps_per_epoch"] == 4  # 58 draws: 3 batches of 16 and one of 10
+    with pytest.raises(ValueError, match="synthetic_weight must be"):
+        train_classifier(tiny_npz, tmp_path / "w", epochs=1, synthetic_manifest=man, synthetic_weight=-1, **FAST)
+
+
+def test_prior_shift_control_trains_on_real_images_only(tiny_npz, tmp_path):
+    man = _synthetic(tmp_path, [("DF", 1.0)] * 6)
+    train_classifier(tiny_npz, tmp_path / "c", epochs=1, synthetic_manifest=man, synthetic_ratio=0.0, **FAST)
+    cfg = yaml.safe_load((tmp_path / "c" / "config.yaml").read_text())
+    assert cfg["synthetic_draws_per_epoch"] == 0 and cfg["loss_class_counts"]["DF"] == 9  # 3 real DF, 9 draws
 
 
 def test_synthetic_manifest_errors_name_the_row(tiny_npz, tmp_path):

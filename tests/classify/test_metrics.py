@@ -123,3 +123,60 @@ def test_auc_matches_scikit_learn_with_ties():
     ours = one_vs_rest_auc(y, p)
     for c in range(3):
         assert ours[c] == pytest.approx(roc_auc_score(y == c, p[:, c]))
+
+
+# ---- paired comparisons (the augmentation experiment) -------------------------------------------------------------
+from tailsynth.metrics import log_loss, mcnemar, paired_bootstrap, paired_metrics, pooled_recall
+
+
+def test_log_loss_and_pooled_tail_recall_by_hand():
+    probs = np.array([[0.5, 0.5], [0.9, 0.1], [0.2, 0.8]])
+    assert log_loss(np.array([0, 1, 1]), probs) == pytest.approx(-(np.log(0.5) + np.log(0.1) + np.log(0.8)) / 3)
+    assert log_loss(np.array([1]), np.array([[1.0, 0.0]])) == pytest.approx(-np.log(1e-12))  # clipped, finite
+    y = np.array([0, 1, 1, 2, 2, 2, 3])
+    pred = np.array([0, 1, 0, 2, 2, 0, 0])
+    # Tail = classes 1 and 2: 4 of their 5 images right, pooled (not the mean of 1/2 and 2/3).
+    assert pooled_recall(y, pred, [1, 2]) == pytest.approx(3 / 5)
+    assert np.isnan(pooled_recall(y, pred, [4]))
+
+
+def test_mcnemar_exact_binomial_on_discordant_images():
+    ref = np.array([True] * 10 + [False] * 2 + [True] * 5 + [False] * 3)
+    arm = np.array([False] * 10 + [True] * 2 + [True] * 5 + [False] * 3)
+    t = mcnemar(ref, arm)
+    assert (t["ref_only_correct"], t["arm_only_correct"], t["n"]) == (10, 2, 20)
+    # Two-sided exact: 2 * P(X <= 2), X ~ Binomial(12, 1/2) = 2 * (1 + 12 + 66) / 4096.
+    assert t["p_value"] == pytest.approx(2 * 79 / 4096)
+    assert mcnemar(ref, ref)["p_value"] == 1.0
+    with pytest.raises(ValueError, match="differ in length"):
+        mcnemar(ref, arm[:-1])
+
+
+def _onehot(pred, k):
+    p = np.full((len(pred), k), 0.01)
+    p[np.arange(len(pred)), pred] = 1.0
+    return p / p.sum(1, keepdims=True)
+
+
+def test_paired_bootstrap_delta_and_interval():
+    rng = np.random.default_rng(0)
+    units = []
+    for fold in range(3):
+        y = rng.integers(0, 3, 300)
+        ref = np.where(rng.random(300) < 0.6, y, (y + 1) % 3)  # about 60% right
+        better = np.where(rng.random(300) < 0.5, y, ref)  # right on about 80%
+        units.append({"group": f"fold{fold}", "y": y, "probs_ref": _onehot(ref, 3), "probs_arm": _onehot(better, 3)})
+    out = paired_bootstrap(units, 3, [2], n_boot=200, seed=0)
+    d = out["balanced_accuracy"]
+    want = np.mean([paired_metrics(u["y"], u["probs_arm"], 3, [2])["balanced_accuracy"]
+                    - paired_metrics(u["y"], u["probs_ref"], 3, [2])["balanced_accuracy"] for u in units])
+    assert d["delta"] == pytest.approx(want) and 0.15 < want < 0.25
+    assert d["ci95"][0] > 0.1 and d["ci95"][0] < want < d["ci95"][1] < 0.3
+    assert out["log_loss"]["delta"] < 0  # the better arm is more often right and confident
+    # An arm identical to the reference: Δ = 0 with a zero-width interval.
+    same = [{**u, "probs_arm": u["probs_ref"]} for u in units]
+    z = paired_bootstrap(same, 3, [2], n_boot=50)["balanced_accuracy"]
+    assert z["delta"] == 0 and z["ci95"] == [0.0, 0.0]
+    with pytest.raises(ValueError, match="different image sets"):
+        short = {k: (v[:100] if k != "group" else "fold0") for k, v in units[1].items()}
+        paired_bootstrap([units[0], short], 3, [2], n_boot=5)

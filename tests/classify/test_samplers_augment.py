@@ -23,14 +23,48 @@ def test_class_balanced_draws_balance_the_classes():
     assert sorted(perm.tolist()) == list(range(100))
 
 
-def test_epoch_plan_mixes_synthetic_at_the_ratio():
-    plan = EpochPlan(LABELS, np.array([2] * 30), 3, "none", synthetic_ratio=0.2)
-    idx = plan.indices(torch.Generator().manual_seed(0))
-    assert len(idx) == len(plan) == 120
-    assert int((idx >= 100).sum()) == 20
-    assert plan.class_counts().tolist() == pytest.approx([90, 9, 21])
-    union = EpochPlan(LABELS, np.array([2] * 30), 3, "none")
-    assert len(union) == 130 and union.class_counts().tolist() == pytest.approx([90, 9, 31])
+def _epoch_counts(plan, n_real, C=3, seed=0):
+    idx = plan.indices(torch.Generator().manual_seed(seed)).numpy()
+    labels = np.concatenate([plan.real, plan.syn])
+    real, syn = idx[idx < n_real], idx[idx >= n_real]
+    return np.bincount(labels[real], minlength=C), np.bincount(labels[syn], minlength=C), idx
+
+
+def test_epoch_plan_ratio_is_the_synthetic_share_of_each_class():
+    syn = np.array([2] * 30)
+    plan = EpochPlan(LABELS, syn, 3, "none", synthetic_ratio=0.25)
+    real_c, syn_c, idx = _epoch_counts(plan, 100)
+    # Class totals come from the pooled counts (90, 9, 1 + 30); a quarter of VASC's 31 draws are synthetic.
+    assert len(idx) == len(plan) == 130
+    assert real_c.tolist() == [90, 9, 23] and syn_c.tolist() == [0, 0, 8]
+    assert plan.class_counts().tolist() == [90, 9, 31]
+    # Default: the pooled share, i.e. every image once under `none`.
+    pooled = EpochPlan(LABELS, syn, 3, "none")
+    real_c, syn_c, idx = _epoch_counts(pooled, 100)
+    assert sorted(idx.tolist()) == list(range(130)) and syn_c.tolist() == [0, 0, 30]
+
+
+def test_prior_shift_control_has_the_synthetic_arms_counts_all_real():
+    """Ratio 0 with the synthetic arm's set: the same per-class draws, every one a real image, spread evenly."""
+    syn = np.array([1] * 40 + [2] * 59)
+    for mode in ("none", "class-balanced", "sqrt"):
+        arm = EpochPlan(LABELS, syn, 3, mode)
+        control = EpochPlan(LABELS, syn, 3, mode, synthetic_ratio=0.0)
+        a_real, a_syn, _ = _epoch_counts(arm, 100)
+        c_real, c_syn, idx = _epoch_counts(control, 100, seed=3)
+        assert (a_real + a_syn).tolist() == c_real.tolist(), mode
+        assert c_syn.sum() == 0 and control.class_counts().tolist() == arm.class_counts().tolist()
+        # The one real VASC image fills all of VASC's draws; DF's 9 images are repeated within one of each other.
+        reps = np.bincount(idx, minlength=100)
+        df = reps[90:99]
+        assert reps[99] == c_real[2] and df.max() - df.min() <= 1, mode
+    cb = EpochPlan(LABELS, syn, 3, "class-balanced", synthetic_ratio=0.0)
+    assert cb.class_counts().tolist() == [67, 66, 66]  # 199 draws in equal shares (largest remainder)
+
+
+def test_epoch_plan_rejects_a_ratio_outside_0_1():
+    with pytest.raises(ValueError, match="share of a class's draws"):
+        EpochPlan(LABELS, np.array([2]), 3, "none", synthetic_ratio=1.5)
 
 
 def test_augment_keeps_shape_range_and_is_reproducible():

@@ -150,7 +150,7 @@ def test_logit_normal_timesteps_concentrate_on_mid_noise():
     g = torch.Generator().manual_seed(0)
     t = sample_timesteps(20000, 1000, "logit-normal", g).float()
     u = sample_timesteps(20000, 1000, "uniform", g).float()
-    mid = lambda x: ((x > 250) & (x < 750)).float().mean().item()  # noqa: E731
+    mid = lambda x: ((x > 250) & (x < 750)).float().mean().item()
     assert mid(t) > 0.6 > mid(u) > 0.45
     assert t.min() >= 0 and t.max() <= 999
     with pytest.raises(ValueError, match="timestep_sampling"):

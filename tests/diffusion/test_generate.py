@@ -167,3 +167,62 @@ def test_colour_stats_generated_vs_real(tiny_model, tmp_path):
     assert set(cmp) == {"DF", "VASC"}
     for v in cmp.values():
         assert v["generated"]["n"] == 3 and len(v["real"]["mean_rgb"]) == 3 and v["distance"] >= 0
+
+
+def test_harmonize_keeps_background_outside_region_and_records_source(tiny_model, tmp_path):
+    model, data = tiny_model
+    out = tmp_path / "h"
+    res = generate(model, data, out, save_inputs=True, mode="harmonize", strength=0.4, **GEN)
+    assert res["n"] == 6 and res["mode"] == "harmonize"
+    labels = {r.image_id: r.label for r in load_source(data).records}
+    rows = list(csv.DictReader(Path(out / "manifest.csv").read_text().splitlines()))
+    for r in rows:
+        assert r["mode"] == "harmonize" and float(r["strength"]) == 0.4
+        # The source is a real training lesion of the intended class, recorded by id.
+        assert labels[r["source_id"]] == r["class"] and r["mask_source"] == f"source:{r['source_id']}"
+        img = decode_file(str(out / "images" / f"{r['id']}.png"))
+        bg = decode_file(str(out / r["background_path"]))
+        comp = decode_file(str(out / "inputs" / f"{r['id']}_composite.png"))
+        region = decode_file(str(out / r["mask_path"]))[..., 0] > 127
+        np.testing.assert_array_equal(img[~region], bg[~region])  # the background stays, byte for byte
+        # The composite holds the source lesion inside the region; source_rms is the output's distance to it.
+        rms = np.sqrt((((img[region].astype(float) - comp[region].astype(float)) / 255) ** 2).mean())
+        assert float(r["source_rms"]) == pytest.approx(rms, abs=1e-4)
+    assert json.loads((out / "generation.json").read_text())["strength"] == 0.4
+
+
+def test_harmonize_strength_controls_how_far_the_lesion_moves(tiny_model, tmp_path):
+    model, data = tiny_model
+    rms = {}
+    for s in (0.1, 1.0):
+        generate(model, data, tmp_path / f"s{s}", mode="harmonize", strength=s, seed=1, **GEN)
+        rows = list(csv.DictReader(Path(tmp_path / f"s{s}" / "manifest.csv").read_text().splitlines()))
+        rms[s] = np.mean([float(r["source_rms"]) for r in rows])
+    assert rms[0.1] < rms[1.0]
+    with pytest.raises(ValueError, match="strength"):
+        generate(model, data, tmp_path / "x", mode="harmonize", strength=0.0, **GEN)
+    with pytest.raises(ValueError, match="mode"):
+        generate(model, data, tmp_path / "x", mode="paint", **GEN)
+    with pytest.raises(ValueError, match="unknown setting"):
+        generate(model, data, tmp_path / "x", colour="red", **GEN)
+
+
+def test_composite_lesion_covers_both_lesions():
+    from tailsynth.diffusion.generate import composite_lesion
+
+    bg = np.full((8, 8, 3), 10, np.uint8)
+    src = np.full((8, 8, 3), 200, np.uint8)
+    bm = np.zeros((8, 8), bool)
+    bm[0:2, 0:2] = True
+    sm = np.zeros((8, 8), bool)
+    sm[5:7, 5:7] = True
+    comp, region = composite_lesion(bg, bm, src, sm, rot=0, flip=False, dilate=0)
+    assert (region == (bm | sm)).all()
+    # The source lesion itself; the background's own lesion gives way to the background's skin colour.
+    assert (comp[sm] == 200).all() and (comp[bm] == 10).all() and (comp[~region] == 10).all()
+    bg2 = bg.copy()
+    bg2[bm] = 90  # a dark head-class lesion in the background
+    comp2, _ = composite_lesion(bg2, bm, src, sm, rot=0, flip=False, dilate=0)
+    assert (comp2[bm] == 10).all()
+    _, turned = composite_lesion(bg, np.zeros_like(bm), src, sm, rot=2, flip=False, dilate=0)
+    assert turned[1:3, 1:3].all() and turned.sum() == 4

@@ -3,6 +3,7 @@
 One affine warp per image does random-resized-crop, rotation (any multiple of 90° plus a small angle:
 dermoscopy has no canonical orientation) and flips; then brightness/contrast/saturation/hue jitter.
 All randomness comes from the caller's generator, so a resumed run replays the same augmentations.
+CMO (`CMOPaste`) pastes real tail lesions onto head-class backgrounds, before the handcrafted augmentation.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -113,3 +115,108 @@ def augment_batch(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> 
         return x
     x = geometric(x, cfg, gen)
     return colour(x, cfg, gen)
+
+
+# ---- CMO: real tail lesions pasted onto head-class backgrounds (Park et al., CVPR 2022) --------------------------
+DEFAULT_TAIL = ("AK", "DF", "VASC")
+
+
+@dataclass
+class CMOConfig:
+    """Context-rich minority oversampling with lesion masks instead of CutMix boxes.
+
+    Each training image of a background (head) class is, with probability `prob`, overlaid with the lesion of a
+    real tail-class image, cut out by its lesion mask (`tailsynth.masks`); the label is mixed by area: the pasted
+    lesion's class gets the mask's share of the image, the background's class the rest. Foreground images are
+    drawn with weight n_c^-power per image (Park et al.'s minority-weighted sampler; power 1: each tail class
+    equally often). Backgrounds come from the batch the ordinary sampler drew, as in the paper.
+    """
+
+    enabled: bool = False
+    prob: float = 0.5
+    power: float = 1.0
+    tail_classes: tuple[str, ...] = DEFAULT_TAIL
+    mask_dir: str | None = None  # masks written by `tailsynth masks`; computed here for images without one
+    rot90: bool = True  # paste the lesion (with its mask) turned by a random multiple of 90° and flipped
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["tail_classes"] = list(self.tail_classes)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> CMOConfig:
+        d = dict(d or {})
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"cmo: unknown option(s) {sorted(unknown)}")
+        if "tail_classes" in d:
+            d["tail_classes"] = tuple(d["tail_classes"])
+        d.setdefault("enabled", True)
+        cfg = cls(**d)
+        if not 0.0 <= cfg.prob <= 1.0:
+            raise ValueError(f"cmo: prob must lie in [0, 1], got {cfg.prob}")
+        return cfg
+
+
+class CMOPaste:
+    """The per-batch transform: (float images N x 3 x H x W in 0..1, labels, which rows may be backgrounds)
+    -> (images, second labels, lam), where lam is the weight of the first (background) label."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, masks: np.ndarray, classes: list[str],
+                 cfg: CMOConfig):
+        tail = [classes.index(c) for c in cfg.tail_classes if c in classes]
+        if not tail:
+            raise ValueError(f"cmo: none of the tail classes {list(cfg.tail_classes)} is among {classes}")
+        labels = np.asarray(labels, dtype=np.int64)
+        fg = np.flatnonzero(np.isin(labels, tail) & (masks.reshape(len(masks), -1).sum(1) > 0))
+        if len(fg) == 0:
+            raise ValueError(f"cmo: no training images of the tail classes {list(cfg.tail_classes)} with a lesion mask")
+        counts = np.bincount(labels[fg], minlength=len(classes)).astype(np.float64)
+        w = counts[labels[fg]] ** -cfg.power
+        self.fg_images = torch.from_numpy(images[fg]).permute(0, 3, 1, 2).float().div_(255.0)
+        self.fg_masks = torch.from_numpy(masks[fg].astype(np.float32))[:, None]
+        self.fg_labels = torch.from_numpy(labels[fg])
+        self.fg_p = torch.from_numpy(w / w.sum())
+        self.is_tail = torch.zeros(len(classes), dtype=torch.bool)
+        self.is_tail[tail] = True
+        self.cfg = cfg
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, eligible: torch.Tensor, gen: torch.Generator):
+        n = len(y)
+        lam = torch.ones(n)
+        y_b = y.clone()
+        chosen = eligible & ~self.is_tail[y] & (torch.rand(n, generator=gen) < self.cfg.prob)
+        rows = torch.nonzero(chosen).flatten()
+        if len(rows) == 0:
+            return x, y_b, lam
+        j = torch.multinomial(self.fg_p, len(rows), replacement=True, generator=gen)
+        fg, m = self.fg_images[j], self.fg_masks[j]
+        if self.cfg.rot90:
+            k = torch.randint(0, 4, (len(rows),), generator=gen)
+            flip = torch.rand(len(rows), generator=gen) < 0.5
+            for i in range(len(rows)):
+                fg[i], m[i] = torch.rot90(fg[i], int(k[i]), (1, 2)), torch.rot90(m[i], int(k[i]), (1, 2))
+                if flip[i]:
+                    fg[i], m[i] = fg[i].flip(2), m[i].flip(2)
+        x = x.clone()
+        x[rows] = x[rows] * (1 - m) + fg * m
+        lam[rows] = 1.0 - m.mean((1, 2, 3))
+        y_b[rows] = self.fg_labels[j]
+        return x, y_b, lam
+
+
+def build_cmo(cfg: dict | None, dataset, images: np.ndarray, labels: np.ndarray, classes: list[str]) -> CMOPaste | None:
+    """The CMO transform for the real training images (None when not enabled); masks from `tailsynth.masks`."""
+    c = CMOConfig.from_dict(cfg) if cfg else CMOConfig()
+    if not c.enabled:
+        return None
+    from ..masks import masks_for_records
+
+    tail = np.isin(labels, [classes.index(t) for t in c.tail_classes if t in classes])
+    masks = np.zeros(images.shape[:3], dtype=bool)
+    rows = np.flatnonzero(tail)
+    if len(rows):  # only the foreground images need masks
+        recs = [dataset.records[i] for i in rows]
+        masks[rows], _ = masks_for_records(dataset, recs, images.shape[1], mask_dir=c.mask_dir, images=images[rows])
+    return CMOPaste(images, labels, masks, classes, c)

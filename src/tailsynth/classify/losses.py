@@ -47,14 +47,19 @@ class LongTailLoss(torch.nn.Module):
         w = None if self.class_weight is None else self.class_weight.to(logits.device)
         return F.cross_entropy(logits, target, weight=w, reduction="none")
 
-    def forward(self, logits, target, sample_weight=None):
+    def forward(self, logits, target, sample_weight=None, target_b=None, lam=None):
+        """Weighted mean loss. With `target_b` and `lam` (per sample), a mixed label: lam of `target`, 1 - lam of
+        `target_b` (CMO/CutMix), i.e. lam * loss(target) + (1 - lam) * loss(target_b) per sample."""
         ps = self.per_sample(logits, target)  # already scaled by the class weight of each target
-        if self.class_weight is None and sample_weight is None:
+        if target_b is None and self.class_weight is None and sample_weight is None:
             return ps.mean()
         # Weighted mean, normalised by the summed weights (PyTorch's 'mean' convention for class weights).
-        denom = torch.ones_like(ps)
-        if self.class_weight is not None:
-            denom = denom * self.class_weight.to(ps.device, ps.dtype)[target]
+        cw = None if self.class_weight is None else self.class_weight.to(ps.device, ps.dtype)
+        denom = torch.ones_like(ps) if cw is None else cw[target]
+        if target_b is not None:
+            lam = torch.as_tensor(lam, device=ps.device, dtype=ps.dtype).expand_as(ps)
+            ps = lam * ps + (1 - lam) * self.per_sample(logits, target_b)
+            denom = lam * denom + (1 - lam) * (torch.ones_like(ps) if cw is None else cw[target_b])
         if sample_weight is not None:
             sw = sample_weight.to(ps.device, ps.dtype)
             ps, denom = ps * sw, denom * sw

@@ -49,52 +49,101 @@ def draw(labels: np.ndarray, num_classes: int, mode: str, n_draws: int, gen: tor
     return torch.multinomial(p, n_draws, replacement=True, generator=gen)
 
 
-class EpochPlan:
-    """Real images (indices 0..n_real-1) and synthetic ones (n_real..) in one pool.
+def allocate(total: int, weights: np.ndarray) -> np.ndarray:
+    """Integers proportional to `weights` that sum to `total` (largest remainder; ties to the lower index)."""
+    w = np.asarray(weights, dtype=np.float64)
+    if total <= 0 or w.sum() <= 0:
+        return np.zeros(len(w), np.int64)
+    exact = total * w / w.sum()
+    out = np.floor(exact).astype(np.int64)
+    rest = total - int(out.sum())
+    order = np.argsort(-(exact - out), kind="stable")
+    out[order[:rest]] += 1
+    return out
 
-    synthetic_ratio None: every real and synthetic image is one pool, re-sampled by `mode`.
-    synthetic_ratio r: each epoch holds n_real real draws (by `mode`) plus round(r * n_real) synthetic draws
-    (uniform over the synthetic set; without replacement while they last), shuffled together.
+
+def cycle(members: np.ndarray, k: int, gen: torch.Generator) -> torch.Tensor:
+    """k draws from `members`, each repeated as evenly as possible: whole shuffled passes, then part of one more."""
+    members = torch.as_tensor(np.asarray(members, dtype=np.int64))
+    n = len(members)
+    if k <= 0 or n == 0:
+        return torch.zeros(0, dtype=torch.long)
+    parts = [members[torch.randperm(n, generator=gen)] for _ in range(k // n)]
+    parts.append(members[torch.randperm(n, generator=gen)[: k % n]])
+    return torch.cat(parts)
+
+
+class EpochPlan:
+    """Real images (indices 0..n_real-1) and synthetic ones (n_real..) in one training set.
+
+    Without synthetic images an epoch is the sampler's draw over the real images (a permutation for `none`,
+    draws with replacement for the re-samplers), as it always was.
+
+    With synthetic images the epoch is planned per class, with exact counts:
+    - the class totals D_c come from the sampler applied to the pooled counts n_c = real_c + syn_c
+      (`none`: D_c = n_c; `class-balanced`: equal shares of sum(n); `sqrt`: shares ∝ sqrt(n_c));
+    - `synthetic_ratio` r is the share of each class's draws that are synthetic, for every class that has
+      synthetic images (None: the pooled share syn_c / n_c, i.e. every image once under `none`);
+    - draws within a class cycle through its images as evenly as possible.
+    r = 0 with a synthetic set is the prior-shift control: the same class totals as the synthetic arm, every
+    draw a real image (real images oversampled to the synthetic arm's counts).
     """
 
     def __init__(self, labels_real: np.ndarray, labels_syn: np.ndarray, num_classes: int, mode: str = "none",
                  synthetic_ratio: float | None = None):
         if mode not in SAMPLERS:
             raise ValueError(f"unknown sampler {mode!r}; choose one of {', '.join(SAMPLERS)}")
-        if synthetic_ratio is not None and synthetic_ratio < 0:
-            raise ValueError(f"synthetic_ratio must be >= 0, got {synthetic_ratio}")
+        if synthetic_ratio is not None and not 0.0 <= synthetic_ratio <= 1.0:
+            raise ValueError(f"synthetic_ratio is the share of a class's draws that are synthetic: it must lie in "
+                             f"[0, 1], got {synthetic_ratio}")
         self.real = np.asarray(labels_real, dtype=np.int64)
         self.syn = np.asarray(labels_syn, dtype=np.int64)
         self.C, self.mode, self.ratio = num_classes, mode, synthetic_ratio
+        if len(self.syn):
+            self.real_draws, self.syn_draws = self._plan()
+
+    def _plan(self) -> tuple[np.ndarray, np.ndarray]:
+        real_c = np.bincount(self.real, minlength=self.C)
+        syn_c = np.bincount(self.syn, minlength=self.C)
+        pooled = real_c + syn_c
+        total = int(pooled.sum())
+        present = pooled > 0
+        if self.mode == "none":
+            totals = pooled.astype(np.int64)
+        elif self.mode == "class-balanced":
+            totals = allocate(total, present.astype(np.float64))
+        else:  # sqrt
+            totals = allocate(total, np.sqrt(pooled))
+        if self.ratio is None:
+            share = np.divide(syn_c, pooled, out=np.zeros(self.C), where=present)
+        else:
+            share = np.where(syn_c > 0, self.ratio, 0.0)
+        share = np.where(real_c == 0, np.where(syn_c > 0, 1.0, 0.0), share)  # nothing real to draw
+        syn_draws = np.round(share * totals).astype(np.int64)
+        syn_draws = np.where(syn_c == 0, 0, syn_draws)
+        return totals - syn_draws, syn_draws
 
     @property
     def n_syn_draws(self) -> int:
-        if self.ratio is None or len(self.syn) == 0:
-            return 0
-        return int(round(self.ratio * len(self.real)))
+        return int(self.syn_draws.sum()) if len(self.syn) else 0
 
     def __len__(self) -> int:
-        if self.ratio is None:
-            return len(self.real) + len(self.syn)
-        return len(self.real) + self.n_syn_draws
+        if not len(self.syn):
+            return len(self.real)
+        return int(self.real_draws.sum() + self.syn_draws.sum())
 
     def class_counts(self) -> np.ndarray:
-        """Expected per-class counts of one epoch: the class prior the long-tail losses correct for."""
-        if self.ratio is None:
-            both = np.concatenate([self.real, self.syn])
-            return expected_class_counts(both, self.C, self.mode, len(both))
-        real = expected_class_counts(self.real, self.C, self.mode, len(self.real))
-        syn = np.zeros(self.C)
-        if len(self.syn):
-            syn = np.bincount(self.syn, minlength=self.C) / len(self.syn) * self.n_syn_draws
-        return real + syn
+        """Per-class counts of one epoch: the class prior the long-tail losses correct for."""
+        if not len(self.syn):
+            return expected_class_counts(self.real, self.C, self.mode, len(self.real))
+        return (self.real_draws + self.syn_draws).astype(np.float64)
 
     def indices(self, gen: torch.Generator) -> torch.Tensor:
-        if self.ratio is None:
-            both = np.concatenate([self.real, self.syn])
-            return draw(both, self.C, self.mode, len(both), gen)
-        r = draw(self.real, self.C, self.mode, len(self.real), gen)
-        k = self.n_syn_draws
-        s = draw(self.syn, self.C, "none", k, gen) + len(self.real) if k else torch.zeros(0, dtype=torch.long)
-        idx = torch.cat([r, s])
+        if not len(self.syn):
+            return draw(self.real, self.C, self.mode, len(self.real), gen)
+        parts = []
+        for c in range(self.C):
+            parts.append(cycle(np.flatnonzero(self.real == c), int(self.real_draws[c]), gen))
+            parts.append(cycle(np.flatnonzero(self.syn == c) + len(self.real), int(self.syn_draws[c]), gen))
+        idx = torch.cat(parts)
         return idx[torch.randperm(len(idx), generator=gen)]

@@ -52,7 +52,9 @@ class TrainConfig:
     loss_kw: dict = field(default_factory=dict)
     pretrained_path: str | None = None
     synthetic_manifest: str | None = None
-    synthetic_ratio: float | None = None
+    synthetic_ratio: float | None = None  # share of each class's draws that are synthetic (samplers.EpochPlan)
+    synthetic_weight: float = 1.0  # loss weight of every synthetic image (times its manifest weight)
+    cmo: dict = field(default_factory=dict)  # CMO lesion pasting (augment.CMOConfig); empty: off
     select_metric: str = "balanced_accuracy"
     amp: bool = True  # only on CUDA
     channels_last: bool | None = None  # None: on CUDA only
@@ -192,7 +194,7 @@ def train_classifier(data, out, backbone: str = "resnet18", loss: str = "ce", ep
     import torch
 
     from ..data.errors import DataError
-    from .augment import augment_batch
+    from .augment import augment_batch, build_cmo
     from .evaluate import write_evaluation
     from .losses import build_loss
     from .model import build_backbone, save_classifier
@@ -215,6 +217,8 @@ def train_classifier(data, out, backbone: str = "resnet18", loss: str = "ce", ep
     if cfg.epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {cfg.epochs}")
     aug_cfg = AugmentConfig.from_dict(cfg.augment)
+    if not (cfg.synthetic_weight >= 0 and math.isfinite(cfg.synthetic_weight)):
+        raise ValueError(f"synthetic_weight must be a finite number >= 0, got {cfg.synthetic_weight}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     log = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
@@ -238,12 +242,15 @@ def train_classifier(data, out, backbone: str = "resnet18", loss: str = "ce", ep
     n_real = len(ytr)
     if cfg.synthetic_manifest:
         xs, ys, ws = read_synthetic_manifest(cfg.synthetic_manifest, classes, res)
+        ws = ws * np.float32(cfg.synthetic_weight)
         xtr, ytr, wtr = np.concatenate([xtr, xs]), np.concatenate([ytr, ys]), np.concatenate([wtr, ws])
     elif cfg.synthetic_ratio is not None:
         raise ValueError("synthetic_ratio needs a synthetic_manifest")
     if n_real == 0:
         raise DataError(f"{data}: the train split is empty")
     plan = EpochPlan(ytr[:n_real], ytr[n_real:], C, cfg.sampler, cfg.synthetic_ratio)
+    # CMO pastes real tail lesions onto real head-class images of each batch (a per-batch transform hook).
+    cmo = build_cmo(cfg.cmo, ds.split("train"), xtr[:n_real], ytr[:n_real], classes)
     # Normalisation statistics of the real training images, stored with the model.
     real = xtr[:n_real].reshape(-1, 3).astype(np.float64) / 255.0
     mean_np, std_np = real.mean(0), real.std(0) + 1e-6
@@ -289,6 +296,8 @@ def train_classifier(data, out, backbone: str = "resnet18", loss: str = "ce", ep
         "loss_class_counts": {c: float(n) for c, n in zip(classes, counts)},
         "n_train_real": int(n_real),
         "n_train_synthetic": int(len(ytr) - n_real),
+        "synthetic_draws_per_epoch": plan.n_syn_draws,
+        "cmo": cmo.cfg.to_dict() if cmo is not None else None,
         "n_val": len(yva),
         "steps_per_epoch": steps_per_epoch,
         "mean": [float(v) for v in mean_np],
@@ -339,7 +348,11 @@ def train_classifier(data, out, backbone: str = "resnet18", loss: str = "ce", ep
             bi = idx[b : b + cfg.batch_size]
             if len(bi) < 2:
                 continue
-            x = augment_batch(_to_float(Xtr[bi], torch.device("cpu")), aug_cfg, gen).to(device)
+            xb, mix = _to_float(Xtr[bi], torch.device("cpu")), ()
+            if cmo is not None:
+                xb, y_b, lam = cmo(xb, Ytr[bi], bi < n_real, gen)
+                mix = (y_b.to(device), lam.to(device))
+            x = augment_batch(xb, aug_cfg, gen).to(device)
             x = (x - mean) / std
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -348,7 +361,7 @@ def train_classifier(data, out, backbone: str = "resnet18", loss: str = "ce", ep
             sw = None if bool((w == 1).all()) else w
             with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 logits = model(x)
-            loss_v = criterion(logits.float(), y, sw)
+            loss_v = criterion(logits.float(), y, sw, *mix)
             if not torch.isfinite(loss_v):
                 raise FloatingPointError(f"non-finite loss at epoch {epoch + 1}, step {b // cfg.batch_size}")
             opt.zero_grad(set_to_none=True)

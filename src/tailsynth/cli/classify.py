@@ -28,8 +28,13 @@ def train_classifier_cmd(
     splits: Path | None = typer.Option(None, "--splits", help="split manifest CSV image_id,split"),
     synthetic_manifest: Path | None = typer.Option(None, "--synthetic-manifest", help="CSV path,class[,weight]"),
     synthetic_ratio: float | None = typer.Option(None, "--synthetic-ratio",
-                                                    help="synthetic draws per real image per epoch; "
-                                                         "default: all synthetic images once"),
+                                                    help="share of each class's draws that are synthetic, 0..1 "
+                                                         "(0: the prior-shift control); default: the pooled share"),
+    synthetic_weight: float | None = typer.Option(None, "--synthetic-weight",
+                                                     help="loss weight of synthetic images (default 1)"),
+    cmo: bool = typer.Option(False, "--cmo", help="paste real tail lesions onto head-class images (CMO)"),
+    cmo_prob: float | None = typer.Option(None, "--cmo-prob", help="CMO: share of head-class images pasted on"),
+    mask_dir: Path | None = typer.Option(None, "--mask-dir", help="CMO: lesion masks from `tailsynth masks`"),
     batch_size: int | None = typer.Option(None, "--batch-size"),
     lr: float | None = typer.Option(None, "--lr"),
     optimizer: str | None = typer.Option(None, "--optimizer", help="adamw or sgd"),
@@ -48,6 +53,11 @@ def train_classifier_cmd(
           if v is not None}
     if no_augment:
         kw["augment"] = {"enabled": False}
+    if synthetic_weight is not None:
+        kw["synthetic_weight"] = synthetic_weight
+    if cmo or cmo_prob is not None or mask_dir is not None:
+        kw["cmo"] = {"enabled": True, **({"prob": cmo_prob} if cmo_prob is not None else {}),
+                     **({"mask_dir": str(mask_dir)} if mask_dir else {})}
     with fail_cleanly():
         m = train_classifier(data, out, backbone=backbone, loss=loss, epochs=epochs, seed=seed,
                              resolution=resolution, splits=splits, synthetic_manifest=synthetic_manifest,
@@ -83,18 +93,35 @@ def experiment_cmd(
     backbone: str = typer.Option("resnet18", "--backbone"),
     epochs: int | None = typer.Option(None, "--epochs"),
     splits: Path | None = typer.Option(None, "--splits"),
+    folds: int | None = typer.Option(None, "--folds",
+                                       help="k-fold lesion-grouped CV over train+val, epoch and post-hoc τ chosen on an "
+                                            "inner split, paired Δ vs the first method (the augmentation "
+                                            "experiment's protocol); without it: train -> val as before"),
+    inner_val: float = typer.Option(0.15, "--inner-val", help="with --folds: inner split share"),
+    bootstrap: int = typer.Option(1000, "--bootstrap", help="with --folds: bootstrap resamples"),
+    batch_size: int | None = typer.Option(None, "--batch-size"),
+    device: str | None = typer.Option(None, "--device"),
+    jobs: int = typer.Option(1, "--jobs", help="with --folds: training runs in parallel worker processes"),
     threads: int | None = typer.Option(None, "--threads"),
     quiet: bool = typer.Option(False, "--quiet"),
 ) -> None:
     """Methods x seeds -> comparison.md / comparison.csv (mean ± std, rarest class highlighted)."""
     from ..classify.experiment import METHODS, run_experiment
 
-    kw = {"threads": threads} if threads else {}
+    kw = {k: v for k, v in (("threads", threads), ("batch_size", batch_size), ("device", device)) if v is not None}
     with fail_cleanly():
         try:
             seed_list = [int(s) for s in _csv_list(seeds) or []]
         except ValueError:
             raise ValueError(f"--seeds {seeds!r}: expected a comma list of integers") from None
+        if folds:
+            from ..ood.experiment import run_method_comparison
+
+            res = run_method_comparison(data, out, _csv_list(methods) or list(METHODS), folds=folds,
+                                        seeds=seed_list, backbone=backbone, epochs=epochs, splits=splits,
+                                        inner_val=inner_val, n_boot=bootstrap, train_kw=kw, quiet=quiet, jobs=jobs)
+            print_json({"table": res["table_path"], "best": res["best"]})
+            return
         res = run_experiment(data, out, methods=_csv_list(methods), seeds=seed_list, backbone=backbone,
                              epochs=epochs, splits=splits, quiet=quiet, **kw)
     err.print(f"methods: {', '.join(_csv_list(methods) or METHODS)}; table: {res['table']}")

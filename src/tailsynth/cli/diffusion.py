@@ -66,9 +66,13 @@ def masks_cmd(
 
 
 def generate_cmd(
-    model: Path = typer.Option(..., "--model", help="diffusion model folder from `train diffusion`"),
+    model: Path = typer.Option(..., "--model", help="diffusion model folder from `train diffusion` (or models/synth-dermamnist)"),
     data: Path = typer.Option(..., "--data", help="real images for backgrounds and class counts: " + SOURCE_HELP),
     out: Path = typer.Option(..., "--out"),
+    mode: str = typer.Option("inpaint", "--mode", help="inpaint: paint a lesion from noise into the background's "
+                                                       "lesion region; harmonize: paste a real lesion of the class "
+                                                       "and re-noise it to --strength (SDEdit)"),
+    strength: float = typer.Option(0.5, "--strength", help="harmonize: share of the noise schedule (0.2-0.7 typical)"),
     classes: str | None = typer.Option(None, help="comma-separated, e.g. DF,VASC (default: every class the "
                                                       "policy gives a positive count)"),
     policy: str = typer.Option("fill-to-head", help="fill-to-head | fixed"),
@@ -88,15 +92,17 @@ def generate_cmd(
                                                      help="comma-separated (default: head classes)"),
     batch_size: int = typer.Option(32, "--batch-size"),
 ) -> None:
-    """Inpaint tail-class lesions into real backgrounds; write images, ground truth, manifest and grids."""
-    from ..diffusion.generate import generate
+    """Inpaint (or harmonize) tail-class lesions into real backgrounds; write images, ground truth, manifest, grids."""
+    from ..diffusion.generate import GenerateConfig, generate
 
     bg = [c.strip() for c in background_classes.split(",")] if background_classes else None
     with fail_cleanly():
-        res = generate(model, data, out, classes=classes, policy=policy, count=count, oversample=oversample,
-                       sampler=sampler, steps=steps, guidance=guidance, seed=seed, shard=shard,
-                       save_inputs=save_inputs, mask_mode=mask_mode, masks=masks, background_classes=bg,
-                       max_synthetic_per_real=max_synthetic_per_real, batch_size=batch_size)
+        cfg = GenerateConfig(model=str(model), data=str(data), out=str(out), mode=mode, strength=strength,
+                             classes=classes, policy=policy, count=count, oversample=oversample, sampler=sampler,
+                             steps=steps, guidance=guidance, seed=seed, shard=shard, save_inputs=save_inputs,
+                             mask_mode=mask_mode, masks=str(masks) if masks else None, background_classes=bg,
+                             max_synthetic_per_real=max_synthetic_per_real, batch_size=batch_size, progress=True)
+        res = generate(cfg)
     print_json(res)
 
 
@@ -111,8 +117,90 @@ def merge_shards_cmd(
         print_json(merge_shards(dirs, out))
 
 
+def synth_quality_cmd(
+    model: Path = typer.Option(..., "--model", help="synthesizer folder (e.g. models/synth-dermamnist)"),
+    data: Path = typer.Option(..., "--data", help="real data: " + SOURCE_HELP),
+    classifier: Path = typer.Option(..., "--classifier", help="real-only classifier folder (label fidelity, features)"),
+    out: Path = typer.Option(..., "--out", help="folder for quality.json, index.html, grids and the samples"),
+    classes: str = typer.Option("DF,VASC,AK", help="comma-separated tail classes to gate"),
+    modes: str = typer.Option("inpaint,harmonize", help="synthesis modes to gate"),
+    strength: float = typer.Option(0.5, help="harmonize strength"),
+    sampler: str = typer.Option("dpmsolver"),
+    steps: int = typer.Option(20),
+    guidance: float = typer.Option(2.0),
+    seed: int = typer.Option(0),
+    gate_backbone: str = typer.Option("test_resnet", "--gate-backbone", help="train-on-synthetic classifier recipe"),
+    gate_epochs: int = typer.Option(5, "--gate-epochs"),
+    gate_seeds: str = typer.Option("0", "--gate-seeds", help="comma-separated seeds of the TOS classifiers"),
+    no_tos: bool = typer.Option(False, "--no-tos", help="skip the train-on-synthetic classifiers (fast)"),
+) -> None:
+    """Quality gates of a synthesizer per tail class: label fidelity, train-on-synthetic recall, FD/KID, memorization."""
+    from ..diffusion.gates import GateConfig, run_gates
+
+    with fail_cleanly():
+        cfg = GateConfig(model=str(model), data=str(data), classifier=str(classifier), out=str(out),
+                         classes=[c.strip() for c in classes.split(",") if c.strip()],
+                         modes=[m.strip() for m in modes.split(",") if m.strip()], strength=strength,
+                         sampler=sampler, steps=steps, guidance=guidance, seed=seed, gate_backbone=gate_backbone,
+                         gate_epochs=gate_epochs, gate_seeds=[int(s) for s in gate_seeds.split(",")], tos=not no_tos)
+        q = run_gates(cfg)
+    print_json({"out": str(out), "all_pass": q["all_pass"], "gates": q["gates"]})
+
+
+def diagnose_cmd(
+    model: Path = typer.Option(..., "--model", help="diffusion model folder"),
+    data: Path = typer.Option(..., "--data", help="real data: " + SOURCE_HELP),
+    out: Path = typer.Option(..., "--out"),
+    classifier: Path | None = typer.Option(None, "--classifier", help="real-only classifier: enables the sampler sweep"),
+    n: int = typer.Option(256, help="validation images for the one-step reconstruction"),
+    sweep: str = typer.Option("ddim:25:1.5,ddim:25:2,dpmsolver:10:2,dpmsolver:20:1,dpmsolver:20:2,dpmsolver:20:3",
+                              help="sampler:steps:guidance configurations"),
+    count: int = typer.Option(48, help="sweep: candidates per tail class"),
+) -> None:
+    """Diagnose a synthesizer: one-step reconstruction (EMA vs raw weights) and a sampler sweep."""
+    import json
+
+    from ..diffusion.diagnose import reconstruction_report, sampler_sweep
+
+    with fail_cleanly():
+        out.mkdir(parents=True, exist_ok=True)
+        rep = {"reconstruction": reconstruction_report(model, data, n=n)}
+        if classifier:
+            configs = []
+            for item in sweep.split(","):
+                smp, st, g = item.split(":")
+                configs.append({"sampler": smp, "steps": int(st), "guidance": float(g)})
+            rep["sampler_sweep"] = sampler_sweep(model, data, classifier, out, configs, count=count)
+        (out / "diagnosis.json").write_text(json.dumps(rep, indent=2) + "\n")
+    print_json(rep)
+
+
+def ship_cmd(
+    model: Path = typer.Option(..., "--model", help="trained model folder (its EMA weights are shipped)"),
+    out: Path = typer.Option(..., "--out", help="e.g. models/synth-dermamnist"),
+    name: str = typer.Option("synth-dermamnist", "--name"),
+    quality: Path | None = typer.Option(None, "--quality", help="quality.json from `synth-quality` (gate figures)"),
+    command: list[str] = typer.Option([], "--command", help="a command that reproduces it (repeatable)"),
+    note: list[str] = typer.Option([], "--note", help="a note for the model card (repeatable)"),
+) -> None:
+    """Ship a trained synthesizer: fp16 safetensors (<= 8 MB), model_card.json and MODEL_CARD.md."""
+    import json
+
+    from ..diffusion.card import build_card, card_markdown
+    from ..diffusion.model import ship
+
+    with fail_cleanly():
+        q = json.loads(quality.read_text()) if quality else None
+        card = ship(model, out, build_card(model, name, q, list(command), list(note)))
+        (out / "MODEL_CARD.md").write_text(card_markdown(card))
+    print_json({"out": str(out), "weights_hash": card["weights_hash"], "weights_mb": card["weights_mb"]})
+
+
 def register(app: typer.Typer) -> None:
     attach(app)  # `tailsynth train` group, shared with the classifier; added once
     app.command("masks")(masks_cmd)
     app.command("generate")(generate_cmd)
     app.command("merge-shards")(merge_shards_cmd)
+    app.command("synth-quality")(synth_quality_cmd)
+    app.command("diagnose-diffusion")(diagnose_cmd)
+    app.command("ship-synthesizer")(ship_cmd)

@@ -37,43 +37,74 @@ def select(
                 "per_class_kept": {c: e["n_kept"] for c, e in q["per_class"].items()}})
 
 
+def _floats(s: str | None) -> list[float]:
+    return [float(x) for x in (s or "").split(",") if x.strip()]
+
+
 def experiment_augment(
     data: Path = typer.Option(..., "--data", help="real data SOURCE (DermaMNIST .npz or ISIC folder)"),
-    candidates: Path = typer.Option(..., "--candidates", help="GEN_DIR of synthetic candidates"),
     out: Path = typer.Option(..., "--out"),
-    seeds: str = typer.Option("0,1,2", "--seeds", help="comma-separated seeds (>= 3 for intervals)"),
-    gammas: str = typer.Option("0.2,0.4,0.6,1.0", "--gammas", help="gamma sweep for the OOD-selected arm"),
-    main_gamma: float = typer.Option(0.4, "--main-gamma", help="gamma of arms (b), (c) and (d) in the main table"),
+    candidates: Path | None = typer.Option(None, "--candidates", help="GEN_DIR of synthetic candidates "
+                                                                      "(arms prior-shift, random, ood)"),
+    harmonized_candidates: Path | None = typer.Option(None, "--harmonized-candidates",
+                                                        help="GEN_DIR from `generate --mode harmonize` (arm harmonized)"),
+    baseline: str = typer.Option("class-balanced-sampler", "--baseline",
+                                 help="arm (a): a method of `tailsynth experiment` (the comparison's winner)"),
+    arms: str = typer.Option("real,cmo,prior-shift,random,ood,harmonized", "--arms",
+                             help="subset of real,cmo,prior-shift,random,ood,harmonized"),
+    folds: int | None = typer.Option(None, "--folds", help="k-fold lesion-grouped stratified CV over train+val; "
+                                                             "without it, report on the source's val split"),
+    seeds: str = typer.Option("0", "--seeds", help="comma-separated training seeds (per fold)"),
+    gamma: float = typer.Option(0.4, "--gamma", "--main-gamma", help="keep fraction of arms (e)/(f); (d) matches (e)"),
+    gammas: str | None = typer.Option(None, "--gammas", help="extra gammas for arm (e) (a sweep)"),
+    synthetic_ratio: float | None = typer.Option(None, "--synthetic-ratio",
+                                                    help="share of each class's draws that are synthetic "
+                                                         "(default: the pooled share)"),
+    synthetic_weight: float = typer.Option(1.0, "--synthetic-weight", help="loss weight of synthetic images"),
+    cmo_prob: float = typer.Option(0.5, "--cmo-prob", help="share of head-class images that get a pasted lesion"),
+    mask_dir: Path | None = typer.Option(None, "--mask-dir", help="lesion masks from `tailsynth masks` for CMO "
+                                                                    "(default: segmented on the fly)"),
     backbone: str = typer.Option("resnet18", "--backbone"),
-    loss: str = typer.Option("ce", "--loss", help="the best real-only method's loss"),
-    sampler: str | None = typer.Option(None, "--sampler", help="the best real-only method's sampler"),
     epochs: int | None = typer.Option(None, "--epochs"),
     resolution: int | None = typer.Option(None, "--resolution"),
     score: str = typer.Option("mahalanobis", "--score"),
     classifier: Path | None = typer.Option(None, "--classifier",
-                                              help="real-data classifier for scoring (default: arm (a), first seed)"),
+                                              help="one scorer for every replicate (default: each replicate's arm (a))"),
     splits: Path | None = typer.Option(None, "--splits"),
-    arms: str = typer.Option("real,random,ood,oversample", "--arms", help="subset of real,random,ood,oversample"),
-    no_sweep: bool = typer.Option(False, "--no-sweep", help="only the main gamma"),
+    inner_val: float = typer.Option(0.15, "--inner-val", help="share of the training part held out to pick the epoch"),
+    split_seed: int = typer.Option(0, "--split-seed", help="seed of the folds and inner splits"),
+    eval_data: Path | None = typer.Option(None, "--eval-data", help="another SOURCE the runs never saw"),
+    eval_split: str = typer.Option("test", "--eval-split", help="split of --eval-data to evaluate on"),
+    eval_splits: Path | None = typer.Option(None, "--eval-splits", help="split manifest for --eval-data"),
+    bootstrap: int = typer.Option(1000, "--bootstrap", help="bootstrap resamples for the paired intervals"),
     threads: int | None = typer.Option(None, "--threads", help="torch threads per training run"),
     batch_size: int | None = typer.Option(None, "--batch-size"),
+    device: str | None = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available)"),
     jobs: int = typer.Option(1, "--jobs", help="training runs in parallel worker processes"),
-    sweep_seeds: str | None = typer.Option(None, "--sweep-seeds", help="seeds for the gamma sweep (default: --seeds)"),
     collect_only: bool = typer.Option(False, "--collect-only", help="train nothing; tabulate the finished runs"),
+    quiet: bool = typer.Option(False, "--quiet"),
 ) -> None:
-    """Real-only vs + synthetic (unselected, OOD-selected) vs real oversampling, over seeds and a gamma sweep."""
+    """Best real-only vs CMO vs prior-shift control vs random / OOD-selected / harmonized synthetic, paired."""
     from ..ood.experiment import run_augmentation_experiment
 
     with fail_cleanly():
+        try:
+            seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+        except ValueError:
+            raise ValueError(f"--seeds {seeds!r}: expected a comma list of integers") from None
+        cmo = {"prob": cmo_prob, **({"mask_dir": str(mask_dir)} if mask_dir else {})}
         res = run_augmentation_experiment(
-            data, candidates, out, seeds=[int(s) for s in seeds.split(",") if s.strip()],
-            gammas=[float(g) for g in gammas.split(",") if g.strip()], main_gamma=main_gamma, backbone=backbone,
-            loss=loss, sampler=sampler, epochs=epochs, resolution=resolution, score=score,
-            classifier=classifier, splits=splits, arms=[a.strip() for a in arms.split(",") if a.strip()],
-            sweep=not no_sweep, jobs=jobs, collect_only=collect_only,
-            sweep_seeds=[int(x) for x in sweep_seeds.split(",") if x.strip()] if sweep_seeds else None,
-            train_kw={k: v for k, v in (("threads", threads), ("batch_size", batch_size)) if v is not None})
-    print_json({"out": str(out), "table": res["table_path"]})
+            data, candidates, out, baseline=baseline, arms=[a.strip() for a in arms.split(",") if a.strip()],
+            folds=folds, seeds=seed_list, gamma=gamma, gammas=_floats(gammas),
+            harmonized_candidates=harmonized_candidates, synthetic_ratio=synthetic_ratio,
+            synthetic_weight=synthetic_weight, cmo=cmo, backbone=backbone, epochs=epochs, resolution=resolution,
+            score=score, classifier=classifier, splits=splits, inner_val=inner_val, split_seed=split_seed,
+            eval_data=eval_data, eval_split=eval_split, eval_splits=eval_splits, n_boot=bootstrap, jobs=jobs,
+            collect_only=collect_only, quiet=quiet,
+            train_kw={k: v for k, v in (("threads", threads), ("batch_size", batch_size), ("device", device))
+                      if v is not None})
+    decision = {part: e.get("decision") for part, e in res["results"]["parts"].items()}
+    print_json({"out": str(out), "table": res["table_path"], "decision": decision})
 
 
 def register(app: typer.Typer) -> None:

@@ -1,4 +1,13 @@
-"""Tail-class synthesis: policy -> plan of candidates -> batched inpainting -> paste-back -> provenance.
+"""Tail-class synthesis: policy -> plan of candidates -> batched inpainting or harmonization -> paste-back -> provenance.
+
+Two modes:
+- `inpaint`: the background's lesion region is blanked and the model paints a lesion of the target class into it
+  from pure noise (the model must invent the lesion);
+- `harmonize`: a real lesion of the target class (with its own mask, randomly flipped/rotated) is pasted onto the
+  head-class background, the composite is noised to `strength` (0 = untouched, 1 = pure noise) and denoised
+  with the target label, SDEdit-style (Meng et al. 2022): the model only blends and varies a real lesion, the
+  generative cousin of CMO's copy-paste (Park et al. 2022). The manifest records the source lesion and how far
+  the result moved from it (`source_rms`), so selection can drop near-copies of the source.
 
 Determinism and sharding: the whole plan (which background, which mask, which noise seed for every
 candidate) is computed up front from `seed` alone, cheaply, in every process. Sampling runs in fixed
@@ -30,8 +39,10 @@ from ..data.errors import DataError
 POLICIES = ("fill-to-head", "fixed")
 SAMPLERS = ("ddim", "dpmsolver")
 MASK_MODES = ("own", "class")
+MODES = ("inpaint", "harmonize")
 MANIFEST_COLUMNS = ["id", "class", "background_id", "background_class", "mask_source", "mask_method",
-                    "mask_coverage", "seed", "sampler", "steps", "guidance", "model_hash", "index"]
+                    "mask_coverage", "seed", "sampler", "steps", "guidance", "model_hash", "index",
+                    "mode", "strength", "source_id", "source_rms"]
 GT_FILE = "synthetic_ground_truth.csv"
 GRID_COUNT = 32
 
@@ -42,9 +53,66 @@ class Candidate:
     id: str
     cls: str
     background: int  # index into the background pool
-    mask_donor: int | None  # index into the class pool when the mask is borrowed
+    mask_donor: int | None  # index into the class pool: borrowed mask (inpaint) or source lesion (harmonize)
     seed: int
     unit: int
+
+
+@dataclass
+class GenerateConfig:
+    """Every setting of one generation run (written to OUT/generation.json, minus run-local fields)."""
+
+    model: str
+    data: str
+    out: str
+    classes: list[str] | None = None
+    policy: str = "fill-to-head"
+    count: int | None = None
+    oversample: float = 1.0
+    mode: str = "inpaint"
+    strength: float = 0.5  # harmonize only: the share of the noise schedule the composite is sent back through
+    sampler: str = "ddim"
+    steps: int = 25
+    guidance: float = 1.5
+    seed: int = 0
+    shard: str | tuple | None = None
+    save_inputs: bool = False
+    mask_mode: str = "own"
+    masks: str | None = None
+    background_classes: list[str] | None = None
+    max_synthetic_per_real: float = 10
+    batch_size: int = 32
+    feather: float | None = None
+    mask_dilate: int | None = None
+    splits: str | None = None
+    device: str | None = None
+    progress: bool = False
+
+    def __post_init__(self):
+        if isinstance(self.classes, str):
+            self.classes = [c.strip() for c in self.classes.split(",") if c.strip()]
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {self.sampler!r} (choose from {', '.join(SAMPLERS)})")
+        if self.mask_mode not in MASK_MODES:
+            raise ValueError(f"unknown mask mode {self.mask_mode!r} (choose from {', '.join(MASK_MODES)})")
+        if self.mode not in MODES:
+            raise ValueError(f"unknown mode {self.mode!r} (choose from {', '.join(MODES)})")
+        if self.mode == "harmonize" and not 0.05 <= self.strength <= 1.0:
+            raise ValueError(f"--strength must lie in [0.05, 1] for harmonize, got {self.strength}")
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError("steps and batch_size must be >= 1")
+        for k in ("model", "data", "out", "masks", "splits"):
+            v = getattr(self, k)
+            if v is not None and not isinstance(v, str):
+                setattr(self, k, str(v))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> GenerateConfig:
+        """From a dict (e.g. a --config YAML); unknown keys are errors, not silently ignored."""
+        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"generate: unknown setting(s) {', '.join(unknown)}")
+        return cls(**d)
 
 
 # ---- policy ------------------------------------------------------------------------------------------
@@ -113,7 +181,7 @@ def parse_shard(shard) -> tuple[int, int] | None:
 
 
 def make_plan(targets: dict[str, int], classes: list[str], n_backgrounds: int, class_pool_sizes: dict[str, int],
-              seed: int, batch_size: int, mask_mode: str) -> list[Candidate]:
+              seed: int, batch_size: int, mask_mode: str, mode: str = "inpaint") -> list[Candidate]:
     plan: list[Candidate] = []
     unit = 0
     for c in [c for c in classes if c in targets]:
@@ -121,7 +189,8 @@ def make_plan(targets: dict[str, int], classes: list[str], n_backgrounds: int, c
         rng = np.random.default_rng([seed, ci])
         n = targets[c]
         bgs = rng.integers(0, n_backgrounds, n)
-        donors = rng.integers(0, class_pool_sizes[c], n) if mask_mode == "class" else [None] * n
+        needs_donor = mask_mode == "class" or mode == "harmonize"
+        donors = rng.integers(0, class_pool_sizes[c], n) if needs_donor else [None] * n
         seeds = rng.integers(0, 2**31 - 1, n)
         for k in range(n):
             plan.append(Candidate(len(plan), f"syn_{c}_s{seed}_{k:05d}", c, int(bgs[k]),
@@ -152,26 +221,30 @@ def make_scheduler(train_scheduler, sampler: str, steps: int):
     return s
 
 
-def inpaint(unet, train_scheduler, backgrounds: np.ndarray, masks: np.ndarray, labels: np.ndarray, seeds,
-            null_class: int, sampler: str = "ddim", steps: int = 25, guidance: float = 1.5, device="cpu") -> np.ndarray:
-    """Raw model output (uint8 N,R,R,3) for backgrounds (uint8 N,R,R,3), masks (bool N,R,R), labels (int)."""
+def _seeded_noise(seeds, r: int):
     import torch
 
-    r = backgrounds.shape[1]
-    bg = torch.from_numpy(backgrounds.astype(np.float32) / 127.5 - 1.0).permute(0, 3, 1, 2).to(device)
-    m = torch.from_numpy(masks.astype(np.float32))[:, None].to(device)
-    masked = bg * (1.0 - m)
-    y = torch.as_tensor(labels, dtype=torch.long, device=device)
-    noise = torch.stack([torch.randn((3, r, r), generator=torch.Generator().manual_seed(int(s))) for s in seeds])
-    sched = make_scheduler(train_scheduler, sampler, steps)
-    x = noise.to(device) * sched.init_noise_sigma
+    return torch.stack([torch.randn((3, r, r), generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+
+
+def _to_model(images: np.ndarray, device):
+    import torch
+
+    return torch.from_numpy(images.astype(np.float32) / 127.5 - 1.0).permute(0, 3, 1, 2).to(device)
+
+
+def _denoise(unet, sched, x, timesteps, known, m, labels, null_class: int, guidance: float):
+    """The sampling loop shared by both modes: conditional and null class in one batch of 2N."""
+    import torch
+
+    y = torch.as_tensor(labels, dtype=torch.long, device=x.device)
     cfg = guidance != 1.0
-    cond = torch.cat([masked, m], 1)
+    cond = torch.cat([known * (1.0 - m), m], 1)
     if cfg:
         cond = torch.cat([cond, cond])
         y = torch.cat([y, torch.full_like(y, null_class)])
     with torch.no_grad():
-        for t in sched.timesteps:
+        for t in timesteps:
             xin = sched.scale_model_input(x, t)
             xin = torch.cat([xin, xin]) if cfg else xin
             pred = unet(torch.cat([xin, cond], 1), t, class_labels=y).sample
@@ -181,6 +254,62 @@ def inpaint(unet, train_scheduler, backgrounds: np.ndarray, masks: np.ndarray, l
             x = sched.step(pred, t, x).prev_sample
     x = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     return x.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def inpaint(unet, train_scheduler, backgrounds: np.ndarray, masks: np.ndarray, labels: np.ndarray, seeds,
+            null_class: int, sampler: str = "ddim", steps: int = 25, guidance: float = 1.5, device="cpu") -> np.ndarray:
+    """Raw model output (uint8 N,R,R,3) for backgrounds (uint8 N,R,R,3), masks (bool N,R,R), labels (int)."""
+    import torch
+
+    r = backgrounds.shape[1]
+    bg = _to_model(backgrounds, device)
+    m = torch.from_numpy(masks.astype(np.float32))[:, None].to(device)
+    sched = make_scheduler(train_scheduler, sampler, steps)
+    x = _seeded_noise(seeds, r).to(device) * sched.init_noise_sigma
+    return _denoise(unet, sched, x, sched.timesteps, bg, m, labels, null_class, guidance)
+
+
+def harmonize(unet, train_scheduler, composites: np.ndarray, masks: np.ndarray, labels: np.ndarray, seeds,
+              null_class: int, strength: float = 0.5, sampler: str = "ddim", steps: int = 25, guidance: float = 1.5,
+              device="cpu") -> np.ndarray:
+    """SDEdit: noise each composite (uint8 N,R,R,3) to the timestep at `strength` of the schedule and denoise it
+    with the label; the region outside the mask is given to the model as known, as in inpainting.
+    Runs ceil(steps * strength) of the `steps`-step schedule."""
+    import torch
+
+    r = composites.shape[1]
+    x0 = _to_model(composites, device)
+    m = torch.from_numpy(masks.astype(np.float32))[:, None].to(device)
+    sched = make_scheduler(train_scheduler, sampler, steps)
+    n_run = max(1, min(steps, math.ceil(steps * strength)))
+    start = steps - n_run
+    timesteps = sched.timesteps[start:]
+    if hasattr(sched, "set_begin_index"):
+        sched.set_begin_index(start)  # multistep solvers keep a step index; start it mid-schedule
+    t0 = timesteps[:1].repeat(len(composites))
+    x = train_scheduler.add_noise(x0, _seeded_noise(seeds, r).to(device), t0.cpu()).to(device)
+    return _denoise(unet, sched, x, timesteps, x0, m, labels, null_class, guidance)
+
+
+def composite_lesion(background: np.ndarray, bg_mask: np.ndarray, source: np.ndarray, src_mask: np.ndarray,
+                     rot: int, flip: bool, dilate: int) -> tuple[np.ndarray, np.ndarray]:
+    """(composite uint8, region bool). The source lesion (turned by `rot` quarter turns, optionally flipped) is
+    pasted with its own mask; the rest of the region (the union of both lesions, dilated) is filled with the
+    background's skin colour (median outside the region), so neither the background's own lesion nor the source's
+    surrounding skin is left for the model to blend around."""
+    from scipy import ndimage as ndi
+
+    src, sm = np.rot90(source, rot), np.rot90(src_mask, rot)
+    if flip:
+        src, sm = src[:, ::-1], sm[:, ::-1]
+    region = sm | bg_mask
+    if dilate:
+        region = ndi.binary_dilation(region, iterations=dilate)
+    out = background.copy()
+    skin = background[~region] if (~region).any() else background.reshape(-1, 3)
+    out[region] = np.median(skin, axis=0).round().astype(np.uint8)
+    out[sm] = src[sm]
+    return out, region
 
 
 def blend_alpha(mask: np.ndarray, feather: float) -> np.ndarray:
@@ -253,95 +382,132 @@ def _write_grids(out: Path, rows: list[dict]) -> list[str]:
 
 
 # ---- the entry point ----------------------------------------------------------------------------------
-def generate(model, data, out, classes=None, policy="fill-to-head", count=None, oversample=1.0, sampler="ddim",
-             steps=25, guidance=1.5, seed=0, shard=None, save_inputs=False, mask_mode="own", masks=None,
-             background_classes=None, max_synthetic_per_real=10, batch_size=32, feather=None, mask_dilate=None,
-             splits=None, device=None) -> dict:
-    """Inpaint lesions of `classes` into real backgrounds of DATA with the model in MODEL; write OUT (see module doc)."""
+def generate(config, data=None, out=None, **options) -> dict:
+    """Run one generation (see the module doc) and write OUT. `config` is a GenerateConfig; for convenience
+    `generate(model, data, out, **options)` builds one (unknown options are errors)."""
+    if not isinstance(config, GenerateConfig):
+        config = GenerateConfig.from_dict({"model": config, "data": data, "out": out, **options})
+    elif data is not None or out is not None or options:
+        raise ValueError("generate: pass either a GenerateConfig or (model, data, out, **options), not both")
+    return _run(config)
+
+
+def _run(cfg: GenerateConfig) -> dict:
     import torch
+    from scipy import ndimage as ndi
 
     from ..data import ensure_splits, load_source
     from ..masks import masks_for_records
+    from ..progress import Progress
     from .model import load_model, model_hash
 
-    if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r} (choose from {', '.join(SAMPLERS)})")
-    if mask_mode not in MASK_MODES:
-        raise ValueError(f"unknown mask mode {mask_mode!r} (choose from {', '.join(MASK_MODES)})")
-    if steps < 1 or batch_size < 1:
-        raise ValueError("steps and batch_size must be >= 1")
-    if isinstance(classes, str):
-        classes = [c.strip() for c in classes.split(",") if c.strip()]
-    shard_t = parse_shard(shard)
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    unet, train_sched, meta = load_model(model, dev)
-    mhash = model_hash(model)
+    shard_t = parse_shard(cfg.shard)
+    dev = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    unet, train_sched, meta = load_model(cfg.model, dev)
+    mhash = model_hash(cfg.model)
     res = int(meta["resolution"])
     mclasses = list(meta["classes"])
-    feather = float(res / 32 * 1.5) if feather is None else float(feather)
-    mask_dilate = max(1, res // 32) if mask_dilate is None else int(mask_dilate)
+    feather = float(res / 32 * 1.5) if cfg.feather is None else float(cfg.feather)
+    mask_dilate = max(1, res // 32) if cfg.mask_dilate is None else int(cfg.mask_dilate)
+    harmonizing = cfg.mode == "harmonize"
 
-    ds = ensure_splits(load_source(data, splits=splits), seed=0)
+    ds = ensure_splits(load_source(cfg.data, splits=cfg.splits), seed=0)
     train = ds.split("train")
     counts = {c: n for c, n in train.class_counts().items() if c in mclasses}
     if not any(counts.values()):
-        raise DataError(f"{data}: no training images of the model's classes ({', '.join(mclasses)})")
-    targets = class_targets(counts, classes, policy, count, oversample, max_synthetic_per_real)
-    bg_classes = list(background_classes or head_classes(counts))
+        raise DataError(f"{cfg.data}: no training images of the model's classes ({', '.join(mclasses)})")
+    targets = class_targets(counts, cfg.classes, cfg.policy, cfg.count, cfg.oversample, cfg.max_synthetic_per_real)
+    bg_classes = list(cfg.background_classes or head_classes(counts))
     pool = [r for r in train.records if r.label in bg_classes]
     if not pool:
-        raise DataError(f"{data}: no background images of class(es) {', '.join(bg_classes)}")
+        raise DataError(f"{cfg.data}: no background images of class(es) {', '.join(bg_classes)}")
     class_pool = {c: [r for r in train.records if r.label == c] for c in targets}
-    plan = make_plan(targets, mclasses, len(pool), {c: len(v) for c, v in class_pool.items()}, seed, batch_size,
-                     mask_mode)
+    plan = make_plan(targets, mclasses, len(pool), {c: len(v) for c, v in class_pool.items()}, cfg.seed,
+                     cfg.batch_size, cfg.mask_mode, cfg.mode)
     n_units = (max(c.unit for c in plan) + 1) if plan else 0
     units = shard_units(n_units, shard_t)
 
-    out = Path(out)
+    out = Path(cfg.out)
     (out / "images").mkdir(parents=True, exist_ok=True)
-    if save_inputs:
+    if cfg.save_inputs:
         (out / "inputs").mkdir(exist_ok=True)
-    columns = MANIFEST_COLUMNS + (["background_path", "mask_path"] if save_inputs else [])
-    config = {"model": str(model), "model_hash": mhash, "data": str(data), "classes": list(targets),
-              "targets": targets, "policy": policy, "count": count, "oversample": oversample, "sampler": sampler,
-              "steps": steps, "guidance": guidance, "seed": seed, "mask_mode": mask_mode,
-              "masks": str(masks) if masks else None, "background_classes": bg_classes,
-              "max_synthetic_per_real": max_synthetic_per_real, "batch_size": batch_size, "feather": feather,
+    columns = MANIFEST_COLUMNS + (["background_path", "mask_path"] if cfg.save_inputs else [])
+    config = {"model": cfg.model, "model_hash": mhash, "data": cfg.data, "classes": list(targets),
+              "targets": targets, "policy": cfg.policy, "count": cfg.count, "oversample": cfg.oversample,
+              "mode": cfg.mode, "strength": cfg.strength if harmonizing else None, "sampler": cfg.sampler,
+              "steps": cfg.steps, "guidance": cfg.guidance, "seed": cfg.seed, "mask_mode": cfg.mask_mode,
+              "masks": cfg.masks, "background_classes": bg_classes,
+              "max_synthetic_per_real": cfg.max_synthetic_per_real, "batch_size": cfg.batch_size, "feather": feather,
               "mask_dilate": mask_dilate, "resolution": res, "n_units": n_units,
               "shard": f"{shard_t[0]}/{shard_t[1]}" if shard_t else None}
-    from scipy import ndimage as ndi
 
     rows: list[dict] = []
     t0 = time.time()
+    n_planned = sum(1 for c in plan if c.unit in units)
+    bar = Progress(n_planned, f"generate ({cfg.mode})", unit="img") if cfg.progress else None
     for u in units:
         cands = [c for c in plan if c.unit == u]
         bg_recs = [pool[c.background] for c in cands]
         bgs = np.stack([train.image(r, res) for r in bg_recs])
-        if mask_mode == "own":
-            mrecs, mimgs = bg_recs, bgs
-        else:
-            mrecs = [class_pool[c.cls][c.mask_donor] for c in cands]
-            mimgs = np.stack([train.image(r, res) for r in mrecs])
-        mk, methods = masks_for_records(train, mrecs, res, mask_dir=masks, images=mimgs)
-        if mask_dilate:
-            mk = np.stack([ndi.binary_dilation(m, iterations=mask_dilate) for m in mk])
         labels = np.array([mclasses.index(c.cls) for c in cands])
-        gen = inpaint(unet, train_sched, bgs, mk, labels, [c.seed for c in cands], meta["null_class"], sampler,
-                      steps, guidance, dev)
+        seeds = [c.seed for c in cands]
+        src_recs, src_rms = [None] * len(cands), [None] * len(cands)
+        if harmonizing:
+            src_recs = [class_pool[c.cls][c.mask_donor] for c in cands]
+            srcs = np.stack([train.image(r, res) for r in src_recs])
+            bg_mk, _ = masks_for_records(train, bg_recs, res, mask_dir=cfg.masks, images=bgs)
+            src_mk, methods = masks_for_records(train, src_recs, res, mask_dir=cfg.masks, images=srcs)
+            comps, regions = [], []
+            for j, c in enumerate(cands):
+                turn = np.random.default_rng([c.seed, 7])  # the source lesion's pose, from the candidate's seed
+                comp, region = composite_lesion(bgs[j], bg_mk[j], srcs[j], src_mk[j], int(turn.integers(4)),
+                                                bool(turn.random() < 0.5), mask_dilate)
+                comps.append(comp)
+                regions.append(region)
+            comps, mk = np.stack(comps), np.stack(regions)
+            gen = harmonize(unet, train_sched, comps, mk, labels, seeds, meta["null_class"], cfg.strength,
+                            cfg.sampler, cfg.steps, cfg.guidance, dev)
+        else:
+            if cfg.mask_mode == "own":
+                mrecs, mimgs = bg_recs, bgs
+            else:
+                mrecs = [class_pool[c.cls][c.mask_donor] for c in cands]
+                mimgs = np.stack([train.image(r, res) for r in mrecs])
+            mk, methods = masks_for_records(train, mrecs, res, mask_dir=cfg.masks, images=mimgs)
+            if mask_dilate:
+                mk = np.stack([ndi.binary_dilation(m, iterations=mask_dilate) for m in mk])
+            gen = inpaint(unet, train_sched, bgs, mk, labels, seeds, meta["null_class"], cfg.sampler, cfg.steps,
+                          cfg.guidance, dev)
         for j, c in enumerate(cands):
             img = paste_back(bgs[j], gen[j], mk[j], feather)
+            if harmonizing:
+                # How far the result moved from the pasted real lesion, inside the region (0 = a copy).
+                diff = (img[mk[j]].astype(np.float32) - comps[j][mk[j]].astype(np.float32)) / 255.0
+                src_rms[j] = float(np.sqrt((diff ** 2).mean())) if diff.size else 0.0
             save_png(img, out / "images" / f"{c.id}.png")
+            if harmonizing:
+                mask_source = f"source:{src_recs[j].image_id}"
+            else:
+                mask_source = "own" if cfg.mask_mode == "own" else f"class:{mrecs[j].image_id}"
             row = {"id": c.id, "class": c.cls, "background_id": bg_recs[j].image_id,
-                   "background_class": bg_recs[j].label,
-                   "mask_source": "own" if mask_mode == "own" else f"class:{mrecs[j].image_id}",
+                   "background_class": bg_recs[j].label, "mask_source": mask_source,
                    "mask_method": methods[j], "mask_coverage": f"{mk[j].mean():.4f}", "seed": c.seed,
-                   "sampler": sampler, "steps": steps, "guidance": guidance, "model_hash": mhash, "index": c.index}
-            if save_inputs:
+                   "sampler": cfg.sampler, "steps": cfg.steps, "guidance": cfg.guidance, "model_hash": mhash,
+                   "index": c.index, "mode": cfg.mode, "strength": cfg.strength if harmonizing else "",
+                   "source_id": src_recs[j].image_id if harmonizing else "",
+                   "source_rms": f"{src_rms[j]:.5f}" if harmonizing else ""}
+            if cfg.save_inputs:
                 bp, mp = f"inputs/{c.id}_background.png", f"inputs/{c.id}_mask.png"
                 save_png(bgs[j], out / bp)
                 save_png((mk[j] * 255).astype(np.uint8), out / mp)
                 row.update(background_path=bp, mask_path=mp)
+                if harmonizing:
+                    save_png(comps[j], out / f"inputs/{c.id}_composite.png")
             rows.append(row)
+        if bar is not None:
+            bar.update(len(rows))
+    if bar is not None:
+        bar.close()
     wall = time.time() - t0
     _write_tables(out, rows, columns)
     (out / "generation.json").write_text(json.dumps(config, indent=2) + "\n")
@@ -349,7 +515,7 @@ def generate(model, data, out, classes=None, policy="fill-to-head", count=None, 
     return {"out": str(out), "n": len(rows), "per_class": {c: sum(r["class"] == c for r in rows) for c in targets},
             "targets": targets, "units": [units.start, units.stop], "n_units": n_units, "wall_s": round(wall, 2),
             "images_per_s": round(len(rows) / wall, 3) if wall > 0 and rows else None, "grids": grids,
-            "model_hash": mhash}
+            "model_hash": mhash, "mode": cfg.mode}
 
 
 def merge_shards(dirs, out) -> dict:

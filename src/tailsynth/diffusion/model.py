@@ -95,10 +95,66 @@ def read_meta(model_dir: str | Path) -> dict:
 
 
 def load_model(model_dir: str | Path, device: str = "cpu"):
-    """(unet in eval mode, noise scheduler, meta) from a model folder."""
+    """(unet in eval mode, noise scheduler, meta) from a model folder. Weights shipped in fp16 are computed in
+    fp32 (CPU kernels for fp16 convolutions are slow or missing)."""
     from diffusers import DDPMScheduler, UNet2DModel
 
     meta = read_meta(model_dir)
-    unet = UNet2DModel.from_pretrained(Path(model_dir) / "unet").to(device).eval()
+    unet = UNet2DModel.from_pretrained(Path(model_dir) / "unet").float().to(device).eval()
     sched = DDPMScheduler.from_pretrained(Path(model_dir) / "scheduler")
     return unet, sched, meta
+
+
+CARD_FILE = "model_card.json"
+SHIPPED_FILES = ("unet/config.json", "unet/diffusion_pytorch_model.safetensors", "scheduler/scheduler_config.json",
+                 META_FILE)
+
+
+def read_card(model_dir: str | Path) -> dict:
+    """The model card of a shipped synthesizer ({} for a model trained in a run)."""
+    p = Path(model_dir) / CARD_FILE
+    return json.loads(p.read_text()) if p.is_file() else {}
+
+
+def install_pretrained(src: str | Path, dest: str | Path) -> dict:
+    """Copy a shipped synthesizer into DEST (a pipeline's model artifact) unchanged; returns its meta with the
+    source path and weight hash, so a run records exactly which synthesizer it used."""
+    import shutil
+
+    src, dest = Path(src), Path(dest)
+    missing = [f for f in SHIPPED_FILES if not (src / f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{src}: not a synthesizer folder (missing {', '.join(missing)})")
+    for f in (*SHIPPED_FILES, CARD_FILE, "MODEL_CARD.md"):
+        if (src / f).is_file():
+            (dest / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src / f, dest / f)
+    meta = read_meta(dest)
+    meta["pretrained_from"] = str(src)
+    (dest / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    return {**meta, "model_hash": model_hash(dest)}
+
+
+def ship(model_dir: str | Path, dest: str | Path, card: dict, max_mb: float = 8.0) -> dict:
+    """Write a trained model's EMA weights as an fp16 safetensors synthesizer into DEST, with `card` as
+    model_card.json (and MODEL_CARD.md from it); refuses weights over `max_mb` (shipped models live in git)."""
+    import shutil
+
+    import torch
+    from diffusers import UNet2DModel
+
+    src, dest = Path(model_dir), Path(dest)
+    meta = read_meta(src)
+    unet = UNet2DModel.from_pretrained(src / "unet").to(torch.float16)
+    dest.mkdir(parents=True, exist_ok=True)
+    unet.save_pretrained(dest / "unet", safe_serialization=True)
+    size_mb = (dest / "unet" / "diffusion_pytorch_model.safetensors").stat().st_size / 2**20
+    if size_mb > max_mb:
+        raise ValueError(f"{dest}: weights are {size_mb:.1f} MB, over the {max_mb} MB limit for shipped models")
+    shutil.copytree(src / "scheduler", dest / "scheduler", dirs_exist_ok=True)
+    meta = {**meta, "weights": "ema, fp16"}
+    (dest / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    card = {**card, "weights_hash": model_hash(dest), "weights_mb": round(size_mb, 2),
+            "parameters": sum(p.numel() for p in unet.parameters())}
+    (dest / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
+    return card

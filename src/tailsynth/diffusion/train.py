@@ -20,9 +20,9 @@ AdamW 1e-3 with 200 warm-up steps, batch 64, native 28 px.
 from __future__ import annotations
 
 import csv
-import os
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -340,7 +340,7 @@ def train_diffusion(data, size, out, resolution=None, steps=None, seed=0, init_f
     torch.manual_seed(cfg.seed)
     if cfg.init_from:
         unet = UNet2DModel.from_pretrained(Path(cfg.init_from) / "unet" if (Path(cfg.init_from) / "unet").is_dir()
-                                           else cfg.init_from)
+                                           else cfg.init_from).float()  # shipped weights are fp16
         if unet.config.in_channels != 7 or unet.config.num_class_embeds != len(classes) + 1:
             raise ValueError(f"{cfg.init_from}: model has {unet.config.in_channels} input channels and "
                              f"{unet.config.num_class_embeds} class embeddings; need 7 and {len(classes) + 1}")

@@ -14,6 +14,10 @@ import numpy as np
 
 from ..data.errors import DataError
 
+# A harmonized lesion whose pixels moved less than this RMS (0..1 scale, about 5 grey levels) from the pasted
+# real lesion is that lesion with a little noise: a near-copy, not a new sample.
+SOURCE_COPY_RMS = 0.02
+
 
 @dataclass
 class Candidates:
@@ -22,6 +26,15 @@ class Candidates:
     classes: list[str]  # intended ISIC class per candidate
     paths: list[Path]
     background_ids: list[str]  # "" when unknown
+    source_ids: list[str] | None = None  # harmonize: the real lesion pasted in ("" otherwise)
+    source_rms: np.ndarray | None = None  # harmonize: RMS change from that lesion inside its region (nan otherwise)
+
+    def near_source_copies(self, threshold: float | None = None) -> np.ndarray:
+        """Harmonized candidates that barely moved from the real lesion they were made from."""
+        threshold = SOURCE_COPY_RMS if threshold is None else threshold
+        if self.source_rms is None:
+            return np.zeros(len(self.ids), bool)
+        return np.nan_to_num(self.source_rms, nan=np.inf) < threshold
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -51,7 +64,7 @@ def read_candidates(gen_dir: str | Path) -> Candidates:
         raise DataError(f"{root}: candidate folder not found")
     img_dir = root / "images"
     manifest = root / "manifest.csv"
-    ids, classes, bgs = [], [], []
+    ids, classes, bgs, srcs, src_rms = [], [], [], [], []
     if manifest.is_file():
         with open(manifest, newline="") as f:
             reader = csv.DictReader(f)
@@ -65,6 +78,12 @@ def read_candidates(gen_dir: str | Path) -> Candidates:
                 ids.append(iid)
                 classes.append(cls)
                 bgs.append((row.get("background_id") or "").strip())
+                srcs.append((row.get("source_id") or "").strip())
+                v = (row.get("source_rms") or "").strip()
+                try:
+                    src_rms.append(float(v) if v else np.nan)
+                except ValueError:
+                    raise DataError(f"{manifest}: row {row_no}: source_rms {v!r} is not a number") from None
     elif (root / "synthetic_ground_truth.csv").is_file():
         from ..data.isic import read_ground_truth
 
@@ -72,6 +91,8 @@ def read_candidates(gen_dir: str | Path) -> Candidates:
             ids.append(iid)
             classes.append(cls)
             bgs.append("")
+            srcs.append("")
+            src_rms.append(np.nan)
     else:
         raise DataError(f"{root}: no manifest.csv or synthetic_ground_truth.csv (expected the output of `tailsynth generate`)")
     if len(set(ids)) != len(ids):
@@ -81,4 +102,4 @@ def read_candidates(gen_dir: str | Path) -> Candidates:
     missing = [p for p in paths if not p.is_file()]
     if missing:
         raise DataError(f"{missing[0]}: candidate image missing ({len(missing)} of {len(paths)} missing)")
-    return Candidates(root, ids, classes, paths, bgs)
+    return Candidates(root, ids, classes, paths, bgs, srcs, np.array(src_rms, dtype=np.float64))

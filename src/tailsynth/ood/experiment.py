@@ -1,274 +1,446 @@
-"""Does real + selected synthetic data beat the best real-only method? (`tailsynth experiment-augment`)
+"""Do inpainted, OOD-selected tail lesions beat the best real-only training? (`tailsynth experiment-augment`)
 
-Arms, all with the same backbone, loss, sampler, epochs and seeds:
-  (a) real      the best real-only long-tail method, real data only
-  (b) random    + synthetic without OOD selection: a uniformly random subset with the same per-class counts as (c)
-  (c) ood       + synthetic kept by OOD post-selection at gamma
-  (d) oversample real oversampling: copies of real training images of each class, the same per-class counts as (c)
-plus the gamma sweep of (c). gamma = 1.0 keeps every candidate that is not a near-copy of a training image, i.e. all
-synthetic data without score-based selection.
+Arms, all with the same backbone, epochs, augmentation, seeds and image sets (see protocol.py):
+  (a) real         the best real-only long-tail method (a name from `classify.experiment.METHODS`)
+  (b) cmo          (a) + CMO: real tail lesions, cut out by their lesion masks, pasted onto head-class images
+                   during training, labels mixed by area (Park et al., CVPR 2022)
+  (c) prior-shift  (a) with real images oversampled to exactly the per-class draws of (e): the prior-shift control
+  (d) random       (a) + synthetic candidates chosen at random, the same per-class counts as (e)
+  (e) ood          (a) + synthetic candidates kept by OOD post-selection at gamma
+  (f) harmonized   (a) + OOD-selected candidates from a second folder (`generate --mode harmonize`)
+Optionally more gammas for (e) (`gammas`).
 
-Every run is a `train_classifier` call writing its own model folder; a finished run (metrics.json present) is
-skipped, so an interrupted experiment resumes where it stopped.
+Per replicate, (a) trains first; its model scores the candidates (selection never sees the reported images),
+then the other arms train. Every run is one `train_classifier` call in its own folder; a finished run is reused,
+so an interrupted experiment resumes. results.json holds per-arm means, paired Δ vs (a) and between the arms
+the decision rule names, with bootstrap intervals and McNemar p-values, and the verdict of the rule.
 """
 
 from __future__ import annotations
 
-import csv
 import json
-import math
+import time
 from pathlib import Path
 
 import numpy as np
 
-ARMS = ("real", "random", "ood", "oversample")
-ARM_LABELS = {"real": "(a) real only", "random": "(b) + synthetic, no selection (random, matched counts)",
-              "ood": "(c) + synthetic, OOD-selected", "oversample": "(d) real oversampling, matched counts"}
+from .protocol import (
+    DEFAULT_TAIL,
+    HEADLINE,
+    PREDICTIONS,
+    Replicate,
+    arm_table,
+    compare,
+    load_predictions,
+    make_replicates,
+    predict_part,
+    save_predictions,
+    tune_posthoc_tau,
+)
+
+ARMS = ("real", "cmo", "prior-shift", "random", "ood", "harmonized")
+SYNTHETIC_ARMS = ("random", "ood", "harmonized")
+ARM_LABELS = {"real": "(a) best real-only", "cmo": "(b) CMO (real tail lesions on head backgrounds)",
+              "prior-shift": "(c) prior-shift control (real, (e)'s class draws)",
+              "random": "(d) random synthetic, (e)'s counts", "ood": "(e) OOD-selected synthetic",
+              "harmonized": "(f) harmonized synthetic, OOD-selected"}
+# The comparisons the decision rule reads (besides every arm vs (a)).
+CONTRASTS = (("ood", "prior-shift"), ("ood", "random"), ("ood", "cmo"), ("harmonized", "prior-shift"),
+             ("harmonized", "ood"), ("harmonized", "cmo"))
 
 
-RATE = (0.0, 1.0)
-
-
-def _t95(n: int) -> float:
-    from scipy.stats import t
-
-    return float(t.ppf(0.975, n - 1)) if n > 1 else math.nan
-
-
-def summarize(values, bounds: tuple[float, float] | None = None) -> dict:
-    """Mean, sample std and a 95% t-interval over seeds (clipped to `bounds` for bounded metrics)."""
-    v = np.array([x for x in values if x is not None and math.isfinite(x)], dtype=np.float64)
-    if len(v) == 0:
-        return {"n": 0, "mean": None, "std": None, "ci95": [None, None]}
-    mean = float(v.mean())
-    std = float(v.std(ddof=1)) if len(v) > 1 else math.nan
-    half = _t95(len(v)) * std / math.sqrt(len(v)) if len(v) > 1 else math.nan
-    lo, hi = mean - half, mean + half
-    if bounds is not None and len(v) > 1:
-        lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
-    return {"n": len(v), "mean": mean, "std": std, "ci95": [lo, hi]}
-
-
-def oversample_manifest(data, counts: dict[str, int], out_dir: Path, seed: int = 0, splits=None) -> Path:
-    """Copies of real training images (lossless PNG), `counts[c]` of class c, cycling through a seeded
-    permutation so every image is repeated as evenly as possible; returns a trainer manifest for them."""
-    from PIL import Image
-
-    from ..classify.train import prepare_data
-
-    ds, _ = prepare_data(data, splits=splits, seed=0)
-    train = ds.split("train")
-    rng = np.random.default_rng(seed)
-    img_dir = out_dir / "images"
-    img_dir.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for cls, n in counts.items():
-        recs = [r for r in train.records if r.label == cls]
-        if n and not recs:
-            raise ValueError(f"{data}: no real training images of class {cls} to oversample")
-        order = rng.permutation(len(recs)) if recs else []
-        for k in range(n):
-            r = recs[int(order[k % len(recs)])]
-            p = img_dir / f"{r.image_id}.png"
-            if not p.exists():
-                Image.fromarray(train.image(r)).save(p)  # PNG: lossless, the copy is the real image
-            rows.append((str(p.resolve()), cls))
-    man = out_dir / "manifest.csv"
-    with open(man, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["path", "class"])
-        w.writerows(rows)
-    return man
-
-
-def random_matched(sc, counts: dict[str, int], seed: int = 0) -> np.ndarray:
-    """A uniformly random subset of all candidates (memorized ones included: no selection at all)."""
+def random_matched(sc, counts: dict[str, int], seed: int = 0, allowed: np.ndarray | None = None) -> np.ndarray:
+    """A uniformly random subset of the allowed candidates (memorized ones included: no selection at all)."""
     rng = np.random.default_rng(seed)
     keep = np.zeros(len(sc.ids), bool)
     classes = np.array(sc.classes)
+    ok = np.ones(len(sc.ids), bool) if allowed is None else np.asarray(allowed, bool)
     for cls, n in counts.items():
-        members = np.flatnonzero(classes == cls)
+        members = np.flatnonzero((classes == cls) & ok)
         keep[rng.choice(members, size=min(n, len(members)), replace=False)] = True
     return keep
 
 
-def _run(data, out: Path, manifest, seed: int, common: dict, log, collect_only: bool = False) -> dict | None:
-    from ..classify.train import train_classifier
+def touches_reported_images(folder, ids: list[str], manifest: Path) -> np.ndarray:
+    """Candidates painted on (or harmonized from) an image of the replicate's reported part: they would carry
+    a reported image's pixels into training, so they are never used in that replicate."""
+    from ..data.source import read_split_manifest
+    from .candidates import read_candidates
 
-    mfile = out / "metrics.json"
-    if mfile.is_file():
-        log(f"  {out}: done already, reusing")
-        return json.loads(mfile.read_text())
-    if collect_only:
-        log(f"  {out}: not run yet, left out of the table")
-        return None
-    log(f"  training {out} ...")
-    return train_classifier(data, out, seed=seed, synthetic_manifest=str(manifest) if manifest else None, **common)
+    c = read_candidates(folder)
+    reported = {i for i, s in read_split_manifest(manifest).items() if s == "test"}
+    src = c.source_ids or [""] * len(c.ids)
+    leak = {cid for cid, b, sid in zip(c.ids, c.background_ids, src) if b in reported or sid in reported}
+    return np.array([i in leak for i in ids], dtype=bool)
 
 
-def _run_all(data, tasks, common: dict, jobs: int, log, collect_only: bool = False) -> list[dict | None]:
-    """Train every task; with jobs > 1 in that many worker processes (each single-threaded unless told)."""
-    if jobs <= 1 or collect_only:
-        return [_run(data, d, m, s, common, log, collect_only) for _, s, d, m in tasks]
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
+def baseline_spec(name: str) -> dict:
+    """Training options and post-hoc flag of the real-only method `name`."""
+    from ..classify.experiment import METHODS
 
-    log(f"training {len(tasks)} runs in {jobs} worker processes")
-    # spawn: a forked torch process can deadlock in its thread pool.
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as ex:
-        futs = [ex.submit(_run, data, d, m, s, common, print) for _, s, d, m in tasks]
-        return [f.result() for f in futs]
+    if name not in METHODS:
+        raise ValueError(f"unknown baseline {name!r}; choose one of {', '.join(METHODS)}")
+    m = METHODS[name]
+    if m.base:  # a post-hoc method trains its base method; τ is tuned on the inner val split
+        base = METHODS[m.base]
+        return {"loss": base.loss, "sampler": base.sampler, "posthoc": True}
+    return {"loss": m.loss, "sampler": m.sampler, "posthoc": False}
 
 
 def _gtag(g: float) -> str:
     return f"g{g:.2f}".replace(".", "p")
 
 
-def run_augmentation_experiment(data, candidates, out, seeds=(0, 1, 2), gammas=(0.2, 0.4, 0.6, 1.0),
-                                main_gamma: float = 0.4, backbone: str = "resnet18", loss: str = "ce",
-                                sampler: str | None = None, epochs: int | None = None, resolution: int | None = None,
-                                score: str = "mahalanobis", classifier=None, splits=None, arms=ARMS,
-                                sweep: bool = True, train_kw: dict | None = None, quiet: bool = False,
-                                jobs: int = 1, collect_only: bool = False, sweep_seeds=None) -> dict:
-    """Train (or, with collect_only, only gather finished) runs of every arm; write results.json and table.md."""
-    from .select import _jsonable, choose, quality_summary, score_candidates, write_manifest, write_scores
+def _train_and_predict(task: dict, log=print) -> dict:
+    """One run: train (unless finished), then predictions on the replicate's test part and on the eval source."""
+    from ..classify.train import train_classifier
 
+    run = Path(task["run_dir"])
+    rep: Replicate = task["rep"]
+    t0 = time.time()
+    if not (run / "metrics.json").is_file():
+        log(f"  training {run} ...")
+        train_classifier(task["data"], run, seed=rep.seed, splits=rep.manifest, **task["train"])
+    tau = None
+    if task["posthoc"]:
+        tau, _ = tune_posthoc_tau(run, task["data"], rep.manifest)
+    test_file = run / PREDICTIONS.format(part="test")
+    if not test_file.is_file():
+        save_predictions(run, "test", predict_part(run, task["data"], "test", rep.manifest), tau)
+    if task.get("eval_data") and not (run / PREDICTIONS.format(part="eval")).is_file():
+        pred = predict_part(run, task["eval_data"], task["eval_split"], task.get("eval_splits"), drop_unknown=True)
+        save_predictions(run, "eval", pred, tau)
+    return {"run_dir": str(run), "wall_s": round(time.time() - t0, 1), "posthoc_tau": tau}
+
+
+def _run_tasks(tasks: list[dict], jobs: int, log) -> list[dict]:
+    if jobs <= 1 or len(tasks) <= 1:
+        return [_train_and_predict(t, log) for t in tasks]
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    log(f"training {len(tasks)} runs in {jobs} worker processes")
+    # spawn: a forked torch process can deadlock in its thread pool.
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as ex:
+        return [f.result() for f in [ex.submit(_train_and_predict, t, print) for t in tasks]]
+
+
+def run_augmentation_experiment(data, candidates, out, *, baseline: str = "class-balanced-sampler",
+                                arms=ARMS, folds: int | None = None, seeds=(0,), gamma: float = 0.4,
+                                gammas=(), harmonized_candidates=None, synthetic_ratio: float | None = None,
+                                synthetic_weight: float = 1.0, cmo: dict | None = None,
+                                backbone: str = "resnet18", epochs: int | None = None,
+                                resolution: int | None = None, score: str = "mahalanobis", classifier=None,
+                                splits=None, inner_val: float = 0.15, split_seed: int = 0, eval_data=None,
+                                eval_split: str = "test", eval_splits=None, tail=DEFAULT_TAIL,
+                                n_boot: int = 1000, train_kw: dict | None = None, quiet: bool = False,
+                                jobs: int = 1, collect_only: bool = False) -> dict:
+    """Train (or, with collect_only, only gather finished) runs of every arm; write results.json and table.md."""
+    from .select import _jsonable, choose, quality_summary, score_candidates, write_manifest
+
+    arms = list(arms)
     bad = [a for a in arms if a not in ARMS]
     if bad:
         raise ValueError(f"unknown arm(s) {bad}; choose from {', '.join(ARMS)}")
+    if "real" not in arms:
+        arms.insert(0, "real")  # every comparison is paired against (a)
+    needs_synthetic = [a for a in arms if a in ("prior-shift", "random", "ood")] or list(gammas)
+    if needs_synthetic and not candidates:
+        raise ValueError(f"arm(s) {needs_synthetic} need --candidates (a folder written by `tailsynth generate`)")
+    if "harmonized" in arms and not harmonized_candidates:
+        raise ValueError("arm 'harmonized' needs --harmonized-candidates (a folder from `generate --mode harmonize`)")
     if not seeds:
-        raise ValueError("need at least one seed (three or more for intervals)")
+        raise ValueError("need at least one seed")
+    if classifier:
+        # A scorer trained on all the data has seen every reported image; allowed, but said loudly.
+        print("warning: --classifier scores candidates with one model for every replicate; it may have seen the "
+              "reported images. Leave it out to score each replicate with its own arm (a) model.", flush=True)
+    base = baseline_spec(baseline)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    seeds = [int(s) for s in seeds]
-    gammas = sorted({float(g) for g in gammas} | {float(main_gamma)})
     log = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
-    common = {"backbone": backbone, "loss": loss, "sampler": sampler, "epochs": epochs, "resolution": resolution,
-              "splits": splits, "quiet": True, "write_reports": False, **(train_kw or {})}
-    config = {"data": str(data), "candidates": str(candidates), "seeds": seeds, "gammas": gammas,
-              "main_gamma": main_gamma, "score": score, "arms": list(arms),
-              "sweep_seeds": list(sweep_seeds) if sweep_seeds is not None else seeds, **{k: v for k, v in common.items()
-                                                                                if k not in ("quiet", "write_reports")}}
+    gammas = sorted({float(g) for g in gammas} - {float(gamma)})
+    common = {"backbone": backbone, "loss": base["loss"], "sampler": base["sampler"], "epochs": epochs,
+              "resolution": resolution, "split_seed": split_seed, "quiet": True, "write_reports": False,
+              **(train_kw or {})}
+    syn = {"synthetic_ratio": synthetic_ratio, "synthetic_weight": synthetic_weight}
+    reps = make_replicates(data, out, folds=folds, seeds=[int(s) for s in seeds], splits=splits,
+                           inner_val=inner_val, split_seed=split_seed)
+    config = {"data": str(data), "candidates": str(candidates) if candidates else None,
+              "harmonized_candidates": str(harmonized_candidates) if harmonized_candidates else None,
+              "baseline": baseline, "arms": arms, "folds": folds, "seeds": [int(s) for s in seeds],
+              "gamma": gamma, "gammas": gammas, "score": score, "inner_val": inner_val, "tail": list(tail),
+              "eval_data": str(eval_data) if eval_data else None, "eval_split": eval_split, "n_boot": n_boot,
+              "cmo": cmo or {}, **syn, **{k: v for k, v in common.items() if k not in ("quiet", "write_reports")}}
     (out / "experiment_config.json").write_text(json.dumps(config, indent=1, default=str))
-    runs_dir = out / "runs"
-    results: dict = {}
 
-    # (a) first: its first seed is the real-data classifier that scores the candidates (unless one is given).
-    log("arm (a) real only")
-    if not classifier:
-        _run(data, runs_dir / "real" / f"seed{seeds[0]}", None, seeds[0], common, log)
-    scorer = Path(classifier) if classifier else runs_dir / "real" / f"seed{seeds[0]}"
+    def task(arm_key: str, rep: Replicate, **train) -> dict:
+        return {"run_dir": str(out / "runs" / arm_key / rep.tag), "rep": rep, "data": data,
+                "train": {**common, **train}, "posthoc": base["posthoc"], "eval_data": eval_data,
+                "eval_split": eval_split, "eval_splits": eval_splits}
 
-    log(f"scoring candidates with {scorer}")
-    sc = score_candidates(candidates, data, scorer, splits=splits)
-    sel_dir = out / "selection"
-    sel_dir.mkdir(exist_ok=True)
-    manifests, kept_counts, quality = {}, {}, {}
-    for g in gammas:
-        kept, _, _ = choose(sc, gamma=g, score=score)
-        tag = _gtag(g)
-        manifests[("ood", g)] = write_manifest(sc.paths, sc.classes, kept, sel_dir / f"ood_{tag}.csv")
-        counts = {c: int(((np.array(sc.classes) == c) & kept).sum()) for c in sorted(set(sc.classes))}
-        kept_counts[g] = counts
-        quality[g] = quality_summary(sc, kept)
-        if g == main_gamma:
-            write_scores(sc, kept, sel_dir)
-            manifests[("random", g)] = write_manifest(sc.paths, sc.classes, random_matched(sc, counts, seed=0),
-                                                      sel_dir / f"random_{tag}.csv")
-            manifests[("oversample", g)] = oversample_manifest(data, counts, out / "oversample", seed=0, splits=splits)
-    (sel_dir / "quality_by_gamma.json").write_text(json.dumps(_jsonable({str(g): q for g, q in quality.items()}), indent=1))
-    (sel_dir / "kept_counts.json").write_text(json.dumps({str(g): c for g, c in kept_counts.items()}, indent=1))
+    def finished(t: dict) -> bool:
+        return (Path(t["run_dir"]) / PREDICTIONS.format(part="test")).is_file()
 
-    # Main arms seed by seed, then the sweep, so an interrupted run still has complete seeds for every arm.
-    tasks = []  # (result key, seed, run folder, manifest)
-    for s in seeds:
-        for arm in arms:
-            if arm == "real":
-                tasks.append(("real", s, runs_dir / "real" / f"seed{s}", None))
-            else:
-                tasks.append((f"{arm}@{main_gamma:g}", s, runs_dir / f"{arm}_{_gtag(main_gamma)}" / f"seed{s}",
-                              manifests[(arm, main_gamma)]))
-    if sweep and "ood" in arms:
-        for s in (seeds if sweep_seeds is None else [int(x) for x in sweep_seeds]):
-            for g in gammas:
-                if g != main_gamma:
-                    tasks.append((f"ood@{g:g}", s, runs_dir / f"ood_{_gtag(g)}" / f"seed{s}", manifests[("ood", g)]))
-    for (key, s, _, _), m in zip(tasks, _run_all(data, tasks, common, jobs, log, collect_only)):
-        if m is not None:
-            results.setdefault(key, {})[s] = m
+    def run(tasks: list[dict]) -> None:
+        todo = [t for t in tasks if not finished(t) or (eval_data and not (
+            Path(t["run_dir"]) / PREDICTIONS.format(part="eval")).is_file())]
+        if collect_only:
+            for t in todo:
+                log(f"  {t['run_dir']}: not finished, left out of the tables")
+            return
+        _run_tasks(todo, jobs, log)
 
-    table = build_table(results, sc.class_names, kept_counts, main_gamma)
-    (out / "results.json").write_text(json.dumps(_jsonable(table), indent=1))
-    md = render_markdown(table, config)
+    # ---- (a) first: per replicate it is the scorer of the candidates --------------------------------------
+    log(f"arm (a) real only ({baseline}), {len(reps)} replicates")
+    run([task("real", r) for r in reps])
+
+    # ---- selection per replicate, then every other arm ------------------------------------------------------
+    tasks, kept_counts, quality = [], {}, {}
+    for rep in reps:
+        if "cmo" in arms:
+            tasks.append(task("cmo", rep, cmo={"enabled": True, **(cmo or {})}))
+        if not needs_synthetic and "harmonized" not in arms:
+            continue
+        scorer = Path(classifier) if classifier else out / "runs" / "real" / rep.tag
+        if not (scorer / "model.pt").is_file():
+            log(f"  {rep.tag}: no scorer at {scorer} yet (collect-only), skipping its synthetic arms")
+            continue
+        sel = out / "selection" / rep.tag
+        sel.mkdir(parents=True, exist_ok=True)
+        folders = {"ood": candidates} if candidates else {}
+        if "harmonized" in arms:
+            folders["harmonized"] = harmonized_candidates
+        for kind, folder in folders.items():
+            # Scoring is deterministic and takes seconds, so a resumed experiment simply scores again.
+            log(f"  {rep.tag}: scoring {kind} candidates with {scorer}")
+            sc = score_candidates(folder, data, scorer, splits=rep.manifest)
+            leak = touches_reported_images(folder, sc.ids, rep.manifest)
+            kept_counts.setdefault(rep.tag, {})[f"{kind} excluded (background or source reported)"] = int(leak.sum())
+            for g in [gamma, *(gammas if kind == "ood" else [])]:
+                kept, _, _ = choose(sc, gamma=g, score=score)
+                kept &= ~leak
+                write_manifest(sc.paths, sc.classes, kept, sel / f"{kind}_{_gtag(g)}.csv")
+                counts = {c: int(((np.array(sc.classes) == c) & kept).sum()) for c in sorted(set(sc.classes))}
+                kept_counts.setdefault(rep.tag, {})[f"{kind}@{g:g}"] = counts
+                if g == gamma:
+                    quality.setdefault(rep.tag, {})[kind] = quality_summary(sc, kept)
+                    if kind == "ood":
+                        write_manifest(sc.paths, sc.classes, random_matched(sc, counts, seed=rep.seed, allowed=~leak),
+                                       sel / f"random_{_gtag(g)}.csv")
+        if "ood" in arms:
+            tasks.append(task("ood", rep, synthetic_manifest=str(sel / f"ood_{_gtag(gamma)}.csv"), **syn))
+        if "random" in arms:
+            tasks.append(task("random", rep, synthetic_manifest=str(sel / f"random_{_gtag(gamma)}.csv"), **syn))
+        if "prior-shift" in arms:
+            # (e)'s synthetic set fixes the class draws; ratio 0 fills every one of them with a real image.
+            tasks.append(task("prior-shift", rep, synthetic_manifest=str(sel / f"ood_{_gtag(gamma)}.csv"),
+                              synthetic_ratio=0.0))
+        if "harmonized" in arms:
+            tasks.append(task("harmonized", rep, synthetic_manifest=str(sel / f"harmonized_{_gtag(gamma)}.csv"),
+                              **syn))
+        for g in gammas:
+            tasks.append(task(f"ood_{_gtag(g)}", rep, synthetic_manifest=str(sel / f"ood_{_gtag(g)}.csv"), **syn))
+    run(tasks)
+    if kept_counts:
+        (out / "selection" / "kept_counts.json").write_text(json.dumps(kept_counts, indent=1))
+        (out / "selection" / "quality.json").write_text(json.dumps(_jsonable(quality), indent=1))
+
+    keys = [*arms, *[f"ood_{_gtag(g)}" for g in gammas]]
+    results = collect(out, keys, reps, tail=list(tail), n_boot=n_boot, eval_data=eval_data is not None)
+    results["config"] = config
+    results["kept_counts"] = kept_counts
+    (out / "results.json").write_text(json.dumps(_jsonable(results), indent=1))
+    md = render_markdown(results)
     (out / "table.md").write_text(md)
-    return {"table": table, "table_path": str(out / "table.md"), "markdown": md}
+    return {"results": results, "table_path": str(out / "table.md"), "markdown": md}
 
 
-def build_table(results: dict, classes: list[str], kept_counts: dict, main_gamma: float) -> dict:
-    rows = {}
-    real_runs = results.get("real", {})
-    for key, runs in results.items():
-        seeds = sorted(runs)
-        ms = [runs[s] for s in seeds]
-        rarest = ms[0].get("rarest_class") if ms else None
-        row = {
-            "seeds": seeds,
-            "balanced_accuracy": summarize([m["balanced_accuracy"] for m in ms], RATE),
-            "accuracy": summarize([m["accuracy"] for m in ms], RATE),
-            "macro_auc": summarize([m.get("macro_auc") for m in ms], RATE),
-            "rarest_class": rarest,
-            "rarest_recall": summarize([m["per_class"][rarest]["recall"] for m in ms], RATE) if rarest else None,
-            "per_class_recall": {c: summarize([m["per_class"][c]["recall"] for m in ms], RATE) for c in classes},
-            "per_seed_balanced_accuracy": {str(s): runs[s]["balanced_accuracy"] for s in seeds},
+def run_method_comparison(data, out, methods, *, folds: int | None = 5, seeds=(0,), backbone: str = "resnet18",
+                          epochs: int | None = None, resolution: int | None = None, splits=None,
+                          inner_val: float = 0.15, split_seed: int = 0, eval_data=None, eval_split: str = "test",
+                          eval_splits=None, tail=DEFAULT_TAIL, n_boot: int = 1000, train_kw: dict | None = None,
+                          quiet: bool = False, jobs: int = 1, collect_only: bool = False) -> dict:
+    """Real-only long-tail methods on the experiment's protocol (epoch and post-hoc τ chosen on the inner split,
+    reported on held-out folds); paired Δ vs the first method. The winner by mean balanced accuracy is arm (a)."""
+    from .select import _jsonable
+
+    methods = list(methods)
+    if not methods:
+        raise ValueError("no methods to compare")
+    specs = {m: baseline_spec(m) for m in methods}
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
+    reps = make_replicates(data, out, folds=folds, seeds=[int(s) for s in seeds], splits=splits,
+                           inner_val=inner_val, split_seed=split_seed)
+    common = {"backbone": backbone, "epochs": epochs, "resolution": resolution, "split_seed": split_seed,
+              "quiet": True, "write_reports": False, **(train_kw or {})}
+    tasks = [{"run_dir": str(out / "runs" / m / r.tag), "rep": r, "data": data,
+              "train": {**common, "loss": specs[m]["loss"], "sampler": specs[m]["sampler"]},
+              "posthoc": specs[m]["posthoc"], "eval_data": eval_data, "eval_split": eval_split,
+              "eval_splits": eval_splits} for r in reps for m in methods]
+    todo = [t for t in tasks if not (Path(t["run_dir"]) / PREDICTIONS.format(part="test")).is_file()
+            or (eval_data and not (Path(t["run_dir"]) / PREDICTIONS.format(part="eval")).is_file())]
+    if collect_only:
+        for t in todo:
+            log(f"  {t['run_dir']}: not finished, left out of the tables")
+    else:
+        log(f"{len(methods)} methods x {len(reps)} replicates: {len(todo)} runs to train")
+        _run_tasks(todo, jobs, log)
+    results = collect(out, methods, reps, tail=list(tail), n_boot=n_boot, eval_data=eval_data is not None,
+                      ref=methods[0], contrasts=(), rule=False)
+    arms = results["parts"].get("test", {}).get("arms", {})
+    results["best"] = max(arms, key=lambda k: arms[k]["balanced_accuracy"]["mean"] or -1) if arms else None
+    results["config"] = {"data": str(data), "methods": methods, "folds": folds, "seeds": [int(s) for s in seeds],
+                         "inner_val": inner_val, "tail": list(tail), "n_boot": n_boot,
+                         "eval_data": str(eval_data) if eval_data else None, "eval_split": eval_split,
+                         **{k: v for k, v in common.items() if k not in ("quiet", "write_reports")}}
+    (out / "results.json").write_text(json.dumps(_jsonable(results), indent=1))
+    md = render_markdown(results, ref_label=methods[0])
+    md = f"Best by mean balanced accuracy on the held-out part: **{results['best']}**\n\n" + md
+    (out / "comparison.md").write_text(md)
+    return {"results": results, "table_path": str(out / "comparison.md"), "best": results["best"]}
+
+
+def collect(out: Path, keys: list[str], reps: list[Replicate], *, tail: list[str], n_boot: int,
+            eval_data: bool, ref: str = "real", contrasts=CONTRASTS, rule: bool = True) -> dict:
+    """Per-arm tables and paired comparisons from the saved predictions, for the reported part and the eval source."""
+    parts = {"test": "seed"} | ({"eval": "replicate"} if eval_data else {})
+    res: dict = {"parts": {}}
+    for part, passes in parts.items():
+        preds: dict[str, dict] = {}
+        for k in keys:
+            for r in reps:
+                f = out / "runs" / k / r.tag / PREDICTIONS.format(part=part)
+                if f.is_file():
+                    preds.setdefault(k, {})[r.tag] = load_predictions(f)
+        if ref not in preds:
+            res["parts"][part] = {"arms": {}, "vs_real": {}, "contrasts": {}}
+            continue
+        first = next(iter(preds[ref].values()))
+        classes = first["classes"]
+        entry = {"classes": classes, "dropped_classes": first["dropped"],
+                 "support": {c: int((first["y"] == i).sum()) for i, c in enumerate(classes)},
+                 "arms": {k: arm_table(p, classes, tail) for k, p in preds.items()},
+                 "vs_real": {k: compare(preds[ref], p, classes, tail, n_boot, passes=passes)
+                             for k, p in preds.items() if k != ref},
+                 "contrasts": {f"{a} - {b}": compare(preds[b], preds[a], classes, tail, n_boot, passes=passes)
+                               for a, b in contrasts if a in preds and b in preds}}
+        if rule:
+            entry["decision"] = decide(entry)
+        res["parts"][part] = entry
+    return res
+
+
+# ---- the decision rule (written down before any run; docs/results/augmentation_experiment.md) ----------------------
+def _lower(c: dict | None, metric: str = "balanced_accuracy") -> float | None:
+    if not c or not c.get("n_replicates"):
+        return None
+    return c["bootstrap"][metric]["ci95"][0]
+
+
+def _upper(c: dict | None, metric: str = "balanced_accuracy") -> float | None:
+    if not c or not c.get("n_replicates"):
+        return None
+    return c["bootstrap"][metric]["ci95"][1]
+
+
+def decide(part: dict, alpha: float = 0.05) -> dict:
+    """The pre-registered verdict for arms (e) and (f) on one evaluation part.
+
+    helps:  Δ balanced accuracy vs (a) has a 95% bootstrap interval above 0, McNemar p < alpha in every seed,
+            and Δ vs the prior-shift control (c) has an interval above 0 (the gain is not a class-prior effect).
+    hurts:  Δ balanced accuracy vs (a) has a 95% interval below 0.
+    no detectable effect: anything else.
+    Beats CMO: Δ vs (b) interval above 0. Tail gain: pooled AK+DF+VASC recall Δ vs (a) interval above 0.
+    """
+    verdict = {}
+    for arm in ("ood", "harmonized"):
+        va = part["vs_real"].get(arm)
+        if not va or not va.get("n_replicates"):
+            continue
+        lo, hi = _lower(va), _upper(va)
+        vs_c = part["contrasts"].get(f"{arm} - prior-shift")
+        vs_b = part["contrasts"].get(f"{arm} - cmo")
+        helps = (lo is not None and lo > 0 and va["mcnemar_p_max"] < alpha
+                 and vs_c is not None and (_lower(vs_c) or 0) > 0)
+        call = "helps" if helps else "hurts" if (hi is not None and hi < 0) else "no detectable effect"
+        verdict[arm] = {
+            "verdict": call,
+            "delta_balanced_accuracy_vs_a": va["bootstrap"]["balanced_accuracy"],
+            "mcnemar_p_max_vs_a": va["mcnemar_p_max"],
+            "beats_prior_shift_control": None if vs_c is None else bool((_lower(vs_c) or 0) > 0),
+            "beats_cmo": None if vs_b is None else bool((_lower(vs_b) or 0) > 0),
+            "tail_recall_gain": bool((_lower(va, "tail_recall") or 0) > 0),
         }
-        paired = [runs[s]["balanced_accuracy"] - real_runs[s]["balanced_accuracy"] for s in seeds if s in real_runs]
-        row["delta_vs_real_balanced_accuracy"] = summarize(paired) if key != "real" else None
-        if "@" in key:
-            g = float(key.split("@")[1])
-            row["gamma"] = g
-            row["synthetic_per_class"] = kept_counts.get(g, kept_counts.get(main_gamma))
-        rows[key] = row
-    return {"rows": rows, "classes": classes, "main_gamma": main_gamma}
+    return verdict
 
 
-def _ms(s: dict | None, digits: int = 3) -> str:
+# ---- markdown ----------------------------------------------------------------------------------------------------
+def _ms(s: dict | None, d: int = 3) -> str:
     if not s or s.get("mean") is None:
         return "–"
-    if s["n"] > 1 and s["std"] is not None and math.isfinite(s["std"]):
-        return f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f} [{s['ci95'][0]:.{digits}f}, {s['ci95'][1]:.{digits}f}]"
-    return f"{s['mean']:.{digits}f}"
+    if s["n"] > 1:
+        return f"{s['mean']:.{d}f} ± {s['std']:.{d}f}"
+    return f"{s['mean']:.{d}f}"
 
 
-def render_markdown(table: dict, config: dict) -> str:
-    rows, classes, g = table["rows"], table["classes"], table["main_gamma"]
-    order = ["real", f"random@{g:g}", f"ood@{g:g}", f"oversample@{g:g}"]
-    label = {"real": ARM_LABELS["real"], f"random@{g:g}": ARM_LABELS["random"] + f", γ={g:g}",
-             f"ood@{g:g}": ARM_LABELS["ood"] + f", γ={g:g}", f"oversample@{g:g}": ARM_LABELS["oversample"] + f", γ={g:g}"}
-    lines = ["Values: mean ± sample std over seeds [95% t-interval over seeds]; Δ is paired per seed against (a).", "",
-             "| arm | seeds | balanced accuracy | Δ bal. acc. vs (a) | rarest-class recall | accuracy |",
-             "|---|---|---|---|---|---|"]
-    for k in [k for k in order if k in rows]:
-        r = rows[k]
-        rare = f"{r['rarest_class']}: {_ms(r['rarest_recall'])}" if r["rarest_recall"] else "–"
-        lines.append(f"| {label[k]} | {len(r['seeds'])} | {_ms(r['balanced_accuracy'])} | "
-                     f"{_ms(r['delta_vs_real_balanced_accuracy'])} | {rare} | {_ms(r['accuracy'])} |")
-    lines += ["", "Per-class recall (mean ± std over seeds):", "",
-              "| arm | " + " | ".join(classes) + " |", "|---|" + "---|" * len(classes)]
-    for k in [k for k in order if k in rows]:
-        pc = rows[k]["per_class_recall"]
-        lines.append(f"| {label[k]} | " + " | ".join(
-            f"{pc[c]['mean']:.3f} ± {pc[c]['std']:.3f}" if pc[c]["mean"] is not None and pc[c]["n"] > 1
-            else _ms(pc[c]) for c in classes) + " |")
-    sweep = sorted((r["gamma"], k) for k, r in rows.items() if k.startswith("ood@"))
-    if sweep:
-        lines += ["", "γ sweep of arm (c):", "",
-                  "| γ | synthetic kept (per class) | seeds | balanced accuracy | Δ vs (a) | rarest-class recall |",
-                  "|---|---|---|---|---|---|"]
-        for gg, k in sweep:
-            r = rows[k]
-            kept = ", ".join(f"{c} {n}" for c, n in (r.get("synthetic_per_class") or {}).items())
-            rare = f"{r['rarest_class']}: {_ms(r['rarest_recall'])}" if r["rarest_recall"] else "–"
-            lines.append(f"| {gg:g} | {kept} | {len(r['seeds'])} | {_ms(r['balanced_accuracy'])} | "
-                         f"{_ms(r['delta_vs_real_balanced_accuracy'])} | {rare} |")
-    lines += ["", "Config: `" + json.dumps({k: config[k] for k in sorted(config)}, default=str) + "`", ""]
+def _delta(c: dict | None, metric: str, d: int = 3) -> str:
+    if not c or not c.get("n_replicates"):
+        return "–"
+    b = c["bootstrap"][metric]
+    if b["delta"] is None:
+        return "–"
+    lo, hi = b["ci95"]
+    return f"{b['delta']:+.{d}f} [{lo:+.{d}f}, {hi:+.{d}f}]" if lo is not None else f"{b['delta']:+.{d}f}"
+
+
+def render_markdown(results: dict, ref_label: str = "(a)") -> str:
+    cfg = results.get("config", {})
+    tail = cfg.get("tail") or list(DEFAULT_TAIL)
+    lines = []
+    for part, e in results["parts"].items():
+        title = ("held-out folds" if cfg.get("folds") else "source val split") if part == "test" else \
+            f"other source: {cfg.get('eval_data')} ({cfg.get('eval_split')})"
+        lines += [f"## {title}", ""]
+        if not e.get("arms"):
+            lines += ["(no finished runs)", ""]
+            continue
+        if e.get("dropped_classes"):
+            lines += [f"Images of classes the models lack were left out: {e['dropped_classes']}.", ""]
+        lines += [("Per arm: mean ± std over replicates. Δ vs (a): paired, mean over replicates, 95% bootstrap "
+                   "interval over image sets, seeds and images; McNemar p: largest over the tests (one per seed, or "
+                   "per model on a shared evaluation set)."), "",
+                  (f"| arm | n | balanced accuracy | Δ vs {ref_label} | tail recall ({'+'.join(tail)}) | Δ tail recall | "
+                   "macro AUC | log-loss | McNemar p |"), "|---|---|---|---|---|---|---|---|---|"]
+        for k, t in e["arms"].items():
+            c = e["vs_real"].get(k)
+            p = f"{c['mcnemar_p_max']:.3g}" if c and c.get("n_replicates") else "–"
+            lines.append(f"| {ARM_LABELS.get(k, k)} | {t['balanced_accuracy']['n']} | {_ms(t['balanced_accuracy'])} | "
+                         f"{_delta(c, 'balanced_accuracy')} | {_ms(t['tail_recall'])} | {_delta(c, 'tail_recall')} | "
+                         f"{_ms(t['macro_auc'])} | {_ms(t['log_loss'])} | {p} |")
+        classes = e["classes"]
+        lines += ["", "Per-class recall (mean ± std; support per image set in brackets):", "",
+                  "| arm | " + " | ".join(f"{c} ({e['support'][c]})" for c in classes) + " |",
+                  "|---|" + "---|" * len(classes)]
+        for k, t in e["arms"].items():
+            lines.append(f"| {ARM_LABELS.get(k, k)} | " + " | ".join(_ms(t["per_class_recall"][c]) for c in classes)
+                         + " |")
+        if e["contrasts"]:
+            lines += ["", "Contrasts named by the decision rule (Δ balanced accuracy, Δ tail recall, McNemar p):", "",
+                      "| contrast | Δ balanced accuracy | Δ tail recall | McNemar p |", "|---|---|---|---|"]
+            for name, c in e["contrasts"].items():
+                p = f"{c['mcnemar_p_max']:.3g}" if c.get("n_replicates") else "–"
+                lines.append(f"| {name} | {_delta(c, 'balanced_accuracy')} | {_delta(c, 'tail_recall')} | {p} |")
+        if e.get("decision"):
+            lines += ["", "Decision (rule fixed before the run): " + "; ".join(
+                f"{ARM_LABELS.get(a, a)}: **{v['verdict']}** (beats (c): {v['beats_prior_shift_control']}, "
+                f"beats CMO: {v['beats_cmo']}, tail gain: {v['tail_recall_gain']})" for a, v in e["decision"].items())]
+        lines.append("")
+    lines += ["Config: `" + json.dumps({k: cfg[k] for k in sorted(cfg)}, default=str) + "`", ""]
     return "\n".join(lines)
+
+
+__all__ = ["ARMS", "HEADLINE", "baseline_spec", "collect", "decide", "random_matched", "run_augmentation_experiment",
+           "run_method_comparison"]

@@ -173,6 +173,10 @@ def score_candidates(candidates, real, classifier, *, splits=None, split_seed: i
     ptr, pva_pix, pc_pix = (pixel_vectors(_shrink(a, pixel_size)) for a in (xtr, xva, xc))
     f_thr, p_thr = thresholds_from_real(fva, pva_pix, ftr, ptr, memorization_quantile)
     memo = check_memorization(fc, pc_pix, ftr, ptr, f_thr, p_thr, exclude)
+    # Harmonized candidates are also compared with the real lesion they were made from (at full resolution,
+    # inside the pasted region, when generated): a barely-changed source lesion is a near-copy.
+    near_source = cands.near_source_copies()
+    memo.memorized = memo.memorized | near_source
 
     info = {
         "classifier": str(classifier),
@@ -185,7 +189,8 @@ def score_candidates(candidates, real, classifier, *, splits=None, split_seed: i
         "knn_k": knn_k,
         "memorization": {"quantile": memorization_quantile, "pixel_size": min(pixel_size, res),
                          "feature_threshold": f_thr, "pixel_rms_threshold": p_thr,
-                         "backgrounds_excluded": int((exclude >= 0).sum())},
+                         "backgrounds_excluded": int((exclude >= 0).sum()),
+                         "source_copies": int(near_source.sum())},
     }
     return ScoredCandidates(cands.ids, cands.classes, cands.paths, yc, scores, memo, fc, val_scores, yva, ftr, ytr,
                             fva, names, xc, info)

@@ -1,0 +1,336 @@
+"""Quality gates of a synthesizer, per tail class and synthesis mode (`tailsynth synth-quality`).
+
+Three questions a reviewer asks before synthetic lesions may enter training:
+1. **Label fidelity**: does a real-only classifier see the intended class in them? Mean p(intended class) of the
+   samples, next to the same classifier's mean p(true class) on real validation images of that class (the figure
+   real data reaches with this classifier). Gate: ratio >= 0.8.
+2. **Train on synthetic, test on real (TOS)**: can they stand in for real images of the class? Recall on real val of a
+   classifier whose training set has that class's real images replaced by as many synthetic ones, next to the
+   recall of the same recipe trained on real images. Gate: ratio >= 0.7.
+3. **Distribution distance**: FD and KID in the classifier's feature space at equal n, synthetic vs real train, next to
+   real val vs real train (the sampling floor at that n); and the memorized fraction (expected 0).
+The functions below are pure (arrays in, figures out); `run_gates` drives generation, classifiers and reports.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..data.errors import DataError
+
+GATE_CLASSES = ("DF", "VASC", "AK")
+LABEL_FIDELITY_RATIO = 0.8
+TOS_RATIO = 0.7
+MODES = ("inpaint", "harmonize")
+
+
+# ---- pure gate functions ------------------------------------------------------------------------------------
+def ratio(a: float, b: float) -> float:
+    return float(a / b) if b and math.isfinite(a) and math.isfinite(b) and b > 0 else math.nan
+
+
+def label_fidelity(p_intended_synthetic, p_true_real) -> dict:
+    """Mean p(intended) over synthetic samples vs mean p(true class) over real images of the class."""
+    syn = float(np.mean(p_intended_synthetic)) if len(p_intended_synthetic) else math.nan
+    real = float(np.mean(p_true_real)) if len(p_true_real) else math.nan
+    r = ratio(syn, real)
+    return {"label_fidelity": syn, "label_fidelity_real": real, "label_fidelity_ratio": r,
+            "label_fidelity_pass": bool(math.isfinite(r) and r >= LABEL_FIDELITY_RATIO),
+            "n_synthetic": len(p_intended_synthetic), "n_real": len(p_true_real)}
+
+
+def tos_verdict(tos_recall: float, real_recall: float) -> dict:
+    r = ratio(tos_recall, real_recall)
+    return {"tos_recall": tos_recall, "real_recall": real_recall, "tos_ratio": r,
+            "tos_pass": bool(math.isfinite(r) and r >= TOS_RATIO)}
+
+
+def replace_class(images: np.ndarray, labels: np.ndarray, cls: int, synthetic: np.ndarray,
+                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The training set with every real image of class `cls` replaced by as many synthetic ones (drawn without
+    replacement from `synthetic`): same size, same class counts, only the class's pixels change."""
+    real = labels == cls
+    n = int(real.sum())
+    if n == 0:
+        raise DataError(f"class index {cls}: no real training images to replace")
+    if len(synthetic) < n:
+        raise DataError(f"class index {cls}: {len(synthetic)} synthetic images, need {n} to replace the real ones")
+    pick = synthetic[np.sort(rng.choice(len(synthetic), n, replace=False))]
+    x = np.concatenate([images[~real], pick])
+    y = np.concatenate([labels[~real], np.full(n, cls, labels.dtype)])
+    return x, y
+
+
+def equal_n_distances(syn_feats, train_feats, val_feats, seed: int = 0) -> dict:
+    """FD and KID of synthetic vs real train, and of real val vs real train, every set subsampled to one n
+    (FD is biased by n, so figures are comparable only at equal n)."""
+    from ..ood.quality import frechet_distance, kid
+
+    syn, tr, va = (np.asarray(a, np.float64) for a in (syn_feats, train_feats, val_feats))
+    n = int(min(len(syn), len(tr), len(va)))
+    if n < 2:
+        return {"n": n, "fd_synthetic": math.nan, "fd_real_val": math.nan, "kid_synthetic": math.nan,
+                "kid_real_val": math.nan}
+    rng = np.random.default_rng(seed)
+    s, t, v = (a[rng.choice(len(a), n, replace=False)] for a in (syn, tr, va))
+    return {"n": n, "fd_synthetic": frechet_distance(t, s), "fd_real_val": frechet_distance(t, v),
+            "kid_synthetic": kid(t, s, subset_size=n)[0], "kid_real_val": kid(t, v, subset_size=n)[0]}
+
+
+def write_npz(path: Path, classes: list[str], train_x, train_y, val_x, val_y) -> Path:
+    """A MedMNIST-layout .npz (labels in dermamnist.npz's index order) that the classifier trainer reads."""
+    from ..data.medmnist import CLASSES as NPZ_ORDER
+
+    foreign = [c for c in classes if c not in NPZ_ORDER]
+    if foreign:
+        raise DataError(f"train-on-synthetic gate: class(es) {', '.join(foreign)} have no MedMNIST label index "
+                        f"(supported: {', '.join(NPZ_ORDER)}); run with --no-tos on this source")
+    to_npz = np.array([NPZ_ORDER.index(c) for c in classes])
+    np.savez(path, train_images=train_x, train_labels=to_npz[train_y].reshape(-1, 1).astype(np.uint8),
+             val_images=val_x, val_labels=to_npz[val_y].reshape(-1, 1).astype(np.uint8))
+    return path
+
+
+# ---- the driver -----------------------------------------------------------------------------------------------
+@dataclass
+class GateConfig:
+    model: str
+    data: str
+    classifier: str
+    out: str
+    classes: list[str] = field(default_factory=lambda: list(GATE_CLASSES))
+    modes: list[str] = field(default_factory=lambda: list(MODES))
+    strength: float = 0.5
+    sampler: str = "dpmsolver"
+    steps: int = 20
+    guidance: float = 2.0
+    seed: int = 0
+    # The TOS classifiers: a cheap, fixed recipe (the same for the real-trained reference and every replacement).
+    gate_backbone: str = "test_resnet"
+    gate_epochs: int = 5
+    gate_sampler: str = "class-balanced"
+    gate_seeds: list[int] = field(default_factory=lambda: [0])
+    tos: bool = True
+    batch_size: int = 64
+
+    def __post_init__(self):
+        bad = [m for m in self.modes if m not in MODES]
+        if bad:
+            raise ValueError(f"unknown mode(s) {', '.join(bad)} (choose from {', '.join(MODES)})")
+        if not self.classes:
+            raise ValueError("synth-quality: no classes given")
+
+
+def _generate_mode(cfg: GateConfig, mode: str, counts: dict[str, int], out: Path) -> Path:
+    """Candidates of every gate class, n(c) = real training count of c, in one folder per mode."""
+    import csv
+    import shutil
+
+    from .generate import GenerateConfig, generate
+
+    folder = out / mode
+    parts = []
+    for c in cfg.classes:
+        part = out / "parts" / f"{mode}_{c}"
+        if part.exists():
+            shutil.rmtree(part)
+        generate(GenerateConfig(model=cfg.model, data=cfg.data, out=str(part), classes=[c], policy="fixed",
+                                count=counts[c], mode=mode, strength=cfg.strength, sampler=cfg.sampler,
+                                steps=cfg.steps, guidance=cfg.guidance, seed=cfg.seed, batch_size=cfg.batch_size,
+                                save_inputs=True, progress=True))
+        parts.append(part)
+    # One candidate folder (images + manifest) per mode, as `select` and the trainer read it.
+    if folder.exists():
+        shutil.rmtree(folder)
+    (folder / "images").mkdir(parents=True)
+    (folder / "inputs").mkdir()
+    rows, fields = [], None
+    for p in parts:
+        with open(p / "manifest.csv", newline="") as f:
+            rd = csv.DictReader(f)
+            fields = rd.fieldnames
+            rows += list(rd)
+        for sub in ("images", "inputs"):
+            for q in (p / sub).iterdir():
+                shutil.copyfile(q, folder / sub / q.name)
+    with open(folder / "manifest.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+    shutil.rmtree(out / "parts")
+    return folder
+
+
+def _recall_after_training(npz: Path, out: Path, cfg: GateConfig, seed: int) -> dict:
+    from ..classify.train import train_classifier
+
+    m = train_classifier(str(npz), str(out), backbone=cfg.gate_backbone, loss="ce", epochs=cfg.gate_epochs,
+                         seed=seed, sampler=cfg.gate_sampler, quiet=True, write_reports=False)
+    return {c: v.get("recall") for c, v in m["per_class"].items()}
+
+
+def _grid(out: Path, folders: dict[str, Path], classes: list[str], n: int = 6) -> str:
+    """Rows of [real source lesion | background | inpaint | harmonize] for the same background and seed."""
+    import csv
+
+    from ..data.isic import decode_file
+    from .generate import write_grid
+
+    tiles = []
+    by_mode = {}
+    for mode, f in folders.items():
+        with open(f / "manifest.csv", newline="") as fh:
+            by_mode[mode] = {(r["class"], r["id"].rsplit("_", 1)[-1]): r for r in csv.DictReader(fh)}
+    keys = sorted(next(iter(by_mode.values())))
+    cols = 0
+    for c in classes:
+        for key in [k for k in keys if k[0] == c][:n]:
+            row = []
+            if "harmonize" in by_mode and key in by_mode["harmonize"]:
+                h = by_mode["harmonize"][key]
+                row.append(decode_file(str(folders["harmonize"] / "inputs" / f"{h['id']}_composite.png")))
+            anyr = next(by_mode[m][key] for m in by_mode if key in by_mode[m])
+            anym = next(m for m in by_mode if key in by_mode[m])
+            row.append(decode_file(str(folders[anym] / anyr["background_path"])))
+            for mode in MODES:
+                if mode in by_mode and key in by_mode[mode]:
+                    row.append(decode_file(str(folders[mode] / "images" / f"{by_mode[mode][key]['id']}.png")))
+            cols = len(row)
+            tiles += row
+    path = out / "grid_side_by_side.png"
+    write_grid(tiles, path, cols=cols or 1, scale=4)
+    return path.name
+
+
+def run_gates(cfg: GateConfig) -> dict:
+    """Generate per mode, score with the real-only classifier, train the TOS classifiers, write quality.json and
+    index.html into OUT; returns the quality dict."""
+    from ..data import ensure_splits, load_source
+    from ..ood.select import _jsonable, score_candidates
+    from .model import model_hash, read_meta
+
+    t0 = time.time()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = read_meta(cfg.model)
+    res = int(meta["resolution"])
+    ds = ensure_splits(load_source(cfg.data), seed=0)
+    train, val = ds.split("train"), ds.split("val")
+    counts = train.class_counts()
+    missing = [c for c in cfg.classes if counts.get(c, 0) == 0]
+    if missing:
+        raise DataError(f"{cfg.data}: no training images of {', '.join(missing)}")
+
+    folders = {mode: _generate_mode(cfg, mode, counts, out) for mode in cfg.modes}
+    scored = {mode: score_candidates(f, cfg.data, cfg.classifier) for mode, f in folders.items()}
+    names = scored[cfg.modes[0]].class_names
+
+    per_mode: dict[str, dict] = {}
+    for mode, sc in scored.items():
+        per_class = {}
+        for c in cfg.classes:
+            ci = names.index(c)
+            syn = sc.cls_idx == ci
+            real_val = sc.val_cls == ci
+            entry = label_fidelity(sc.scores["p_intended"][syn], sc.val_scores["p_intended"][real_val])
+            entry.update(equal_n_distances(sc.features[syn], sc.train_features[sc.train_cls == ci],
+                                           sc.val_features[real_val], seed=cfg.seed))
+            entry["memorized_fraction"] = float(sc.memo.memorized[syn].mean()) if syn.any() else math.nan
+            entry["n_memorized"] = int(sc.memo.memorized[syn].sum())
+            per_class[c] = entry
+        per_mode[mode] = per_class
+
+    tos_runs = {}
+    if cfg.tos:
+        from ..data.isic import decode_file
+
+        classes = list(ds.classes)
+        xtr, ytr = train.arrays(res)
+        xva, yva = val.arrays(res)
+        work = out / "tos"
+        work.mkdir(exist_ok=True)
+        real_npz = write_npz(work / "real.npz", classes, xtr, ytr, xva, yva)
+        real_recall = {s: _recall_after_training(real_npz, work / f"real_s{s}", cfg, s) for s in cfg.gate_seeds}
+        tos_runs["real"] = real_recall
+        for mode, f in folders.items():
+            import csv
+
+            with open(f / "manifest.csv", newline="") as fh:
+                rows = list(csv.DictReader(fh))
+            for c in cfg.classes:
+                ci = classes.index(c)
+                syn = np.stack([decode_file(str(f / "images" / f"{r['id']}.png")) for r in rows if r["class"] == c])
+                recalls = []
+                for s in cfg.gate_seeds:
+                    x, y = replace_class(xtr, ytr, ci, syn, np.random.default_rng(s))
+                    npz = write_npz(work / f"{mode}_{c}.npz", classes, x, y, xva, yva)
+                    recalls.append(_recall_after_training(npz, work / f"{mode}_{c}_s{s}", cfg, s)[c])
+                    npz.unlink()
+                tos_runs[f"{mode}_{c}"] = recalls
+                real_c = float(np.mean([real_recall[s][c] for s in cfg.gate_seeds]))
+                per_mode[mode][c].update(tos_verdict(float(np.mean(recalls)), real_c))
+        real_npz.unlink()
+
+    grid = _grid(out, folders, cfg.classes)
+    quality = {
+        "format": "tailsynth-synth-quality/1",
+        "model": str(cfg.model),
+        "model_hash": model_hash(cfg.model),
+        "data": str(cfg.data),
+        "classifier": str(cfg.classifier),
+        "config": asdict(cfg),
+        "targets": {"label_fidelity_ratio": LABEL_FIDELITY_RATIO, "tos_ratio": TOS_RATIO},
+        "gates": per_mode,
+        "tos_runs": tos_runs,
+        "all_pass": all(g.get("label_fidelity_pass") and g.get("tos_pass", not cfg.tos)
+                        for m in per_mode.values() for g in m.values()),
+        "grid": grid,
+        "wall_s": round(time.time() - t0, 1),
+        "feature_space": "penultimate layer of the real-only classifier (Inception weights are not available offline)",
+    }
+    quality = _jsonable(quality)
+    (out / "quality.json").write_text(json.dumps(quality, indent=2) + "\n")
+    write_html(quality, out / "index.html")
+    return quality
+
+
+def write_html(q: dict, path: Path) -> Path:
+    import html
+
+    def f(v):
+        return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else (
+            f"{v:.3f}" if isinstance(v, float) else str(v))
+
+    head = ["mode", "class", "label fidelity", "real p(true)", "ratio (>= 0.8)", "TOS recall", "real-trained recall",
+            "ratio (>= 0.7)", "FD syn", "FD real val", "KID syn", "KID real val", "n", "memorized"]
+    rows = []
+    for mode, per in q["gates"].items():
+        for c, g in per.items():
+            rows.append([mode, c, g.get("label_fidelity"), g.get("label_fidelity_real"),
+                         f"{f(g.get('label_fidelity_ratio'))} {'pass' if g.get('label_fidelity_pass') else 'FAIL'}",
+                         g.get("tos_recall"), g.get("real_recall"),
+                         f"{f(g.get('tos_ratio'))} {'pass' if g.get('tos_pass') else 'FAIL'}" if "tos_ratio" in g
+                         else "not run",
+                         g.get("fd_synthetic"), g.get("fd_real_val"), g.get("kid_synthetic"), g.get("kid_real_val"),
+                         g.get("n"), g.get("memorized_fraction")])
+    table = ("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"
+             + "".join("<tr>" + "".join(f"<td>{html.escape(f(v))}</td>" for v in r) + "</tr>" for r in rows)
+             + "</table>")
+    css = "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 6px}"
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>synthesizer quality gates</title>"
+            f"<style>{css}</style></head><body><h1>Synthesizer quality gates</h1>"
+            f"<p>Model <code>{html.escape(q['model'])}</code> (weights {html.escape(q['model_hash'])}); data "
+            f"<code>{html.escape(q['data'])}</code>; classifier <code>{html.escape(q['classifier'])}</code>.</p>"
+            f"<p>Overall: <b>{'all gates pass' if q['all_pass'] else 'some gates fail'}</b>. FD/KID in "
+            f"{html.escape(q['feature_space'])}, at equal n per class.</p>{table}"
+            f"<h2>Side by side</h2><p>Each row: real source lesion pasted on the background (harmonize input) | "
+            f"background | inpaint | harmonize.</p><p><img src='{html.escape(q['grid'])}' alt='side-by-side grid'></p>"
+            f"</body></html>")
+    path.write_text(page)
+    return path

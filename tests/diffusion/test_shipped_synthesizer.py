@@ -1,0 +1,80 @@
+"""The synthesizer shipped in models/: its format, its card, and that it generates (default tier, seconds)."""
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SHIPPED = ROOT / "models" / "synth-dermamnist"
+
+
+def test_ship_writes_fp16_weights_a_card_and_loads_back_in_fp32(tiny_model, tmp_path):
+    from safetensors import safe_open
+
+    from tailsynth.diffusion.card import build_card, card_markdown
+    from tailsynth.diffusion.model import install_pretrained, load_model, model_hash, read_card, ship
+
+    model, data = tiny_model
+    card = ship(model, tmp_path / "s", build_card(model, "tiny-test", commands=["tailsynth train diffusion ..."]))
+    st = tmp_path / "s" / "unet" / "diffusion_pytorch_model.safetensors"
+    with safe_open(str(st), "pt") as f:
+        assert {str(f.get_tensor(k).dtype) for k in f.keys()} == {"torch.float16"}
+    assert card["weights_hash"] == model_hash(tmp_path / "s") and read_card(tmp_path / "s") == card
+    assert card["images_seen"] == card["steps"] * card["batch_size"] and card["data"]["sha256"] is None  # a folder
+    assert "tiny-test" in card_markdown(card) and "Reproduce" in card_markdown(card)
+    unet, _, meta = load_model(tmp_path / "s")
+    assert next(unet.parameters()).dtype.is_floating_point and str(next(unet.parameters()).dtype) == "torch.float32"
+    info = install_pretrained(tmp_path / "s", tmp_path / "run_model")
+    assert info["model_hash"] == card["weights_hash"] and info["pretrained_from"] == str(tmp_path / "s")
+    with pytest.raises(FileNotFoundError, match="not a synthesizer"):
+        install_pretrained(tmp_path, tmp_path / "x")
+
+
+def test_ship_refuses_weights_over_the_size_limit(tiny_model, tmp_path):
+    from tailsynth.diffusion.card import build_card
+    from tailsynth.diffusion.model import ship
+
+    model, _ = tiny_model
+    with pytest.raises(ValueError, match="over the"):
+        ship(model, tmp_path / "s", build_card(model, "t"), max_mb=0.001)
+
+
+def test_shipped_model_files_and_card():
+    if not SHIPPED.is_dir():
+        pytest.skip(f"{SHIPPED} not present")
+    from tailsynth.diffusion.model import SHIPPED_FILES, model_hash, read_card
+
+    for f in SHIPPED_FILES:
+        assert (SHIPPED / f).is_file(), f
+    card = read_card(SHIPPED)
+    assert card["weights_hash"] == model_hash(SHIPPED)  # the card describes these exact weights
+    assert (SHIPPED / "unet" / "diffusion_pytorch_model.safetensors").stat().st_size <= 8 * 2**20
+    assert card["images_seen"] >= 300_000
+    for mode in ("inpaint", "harmonize"):
+        assert set(card["gates"][mode]) >= {"DF", "VASC", "AK"}
+
+
+def test_shipped_model_generates_four_images_per_tail_class(dermamnist_npz, tmp_path):
+    if not SHIPPED.is_dir():
+        pytest.skip(f"{SHIPPED} not present")
+    from tailsynth.data.isic import decode_file
+    from tailsynth.diffusion.generate import generate
+
+    for mode in ("inpaint", "harmonize"):
+        out = tmp_path / mode
+        res = generate(SHIPPED, dermamnist_npz, out, classes="DF,VASC,AK", policy="fixed", count=4,
+                       sampler="dpmsolver", steps=10, guidance=2.0, batch_size=12, mode=mode)
+        assert res["per_class"] == {"DF": 4, "VASC": 4, "AK": 4}
+        rows = list(csv.DictReader((out / "manifest.csv").read_text().splitlines()))
+        imgs = np.stack([decode_file(str(out / "images" / f"{r['id']}.png")) for r in rows])
+        assert imgs.shape == (12, 28, 28, 3)
+        # Smooth like real lesions, not confetti: the mean step between neighbouring pixels stays within 2x that of
+        # real DermaMNIST images (about 5 grey levels; uniform noise gives about 85).
+        real = np.load(dermamnist_npz)["val_images"][:500].astype(float)
+        dx_real = np.abs(np.diff(real, axis=2)).mean()
+        dx = np.abs(np.diff(imgs.astype(float), axis=2)).mean()
+        assert dx < 2 * dx_real, (dx, dx_real)
+        assert json.loads((out / "generation.json").read_text())["model_hash"] == res["model_hash"]
