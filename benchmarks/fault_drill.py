@@ -23,7 +23,6 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -220,7 +219,7 @@ def drill_endpoint(ep: Endpoint, backend: str, soak: int, concurrency: int) -> N
         ok = c == status and words.lower() in json.dumps(b).lower() and c2 == 200 and \
             o2["predictions"][0]["class"] == want
         record(g, f"bad input: {label}", ok, f"HTTP {c}; next good request {c2}")
-    c, b = post(ep.url, b"{}", path=f"/v2/repository/models/{MODEL}/unload")
+    c, _ = post(ep.url, b"{}", path=f"/v2/repository/models/{MODEL}/unload")
     record(g, "unload with the inference token", c == 403 and post(ep.url, v1([good]))[0] == 200, f"HTTP {c}")
     c = get(ep.url, f"/v1/models/{MODEL}:predict")
     record(g, "GET on :predict", c == 405, f"HTTP {c}")

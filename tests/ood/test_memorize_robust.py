@@ -7,10 +7,26 @@ from __future__ import annotations
 import csv
 
 import numpy as np
-import pytest
 from PIL import Image
 
-from tailsynth.ood.memorize import (check_memorization, copy_threshold, descriptor_nn, descriptors, pixel_vectors)
+from tailsynth.ood.memorize import (
+    check_memorization,
+    copy_threshold,
+    descriptor_nn,
+    descriptors,
+    pixel_vectors,
+)
+
+def _ood_conftest():
+    """tests/ood/conftest.py's data helpers, loaded by path (`import conftest` is ambiguous across test folders)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("ood_conftest_helpers", Path(__file__).with_name("conftest.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
 
 FILTERS = [Image.NEAREST, Image.LANCZOS, Image.BICUBIC, Image.BOX]
 
@@ -88,9 +104,11 @@ def test_calibrated_on_real_dermamnist(dermamnist_npz):
 
 
 def test_select_drops_a_nearest_resized_copy(tmp_path):
-    from conftest import _fit_tiny_classifier, _make_npz, _write_candidates
-
     from tailsynth.ood.select import select_candidates
+
+    helpers = _ood_conftest()
+    _fit_tiny_classifier, _make_npz, _write_candidates = (helpers._fit_tiny_classifier, helpers._make_npz,
+                                                          helpers._write_candidates)
 
     npz = _make_npz(tmp_path / "tiny.npz", {"train": [8, 8, 10, 8, 10, 24, 8], "val": [3, 3, 3, 3, 3, 6, 3]})
     x, y, ds = _fit_tiny_classifier(npz, tmp_path / "clf")

@@ -188,3 +188,9 @@ def isic_images(isic_sample) -> list[Path]:
 def dermamnist_pngs(dermamnist_npz) -> list[bytes]:
     d = np.load(dermamnist_npz)
     return [png_bytes(img) for img in d["val_images"][:16]]
+
+
+@pytest.fixture(scope="session")
+def server_cls():
+    """The Server launcher, for tests that start their own (a fixture: `conftest` is ambiguous as a module name)."""
+    return Server

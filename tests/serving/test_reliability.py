@@ -16,7 +16,6 @@ import urllib.request
 import numpy as np
 import pytest
 import serving_checks as chk
-from conftest import Server
 
 from tailsynth.serve.images import BadInput, Limits, decode_image
 
@@ -106,8 +105,8 @@ def test_repository_control_is_off_by_default(ort_server):
     chk.predict_v1(ort_server.url, [chk.jpeg(0)], ort_server.token)  # still serving
 
 
-def test_repository_control_needs_the_admin_token(local_repo, tmp_path):
-    s = Server(local_repo, "onnxruntime", "infer-tok", tmp_path / "p.jsonl",
+def test_repository_control_needs_the_admin_token(local_repo, tmp_path, server_cls):
+    s = server_cls(local_repo, "onnxruntime", "infer-tok", tmp_path / "p.jsonl",
                extra=("--repository-control", "--admin-token", "admin-tok")).wait_ready()
     try:
         code, body = chk.post(s.url, b"{}", "infer-tok", path=f"/v2/repository/models/{MODEL}/unload")
@@ -121,8 +120,8 @@ def test_repository_control_needs_the_admin_token(local_repo, tmp_path):
         s.stop()
 
 
-def test_without_a_token_only_loopback_and_a_loud_warning(local_repo, tmp_path):
-    s = Server(local_repo, "onnxruntime", None, tmp_path / "p.jsonl").wait_ready()
+def test_without_a_token_only_loopback_and_a_loud_warning(local_repo, tmp_path, server_cls):
+    s = server_cls(local_repo, "onnxruntime", None, tmp_path / "p.jsonl").wait_ready()
     try:
         assert chk.listen_addresses(s.port) == {"127.0.0.1"}
         chk.predict_v1(s.url, [chk.jpeg(0)], None)

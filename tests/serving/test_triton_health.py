@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import serving_checks as chk
-from conftest import Server
 
 pytestmark = pytest.mark.triton
 
@@ -38,7 +37,7 @@ def children(pid: int) -> list[tuple[int, str, str]]:
     return out
 
 
-def tritonserver_pid(server: Server) -> int:
+def tritonserver_pid(server) -> int:
     found = [p for p, name, state in children(server.proc.pid) if name.startswith("tritonserver") and state != "Z"]
     assert len(found) == 1, children(server.proc.pid)
     return found[0]
@@ -65,11 +64,11 @@ def wait_for(cond, timeout: float, step: float = 0.1) -> float | None:
 
 
 @pytest.fixture
-def served(triton_env, local_repo, tmp_path):
+def served(triton_env, local_repo, tmp_path, server_cls):
     servers = []
 
     def start(**env):
-        s = Server(local_repo, "triton", "s3cret", tmp_path / f"p{len(servers)}.jsonl", env=env).wait_ready()
+        s = server_cls(local_repo, "triton", "s3cret", tmp_path / f"p{len(servers)}.jsonl", env=env).wait_ready()
         servers.append(s)
         return s
 
