@@ -359,7 +359,7 @@ def drill_pipeline(workdir: Path, data: Path) -> None:
         p.wait()
     done = {s.name.removesuffix(".task.json") for s in (out / ".kfp_cache").glob("*.task.json")}
     r = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    info = json.loads((out / "run.json").read_text()) if (out / "run.json").exists() else {}
+    info = json.loads((out / "task_cache.json").read_text()) if (out / "task_cache.json").exists() else {}
     ok = r.returncode == 0 and set(info.get("cached_keys", [])) == done and not set(info.get("executed_keys", [])) & done
     record(g, "killed at 40 s, re-run with --cache", ok,
            f"{len(done)} finished before the kill, {len(info.get('cached_tasks', []))} reused, "

@@ -45,7 +45,9 @@ def main() -> None:
 
     from tailsynth.classify.model import load_classifier
     from tailsynth.monitor.drill import drill_manifest, sample_window, train_quick_classifier
-    from tailsynth.monitor.records import Embedder, model_version, read_records, records_frame
+    from tailsynth.hashing import model_version
+    from tailsynth.monitor.records import read_records, records_frame
+    from tailsynth.predictions import Embedder
     from tailsynth.monitor.reference import build_reference, reference_path
     from tailsynth.monitor.score import apply_shifts, load_split, parse_shift, score_arrays
     from tailsynth.monitor.stats import DriftSettings, evaluate_window
@@ -61,7 +63,7 @@ def main() -> None:
     if not (model / "model.pt").is_file():
         train_info = train_quick_classifier(args.data, manifest, model, epochs=args.epochs, seed=args.seed)
     ref_info = build_reference(model, args.data, split="ref", splits=manifest)
-    classes = load_classifier(model)[1]["classes"]
+    classes = load_classifier(model)[1].classes
     ref_df = records_frame(read_records(reference_path(model)), classes)
 
     net, meta = load_classifier(model)

@@ -1,7 +1,7 @@
 """Real-data stages: validate (and stage), split, version."""
 
 # No `from __future__ import annotations`: KFP reads the real annotation objects.
-from kfp.dsl import Artifact, Dataset, Input, Metrics, Output
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
 from .base import cpu_component
 
@@ -16,14 +16,15 @@ def validate(source: str, data_revision: str, max_per_class: int, seed: int,
     Returns the content hash of the staged bytes.
     """
     from tailsynth.data.validate import validate_source
-    from tailsynth.pipeline_io import content_hash, stage_source
+    from tailsynth.hashing import data_revision as revision_of
+    from tailsynth.pipeline_io import stage_source
 
     staged = stage_source(source, data.path, max_per_class=max_per_class, seed=seed)
     result = validate_source(staged, report=report.path)
     if not result.ok:
         problems = "; ".join(result.problems()[:10])
         raise ValueError(f"{source}: data validation failed: {problems}")
-    digest = content_hash(staged)
+    digest = revision_of(staged)
     data.metadata.update({"source": source, "data_revision": data_revision, "content_hash": digest,
                           "max_per_class": max_per_class})
     metrics.log_metric("validation_ok", 1.0)
@@ -53,28 +54,24 @@ def split(data: Input[Dataset], seed: int, val_fraction: float, test_fraction: f
 
 
 @cpu_component
-def version(synthetic: Input[Dataset], data_revision: str, content_hash: str, remote: str,
-            record: Output[Artifact]) -> str:
-    """Push the selected synthetic set with DVC to REMOTE (s3://bucket/prefix) and record the real data's revision.
+def version(synthetic: Input[Dataset], data: Input[Dataset], candidates: Input[Dataset], diffusion: Input[Model],
+            data_revision: str, content_hash: str, remote: str, record: Output[Artifact]) -> str:
+    """Version the staged real data and the selected synthetic set with DVC and push both to REMOTE.
 
-    Returns the DVC md5 of the synthetic set, or 'not-pushed' when `remote` is empty (local runs without S3).
-    Credentials (and AWS_ENDPOINT_URL for S3-compatible stores) come from the environment.
+    REMOTE is s3://bucket/prefix or a local folder (local runs default to the checkout's DVC remote, a folder
+    beside it). Empty: revisions are computed and recorded, nothing is pushed. Returns the synthetic set's DVC
+    revision. Credentials (and AWS_ENDPOINT_URL for S3-compatible stores) come from the environment.
     """
     import json
     import os
 
-    from tailsynth.pipeline_io import push_synthetic_set
+    from tailsynth.data.versioning import version_run
 
-    entry = {"real_data_revision": data_revision, "real_content_hash": content_hash,
-             "synthetic_set": synthetic.uri, "remote": remote or None}
-    if remote:
-        pushed = push_synthetic_set(synthetic.path, remote, endpoint_url=os.environ.get("AWS_ENDPOINT_URL"))
-        entry.update(pushed)
-    else:
-        entry["synthetic_revision"] = "not-pushed"
-        entry["note"] = "no DVC remote configured for this run; the synthetic set stays in the run folder"
+    entry = version_run(data.path, synthetic.path, remote or None, data_revision=data_revision,
+                        candidates=candidates.path, synthesizer=diffusion.path)
+    entry["real_content_hash"] = content_hash
     os.makedirs(os.path.dirname(record.path) or ".", exist_ok=True)
     with open(record.path, "w") as f:
         json.dump(entry, f, indent=2, sort_keys=True)
-    record.metadata.update({k: v for k, v in entry.items() if k != "dvc_file"})
-    return entry["synthetic_revision"]
+    record.metadata.update({f"{k}_revision": v["md5"] for k, v in entry["sets"].items()})
+    return entry["sets"]["synthetic"]["md5"]

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import yaml
 
+from tailsynth.errors import ConfigError
+
 CONFIG_FILE = Path(__file__).with_name("cluster.yaml")
 
 
@@ -21,7 +23,7 @@ def settings() -> dict:
         cfg = yaml.safe_load(f)
     for key in ("gpu", "s3_secret"):
         if key not in (cfg or {}):
-            raise KeyError(f"{CONFIG_FILE}: missing section {key!r}")
+            raise ConfigError(f"{CONFIG_FILE}: missing section {key!r}")
     return cfg
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 COMPILED_DIR = Path(__file__).with_name("compiled")
@@ -17,11 +18,16 @@ def pipeline_functions() -> dict:
 def compile_all(out: str | Path = COMPILED_DIR) -> list[Path]:
     from kfp import compiler
 
+    from components.images import resolve_images
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, fn in pipeline_functions().items():
-        path = out / f"{name}.yaml"
-        compiler.Compiler().compile(fn, str(path))
-        written.append(path)
+    with tempfile.TemporaryDirectory(prefix="tailsynth-compile-") as tmp:
+        for name, fn in pipeline_functions().items():
+            raw = Path(tmp) / f"{name}.yaml"
+            compiler.Compiler().compile(fn, str(raw))
+            path = out / f"{name}.yaml"
+            path.write_text(resolve_images(raw.read_text()))
+            written.append(path)
     return written

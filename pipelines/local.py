@@ -9,13 +9,16 @@ reused tasks. On a cluster the backend caches by input fingerprint, which includ
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path
 
-from tailsynth.data.errors import DataError
-from tailsynth.pipeline_io import content_hash, locate_real_data
+from tailsynth import hashing
+from tailsynth.data.versioning import record_run_versions
+from tailsynth.errors import DataError, ServiceError
+from tailsynth.pipeline_io import locate_real_data
+from tailsynth.pipeline_report import VERSION_RECORD, finalize_run_report
+from tailsynth.runinfo import record_stage
 
 from .profiles import profile as resolve_profile
 
@@ -30,6 +33,22 @@ def resolve_data(data: str | Path) -> Path:
             "folder). Fetch DermaMNIST with `tailsynth data fetch dermamnist --dest DIR`, or point --data at an ISIC 2019 "
             "folder.")
     return found.resolve()
+
+
+def default_dvc_remote() -> str:
+    """The checkout's default DVC remote (a folder beside it unless `tailsynth data remote-s3 --default` changed it);
+    an S3 remote's endpoint reaches the version stage through AWS_ENDPOINT_URL. Empty when there is no checkout."""
+    import os
+
+    from tailsynth.data.versioning import VersioningError, default_remote
+
+    try:
+        spec = default_remote(Path(__file__).resolve().parents[1])
+    except VersioningError:
+        return ""
+    if spec.get("endpointurl"):
+        os.environ.setdefault("AWS_ENDPOINT_URL", spec["endpointurl"])
+    return spec["url"]
 
 
 def resolve_synthesizer(path: str | Path) -> Path:
@@ -51,14 +70,16 @@ def run_local(profile: str, data: str | Path, out: str | Path, data_revision: st
     from .train_augment import train_augment
 
     params = resolve_profile(profile, **overrides)
+    if not params.get("dvc_remote"):
+        params["dvc_remote"] = default_dvc_remote()
     params["diffusion_model"] = str(resolve_synthesizer(params["diffusion_model"])) if params.get("diffusion_model") else ""
     source = resolve_data(data)
-    revision = data_revision or ("sha256:" + content_hash(source))
+    revision = data_revision or hashing.data_revision(source)
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     root = out / "artifacts"
     resolved = {"source": str(source), "data_revision": revision, **params}
-    (out / "run_config.json").write_text(json.dumps(resolved, indent=2, sort_keys=True))
+    record_stage(out, "pipeline train_augment", resolved, data_revision=revision, status="running")
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), enable_caching=cache,
                cache_root=str(out / ".kfp_cache"))
     task_cache = None
@@ -75,14 +96,18 @@ def run_local(profile: str, data: str | Path, out: str | Path, data_revision: st
             shutil.copyfile(f, out / f.name)
     missing = [f for f in REPORT_FILES if not (out / f).is_file()]
     if missing:
-        raise RuntimeError(f"{report_dir}: the report stage did not write {', '.join(missing)}")
-    info = {"wall_seconds": round(wall, 1), "report_stage_dir": str(report_dir), "pipeline_root": str(root),
-            "profile": profile}
+        raise ServiceError(f"{report_dir}: the report stage did not write {', '.join(missing)}")
+    record_stage(out, "pipeline train_augment", resolved, data_revision=revision, status="succeeded",
+                 wall_seconds=round(wall, 1), report_stage_dir=str(report_dir), pipeline_root=str(root))
+    if (out / VERSION_RECORD).is_file():
+        record_run_versions(out, json.loads((out / VERSION_RECORD).read_text()),
+                            params={"remote": params["dvc_remote"], "data_revision": revision})
+    finalize_run_report(out)  # adds the exported model card, its lineage and the links only the whole run knows
     if task_cache is not None:
-        info.update(task_cache.summary())
+        summary = task_cache.summary()
+        (out / "task_cache.json").write_text(json.dumps(summary, indent=2))
         with open(out / "report.md", "a", encoding="utf-8") as f:
             f.write("\n## Task cache\n\n"
-                    f"Reused from an earlier run: {', '.join(info['cached_tasks']) or 'none'}.  \n"
-                    f"Executed in this run: {', '.join(info['executed_tasks']) or 'none'}.\n")
-    (out / "run.json").write_text(json.dumps(info, indent=2))
+                    f"Reused from an earlier run: {', '.join(summary['cached_tasks']) or 'none'}.  \n"
+                    f"Executed in this run: {', '.join(summary['executed_tasks']) or 'none'}.\n")
     return out

@@ -6,6 +6,12 @@ A profile holds every pipeline parameter except `source` and `data_revision`, wh
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any, List
+
+from tailsynth.errors import ConfigError
 
 TAIL_CLASSES = ["DF", "VASC", "AK"]
 
@@ -50,13 +56,14 @@ PROFILES: dict[str, dict] = {
     # synthesizer copied in (seconds), 180 candidates, ~2 min of task start-up (torch imports).
     "cpu": {**_COMMON,
             "epochs": 8, "resolution": 32, "batch_size": 128,
-            # The shipped synthesizer (trained once, 8,000 steps x 64 images, see its MODEL_CARD.md) instead of
+            # The shipped synthesizer (trained once, 6,000 steps x 64 images, see its MODEL_CARD.md) instead of
             # minutes of training inside every run; its lesions are what the rest of the run is judged on.
             "diffusion_model": SHIPPED_SYNTHESIZER,
-            "diffusion_size": "lean", "diffusion_resolution": 28, "diffusion_steps": 8000,
+            "diffusion_size": "lean", "diffusion_resolution": 28, "diffusion_steps": 6000,
             "diffusion_batch_size": 64, "diffusion_max_minutes": 0.0,
             "classes": TAIL_CLASSES, "count": 60, "oversample": 1.0,
-            "sampler_steps": 15, "num_shards": 2, "gamma": 0.5},
+            # The shipped synthesizer's sampler, chosen on label fidelity (docs/results/diffusion.md).
+            "sampler": "dpmsolver", "sampler_steps": 20, "guidance": 3.0, "num_shards": 2, "gamma": 0.5},
     # ISIC 2019 at full scale on a GPU pool: fill-to-head synthesis, gamma 0.4, 16 generation shards.
     "paper": {**_COMMON,
               "backbone": "efficientnet_b0", "epochs": 30, "resolution": 128, "batch_size": 128,
@@ -69,14 +76,57 @@ PROFILES: dict[str, dict] = {
 }
 
 
+# The pipelines' signature defaults: what a bare cluster submission or the KFP UI starts from.
+DEFAULT_PROFILE = "cpu"
+DEFAULTS = PROFILES[DEFAULT_PROFILE]
+
+# What the shared generate -> select -> retrain -> evaluate sub-pipeline takes from a profile.
+SYNTHESIS_PARAMETERS = ("classes", "policy", "count", "oversample", "generate_mode", "strength", "sampler",
+                        "sampler_steps", "guidance", "num_shards", "gamma", "calibrate", "ood_score", "backbone",
+                        "loss", "epochs", "resolution", "batch_size", "seed", "synthetic_ratio", "eval_split",
+                        "eval_bootstrap")
+
+
+def parameter_type(name: str) -> type:
+    """The KFP type of profile parameter NAME, from its value in the default profile."""
+    value = DEFAULTS[name]
+    return List[str] if isinstance(value, list) else type(value)
+
+
+def pipeline_parameters(required: dict[str, Any], shared: Sequence[str],
+                        extra: dict[str, tuple[type, Any]] | None = None, defaults: bool = True) -> Callable:
+    """Give a pipeline body `def f(**p)` its KFP signature: REQUIRED parameters (name -> type), then EXTRA ones
+    (name -> (type, default)), then the profile parameters SHARED, typed and (with DEFAULTS) defaulted from the
+    default profile. One list of parameters, the profiles, instead of one per pipeline."""
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    params = [inspect.Parameter(n, kind, annotation=t) for n, t in required.items()]
+    params += [inspect.Parameter(n, kind, annotation=t, default=d) for n, (t, d) in (extra or {}).items()]
+    params += [inspect.Parameter(n, kind, annotation=parameter_type(n),
+                                 **({"default": copy.deepcopy(DEFAULTS[n])} if defaults else {})) for n in shared]
+
+    def wrap(body: Callable) -> Callable:
+        signature = inspect.Signature(params, return_annotation=inspect.signature(body).return_annotation)
+
+        @functools.wraps(body)
+        def pipeline(*args, **kwargs):  # KFP passes one channel per parameter, positionally
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            return body(**bound.arguments)
+
+        pipeline.__signature__ = signature
+        return pipeline
+
+    return wrap
+
+
 def profile(name: str, **overrides) -> dict:
     """The parameters of profile NAME with OVERRIDES applied (unknown keys are an error)."""
     if name not in PROFILES:
-        raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}")
+        raise ConfigError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}")
     p = copy.deepcopy(PROFILES[name])
     unknown = set(overrides) - set(p)
     if unknown:
-        raise ValueError(f"profile {name!r}: unknown parameter(s) {', '.join(sorted(unknown))}")
+        raise ConfigError(f"profile {name!r}: unknown parameter(s) {', '.join(sorted(unknown))}")
     p.update(overrides)
     p["profile"] = name
     return p

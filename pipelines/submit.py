@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tailsynth.errors import ServiceError
+
 from .compile import COMPILED_DIR
 from .profiles import profile as resolve_profile
 
 SERVICE_ACCOUNT = "tailsynth-pipeline-runner"  # k8s/pipeline/base/rbac.yaml
 
 
-class SubmitError(RuntimeError):
-    pass
+class SubmitError(ServiceError):
+    """The Kubeflow Pipelines endpoint could not be reached or refused the run."""
 
 
 def check_reachable(host: str, timeout: float = 5.0) -> None:

@@ -172,7 +172,7 @@ def run(model: Path | None, requests: int, concurrency: list[int], images_dir: P
     net, meta = load_classifier(model)
     if "parity" not in summary:
         summary["parity"] = check_parity(net, meta, summary["onnx"])
-    r = int(meta["resolution"])
+    r = int(meta.resolution)
     images = load_images(images_dir, 64, r)
     opts = ort.SessionOptions()
     # Same session settings as the served paths (no spinning threads; TAILSYNTH_ORT_SPIN=1 to compare).
@@ -227,7 +227,7 @@ def run(model: Path | None, requests: int, concurrency: list[int], images_dir: P
                 row["p50_vs_torch"] = row["p50_ms"] / base[c]["p50_ms"]
     load = os.getloadavg()
     return {"results": results, "requests": requests, "concurrency": concurrency, "rounds": rounds,
-            "model": {"backbone": meta["backbone"], "resolution": r, "untrained": untrained,
+            "model": {"backbone": meta.backbone, "resolution": r, "untrained": untrained,
                       "version": summary["model_version"]},
             "images": f"{len(images)} real JPEGs from {images_dir}" if images_dir and images_dir.exists()
             else f"{len(images)} synthetic JPEGs",

@@ -22,6 +22,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+
+from .classify.metadata import ClassifierMeta
+from .errors import ConfigError
+from .formatting import fmt
 from .hashing import model_version
 
 MODEL_NAME = "lesion-classifier"
@@ -50,14 +54,14 @@ def _serving_graph(model, mean: Sequence[float], std: Sequence[float]):
     return ServingGraph().eval()
 
 
-def export_onnx(model, meta: dict, path: str | Path, opset: int = 18) -> Path:
+def export_onnx(model, meta: ClassifierMeta, path: str | Path, opset: int = 18) -> Path:
     """Write the uint8-in / probabilities+features-out graph with a dynamic batch axis."""
     import torch
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    graph = _serving_graph(model, meta["mean"], meta["std"])
-    r = int(meta["resolution"])
+    graph = _serving_graph(model, meta.mean, meta.std)
+    r = int(meta.resolution)
     # Batch 2 in the example: a batch of 1 lets the tracer specialise the batch dimension away.
     example = torch.zeros((2, r, r, 3), dtype=torch.uint8)
     batch = torch.export.Dim("batch", min=1, max=4096)
@@ -68,7 +72,7 @@ def export_onnx(model, meta: dict, path: str | Path, opset: int = 18) -> Path:
     return path
 
 
-def check_parity(model, meta: dict, onnx_path: str | Path, images: np.ndarray | None = None,
+def check_parity(model, meta: ClassifierMeta, onnx_path: str | Path, images: np.ndarray | None = None,
                  seed: int = 0) -> dict:
     """Max abs difference of probabilities (and features) between torch eager and onnxruntime.
 
@@ -77,7 +81,7 @@ def check_parity(model, meta: dict, onnx_path: str | Path, images: np.ndarray | 
 
     from .classify.model import predict_arrays
 
-    r = int(meta["resolution"])
+    r = int(meta.resolution)
     if images is None:
         images = np.random.default_rng(seed).integers(0, 256, (5, r, r, 3), dtype=np.uint8)
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
@@ -94,7 +98,8 @@ def check_parity(model, meta: dict, onnx_path: str | Path, images: np.ndarray | 
     }
 
 
-def build_model_card(meta: dict, version: str, parity: dict, metrics: dict | None, target: str) -> dict:
+def build_model_card(meta: ClassifierMeta, version: str, parity: dict, metrics: dict | None, target: str,
+                     lineage: dict | None = None) -> dict:
     per_class = None
     if metrics:
         per_class = metrics.get("per_class") or {k: v for k, v in metrics.items() if isinstance(v, dict)} or None
@@ -103,23 +108,20 @@ def build_model_card(meta: dict, version: str, parity: dict, metrics: dict | Non
         "version": version,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "intended_use": INTENDED_USE,
-        "backbone": meta["backbone"],
-        "classes": list(meta["classes"]),
+        "backbone": meta.backbone,
+        "classes": list(meta.classes),
         "input": {"name": INPUT_NAME, "dtype": "UINT8", "layout": "NHWC",
-                  "shape": [-1, int(meta["resolution"]), int(meta["resolution"]), 3],
-                  "mean": list(meta["mean"]), "std": list(meta["std"])},
+                  "shape": [-1, int(meta.resolution), int(meta.resolution), 3],
+                  "mean": list(meta.mean), "std": list(meta.std)},
         "outputs": list(OUTPUTS),
-        "data_revision": meta.get("data_revision"),
-        "training_config": meta.get("config") or {},
+        "data_revision": meta.data_revision,
+        "training_config": meta.config or {},
         "metrics": metrics or {},
         "per_class_metrics": per_class or {},
         "onnx_parity": parity,
         "target": target,
+        "lineage": lineage,
     }
-
-
-def _fmt(v) -> str:
-    return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
 def model_card_markdown(card: dict) -> str:
@@ -131,20 +133,38 @@ def model_card_markdown(card: dict) -> str:
              f"- Data revision: `{card['data_revision']}`",
              f"- ONNX parity vs torch (max abs diff of probabilities): "
              f"{card['onnx_parity']['max_abs_diff_probabilities']:.2e}", ""]
+    lines += lineage_markdown(card.get("lineage"))
     scalars = {k: v for k, v in card["metrics"].items() if isinstance(v, (int, float))}
     if scalars:
         lines += ["## Validation metrics", "", "| metric | value |", "|---|---|"]
-        lines += [f"| {k} | {_fmt(v)} |" for k, v in scalars.items()] + [""]
+        lines += [f"| {k} | {fmt(v, 4)} |" for k, v in scalars.items()] + [""]
     pc = card["per_class_metrics"]
     if pc:
         cols = sorted({m for v in pc.values() if isinstance(v, dict) for m in v})
         lines += ["## Per-class metrics", "", "| class | " + " | ".join(cols) + " |",
                   "|---" * (len(cols) + 1) + "|"]
-        lines += [f"| {c} | " + " | ".join(_fmt(v.get(m, "")) for m in cols) + " |" for c, v in pc.items()]
+        lines += [f"| {c} | " + " | ".join(fmt(v.get(m, ""), 4) for m in cols) + " |" for c, v in pc.items()]
         lines.append("")
     else:
         lines += ["No validation metrics were found beside the checkpoint (MODEL_DIR/metrics.json).", ""]
     return "\n".join(lines)
+
+
+def lineage_markdown(lin: dict | None) -> list[str]:
+    """What the model was made from (`tailsynth lineage` follows these back to the images)."""
+    if not lin:
+        return []
+    syn, synth, sel = lin.get("synthetic_set"), lin.get("synthesizer") or {}, lin.get("selection") or {}
+    out = ["## Lineage", "", "| link | value |", "|---|---|",
+           f"| training data revision | `{(lin.get('training_data') or {}).get('revision')}` |"]
+    if syn:
+        out += [f"| synthetic set revision (DVC) | `{syn.get('dvc_md5')}` ({syn.get('n_images')} images) |",
+                f"| synthesizer hash | `{synth.get('hash')}` |",
+                "| selection settings | " + ", ".join(f"{k}={sel.get(k)}" for k in ("score", "gamma", "calibrate",
+                                                                                   "weights") if k in sel) + " |"]
+    else:
+        out.append("| synthetic set | none (real data only) |")
+    return out + [""]
 
 
 def _dims(v: Sequence[int]) -> str:
@@ -156,9 +176,9 @@ def triton_config(*, classes: Sequence[str], resolution: int, feature_dim: int, 
                   max_queue_delay_us: int = 2000, instances: int = 1, tensorrt: bool = False,
                   execution_env: str | None = None) -> str:
     if target not in TARGETS:
-        raise ValueError(f"target {target!r}: expected one of {TARGETS}")
+        raise ConfigError(f"target {target!r}: expected one of {TARGETS}")
     if max_batch_size < 1:
-        raise ValueError(f"max_batch_size {max_batch_size}: must be >= 1")
+        raise ConfigError(f"max_batch_size {max_batch_size}: must be >= 1")
     preferred = [b for b in preferred_batch_sizes if b <= max_batch_size] or [max_batch_size]
     head = [f'name: "{MODEL_NAME}"']
     head.append('platform: "onnxruntime_onnx"' if target == "cluster" else 'backend: "python"')
@@ -214,7 +234,7 @@ def export_model(model: str | Path, out: str | Path, target: str = "local", *, m
     from .classify.model import load_classifier
 
     if target not in TARGETS:
-        raise ValueError(f"--target {target!r}: expected one of {TARGETS}")
+        raise ConfigError(f"--target {target!r}: expected one of {TARGETS}")
     model_dir = Path(model)
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
     net, meta = load_classifier(model_dir)
@@ -227,19 +247,21 @@ def export_model(model: str | Path, out: str | Path, target: str = "local", *, m
     onnx_path = export_onnx(net, meta, vdir / "model.onnx")
     parity = check_parity(net, meta, onnx_path)
     if parity["max_abs_diff_probabilities"] > parity_tolerance:
-        raise ValueError(f"{onnx_path}: ONNX and torch disagree, max abs diff of probabilities "
+        raise ConfigError(f"{onnx_path}: ONNX and torch disagree, max abs diff of probabilities "
                          f"{parity['max_abs_diff_probabilities']:.3g} > {parity_tolerance}")
     feature_dim = int(net.num_features)
     if target == "local":
         (vdir / "model.py").write_text(_python_model_source())
     (mdir / "config.pbtxt").write_text(triton_config(
-        classes=meta["classes"], resolution=int(meta["resolution"]), feature_dim=feature_dim, version=version,
+        classes=meta.classes, resolution=int(meta.resolution), feature_dim=feature_dim, version=version,
         target=target, max_batch_size=max_batch_size, preferred_batch_sizes=preferred_batch_sizes,
         max_queue_delay_us=max_queue_delay_us, instances=instances, tensorrt=tensorrt))
-    (mdir / "labels.txt").write_text("\n".join(meta["classes"]) + "\n")
+    (mdir / "labels.txt").write_text("\n".join(meta.classes) + "\n")
     metrics_path = model_dir / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
-    card = build_model_card(meta, version, parity, metrics, target)
+    from .lineage import model_lineage
+
+    card = build_model_card(meta, version, parity, metrics, target, lineage=model_lineage(model_dir, meta))
     (mdir / "model_card.json").write_text(json.dumps(card, indent=2, default=str) + "\n")
     (mdir / "model_card.md").write_text(model_card_markdown(card))
     # The monitoring reference's projection of the features (tailsynth.monitor.records.Embedder) travels with the
@@ -249,8 +271,8 @@ def export_model(model: str | Path, out: str | Path, target: str = "local", *, m
         shutil.copy2(proj, mdir / "embedding.npz")
     elif (mdir / "embedding.npz").exists():
         (mdir / "embedding.npz").unlink()
-    serving = {"model_name": MODEL_NAME, "model_version": version, "classes": list(meta["classes"]),
-               "resolution": int(meta["resolution"]), "input": INPUT_NAME, "outputs": list(OUTPUTS),
+    serving = {"model_name": MODEL_NAME, "model_version": version, "classes": list(meta.classes),
+               "resolution": int(meta.resolution), "input": INPUT_NAME, "outputs": list(OUTPUTS),
                "feature_dim": feature_dim, "triton_version": int(triton_version), "target": target,
                "embedding_projection": "embedding.npz" if proj.is_file() else None}
     (mdir / "serving.json").write_text(json.dumps(serving, indent=2) + "\n")

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .data.errors import DataError
+from .errors import ConfigError
 
 MIN_COVERAGE = 0.01  # below this the "lesion" is noise
 MAX_COVERAGE = 0.85  # above this the threshold split the skin, not the lesion
@@ -147,7 +148,7 @@ def contact_sheet(images: np.ndarray, masks: np.ndarray, path: str | Path, cols:
 
     n = len(images)
     if n == 0:
-        raise ValueError("contact_sheet: no images")
+        raise ConfigError("contact_sheet: no images")
     s = images.shape[1]
     cols = min(cols, n)
     rows = (n + cols - 1) // cols

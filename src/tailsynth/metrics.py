@@ -11,16 +11,18 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .errors import ConfigError
+
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
     """C x C counts, rows = true class, columns = predicted class."""
     y_true = np.asarray(y_true, dtype=np.int64)
     y_pred = np.asarray(y_pred, dtype=np.int64)
     if y_true.shape != y_pred.shape:
-        raise ValueError(f"y_true has shape {y_true.shape} but y_pred has {y_pred.shape}")
+        raise ConfigError(f"y_true has shape {y_true.shape} but y_pred has {y_pred.shape}")
     for name, y in (("y_true", y_true), ("y_pred", y_pred)):
         if len(y) and (y.min() < 0 or y.max() >= num_classes):
-            raise ValueError(f"{name} holds class indices outside 0..{num_classes - 1}")
+            raise ConfigError(f"{name} holds class indices outside 0..{num_classes - 1}")
     return np.bincount(y_true * num_classes + y_pred, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
@@ -108,9 +110,9 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: Seque
     y_true = np.asarray(y_true, dtype=np.int64)
     probs = np.asarray(probs, dtype=np.float64)
     if probs.ndim != 2 or probs.shape[1] != len(classes):
-        raise ValueError(f"probs has shape {probs.shape}, expected N x {len(classes)} (one column per class)")
+        raise ConfigError(f"probs has shape {probs.shape}, expected N x {len(classes)} (one column per class)")
     if len(y_true) != len(probs):
-        raise ValueError(f"{len(y_true)} labels but {len(probs)} rows of probabilities")
+        raise ConfigError(f"{len(y_true)} labels but {len(probs)} rows of probabilities")
     pred = probs.argmax(axis=1)
     cm = confusion_matrix(y_true, pred, len(classes))
     pc = per_class_from_confusion(cm)
@@ -179,7 +181,7 @@ def aggregate_runs(runs: Sequence[dict]) -> dict:
     Returns {"n_runs", "<metric>": {"mean", "std"}, "per_class": {cls: {"<metric>": {"mean", "std"}}}}.
     """
     if not runs:
-        raise ValueError("no runs to aggregate")
+        raise ConfigError("no runs to aggregate")
 
     def ms(vals) -> dict:
         v = np.array([np.nan if x is None else x for x in vals], dtype=np.float64)
@@ -240,7 +242,7 @@ def mcnemar(correct_ref: np.ndarray, correct_arm: np.ndarray) -> dict:
 
     a, b_ = np.asarray(correct_ref, bool), np.asarray(correct_arm, bool)
     if a.shape != b_.shape:
-        raise ValueError(f"paired correctness vectors differ in length: {a.shape} vs {b_.shape}")
+        raise ConfigError(f"paired correctness vectors differ in length: {a.shape} vs {b_.shape}")
     b = int((a & ~b_).sum())
     c = int((~a & b_).sum())
     p = float(binomtest(min(b, c), b + c, 0.5).pvalue) if b + c else 1.0
@@ -256,13 +258,13 @@ def paired_bootstrap(units: Sequence[dict], num_classes: int, tail_idx: Sequence
     The statistic is the mean over units of metric(arm) − metric(ref); returns {metric: {delta, ci95, n_boot}}.
     """
     if not units:
-        raise ValueError("paired_bootstrap: no units")
+        raise ConfigError("paired_bootstrap: no units")
     groups: dict = {}
     for u in units:
         groups.setdefault(u["group"], []).append(u)
     for g, us in groups.items():
         if len({len(u["y"]) for u in us}) != 1:
-            raise ValueError(f"paired_bootstrap: group {g!r} holds replicates on different image sets")
+            raise ConfigError(f"paired_bootstrap: group {g!r} holds replicates on different image sets")
 
     def delta(u, idx=None):
         y = u["y"] if idx is None else u["y"][idx]

@@ -8,7 +8,6 @@ data artifact is always a folder holding either `<name>.npz` or an ISIC 2019 lay
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .data.errors import DataError
+from .errors import ConfigError
 
 
 def source_in(artifact_dir: str | Path) -> Path:
@@ -119,21 +119,6 @@ def stage_source(source: str | Path, dest_dir: str | Path, max_per_class: int = 
     return dest
 
 
-def content_hash(path: str | Path) -> str:
-    """sha256 over a file, or over the sorted relative paths and bytes of a folder (the cache key of real data)."""
-    p = Path(path)
-    h = hashlib.sha256()
-    files = [p] if p.is_file() else sorted(q for q in p.rglob("*") if q.is_file())
-    if not files:
-        raise DataError(f"{p}: nothing to hash (missing or empty)")
-    for q in files:
-        h.update(str(q.relative_to(p) if p.is_dir() else q.name).encode())
-        with open(q, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
-
-
 def write_json(path: str | Path, obj) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -194,52 +179,6 @@ def localize_manifest(selected_dir: str | Path) -> Path:
         w.writeheader()
         w.writerows(rows)
     return manifest
-
-
-def push_synthetic_set(folder: str | Path, remote_url: str, endpoint_url: str | None = None) -> dict:
-    """Version FOLDER with DVC in a scratch repository and push it to the S3 remote REMOTE_URL (s3://bucket/prefix).
-
-    A pipeline stage has no checkout of the project, so it makes a throwaway DVC repo (`dvc init --no-scm`),
-    `dvc add`s a copy of the set and pushes; the returned md5 is the set's revision on the remote, and
-    `dvc pull`/`dvc get` with that .dvc entry restores it. Credentials come from the environment.
-    """
-    import os
-    import subprocess
-    import sys
-    import tempfile
-    from urllib.parse import urlparse
-
-    import yaml
-
-    from .data import versioning
-
-    u = urlparse(remote_url)
-    if u.scheme != "s3" or not u.netloc:
-        raise ValueError(f"DVC remote {remote_url!r}: expected s3://bucket[/prefix]")
-    src = Path(folder)
-    if not src.is_dir():
-        raise DataError(f"{src}: synthetic set folder not found")
-    repo = Path(tempfile.mkdtemp(prefix="tailsynth-dvc-"))
-    env = dict(os.environ, DVC_NO_ANALYTICS="1")
-
-    def dvc(*args):
-        proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, env=env, capture_output=True, text=True,
-                              check=False)
-        if proc.returncode != 0:
-            raise versioning.VersioningError(f"dvc {' '.join(args)} failed: {(proc.stderr or proc.stdout).strip()[-800:]}")
-
-    try:
-        dvc("init", "--no-scm", "-q")
-        shutil.copytree(src, repo / "synthetic")
-        dvc("add", "-q", "synthetic")
-        versioning.setup_s3_remote(u.netloc, endpoint_url=endpoint_url or None, repo=repo, name="storage",
-                                   prefix=u.path.strip("/"), default=True)
-        versioning.push(repo, remote="storage", targets=["synthetic.dvc"])
-        entry = yaml.safe_load((repo / "synthetic.dvc").read_text())["outs"][0]
-        return {"synthetic_revision": entry["md5"], "files": entry.get("nfiles"), "remote_url": remote_url,
-                "dvc_file": (repo / "synthetic.dvc").read_text()}
-    finally:
-        shutil.rmtree(repo, ignore_errors=True)
 
 
 def train_arm(data_dir: str, splits_path: str, model, metrics, *, arm: str, data_revision: str,

@@ -12,13 +12,14 @@ from __future__ import annotations
 import csv
 import html
 import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from .data.errors import DataError
+from .errors import ConfigError
+from .formatting import fmt
 
 EVALUATION_FILE = "evaluation.json"
 
@@ -39,7 +40,7 @@ def comparison_rows(evaluations: Sequence[str | Path | dict]) -> list[dict]:
     """One row per arm: method, balanced_accuracy, recall_<CLASS> for every class (in the first arm's order)."""
     evs = [e if isinstance(e, dict) else read_evaluation(e) for e in evaluations]
     if not evs:
-        raise ValueError("no evaluations to compare")
+        raise ConfigError("no evaluations to compare")
     classes = list(evs[0].get("classes") or evs[0]["per_class"].keys())
     rows = []
     for ev in evs:
@@ -70,28 +71,60 @@ def read_comparison_csv(path: str | Path) -> list[dict]:
         return [{k: (v if k == "method" else float(v)) for k, v in r.items()} for r in csv.DictReader(f)]
 
 
-# ---- figures -----------------------------------------------------------------------------------------------
-def plot_per_class(rows: list[dict], out_png: Path) -> Path:
-    import matplotlib
+# ---- intervals ----------------------------------------------------------------------------------------------
+def arm_intervals(ev: dict) -> dict:
+    """{"balanced_accuracy": [lo, hi], "recall_<CLASS>": [lo, hi]}: the evaluation's bootstrap (over images) 95%
+    intervals, empty when it was run without a bootstrap."""
+    ci = ev.get("ci95") or {}
+    out = {}
+    if ci.get("balanced_accuracy") and ci["balanced_accuracy"][0] is not None:
+        out["balanced_accuracy"] = ci["balanced_accuracy"]
+    for c, iv in (ci.get("per_class_recall") or {}).items():
+        if iv and iv[0] is not None:
+            out[f"recall_{c}"] = iv
+    return out
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def _cell(v, iv) -> str:
+    return f"{fmt(v)} [{fmt(iv[0])}, {fmt(iv[1])}]" if iv else fmt(v)
+
+
+# ---- figures -----------------------------------------------------------------------------------------------
+def plot_per_class(rows: list[dict], out_png: Path, intervals: Sequence[dict] | None = None) -> Path:
+    recall_figure(rows, intervals).savefig(out_png, dpi=110, bbox_inches="tight")
+    return out_png
+
+
+def recall_figure(rows: list[dict], intervals: Sequence[dict] | None = None):
+    """Grouped recall bars per class with 95% bootstrap error bars; the legend sits below the axes so it never
+    covers a bar (a head class such as NV has recall near 1, right where an in-axes legend goes)."""
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend and figure registry stay untouched
 
     classes = [k[len("recall_"):] for k in rows[0] if k.startswith("recall_")]
     x = np.arange(len(classes))
     width = 0.8 / len(rows)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.9 * len(classes), 3.2))
+    fig = Figure(figsize=(1.4 + 0.95 * len(classes), 3.8))
+    ax = fig.subplots()
     for i, r in enumerate(rows):
-        ax.bar(x + (i - (len(rows) - 1) / 2) * width, [r[f"recall_{c}"] for c in classes], width,
-               label=f"{r['method']} (BA {r['balanced_accuracy']:.3f})")
+        vals = np.array([r[f"recall_{c}"] for c in classes], dtype=float)
+        ivs = (intervals[i] if intervals and i < len(intervals) else {}) or {}
+        err = None
+        if any(f"recall_{c}" in ivs for c in classes):
+            lo = np.array([ivs.get(f"recall_{c}", [v, v])[0] for c, v in zip(classes, vals)], dtype=float)
+            hi = np.array([ivs.get(f"recall_{c}", [v, v])[1] for c, v in zip(classes, vals)], dtype=float)
+            err = np.vstack([np.clip(vals - lo, 0, None), np.clip(hi - vals, 0, None)])
+        ba_iv = ivs.get("balanced_accuracy")
+        label = f"{r['method']} (BA {r['balanced_accuracy']:.3f}" + (
+            f" [{ba_iv[0]:.3f}, {ba_iv[1]:.3f}])" if ba_iv else ")")
+        ax.bar(x + (i - (len(rows) - 1) / 2) * width, vals, width, yerr=err, capsize=2, label=label,
+               error_kw={"elinewidth": 0.8})
     ax.set_xticks(x, classes)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("recall (val)")
-    ax.legend(fontsize=8, loc="upper left")
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("recall")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=min(len(rows), 2), frameon=False)
     fig.tight_layout()
-    fig.savefig(out_png, dpi=110)
-    plt.close(fig)
-    return out_png
+    return fig
 
 
 def _manifest_images(manifest: Path) -> dict[str, list[Path]]:
@@ -142,21 +175,15 @@ def synthetic_grid(manifest: Path | dict, out_png: Path, per_class: int = 8, til
 
 
 # ---- report ------------------------------------------------------------------------------------------------
-def _fmt(v) -> str:
-    if isinstance(v, float):
-        return "n/a" if math.isnan(v) else f"{v:.3f}"
-    return str(v)
-
-
 def _md_table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_fmt(v) for v in r) + " |" for r in rows]
+    lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows]
     return "\n".join(lines)
 
 
 def _html_table(header: list[str], rows: list[list]) -> str:
     th = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in r) + "</tr>" for r in rows)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(fmt(v))}</td>" for v in r) + "</tr>" for r in rows)
     return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -198,28 +225,110 @@ def diffusion_rows(model_dir: str | Path) -> list[list]:
     for mode, per_class in (card.get("gates") or {}).items():
         for cls, g in sorted(per_class.items()):
             rows.append([f"gate {mode} {cls}: label fidelity / real",
-                         f"{_fmt(g.get('label_fidelity'))} / {_fmt(g.get('label_fidelity_real'))}"
+                         f"{fmt(g.get('label_fidelity'))} / {fmt(g.get('label_fidelity_real'))}"
                          f" ({'pass' if g.get('label_fidelity_pass') else 'FAIL'})"])
             rows.append([f"gate {mode} {cls}: train-on-synthetic recall / real-trained",
-                         f"{_fmt(g.get('tos_recall'))} / {_fmt(g.get('real_recall'))}"
+                         f"{fmt(g.get('tos_recall'))} / {fmt(g.get('real_recall'))}"
                          f" ({'pass' if g.get('tos_pass') else 'FAIL'})"])
     return rows
 
 
-def build_report(out: str | Path, comparison_csv: str | Path, evaluations: Sequence[str | Path] = (),
+INPUTS_FILE = "report_inputs.json"  # what the report was built from, so the run folder can rebuild it
+VERSION_RECORD = "version_record.json"
+SELECTION_DIR = "selection"
+MODEL_DIR = "model"
+
+
+def version_rows(record: dict, data_revision: str = "") -> list[list]:
+    """The data revisions of the run (the version stage's record)."""
+    sets = record.get("sets") or {}
+    real, syn = sets.get("real") or {}, sets.get("synthetic") or {}
+    remote = (record.get("remote") or {}).get("url") if isinstance(record.get("remote"), dict) else record.get("remote")
+    rows = [["real data revision (pipeline parameter)", data_revision or real.get("data_revision") or ""],
+            ["real data content revision (staged bytes)", real.get("content_revision")
+             or record.get("real_content_hash", "")],
+            ["real data DVC revision", real.get("md5", "")],
+            ["synthetic set DVC revision", syn.get("md5") or record.get("synthetic_revision", "")],
+            ["synthetic set content revision", syn.get("content_revision", "")],
+            ["pushed to DVC remote", (remote or "none") if syn.get("pushed", bool(remote)) else "not pushed (no remote)"]]
+    synth = record.get("synthesizer") or {}
+    if synth:
+        rows.append(["synthesizer hash", synth.get("hash", "")])
+    return rows
+
+
+def lineage_rows(card: dict | None) -> list[list]:
+    """The exported model and what it was made from (its model card's lineage block)."""
+    if not card:
+        return []
+    lin = card.get("lineage") or {}
+    syn, synth, sel = lin.get("synthetic_set"), lin.get("synthesizer") or {}, lin.get("selection") or {}
+    rows = [["exported model version", card.get("version", "")],
+            ["classifier", f"{card.get('backbone', '')}, {(lin.get('classifier') or {}).get('loss')} loss"],
+            ["training data revision", (lin.get("training_data") or {}).get("revision", "")]]
+    if syn:
+        rows += [["synthetic set revision (DVC)", syn.get("dvc_md5", "")],
+                 ["synthetic images", syn.get("n_images", "")],
+                 ["synthesizer hash", synth.get("hash", "")],
+                 ["selection", ", ".join(f"{k}={sel[k]}" for k in ("score", "gamma", "calibrate") if k in sel)]]
+    else:
+        rows.append(["synthetic set", "none: the exported arm was trained on real data only"])
+    return rows
+
+
+def timing_rows(timings) -> list[list]:
+    """[[stage, seconds]] from {stage: seconds} or [{"stage", "seconds"}]."""
+    if not timings:
+        return []
+    items = timings.items() if isinstance(timings, dict) else ((t.get("stage"), t.get("seconds")) for t in timings)
+    rows = [[str(k), float(v)] for k, v in items if v is not None]
+    if rows:
+        rows.append(["total", float(sum(v for _, v in rows))])
+    return [[k, f"{v:.1f}"] for k, v in rows]
+
+
+def _copy_selection_report(selected: Path, out: Path) -> Path | None:
+    import shutil
+
+    page = selected / "report.html"
+    if not page.is_file():
+        return None
+    dest = out / SELECTION_DIR
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(page, dest / "report.html")
+    if (selected / "report_files").is_dir():
+        shutil.copytree(selected / "report_files", dest / "report_files", dirs_exist_ok=True)
+    return dest / "report.html"
+
+
+def build_run_report(out: str | Path, comparison_csv: str | Path, evaluations: Sequence[str | Path] = (),
                  candidates: str | Path | None = None, selected: str | Path | None = None,
                  version_record: str | Path | None = None, data_revision: str = "", profile: str = "",
-                 diffusion_model: str | Path | None = None, extra: dict | None = None) -> Path:
-    """Write OUT/report.md, OUT/report.html, OUT/comparison.csv and the figures; returns OUT."""
+                 diffusion_model: str | Path | None = None, extra: dict | None = None,
+                 model_card: dict | None = None, timings=None, links: dict | None = None) -> Path:
+    """Write OUT/report.md, OUT/report.html, OUT/comparison.csv and the figures; returns OUT.
+
+    LINKS: {label: path relative to OUT} of pages that exist beside the report (model card, monitoring pages);
+    the selection report is copied in from SELECTED. MODEL_CARD: the exported model's card (its lineage block).
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    (out / INPUTS_FILE).write_text(json.dumps({
+        "comparison_csv": str(comparison_csv), "evaluations": [str(e) for e in evaluations],
+        "candidates": str(candidates) if candidates else None, "selected": str(selected) if selected else None,
+        "version_record": str(version_record) if version_record else None, "data_revision": data_revision,
+        "profile": profile, "diffusion_model": str(diffusion_model) if diffusion_model else None}, indent=2))
     rows = read_comparison_csv(comparison_csv)
-    write_comparison_csv(rows, out / "comparison.csv")
-    plot_per_class(rows, out / "per_class_recall.png")
-    header = list(rows[0])
-    table = [[r[h] for h in header] for r in rows]
+    if Path(comparison_csv).resolve() != (out / "comparison.csv").resolve():
+        write_comparison_csv(rows, out / "comparison.csv")
+    evs = [read_evaluation(e) for e in evaluations]
+    ivs = [arm_intervals(e) for e in evs] if len(evs) == len(rows) else [{} for _ in rows]
+    plot_per_class(rows, out / "per_class_recall.png", ivs)
+    header = ["method", "balanced accuracy"]
+    table = [[r["method"], _cell(r["balanced_accuracy"], iv.get("balanced_accuracy"))] for r, iv in zip(rows, ivs)]
+    n_boot = next((e["ci95"].get("n_boot") for e in evs if e.get("ci95")), None)
 
-    quality, grid, rejected_grid = {}, None, None
+    quality, grid, rejected_grid, selection_page = {}, None, None, None
     if selected:
         qpath = Path(selected) / "quality.json"
         quality = json.loads(qpath.read_text()) if qpath.is_file() else {}
@@ -230,61 +339,199 @@ def build_report(out: str | Path, comparison_csv: str | Path, evaluations: Seque
                 dropped = rejected_images(Path(candidates), _manifest_images(manifest))
                 if dropped:
                     rejected_grid, _ = synthetic_grid(dropped, out / "rejected_grid.png")
-    record = json.loads(Path(version_record).read_text()) if version_record and Path(version_record).is_file() else {}
-    revision = {"real data revision (pipeline parameter)": data_revision or record.get("real_data_revision", ""),
-                "real data content hash (staged bytes)": record.get("real_content_hash", ""),
-                "synthetic set DVC revision": record.get("synthetic_revision", ""),
-                "DVC remote": record.get("remote") or "none"}
-    evs = [read_evaluation(e) for e in evaluations]
+        selection_page = _copy_selection_report(Path(selected), out)
+    record = {}
+    if version_record and Path(version_record).is_file():
+        record = json.loads(Path(version_record).read_text())
+        if Path(version_record).resolve() != (out / VERSION_RECORD).resolve():
+            (out / VERSION_RECORD).write_text(json.dumps(record, indent=2, sort_keys=True))
+    revision = version_rows(record, data_revision)
     support = {}
     if evs:
         support = {c: (v or {}).get("support") for c, v in evs[0]["per_class"].items()}
+    classes = [k[len("recall_"):] for k in rows[0] if k.startswith("recall_")]
+    pc_header = ["class", "support"] + [f"recall {r['method']}" for r in rows] + (
+        [f"{rows[-1]['method']} - {rows[0]['method']}"] if len(rows) > 1 else [])
+    pc_rows = [[c, support.get(c, "")] + [_cell(r[f"recall_{c}"], iv.get(f"recall_{c}")) for r, iv in zip(rows, ivs)]
+               + ([f"{rows[-1][f'recall_{c}'] - rows[0][f'recall_{c}']:+.3f}"] if len(rows) > 1 else [])
+               for c in classes]
     sel_header, sel_rows = selection_table(quality)
     base, aug = rows[0], rows[-1]
     delta = aug["balanced_accuracy"] - base["balanced_accuracy"]
     split_name = (evs[0].get("split") if evs else None) or "val"
-    summary = (f"Balanced accuracy ({split_name}): {base['method']} {_fmt(base['balanced_accuracy'])} -> "
-               f"{aug['method']} {_fmt(aug['balanced_accuracy'])} ({delta:+.3f}).")
+    summary = (f"Balanced accuracy ({split_name}): {base['method']} {fmt(base['balanced_accuracy'])} -> "
+               f"{aug['method']} {fmt(aug['balanced_accuracy'])} ({delta:+.3f}).")
+    if ivs and ivs[0].get("balanced_accuracy") and ivs[-1].get("balanced_accuracy"):
+        (a0, a1), (b0, b1) = ivs[0]["balanced_accuracy"], ivs[-1]["balanced_accuracy"]
+        overlap = a0 <= b1 and b0 <= a1
+        summary += (" The 95% intervals overlap: this run alone does not separate the arms." if overlap else
+                    " The 95% intervals do not overlap.")
     if split_name == "val":
         summary += (" Both arms also chose their epoch on this split, so absolute values are optimistic;"
                     " compare the arms with each other.")
-
-    md = [f"# tailsynth train_augment report{f' (profile {profile})' if profile else ''}", "",
-          summary, "", f"## Comparison ({split_name} split)", "", _md_table(header, table), "",
-          "![per-class recall](per_class_recall.png)", ""]
-    if support:
-        md += ["Validation support per class: " + ", ".join(f"{c} {n}" for c, n in support.items()), ""]
-    md += ["## Synthetic tail samples (kept after OOD selection)", ""]
-    md += (["![synthetic grid](synthetic_grid.png)", ""] if grid else ["No synthetic image was kept.", ""])
-    if rejected_grid:
-        md += ["Candidates dropped by the selection:", "", "![rejected candidates](rejected_grid.png)", ""]
-    md += ["## Selection statistics", "", _md_table(sel_header, sel_rows) if sel_rows else "No selection statistics.",
-           "", f"Selection settings: `{json.dumps(quality.get('selection', {}), default=str)}`", "",
-           "## Data revision", "", _md_table(["item", "value"], [[k, v] for k, v in revision.items()]), ""]
+    ci_note = (f"Cells show the value and its 95% bootstrap interval over the {split_name} images "
+               f"({n_boot} resamples)." if n_boot else "No bootstrap intervals were computed for this run.")
+    page_links = dict(links or {})
+    if selection_page:
+        page_links = {"OOD selection report": f"{SELECTION_DIR}/report.html", **page_links}
     models = diffusion_rows(diffusion_model) if diffusion_model else []
+    lineage = lineage_rows(model_card)
+    timing = timing_rows(timings)
+
+    sections: list[tuple[str, str, list]] = []  # (title, kind, payload) rendered to markdown and HTML alike
+    sections.append((f"Comparison ({split_name} split)", "table", [header, table]))
+    sections.append(("Per-class recall", "table", [pc_header, pc_rows]))
+    sections.append(("", "text", [ci_note + " Support is the number of images of the class in the split; with a"
+                                  " handful of images one image moves recall by many points."]))
+    sections.append(("", "image", ["per_class_recall.png", "per-class recall with 95% intervals"]))
+    sections.append(("Synthetic tail samples (kept after OOD selection)", "image" if grid else "text",
+                     ["synthetic_grid.png", "synthetic grid"] if grid else ["No synthetic image was kept."]))
+    if rejected_grid:
+        sections.append(("", "text", ["Candidates dropped by the selection:"]))
+        sections.append(("", "image", ["rejected_grid.png", "rejected candidates"]))
+    sections.append(("Selection statistics", "table" if sel_rows else "text",
+                     [sel_header, sel_rows] if sel_rows else ["No selection statistics."]))
+    sections.append(("", "text", [f"Selection settings: `{json.dumps(quality.get('selection', {}), default=str)}`"]))
+    sections.append(("Data revision", "table", [["item", "value"], revision]))
+    if lineage:
+        sections.append(("Lineage of the exported model", "table", [["link", "value"], lineage]))
+        sections.append(("", "text", ["Follow a served prediction back to its synthetic images with "
+                                      f"`tailsynth lineage --model-version {model_card.get('version')}`."]))
     if models:
-        md += ["## Diffusion model", "", _md_table(["item", "value"], models), ""]
+        sections.append(("Diffusion model", "table", [["item", "value"], models]))
+    if timing:
+        sections.append(("Stage timings", "table", [["stage", "seconds"], timing]))
     if extra:
-        md += ["## Run", "", _md_table(["item", "value"], [[k, v] for k, v in extra.items()]), ""]
+        sections.append(("Run", "table", [["item", "value"], [[k, v] for k, v in extra.items()]]))
+    if page_links:
+        sections.append(("Linked pages", "links", list(page_links.items())))
+
+    title = f"tailsynth train_augment report{f' (profile {profile})' if profile else ''}"
+    md = [f"# {title}", "", summary, ""]
+    for head, kind, payload in sections:
+        if head:
+            md += [f"## {head}", ""]
+        if kind == "table":
+            md += [_md_table(payload[0], payload[1]), ""]
+        elif kind == "text":
+            md += [payload[0], ""]
+        elif kind == "image":
+            md += [f"![{payload[1]}]({payload[0]})", ""]
+        elif kind == "links":
+            md += [f"- [{label}]({href})" for label, href in payload] + [""]
     (out / "report.md").write_text("\n".join(md))
 
-    css = ("body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse}"
-           "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}")
-    head = f"<!doctype html><html><head><meta charset='utf-8'><title>tailsynth report</title><style>{css}</style>"
-    h = [head + "</head><body>",
-         f"<h1>tailsynth train_augment report{html.escape(f' (profile {profile})' if profile else '')}</h1>",
-         f"<p>{html.escape(summary)}</p>", f"<h2>Comparison ({split_name} split)</h2>",
-         _html_table(header, table), "<p><img src='per_class_recall.png' alt='per-class recall'></p>",
-         "<h2>Synthetic tail samples (kept after OOD selection)</h2>",
-         "<p><img src='synthetic_grid.png' alt='synthetic grid'></p>" if grid else "<p>No synthetic image was kept.</p>",
-         "<p>Candidates dropped by the selection:</p><p><img src='rejected_grid.png' alt='rejected candidates'></p>"
-         if rejected_grid else "",
-         "<h2>Selection statistics</h2>", _html_table(sel_header, sel_rows) if sel_rows else "<p>none</p>",
-         "<h2>Data revision</h2>", _html_table(["item", "value"], [[k, v] for k, v in revision.items()])]
-    if models:
-        h += ["<h2>Diffusion model</h2>", _html_table(["item", "value"], models)]
-    if extra:
-        h += ["<h2>Run</h2>", _html_table(["item", "value"], [[k, v] for k, v in extra.items()])]
+    h = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+         f"<style>{REPORT_CSS}</style></head><body>", f"<h1>{html.escape(title)}</h1>",
+         f"<p class='summary'>{html.escape(summary)}</p>"]
+    for head, kind, payload in sections:
+        if head:
+            h.append(f"<h2>{html.escape(head)}</h2>")
+        if kind == "table":
+            h.append(_html_table(payload[0], payload[1]))
+        elif kind == "text":
+            h.append(f"<p>{_inline_html(payload[0])}</p>")
+        elif kind == "image":
+            h.append(f"<p><img src='{html.escape(payload[0])}' alt='{html.escape(payload[1])}'></p>")
+        elif kind == "links":
+            h.append("<ul>" + "".join(f"<li><a href='{html.escape(href)}'>{html.escape(label)}</a></li>"
+                                      for label, href in payload) + "</ul>")
     h.append("</body></html>")
     (out / "report.html").write_text("\n".join(h))
     return out
+
+
+REPORT_CSS = ("body{font-family:sans-serif;max-width:64em;margin:2em auto;padding:0 1em;color:#222}"
+              "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
+              "text-align:right}td:first-child,th:first-child{text-align:left}th{background:#f4f4f4}"
+              "img{max-width:100%}.summary{font-size:1.05em}td{white-space:nowrap}code{background:#f4f4f4;padding:0 3px}")
+
+
+def finalize_run_report(run_dir: str | Path, timings=None) -> Path:
+    """Rebuild RUN_DIR's report with what only the finished run knows: the exported model's card (copied to
+    RUN_DIR/model/ and linked), monitoring pages found in the run folder, and stage timings (TIMINGS, else the
+    durations stages recorded in run.yaml)."""
+    import shutil
+
+    run_dir = Path(run_dir)
+    inputs_path = run_dir / INPUTS_FILE
+    if not inputs_path.is_file():
+        raise DataError(f"{inputs_path}: not found (the report stage writes it beside report.html)")
+    inputs = json.loads(inputs_path.read_text())
+    links, card = {}, None
+    cards = sorted((run_dir / "artifacts").rglob("model_card.json")) if (run_dir / "artifacts").is_dir() else []
+    if cards:
+        src = max(cards, key=lambda p: p.stat().st_mtime).parent
+        dest = run_dir / MODEL_DIR
+        dest.mkdir(exist_ok=True)
+        for name in ("model_card.json", "model_card.md"):
+            if (src / name).is_file():
+                shutil.copyfile(src / name, dest / name)
+        card = json.loads((dest / "model_card.json").read_text())
+        (dest / "model_card.html").write_text(markdown_page((dest / "model_card.md").read_text(),
+                                                            f"Model card {card.get('version', '')}"))
+        links["Model card of the exported model"] = f"{MODEL_DIR}/model_card.html"
+    for page in sorted(run_dir.glob("monitoring/**/index.html")):
+        links[f"Monitoring windows ({page.parent.relative_to(run_dir)})"] = page.relative_to(run_dir).as_posix()
+    for page in sorted(run_dir.glob("monitoring/**/evidently/overall.html")):
+        window = page.parent.parent.relative_to(run_dir).as_posix()
+        links[f"Evidently: prediction drift and data quality, {window}"] = page.relative_to(run_dir).as_posix()
+    if timings is None:
+        timings = recorded_timings(run_dir)
+    record = run_dir / VERSION_RECORD
+    return build_run_report(run_dir, run_dir / "comparison.csv", inputs["evaluations"], inputs["candidates"],
+                        inputs["selected"], record if record.is_file() else inputs["version_record"],
+                        inputs["data_revision"], inputs["profile"], inputs["diffusion_model"],
+                        model_card=card, timings=timings, links=links)
+
+
+def _inline_html(t: str) -> str:
+    """Escaped text with markdown's **bold** and `code` spans."""
+    import re
+
+    t = html.escape(t)
+    t = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", t)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", t)
+
+
+def recorded_timings(run_dir: Path) -> dict:
+    """{stage: seconds} for the stages of RUN_DIR/run.yaml that recorded a duration (`seconds` or `wall_s`)."""
+    from .runinfo import read_run
+
+    out = {}
+    for stage, entry in ((read_run(run_dir).get("stages")) or {}).items():
+        v = (entry or {}).get("seconds", (entry or {}).get("wall_s"))
+        if isinstance(v, (int, float)):
+            out[stage] = float(v)
+    return out
+
+
+def markdown_page(md: str, title: str) -> str:
+    """A markdown document (tables, headings, lists, paragraphs) as a standalone HTML page."""
+    import re
+
+    inline = _inline_html
+
+    out, lines, i = [], md.splitlines(), 0
+    while i < len(lines):
+        ln = lines[i]
+        if ln.startswith("|"):
+            block = []
+            while i < len(lines) and lines[i].startswith("|"):
+                block.append([c.strip() for c in lines[i].strip("|").split("|")])
+                i += 1
+            head, body = block[0], [r for r in block[1:] if not all(set(c) <= set("-: ") for c in r)]
+            out.append("<table><thead><tr>" + "".join(f"<th>{inline(c)}</th>" for c in head) + "</tr></thead><tbody>"
+                       + "".join("<tr>" + "".join(f"<td>{inline(c)}</td>" for c in r) + "</tr>" for r in body)
+                       + "</tbody></table>")
+            continue
+        m = re.match(r"(#+) (.*)", ln)
+        if m:
+            out.append(f"<h{len(m.group(1))}>{inline(m.group(2))}</h{len(m.group(1))}>")
+        elif ln.startswith("- "):
+            out.append(f"<ul><li>{inline(ln[2:])}</li></ul>")
+        elif ln.strip():
+            out.append(f"<p>{inline(ln)}</p>")
+        i += 1
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{REPORT_CSS}</style></head><body>" + "\n".join(out) + "</body></html>")

@@ -1,4 +1,4 @@
-"""Report files for classifier evaluations: per-class CSV, markdown table, PNG plots (matplotlib, Agg backend)."""
+"""Report files for classifier evaluations: per-class CSV, markdown table, PNG plots (matplotlib figures, no pyplot)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def _fmt(v, nd: int = 3) -> str:
-    return "–" if v is None else f"{v:.{nd}f}"
+from .formatting import fmt
 
 
 def per_class_rows(m: dict) -> list[dict]:
@@ -29,9 +27,9 @@ def markdown_table(m: dict) -> str:
     ci = m.get("ci95") or {}
 
     def with_ci(key: str) -> str:
-        v = _fmt(m.get(key))
+        v = fmt(m.get(key))
         iv = ci.get(key)
-        return f"{v} [{_fmt(iv[0])}, {_fmt(iv[1])}]" if iv and iv[0] is not None else v
+        return f"{v} [{fmt(iv[0])}, {fmt(iv[1])}]" if iv and iv[0] is not None else v
 
     lines = [
         f"**split:** {m.get('split')} · **n:** {m.get('n')} · **model:** {m.get('model')}",
@@ -41,8 +39,8 @@ def markdown_table(m: dict) -> str:
         f"| balanced accuracy | {with_ci('balanced_accuracy')} |",
         f"| accuracy | {with_ci('accuracy')} |",
         f"| macro AUC | {with_ci('macro_auc')} |",
-        f"| macro F1 | {_fmt(m.get('macro_f1'))} |",
-        f"| ECE | {_fmt(m.get('ece'))} |",
+        f"| macro F1 | {fmt(m.get('macro_f1'))} |",
+        f"| ECE | {fmt(m.get('ece'))} |",
         "",
         "| class | support | recall | precision | F1 | AUC |",
         "|---|---:|---:|---:|---:|---:|",
@@ -51,24 +49,22 @@ def markdown_table(m: dict) -> str:
     pcr = ci.get("per_class_recall", {})
     for r in per_class_rows(m):
         name = f"**{r['class']}** (rarest)" if r["class"] == rarest else r["class"]
-        rec = _fmt(r["recall"])
+        rec = fmt(r["recall"])
         if pcr.get(r["class"]) and pcr[r["class"]][0] is not None:
-            rec += f" [{_fmt(pcr[r['class']][0])}, {_fmt(pcr[r['class']][1])}]"
-        lines.append(f"| {name} | {r['support']} | {rec} | {_fmt(r['precision'])} | {_fmt(r['f1'])} | {_fmt(r['auc'])} |")
+            rec += f" [{fmt(pcr[r['class']][0])}, {fmt(pcr[r['class']][1])}]"
+        lines.append(f"| {name} | {r['support']} | {rec} | {fmt(r['precision'])} | {fmt(r['f1'])} | {fmt(r['auc'])} |")
     return "\n".join(lines) + "\n"
 
 
 def plot_confusion(m: dict, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend and figure registry stay untouched
 
     cm = np.asarray(m["confusion_matrix"], dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         norm = np.nan_to_num(cm / cm.sum(axis=1, keepdims=True))
     k = len(m["classes"])
-    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * k, 0.8 + 0.6 * k), dpi=110)
+    fig = Figure(figsize=(1.0 + 0.7 * k, 0.8 + 0.6 * k), dpi=110)
+    ax = fig.subplots()
     im = ax.imshow(norm, vmin=0, vmax=1, cmap="Blues")
     for i in range(k):
         for j in range(k):
@@ -82,20 +78,17 @@ def plot_confusion(m: dict, path: Path) -> Path:
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
     return path
 
 
 def plot_recall_bars(m: dict, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend and figure registry stay untouched
 
     classes = m["classes"]
     rec = [m["per_class"][c]["recall"] or 0.0 for c in classes]
     sup = [m["per_class"][c]["support"] for c in classes]
-    fig, ax = plt.subplots(figsize=(1.5 + 0.7 * len(classes), 3.2), dpi=110)
+    fig = Figure(figsize=(1.5 + 0.7 * len(classes), 3.2), dpi=110)
+    ax = fig.subplots()
     bars = ax.bar(classes, rec, color=["#c0392b" if c == m.get("rarest_class") else "#2e86c1" for c in classes])
     pcr = (m.get("ci95") or {}).get("per_class_recall") or {}
     if pcr:
@@ -113,7 +106,6 @@ def plot_recall_bars(m: dict, path: Path) -> Path:
     ax.set_title(f"per-class recall, {m.get('split')}")
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
     return path
 
 

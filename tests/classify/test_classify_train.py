@@ -30,10 +30,10 @@ def test_one_epoch_writes_model_folder(tiny_npz, tmp_path):
     assert saved["per_class"]["DF"]["support"] == 1
     cfg = yaml.safe_load((out / "config.yaml").read_text())
     assert cfg["selected_epoch"] == 1 and cfg["resolution"] == 28 and cfg["loss"] == "ce"
-    assert cfg["class_counts_train"]["NV"] == 20
     # The folder is what serving/OOD code loads; its predictions reproduce the written metrics.
     net, meta = load_classifier(out)
-    assert meta["classes"] == ["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC"]
+    assert meta.train_class_counts["NV"] == 20
+    assert meta.classes == ["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC"]
     from tailsynth.data import load_source
 
     x, y = load_source(tiny_npz).split("val").arrays(28)

@@ -126,3 +126,12 @@ def test_posthoc_adjust():
 def test_unknown_loss_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown loss 'bogus'.*ce"):
         build_loss("bogus", COUNTS)
+
+
+def test_unknown_loss_options_are_errors():
+    from tailsynth.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"loss 'ce': unknown option\(s\) focal_gamma \(takes: none\)"):
+        build_loss("ce", COUNTS, focal_gamma=2.0)
+    with pytest.raises(ConfigError, match=r"loss 'focal': unknown option\(s\) gamma \(takes: focal_gamma\)"):
+        build_loss("focal", COUNTS, gamma=2.0)

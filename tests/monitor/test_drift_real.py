@@ -9,10 +9,12 @@ import numpy as np
 from typer.testing import CliRunner
 
 from tailsynth.cli import app
-from tailsynth.monitor.records import JsonlSink, read_records, records_frame
-from tailsynth.monitor.report import build_report
+from tailsynth.monitor.policy import DryRun
+from tailsynth.monitor.records import read_records, records_frame
+from tailsynth.monitor.report import build_window_report
 from tailsynth.monitor.score import apply_shifts, parse_shift
 from tailsynth.monitor.stats import DriftSettings, evaluate_window
+from tailsynth.predictions import JsonlSink
 
 
 def test_reference_beside_model(drill):
@@ -29,7 +31,7 @@ def test_reference_beside_model(drill):
 def test_iid_window_flags_nothing(drill, live_records, tmp_path):
     log = tmp_path / "iid.jsonl"
     JsonlSink(log).write(live_records)
-    s = build_report(log, drill["reference"], tmp_path / "reports" / "iid", trigger="dry-run")
+    s = build_window_report(log, drill["reference"], tmp_path / "reports" / "iid", submitter=DryRun())
     assert s["flagged"] == [] and s["decisions"] == []
     assert s["trigger"]["status"] == "nothing to trigger"
     assert set(s["tail_classes"]) == {"AK", "DF", "VASC"}  # < 5% of the training images
@@ -83,7 +85,7 @@ def test_share_change_of_tail_class_is_flagged_alone(drill, live_records, tmp_pa
     _, rows = apply_shifts(np.zeros((len(labels), 1, 1, 3), np.uint8), labels, [parse_shift("share:DF=5")])
     log = tmp_path / "df_share.jsonl"
     JsonlSink(log).write([live_records[i] for i in rows])
-    s = build_report(log, drill["reference"], tmp_path / "reports" / "w2", trigger="none", evidently=False)
+    s = build_window_report(log, drill["reference"], tmp_path / "reports" / "w2", submitter=None, evidently=False)
     assert s["flagged"] == ["DF"]
     df = s["classes"]["DF"]
     assert df["share_drift"] and df["share_cur"] > 3 * df["share_ref"]

@@ -7,8 +7,17 @@ import json
 
 import pytest
 
+from pipelines.trigger import KfpClientSubmitter, submitter_for
 from tailsynth.data.errors import DataError
-from tailsynth.monitor.policy import MonitorConfig, decide, execute, load_config, read_audit, resolve_tail
+from tailsynth.monitor.policy import (
+    DryRun,
+    MonitorConfig,
+    decide,
+    execute,
+    load_config,
+    read_audit,
+    resolve_tail,
+)
 
 CLASSES = ["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC"]
 
@@ -53,7 +62,7 @@ def test_decisions_only_for_tail_and_audit(tmp_path):
     assert [(d["class"], d["action"]) for d in dec] == [("NV", "none"), ("DF", "regenerate")]
     assert dec[1]["evidence"]["significant_tests"]["brightness"]["p_adj"] == 1e-6
     audit = tmp_path / "audit.jsonl"
-    trig = execute(dec, "dry-run", MonitorConfig(), audit)
+    trig = execute(dec, DryRun(), MonitorConfig(), audit)
     assert trig["status"] == "dry-run" and trig["would_submit"]["classes"] == ["DF"]
     log = read_audit(audit)
     assert [(e["event"], e.get("class"), e.get("trigger_status")) for e in log] == \
@@ -66,11 +75,11 @@ def test_trigger_is_idempotent_per_window(tmp_path):
     audit.write_text(json.dumps({"event": "trigger", "window": "w7", "status": "submitted", "mode": "kfp",
                                  "run_id": "run-123", "classes": ["VASC"], "time": "t0"}) + "\n")
     dec = decide("w7", _verdict(["VASC"]), ["DF", "VASC"])
-    trig = execute(dec, "kfp", MonitorConfig(), audit)
+    trig = execute(dec, KfpClientSubmitter(), MonitorConfig(), audit)
     assert trig["status"].startswith("skipped: already triggered") and trig["previous"]["run_id"] == "run-123"
     # another window is not blocked; without a configured endpoint the failure itself is recorded
     dec2 = decide("w8", _verdict(["VASC"]), ["DF", "VASC"])
-    trig2 = execute(dec2, "kfp", MonitorConfig(), audit)
+    trig2 = execute(dec2, KfpClientSubmitter(), MonitorConfig(), audit)
     assert trig2["status"] == "failed" and "trigger.arguments lacks source, data_revision" in trig2["error"]
     events = [e for e in read_audit(audit) if e["event"] == "trigger"]
     assert [e["window"] for e in events] == ["w7", "w7", "w8"]
@@ -78,7 +87,8 @@ def test_trigger_is_idempotent_per_window(tmp_path):
 
 def test_unknown_trigger_mode(tmp_path):
     with pytest.raises(ValueError, match="--trigger 'cron'"):
-        execute([], "cron", MonitorConfig(), tmp_path / "a.jsonl")
+        submitter_for("cron")
+    assert submitter_for("none") is None and submitter_for("local").mode == "local"
 
 
 def test_kfp_trigger_reaches_the_submit_entry_point(tmp_path):
@@ -95,6 +105,6 @@ def test_kfp_trigger_reaches_the_submit_entry_point(tmp_path):
                                                 arguments={"source": "s3://b/data", "data_revision": "r1"}))
     audit = tmp_path / "audit.jsonl"
     for _ in range(2):
-        trig = execute(decide("w9", _verdict(["DF"]), ["DF"]), "kfp", cfg, audit)
+        trig = execute(decide("w9", _verdict(["DF"]), ["DF"]), KfpClientSubmitter(), cfg, audit)
         assert trig["status"] == "failed" and "unreachable" in trig["error"], trig
     assert [e["status"] for e in read_audit(audit) if e["event"] == "trigger"] == ["failed", "failed"]

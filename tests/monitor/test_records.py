@@ -8,15 +8,9 @@ import numpy as np
 import pytest
 
 from tailsynth.data.errors import DataError
-from tailsynth.monitor.records import (
-    Embedder,
-    JsonlSink,
-    image_hash,
-    image_statistics,
-    make_record,
-    read_records,
-)
+from tailsynth.monitor.records import image_hash, image_statistics, read_records
 from tailsynth.monitor.score import apply_shifts, parse_shift
+from tailsynth.predictions import Embedder, JsonlSink, make_record
 
 CLASSES = ["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC"]
 
@@ -112,3 +106,18 @@ def test_shifts_touch_one_class_only():
         parse_shift("blur:XX", CLASSES)
     with pytest.raises(ValueError, match="expected NAME:CLASS"):
         parse_shift("blur")
+
+
+def test_one_schema_for_serving_and_replay(tmp_path):
+    """The serving constructor and the replay constructor give the same typed record; unknown fields are errors."""
+    from tailsynth.predictions import PredictionRecord, prediction_record
+
+    probs = dict(zip(CLASSES, [0.1, 0.6, 0.1, 0.05, 0.05, 0.05, 0.05]))
+    served = prediction_record(request_id="q", image_sha256="ab" * 32, predicted_class="NV", probabilities=probs,
+                               model_version="v1", image_stats={"brightness": 3.0}, timestamp="t", item=0)
+    replayed = make_record(probabilities=list(probs.values()), classes=CLASSES, image_stats={"brightness": 3.0},
+                           image_hash="ab" * 32, model_version="v1", request_id="q", timestamp="t", item=0)
+    assert served == replayed
+    assert PredictionRecord.from_dict(dict(served), "x").to_dict() == served
+    with pytest.raises(DataError, match=r"log.jsonl:3: record q: unknown field\(s\) pixels"):
+        PredictionRecord.from_dict({**served, "pixels": [1, 2]}, "log.jsonl:3")

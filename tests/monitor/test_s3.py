@@ -7,8 +7,9 @@ import json
 import boto3
 import numpy as np
 
-from tailsynth.monitor.records import S3Sink, make_record, read_records
-from tailsynth.monitor.report import build_report
+from tailsynth.monitor.records import S3Sink, read_records
+from tailsynth.monitor.report import build_window_report
+from tailsynth.predictions import make_record
 
 CLASSES = ["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC"]
 
@@ -41,7 +42,7 @@ def test_sink_roundtrip_and_published_report(moto_s3, tmp_path):
                   Body="".join(json.dumps(r) + "\n" for r in ref).encode())
     cfg = tmp_path / "m.yaml"
     cfg.write_text("tail:\n  classes: [DF, VASC]\n")
-    s = build_report("s3://tail/predictions/", "s3://tail/models/m/monitor/reference.jsonl", tmp_path / "pub" / "w1",
+    s = build_window_report("s3://tail/predictions/", "s3://tail/models/m/monitor/reference.jsonl", tmp_path / "pub" / "w1",
                      config=cfg, window="w1", publish_to="s3://tail/monitoring", evidently=False)
     assert s["flagged"] == [] and s["group_by"] == "predicted"
     pub = {o["Key"] for o in s3.list_objects_v2(Bucket="tail", Prefix="monitoring/")["Contents"]}
@@ -49,7 +50,7 @@ def test_sink_roundtrip_and_published_report(moto_s3, tmp_path):
             "monitoring/w1/report.html"} <= pub
 
     # A second run elsewhere (a fresh CronJob pod) pulls earlier windows, so the published index lists both.
-    s2 = build_report("s3://tail/predictions/", "s3://tail/models/m/monitor/reference.jsonl",
+    s2 = build_window_report("s3://tail/predictions/", "s3://tail/models/m/monitor/reference.jsonl",
                       tmp_path / "pod2" / "w2", config=cfg, window="w2", publish_to="s3://tail/monitoring",
                       evidently=False)
     assert s2["window"] == "w2"
@@ -60,7 +61,7 @@ def test_sink_roundtrip_and_published_report(moto_s3, tmp_path):
 def test_serving_records_with_raw_features_are_projected(tmp_path):
     """The transformer logs full penultimate features under its own field names; the report projects them
     with the PCA stored beside the reference and compares them with the reference embedding."""
-    from tailsynth.monitor.records import Embedder, JsonlSink
+    from tailsynth.predictions import Embedder, JsonlSink
     from tailsynth.serve.records import prediction_record
 
     rng = np.random.default_rng(1)
@@ -80,7 +81,7 @@ def test_serving_records_with_raw_features_are_projected(tmp_path):
     JsonlSink(tmp_path / "serve.jsonl").write(live)
     cfg = tmp_path / "m.yaml"
     cfg.write_text("tail:\n  classes: [DF, VASC]\ndrift:\n  min_samples: 10\n")
-    s = build_report(tmp_path / "serve.jsonl", model / "monitor" / "reference.jsonl", tmp_path / "rep" / "w",
+    s = build_window_report(tmp_path / "serve.jsonl", model / "monitor" / "reference.jsonl", tmp_path / "rep" / "w",
                      config=cfg, evidently=False)
     assert any(info["embedding_drift"] for info in s["classes"].values())
     assert not any(info["image_drift"] for info in s["classes"].values())

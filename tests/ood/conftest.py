@@ -26,13 +26,13 @@ def _make_npz(path, counts, seed=0):
 def _fit_tiny_classifier(npz, out):
     import torch
 
-    from tailsynth.classify.model import build_backbone, preprocess, save_classifier
+    from tailsynth.classify.model import ClassifierMeta, build_backbone, preprocess, save_classifier
     from tailsynth.data import load_source
 
     torch.manual_seed(0)
     ds = load_source(npz)
     x, y = ds.split("train").arrays(RES)
-    meta = {"mean": [0.5] * 3, "std": [0.5] * 3}
+    meta = ClassifierMeta(backbone=BACKBONE, classes=ds.classes, resolution=RES)
     model = build_backbone(BACKBONE, len(ds.classes))
     opt = torch.optim.Adam(model.parameters(), 1e-3)
     xt, yt = preprocess(x, meta), torch.from_numpy(y)

@@ -1,15 +1,10 @@
-"""Helpers for the pipeline tests: the repository root on sys.path (components/ and pipelines/ live there)."""
+"""Helpers for the pipeline tests (components/ and pipelines/ are packages of the tailsynth distribution)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ def recompiled(tmp_path_factory):
     """Compile in a fresh interpreter with the image overrides cleared, as `tailsynth pipeline compile` would."""
     out = tmp_path_factory.mktemp("compiled")
     env = {k: v for k, v in os.environ.items() if not k.startswith("TAILSYNTH_IMAGE_")}
-    code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from pipelines.compile import compile_all; compile_all({str(out)!r})"
+    code = f"from pipelines.compile import compile_all; compile_all({str(out)!r})"
     subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=ROOT)
     return out
 

@@ -88,24 +88,42 @@ def test_compare_returns_delta_and_writes_one_row_per_arm(tmp_path, artifact):
     assert metrics.metadata["balanced_accuracy_delta"] == pytest.approx(0.1)
 
 
-def test_version_without_remote_records_revision(tmp_path, artifact):
-    from components import version
-
+def _version_inputs(tmp_path, artifact):
     syn = tmp_path / "selected"
-    syn.mkdir()
+    (syn / "images").mkdir(parents=True)
+    (syn / "images" / "a.png").write_bytes(b"png bytes")
+    real = tmp_path / "data"
+    real.mkdir()
+    (real / "tiny.npz").write_bytes(b"npz bytes")
+    diff = tmp_path / "diffusion"
+    (diff / "unet").mkdir(parents=True)
+    (diff / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"weights")
+    return dict(synthetic=artifact("dataset", syn), data=artifact("dataset", real),
+                candidates=artifact("dataset", tmp_path), diffusion=artifact("model", diff))
+
+
+def test_version_without_remote_records_revisions(tmp_path, artifact):
+    from components import version
+    from tailsynth.data.versioning import dvc_md5
+
     record = artifact("artifact", tmp_path / "record.json")
-    rev = version.python_func(synthetic=artifact("dataset", syn), data_revision="sha256:abc", content_hash="123",
+    rev = version.python_func(**_version_inputs(tmp_path, artifact), data_revision="sha256:abc", content_hash="123",
                               remote="", record=record)
-    assert rev == "not-pushed"
+    assert rev == dvc_md5(tmp_path / "selected")
     entry = json.loads((tmp_path / "record.json").read_text())
-    assert entry["real_data_revision"] == "sha256:abc" and entry["real_content_hash"] == "123"
+    assert entry["sets"]["real"]["data_revision"] == "sha256:abc" and entry["real_content_hash"] == "123"
+    assert entry["sets"]["real"]["md5"] == dvc_md5(tmp_path / "data") and entry["remote"] is None
+    assert not entry["sets"]["synthetic"]["pushed"]
 
 
-def test_version_rejects_non_s3_remote(tmp_path, artifact):
+def test_version_pushes_to_a_local_folder_and_rejects_other_schemes(tmp_path, artifact):
     from components import version
+    from tailsynth.data.versioning import VersioningError
 
-    syn = tmp_path / "selected"
-    syn.mkdir()
-    with pytest.raises(ValueError, match="s3://"):
-        version.python_func(synthetic=artifact("dataset", syn), data_revision="r", content_hash="h",
-                            remote="gs://bucket", record=artifact("artifact", tmp_path / "rec.json"))
+    store = tmp_path / "store"
+    rev = version.python_func(**_version_inputs(tmp_path, artifact), data_revision="r", content_hash="h",
+                              remote=str(store), record=artifact("artifact", tmp_path / "rec.json"))
+    assert (store / "files" / "md5" / rev[:2] / rev[2:]).is_file()  # DVC 3's content-addressed layout
+    with pytest.raises(VersioningError, match="s3://"):
+        version.python_func(**_version_inputs(tmp_path / "b", artifact), data_revision="r", content_hash="h",
+                            remote="gs://bucket", record=artifact("artifact", tmp_path / "rec2.json"))

@@ -12,8 +12,9 @@ from PIL import Image
 
 from tailsynth.data import load_source
 from tailsynth.data.errors import DataError
-from tailsynth.pipeline_io import content_hash, localize_manifest, locate_real_data, source_in, stage_source
-from tailsynth.pipeline_report import build_report, comparison_rows
+from tailsynth.hashing import data_revision
+from tailsynth.pipeline_io import localize_manifest, locate_real_data, source_in, stage_source
+from tailsynth.pipeline_report import build_run_report, comparison_rows
 
 
 def test_stage_isic_folder_with_cap_keeps_layout(tmp_path, tiny_isic):
@@ -26,12 +27,12 @@ def test_stage_isic_folder_with_cap_keeps_layout(tmp_path, tiny_isic):
 
 def test_stage_whole_npz_is_byte_identical_and_hash_tracks_content(tmp_path, tiny_npz):
     staged = stage_source(tiny_npz, tmp_path / "data")
-    assert content_hash(staged) == content_hash(tiny_npz)
+    assert data_revision(staged) == data_revision(tiny_npz)
     other = tmp_path / "other.npz"
     arrays = dict(np.load(tiny_npz))
     arrays["train_images"][0, 0, 0, 0] ^= 1
     np.savez(other, **arrays)
-    assert content_hash(other) != content_hash(tiny_npz)
+    assert data_revision(other) != data_revision(tiny_npz)
 
 
 def test_locate_real_data(tmp_path, tiny_npz, tiny_isic):
@@ -62,7 +63,7 @@ def test_localize_manifest_copies_images(tmp_path):
         localize_manifest(sel)
 
 
-def test_build_report(tmp_path):
+def test_build_run_report(tmp_path):
     evs = []
     for arm, ba, df in (("real-only", 0.5, 0.1), ("real+synthetic", 0.55, 0.5)):
         d = tmp_path / arm
@@ -98,7 +99,7 @@ def test_build_report(tmp_path):
     diff.mkdir()
     (diff / "tailsynth_diffusion.json").write_text(json.dumps({"size": "small", "resolution": 32, "step": 11,
                                                                "steps_planned": 800}))
-    out = build_report(tmp_path / "report", tmp_path / "cmp.csv", evs, candidates=cand, selected=sel,
+    out = build_run_report(tmp_path / "report", tmp_path / "cmp.csv", evs, candidates=cand, selected=sel,
                        version_record=rec, diffusion_model=diff,
                        data_revision="sha256:feed", profile="tiny")
     md = (out / "report.md").read_text()
@@ -112,3 +113,21 @@ def test_build_report(tmp_path):
     for f in ("comparison.csv", "per_class_recall.png", "synthetic_grid.png", "rejected_grid.png"):
         assert (out / f).stat().st_size > 0
     assert (out / "comparison.csv").read_text().splitlines()[0] == "method,balanced_accuracy,recall_NV,recall_DF"
+
+
+def test_report_tables_from_run_records(tmp_path):
+    from tailsynth.pipeline_report import recorded_timings, timing_rows, version_rows
+    from tailsynth.runinfo import record_stage
+
+    record_stage(tmp_path, "train-diffusion", {"steps": 4}, seconds=12.5)
+    record_stage(tmp_path, "select", {"gamma": 0.5}, wall_s=3)
+    record_stage(tmp_path, "version", {})  # no duration: not a row
+    assert recorded_timings(tmp_path) == {"train-diffusion": 12.5, "select": 3.0}
+    assert timing_rows(recorded_timings(tmp_path))[-1] == ["total", "15.5"]
+    rows = dict(version_rows({"remote": {"url": "/store"}, "synthesizer": {"hash": "abc"},
+                              "sets": {"real": {"md5": "r.dir", "content_revision": "c1", "pushed": True},
+                                       "synthetic": {"md5": "s.dir", "pushed": True}}}, "sha256:p"))
+    assert rows["synthetic set DVC revision"] == "s.dir" and rows["real data DVC revision"] == "r.dir"
+    assert rows["pushed to DVC remote"] == "/store" and rows["synthesizer hash"] == "abc"
+    unpushed = dict(version_rows({"remote": None, "sets": {"synthetic": {"md5": "s.dir", "pushed": False}}}))
+    assert unpushed["pushed to DVC remote"] == "not pushed (no remote)"

@@ -89,15 +89,19 @@ def test_dockerfile_lint_pin_and_user(name):
     assert "/opt/tailsynth[" in text  # the project itself is installed
 
 
-def test_component_images_follow_configuration(monkeypatch):
-    import importlib
-
+def test_component_images_follow_configuration(monkeypatch, tmp_path):
+    """Images resolve at compile time from images.yaml or the environment; importing reads nothing."""
     from components import images
+    from pipelines.compile import compile_all
 
     monkeypatch.setenv("TAILSYNTH_IMAGE_REGISTRY", "registry.example.com/ml/")
     monkeypatch.setenv("TAILSYNTH_IMAGE_TAG", "2026.11")
     assert images.image("cuda") == "registry.example.com/ml/tailsynth-python-cuda:2026.11"
+    text = compile_all(tmp_path)[0].read_text()
+    assert "image: registry.example.com/ml/tailsynth-python-cuda:2026.11" in text
+    assert "image: registry.example.com/ml/tailsynth-python-cpu:2026.11" in text
+    assert "tailsynth-stage-image" not in text
     monkeypatch.delenv("TAILSYNTH_IMAGE_REGISTRY")
     monkeypatch.delenv("TAILSYNTH_IMAGE_TAG")
     cfg = yaml.safe_load(images.CONFIG_FILE.read_text())
-    assert importlib.reload(images).CPU_IMAGE == f"{cfg['registry']}/{cfg['cpu_name']}:{cfg['tag']}"
+    assert images.image("cpu") == f"{cfg['registry']}/{cfg['cpu_name']}:{cfg['tag']}"

@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tailsynth.cli import app
+from tailsynth.runinfo import read_run
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED_NPZ = ROOT.parent / "shared" / "data" / "dermamnist" / "dermamnist.npz"
@@ -44,8 +45,9 @@ def test_tiny_profile_end_to_end(tmp_path, monkeypatch):
         data = make_npz(tmp_path / "dermamnist.npz", {"train": [30, 30, 30, 20, 30, 60, 20],
                                                       "val": [8, 8, 8, 6, 8, 12, 6]})
     out = tmp_path / "run"
+    store = tmp_path / "dvc-store"  # stands in for the checkout's default remote beside it
     r = CliRunner().invoke(app, ["pipeline", "run", "--local", "--profile", "tiny", "--data", str(data),
-                                 "--out", str(out)])
+                                 "--out", str(out), "--set", f"dvc_remote={store}"])
     assert r.exit_code == 0, r.output[-3000:]
     assert f"report: {out / 'report.md'}" in r.output
     rows = list(csv.DictReader(Path(out / "comparison.csv").read_text().splitlines()))
@@ -58,8 +60,10 @@ def test_tiny_profile_end_to_end(tmp_path, monkeypatch):
         assert float(row["balanced_accuracy"]) == pytest.approx(np.mean(recalls), abs=1e-3)
     md = (out / "report.md").read_text()
     assert "## Selection statistics" in md and "| DF | 4 |" in md  # 2 shards x fixed count 4 per class, merged
-    config = json.loads((out / "run_config.json").read_text())
+    stage = read_run(out)["stages"]["pipeline train_augment"]
+    config = stage["params"]
     assert config["data_revision"].startswith("sha256:") and config["profile"] == "tiny"
+    assert stage["status"] == "succeeded" and stage["wall_seconds"] > 0
     assert (out / "report.html").read_text().count("<table>") >= 3
     run_dir = next((out / "artifacts").glob("tailsynth-train-augment-*"))
     shards = sorted(run_dir.glob("for-loop-*/generate/candidates/synthetic_ground_truth.csv"))
@@ -67,4 +71,29 @@ def test_tiny_profile_end_to_end(tmp_path, monkeypatch):
     exported = list(run_dir.glob("export*/exported/*/1/model.onnx"))
     assert len(exported) == 1  # exactly one branch of the If/Else ran
     record = json.loads((run_dir / "version" / "record").read_text())
-    assert record["real_data_revision"] == config["data_revision"]
+    assert record["sets"]["real"]["data_revision"] == config["data_revision"]
+
+    # DVC: both sets pushed, both revisions in run.yaml, the synthetic set restorable byte-identical.
+    import filecmp
+
+    from tailsynth.data.versioning import dvc_md5, pull_run
+    from tailsynth.runinfo import read_run
+
+    sets = read_run(out)["stages"]["version"]["dvc"]["sets"]
+    selected = next(run_dir.glob("select/selected"))
+    assert sets["synthetic"]["md5"] == dvc_md5(selected) and sets["synthetic"]["pushed"]
+    assert sets["real"]["md5"] == dvc_md5(next(run_dir.glob("validate/data"))) and sets["real"]["pushed"]
+    assert (out / "dvc" / "synthetic.dvc").is_file() and (out / "dvc" / "real.dvc").is_file()
+    pull_run(out, tmp_path / "restored")
+    files = sorted(p.relative_to(selected) for p in selected.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(tmp_path / "restored") for p in (tmp_path / "restored").rglob("*")
+                           if p.is_file())
+    assert all(filecmp.cmp(selected / f, tmp_path / "restored" / f, shallow=False) for f in files)
+    # The report names both revisions and links the exported model card, whose lineage matches run.yaml.
+    card = json.loads((out / "model" / "model_card.json").read_text())
+    if card["lineage"]["synthetic_set"]:
+        assert card["lineage"]["synthetic_set"]["dvc_md5"] == sets["synthetic"]["md5"]
+    assert card["lineage"]["training_data"]["revision"] == sets["real"]["content_revision"]
+    page = (out / "report.html").read_text()
+    assert sets["synthetic"]["md5"] in page and card["version"] in page
+    assert "href='model/model_card.html'" in page and "href='selection/report.html'" in page

@@ -63,7 +63,7 @@ def test_killed_run_resumes_only_unfinished_tasks(tmp_path):
 
     second = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
     assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-3000:]
-    info = json.loads((out / "run.json").read_text())
+    info = json.loads((out / "task_cache.json").read_text())
     assert set(info["cached_keys"]) == set(done)  # every task finished before the kill was reused ...
     assert not set(info["executed_keys"]) & set(done)  # ... and none of them ran again
     assert info["executed_tasks"], "the unfinished tasks must run"

@@ -23,19 +23,32 @@ def s3(monkeypatch, tmp_path):
         yield client
 
 
-def test_version_pushes_synthetic_set(tmp_path, s3, artifact):
+def test_version_pushes_real_and_synthetic_sets(tmp_path, s3, artifact):
     from components import version
 
     sel = tmp_path / "selected"
     (sel / "images").mkdir(parents=True)
     (sel / "images" / "a.png").write_bytes(b"\x89PNG fake but bytes are bytes")
     (sel / "selected_manifest.csv").write_text("path,class\nimages/a.png,DF\n")
+    real = tmp_path / "data"
+    real.mkdir()
+    (real / "tiny.npz").write_bytes(b"not really an npz, but versioned as bytes")
+    cand = tmp_path / "candidates"
+    cand.mkdir()
+    diff = tmp_path / "diffusion"
+    (diff / "unet").mkdir(parents=True)
+    (diff / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"weights")
     record = artifact("artifact", tmp_path / "record.json")
-    rev = version.python_func(synthetic=artifact("dataset", sel), data_revision="sha256:real", content_hash="c0ffee",
-                              remote="s3://synthetic/sets", record=record)
+    rev = version.python_func(synthetic=artifact("dataset", sel), data=artifact("dataset", real),
+                              candidates=artifact("dataset", cand), diffusion=artifact("model", diff),
+                              data_revision="sha256:real", content_hash="c0ffee", remote="s3://synthetic/sets",
+                              record=record)
     entry = json.loads((tmp_path / "record.json").read_text())
-    assert rev == entry["synthetic_revision"] and rev.endswith(".dir")
-    assert entry["real_data_revision"] == "sha256:real" and entry["files"] == 2
+    syn, rl = entry["sets"]["synthetic"], entry["sets"]["real"]
+    assert rev == syn["md5"] and rev.endswith(".dir") and syn["nfiles"] == 2 and syn["pushed"]
+    assert rl["data_revision"] == "sha256:real" and rl["pushed"] and rl["md5"].endswith(".dir")
+    assert entry["remote"]["url"] == "s3://synthetic/sets" and entry["real_content_hash"] == "c0ffee"
+    assert len(entry["synthesizer"]["hash"]) == 12
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="synthetic").get("Contents", [])]
     assert keys and all(k.startswith("sets/") for k in keys)
-    assert len(keys) == 3  # the two files and the directory listing, content-addressed
+    assert len(keys) == 5  # three files and two directory listings, content-addressed

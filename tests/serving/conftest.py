@@ -43,13 +43,13 @@ def tiny_model(tmp_path_factory) -> Path:
     Trained a little so the class scores are not near-ties: top-1 comparisons then test the pipeline, not noise."""
     import torch
 
-    from tailsynth.classify.model import build_backbone, preprocess, save_classifier
+    from tailsynth.classify.model import ClassifierMeta, build_backbone, preprocess, save_classifier
 
     torch.manual_seed(0)
     torch.set_num_threads(2)
     out = tmp_path_factory.mktemp("model")
     model = build_backbone("resnet18", len(CLASSES))
-    meta = {"mean": [0.5] * 3, "std": [0.5] * 3, "resolution": RES}
+    meta = ClassifierMeta(backbone="resnet18", classes=CLASSES, resolution=RES)
     npz = Path(os.environ.get("TAILSYNTH_SHARED_DATA", ROOT.parent / "shared" / "data")) / "dermamnist" / "dermamnist.npz"
     trained_on = None
     if npz.exists():

@@ -53,10 +53,10 @@ def local_top1(model, meta, images: list[bytes]) -> tuple[list[str], np.ndarray]
     from tailsynth.classify.model import predict_arrays
     from tailsynth.data.records import resize_rgb
 
-    r = meta["resolution"]
+    r = meta.resolution
     arr = np.stack([resize_rgb(np.asarray(Image.open(io.BytesIO(b)).convert("RGB")), r) for b in images])
     p = predict_arrays(model, meta, arr)
-    return [meta["classes"][i] for i in p.argmax(1)], p
+    return [meta.classes[i] for i in p.argmax(1)], p
 
 
 def assert_same_as_torch(server, torch_model, images: list[bytes]):
@@ -66,7 +66,7 @@ def assert_same_as_torch(server, torch_model, images: list[bytes]):
     want, p_ref = local_top1(model, meta, images)
     got = [x["class"] for x in preds]
     assert got == want
-    p = np.array([[x["probabilities"][c] for c in meta["classes"]] for x in preds])
+    p = np.array([[x["probabilities"][c] for c in meta.classes] for x in preds])
     assert np.abs(p - p_ref).max() < 1e-4
     assert all(x["model_version"] for x in preds)
     return preds
@@ -173,8 +173,8 @@ def assert_records(path, images: list[bytes]):
 
     recs = read_records(path)
     hashes = {hashlib.sha256(b).hexdigest() for b in images}
-    mine = [r for r in recs if r["image_sha256"] in hashes]
-    assert len({r["image_sha256"] for r in mine}) == len(hashes)
+    mine = [r for r in recs if r["image_hash"] in hashes]
+    assert len({r["image_hash"] for r in mine}) == len(hashes)
     for r in mine:
         assert set(RECORD_FIELDS) <= set(r)
         assert len(r["embedding"]) == 5  # projected with the repository's embedding.npz

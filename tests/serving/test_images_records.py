@@ -65,4 +65,5 @@ def test_records_round_trip(tmp_path):
     sink.write(recs)
     sink.write([])
     back = read_records(tmp_path / "p" / "r.jsonl")
-    assert back == recs and back[0]["timestamp"].endswith("+00:00")
+    assert back == recs and back[0]["timestamp"].endswith("Z")
+    assert back[0]["image_hash"] == "ab" * 32 and back[0]["predicted"] == "NV" and back[0]["confidence"] == 0.9

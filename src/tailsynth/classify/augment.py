@@ -15,6 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import ConfigError
+
 
 @dataclass
 class AugmentConfig:
@@ -40,7 +42,7 @@ class AugmentConfig:
         d = dict(d or {})
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
-            raise ValueError(f"augmentation: unknown option(s) {sorted(unknown)}")
+            raise ConfigError(f"augmentation: unknown option(s) {sorted(unknown)}")
         for k in ("crop_scale", "crop_ratio"):
             if k in d:
                 d[k] = tuple(d[k])
@@ -149,13 +151,13 @@ class CMOConfig:
         d = dict(d or {})
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
-            raise ValueError(f"cmo: unknown option(s) {sorted(unknown)}")
+            raise ConfigError(f"cmo: unknown option(s) {sorted(unknown)}")
         if "tail_classes" in d:
             d["tail_classes"] = tuple(d["tail_classes"])
         d.setdefault("enabled", True)
         cfg = cls(**d)
         if not 0.0 <= cfg.prob <= 1.0:
-            raise ValueError(f"cmo: prob must lie in [0, 1], got {cfg.prob}")
+            raise ConfigError(f"cmo: prob must lie in [0, 1], got {cfg.prob}")
         return cfg
 
 
@@ -167,11 +169,11 @@ class CMOPaste:
                  cfg: CMOConfig):
         tail = [classes.index(c) for c in cfg.tail_classes if c in classes]
         if not tail:
-            raise ValueError(f"cmo: none of the tail classes {list(cfg.tail_classes)} is among {classes}")
+            raise ConfigError(f"cmo: none of the tail classes {list(cfg.tail_classes)} is among {classes}")
         labels = np.asarray(labels, dtype=np.int64)
         fg = np.flatnonzero(np.isin(labels, tail) & (masks.reshape(len(masks), -1).sum(1) > 0))
         if len(fg) == 0:
-            raise ValueError(f"cmo: no training images of the tail classes {list(cfg.tail_classes)} with a lesion mask")
+            raise ConfigError(f"cmo: no training images of the tail classes {list(cfg.tail_classes)} with a lesion mask")
         counts = np.bincount(labels[fg], minlength=len(classes)).astype(np.float64)
         w = counts[labels[fg]] ** -cfg.power
         self.fg_images = torch.from_numpy(images[fg]).permute(0, 3, 1, 2).float().div_(255.0)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import ConfigError, MissingInputError
+
 
 def _softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(axis=1, keepdims=True)
@@ -63,30 +65,30 @@ def evaluate_model(model, data, split: str, out, splits=None, posthoc_tau: float
     from .model import load_classifier
 
     net, meta = load_classifier(model)
-    cfg = meta.get("config") or {}
+    cfg = meta.config or {}
     ds = load_source(data, splits=splits)
     if split not in ds.splits:
         ds = ensure_splits(ds, seed=int(cfg.get("split_seed", 0)))
     if split not in ds.splits:
         raise DataError(f"{data}: no split {split!r} (has {ds.splits})")
     part = ds.split(split)
-    x, y = part.arrays(int(meta["resolution"]))
-    y = align_labels(meta["classes"], part.classes, y, data)
+    x, y = part.arrays(int(meta.resolution))
+    y = align_labels(meta.classes, part.classes, y, data)
     with torch.no_grad():
         logits = []
         from .model import preprocess
 
         for i in range(0, len(x), batch_size):
             logits.append(net(preprocess(x[i : i + batch_size], meta)).float().numpy())
-    logits = np.concatenate(logits) if logits else np.zeros((0, len(meta["classes"])))
+    logits = np.concatenate(logits) if logits else np.zeros((0, len(meta.classes)))
     extra = {"posthoc_tau": posthoc_tau}
     if posthoc_tau:
-        counts = cfg.get("loss_class_counts") or cfg.get("class_counts_train")
+        counts = cfg.get("loss_class_counts") or meta.train_class_counts
         if not counts:
-            raise ValueError(f"{model}: the model's config holds no training class counts; post-hoc adjustment "
+            raise ConfigError(f"{model}: the model's config holds no training class counts; post-hoc adjustment "
                              "needs them")
-        logits = posthoc_adjust(logits, [counts[c] for c in meta["classes"]], posthoc_tau)
-    return write_evaluation(out, y, logits, meta["classes"], split=split, model_dir=model, data=str(data),
+        logits = posthoc_adjust(logits, [counts[c] for c in meta.classes], posthoc_tau)
+    return write_evaluation(out, y, logits, meta.classes, split=split, model_dir=model, data=str(data),
                             extra=extra, plots=plots, bootstrap=bootstrap, seed=seed)
 
 
@@ -99,7 +101,7 @@ def aggregate_folds(metric_files: Sequence[str | Path], out=None) -> dict:
         p = Path(p)
         p = p / "metrics.json" if p.is_dir() else p
         if not p.is_file():
-            raise FileNotFoundError(f"{p}: no metrics.json")
+            raise MissingInputError(f"{p}: no metrics.json")
         runs.append(json.loads(p.read_text()))
     agg = aggregate_runs(runs)
     agg["sources"] = [str(p) for p in metric_files]

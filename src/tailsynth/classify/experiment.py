@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Method:
@@ -67,7 +69,7 @@ def run_experiment(data, out, methods: Sequence[str] | None = None, seeds: Seque
     methods = list(methods or [m for m in METHODS])
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
+        raise ConfigError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     # Post-hoc methods need their base model: train the base even when not listed.
@@ -112,7 +114,7 @@ def _header(data, backbone, epochs, seeds, train_kw) -> str:
 def write_comparison(rows: list[dict], out, header: str = "") -> dict:
     out = Path(out)
     if not rows:
-        raise ValueError("no runs to compare")
+        raise ConfigError("no runs to compare")
     classes = rows[0]["metrics"]["classes"]
     support = {c: rows[0]["metrics"]["per_class"][c]["support"] for c in classes}
     rarest = min(classes, key=lambda c: support[c] if support[c] > 0 else 10**9)

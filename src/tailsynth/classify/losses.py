@@ -13,6 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import ConfigError
+
 LOSSES = ("ce", "weighted-ce", "cb-ce", "focal", "ldam-drw", "logit-adjusted", "balanced-softmax")
 
 
@@ -153,8 +155,20 @@ class BalancedSoftmax(LogitAdjusted):
         self.offset = torch.log(self.counts.double().clamp_min(1.0)).float()
 
 
+# The hyper-parameters each loss takes (loss_kw keys).
+LOSS_OPTIONS = {"ce": (), "weighted-ce": (), "cb-ce": ("cb_beta",), "focal": ("focal_gamma",),
+                "ldam-drw": ("ldam_max_m", "ldam_s", "drw_epoch", "cb_beta"), "logit-adjusted": ("la_tau",),
+                "balanced-softmax": ()}
+
+
 def build_loss(name: str, counts: Sequence[float], epochs: int | None = None, **kw) -> LongTailLoss:
-    """A loss by name; `kw` holds its hyper-parameters (focal_gamma, cb_beta, ldam_max_m, ldam_s, drw_epoch, la_tau)."""
+    """A loss by name; `kw` holds its hyper-parameters (focal_gamma, cb_beta, ldam_max_m, ldam_s, drw_epoch, la_tau).
+    A hyper-parameter the loss does not take is an error, not silently ignored."""
+    if name in LOSS_OPTIONS:
+        unknown = sorted(set(kw) - set(LOSS_OPTIONS[name]))
+        if unknown:
+            known = ", ".join(LOSS_OPTIONS[name]) or "none"
+            raise ConfigError(f"loss {name!r}: unknown option(s) {', '.join(unknown)} (takes: {known})")
     if name == "ce":
         return CrossEntropy(counts)
     if name == "weighted-ce":
@@ -174,7 +188,7 @@ def build_loss(name: str, counts: Sequence[float], epochs: int | None = None, **
         return LogitAdjusted(counts, tau=kw.get("la_tau", 1.0))
     if name == "balanced-softmax":
         return BalancedSoftmax(counts)
-    raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
+    raise ConfigError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
 
 
 def posthoc_adjust(logits: np.ndarray, counts: Sequence[float], tau: float) -> np.ndarray:

@@ -1,8 +1,7 @@
 """The classifier model folder: one format shared by training, evaluation, OOD scoring, export and monitoring.
 
-MODEL_DIR/model.pt is a dict:
-  backbone (timm name), classes (ISIC names, index order), resolution (px), mean/std (per channel, 0..1 scale),
-  state_dict, config (the resolved training config), data_revision (str or None).
+Its metadata schema is `tailsynth.classify.metadata.ClassifierMeta`; this module builds, saves, loads and runs
+the network.
 """
 
 from __future__ import annotations
@@ -14,10 +13,7 @@ import numpy as np
 import torch
 
 from ..hashing import model_version  # noqa: F401  (torch-free, shared by serving and monitoring)
-
-MODEL_FILE = "model.pt"
-DEFAULT_MEAN = (0.5, 0.5, 0.5)
-DEFAULT_STD = (0.5, 0.5, 0.5)
+from .metadata import DEFAULT_MEAN, DEFAULT_STD, MODEL_FILE, ClassifierMeta, read_checkpoint, write_checkpoint  # noqa: F401
 
 
 def build_backbone(backbone: str, num_classes: int, pretrained_path: str | None = None, **kwargs) -> torch.nn.Module:
@@ -37,50 +33,33 @@ def build_backbone(backbone: str, num_classes: int, pretrained_path: str | None 
 
 def save_classifier(model: torch.nn.Module, out_dir: str | Path, *, backbone: str, classes: Sequence[str],
                     resolution: int, mean=DEFAULT_MEAN, std=DEFAULT_STD, config: dict | None = None,
-                    data_revision: str | None = None) -> Path:
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    torch.save(
-        {
-            "backbone": backbone,
-            "classes": list(classes),
-            "resolution": int(resolution),
-            "mean": list(mean),
-            "std": list(std),
-            "state_dict": state,
-            "config": config or {},
-            "data_revision": data_revision,
-        },
-        out / MODEL_FILE,
-    )
-    return out / MODEL_FILE
+                    data_revision: str | None = None, train_class_counts: dict[str, int] | None = None) -> Path:
+    meta = ClassifierMeta(backbone=backbone, classes=list(classes), resolution=int(resolution), mean=list(mean),
+                          std=list(std), config=config or {}, data_revision=data_revision,
+                          train_class_counts={c: int(n) for c, n in train_class_counts.items()}
+                          if train_class_counts else None)
+    return write_checkpoint(meta, {k: v.detach().cpu() for k, v in model.state_dict().items()}, out_dir)
 
 
-def load_classifier(model_dir: str | Path, device: str = "cpu") -> tuple[torch.nn.Module, dict]:
-    """(model in eval mode, meta without the state dict)."""
-    path = Path(model_dir)
-    path = path / MODEL_FILE if path.is_dir() else path
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no classifier checkpoint (expected {MODEL_FILE} from `tailsynth train classifier`)")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    model = build_backbone(ckpt["backbone"], len(ckpt["classes"]))
-    model.load_state_dict(ckpt["state_dict"])
+def load_classifier(model_dir: str | Path, device: str = "cpu") -> tuple[torch.nn.Module, ClassifierMeta]:
+    """(model in eval mode, its metadata)."""
+    meta, state = read_checkpoint(model_dir)
+    model = build_backbone(meta.backbone, len(meta.classes))
+    model.load_state_dict(state)
     model.to(device).eval()
-    meta = {k: v for k, v in ckpt.items() if k != "state_dict"}
     return model, meta
 
 
-def preprocess(images: np.ndarray, meta: dict) -> torch.Tensor:
-    """N x H x W x 3 uint8 at meta['resolution'] -> normalised float N x 3 x H x W."""
+def preprocess(images: np.ndarray, meta: ClassifierMeta) -> torch.Tensor:
+    """N x H x W x 3 uint8 at meta.resolution -> normalised float N x 3 x H x W."""
     x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
-    mean = torch.tensor(meta["mean"]).view(1, 3, 1, 1)
-    std = torch.tensor(meta["std"]).view(1, 3, 1, 1)
+    mean = torch.tensor(meta.mean).view(1, 3, 1, 1)
+    std = torch.tensor(meta.std).view(1, 3, 1, 1)
     return (x - mean) / std
 
 
 @torch.no_grad()
-def predict_arrays(model: torch.nn.Module, meta: dict, images: np.ndarray, batch_size: int = 256,
+def predict_arrays(model: torch.nn.Module, meta: ClassifierMeta, images: np.ndarray, batch_size: int = 256,
                    features: bool = False):
     """Softmax probabilities (and penultimate features when asked) for uint8 images at the model's resolution."""
     probs, feats, logits_all = [], [], []
@@ -92,7 +71,7 @@ def predict_arrays(model: torch.nn.Module, meta: dict, images: np.ndarray, batch
         probs.append(torch.softmax(logits, dim=1))
         if features:
             feats.append(f)
-    p = torch.cat(probs).numpy() if probs else np.zeros((0, len(meta["classes"])), np.float32)
+    p = torch.cat(probs).numpy() if probs else np.zeros((0, len(meta.classes)), np.float32)
     if features:
         return p, torch.cat(feats).numpy(), torch.cat(logits_all).numpy()
     return p

@@ -9,7 +9,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-SAMPLERS = ("none", "class-balanced", "sqrt")
+from ..errors import ConfigError
+
+CLASS_SAMPLERS = ("none", "class-balanced", "sqrt")
 
 
 def sample_probabilities(labels: np.ndarray, num_classes: int, mode: str) -> np.ndarray:
@@ -24,7 +26,7 @@ def sample_probabilities(labels: np.ndarray, num_classes: int, mode: str) -> np.
     elif mode == "none":
         w = np.ones(len(labels))
     else:
-        raise ValueError(f"unknown sampler {mode!r}; choose one of {', '.join(SAMPLERS)}")
+        raise ConfigError(f"unknown sampler {mode!r}; choose one of {', '.join(CLASS_SAMPLERS)}")
     return w / w.sum()
 
 
@@ -91,10 +93,10 @@ class EpochPlan:
 
     def __init__(self, labels_real: np.ndarray, labels_syn: np.ndarray, num_classes: int, mode: str = "none",
                  synthetic_ratio: float | None = None):
-        if mode not in SAMPLERS:
-            raise ValueError(f"unknown sampler {mode!r}; choose one of {', '.join(SAMPLERS)}")
+        if mode not in CLASS_SAMPLERS:
+            raise ConfigError(f"unknown sampler {mode!r}; choose one of {', '.join(CLASS_SAMPLERS)}")
         if synthetic_ratio is not None and not 0.0 <= synthetic_ratio <= 1.0:
-            raise ValueError(f"synthetic_ratio is the share of a class's draws that are synthetic: it must lie in "
+            raise ConfigError(f"synthetic_ratio is the share of a class's draws that are synthetic: it must lie in "
                              f"[0, 1], got {synthetic_ratio}")
         self.real = np.asarray(labels_real, dtype=np.int64)
         self.syn = np.asarray(labels_syn, dtype=np.int64)

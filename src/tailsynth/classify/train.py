@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import hashlib
 import json
 import math
 import platform
@@ -22,15 +21,17 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import ConfigError
+from ..hashing import data_revision
 from .augment import AugmentConfig
 from .losses import LOSSES
-from .samplers import SAMPLERS
+from .samplers import CLASS_SAMPLERS
 
 CHECKPOINT_FILE = "checkpoint.pt"
 
 
 @dataclass
-class TrainConfig:
+class ClassifierTrainConfig:
     backbone: str = "resnet18"
     loss: str = "ce"
     sampler: str = "none"
@@ -60,23 +61,6 @@ class TrainConfig:
     channels_last: bool | None = None  # None: on CUDA only
     threads: int | None = None
     device: str | None = None
-
-
-def _file_revision(path: Path) -> str | None:
-    """Content hash of the data source (the versioning module's data_revision when present)."""
-    try:
-        from ..data.versioning import data_revision  # type: ignore
-
-        return data_revision(path)
-    except (ImportError, OSError, ValueError, TypeError):
-        pass  # no versioning module yet, or it cannot hash this source: fall back to a file hash
-    if path.is_file():
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        return "sha256:" + h.hexdigest()[:16]
-    return None
 
 
 def read_synthetic_manifest(path: str | Path, classes: list[str], resolution: int):
@@ -149,16 +133,6 @@ def _set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def lr_lambda_factory(total_steps: int, warmup_steps: int, min_ratio: float):
-    def f(step: int) -> float:
-        if warmup_steps and step < warmup_steps:
-            return (step + 1) / warmup_steps
-        t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
-
-    return f
-
-
 def _to_float(xb_uint8, device):
     """uint8 N x 3 x H x W -> float 0..1 on device."""
     return xb_uint8.to(device, non_blocking=True).float().div_(255.0)
@@ -181,44 +155,106 @@ def predict_logits(model, x_uint8_nchw, mean, std, device, batch_size: int = 512
     return torch.cat(out) if out else torch.zeros(0)
 
 
+def epoch_batches(X, Y, W, idx, batch_size: int, aug_cfg, gen, mean, std, device, channels_last: bool = False,
+                  cmo=None, n_real: int | None = None):
+    """(normalised images, labels, per-sample weights or None, label mix) for each batch of IDX, augmented on the
+    CPU. CMO (a per-batch hook, `augment.build_cmo`) pastes real tail lesions onto real images and gives the
+    mix (pasted labels, area weights) the loss takes; without it the mix is (). A trailing batch of one image is
+    dropped: BatchNorm cannot train on it."""
+    import torch
+
+    from .augment import augment_batch
+
+    for b in range(0, len(idx), batch_size):
+        bi = idx[b : b + batch_size]
+        if len(bi) < 2:
+            continue
+        xb, mix = _to_float(X[bi], torch.device("cpu")), ()
+        if cmo is not None:
+            xb, y_b, lam = cmo(xb, Y[bi], bi < n_real, gen)
+            mix = (y_b.to(device), lam.to(device))
+        x = augment_batch(xb, aug_cfg, gen).to(device)
+        x = (x - mean) / std
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        w = W[bi].to(device)
+        yield x, Y[bi].to(device), (None if bool((w == 1).all()) else w), mix
+
+
+def train_one_epoch(model, batches, criterion, optimizer, scheduler, device, amp_dtype=None, epoch: int = 0,
+                    on_step=None) -> dict:
+    """One pass over BATCHES (see `epoch_batches`): forward, loss, backward, optimizer and per-step LR step.
+    `on_step(step, loss)` is called after each step (progress). Returns the mean loss and the first step's loss."""
+    import torch
+
+    model.train()
+    criterion.set_epoch(epoch)
+    losses = []
+    for step, (x, y, sw, mix) in enumerate(batches):
+        with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            logits = model(x)
+        loss_v = criterion(logits.float(), y, sw, *mix)
+        if not torch.isfinite(loss_v):
+            raise FloatingPointError(f"non-finite loss at epoch {epoch + 1}, step {step}")
+        optimizer.zero_grad(set_to_none=True)
+        loss_v.backward()
+        optimizer.step()
+        scheduler.step()
+        losses.append(float(loss_v.detach()))
+        if on_step is not None:
+            on_step(step, losses[-1])
+    return {"loss": float(np.mean(losses)), "first_step_loss": losses[0] if losses else None}
+
+
+def validate(model, X, y, classes, mean, std, device, channels_last: bool = False, amp_dtype=None) -> dict:
+    """Classification metrics of MODEL on uint8 N x 3 x H x W images X with labels Y."""
+    import torch
+
+    from ..metrics import classification_metrics
+
+    logits = predict_logits(model, X, mean, std, device, channels_last=channels_last, amp_dtype=amp_dtype)
+    return classification_metrics(y, torch.softmax(logits, 1).numpy(), classes)
+
+
 def train_classifier(data, out, backbone: str = "resnet18", loss: str = "ce", epochs: int | None = None,
                      seed: int = 0, resolution: int | None = None, splits=None, synthetic_manifest=None,
                      synthetic_ratio: float | None = None, sampler: str | None = None, resume: bool = False,
                      stop_after: int | None = None, quiet: bool = False, write_reports: bool = True, **kw) -> dict:
     """Train on the train split, select on val balanced accuracy; returns the val metrics of the selected model.
 
-    `kw` sets any TrainConfig field (batch_size, lr, optimizer, weight_decay, augment={...}, loss_kw={...}, ...).
+    `kw` sets any ClassifierTrainConfig field (batch_size, lr, optimizer, weight_decay, augment={...}, loss_kw={...}, ...).
     `resume`: continue from OUT/checkpoint.pt. `stop_after`: stop after that many epochs in total (the checkpoint
     lets a later call resume), e.g. to split a long run.
     """
     import torch
 
     from ..data.errors import DataError
-    from .augment import augment_batch, build_cmo
+    from ..training import OPTIMIZERS, CheckpointSaver, create_optimizer, create_scheduler
+    from .augment import build_cmo
     from .evaluate import write_evaluation
     from .losses import build_loss
     from .model import build_backbone, save_classifier
     from .samplers import EpochPlan
 
-    unknown = set(kw) - set(TrainConfig.__dataclass_fields__)
+    unknown = set(kw) - set(ClassifierTrainConfig.__dataclass_fields__)
     if unknown:
-        raise ValueError(f"train_classifier: unknown option(s) {sorted(unknown)}")
-    cfg = TrainConfig(backbone=backbone, loss=loss, sampler=sampler or "none", seed=seed, resolution=resolution,
+        raise ConfigError(f"train_classifier: unknown option(s) {sorted(unknown)}")
+    cfg = ClassifierTrainConfig(backbone=backbone, loss=loss, sampler=sampler or "none", seed=seed, resolution=resolution,
                       synthetic_manifest=str(synthetic_manifest) if synthetic_manifest else None,
                       synthetic_ratio=synthetic_ratio, **kw)
     if epochs is not None:
         cfg.epochs = int(epochs)
     if cfg.loss not in LOSSES:
-        raise ValueError(f"unknown loss {cfg.loss!r}; choose one of {', '.join(LOSSES)}")
-    if cfg.sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {cfg.sampler!r}; choose one of {', '.join(SAMPLERS)}")
-    if cfg.optimizer not in ("adamw", "sgd"):
-        raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose adamw or sgd")
+        raise ConfigError(f"unknown loss {cfg.loss!r}; choose one of {', '.join(LOSSES)}")
+    if cfg.sampler not in CLASS_SAMPLERS:
+        raise ConfigError(f"unknown sampler {cfg.sampler!r}; choose one of {', '.join(CLASS_SAMPLERS)}")
+    if cfg.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"unknown optimizer {cfg.optimizer!r}; choose {' or '.join(OPTIMIZERS)}")
     if cfg.epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {cfg.epochs}")
+        raise ConfigError(f"epochs must be >= 1, got {cfg.epochs}")
     aug_cfg = AugmentConfig.from_dict(cfg.augment)
     if not (cfg.synthetic_weight >= 0 and math.isfinite(cfg.synthetic_weight)):
-        raise ValueError(f"synthetic_weight must be a finite number >= 0, got {cfg.synthetic_weight}")
+        raise ConfigError(f"synthetic_weight must be a finite number >= 0, got {cfg.synthetic_weight}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     log = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
@@ -245,7 +281,7 @@ def train_classifier(data, out, backbone: str = "resnet18", loss: str = "ce", ep
         ws = ws * np.float32(cfg.synthetic_weight)
         xtr, ytr, wtr = np.concatenate([xtr, xs]), np.concatenate([ytr, ys]), np.concatenate([wtr, ws])
     elif cfg.synthetic_ratio is not None:
-        raise ValueError("synthetic_ratio needs a synthetic_manifest")
+        raise ConfigError("synthetic_ratio needs a synthetic_manifest")
     if n_real == 0:
         raise DataError(f"{data}: the train split is empty")
     plan = EpochPlan(ytr[:n_real], ytr[n_real:], C, cfg.sampler, cfg.synthetic_ratio)
@@ -271,28 +307,19 @@ def train_classifier(data, out, backbone: str = "resnet18", loss: str = "ce", ep
         model = model.to(memory_format=torch.channels_last)
     counts = plan.class_counts()
     criterion = build_loss(cfg.loss, counts, epochs=cfg.epochs, **cfg.loss_kw).to(device)
-    decay, no_decay = [], []
-    for n_, p in model.named_parameters():
-        (no_decay if p.ndim <= 1 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if cfg.optimizer == "adamw":
-        opt = torch.optim.AdamW(groups, lr=cfg.lr)
-    else:
-        opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
-    # A trailing batch of one image is dropped: BatchNorm cannot train on it.
+    opt = create_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, momentum=cfg.momentum)
+    # A trailing batch of one image is dropped (see epoch_batches).
     steps_per_epoch = max(1, len(plan) // cfg.batch_size + (1 if len(plan) % cfg.batch_size >= 2 else 0))
-    total = steps_per_epoch * cfg.epochs
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lr_lambda_factory(total, int(round(cfg.warmup_epochs * steps_per_epoch)), cfg.min_lr_ratio))
+    sched = create_scheduler(opt, steps_per_epoch * cfg.epochs, int(round(cfg.warmup_epochs * steps_per_epoch)),
+                             cfg.min_lr_ratio)
     gen = torch.Generator().manual_seed(cfg.seed)
 
     resolved = {
-        **{k: getattr(cfg, k) for k in TrainConfig.__dataclass_fields__},
+        **{k: getattr(cfg, k) for k in ClassifierTrainConfig.__dataclass_fields__},
         "augment": aug_cfg.to_dict(),
         "data": str(data),
         "splits": str(splits) if splits else None,
         "classes": classes,
-        "class_counts_train": {c: int(n) for c, n in zip(classes, np.bincount(ytr[:n_real], minlength=C))},
         "loss_class_counts": {c: float(n) for c, n in zip(classes, counts)},
         "n_train_real": int(n_real),
         "n_train_synthetic": int(len(ytr) - n_real),
@@ -313,12 +340,13 @@ def train_classifier(data, out, backbone: str = "resnet18", loss: str = "ce", ep
     # ---- resume -----------------------------------------------------------------------------------------------
     start_epoch, history = 0, []
     best = {"score": -1.0, "epoch": -1, "state": None}
-    ckpt_path = out / CHECKPOINT_FILE
-    if resume and ckpt_path.is_file():
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    saver = CheckpointSaver(out / CHECKPOINT_FILE)
+    ckpt_path = saver.path
+    ck = saver.load() if resume else None
+    if ck is not None:
         for k in ("backbone", "loss", "sampler", "epochs", "batch_size", "lr", "seed", "resolution", "optimizer"):
             if ck["config"].get(k) != resolved.get(k):
-                raise ValueError(f"{ckpt_path}: cannot resume, {k}={ck['config'].get(k)!r} in the checkpoint "
+                raise ConfigError(f"{ckpt_path}: cannot resume, {k}={ck['config'].get(k)!r} in the checkpoint "
                                  f"but {resolved.get(k)!r} now")
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
@@ -335,48 +363,23 @@ def train_classifier(data, out, backbone: str = "resnet18", loss: str = "ce", ep
     (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
 
     # ---- loop -------------------------------------------------------------------------------------------------
-    from ..metrics import classification_metrics
-
     last_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, int(stop_after))
+    from ..progress import Progress
+
+    bar = None if quiet else Progress(last_epoch * steps_per_epoch, f"train classifier ({cfg.backbone})",
+                                      start=start_epoch * steps_per_epoch, unit="step")
     for epoch in range(start_epoch, last_epoch):
         te = time.time()
-        model.train()
-        criterion.set_epoch(epoch)
         idx = plan.indices(gen)
-        losses, first = [], None
-        for b in range(0, len(idx), cfg.batch_size):
-            bi = idx[b : b + cfg.batch_size]
-            if len(bi) < 2:
-                continue
-            xb, mix = _to_float(Xtr[bi], torch.device("cpu")), ()
-            if cmo is not None:
-                xb, y_b, lam = cmo(xb, Ytr[bi], bi < n_real, gen)
-                mix = (y_b.to(device), lam.to(device))
-            x = augment_batch(xb, aug_cfg, gen).to(device)
-            x = (x - mean) / std
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            y = Ytr[bi].to(device)
-            w = Wtr[bi].to(device)
-            sw = None if bool((w == 1).all()) else w
-            with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                logits = model(x)
-            loss_v = criterion(logits.float(), y, sw, *mix)
-            if not torch.isfinite(loss_v):
-                raise FloatingPointError(f"non-finite loss at epoch {epoch + 1}, step {b // cfg.batch_size}")
-            opt.zero_grad(set_to_none=True)
-            loss_v.backward()
-            opt.step()
-            sched.step()
-            lv = float(loss_v.detach())
-            first = lv if first is None else first
-            losses.append(lv)
+        batches = epoch_batches(Xtr, Ytr, Wtr, idx, cfg.batch_size, aug_cfg, gen, mean, std, device, channels_last,
+                                cmo=cmo, n_real=n_real)
+        ep = train_one_epoch(model, batches, criterion, opt, sched, device, amp_dtype, epoch,
+                             on_step=None if bar is None else (
+                                 lambda k, lv, e=epoch: bar.update(e * steps_per_epoch + k + 1, epoch=e + 1, loss=lv)))
         train_s = time.time() - te
-        logits_va = predict_logits(model, Xva, mean, std, device, channels_last=channels_last, amp_dtype=amp_dtype)
-        probs = torch.softmax(logits_va, 1).numpy()
-        m = classification_metrics(yva, probs, classes)
+        m = validate(model, Xva, yva, classes, mean, std, device, channels_last, amp_dtype)
         score = m[cfg.select_metric]
-        rec = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "first_step_loss": first,
+        rec = {"epoch": epoch + 1, "loss": ep["loss"], "first_step_loss": ep["first_step_loss"],
                "lr": float(sched.get_last_lr()[0]), "train_s": round(train_s, 2),
                "images_per_s": round(len(idx) / max(train_s, 1e-9), 1),
                "val_balanced_accuracy": m["balanced_accuracy"], "val_accuracy": m["accuracy"],
@@ -387,12 +390,13 @@ def train_classifier(data, out, backbone: str = "resnet18", loss: str = "ce", ep
                     "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
         log(f"epoch {epoch + 1}/{cfg.epochs} loss {rec['loss']:.4f} val bacc {m['balanced_accuracy']:.4f} "
             f"acc {m['accuracy']:.4f} auc {m['macro_auc']:.4f} ({train_s:.1f}s, {rec['images_per_s']} img/s)")
-        torch.save({"epoch": epoch + 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
+        saver.save({"epoch": epoch + 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
                     "scheduler": sched.state_dict(), "generator": gen.get_state(),
-                    "torch_rng": torch.get_rng_state(), "history": history, "best": best, "config": resolved},
-                   ckpt_path)
+                    "torch_rng": torch.get_rng_state(), "history": history, "best": best, "config": resolved})
         (out / "history.json").write_text(json.dumps(history, indent=1))
 
+    if bar:
+        bar.close()
     if last_epoch < cfg.epochs:
         log(f"stopped after epoch {last_epoch} of {cfg.epochs}; resume with resume=True / --resume")
         return {"stopped_after": last_epoch, "history": history}
@@ -405,7 +409,8 @@ def train_classifier(data, out, backbone: str = "resnet18", loss: str = "ce", ep
     resolved["train_wall_s"] = round(sum(h["train_s"] for h in history), 1)
     (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
     save_classifier(final, out, backbone=cfg.backbone, classes=classes, resolution=res, mean=mean_np.tolist(),
-                    std=std_np.tolist(), config=resolved, data_revision=_file_revision(Path(data)))
+                    std=std_np.tolist(), config=resolved, data_revision=data_revision(data),
+                    train_class_counts=dict(zip(classes, np.bincount(ytr[:n_real], minlength=C).tolist())))
     final = final.to(device)
     logits_va = predict_logits(final, Xva, mean, std, device, channels_last=False, amp_dtype=amp_dtype).numpy()
     metrics = write_evaluation(out, yva, logits_va, classes, split="val", model_dir=out, data=str(data),

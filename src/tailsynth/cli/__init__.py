@@ -11,7 +11,7 @@ app = typer.Typer(help="tailsynth: long-tail skin lesion classification with dif
 
 # Each module defines register(app); a module whose optional dependencies are missing still registers
 # its commands, and they fail only when run.
-AREAS = ("data", "classify", "diffusion", "select", "serve", "monitor", "pipeline")
+AREAS = ("data", "classify", "diffusion", "select", "serve", "monitor", "pipeline", "lineage")
 
 for _name in AREAS:
     importlib.import_module(f"{__name__}.{_name}").register(app)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from .common import err, fail_cleanly, print_json
+from ..errors import ConfigError
+from .common import CONFIG_HELP, err, fail_cleanly, print_json, record_run, resolve_options
 from .train_app import attach, train_app
 
 
@@ -16,6 +17,7 @@ def _csv_list(s: str | None) -> list[str] | None:
 
 @train_app.command("classifier")
 def train_classifier_cmd(
+    ctx: typer.Context,
     data: Path = typer.Option(..., "--data", help="ISIC 2019 folder or MedMNIST .npz"),
     out: Path = typer.Option(..., "--out", help="model folder to write"),
     backbone: str = typer.Option("resnet18", "--backbone", help="timm model name"),
@@ -44,29 +46,35 @@ def train_classifier_cmd(
     device: str | None = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available)"),
     resume: bool = typer.Option(False, "--resume", help="continue from OUT/checkpoint.pt"),
     quiet: bool = typer.Option(False, "--quiet"),
+    config: Path | None = typer.Option(None, "--config", help=CONFIG_HELP + "; any ClassifierTrainConfig field may be set"),
 ) -> None:
     """Train on the train split, select on val balanced accuracy; writes OUT/model.pt and OUT/metrics.json."""
-    from ..classify.train import train_classifier
+    from ..classify.metadata import read_meta
+    from ..classify.train import ClassifierTrainConfig, train_classifier
 
-    kw = {k: v for k, v in dict(batch_size=batch_size, lr=lr, optimizer=optimizer, threads=threads, device=device,
-                                pretrained_path=str(pretrained_path) if pretrained_path else None).items()
-          if v is not None}
-    if no_augment:
-        kw["augment"] = {"enabled": False}
-    if synthetic_weight is not None:
-        kw["synthetic_weight"] = synthetic_weight
-    if cmo or cmo_prob is not None or mask_dir is not None:
-        kw["cmo"] = {"enabled": True, **({"prob": cmo_prob} if cmo_prob is not None else {}),
-                     **({"mask_dir": str(mask_dir)} if mask_dir else {})}
     with fail_cleanly():
-        m = train_classifier(data, out, backbone=backbone, loss=loss, epochs=epochs, seed=seed,
-                             resolution=resolution, splits=splits, synthetic_manifest=synthetic_manifest,
-                             synthetic_ratio=synthetic_ratio, sampler=sampler, resume=resume, quiet=quiet, **kw)
+        o = resolve_options(ctx, config, extra=ClassifierTrainConfig.__dataclass_fields__)
+        if o.pop("no_augment"):
+            o["augment"] = {**(o.get("augment") or {}), "enabled": False}
+        # --cmo/--cmo-prob/--mask-dir, or a `cmo:` mapping (augment.CMOConfig) in the config file.
+        cmo_on, cmo_prob, mask_dir = o.pop("cmo"), o.pop("cmo_prob"), o.pop("mask_dir")
+        if isinstance(cmo_on, dict):
+            o["cmo"] = cmo_on
+        elif cmo_on or cmo_prob is not None or mask_dir is not None:
+            o["cmo"] = {"enabled": True, **({"prob": cmo_prob} if cmo_prob is not None else {}),
+                        **({"mask_dir": str(mask_dir)} if mask_dir else {})}
+        if o.get("pretrained_path") is not None:
+            o["pretrained_path"] = str(o["pretrained_path"])
+        kw = {k: v for k, v in o.items() if v is not None}
+        m = train_classifier(kw.pop("data"), kw.pop("out"), **kw)
+        record_run(o["out"], "train classifier", o, data_revision=read_meta(o["out"]).data_revision,
+                   metrics={k: m.get(k) for k in ("balanced_accuracy", "accuracy", "macro_auc")})
     print_json({k: m.get(k) for k in ("balanced_accuracy", "accuracy", "macro_auc", "ece", "selected_epoch")}
                | {"out": str(out)})
 
 
 def evaluate_cmd(
+    ctx: typer.Context,
     model: Path = typer.Option(..., "--model", help="model folder (or model.pt)"),
     data: Path = typer.Option(..., "--data", help="ISIC 2019 folder or MedMNIST .npz"),
     split: str = typer.Option("val", "--split"),
@@ -82,6 +90,7 @@ def evaluate_cmd(
     with fail_cleanly():
         m = evaluate_model(model, data, split, out, splits=splits, posthoc_tau=posthoc_tau, bootstrap=bootstrap,
                            seed=seed)
+        record_run(out, "evaluate", ctx.params, balanced_accuracy=m.get("balanced_accuracy"))
     print_json({k: m.get(k) for k in ("balanced_accuracy", "accuracy", "macro_auc", "ece")} | {"out": str(out)})
 
 
@@ -113,7 +122,7 @@ def experiment_cmd(
         try:
             seed_list = [int(s) for s in _csv_list(seeds) or []]
         except ValueError:
-            raise ValueError(f"--seeds {seeds!r}: expected a comma list of integers") from None
+            raise ConfigError(f"--seeds {seeds!r}: expected a comma list of integers") from None
         if folds:
             from ..ood.experiment import run_method_comparison
 

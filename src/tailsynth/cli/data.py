@@ -119,13 +119,8 @@ def split(source: Path = typer.Argument(..., help=SOURCE_HELP),
 
 
 def _versioning_call(fn, **kw):
-    from ..data.versioning import VersioningError
-
-    try:
+    with fail_cleanly():
         return fn(**kw)
-    except VersioningError as e:
-        err.print(f"[red]error:[/red] {e}", markup=True, highlight=False, soft_wrap=True)
-        raise typer.Exit(1)
 
 
 @data_app.command("push")
@@ -142,12 +137,24 @@ def push(targets: list[str] | None = typer.Argument(None, help=".dvc files or pa
 @data_app.command("pull")
 def pull(targets: list[str] | None = typer.Argument(None, help=".dvc files or paths (default: all)"),
          repo: Path = typer.Option(Path("."), help="repository root"),
-         remote: str | None = typer.Option(None, "--remote", "-r", help="DVC remote (default: core.remote)"),
-         jobs: int | None = typer.Option(None, "--jobs", "-j", help="parallel transfers")) -> None:
-    """`dvc pull` with clear errors for missing credentials, unreachable endpoint, missing bucket."""
-    from ..data.versioning import pull as run
+         remote: str | None = typer.Option(None, "--remote", "-r", help="DVC remote (default: core.remote; with "
+                                                                         "--run: a URL or folder, default the run's)"),
+         jobs: int | None = typer.Option(None, "--jobs", "-j", help="parallel transfers"),
+         run: Path | None = typer.Option(None, "--run", help="a run folder: restore the data set it versioned"),
+         what: str = typer.Option("synthetic", "--set", help="with --run: synthetic | real"),
+         dest: Path | None = typer.Option(None, "--dest", help="with --run: an absent or empty folder "
+                                                                 "(default RUN/restored/SET)")) -> None:
+    """`dvc pull` with clear errors for missing credentials, unreachable endpoint, missing bucket; with --run, restore
+    a run's synthetic (or real) set byte-identical from the revision in its run.yaml."""
+    if run is not None:
+        from ..data.versioning import pull_run
 
-    print_json(_versioning_call(run, repo=repo, remote=remote, targets=targets, jobs=jobs))
+        print_json(_versioning_call(pull_run, run_dir=run, dest=dest or run / "restored" / what, what=what,
+                                    remote=remote))
+        return
+    from ..data.versioning import pull as do_pull
+
+    print_json(_versioning_call(do_pull, repo=repo, remote=remote, targets=targets, jobs=jobs))
 
 
 @data_app.command("remote-s3")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .common import fail_cleanly, print_json
+from .common import CONFIG_HELP, fail_cleanly, print_json, record_run, resolve_options
 from .train_app import attach, train_app
 
 SOURCE_HELP = "ISIC 2019 folder or MedMNIST .npz"
@@ -14,6 +14,7 @@ SOURCE_HELP = "ISIC 2019 folder or MedMNIST .npz"
 
 @train_app.command("diffusion")
 def train_diffusion_cmd(
+    ctx: typer.Context,
     data: Path = typer.Option(..., "--data", help=SOURCE_HELP),
     size: str = typer.Option(..., "--size", help="tiny | lean | small | base (lean: the 2-core CPU recipe, 28 px)"),
     out: Path = typer.Option(..., "--out", help="model folder (resumed when it holds a checkpoint)"),
@@ -37,22 +38,25 @@ def train_diffusion_cmd(
     distributed: bool = typer.Option(False, "--distributed",
                                      help="data-parallel over GPUs through accelerate; start with `accelerate launch "
                                           "--num_processes N -m tailsynth.cli train diffusion ... --distributed`"),
+    config: Path | None = typer.Option(None, "--config",
+                                       help=CONFIG_HELP + "; any DiffusionTrainConfig field may be set"),
 ) -> None:
     """Train the class-conditional inpainting diffusion model."""
-    from ..diffusion.train import train_diffusion
+    from ..diffusion.train import DiffusionTrainConfig, train_diffusion
 
-    kw = {k: v for k, v in dict(batch_size=batch_size, lr=lr, class_sampling=class_sampling, snr_gamma=snr_gamma,
-                                timestep_sampling=timestep_sampling, ema_decay=ema_decay, warmup=warmup).items()
-          if v is not None}
     with fail_cleanly():
-        res = train_diffusion(data, size, out, resolution=resolution, steps=steps, seed=seed, init_from=init_from,
-                              resume=not no_resume, progress=True, grad_accum=grad_accum,
-                              mask_dir=str(masks) if masks else None, max_minutes=max_minutes,
-                              checkpoint_every=checkpoint_every, distributed=distributed, **kw)
+        o = resolve_options(ctx, config, extra=set(DiffusionTrainConfig.__dataclass_fields__) - {"data", "size", "out"})
+        kw = {k: v for k, v in o.items() if v is not None and k not in (
+            "data", "size", "out", "resolution", "steps", "seed", "init_from", "no_resume", "masks")}
+        res = train_diffusion(o["data"], o["size"], o["out"], resolution=o["resolution"], steps=o["steps"],
+                              seed=o["seed"], init_from=o["init_from"], resume=not o["no_resume"], progress=True,
+                              mask_dir=str(o["masks"]) if o["masks"] else None, **kw)
+        record_run(o["out"], "train diffusion", o, result={k: res.get(k) for k in ("step", "final_loss", "wall_s")})
     print_json(res)
 
 
 def masks_cmd(
+    ctx: typer.Context,
     source: Path = typer.Argument(..., help=SOURCE_HELP),
     out: Path = typer.Option(..., "--out", help="folder for <image>.png, masks.csv, contact_sheet.png"),
     size: int | None = typer.Option(None, help="resize images to this size first (default: native)"),
@@ -62,10 +66,13 @@ def masks_cmd(
     from ..masks import compute_masks
 
     with fail_cleanly():
-        print_json(compute_masks(source, out, size=size, limit=limit))
+        summary = compute_masks(source, out, size=size, limit=limit)
+        record_run(out, "masks", ctx.params)
+    print_json(summary)
 
 
 def generate_cmd(
+    ctx: typer.Context,
     model: Path = typer.Option(..., "--model", help="diffusion model folder from `train diffusion` (or models/synth-dermamnist)"),
     data: Path = typer.Option(..., "--data", help="real images for backgrounds and class counts: " + SOURCE_HELP),
     out: Path = typer.Option(..., "--out"),
@@ -91,22 +98,25 @@ def generate_cmd(
     background_classes: str | None = typer.Option(None, "--background-classes",
                                                      help="comma-separated (default: head classes)"),
     batch_size: int = typer.Option(32, "--batch-size"),
+    config: Path | None = typer.Option(None, "--config", help=CONFIG_HELP),
 ) -> None:
     """Inpaint (or harmonize) tail-class lesions into real backgrounds; write images, ground truth, manifest, grids."""
     from ..diffusion.generate import GenerateConfig, generate
 
-    bg = [c.strip() for c in background_classes.split(",")] if background_classes else None
     with fail_cleanly():
-        cfg = GenerateConfig(model=str(model), data=str(data), out=str(out), mode=mode, strength=strength,
-                             classes=classes, policy=policy, count=count, oversample=oversample, sampler=sampler,
-                             steps=steps, guidance=guidance, seed=seed, shard=shard, save_inputs=save_inputs,
-                             mask_mode=mask_mode, masks=str(masks) if masks else None, background_classes=bg,
-                             max_synthetic_per_real=max_synthetic_per_real, batch_size=batch_size, progress=True)
+        o = resolve_options(ctx, config, extra=set(GenerateConfig.__dataclass_fields__) - {"progress"})
+        bg = o["background_classes"]
+        bg = [c.strip() for c in bg.split(",")] if isinstance(bg, str) else bg
+        cfg = GenerateConfig(**{**o, "model": str(o["model"]), "data": str(o["data"]), "out": str(o["out"]),
+                                "masks": str(o["masks"]) if o["masks"] else None, "background_classes": bg,
+                                "progress": True})
         res = generate(cfg)
+        record_run(o["out"], "generate", o)
     print_json(res)
 
 
 def merge_shards_cmd(
+    ctx: typer.Context,
     dirs: list[Path] = typer.Argument(..., help="shard output folders"),
     out: Path = typer.Option(..., "--out"),
 ) -> None:
@@ -114,7 +124,9 @@ def merge_shards_cmd(
     from ..diffusion.generate import merge_shards
 
     with fail_cleanly():
-        print_json(merge_shards(dirs, out))
+        merged = merge_shards(dirs, out)
+        record_run(out, "merge-shards", ctx.params)
+    print_json(merged)
 
 
 def synth_quality_cmd(

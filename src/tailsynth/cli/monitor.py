@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .common import fail_cleanly, print_json
+from .common import fail_cleanly, print_json, record_run
 
 monitor_app = typer.Typer(help="Prediction records, per-class drift reports (Evidently), regeneration of drifting "
                           "tail classes.", no_args_is_help=True)
@@ -47,7 +47,8 @@ def score(model: Path = typer.Option(..., "--model", help="classifier model fold
 
 
 @monitor_app.command("report")
-def report(log: str = typer.Option(..., "--log", help="prediction log: JSONL file, folder, or s3:// prefix"),
+def report(ctx: typer.Context,
+           log: str = typer.Option(..., "--log", help="prediction log: JSONL file, folder, or s3:// prefix"),
            reference: str = typer.Option(..., "--reference", help="reference records (MODEL/monitor/reference.jsonl "
                                           "or s3://...)"),
            out: Path = typer.Option(..., "--out", help="window folder: report.html, summary.json, evidently/"),
@@ -60,16 +61,26 @@ def report(log: str = typer.Option(..., "--log", help="prediction log: JSONL fil
                                                  "folder to"),
            no_evidently: bool = typer.Option(False, "--no-evidently", help="skip the Evidently HTML pages")) -> None:
     """Per-class drift report for one window, and the regeneration decisions."""
-    from ..monitor.report import build_report
+    from ..monitor.policy import TRIGGER_MODES
+    from ..monitor.report import build_window_report
 
-    if trigger not in ("none", "dry-run", "local", "kfp"):
-        raise typer.BadParameter(f"{trigger!r}: expected none, dry-run, local or kfp", param_hint="--trigger")
+    if trigger not in TRIGGER_MODES:
+        choices = f"{', '.join(TRIGGER_MODES[:-1])} or {TRIGGER_MODES[-1]}"
+        raise typer.BadParameter(f"{trigger!r}: expected {choices}", param_hint="--trigger")
     with fail_cleanly():
-        s = build_report(log, reference, out, trigger=trigger, config=config, window=window, index=index,
+        s = build_window_report(log, reference, out, submitter=_submitter(trigger), config=config, window=window, index=index,
                          publish_to=publish, evidently=not no_evidently)
+        record_run(out, "monitor report", ctx.params, window=s["window"], trigger=s["trigger"]["status"])
     print_json({"window": s["window"], "flagged": s["flagged"],
                 "decisions": [{k: d[k] for k in ("class", "action", "trigger_status")} for d in s["decisions"]],
                 "trigger": s["trigger"]["status"], "out": str(out)})
+
+
+def _submitter(mode: str):
+    """--trigger MODE as a submitter; they live with the pipelines (an adapter), not in the library."""
+    from pipelines.trigger import submitter_for
+
+    return submitter_for(mode)
 
 
 def register(app: typer.Typer) -> None:

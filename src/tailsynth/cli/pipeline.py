@@ -1,32 +1,22 @@
 """`tailsynth pipeline run|compile|submit` and the top-level `tailsynth main` (what `make run` calls).
 
-The pipeline definitions live in the repository's pipelines/ and components/ folders (next to src/),
-so these commands put the repository root on sys.path before importing them.
+The pipeline definitions are the `pipelines` and `components` packages of the same distribution; they are
+imported inside the commands because kfp is an optional dependency.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
+from ..errors import ConfigError, MissingInputError, ServiceError
 from .common import err, fail_cleanly
 
 pipeline_app = typer.Typer(help="Kubeflow pipelines: run locally, compile, submit to a cluster.", no_args_is_help=True)
 
 PROFILE_NAMES = ("tiny", "cpu", "paper")
-
-
-def repo_root() -> Path:
-    root = Path(__file__).resolve().parents[3]
-    if not (root / "pipelines" / "train_augment.py").is_file() or not (root / "components").is_dir():
-        raise FileNotFoundError(f"{root}: pipelines/ and components/ not found beside the package; "
-                                "run from a clone of the tailsynth repository (pip install -e .)")
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    return root
 
 
 def _parse_sets(sets: list[str] | None) -> dict:
@@ -36,7 +26,7 @@ def _parse_sets(sets: list[str] | None) -> dict:
     out = {}
     for s in sets or []:
         if "=" not in s:
-            raise ValueError(f"--set {s!r}: expected KEY=VALUE")
+            raise ConfigError(f"--set {s!r}: expected KEY=VALUE")
         k, v = s.split("=", 1)
         out[k.strip()] = yaml.safe_load(v)
     return out
@@ -44,7 +34,7 @@ def _parse_sets(sets: list[str] | None) -> dict:
 
 def _check_profile(profile: str) -> None:
     if profile not in PROFILE_NAMES:
-        raise ValueError(f"--profile {profile!r}: choose one of {', '.join(PROFILE_NAMES)}")
+        raise ConfigError(f"--profile {profile!r}: choose one of {', '.join(PROFILE_NAMES)}")
 
 
 def check_out_dir(out: Path) -> Path:
@@ -56,7 +46,7 @@ def check_out_dir(out: Path) -> Path:
         with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
             pass
     except OSError as e:
-        raise ValueError(f"--out {out}: cannot write the run folder there ({e.strerror or e})") from None
+        raise ConfigError(f"--out {out}: cannot write the run folder there ({e.strerror or e})") from None
     return out
 
 
@@ -64,14 +54,13 @@ def run_pipeline(profile: str, data: Optional[Path], out: Path, data_revision: O
                  cache: bool = False, sets: Optional[list[str]] = None) -> Path:
     _check_profile(profile)
     check_out_dir(out)
-    repo_root()
     from pipelines.local import run_local
 
     from ..data import default_data_source
 
     data = data or default_data_source()
     if data is None:
-        raise FileNotFoundError("no --data given and no ../shared/data beside the project; fetch DermaMNIST with "
+        raise MissingInputError("no --data given and no ../shared/data beside the project; fetch DermaMNIST with "
                                 "`tailsynth data fetch` and pass --data")
     return run_local(profile, data, out, data_revision=data_revision, cache=cache, **_parse_sets(sets))
 
@@ -94,12 +83,12 @@ def run(local_: bool = typer.Option(False, "--local", help="run with KFP's local
     with fail_cleanly():
         try:
             folder = run_pipeline(profile, data, out, data_revision, cache=cache, sets=sets)
-        except RuntimeError as e:
-            raise ValueError(f"pipeline run failed: {e}") from e
+        except RuntimeError as e:  # a stage failed inside KFP's local runner
+            raise ServiceError(f"pipeline run failed: {e}") from e
     if cache:
         import json
 
-        info = json.loads((folder / "run.json").read_text())
+        info = json.loads((folder / "task_cache.json").read_text())
         print(f"cached: {len(info['cached_tasks'])} task(s) reused ({', '.join(info['cached_tasks']) or 'none'}); "
               f"{len(info['executed_tasks'])} executed")
     print(f"report: {folder / 'report.md'}")
@@ -110,7 +99,6 @@ def run(local_: bool = typer.Option(False, "--local", help="run with KFP's local
 def compile_(out: Optional[Path] = typer.Option(None, "--out", help="folder (default pipelines/compiled)")) -> None:
     """Write train_augment.yaml and regenerate_tail.yaml."""
     with fail_cleanly():
-        repo_root()
         from pipelines.compile import COMPILED_DIR, compile_all
 
         for p in compile_all(out or COMPILED_DIR):
@@ -129,14 +117,10 @@ def submit(host: str = typer.Option(..., "--host", help="Kubeflow Pipelines API 
     """Submit train_augment (compiled YAML from pipelines/compiled) to a cluster."""
     with fail_cleanly():
         _check_profile(profile)
-        repo_root()
-        from pipelines.submit import SubmitError, submit as do_submit
+        from pipelines.submit import submit as do_submit
 
-        try:
-            run_id = do_submit(host, data, data_revision, profile=profile, token=token, namespace=namespace,
-                               experiment=experiment, **_parse_sets(sets))
-        except SubmitError as e:
-            raise ValueError(str(e)) from e
+        run_id = do_submit(host, data, data_revision, profile=profile, token=token, namespace=namespace,
+                           experiment=experiment, **_parse_sets(sets))
     print(f"run id: {run_id}")
 
 
@@ -155,8 +139,8 @@ def main_job(data: Path = typer.Option(Path("../shared/data"), "--data", help="r
     with fail_cleanly():
         try:
             folder = run_pipeline("cpu", source, out)
-        except RuntimeError as e:
-            raise ValueError(f"pipeline run failed: {e}") from e
+        except RuntimeError as e:  # a stage failed inside KFP's local runner
+            raise ServiceError(f"pipeline run failed: {e}") from e
     print((folder / "comparison.csv").read_text())
     print(f"report: {folder / 'report.md'}")
     print(f"html:   {folder / 'report.html'}")

@@ -6,10 +6,12 @@ from pathlib import Path
 
 import typer
 
-from .common import fail_cleanly, print_json
+from ..errors import ConfigError
+from .common import CONFIG_HELP, fail_cleanly, print_json, record_run, resolve_options
 
 
 def select(
+    ctx: typer.Context,
     candidates: Path = typer.Option(..., "--candidates", help="GEN_DIR written by `tailsynth generate`"),
     real: Path = typer.Option(..., "--real", help="real data SOURCE (ISIC folder or .npz) the classifier was trained on"),
     classifier: Path = typer.Option(..., "--classifier", help="MODEL_DIR of a classifier trained on real data only"),
@@ -25,15 +27,19 @@ def select(
     splits: Path | None = typer.Option(None, "--splits", help="split manifest CSV image_id,split for --real"),
     inception: Path | None = typer.Option(None, "--inception", help="local Inception checkpoint for torchmetrics FID"),
     no_report: bool = typer.Option(False, "--no-report", help="skip report.html"),
+    config: Path | None = typer.Option(None, "--config", help=CONFIG_HELP),
 ) -> None:
     """Score synthetic candidates with a real-data classifier and keep the in-distribution ones."""
     from ..ood.select import select_candidates
 
     with fail_cleanly():
-        q = select_candidates(candidates, real, classifier, out, gamma=gamma, calibrate=calibrate, score=score,
-                              weights=weights, knn_k=knn_k, memorization_quantile=memorization_quantile,
-                              splits=splits, inception=str(inception) if inception else None, report=not no_report)
-    print_json({"out": str(out), **q["overall"],
+        o = resolve_options(ctx, config)
+        q = select_candidates(o["candidates"], o["real"], o["classifier"], o["out"], gamma=o["gamma"],
+                              calibrate=o["calibrate"], score=o["score"], weights=o["weights"], knn_k=o["knn_k"],
+                              memorization_quantile=o["memorization_quantile"], splits=o["splits"],
+                              inception=str(o["inception"]) if o["inception"] else None, report=not o["no_report"])
+        record_run(o["out"], "select", o, kept=q["overall"].get("n_kept"))
+    print_json({"out": str(o["out"]), **q["overall"],
                 "per_class_kept": {c: e["n_kept"] for c, e in q["per_class"].items()}})
 
 
@@ -91,7 +97,7 @@ def experiment_augment(
         try:
             seed_list = [int(s) for s in seeds.split(",") if s.strip()]
         except ValueError:
-            raise ValueError(f"--seeds {seeds!r}: expected a comma list of integers") from None
+            raise ConfigError(f"--seeds {seeds!r}: expected a comma list of integers") from None
         cmo = {"prob": cmo_prob, **({"mask_dir": str(mask_dir)} if mask_dir else {})}
         res = run_augmentation_experiment(
             data, candidates, out, baseline=baseline, arms=[a.strip() for a in arms.split(",") if a.strip()],

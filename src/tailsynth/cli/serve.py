@@ -6,10 +6,11 @@ from pathlib import Path
 
 import typer
 
-from .common import err, fail_cleanly, print_json
+from .common import err, fail_cleanly, print_json, record_run
 
 
-def export(model: Path = typer.Option(..., "--model", help="classifier folder (MODEL_DIR/model.pt)"),
+def export(ctx: typer.Context,
+           model: Path = typer.Option(..., "--model", help="classifier folder (MODEL_DIR/model.pt)"),
            out: Path = typer.Option(..., "--out", help="Triton model repository root to write"),
            target: str = typer.Option("local", "--target", help="local (python backend for the bundled Triton) "
                                       "or cluster (onnxruntime_onnx platform, GPU instances)"),
@@ -23,6 +24,7 @@ def export(model: Path = typer.Option(..., "--model", help="classifier folder (M
     with fail_cleanly():
         summary = export_model(model, out, target, max_batch_size=max_batch_size,
                                max_queue_delay_us=max_queue_delay_us, instances=instances, tensorrt=tensorrt)
+        record_run(out, "export", ctx.params, model_version=summary.get("model_version"))
     err.print(f"ONNX parity vs torch: max abs diff {summary['parity']['max_abs_diff_probabilities']:.2e}",
               highlight=False)
     print_json(summary)

@@ -1,7 +1,7 @@
-"""Errors that name the file, field or row at fault."""
+"""Errors that name the file, field or row at fault (defined with the rest in `tailsynth.errors`)."""
 
 from __future__ import annotations
 
+from ..errors import DataError
 
-class DataError(ValueError):
-    """Bad or missing input data; the message names the file/row/field."""
+__all__ = ["DataError"]

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from ..errors import ConfigError
 from .classes import canonical_order
 
 
@@ -99,7 +100,7 @@ class LesionDataset:
         """All images as one N x S x S x 3 uint8 array, and class indices."""
         size = size or self.native_size
         if size is None:
-            raise ValueError(f"{self.source}: images have no common native size; pass size=")
+            raise ConfigError(f"{self.source}: images have no common native size; pass size=")
         out = np.empty((len(self.records), size, size, 3), dtype=np.uint8)
         it: Iterable = enumerate(self.records)
         if progress:

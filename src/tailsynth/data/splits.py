@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import ConfigError
 from .records import LesionDataset, Record
 
 # ISIC 2019 training class shares (25,331 images), the reference long tail.
@@ -92,7 +93,7 @@ def longtail_targets(counts: dict[str, int], imbalance_ratio: float) -> dict[str
     the target up to one image of the head.
     """
     if imbalance_ratio < 1:
-        raise ValueError(f"imbalance ratio must be >= 1, got {imbalance_ratio}")
+        raise ConfigError(f"imbalance ratio must be >= 1, got {imbalance_ratio}")
     classes = [c for c, n in counts.items() if n > 0]
     ranked = sorted(classes, key=lambda c: -ISIC2019_COUNTS.get(c, 0))
     span = max(1, len(ranked) - 1)
@@ -101,7 +102,7 @@ def longtail_targets(counts: dict[str, int], imbalance_ratio: float) -> dict[str
     tail = min(int(np.floor(counts[c] / factor[c] + 1e-9)) for c in ranked)
     if tail < 1:
         worst = min(ranked, key=lambda c: counts[c] / factor[c])
-        raise ValueError(
+        raise ConfigError(
             f"class {worst} has {counts[worst]} images, too few for imbalance ratio {imbalance_ratio} "
             f"(needs {int(np.ceil(factor[worst]))})"
         )
@@ -206,12 +207,12 @@ def split_source(
     from .source import load_source
 
     if imbalance_ratio is not None and isic_proportions:
-        raise ValueError("give either an imbalance ratio or ISIC proportions, not both")
+        raise ConfigError("give either an imbalance ratio or ISIC proportions, not both")
     for name, fr in (("val", val), ("test", test)):
         if not 0 <= fr < 1:
-            raise ValueError(f"{name} fraction must be in [0, 1), got {fr}")
+            raise ConfigError(f"{name} fraction must be in [0, 1), got {fr}")
     if val + test >= 1:
-        raise ValueError(f"val + test = {val + test} leaves nothing to train on")
+        raise ConfigError(f"val + test = {val + test} leaves nothing to train on")
     ds = load_source(source, part=part)
     n_read = len(ds)
     excluded = 0
@@ -226,7 +227,7 @@ def split_source(
     written = [out]
     if kfold:
         if kfold < 2:
-            raise ValueError(f"k-fold needs k >= 2, got {kfold}")
+            raise ConfigError(f"k-fold needs k >= 2, got {kfold}")
         base: dict[str, str] = {r.image_id: "rest" for r in ds.records}
         if test > 0:
             base = grouped_stratified_assign(ds.records, {"rest": 1 - test, "test": test}, seed)

@@ -10,7 +10,6 @@ reports those three failures as one generic "failed to push/pull" after retrying
 
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
 import subprocess
@@ -18,38 +17,18 @@ import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
-from ..hashing import file_digest
+from ..errors import ServiceError
+from ..hashing import data_revision, file_digest  # noqa: F401  (data_revision: part of this API)
 
 DEFAULT_S3_REMOTE = "s3"
 PROBE_TIMEOUT_S = 5
 
 
-class VersioningError(RuntimeError):
+class VersioningError(ServiceError):
     """A DVC operation that cannot proceed; the message says why and what to do."""
 
 
 # ---- content revision -------------------------------------------------------------------------------
-
-def data_revision(path: str | Path) -> str:
-    """A content hash of a file or folder (sha256 over sorted relative paths and file contents).
-
-    Independent of timestamps and of where the data lives, so it can key caches (e.g. KFP's, which ignores
-    external data) and be recorded in model folders.
-    """
-    p = Path(path)
-    if p.is_file():
-        return file_digest(p)
-    if not p.is_dir():
-        raise FileNotFoundError(f"{p}: no such file or folder to hash")
-    h = hashlib.sha256()
-    files = sorted(
-        (q for q in p.rglob("*") if q.is_file() and ".dvc" not in q.relative_to(p).parts[:1]),
-        key=lambda q: q.relative_to(p).as_posix(),
-    )
-    for q in files:
-        h.update(q.relative_to(p).as_posix().encode() + b"\0" + file_digest(q).encode() + b"\n")
-    return h.hexdigest()
-
 
 # ---- config ---------------------------------------------------------------------------------------
 
@@ -221,3 +200,252 @@ def pull(repo: str | Path = ".", remote: str | None = None, targets=None, jobs: 
          timeout: float | None = 3600) -> dict:
     """`dvc pull` after checking the remote; raises VersioningError naming the cause."""
     return _transfer("pull", repo, remote, targets, jobs, timeout)
+
+
+# ---- run versioning: the data sets of one run, pushed and restorable -------------------------------------------
+# A pipeline stage has no checkout of the project, so sets are versioned in a scratch DVC repository
+# (`dvc init --no-scm`): `dvc add` gives each set its revision (DVC's md5, the same value `dvc add` in a
+# checkout would give), the push sends it to the remote, and the `.dvc` text kept in the run folder is all
+# `pull_run` needs to restore it anywhere.
+
+RUN_DVC_DIR = "dvc"
+VERSION_STAGE = "version"
+SCRATCH_REMOTE = "storage"
+
+
+def dvc_md5(path: str | Path) -> str:
+    """DVC 3's revision of a file (md5 of the bytes) or folder (md5 of its listing, suffixed `.dir`),
+    computed without a repository: equal to the `md5` that `dvc add PATH` writes."""
+    from dvc_data.hashfile.hash_info import HashInfo
+    from dvc_data.hashfile.meta import Meta
+    from dvc_data.hashfile.tree import Tree
+
+    p = Path(path)
+    if p.is_file():
+        return _md5_file(p)
+    if not p.is_dir():
+        raise FileNotFoundError(f"{p}: no such file or folder to version")
+    tree = Tree()
+    for q in sorted(q for q in p.rglob("*") if q.is_file()):
+        tree.add(q.relative_to(p).parts, Meta(size=q.stat().st_size), HashInfo("md5", _md5_file(q)))
+    tree.digest()
+    return tree.hash_info.value
+
+
+def _md5_file(p: Path) -> str:
+    return file_digest(p, "md5")
+
+
+def remote_spec(remote: str, endpoint_url: str | None = None) -> dict:
+    """A remote as run records hold it: {"url": s3://bucket/prefix or an absolute local folder[, "endpointurl"]}."""
+    if not remote:
+        raise VersioningError("no DVC remote given")
+    u = urlparse(remote)
+    if u.scheme == "s3":
+        if not u.netloc:
+            raise VersioningError(f"DVC remote {remote!r}: expected s3://bucket[/prefix]")
+        spec = {"url": remote}
+        if endpoint_url:
+            spec["endpointurl"] = endpoint_url
+        return spec
+    if u.scheme not in ("", "file"):
+        raise VersioningError(f"DVC remote {remote!r}: expected s3://bucket[/prefix] or a local folder")
+    return {"url": str(Path(remote.removeprefix("file://")).expanduser().resolve())}
+
+
+def default_remote(repo: str | Path = ".") -> dict:
+    """The checkout's default DVC remote (core.remote) as a remote spec; a relative local remote resolves against
+    .dvc/ like DVC does. This is the embedded default: `../../dvc-store`, a folder beside the checkout."""
+    root = _find_repo_root(repo)
+    _, settings = remote_config(root)
+    url = settings.get("url", "")
+    if urlparse(url).scheme == "s3":
+        return remote_spec(url, settings.get("endpointurl"))
+    path = Path(url.removeprefix("file://"))
+    return {"url": str(path if path.is_absolute() else (root / ".dvc" / path).resolve())}
+
+
+def _configure_scratch_remote(repo: Path, spec: dict) -> None:
+    url = spec["url"]
+    u = urlparse(url)
+    if u.scheme == "s3":
+        setup_s3_remote(u.netloc, endpoint_url=spec.get("endpointurl"), repo=repo, name=SCRATCH_REMOTE,
+                        prefix=u.path.strip("/"), region=spec.get("region"), default=True)
+        return
+    from dvc.config import Config
+
+    Path(url).mkdir(parents=True, exist_ok=True)
+    conf = Config(dvc_dir=str(repo / ".dvc"))
+    with conf.edit("repo") as c:
+        c["remote"][SCRATCH_REMOTE] = {"url": url}
+        c["core"]["remote"] = SCRATCH_REMOTE
+
+
+def _scratch_repo(timeout: float | None) -> Path:
+    import tempfile
+
+    repo = Path(tempfile.mkdtemp(prefix="tailsynth-dvc-"))
+    proc = _dvc(repo, ["init", "--no-scm", "-q"], timeout)
+    if proc.returncode != 0:
+        raise VersioningError(f"dvc init in {repo} failed: {(proc.stderr or proc.stdout).strip()[-800:]}")
+    return repo
+
+
+def version_sets(sets: dict[str, str | Path], remote: dict | str | None, timeout: float | None = 3600) -> dict:
+    """Version each named file/folder with DVC and push it to REMOTE (a spec from `remote_spec`, a URL, or None).
+
+    Returns {name: {"md5", "size", "nfiles", "dvc_file", "pushed"}}; "dvc_file" is the `.dvc` text that
+    restores the set (`pull_run`). With no remote the revisions are still computed, and "pushed" is False.
+    """
+    import shutil
+
+    import yaml
+
+    if isinstance(remote, str):
+        remote = remote_spec(remote, os.environ.get("AWS_ENDPOINT_URL"))
+    for name, src in sets.items():
+        if not name.isidentifier():
+            raise VersioningError(f"set name {name!r}: use letters, digits and underscores")
+        if not Path(src).exists():
+            raise VersioningError(f"{src}: the {name} set to version does not exist")
+    if not remote:
+        return {name: {"md5": dvc_md5(src), "pushed": False} for name, src in sets.items()}
+    repo = _scratch_repo(timeout)
+    try:
+        for name, src in sets.items():
+            (shutil.copytree if Path(src).is_dir() else shutil.copyfile)(src, repo / name)
+        proc = _dvc(repo, ["add", "-q", *sets], timeout)
+        if proc.returncode != 0:
+            raise VersioningError(f"dvc add {' '.join(sets)} failed: {(proc.stderr or proc.stdout).strip()[-800:]}")
+        _configure_scratch_remote(repo, remote)
+        push(repo, remote=SCRATCH_REMOTE, targets=[f"{n}.dvc" for n in sets], timeout=timeout)
+        out = {}
+        for name in sets:
+            text = (repo / f"{name}.dvc").read_text()
+            entry = yaml.safe_load(text)["outs"][0]
+            out[name] = {"md5": entry["md5"], "size": entry.get("size"), "nfiles": entry.get("nfiles"),
+                         "dvc_file": text, "pushed": True}
+        return out
+    finally:
+        shutil.rmtree(repo, ignore_errors=True)
+
+
+def record_run_versions(run_dir: str | Path, record: dict, params: dict | None = None) -> dict:
+    """Write RUN_DIR/dvc/<set>.dvc for every pushed set and the `version` stage of RUN_DIR/run.yaml.
+
+    RECORD is the version stage's output: {"remote": spec or None, "sets": {name: version_sets entry + "uri"}, ...}.
+    Returns the `dvc` section written to run.yaml.
+    """
+    from ..runinfo import record_stage
+
+    run_dir = Path(run_dir)
+    sets = record.get("sets") or {}
+    if not sets:
+        raise VersioningError(f"version record for {run_dir} names no data sets")
+    dvc_dir = run_dir / RUN_DVC_DIR
+    section = {"remote": record.get("remote"), "sets": {}}
+    for name, entry in sets.items():
+        item = {k: v for k, v in entry.items() if k != "dvc_file"}
+        if entry.get("dvc_file"):
+            dvc_dir.mkdir(parents=True, exist_ok=True)
+            (dvc_dir / f"{name}.dvc").write_text(entry["dvc_file"])
+            item["dvc_file"] = f"{RUN_DVC_DIR}/{name}.dvc"
+        section["sets"][name] = item
+    extra = {k: v for k, v in record.items() if k not in ("remote", "sets")}
+    record_stage(run_dir, VERSION_STAGE, params or {}, dvc=section, **extra)
+    return section
+
+
+def run_versions(run_dir: str | Path) -> dict:
+    """The `dvc` section of RUN_DIR/run.yaml's version stage; a clear error when the run has none."""
+    from ..runinfo import RUN_FILE, read_run
+
+    run = read_run(run_dir)
+    section = ((run.get("stages") or {}).get(VERSION_STAGE) or {}).get("dvc")
+    if not section:
+        raise VersioningError(f"{Path(run_dir) / RUN_FILE}: no `{VERSION_STAGE}` stage with DVC revisions "
+                              "(was the run's version stage skipped, or is this not a run folder?)")
+    return section
+
+
+def pull_run(run_dir: str | Path, dest: str | Path, what: str = "synthetic", remote: str | None = None,
+             timeout: float | None = 3600) -> dict:
+    """Restore the set WHAT of the run in RUN_DIR from its DVC remote into DEST (absent or empty).
+
+    The remote is the one the run pushed to, unless REMOTE (a URL or local folder) names another holding the same
+    content. The restored bytes are checked against the recorded revision.
+    """
+    import shutil
+
+    import yaml
+
+    run_dir, dest = Path(run_dir), Path(dest)
+    section = run_versions(run_dir)
+    entry = (section.get("sets") or {}).get(what)
+    if not entry:
+        known = ", ".join(sorted(section.get("sets") or {})) or "none"
+        raise VersioningError(f"{run_dir}: the run versioned no set {what!r} (versioned: {known})")
+    if not entry.get("pushed"):
+        raise VersioningError(f"{run_dir}: set {what!r} (revision {entry.get('md5')}) was never pushed to a DVC "
+                              "remote, so it cannot be pulled; its files may still be at " + str(entry.get("uri")))
+    dvc_file = run_dir / entry["dvc_file"]
+    if not dvc_file.is_file():
+        raise VersioningError(f"{dvc_file}: the run's .dvc file for {what!r} is missing")
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise VersioningError(f"{dest}: destination exists and is not an empty folder")
+    spec = remote_spec(remote, os.environ.get("AWS_ENDPOINT_URL")) if remote else dict(section.get("remote") or {})
+    if not spec.get("url"):
+        raise VersioningError(f"{run_dir}: no DVC remote recorded for the run; pass one")
+    if urlparse(spec["url"]).scheme == "s3" and not spec.get("endpointurl") and os.environ.get("AWS_ENDPOINT_URL"):
+        spec["endpointurl"] = os.environ["AWS_ENDPOINT_URL"]
+    out = yaml.safe_load(dvc_file.read_text())["outs"][0]
+    if out.get("md5") != entry["md5"]:
+        raise VersioningError(f"{dvc_file}: md5 {out.get('md5')} differs from run.yaml's {entry['md5']}")
+    repo = _scratch_repo(timeout)
+    try:
+        out["path"] = what
+        (repo / f"{what}.dvc").write_text(yaml.safe_dump({"outs": [out]}, sort_keys=False))
+        _configure_scratch_remote(repo, spec)
+        pull(repo, remote=SCRATCH_REMOTE, targets=[f"{what}.dvc"], timeout=timeout)
+        got = dvc_md5(repo / what)
+        if got != entry["md5"]:
+            raise VersioningError(f"pulled {what!r} has revision {got}, expected {entry['md5']}")
+        dest.mkdir(parents=True, exist_ok=True)
+        src = repo / what
+        if src.is_dir():
+            for child in src.iterdir():
+                shutil.move(str(child), dest / child.name)
+        else:
+            shutil.move(str(src), dest / src.name)
+        return {"set": what, "md5": got, "dest": str(dest), "remote": spec["url"],
+                "files": sum(1 for q in dest.rglob("*") if q.is_file())}
+    finally:
+        shutil.rmtree(repo, ignore_errors=True)
+
+
+def version_run(real: str | Path, synthetic: str | Path, remote: dict | str | None, *, data_revision: str = "",
+                candidates: str | Path | None = None, synthesizer: str | Path | None = None,
+                timeout: float | None = 3600) -> dict:
+    """The version stage of a run: push the staged real data and the selected synthetic set, and say where each
+    came from. Returns the record `record_run_versions` turns into run.yaml's version stage."""
+    if isinstance(remote, str) and remote:
+        remote = remote_spec(remote, os.environ.get("AWS_ENDPOINT_URL"))
+    sets = version_sets({"real": real, "synthetic": synthetic}, remote or None, timeout=timeout)
+    sets["real"].update(uri=str(real), content_revision=data_revision_of(real), data_revision=data_revision or None)
+    sets["synthetic"].update(uri=str(synthetic), content_revision=data_revision_of(synthetic))
+    record = {"remote": remote or None, "sets": sets}
+    if candidates:
+        record["candidates"] = {"uri": str(candidates)}
+    if synthesizer:
+        from ..diffusion.model import model_hash
+
+        record["synthesizer"] = {"uri": str(synthesizer), "hash": model_hash(synthesizer)}
+    return record
+
+
+def data_revision_of(path: str | Path) -> str:
+    """`data_revision` of the data source inside PATH (a staged data folder holding one .npz is that file): the value
+    classifier model folders record as their training data's revision."""
+    from ..pipeline_io import source_in
+
+    return data_revision(source_in(path))

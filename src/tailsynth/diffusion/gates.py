@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.errors import DataError
+from ..errors import ConfigError
 
 GATE_CLASSES = ("DF", "VASC", "AK")
 LABEL_FIDELITY_RATIO = 0.8
@@ -122,9 +123,9 @@ class GateConfig:
     def __post_init__(self):
         bad = [m for m in self.modes if m not in MODES]
         if bad:
-            raise ValueError(f"unknown mode(s) {', '.join(bad)} (choose from {', '.join(MODES)})")
+            raise ConfigError(f"unknown mode(s) {', '.join(bad)} (choose from {', '.join(MODES)})")
         if not self.classes:
-            raise ValueError("synth-quality: no classes given")
+            raise ConfigError("synth-quality: no classes given")
 
 
 def _generate_mode(cfg: GateConfig, mode: str, counts: dict[str, int], out: Path) -> Path:

@@ -35,6 +35,7 @@ import numpy as np
 
 from ..data.classes import ISIC2019_CLASSES
 from ..data.errors import DataError
+from ..errors import ConfigError
 
 POLICIES = ("fill-to-head", "fixed")
 SAMPLERS = ("ddim", "dpmsolver")
@@ -92,15 +93,15 @@ class GenerateConfig:
         if isinstance(self.classes, str):
             self.classes = [c.strip() for c in self.classes.split(",") if c.strip()]
         if self.sampler not in SAMPLERS:
-            raise ValueError(f"unknown sampler {self.sampler!r} (choose from {', '.join(SAMPLERS)})")
+            raise ConfigError(f"unknown sampler {self.sampler!r} (choose from {', '.join(SAMPLERS)})")
         if self.mask_mode not in MASK_MODES:
-            raise ValueError(f"unknown mask mode {self.mask_mode!r} (choose from {', '.join(MASK_MODES)})")
+            raise ConfigError(f"unknown mask mode {self.mask_mode!r} (choose from {', '.join(MASK_MODES)})")
         if self.mode not in MODES:
-            raise ValueError(f"unknown mode {self.mode!r} (choose from {', '.join(MODES)})")
+            raise ConfigError(f"unknown mode {self.mode!r} (choose from {', '.join(MODES)})")
         if self.mode == "harmonize" and not 0.05 <= self.strength <= 1.0:
-            raise ValueError(f"--strength must lie in [0.05, 1] for harmonize, got {self.strength}")
+            raise ConfigError(f"--strength must lie in [0.05, 1] for harmonize, got {self.strength}")
         if self.steps < 1 or self.batch_size < 1:
-            raise ValueError("steps and batch_size must be >= 1")
+            raise ConfigError("steps and batch_size must be >= 1")
         for k in ("model", "data", "out", "masks", "splits"):
             v = getattr(self, k)
             if v is not None and not isinstance(v, str):
@@ -111,7 +112,7 @@ class GenerateConfig:
         """From a dict (e.g. a --config YAML); unknown keys are errors, not silently ignored."""
         unknown = sorted(set(d) - set(cls.__dataclass_fields__))
         if unknown:
-            raise ValueError(f"generate: unknown setting(s) {', '.join(unknown)}")
+            raise ConfigError(f"generate: unknown setting(s) {', '.join(unknown)}")
         return cls(**d)
 
 
@@ -124,14 +125,14 @@ def class_targets(counts: dict[str, int], classes=None, policy: str = "fill-to-h
     fixed: n(c) = count. Both are multiplied by `oversample` (1/gamma of the later selection step), rounded up.
     """
     if policy not in POLICIES:
-        raise ValueError(f"unknown policy {policy!r} (choose from {', '.join(POLICIES)})")
+        raise ConfigError(f"unknown policy {policy!r} (choose from {', '.join(POLICIES)})")
     if oversample <= 0:
-        raise ValueError(f"oversample must be > 0, got {oversample}")
+        raise ConfigError(f"oversample must be > 0, got {oversample}")
     present = {c: n for c, n in counts.items() if n > 0}
     if classes:
         bad = [c for c in classes if c not in present]
         if bad:
-            raise ValueError(f"class(es) {', '.join(bad)} not in the model/training data (have {', '.join(present)})")
+            raise ConfigError(f"class(es) {', '.join(bad)} not in the model/training data (have {', '.join(present)})")
     n_head = max(present.values())
     out = {}
     for c, n in present.items():
@@ -139,7 +140,7 @@ def class_targets(counts: dict[str, int], classes=None, policy: str = "fill-to-h
             continue
         if policy == "fixed":
             if count is None:
-                raise ValueError("policy 'fixed' needs --count")
+                raise ConfigError("policy 'fixed' needs --count")
             base = count
         else:
             base = min(max(0, n_head - n), int(max_synthetic_per_real * n))
@@ -174,9 +175,9 @@ def parse_shard(shard) -> tuple[int, int] | None:
         try:
             i, n = (int(v) for v in str(shard).split("/"))
         except ValueError:
-            raise ValueError(f"--shard must look like I/N (e.g. 1/4), got {shard!r}") from None
+            raise ConfigError(f"--shard must look like I/N (e.g. 1/4), got {shard!r}") from None
     if n < 1 or not 1 <= i <= n:
-        raise ValueError(f"--shard {i}/{n}: need 1 <= I <= N")
+        raise ConfigError(f"--shard {i}/{n}: need 1 <= I <= N")
     return i, n
 
 
@@ -216,7 +217,7 @@ def make_scheduler(train_scheduler, sampler: str, steps: int):
         s = DPMSolverMultistepScheduler.from_config(train_scheduler.config, algorithm_type="dpmsolver++",
                                                     solver_order=2)
     else:
-        raise ValueError(f"unknown sampler {sampler!r} (choose from {', '.join(SAMPLERS)})")
+        raise ConfigError(f"unknown sampler {sampler!r} (choose from {', '.join(SAMPLERS)})")
     s.set_timesteps(steps)
     return s
 
@@ -388,7 +389,7 @@ def generate(config, data=None, out=None, **options) -> dict:
     if not isinstance(config, GenerateConfig):
         config = GenerateConfig.from_dict({"model": config, "data": data, "out": out, **options})
     elif data is not None or out is not None or options:
-        raise ValueError("generate: pass either a GenerateConfig or (model, data, out, **options), not both")
+        raise ConfigError("generate: pass either a GenerateConfig or (model, data, out, **options), not both")
     return _run(config)
 
 
@@ -522,7 +523,7 @@ def merge_shards(dirs, out) -> dict:
     """Merge shard folders of one plan into OUT; the result equals one unsharded run with the same settings."""
     dirs = [Path(d) for d in dirs]
     if not dirs:
-        raise ValueError("merge-shards: no shard folders given")
+        raise ConfigError("merge-shards: no shard folders given")
     configs, manifests = [], []
     for d in dirs:
         gj = d / "generation.json"

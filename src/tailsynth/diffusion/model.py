@@ -19,6 +19,8 @@ import hashlib
 import json
 from pathlib import Path
 
+from ..errors import ConfigError, MissingInputError
+
 IN_CHANNELS = 7
 META_FILE = "tailsynth_diffusion.json"
 
@@ -62,10 +64,10 @@ def build_unet(size: str, resolution: int, num_classes: int):
     from diffusers import UNet2DModel
 
     if size not in SIZES:
-        raise ValueError(f"unknown model size {size!r} (choose from {', '.join(SIZES)})")
+        raise ConfigError(f"unknown model size {size!r} (choose from {', '.join(SIZES)})")
     n_down = len(SIZES[size]["block_out_channels"]) - 1
     if resolution % (2**n_down):
-        raise ValueError(f"resolution {resolution} must be divisible by {2**n_down} for size {size!r}")
+        raise ConfigError(f"resolution {resolution} must be divisible by {2**n_down} for size {size!r}")
     return UNet2DModel(
         sample_size=resolution,
         in_channels=IN_CHANNELS,
@@ -80,7 +82,7 @@ def model_hash(model_dir: str | Path) -> str:
     d = Path(model_dir) / "unet"
     files = sorted(d.glob("*.safetensors")) or sorted(d.glob("*.bin"))
     if not files:
-        raise FileNotFoundError(f"{d}: no model weights (expected diffusion_pytorch_model.safetensors)")
+        raise MissingInputError(f"{d}: no model weights (expected diffusion_pytorch_model.safetensors)")
     h = hashlib.sha256()
     for f in files:
         h.update(f.read_bytes())
@@ -90,7 +92,7 @@ def model_hash(model_dir: str | Path) -> str:
 def read_meta(model_dir: str | Path) -> dict:
     p = Path(model_dir) / META_FILE
     if not p.is_file():
-        raise FileNotFoundError(f"{model_dir}: not a tailsynth diffusion model folder ({META_FILE} missing)")
+        raise MissingInputError(f"{model_dir}: not a tailsynth diffusion model folder ({META_FILE} missing)")
     return json.loads(p.read_text())
 
 
@@ -124,7 +126,7 @@ def install_pretrained(src: str | Path, dest: str | Path) -> dict:
     src, dest = Path(src), Path(dest)
     missing = [f for f in SHIPPED_FILES if not (src / f).is_file()]
     if missing:
-        raise FileNotFoundError(f"{src}: not a synthesizer folder (missing {', '.join(missing)})")
+        raise MissingInputError(f"{src}: not a synthesizer folder (missing {', '.join(missing)})")
     for f in (*SHIPPED_FILES, CARD_FILE, "MODEL_CARD.md"):
         if (src / f).is_file():
             (dest / f).parent.mkdir(parents=True, exist_ok=True)
@@ -150,7 +152,7 @@ def ship(model_dir: str | Path, dest: str | Path, card: dict, max_mb: float = 8.
     unet.save_pretrained(dest / "unet", safe_serialization=True)
     size_mb = (dest / "unet" / "diffusion_pytorch_model.safetensors").stat().st_size / 2**20
     if size_mb > max_mb:
-        raise ValueError(f"{dest}: weights are {size_mb:.1f} MB, over the {max_mb} MB limit for shipped models")
+        raise ConfigError(f"{dest}: weights are {size_mb:.1f} MB, over the {max_mb} MB limit for shipped models")
     shutil.copytree(src / "scheduler", dest / "scheduler", dirs_exist_ok=True)
     meta = {**meta, "weights": "ema, fp16"}
     (dest / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import ConfigError
+
 
 def _mean_inside(images: np.ndarray, masks: np.ndarray) -> np.ndarray:
     """Per-image mean RGB inside its mask (N,3)."""
@@ -45,7 +47,7 @@ def generated_colour_stats(gen_dir) -> dict:
     by: dict[str, list] = {}
     for r in csv.DictReader((gen_dir / "manifest.csv").read_text().splitlines()):
         if "mask_path" not in r:
-            raise ValueError(f"{gen_dir}/manifest.csv: no mask_path column (generate with --save-inputs)")
+            raise ConfigError(f"{gen_dir}/manifest.csv: no mask_path column (generate with --save-inputs)")
         img = decode_file(str(gen_dir / "images" / f"{r['id']}.png"))
         m = decode_file(str(gen_dir / r["mask_path"]))[..., 0] > 127
         by.setdefault(r["class"], []).append(_mean_inside(img[None], m[None])[0])

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -30,7 +29,9 @@ from pathlib import Path
 import numpy as np
 
 from ..data.errors import DataError
+from ..errors import ConfigError
 from ..progress import Progress
+from ..training import CheckpointSaver, create_optimizer, warmup_cosine
 from .model import DEFAULT_RESOLUTION, META_FILE, SIZES, build_unet
 
 DEFAULTS = {
@@ -40,16 +41,17 @@ DEFAULTS = {
     "small": (3000, 32, 5e-4),
     "base": (50000, 64, 2e-4),
 }
-# Per-size overrides of TrainConfig's defaults (an explicit option still wins).
+# Per-size overrides of DiffusionTrainConfig's defaults (an explicit option still wins).
 RECIPES: dict[str, dict] = {
     "lean": dict(snr_gamma=5.0, class_sampling="sqrt", ema_half_life_frac=0.06, warmup=200),
 }
 CLASS_SAMPLING = ("balanced", "sqrt", "natural")
+CHECKPOINT_STATE = "checkpoint/state.pt"  # resumable state; the sampling weights are OUT/unet
 TIMESTEP_SAMPLING = ("uniform", "logit-normal")
 
 
 @dataclass
-class TrainConfig:
+class DiffusionTrainConfig:
     data: str
     size: str
     out: str
@@ -123,7 +125,7 @@ def random_ellipses(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
     return (u / a) ** 2 + (v / b) ** 2 <= 1.0
 
 
-def sample_batch(rng: np.random.Generator, images, labels, masks, batch: int, cfg: TrainConfig, weights):
+def sample_batch(rng: np.random.Generator, images, labels, masks, batch: int, cfg: DiffusionTrainConfig, weights):
     """A training batch as float arrays: x0 in [-1,1] (N,3,R,R), mask (N,1,R,R) in {0,1}, labels."""
     n, size = len(images), images.shape[1]
     ids = rng.choice(n, size=batch, p=weights)
@@ -157,7 +159,7 @@ def class_draw_weights(labels: np.ndarray, mode: str) -> np.ndarray:
     """Per-image draw probabilities so that class c is drawn with probability proportional to n_c**p
     (balanced p = 0, sqrt p = 0.5, natural p = 1)."""
     if mode not in CLASS_SAMPLING:
-        raise ValueError(f"unknown class_sampling {mode!r} (choose from {', '.join(CLASS_SAMPLING)})")
+        raise ConfigError(f"unknown class_sampling {mode!r} (choose from {', '.join(CLASS_SAMPLING)})")
     p = {"balanced": 0.0, "sqrt": 0.5, "natural": 1.0}[mode]
     counts = np.bincount(labels)
     w = counts[labels].astype(np.float64) ** (p - 1.0)
@@ -172,7 +174,7 @@ def sample_timesteps(b: int, num_train_timesteps: int, mode: str, generator):
     if mode == "logit-normal":
         u = torch.sigmoid(torch.randn(b, generator=generator, device="cpu"))
         return (u * num_train_timesteps).long().clamp(0, num_train_timesteps - 1)
-    raise ValueError(f"unknown timestep_sampling {mode!r} (choose from {', '.join(TIMESTEP_SAMPLING)})")
+    raise ConfigError(f"unknown timestep_sampling {mode!r} (choose from {', '.join(TIMESTEP_SAMPLING)})")
 
 
 def min_snr_weight(scheduler, t, gamma: float, prediction_type: str):
@@ -211,7 +213,7 @@ def diffusion_loss(unet, scheduler, x0, mask, labels, generator, null_class: int
     elif prediction_type == "sample":
         target = x0
     else:
-        raise ValueError(f"unknown prediction_type {prediction_type!r}")
+        raise ConfigError(f"unknown prediction_type {prediction_type!r}")
     if autocast is not None:
         with autocast:
             pred = unet(inp, t, class_labels=labels).sample
@@ -228,23 +230,14 @@ def diffusion_loss(unet, scheduler, x0, mask, labels, generator, null_class: int
 def ema_decay_for(steps: int, half_life_frac: float) -> float:
     """Decay whose half-life is `half_life_frac` of `steps` (e.g. 0.06 x 4,700 steps -> 282 steps -> 0.99754)."""
     if not 0 < half_life_frac < 1:
-        raise ValueError(f"ema_half_life_frac must be in (0, 1), got {half_life_frac}")
+        raise ConfigError(f"ema_half_life_frac must be in (0, 1), got {half_life_frac}")
     return float(0.5 ** (1.0 / max(1.0, half_life_frac * steps)))
 
 
-def lr_factor(step: int, total: int, warmup: int, min_frac: float) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    p = min(1.0, (step - warmup) / max(1, total - warmup))
-    return min_frac + (1 - min_frac) * 0.5 * (1 + math.cos(math.pi * p))
-
-
 # ---- checkpointing ---------------------------------------------------------------------------------
-def _save(out: Path, unet, ema, opt, step: int, rng, gen, cfg: TrainConfig, classes, data_info: dict):
+def _save(out: Path, unet, ema, opt, step: int, rng, gen, cfg: DiffusionTrainConfig, classes, data_info: dict):
     import torch
 
-    ck = out / "checkpoint"
-    ck.mkdir(parents=True, exist_ok=True)
     state = {
         "step": step,
         "model": unet.state_dict(),
@@ -253,9 +246,7 @@ def _save(out: Path, unet, ema, opt, step: int, rng, gen, cfg: TrainConfig, clas
         "np_rng": rng.bit_generator.state,
         "torch_rng": gen.get_state(),
     }
-    tmp = ck / "state.pt.tmp"
-    torch.save(state, tmp)
-    tmp.replace(ck / "state.pt")
+    CheckpointSaver(out / CHECKPOINT_STATE).save(state)
     # Sampling weights = EMA: swap them in, save, swap back.
     backup = [p.detach().clone() for p in unet.parameters()]
     with torch.no_grad():
@@ -300,11 +291,11 @@ def train_diffusion(data, size, out, resolution=None, steps=None, seed=0, init_f
     from diffusers import DDPMScheduler, UNet2DModel
 
     if size not in SIZES:
-        raise ValueError(f"unknown model size {size!r} (choose from {', '.join(SIZES)})")
+        raise ConfigError(f"unknown model size {size!r} (choose from {', '.join(SIZES)})")
     d_steps, d_batch, d_lr = DEFAULTS[size]
-    unknown = set(kw) - set(TrainConfig.__dataclass_fields__)
+    unknown = set(kw) - set(DiffusionTrainConfig.__dataclass_fields__)
     if unknown:
-        raise ValueError(f"train_diffusion: unknown option(s) {', '.join(sorted(unknown))}")
+        raise ConfigError(f"train_diffusion: unknown option(s) {', '.join(sorted(unknown))}")
     kw.setdefault("batch_size", d_batch)
     kw.setdefault("lr", d_lr)
     for k, v in RECIPES.get(size, {}).items():
@@ -312,7 +303,7 @@ def train_diffusion(data, size, out, resolution=None, steps=None, seed=0, init_f
     total_steps = int(steps or d_steps)
     if kw.get("ema_half_life_frac") and "ema_decay" not in kw:
         kw["ema_decay"] = ema_decay_for(total_steps, kw["ema_half_life_frac"])
-    cfg = TrainConfig(data=str(data), size=size, out=str(out), resolution=int(resolution or DEFAULT_RESOLUTION[size]),
+    cfg = DiffusionTrainConfig(data=str(data), size=size, out=str(out), resolution=int(resolution or DEFAULT_RESOLUTION[size]),
                       steps=int(steps or d_steps), seed=seed, init_from=str(init_from) if init_from else None, **kw)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -321,7 +312,7 @@ def train_diffusion(data, size, out, resolution=None, steps=None, seed=0, init_f
         try:
             from accelerate import Accelerator
         except ImportError as e:
-            raise ValueError("--distributed needs the 'accelerate' package (pip install 'tailsynth[gpu]')") from e
+            raise ConfigError("--distributed needs the 'accelerate' package (pip install 'tailsynth[gpu]')") from e
         accel = Accelerator(cpu=cfg.device == "cpu")
         device = accel.device
     else:
@@ -342,7 +333,7 @@ def train_diffusion(data, size, out, resolution=None, steps=None, seed=0, init_f
         unet = UNet2DModel.from_pretrained(Path(cfg.init_from) / "unet" if (Path(cfg.init_from) / "unet").is_dir()
                                            else cfg.init_from).float()  # shipped weights are fp16
         if unet.config.in_channels != 7 or unet.config.num_class_embeds != len(classes) + 1:
-            raise ValueError(f"{cfg.init_from}: model has {unet.config.in_channels} input channels and "
+            raise ConfigError(f"{cfg.init_from}: model has {unet.config.in_channels} input channels and "
                              f"{unet.config.num_class_embeds} class embeddings; need 7 and {len(classes) + 1}")
     else:
         unet = build_unet(size, cfg.resolution, len(classes))
@@ -352,14 +343,13 @@ def train_diffusion(data, size, out, resolution=None, steps=None, seed=0, init_f
     scheduler = DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule,
                               prediction_type=cfg.prediction_type, clip_sample=False)
     scheduler.save_pretrained(out / "scheduler")
-    opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = create_optimizer(unet, "adamw", cfg.lr, cfg.weight_decay, decay_norm_and_bias=True)
     ema = [p.detach().clone() for p in unet.parameters()]
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     step = 0
-    ck = out / "checkpoint" / "state.pt"
-    if resume and ck.is_file():
-        st = torch.load(ck, map_location=device, weights_only=False)
+    st = CheckpointSaver(out / CHECKPOINT_STATE).load(map_location=device) if resume else None
+    if st is not None:
         unet.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
         ema = [e.to(device) for e in st["ema"]]
@@ -392,7 +382,7 @@ def train_diffusion(data, size, out, resolution=None, steps=None, seed=0, init_f
         log = csv.writer(logf)
         while step < stop:
             for g in opt.param_groups:
-                g["lr"] = cfg.lr * lr_factor(step, cfg.steps, cfg.warmup, cfg.min_lr_frac)
+                g["lr"] = cfg.lr * warmup_cosine(step, cfg.steps, cfg.warmup, cfg.min_lr_frac)
             total = 0.0
             for _ in range(cfg.grad_accum):
                 x, m, y = sample_batch(rng, images, labels, masks, cfg.batch_size, cfg, weights)

@@ -40,7 +40,7 @@ def train_quick_classifier(data: str | Path, manifest: str | Path, out: str | Pa
     """A small timm classifier on the `fit` split, class-balanced sampling so tail classes get predicted."""
     import torch
 
-    from ..classify.model import build_backbone, predict_arrays, preprocess, save_classifier
+    from ..classify.model import ClassifierMeta, build_backbone, predict_arrays, preprocess, save_classifier
     from .score import select_split
 
     torch.manual_seed(seed)
@@ -48,7 +48,7 @@ def train_quick_classifier(data: str | Path, manifest: str | Path, out: str | Pa
     ds = fit
     x, y = fit.arrays()
     res = x.shape[1]
-    meta = {"resolution": res, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "classes": ds.classes}
+    meta = ClassifierMeta(backbone=backbone, classes=ds.classes, resolution=res)
     model = build_backbone(backbone, len(ds.classes))
     counts = np.bincount(y, minlength=len(ds.classes))
     weights = torch.tensor(1.0 / np.maximum(counts[y], 1), dtype=torch.double)
@@ -75,8 +75,8 @@ def train_quick_classifier(data: str | Path, manifest: str | Path, out: str | Pa
     pred = predict_arrays(model, meta, xr).argmax(1)
     recall = {c: float((pred[yr == k] == k).mean()) if (yr == k).any() else None for k, c in enumerate(ds.classes)}
     save_classifier(model, out, backbone=backbone, classes=ds.classes, resolution=res,
-                    config={"trainer": "tailsynth.monitor.drill.train_quick_classifier", "epochs": epochs,
-                            "class_counts": {c: int(n) for c, n in zip(ds.classes, counts)}})
+                    config={"trainer": "tailsynth.monitor.drill.train_quick_classifier", "epochs": epochs},
+                    train_class_counts={c: int(n) for c, n in zip(ds.classes, counts)})
     vals = [v for v in recall.values() if v is not None]
     return {"recall_ref": recall, "balanced_accuracy_ref": float(np.mean(vals)), "steps": steps}
 

@@ -21,7 +21,7 @@ Config (YAML, every key optional; unknown keys are an error naming the key):
     audit_log: reports/audit.jsonl            # default: audit.jsonl beside the window folders
 
 Trigger modes: none (decide and log only), dry-run (log what would be submitted), local (KFP local runner),
-kfp (kfp.Client against `trigger.host`). A window that already triggered a run is never triggered again:
+kfp (kfp.Client against `trigger.host`); the caller passes the matching `Submitter` (see `pipelines.trigger`). A window that already triggered a run is never triggered again:
 the audit log is the record of that.
 """
 
@@ -31,11 +31,13 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Protocol
 
 from ..data.errors import DataError
+from ..errors import ConfigError
 from .stats import DriftSettings
 
-TRIGGER_MODES = ("none", "dry-run", "local", "kfp")
+TRIGGER_MODES = ("none", "dry-run", "local", "kfp")  # what the CLI offers; `pipelines.trigger` maps them
 
 
 @dataclass
@@ -113,7 +115,7 @@ def resolve_tail(cfg: MonitorConfig, classes: Sequence[str], train_counts: dict 
         basis = "reference label counts"
     else:
         raise DataError("no tail classes: set tail.classes in the config, or use a model whose config records "
-                        "class_counts, or a reference with labels")
+                        "train_class_counts, or a reference with labels")
     total = sum(counts.values()) or 1.0
     tail = [c for c in classes if counts[c] / total < cfg.tail_share_below]
     return tail, f"{basis}, share < {cfg.tail_share_below:g}"
@@ -162,12 +164,47 @@ def _append(path: Path, entries: Sequence[dict]) -> None:
         f.writelines(json.dumps(e, sort_keys=True) + "\n" for e in entries)
 
 
-def execute(decisions: list[dict], mode: str, cfg: MonitorConfig, audit_log: str | Path) -> dict:
-    """Trigger regeneration for the tail classes among DECISIONS (at most once per window); log everything."""
-    from .records import utc_now
+class Submitter(Protocol):
+    """Starts a regenerate_tail run for CLASSES of WINDOW; returns at least {"status": ...} (plus run_id etc.).
 
-    if mode not in TRIGGER_MODES:
-        raise ValueError(f"--trigger {mode!r}: expected one of {', '.join(TRIGGER_MODES)}")
+    The library decides and records; how a run is started (KFP's local runner, kfp.Client, a dry run) is the
+    adapter's choice: `pipelines.trigger` holds the KFP ones, and the CLI picks one from --trigger."""
+
+    mode: str
+    required_arguments: tuple[str, ...]
+
+    def __call__(self, classes: list[str], window: str, cfg: MonitorConfig) -> dict: ...
+
+
+@dataclass
+class DryRun:
+    """Records what would be submitted; starts nothing."""
+
+    mode: str = "dry-run"
+    required_arguments: tuple[str, ...] = ()
+
+    def __call__(self, classes: list[str], window: str, cfg: MonitorConfig) -> dict:
+        return {"status": "dry-run", "would_submit": {"pipeline": cfg.trigger.pipeline, "classes": classes,
+                                                       "arguments": cfg.trigger.arguments}}
+
+
+def check_trigger_arguments(cfg: MonitorConfig, required: Sequence[str]) -> dict:
+    """The regenerate_tail arguments of CFG, with the ones the submitter needs present (else a ValueError)."""
+    if cfg.trigger.pipeline != "regenerate_tail":
+        raise ConfigError(f"trigger.pipeline {cfg.trigger.pipeline!r}: only regenerate_tail is supported")
+    args = dict(cfg.trigger.arguments)
+    missing = [k for k in required if not args.get(k)]
+    if missing:
+        raise ConfigError(f"trigger.arguments lacks {', '.join(missing)} (needed by regenerate_tail)")
+    return args
+
+
+def execute(decisions: list[dict], submitter: Submitter | None, cfg: MonitorConfig, audit_log: str | Path) -> dict:
+    """Trigger regeneration for the tail classes among DECISIONS (at most once per window) with SUBMITTER
+    (None: decide and log only); log everything."""
+    from ..predictions import utc_now
+
+    mode = submitter.mode if submitter is not None else "none"
     audit = Path(audit_log)
     classes = sorted({d["class"] for d in decisions if d["action"] == "regenerate"})
     window = decisions[0]["window"] if decisions else None
@@ -175,7 +212,7 @@ def execute(decisions: list[dict], mode: str, cfg: MonitorConfig, audit_log: str
     trigger: dict = {"mode": mode, "classes": classes, "pipeline": cfg.trigger.pipeline}
     if not classes:
         trigger["status"] = "nothing to trigger"
-    elif mode == "none":
+    elif submitter is None:
         trigger["status"] = "not triggered (--trigger none)"
     else:
         done = [e for e in read_audit(audit) if e.get("event") == "trigger" and e.get("window") == window
@@ -183,12 +220,10 @@ def execute(decisions: list[dict], mode: str, cfg: MonitorConfig, audit_log: str
         if done and mode != "dry-run":
             trigger.update(status="skipped: already triggered for this window",
                            previous={k: done[-1].get(k) for k in ("time", "mode", "run_id", "classes")})
-        elif mode == "dry-run":
-            trigger.update(status="dry-run", would_submit={"pipeline": cfg.trigger.pipeline, "classes": classes,
-                                                            "arguments": cfg.trigger.arguments})
         else:
             try:
-                trigger.update(_run(mode, classes, window, cfg))
+                check_trigger_arguments(cfg, submitter.required_arguments)
+                trigger.update(submitter(classes, window, cfg))
             except Exception as e:  # noqa: BLE001 - the failure is evidence too; the report still gets written
                 trigger.update(status="failed", error=f"{type(e).__name__}: {e}")
     for d in decisions:
@@ -198,39 +233,3 @@ def execute(decisions: list[dict], mode: str, cfg: MonitorConfig, audit_log: str
         entries.append({"time": now, "event": "trigger", "window": window, **trigger})
     _append(audit, entries)
     return trigger
-
-
-def _run(mode: str, classes: list[str], window: str, cfg: MonitorConfig) -> dict:
-    from ..cli.pipeline import repo_root
-
-    repo_root()  # pipelines/ and components/ live beside the package, not inside it
-    t = cfg.trigger
-    if t.pipeline != "regenerate_tail":
-        raise ValueError(f"trigger.pipeline {t.pipeline!r}: only regenerate_tail is supported")
-    args = dict(t.arguments)
-    need = ["source", "data_revision"] + (["diffusion_model_uri", "feature_classifier_uri", "current_model_uri"]
-                                         if mode == "local" else [])
-    missing = [k for k in need if not args.get(k)]
-    if missing:
-        raise ValueError(f"trigger.arguments lacks {', '.join(missing)} (needed by regenerate_tail)")
-    if mode == "kfp":
-        import os
-
-        from pipelines.submit import submit  # the repository's documented submit entry point
-
-        if not t.host:
-            raise ValueError("trigger.host is not set (the Kubeflow Pipelines endpoint for --trigger kfp)")
-        source, revision = args.pop("source"), args.pop("data_revision")
-        run_id = submit(host=t.host, source=source, data_revision=revision, pipeline="regenerate_tail",
-                        token=os.environ.get(t.token_env), namespace=t.namespace, experiment=t.experiment,
-                        run_name=f"regenerate-tail-{window}"[:120], classes=classes, **args)
-        return {"status": "submitted", "run_id": run_id, "host": t.host}
-    # local: the same pipeline through KFP's local runner, in this Python environment
-    from kfp import local
-
-    from pipelines.regenerate_tail import regenerate_tail
-
-    root = Path(t.pipeline_root or "runs/regenerate").resolve()
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
-    regenerate_tail(classes=classes, **args)
-    return {"status": "succeeded", "run_id": f"local:{root}", "pipeline_root": str(root)}

@@ -1,40 +1,23 @@
-"""Prediction records: one JSON object per image, written by the serving transformer and by batch replay.
-
-No image bytes ever leave the service: a record holds the image's SHA-256, a few image statistics, the
-class probabilities and a low-dimensional embedding (PCA of the classifier's penultimate features,
-fitted on the reference and stored beside the model in MODEL_DIR/monitor/embedding.npz).
-
-Record fields (schema 1):
-  schema, timestamp (ISO-8601 UTC), request_id, image_hash, model_version,
-  predicted (class name), confidence (max probability), probabilities {class: p},
-  embedding [float, ...] (may be empty when no projection is available),
-  image_stats {brightness, contrast, sharpness, saturation, mean_r, mean_g, mean_b, height, width},
-  label (optional ground truth from labelled feedback), source (optional free text).
-"""
+"""Prediction logs for monitoring: per-image facts (hash, image statistics), S3 sink, reading logs from files,
+folders or S3 prefixes, and the flat table the drift tests use. The record's schema, the local sink and the
+embedding projection are `tailsynth.predictions`."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
-from ..data.errors import DataError
-from ..hashing import model_version  # noqa: F401,F811  (part of this module's API)
+from ..errors import ConfigError, DataError
+from ..hashing import model_version  # noqa: F401  (part of this module's API)
+from ..predictions import IMAGE_STAT_COLUMNS, JsonlSink, PredictionRecord
 
-SCHEMA_VERSION = 1
-IMAGE_STAT_COLUMNS = ("brightness", "contrast", "sharpness", "saturation", "mean_r", "mean_g", "mean_b", "height",
-                      "width")
-REQUIRED_FIELDS = ("timestamp", "image_hash", "predicted", "probabilities", "model_version")
-MONITOR_DIR = "monitor"  # beside model.pt
-EMBEDDING_FILE = "embedding.npz"
 REFERENCE_FILE = "reference.jsonl"
-
 
 # ---- per-image facts ---------------------------------------------------------------------------------
 def image_hash(data: bytes | np.ndarray) -> str:
@@ -80,128 +63,7 @@ def image_statistics(images: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
-# ---- embedding projection -------------------------------------------------------------------------
-@dataclass
-class Embedder:
-    """PCA of penultimate features, fitted on the reference images of one model."""
-
-    mean: np.ndarray
-    components: np.ndarray  # k x D
-    explained_variance_ratio: np.ndarray
-
-    @classmethod
-    def fit(cls, features: np.ndarray, dims: int = 5) -> Embedder:
-        from sklearn.decomposition import PCA
-
-        dims = int(min(dims, features.shape[0], features.shape[1]))
-        pca = PCA(n_components=dims, svd_solver="full", random_state=0).fit(features.astype(np.float64))
-        return cls(pca.mean_.astype(np.float32), pca.components_.astype(np.float32),
-                   pca.explained_variance_ratio_.astype(np.float32))
-
-    def transform(self, features: np.ndarray) -> np.ndarray:
-        if features.shape[-1] != self.components.shape[1]:
-            raise ValueError(f"features have {features.shape[-1]} dims, the embedding projection expects "
-                             f"{self.components.shape[1]} (was it fitted for another model?)")
-        return (features.astype(np.float32) - self.mean) @ self.components.T
-
-    @property
-    def dims(self) -> int:
-        return int(self.components.shape[0])
-
-    def save(self, model_dir: str | Path) -> Path:
-        path = Path(model_dir) / MONITOR_DIR / EMBEDDING_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, mean=self.mean, components=self.components,
-                 explained_variance_ratio=self.explained_variance_ratio)
-        return path
-
-    @classmethod
-    def load(cls, model_dir: str | Path) -> Embedder:
-        path = Path(model_dir) / MONITOR_DIR / EMBEDDING_FILE
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no embedding projection; build the reference first "
-                                    f"(`tailsynth monitor reference --model {model_dir} --data ...`)")
-        z = np.load(path)
-        return cls(z["mean"], z["components"], z["explained_variance_ratio"])
-
-
-# ---- records ----------------------------------------------------------------------------------------
-def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def make_record(*, probabilities: Sequence[float], classes: Sequence[str], image_stats: Mapping[str, float],
-                image_hash: str, model_version: str, embedding: Sequence[float] | None = None,  # noqa: F811
-                request_id: str | None = None, timestamp: str | None = None, label: str | None = None,
-                source: str | None = None) -> dict:
-    """One prediction record; the single constructor used by the transformer and by replay."""
-    p = [float(v) for v in probabilities]
-    if len(p) != len(classes):
-        raise ValueError(f"request {request_id}: {len(p)} probabilities for {len(classes)} classes")
-    k = int(np.argmax(p))
-    rec = {
-        "schema": SCHEMA_VERSION,
-        "timestamp": timestamp or utc_now(),
-        "request_id": request_id or uuid.uuid4().hex,
-        "image_hash": image_hash,
-        "model_version": model_version,
-        "predicted": classes[k],
-        "confidence": p[k],
-        "probabilities": {c: round(v, 6) for c, v in zip(classes, p)},
-        "embedding": [round(float(v), 5) for v in (embedding if embedding is not None else [])],
-        "image_stats": {c: round(float(image_stats[c]), 4) for c in IMAGE_STAT_COLUMNS if c in image_stats},
-    }
-    if label is not None:
-        rec["label"] = label
-    if source is not None:
-        rec["source"] = source
-    return rec
-
-
-# Field names of the serving transformer's minimal record (tailsynth.serve.records) -> this schema.
-ALIASES = {"image_sha256": "image_hash", "predicted_class": "predicted"}
-
-
-def validate_record(rec: object, where: str) -> dict:
-    """Check one record and normalise it to this schema (serving-side names and missing optionals)."""
-    if not isinstance(rec, dict):
-        raise DataError(f"{where}: expected a JSON object, got {type(rec).__name__}")
-    for old, new in ALIASES.items():
-        if old in rec and new not in rec:
-            rec[new] = rec.pop(old)
-    rec.setdefault("image_stats", {})
-    for f in REQUIRED_FIELDS:
-        if f not in rec:
-            raise DataError(f"{where}: record {rec.get('request_id', '?')} lacks field {f!r}")
-    if not isinstance(rec["probabilities"], dict) or rec["predicted"] not in rec["probabilities"]:
-        raise DataError(f"{where}: record {rec.get('request_id', '?')}: field 'probabilities' must map class "
-                        f"names to probabilities and contain the predicted class {rec['predicted']!r}")
-    if not isinstance(rec["image_stats"], dict):
-        raise DataError(f"{where}: record {rec.get('request_id', '?')}: field 'image_stats' must be an object")
-    rec.setdefault("confidence", float(rec["probabilities"][rec["predicted"]]))
-    return rec
-
-
 # ---- sinks ------------------------------------------------------------------------------------------
-class JsonlSink:
-    """Appends records to a local JSONL file."""
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-
-    def write(self, records: Iterable[dict]) -> int:
-        n = 0
-        with open(self.path, "a") as f:
-            for r in records:
-                f.write(json.dumps(r, separators=(",", ":")) + "\n")
-                n += 1
-        return n
-
-    def __str__(self) -> str:
-        return str(self.path)
-
-
 def s3_client(endpoint_url: str | None = None):
     """boto3 S3 client; the endpoint comes from the argument or $AWS_ENDPOINT_URL_S3 / $S3_ENDPOINT_URL."""
     import os
@@ -214,10 +76,10 @@ def s3_client(endpoint_url: str | None = None):
 
 def split_s3_uri(uri: str) -> tuple[str, str]:
     if not uri.startswith("s3://"):
-        raise ValueError(f"{uri}: not an s3:// URI")
+        raise ConfigError(f"{uri}: not an s3:// URI")
     bucket, _, key = uri[5:].partition("/")
     if not bucket:
-        raise ValueError(f"{uri}: no bucket name")
+        raise ConfigError(f"{uri}: no bucket name")
     return bucket, key
 
 
@@ -263,7 +125,7 @@ def _parse_lines(text: str, where: str) -> list[dict]:
             rec = json.loads(line)
         except json.JSONDecodeError as e:
             raise DataError(f"{where}:{i}: not valid JSON ({e.msg})") from e
-        out.append(validate_record(rec, f"{where}:{i}"))
+        out.append(PredictionRecord.from_dict(rec, f"{where}:{i}").to_dict())
     return out
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .records import MONITOR_DIR, REFERENCE_FILE
+from ..predictions import MONITOR_DIR
+from .records import REFERENCE_FILE
 
 
 def reference_path(model: str | Path) -> Path:
@@ -24,13 +25,14 @@ def build_reference(model: str | Path, data: str | Path, split: str = "val", spl
 
     from ..classify.model import load_classifier, predict_arrays
     from ..data.records import resize_rgb
-    from .records import Embedder, JsonlSink, model_version
+    from ..hashing import model_version
+    from ..predictions import Embedder, JsonlSink
     from .score import load_split, score_arrays
 
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
     net, meta = load_classifier(model)
     part, images, labels = load_split(data, split, splits)
-    res = int(meta["resolution"])
+    res = int(meta.resolution)
     model_in = images if images.shape[1:3] == (res, res) else np.stack([resize_rgb(im, res) for im in images])
     _, feats, _ = predict_arrays(net, meta, model_in, features=True)
     embedder = Embedder.fit(feats, dims=dims)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.errors import DataError
+from .policy import Submitter
 
 
 def window_id(records: list[dict]) -> str:
@@ -29,7 +30,7 @@ def window_id(records: list[dict]) -> str:
 
 def _project_raw_embeddings(records: list[dict], reference: Path, dims: int) -> None:
     """Serving may log full penultimate features: project them with the reference's PCA."""
-    from .records import EMBEDDING_FILE, Embedder
+    from ..predictions import EMBEDDING_FILE, Embedder
 
     raw = [r for r in records if r.get("embedding") and len(r["embedding"]) != dims]
     if not raw:
@@ -45,14 +46,11 @@ def _project_raw_embeddings(records: list[dict], reference: Path, dims: int) -> 
 
 
 def _train_counts(reference: Path) -> dict | None:
-    model_pt = reference.parent.parent / "model.pt"
-    if not model_pt.is_file():
-        return None
-    import torch
+    """The training class counts of the model whose MODEL/monitor/ folder holds REFERENCE (None: no model there)."""
+    from ..classify.metadata import MODEL_FILE, read_meta
 
-    ckpt = torch.load(model_pt, map_location="cpu", weights_only=False)
-    cfg = ckpt.get("config") or {}
-    return cfg.get("class_counts") or cfg.get("train_class_counts")
+    model_pt = reference.parent.parent / MODEL_FILE
+    return read_meta(model_pt).train_class_counts if model_pt.is_file() else None
 
 
 def _data_quality(records: list[dict], ref_version: str | None) -> dict:
@@ -124,6 +122,14 @@ def _write_html(summary: dict, out: Path) -> None:
                     f"<td>{e(tests)}</td></tr>")
     dec = "".join(f"<li>{e(d['class'])}: {e(d['action'])} ({e(d['reason'])}; trigger: {e(d.get('trigger_status', ''))})</li>"
                   for d in summary["decisions"]) or "<li>none</li>"
+    # Link only the Evidently pages that were written (a window built with evidently=False has none). Linked, not
+    # framed: each page inlines several MB of plotly, which made this page slow to open.
+    pages = [("overall", "prediction-share drift and data quality")] + [
+        (c, f"{c}: confidence, embedding and image-statistics drift") for c in summary["classes"]]
+    items = "".join(f'<li><a href="evidently/{e(name)}.html">{e(label)}</a></li>' for name, label in pages
+                    if (out / "evidently" / f"{name}.html").is_file())
+    evidently = (f"<h2>Evidently</h2><ul>{items}</ul>" if items else
+                 "<p>No Evidently pages for this window (built without them).</p>")
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>tailsynth monitor {e(summary['window'])}</title>
 <style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:4px 10px;border-bottom:1px solid #ddd}}
 tr.drift{{background:#fdd}}tr.insufficient{{color:#888}}</style></head><body>
@@ -135,24 +141,45 @@ tr.drift{{background:#fdd}}tr.insufficient{{color:#888}}</style></head><body>
 {''.join(rows)}</table>
 <h2>Decisions</h2><ul>{dec}</ul>
 <p>Trigger: {e(json.dumps(summary['trigger']))}</p>
-<h2>Evidently</h2><p><a href="evidently/overall.html">prediction-share drift and data quality</a></p>
-<iframe src="evidently/overall.html" style="width:100%;height:900px;border:0"></iframe>
+{evidently}
 </body></html>"""
     (out / "report.html").write_text(page)
 
 
 def write_index(root: Path) -> Path:
+    """ROOT/index.html: one row per window (model version, records, time range, flagged classes, per-class status
+    with its Evidently page where one was written), newest first, with a legend of the statuses."""
     e = html.escape
     rows = []
-    for s in sorted(root.glob("*/summary.json")):
-        d = json.loads(s.read_text())
-        cells = "".join(f"<td class='{e(v['status'])}'>{e(c)}: {e(v['status'])}</td>" for c, v in d["classes"].items())
-        rows.append(f"<tr><td><a href='{e(s.parent.name)}/report.html'>{e(d['window'])}</a></td><td>{d['n_cur']}</td>"
-                    f"<td>{e(', '.join(d['flagged']) or '-')}</td>{cells}</tr>")
+    summaries = [(s, json.loads(s.read_text())) for s in root.glob("*/summary.json")]
+    summaries.sort(key=lambda t: (t[1].get("time_range") or [""])[-1], reverse=True)
+    for s, d in summaries:
+        win = s.parent
+        cells = []
+        for c, v in d["classes"].items():
+            label = f"{e(c)}: {e(v['status'])}"
+            if (win / "evidently" / f"{c}.html").is_file():
+                label = f"<a href='{e(win.name)}/evidently/{e(c)}.html'>{label}</a>"
+            cells.append(f"<td class='{e(v['status'])}'>{label}</td>")
+        overall = (f"<a href='{e(win.name)}/evidently/overall.html'>overall</a>"
+                   if (win / "evidently" / "overall.html").is_file() else "-")
+        version = ", ".join((d.get("data_quality") or {}).get("model_versions") or [])
+        t0, t1 = (d.get("time_range") or ["", ""])[:2]
+        rows.append(f"<tr><td><a href='{e(win.name)}/report.html'>{e(d['window'])}</a></td><td>{e(str(version))}</td>"
+                    f"<td>{d['n_cur']}</td><td>{e(t0[:19])} – {e(t1[:19])}</td>"
+                    f"<td>{e(', '.join(d['flagged']) or '-')}</td><td>{overall}</td>{''.join(cells)}</tr>")
+    width = max((len(d["classes"]) for _, d in summaries), default=1)
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>tailsynth monitor windows</title><style>"
-            "body{font-family:sans-serif;margin:2em}td{padding:3px 8px}.drift{background:#fdd}.insufficient{color:#888}"
-            "</style></head><body><h1>Monitoring windows</h1><table><tr><th>window</th><th>records</th><th>flagged</th>"
-            "<th colspan=9>per-class status</th></tr>" + "".join(rows) + "</table></body></html>")
+            "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{padding:3px 8px;"
+            "border-bottom:1px solid #ddd;text-align:left}.drift{background:#fdd}.insufficient{color:#888}"
+            ".ok{background:#efe}</style></head><body><h1>Monitoring windows</h1>"
+            "<p>Status per class: <span class='ok'>ok</span> (no test drifted), <span class='drift'>drift</span> "
+            "(a Holm-corrected test drifted), <span class='insufficient'>insufficient</span> (too few records to "
+            "test). Click a window for its tests and decisions, a class for its Evidently page. "
+            "<code>tailsynth lineage --model-version V</code> traces a model version back to its training data.</p>"
+            "<table><tr><th>window</th><th>model version(s)</th><th>records</th><th>time range (UTC)</th>"
+            f"<th>flagged</th><th>Evidently</th><th colspan={width}>per-class status</th></tr>"
+            + "".join(rows) + "</table></body></html>")
     path = root / "index.html"
     path.write_text(page)
     return path
@@ -196,7 +223,8 @@ def pull_state(uri: str, root: Path, endpoint_url: str | None = None) -> list[st
 
 def fetch_reference(uri: str, dest: Path, endpoint_url: str | None = None) -> Path:
     """An s3:// reference: download it and the embedding projection beside it into DEST/monitor/."""
-    from .records import EMBEDDING_FILE, s3_client, split_s3_uri
+    from ..predictions import EMBEDDING_FILE
+    from .records import s3_client, split_s3_uri
 
     bucket, key = split_s3_uri(uri)
     client = s3_client(endpoint_url)
@@ -214,11 +242,11 @@ def fetch_reference(uri: str, dest: Path, endpoint_url: str | None = None) -> Pa
     return local
 
 
-def build_report(log: str | Path, reference: str | Path, out: str | Path, trigger: str = "none",
+def build_window_report(log: str | Path, reference: str | Path, out: str | Path, submitter: Submitter | None = None,
                  config: str | Path | None = None, window: str | None = None, index: str | Path | None = None,
                  publish_to: str | None = None, evidently: bool = True, endpoint_url: str | None = None) -> dict:
     """Compare the records in LOG (file, folder or s3:// prefix) with REFERENCE (file or s3://); write OUT;
-    apply the policy; with PUBLISH_TO (s3://bucket/prefix) sync the index folder there."""
+    apply the policy (SUBMITTER starts regeneration runs; None decides and logs only); with PUBLISH_TO (s3://bucket/prefix) sync the index folder there."""
     import tempfile
 
     from .policy import decide, execute, load_config, resolve_tail
@@ -256,7 +284,7 @@ def build_report(log: str | Path, reference: str | Path, out: str | Path, trigge
     decisions = decide(wid, verdict, tail)
     out.mkdir(parents=True, exist_ok=True)
     audit = Path(cfg.audit_log) if cfg.audit_log else root / "audit.jsonl"
-    trig = execute(decisions, trigger, cfg, audit)
+    trig = execute(decisions, submitter, cfg, audit)
     summary = {"window": wid, "log": str(log), "reference": str(reference), "flagged": verdict["flagged"],
                "classes": verdict["classes"], "decisions": decisions, "trigger": trig, "tail_classes": tail,
                "tail_basis": basis, "group_by": verdict["group_by"], "alpha": verdict["alpha"],

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.errors import DataError
+from ..errors import ConfigError
 
 DEFAULT_STRENGTH = {"brightness": 1.35, "contrast": 0.6, "blur": 0.04, "hue": 0.08, "share": 3.0}
 
@@ -35,18 +36,18 @@ class Shift:
 def parse_shift(spec: str, classes: Sequence[str] | None = None) -> Shift:
     name, sep, rest = spec.partition(":")
     if not sep or not rest:
-        raise ValueError(f"--shift {spec!r}: expected NAME:CLASS[=STRENGTH], e.g. brightness:DF")
+        raise ConfigError(f"--shift {spec!r}: expected NAME:CLASS[=STRENGTH], e.g. brightness:DF")
     if name not in DEFAULT_STRENGTH:
-        raise ValueError(f"--shift {spec!r}: unknown shift {name!r} (known: {', '.join(DEFAULT_STRENGTH)})")
+        raise ConfigError(f"--shift {spec!r}: unknown shift {name!r} (known: {', '.join(DEFAULT_STRENGTH)})")
     cls, _, val = rest.partition("=")
     if classes is not None and cls not in classes:
-        raise ValueError(f"--shift {spec!r}: class {cls!r} is not one of {', '.join(classes)}")
+        raise ConfigError(f"--shift {spec!r}: class {cls!r} is not one of {', '.join(classes)}")
     try:
         strength = float(val) if val else DEFAULT_STRENGTH[name]
     except ValueError:
-        raise ValueError(f"--shift {spec!r}: strength {val!r} is not a number") from None
+        raise ConfigError(f"--shift {spec!r}: strength {val!r} is not a number") from None
     if strength < 0:
-        raise ValueError(f"--shift {spec!r}: strength must be >= 0")
+        raise ConfigError(f"--shift {spec!r}: strength must be >= 0")
     return Shift(name, cls, strength)
 
 
@@ -97,9 +98,10 @@ def score_arrays(model, meta: dict, images: np.ndarray, *, embedder=None, versio
     """Records for uint8 N x H x W x 3 images (statistics on the images as given, prediction at model size)."""
     from ..classify.model import predict_arrays
     from ..data.records import resize_rgb
-    from .records import image_hash, image_statistics, make_record
+    from ..predictions import make_record
+    from .records import image_hash, image_statistics
 
-    res = int(meta["resolution"])
+    res = int(meta.resolution)
     stats = image_statistics(images) if len(images) else {}
     model_in = images if images.shape[1:3] == (res, res) else np.stack([resize_rgb(im, res) for im in images])
     probs, feats, _ = predict_arrays(model, meta, model_in, batch_size=batch_size, features=True)
@@ -107,7 +109,7 @@ def score_arrays(model, meta: dict, images: np.ndarray, *, embedder=None, versio
     out = []
     for i in range(len(images)):
         out.append(make_record(
-            probabilities=probs[i], classes=meta["classes"],
+            probabilities=probs[i], classes=meta.classes,
             image_stats={k: v[i] for k, v in stats.items()},
             image_hash=hashes[i] if hashes is not None else image_hash(images[i]),
             model_version=version,
@@ -155,13 +157,15 @@ def score_dataset(model: str | Path, data: str | Path, split: str = "val", shift
     import torch
 
     from ..classify.model import load_classifier
-    from .records import Embedder, model_version, open_sink
+    from ..hashing import model_version
+    from ..predictions import Embedder
+    from .records import open_sink
 
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
     net, meta = load_classifier(model)
     embedder = Embedder.load(model)
     part, images, labels = load_split(data, split, splits)
-    shifts = [parse_shift(s, meta["classes"]) for s in ([shift] if isinstance(shift, str) else (shift or []))]
+    shifts = [parse_shift(s, meta.classes) for s in ([shift] if isinstance(shift, str) else (shift or []))]
     images, rows = apply_shifts(images, labels, shifts, seed=seed)
     labels = [labels[i] for i in rows]
     ids = [part.records[i].image_id for i in rows]

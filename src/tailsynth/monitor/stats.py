@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .records import IMAGE_STAT_COLUMNS as IMAGE_COLUMNS
+from ..errors import ConfigError
+from ..predictions import IMAGE_STAT_COLUMNS as IMAGE_COLUMNS
 
 
 @dataclass
@@ -76,10 +77,10 @@ def evaluate_window(ref, cur, classes: Sequence[str], settings: DriftSettings | 
     """Per-class drift verdicts for window CUR against reference REF (frames from records.records_frame)."""
     s = settings or DriftSettings()
     if s.group_by not in ("auto", "predicted", "label"):
-        raise ValueError(f"group_by must be 'auto', 'predicted' or 'label', not {s.group_by!r}")
+        raise ConfigError(f"group_by must be 'auto', 'predicted' or 'label', not {s.group_by!r}")
     labelled = bool(len(cur)) and cur["label"].notna().all() and ref["label"].notna().all()
     if s.group_by == "label" and not labelled:
-        raise ValueError("group_by='label' needs a label on every reference and window record")
+        raise ConfigError("group_by='label' needs a label on every reference and window record")
     # auto: labelled feedback, when complete, says which class an image really belongs to
     key = "label" if s.group_by == "label" or (s.group_by == "auto" and labelled) else "predicted"
     cols = [c for c in drift_columns(cur, s) if c in ref]

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import ConfigError
 from .protocol import (
     DEFAULT_TAIL,
     HEADLINE,
@@ -79,7 +80,7 @@ def baseline_spec(name: str) -> dict:
     from ..classify.experiment import METHODS
 
     if name not in METHODS:
-        raise ValueError(f"unknown baseline {name!r}; choose one of {', '.join(METHODS)}")
+        raise ConfigError(f"unknown baseline {name!r}; choose one of {', '.join(METHODS)}")
     m = METHODS[name]
     if m.base:  # a post-hoc method trains its base method; τ is tuned on the inner val split
         base = METHODS[m.base]
@@ -141,16 +142,16 @@ def run_augmentation_experiment(data, candidates, out, *, baseline: str = "class
     arms = list(arms)
     bad = [a for a in arms if a not in ARMS]
     if bad:
-        raise ValueError(f"unknown arm(s) {bad}; choose from {', '.join(ARMS)}")
+        raise ConfigError(f"unknown arm(s) {bad}; choose from {', '.join(ARMS)}")
     if "real" not in arms:
         arms.insert(0, "real")  # every comparison is paired against (a)
     needs_synthetic = [a for a in arms if a in ("prior-shift", "random", "ood")] or list(gammas)
     if needs_synthetic and not candidates:
-        raise ValueError(f"arm(s) {needs_synthetic} need --candidates (a folder written by `tailsynth generate`)")
+        raise ConfigError(f"arm(s) {needs_synthetic} need --candidates (a folder written by `tailsynth generate`)")
     if "harmonized" in arms and not harmonized_candidates:
-        raise ValueError("arm 'harmonized' needs --harmonized-candidates (a folder from `generate --mode harmonize`)")
+        raise ConfigError("arm 'harmonized' needs --harmonized-candidates (a folder from `generate --mode harmonize`)")
     if not seeds:
-        raise ValueError("need at least one seed")
+        raise ConfigError("need at least one seed")
     if classifier:
         # A scorer trained on all the data has seen every reported image; allowed, but said loudly.
         print("warning: --classifier scores candidates with one model for every replicate; it may have seen the "
@@ -267,7 +268,7 @@ def run_method_comparison(data, out, methods, *, folds: int | None = 5, seeds=(0
 
     methods = list(methods)
     if not methods:
-        raise ValueError("no methods to compare")
+        raise ConfigError("no methods to compare")
     specs = {m: baseline_spec(m) for m in methods}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

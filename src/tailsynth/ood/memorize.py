@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import ConfigError
 from .scores import _l2n, pairwise_sq_dists
 
 # Below half a grey level of RMS difference, two uint8 images are the same picture.
@@ -174,7 +175,7 @@ class MemorizationResult:
 def thresholds_from_real(val_feats, val_pixels, train_feats, train_pixels, quantile: float = 0.01) -> tuple[float, float]:
     """The `quantile` of real validation images' nearest-training-image distances, per space."""
     if not 0.0 <= quantile <= 1.0:
-        raise ValueError(f"memorization quantile {quantile} must lie in [0, 1]")
+        raise ConfigError(f"memorization quantile {quantile} must lie in [0, 1]")
     fd, _ = nn_distance(_l2n(val_feats), _l2n(train_feats))
     pd, _ = nn_distance(val_pixels, train_pixels, rms=True)
     return float(np.quantile(fd, quantile)), float(np.quantile(pd, quantile))

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import ConfigError
+
 PREDICTIONS = "predictions_{part}.npz"
 POSTHOC_TAUS = tuple(round(0.25 * i, 2) for i in range(9))  # 0 .. 2
 DEFAULT_TAIL = ("AK", "DF", "VASC")
@@ -53,12 +55,12 @@ def make_replicates(data, out: Path, *, folds: int | None, seeds, splits=None, i
     from ..data.splits import grouped_stratified_assign, kfold_assign
 
     if not 0 < inner_val < 1:
-        raise ValueError(f"inner_val must lie in (0, 1), got {inner_val}")
+        raise ConfigError(f"inner_val must lie in (0, 1), got {inner_val}")
     ds = load_source(data, splits=splits)
     sets: dict[str, dict[str, str]] = {}
     if folds:
         if folds < 2:
-            raise ValueError(f"--folds needs k >= 2, got {folds}")
+            raise ConfigError(f"--folds needs k >= 2, got {folds}")
         pool = [r for r in ds.records if r.split in ("train", "val", "all")]
         if not pool:
             raise DataError(f"{data}: no train/val images to cross-validate over (splits {ds.splits})")
@@ -137,7 +139,7 @@ def _training_counts(model_dir: Path, classes: list[str]) -> list[float]:
     cfg = meta.get("config") or {}
     counts = cfg.get("loss_class_counts") or cfg.get("class_counts_train")
     if not counts:
-        raise ValueError(f"{model_dir}: the model's config holds no training class counts for post-hoc adjustment")
+        raise ConfigError(f"{model_dir}: the model's config holds no training class counts for post-hoc adjustment")
     return [counts[c] for c in classes]
 
 
@@ -222,7 +224,7 @@ def compare(ref: dict[str, dict], arm: dict[str, dict], classes: list[str], tail
     for tag in common:
         r, a = ref[tag], arm[tag]
         if not np.array_equal(r["ids"], a["ids"]):
-            raise ValueError(f"replicate {tag}: the two arms were evaluated on different images")
+            raise ConfigError(f"replicate {tag}: the two arms were evaluated on different images")
         # On a shared evaluation set every model sees the same images: one group, so the images are resampled
         # once per bootstrap draw and the models (folds x seeds) within it.
         group = tag.rsplit("_seed", 1)[0] if passes == "seed" else "shared"

@@ -12,13 +12,14 @@ import math
 
 import numpy as np
 
+from ..errors import ConfigError, MissingInputError
 from .scores import kth_nn_distance, pairwise_sq_dists
 
 
 def _as2d(x, name: str) -> np.ndarray:
     a = np.asarray(x, dtype=np.float64)
     if a.ndim != 2:
-        raise ValueError(f"{name}: expected a 2-d feature array, got shape {a.shape}")
+        raise ConfigError(f"{name}: expected a 2-d feature array, got shape {a.shape}")
     return a
 
 
@@ -127,7 +128,7 @@ def inception_fid(real_images: np.ndarray, fake_images: np.ndarray, checkpoint: 
     from pathlib import Path
 
     if not Path(checkpoint).is_file():
-        raise FileNotFoundError(f"{checkpoint}: Inception checkpoint not found (FID in Inception space needs a local file)")
+        raise MissingInputError(f"{checkpoint}: Inception checkpoint not found (FID in Inception space needs a local file)")
     try:
         import torch
         from torchmetrics.image.fid import FrechetInceptionDistance

@@ -10,19 +10,18 @@ from pathlib import Path
 
 import numpy as np
 
+from ..formatting import fmt
 from .scores import OOD_SCORES
 
 GRID_MAX = 32  # samples per grid
 
 
 def _histograms(sc, kept: np.ndarray, c: int, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend and figure registry stay untouched
 
     m = sc.cls_idx == c
-    fig, axes = plt.subplots(1, len(OOD_SCORES), figsize=(4 * len(OOD_SCORES), 3))
+    fig = Figure(figsize=(4 * len(OOD_SCORES), 3))
+    axes = fig.subplots(1, len(OOD_SCORES))
     for ax, name in zip(axes, OOD_SCORES):
         groups = [("real val", sc.val_scores[name][sc.val_cls == c], "tab:blue"),
                   ("accepted", sc.scores[name][m & kept], "tab:green"),
@@ -42,7 +41,6 @@ def _histograms(sc, kept: np.ndarray, c: int, path: Path) -> None:
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
-    plt.close(fig)
 
 
 def _grid(images: np.ndarray, path: Path, cols: int = 8, scale: int = 2) -> bool:
@@ -63,14 +61,6 @@ def _grid(images: np.ndarray, path: Path, cols: int = 8, scale: int = 2) -> bool
     return True
 
 
-def _fmt(v) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return html.escape(str(v))
-
-
 def write_report(sc, kept: np.ndarray, quality: dict, out: Path, score: str = "mahalanobis") -> Path:
     from .scores import as_ood
 
@@ -83,7 +73,7 @@ def write_report(sc, kept: np.ndarray, quality: dict, out: Path, score: str = "m
     rows = []
     sections = []
     for cname, entry in quality["per_class"].items():
-        rows.append("<tr><th>" + html.escape(cname) + "</th>" + "".join(f"<td>{_fmt(entry.get(k))}</td>" for k in cols) + "</tr>")
+        rows.append("<tr><th>" + html.escape(cname) + "</th>" + "".join(f"<td>{html.escape(fmt(entry.get(k), 4, general=True))}</td>" for k in cols) + "</tr>")
         c = sc.class_names.index(cname)
         m = sc.cls_idx == c
         hist = fig_dir / f"hist_{cname}.png"
@@ -108,9 +98,9 @@ def write_report(sc, kept: np.ndarray, quality: dict, out: Path, score: str = "m
 <style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}} img{{max-width:100%}}</style></head><body>
 <h1>OOD post-selection report</h1>
-<p>Score used for selection: <b>{html.escape(str(sel.get('score')))}</b>; gamma = {_fmt(sel.get('gamma'))};
-calibration quantile = {_fmt(sel.get('calibrate'))}. Candidates: {quality['overall']['n_candidates']},
-kept: {quality['overall']['n_kept']}, memorized: {_fmt(quality['overall']['memorization_rate'])} of all.</p>
+<p>Score used for selection: <b>{html.escape(str(sel.get('score')))}</b>; gamma = {fmt(sel.get('gamma'), 4, general=True)};
+calibration quantile = {fmt(sel.get('calibrate'), 4, general=True)}. Candidates: {quality['overall']['n_candidates']},
+kept: {quality['overall']['n_kept']}, memorized: {fmt(quality['overall']['memorization_rate'], 4, general=True)} of all.</p>
 <p><i>{html.escape(quality.get('note', ''))}</i></p>
 <table><tr><th>class</th>{''.join(f'<th>{c}</th>' for c in cols)}</tr>
 {''.join(rows)}</table>

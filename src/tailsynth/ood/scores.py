@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import ConfigError
+
 OOD_SCORES = ("mahalanobis", "energy", "knn", "p_intended")
 
 
@@ -37,9 +39,9 @@ def fit_class_gaussians(features: np.ndarray, labels: np.ndarray, n_classes: int
     x = np.asarray(features, dtype=np.float64)
     y = np.asarray(labels, dtype=np.int64)
     if x.ndim != 2 or len(x) != len(y):
-        raise ValueError(f"features {x.shape} and labels {y.shape} do not match")
+        raise ConfigError(f"features {x.shape} and labels {y.shape} do not match")
     if len(x) < 2:
-        raise ValueError("need at least two real samples to fit class Gaussians")
+        raise ConfigError("need at least two real samples to fit class Gaussians")
     d = x.shape[1]
     means = np.zeros((n_classes, d))
     present = np.zeros(n_classes, bool)
@@ -52,13 +54,13 @@ def fit_class_gaussians(features: np.ndarray, labels: np.ndarray, n_classes: int
             centred[m] = x[m] - means[c]
     if isinstance(shrinkage, str):
         if shrinkage != "ledoit-wolf":
-            raise ValueError(f"shrinkage {shrinkage!r}: expected 'ledoit-wolf' or a number in [0, 1]")
+            raise ConfigError(f"shrinkage {shrinkage!r}: expected 'ledoit-wolf' or a number in [0, 1]")
         est = LedoitWolf(assume_centered=True).fit(centred)
         coef = float(est.shrinkage_)
     else:
         coef = float(shrinkage)
         if not 0.0 <= coef <= 1.0:
-            raise ValueError(f"shrinkage {coef}: must lie in [0, 1]")
+            raise ConfigError(f"shrinkage {coef}: must lie in [0, 1]")
         est = ShrunkCovariance(shrinkage=coef, assume_centered=True).fit(centred)
     # pinvh: the shrunk covariance is symmetric; pinv guards the zero-shrinkage, rank-deficient case.
     from scipy.linalg import pinvh
@@ -73,7 +75,7 @@ def mahalanobis(features: np.ndarray, target: np.ndarray, g: ClassGaussians) -> 
     t = np.asarray(target, dtype=np.int64)
     missing = sorted({int(c) for c in t if not g.present[c]})
     if missing:
-        raise ValueError(f"no real samples of class index(es) {missing} to score against")
+        raise ConfigError(f"no real samples of class index(es) {missing} to score against")
     diff = x - g.means[t]
     sq = np.einsum("nd,de,ne->n", diff, g.precision, diff)
     return np.sqrt(np.clip(sq, 0.0, None))
@@ -107,7 +109,7 @@ def pairwise_sq_dists(a: np.ndarray, b: np.ndarray, chunk: int = 2048) -> np.nda
 def kth_nn_distance(query: np.ndarray, ref: np.ndarray, k: int, exclude_self: bool = False) -> np.ndarray:
     """Distance from each query row to its k-th nearest row of `ref` (k >= 1)."""
     if len(ref) == 0:
-        raise ValueError("empty reference set for k-NN distance")
+        raise ConfigError("empty reference set for k-NN distance")
     d2 = pairwise_sq_dists(query, ref)
     if exclude_self:
         np.fill_diagonal(d2, np.inf)
@@ -116,7 +118,7 @@ def kth_nn_distance(query: np.ndarray, ref: np.ndarray, k: int, exclude_self: bo
         avail = len(ref)
     kk = min(k, avail)
     if kk < 1:
-        raise ValueError("k-NN distance needs at least one reference sample besides the query")
+        raise ConfigError("k-NN distance needs at least one reference sample besides the query")
     return np.sqrt(np.partition(d2, kk - 1, axis=1)[:, kk - 1])
 
 
@@ -132,7 +134,7 @@ def knn_score(features: np.ndarray, target: np.ndarray, real_features: np.ndarra
         m = t == c
         ref = r[rl == c]
         if len(ref) == 0:
-            raise ValueError(f"no real samples of class index {int(c)} for the k-NN score")
+            raise ConfigError(f"no real samples of class index {int(c)} for the k-NN score")
         out[m] = kth_nn_distance(x[m], ref, k)
     return out
 
@@ -171,6 +173,6 @@ def score_all(features: np.ndarray, logits: np.ndarray, probs: np.ndarray, targe
 def as_ood(name: str, values: np.ndarray) -> np.ndarray:
     """The score oriented so that higher = more out-of-distribution."""
     if name not in OOD_SCORES:
-        raise ValueError(f"unknown score {name!r}; choose one of {', '.join(OOD_SCORES)}")
+        raise ConfigError(f"unknown score {name!r}; choose one of {', '.join(OOD_SCORES)}")
     v = np.asarray(values, dtype=np.float64)
     return 1.0 - v if name == "p_intended" else v

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.errors import DataError
+from ..errors import ConfigError
 from .scores import OOD_SCORES, RealReference, as_ood, score_all
 
 SCORES_COLUMNS = ["id", "class", "mahalanobis", "energy", "knn", "p_intended", "memorized", "kept"]
@@ -33,7 +34,7 @@ def keep_fraction(ood: np.ndarray, cls: np.ndarray, gamma: float, eligible: np.n
     than letting a worse candidate take their place.
     """
     if not 0.0 < gamma <= 1.0:
-        raise ValueError(f"gamma {gamma}: must lie in (0, 1]")
+        raise ConfigError(f"gamma {gamma}: must lie in (0, 1]")
     ood = np.asarray(ood, dtype=np.float64)
     cls = np.asarray(cls)
     eligible = np.ones(len(ood), bool) if eligible is None else np.asarray(eligible, bool)
@@ -50,7 +51,7 @@ def keep_fraction(ood: np.ndarray, cls: np.ndarray, gamma: float, eligible: np.n
 def calibrate_thresholds(val_ood: np.ndarray, val_cls: np.ndarray, quantile: float) -> dict:
     """Per class, the `quantile` of the OOD score on real validation images of that class."""
     if not 0.0 < quantile <= 1.0:
-        raise ValueError(f"calibration quantile {quantile}: must lie in (0, 1]")
+        raise ConfigError(f"calibration quantile {quantile}: must lie in (0, 1]")
     val_ood, val_cls = np.asarray(val_ood, np.float64), np.asarray(val_cls)
     return {c: float(np.quantile(val_ood[val_cls == c], quantile)) for c in np.unique(val_cls)}
 
@@ -59,7 +60,7 @@ def keep_calibrated(ood: np.ndarray, cls: np.ndarray, thresholds: dict, eligible
     ood, cls = np.asarray(ood, np.float64), np.asarray(cls)
     missing = sorted({str(c) for c in np.unique(cls) if c not in thresholds})
     if missing:
-        raise ValueError(f"no real validation images of class(es) {', '.join(missing)} to calibrate a threshold on")
+        raise ConfigError(f"no real validation images of class(es) {', '.join(missing)} to calibrate a threshold on")
     eligible = np.ones(len(ood), bool) if eligible is None else np.asarray(eligible, bool)
     thr = np.array([thresholds[c] for c in cls], dtype=np.float64)
     return eligible & (ood <= thr)
@@ -145,8 +146,8 @@ def score_candidates(candidates, real, classifier, *, splits=None, split_seed: i
 
     cands = read_candidates(candidates)
     model, meta = load_classifier(classifier)
-    names = list(meta["classes"])
-    res = int(meta["resolution"])
+    names = list(meta.classes)
+    res = int(meta.resolution)
     bad = sorted(set(cands.classes) - set(names))
     if bad:
         raise DataError(f"{Path(candidates) / 'manifest.csv'}: class(es) {', '.join(bad)} are not among the "
@@ -158,9 +159,16 @@ def score_candidates(candidates, real, classifier, *, splits=None, split_seed: i
     xc = cands.images(res)
     yc = np.array([names.index(c) for c in cands.classes], dtype=np.int64)
 
+    from ..progress import Progress
+
+    bar = Progress(len(xtr) + len(xva) + len(xc), "select: classifier features", unit="img")
     _, ftr, _ = _extract(model, meta, xtr, batch_size)
+    bar.update(len(xtr), part="real train")
     pva, fva, lva = _extract(model, meta, xva, batch_size)
+    bar.update(len(xtr) + len(xva), part="real val")
     pc, fc, lc = _extract(model, meta, xc, batch_size)
+    bar.update(len(xtr) + len(xva) + len(xc), part="candidates")
+    bar.close()
 
     ref = RealReference.fit(ftr, ytr, len(names), knn_k=knn_k, shrinkage=shrinkage)
     scores = score_all(fc, lc, pc, yc, ref)
@@ -179,8 +187,9 @@ def score_candidates(candidates, real, classifier, *, splits=None, split_seed: i
     memo.memorized = memo.memorized | near_source
 
     info = {
+        "candidates": str(candidates),  # lineage follows it to the generation manifest and the synthesizer
         "classifier": str(classifier),
-        "backbone": meta.get("backbone"),
+        "backbone": meta.backbone,
         "resolution": res,
         "real": str(real),
         "n_real_train": len(ytr),
@@ -200,9 +209,9 @@ def choose(sc: ScoredCandidates, *, gamma: float | None = None, calibrate: float
            score: str = "mahalanobis", weights: str | None = None) -> tuple[np.ndarray, np.ndarray | None, dict]:
     """(kept mask, per-sample weights or None, per-class thresholds used)."""
     if (gamma is None) == (calibrate is None):
-        raise ValueError("give exactly one of gamma (keep fraction per class) or calibrate (validation quantile)")
+        raise ConfigError("give exactly one of gamma (keep fraction per class) or calibrate (validation quantile)")
     if score not in OOD_SCORES:
-        raise ValueError(f"unknown score {score!r}; choose one of {', '.join(OOD_SCORES)}")
+        raise ConfigError(f"unknown score {score!r}; choose one of {', '.join(OOD_SCORES)}")
     ood = as_ood(score, sc.scores[score])
     val_ood = as_ood(score, sc.val_scores[score])
     eligible = ~sc.memo.memorized
@@ -218,7 +227,7 @@ def choose(sc: ScoredCandidates, *, gamma: float | None = None, calibrate: float
     w = None
     if weights is not None:
         if weights not in WEIGHTINGS:
-            raise ValueError(f"unknown weighting {weights!r}; choose one of {', '.join(WEIGHTINGS)}")
+            raise ConfigError(f"unknown weighting {weights!r}; choose one of {', '.join(WEIGHTINGS)}")
         raw = sc.scores["p_intended"] if weights == "p_intended" else typicality(ood, sc.cls_idx, val_ood, sc.val_cls)
         # A floor keeps every kept sample contributing; weights only re-rank what selection already let in.
         w = np.clip(np.nan_to_num(raw, nan=0.0), 0.05, 1.0)
@@ -311,7 +320,7 @@ def select_candidates(candidates, real, classifier, out, gamma: float | None = N
                       pixel_size: int = 32) -> dict:
     """Score, select and report; returns the quality summary (also written to OUT/quality.json)."""
     if (gamma is None) == (calibrate is None):
-        raise ValueError("give exactly one of --gamma (keep fraction per class) or --calibrate (validation quantile)")
+        raise ConfigError("give exactly one of --gamma (keep fraction per class) or --calibrate (validation quantile)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     sc = score_candidates(candidates, real, classifier, splits=splits, split_seed=split_seed, knn_k=knn_k,
