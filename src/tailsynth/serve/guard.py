@@ -15,6 +15,8 @@ import json
 import logging
 import re
 
+from ..errors import ConfigError
+
 log = logging.getLogger("tailsynth.guard")
 
 OPEN_PATHS = ("/v2/health/ready", "/v2/health/live", "/v1/models", "/metrics", "/")
@@ -71,7 +73,7 @@ class GuardMiddleware:
                  max_header_bytes: int = 16 * 1024, max_inflight: int = 64, health=None,
                  model_name: str = "lesion-classifier"):
         if repository_control and not admin_token:
-            raise ValueError("model-repository control needs an admin token (TAILSYNTH_ADMIN_TOKEN)")
+            raise ConfigError("model-repository control needs an admin token (TAILSYNTH_ADMIN_TOKEN)")
         self.app = app
         self.token = token or None
         self.admin_token = admin_token or None

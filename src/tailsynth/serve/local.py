@@ -13,6 +13,7 @@ import os
 import sys
 from pathlib import Path
 
+from ..errors import ConfigError, MissingInputError
 from .images import Limits
 
 BACKENDS = ("triton", "onnxruntime")
@@ -25,10 +26,10 @@ def serve(repo: str | Path, backend: str = "triton", port: int = 8080, token: st
     from . import transformer
 
     if backend not in BACKENDS:
-        raise ValueError(f"--backend {backend!r}: expected one of {BACKENDS}")
+        raise ConfigError(f"--backend {backend!r}: expected one of {BACKENDS}")
     repo = Path(repo)
     if not (repo / "lesion-classifier" / "serving.json").is_file():
-        raise FileNotFoundError(f"{repo}: no lesion-classifier model (run `tailsynth export --model MODEL_DIR --out {repo}`)")
+        raise MissingInputError(f"{repo}: no lesion-classifier model (run `tailsynth export --model MODEL_DIR --out {repo}`)")
     records = str(records) if records else str(repo / "predictions.jsonl")
     proj = repo / "lesion-classifier" / "embedding.npz"
     common = dict(port=port, token=token, records=records, limits=limits,
@@ -38,7 +39,7 @@ def serve(repo: str | Path, backend: str = "triton", port: int = 8080, token: st
         return transformer.run(backend="onnxruntime", repo=str(repo), **common)
     cfg = (repo / "lesion-classifier" / "config.pbtxt").read_text()
     if 'backend: "python"' not in cfg:
-        raise ValueError(f"{repo}: exported for the cluster (onnxruntime_onnx platform); the local Triton binary has "
+        raise ConfigError(f"{repo}: exported for the cluster (onnxruntime_onnx platform); the local Triton binary has "
                          "only the python backend: export with --target local, or serve with --backend onnxruntime")
     from .triton import TritonSupervisor
 

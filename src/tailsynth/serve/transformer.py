@@ -36,6 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from ..errors import ConfigError
 from .backends import MODEL_NAME, OnnxRuntimeBackend, PredictorError, TritonHTTPBackend
 from .images import BadInput, Limits, decode_image, image_pixels, image_stats, sha256
 from .records import JsonlSink, Projection, prediction_record
@@ -374,14 +375,14 @@ def server_class():
 def make_backend(backend: str, repo: str | None = None, predictor_host: str | None = None, threads: int = 0):
     if backend == "onnxruntime":
         if not repo:
-            raise ValueError("--backend onnxruntime needs --repo (the exported model repository)")
+            raise ConfigError("--backend onnxruntime needs --repo (the exported model repository)")
         return OnnxRuntimeBackend(repo, threads=threads)
     if backend == "triton":
         if not predictor_host:
-            raise ValueError("--backend triton needs --predictor_host (host:port of Triton's HTTP endpoint)")
+            raise ConfigError("--backend triton needs --predictor_host (host:port of Triton's HTTP endpoint)")
         url = predictor_host if "://" in predictor_host else f"http://{predictor_host}"
         return TritonHTTPBackend(url)
-    raise ValueError(f"--backend {backend!r}: expected triton or onnxruntime")
+    raise ConfigError(f"--backend {backend!r}: expected triton or onnxruntime")
 
 
 def _is_loopback(host: str) -> bool:
@@ -398,7 +399,7 @@ def check_auth_binding(host: str, token: str | None) -> None:
     if token:
         return
     if not _is_loopback(host):
-        raise ValueError(f"refusing to listen on {host} without an inference token: set TAILSYNTH_TOKEN "
+        raise ConfigError(f"refusing to listen on {host} without an inference token: set TAILSYNTH_TOKEN "
                          "(or --token), or bind 127.0.0.1")
     log.warning("AUTHENTICATION IS OFF: no inference token was given, so any process on this machine can call "
                 "the endpoint; it listens on %s only. Pass --token (or TAILSYNTH_TOKEN) to require one.", host)

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import MissingInputError
 from .ports import free_port, wait_http_ready
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
@@ -137,7 +138,7 @@ def start_triton(repo: str | Path, http_port: int | None = None, env: Path | Non
     """Start tritonserver on REPO (HTTP, gRPC and metrics all on 127.0.0.1) and wait until it is ready."""
     repo = Path(repo).resolve()
     if not repo.is_dir():
-        raise FileNotFoundError(f"{repo}: no model repository (run `tailsynth export --target local`)")
+        raise MissingInputError(f"{repo}: no model repository (run `tailsynth export --target local`)")
     paths = locate(env)
     workdir = Path(tempfile.mkdtemp(prefix="tailsynth-triton-"))
     backends = _backend_dir(paths, workdir)
