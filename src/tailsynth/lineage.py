@@ -34,6 +34,10 @@ def model_lineage(model_dir: str | Path, meta: dict) -> dict:
     """The lineage block of a classifier's model card (META: the model folder's `model.pt` metadata)."""
     from .data.versioning import data_revision, dvc_md5
 
+    if not isinstance(meta, dict):  # export passes a ClassifierMeta since issue 13's refactor
+        from dataclasses import asdict
+
+        meta = asdict(meta)
     cfg = meta.get("config") or {}
     out = {
         "classifier": {"model_dir": str(Path(model_dir).resolve()), "backbone": meta.get("backbone"),

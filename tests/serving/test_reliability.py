@@ -176,7 +176,7 @@ def test_request_id_is_sanitized_and_bounded(ort_server):
     from tailsynth.serve.records import read_records
 
     h = hashlib.sha256(img).hexdigest()
-    rec = [r for r in read_records(ort_server.records) if r["image_sha256"] == h][-1]
+    rec = [r for r in read_records(ort_server.records) if r["image_hash"] == h][-1]
     assert rec["request_id"].startswith("abcscriptxxx") and len(rec["request_id"]) == 128
 
 
