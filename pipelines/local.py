@@ -9,6 +9,7 @@ reused tasks. On a cluster the backend caches by input fingerprint, which includ
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
