@@ -76,13 +76,13 @@ def build_tiny_run(runs: Path, monitoring: bool = False) -> dict:
            "baseline": base, "augmented": aug, "repo": repo, "store": store, "version_record": run / VERSION_RECORD}
     if monitoring:
         from tailsynth.monitor.reference import build_reference
-        from tailsynth.monitor.report import build_run_report as monitor_report
+        from tailsynth.monitor.report import build_window_report as monitor_report
         from tailsynth.monitor.score import score_dataset
 
         ref = build_reference(aug, str(npz), split="train")
         log = run / "monitoring" / "predictions.jsonl"
         score_dataset(aug, str(npz), split="val", out=log)
-        monitor_report(log, ref["reference"], run / "monitoring" / "window-1", trigger="none")
+        monitor_report(log, ref["reference"], run / "monitoring" / "window-1")
         out["monitoring"] = run / "monitoring"
     finalize_run_report(run, timings={"validate": 1.0, "train-diffusion": 2.0, "generate": 1.5, "select": 0.8})
     return out

@@ -30,20 +30,17 @@ class LineageError(DataError):
 
 
 # ---- written at export: what the model was made from --------------------------------------------------------
-def model_lineage(model_dir: str | Path, meta: dict) -> dict:
-    """The lineage block of a classifier's model card (META: the model folder's `model.pt` metadata)."""
-    from .data.versioning import data_revision, dvc_md5
+def model_lineage(model_dir: str | Path, meta) -> dict:
+    """The lineage block of a classifier's model card (META: the model folder's ClassifierMeta)."""
+    from .data.versioning import dvc_md5
+    from .hashing import data_revision
 
-    if not isinstance(meta, dict):  # export passes a ClassifierMeta since issue 13's refactor
-        from dataclasses import asdict
-
-        meta = asdict(meta)
-    cfg = meta.get("config") or {}
+    cfg = meta.config or {}
     out = {
-        "classifier": {"model_dir": str(Path(model_dir).resolve()), "backbone": meta.get("backbone"),
+        "classifier": {"model_dir": str(Path(model_dir).resolve()), "backbone": meta.backbone,
                        "loss": cfg.get("loss"), "epochs": cfg.get("epochs"), "seed": cfg.get("seed"),
                        "selected_epoch": cfg.get("selected_epoch")},
-        "training_data": {"revision": meta.get("data_revision"), "source": cfg.get("data"),
+        "training_data": {"revision": meta.data_revision, "source": cfg.get("data"),
                           "splits": cfg.get("splits")},
         "synthetic_set": None, "synthesizer": None, "selection": None,
     }

@@ -28,7 +28,8 @@ def test_validate_component_through_local_runner(tmp_path, tiny_npz):
     staged = Path(task.outputs["data"].path) / "tiny.npz"
     assert np.bincount(np.load(staged)["val_labels"].reshape(-1)).max() <= 2
     assert task.outputs["data"].metadata["data_revision"] == "rev-x"
-    assert len(task.outputs["Output"]) == 64  # sha256 hex of the staged bytes
+    out = task.outputs["Output"]  # the one data revision: "sha256:" + the hex digest of the staged bytes
+    assert out.startswith("sha256:") and len(out) == 7 + 64
 
 
 def test_tiny_profile_end_to_end(tmp_path, monkeypatch):
@@ -77,7 +78,6 @@ def test_tiny_profile_end_to_end(tmp_path, monkeypatch):
     import filecmp
 
     from tailsynth.data.versioning import dvc_md5, pull_run
-    from tailsynth.runinfo import read_run
 
     sets = read_run(out)["stages"]["version"]["dvc"]["sets"]
     selected = next(run_dir.glob("select/selected"))

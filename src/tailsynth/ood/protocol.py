@@ -103,18 +103,18 @@ def predict_part(model_dir: Path, data, split: str, splits=None, drop_unknown: b
     part = ds.split(split)
     dropped: dict[str, int] = {}
     if drop_unknown:
-        keep = [r for r in part.records if r.label in meta["classes"]]
+        keep = [r for r in part.records if r.label in meta.classes]
         for r in part.records:
-            if r.label not in meta["classes"]:
+            if r.label not in meta.classes:
                 dropped[r.label] = dropped.get(r.label, 0) + 1
         part = part.subset(keep)
     if len(part) == 0:
-        raise DataError(f"{data}: split {split!r} holds no images of the model's classes {meta['classes']}")
-    x, y = part.arrays(int(meta["resolution"]))
-    y = align_labels(meta["classes"], part.classes, y, data)
+        raise DataError(f"{data}: split {split!r} holds no images of the model's classes {meta.classes}")
+    x, y = part.arrays(int(meta.resolution))
+    y = align_labels(meta.classes, part.classes, y, data)
     _, _, logits = predict_arrays(model, meta, x, features=True)
     return {"ids": np.array([r.image_id for r in part.records]), "y": y, "logits": logits.astype(np.float64),
-            "dropped": dropped, "classes": list(meta["classes"])}
+            "dropped": dropped, "classes": list(meta.classes)}
 
 
 def tune_posthoc_tau(model_dir: Path, data, splits, taus=POSTHOC_TAUS) -> tuple[float, dict]:
@@ -133,11 +133,10 @@ def tune_posthoc_tau(model_dir: Path, data, splits, taus=POSTHOC_TAUS) -> tuple[
 
 
 def _training_counts(model_dir: Path, classes: list[str]) -> list[float]:
-    import torch
+    from ..classify.metadata import read_meta
 
-    meta = torch.load(Path(model_dir) / "model.pt", map_location="cpu", weights_only=False)
-    cfg = meta.get("config") or {}
-    counts = cfg.get("loss_class_counts") or cfg.get("class_counts_train")
+    meta = read_meta(model_dir)
+    counts = (meta.config or {}).get("loss_class_counts") or meta.train_class_counts
     if not counts:
         raise ConfigError(f"{model_dir}: the model's config holds no training class counts for post-hoc adjustment")
     return [counts[c] for c in classes]
