@@ -1,9 +1,10 @@
 """Run train_augment on this machine with KFP's local SubprocessRunner (no Docker, no cluster).
 
 Every task runs in this Python environment; artifacts land under OUT/artifacts/<pipeline>-<timestamp>/,
-and the report folder is copied to OUT. KFP's local cache is off by default: in kfp 2.17 its key includes
-the run's own output paths, so tasks with output artifacts never hit it. On a cluster the backend caches
-by input fingerprint, which includes the `data_revision` parameter.
+and the report folder is copied to OUT. With cache=True a run resumes: tasks whose component, parameters and
+input-artifact contents match a finished task of an earlier run in the same OUT are reused (task_cache.py;
+KFP 2.17's own local cache keys on artifact paths and never hits across runs). The report and run.json list the
+reused tasks. On a cluster the backend caches by input fingerprint, which includes the `data_revision` parameter.
 """
 
 from __future__ import annotations
@@ -82,6 +83,11 @@ def run_local(profile: str, data: str | Path, out: str | Path, data_revision: st
     record_stage(out, "pipeline train_augment", resolved, data_revision=revision, status="running")
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), enable_caching=cache,
                cache_root=str(out / ".kfp_cache"))
+    task_cache = None
+    if cache:
+        from .task_cache import install
+
+        task_cache = install(out / ".kfp_cache")
     t0 = time.time()
     task = train_augment(**resolved)
     wall = time.time() - t0
@@ -98,4 +104,11 @@ def run_local(profile: str, data: str | Path, out: str | Path, data_revision: st
         record_run_versions(out, json.loads((out / VERSION_RECORD).read_text()),
                             params={"remote": params["dvc_remote"], "data_revision": revision})
     finalize_run_report(out)  # adds the exported model card, its lineage and the links only the whole run knows
+    if task_cache is not None:
+        summary = task_cache.summary()
+        (out / "task_cache.json").write_text(json.dumps(summary, indent=2))
+        with open(out / "report.md", "a", encoding="utf-8") as f:
+            f.write("\n## Task cache\n\n"
+                    f"Reused from an earlier run: {', '.join(summary['cached_tasks']) or 'none'}.  \n"
+                    f"Executed in this run: {', '.join(summary['executed_tasks']) or 'none'}.\n")
     return out

@@ -101,7 +101,7 @@ class Server:
     """`tailsynth serve` in a subprocess on a free loopback port; stopped with SIGTERM."""
 
     def __init__(self, repo: Path, backend: str, token: str | None, records: Path,
-                 extra=("--max-body-bytes", str(MAX_BODY))):
+                 extra=("--max-body-bytes", str(MAX_BODY)), env: dict | None = None):
         from tailsynth.serve.ports import free_port
 
         self.port = free_port()
@@ -111,8 +111,9 @@ class Server:
         self.log_path = records.parent / f"serve-{backend}-{self.port}.log"
         cmd = [tailsynth_bin(), "serve", "--repo", str(repo), "--backend", backend, "--port", str(self.port),
                "--records", str(records), *extra]
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
         env.pop("TAILSYNTH_TOKEN", None)
+        env.pop("TAILSYNTH_ADMIN_TOKEN", None)
         if token:
             cmd += ["--token", token]
         self._log = open(self.log_path, "wb")
@@ -187,3 +188,9 @@ def isic_images(isic_sample) -> list[Path]:
 def dermamnist_pngs(dermamnist_npz) -> list[bytes]:
     d = np.load(dermamnist_npz)
     return [png_bytes(img) for img in d["val_images"][:16]]
+
+
+@pytest.fixture(scope="session")
+def server_cls():
+    """The Server launcher, for tests that start their own (a fixture: `conftest` is ambiguous as a module name)."""
+    return Server

@@ -109,3 +109,26 @@ def test_only_the_transformer_reaches_the_predictor():
 def test_no_secret_values_in_manifests():
     for d in render(K8S / "base") + render(K8S / "overlays/canary"):
         assert d["kind"] != "Secret"
+
+
+def test_inference_service_containers_are_locked_down(docs):
+    """checkov has no checks for the InferenceService CRD, so its containers' hardening is asserted here."""
+    _, ds = docs
+    (isvc,) = by_kind(ds, "InferenceService")
+    spec = isvc["spec"]
+    containers = [spec["predictor"]["model"], *spec["transformer"]["containers"]]
+    for c in containers:
+        sc = c["securityContext"]
+        assert sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"] is True
+        assert sc["capabilities"]["drop"] == ["ALL"] and sc.get("privileged") is False
+        assert c["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    for part in ("predictor", "transformer"):
+        pod = spec[part]["securityContext"]
+        assert pod["runAsNonRoot"] is True and pod["runAsUser"] >= 10000
+        assert spec[part]["automountServiceAccountToken"] is False
+        for v in spec[part].get("volumes", []):
+            if "emptyDir" in v:
+                assert v["emptyDir"].get("sizeLimit"), f"{part} volume {v['name']} has no sizeLimit"
+    # Triton's model control stays off in the cluster; the transformer never enables repository control.
+    assert "--model-control-mode=none" in spec["predictor"]["model"]["args"]
+    assert not any("repository_control" in a for a in spec["transformer"]["containers"][0]["args"])

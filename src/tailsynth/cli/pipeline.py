@@ -37,9 +37,23 @@ def _check_profile(profile: str) -> None:
         raise ConfigError(f"--profile {profile!r}: choose one of {', '.join(PROFILE_NAMES)}")
 
 
+def check_out_dir(out: Path) -> Path:
+    """Create OUT (or accept it) and prove it writable; any problem is one line naming OUT."""
+    import tempfile
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise ConfigError(f"--out {out}: cannot write the run folder there ({e.strerror or e})") from None
+    return out
+
+
 def run_pipeline(profile: str, data: Optional[Path], out: Path, data_revision: Optional[str] = None,
                  cache: bool = False, sets: Optional[list[str]] = None) -> Path:
     _check_profile(profile)
+    check_out_dir(out)
     from pipelines.local import run_local
 
     from ..data import default_data_source
@@ -59,7 +73,8 @@ def run(local_: bool = typer.Option(False, "--local", help="run with KFP's local
         out: Path = typer.Option(..., "--out", help="run folder: report.md, report.html, comparison.csv, artifacts/"),
         data_revision: Optional[str] = typer.Option(None, "--data-revision",
                                                     help="DVC revision of the data (default: its content hash)"),
-        cache: bool = typer.Option(False, "--cache", help="enable KFP's local task cache"),
+        cache: bool = typer.Option(False, "--cache", help="resume: reuse every task finished by an earlier run "
+                                   "in the same --out (same parameters and input contents)"),
         sets: Optional[List[str]] = typer.Option(None, "--set", help="override a profile parameter, KEY=VALUE")) -> None:
     """Run train_augment on this machine and write the report."""
     if not local_:
@@ -70,6 +85,12 @@ def run(local_: bool = typer.Option(False, "--local", help="run with KFP's local
             folder = run_pipeline(profile, data, out, data_revision, cache=cache, sets=sets)
         except RuntimeError as e:  # a stage failed inside KFP's local runner
             raise ServiceError(f"pipeline run failed: {e}") from e
+    if cache:
+        import json
+
+        info = json.loads((folder / "task_cache.json").read_text())
+        print(f"cached: {len(info['cached_tasks'])} task(s) reused ({', '.join(info['cached_tasks']) or 'none'}); "
+              f"{len(info['executed_tasks'])} executed")
     print(f"report: {folder / 'report.md'}")
     print(f"html:   {folder / 'report.html'}")
 

@@ -38,20 +38,32 @@ def serve(repo: Path = typer.Option(..., "--repo", help="model repository from `
           records: Path | None = typer.Option(None, "--records", help="prediction records JSONL "
                                                  "(default REPO/predictions.jsonl)"),
           max_batch: int = typer.Option(32, help="most images per request"),
-          max_body_bytes: int = typer.Option(64 * 1024 * 1024, help="largest request body")) -> None:
-    """Serve POST /v1/models/lesion-classifier:predict and /v2/models/lesion-classifier/infer on 127.0.0.1."""
+          max_body_bytes: int = typer.Option(64 * 1024 * 1024, help="largest request body"),
+          admin_token: str | None = typer.Option(None, "--admin-token", envvar="TAILSYNTH_ADMIN_TOKEN",
+                                                 help="token for model-repository control (load/unload)"),
+          repository_control: bool = typer.Option(False, "--repository-control",
+                                                  help="allow model load/unload with the admin token (off by default)"),
+          max_inflight: int = typer.Option(64, help="concurrent inference requests before 503 + Retry-After")) -> None:
+    """Serve POST /v1/models/lesion-classifier:predict and /v2/models/lesion-classifier/infer on 127.0.0.1.
+
+    Exits non-zero when the predictor dies and cannot be restarted."""
     from ..serve.images import Limits
     from ..serve.local import serve as run_serve
     from ..serve.triton import TritonUnavailable
 
     try:
         with fail_cleanly():
-            run_serve(repo, backend=backend, port=port, token=token, records=records,
-                      limits=Limits(max_batch=max_batch, max_body_bytes=max_body_bytes))
+            rc = run_serve(repo, backend=backend, port=port, token=token, records=records,
+                           limits=Limits(max_batch=max_batch, max_body_bytes=max_body_bytes),
+                           admin_token=admin_token, repository_control=repository_control, max_inflight=max_inflight)
     except TritonUnavailable as e:
         err.print(f"[red]error:[/red] {e}\n(use --backend onnxruntime where the Triton binary cannot run)",
                   markup=True, highlight=False)
         raise typer.Exit(1)
+    if rc:
+        err.print("[red]error:[/red] the predictor died and could not be recovered; see the log above",
+                  markup=True, highlight=False)
+        raise typer.Exit(rc)
 
 
 def predict(images: list[Path] = typer.Argument(..., help="image files (JPEG/PNG)"),

@@ -1,4 +1,3 @@
-"""Serving library: image validation, prediction records, predictor backends, the local Triton launcher, the client.
-
-The KServe adapter (a kserve.Model subclass) lives in serving/transformer.py; nothing here imports kserve.
+"""Serving library: image validation, prediction records, predictor backends, health, the KServe transformer
+(`transformer`, kserve imported lazily), the local Triton launcher and supervisor, the client.
 """

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import MissingInputError
+
 MODEL_NAME = "lesion-classifier"
 
 
@@ -23,14 +25,14 @@ class PredictorError(RuntimeError):
 def _model_dir(repo: str | Path) -> Path:
     d = Path(repo) / MODEL_NAME
     if not (d / "serving.json").is_file():
-        raise FileNotFoundError(f"{d}/serving.json missing: {repo} is not a repository from `tailsynth export`")
+        raise MissingInputError(f"{d}/serving.json missing: {repo} is not a repository from `tailsynth export`")
     return d
 
 
 def _latest_version_dir(mdir: Path) -> Path:
     versions = sorted((p for p in mdir.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
     if not versions:
-        raise FileNotFoundError(f"{mdir}: no numeric version folder with model.onnx")
+        raise MissingInputError(f"{mdir}: no numeric version folder with model.onnx")
     return versions[-1]
 
 

@@ -1,14 +1,28 @@
-"""ASGI middleware in front of the transformer: optional bearer token and a request body size limit.
+"""ASGI middleware in front of the transformer: roles, request limits and truthful health answers.
 
-Health and metrics paths stay open so Kubernetes probes and Prometheus need no token.
+- Roles: inference paths need the inference token (when one is set); model-repository control (load/unload)
+  is off unless enabled, and then needs the separate admin token: the inference token gets 403.
+- Limits: request-header bytes (431), concurrent inference requests (503 + Retry-After), body size (413),
+  and 405 for a wrong method on an inference path (kserve's router would answer 404).
+- Health: readiness and model-ready answer from the predictor probe (tailsynth.serve.health), not from the
+  transformer process alone. Health and metrics paths stay open so probes and Prometheus need no token.
 """
 
 from __future__ import annotations
 
 import hmac
 import json
+import logging
+import re
+
+from ..errors import ConfigError
+
+log = logging.getLogger("tailsynth.guard")
 
 OPEN_PATHS = ("/v2/health/ready", "/v2/health/live", "/v1/models", "/metrics", "/")
+_INFER = re.compile(r"^/v1/models/[^/]+:(predict|explain)$|^/v2/models/[^/]+(/versions/[^/]+)?/infer$")
+_ADMIN = re.compile(r"^/v2/repository(/|$)|^/v1/models/[^/]+/(load|unload)$")
+_MODEL_READY = re.compile(r"^/v2/models/([^/]+)(/versions/[^/]+)?/ready$|^/v1/models/([^/:]+)$")
 
 
 async def _drain(receive, cap: int) -> None:
@@ -23,8 +37,8 @@ async def _drain(receive, cap: int) -> None:
             return
 
 
-def _reply(status: int, message: str, extra_headers: list | None = None):
-    body = json.dumps({"error": message}).encode()
+def _reply(status: int, message: str | None, extra_headers: list | None = None, body: dict | None = None):
+    body = json.dumps(body if body is not None else {"error": message}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     headers += extra_headers or []
 
@@ -49,23 +63,92 @@ def _replay(body: bytes, receive):
 
     return replay
 
+def _token_matches(given: str, expected: str | None) -> bool:
+    return bool(expected) and hmac.compare_digest(given.encode(), expected.encode())
+
+
 class GuardMiddleware:
-    def __init__(self, app, token: str | None = None, max_body_bytes: int = 64 * 1024 * 1024):
+    def __init__(self, app, token: str | None = None, max_body_bytes: int = 64 * 1024 * 1024,
+                 admin_token: str | None = None, repository_control: bool = False,
+                 max_header_bytes: int = 16 * 1024, max_inflight: int = 64, health=None,
+                 model_name: str = "lesion-classifier"):
+        if repository_control and not admin_token:
+            raise ConfigError("model-repository control needs an admin token (TAILSYNTH_ADMIN_TOKEN)")
         self.app = app
         self.token = token or None
+        self.admin_token = admin_token or None
+        self.repository_control = repository_control
         self.max_body_bytes = int(max_body_bytes)
+        self.max_header_bytes = int(max_header_bytes)
+        self.max_inflight = int(max_inflight)
+        self.health = health
+        self.model_name = model_name
+        self.inflight = 0
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         path = scope.get("path", "")
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        if self.token and path not in OPEN_PATHS:
-            auth = headers.get("authorization", "")
-            scheme, _, given = auth.partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self.token.encode()):
+        method = scope.get("method", "GET")
+        raw = scope.get("headers", [])
+        size = sum(len(k) + len(v) + 4 for k, v in raw)
+        if size > self.max_header_bytes:
+            log.info("%s %s: refused, %d header bytes", method, path[:200], size)
+            return await _reply(431, f"request headers of {size} bytes exceed the limit of "
+                                     f"{self.max_header_bytes} bytes")(send)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in raw}
+        if self.health is not None and method in ("GET", "HEAD"):
+            answer = self._health_answer(path)
+            if answer is not None:
+                return await answer(send)
+        is_infer, is_admin = bool(_INFER.match(path)), bool(_ADMIN.match(path))
+        if (is_infer or is_admin) and method != "POST":
+            return await _reply(405, f"{method} {path}: method not allowed, use POST", [(b"allow", b"POST")])(send)
+        scheme, _, given = headers.get("authorization", "").partition(" ")
+        given = given.strip() if scheme.lower() == "bearer" else ""
+        if is_admin:
+            if not self.repository_control:
+                return await _reply(403, f"{path}: model-repository control is disabled on this server "
+                                         "(enable it with --repository-control and an admin token)")(send)
+            if not _token_matches(given, self.admin_token):
+                if given and _token_matches(given, self.token):
+                    return await _reply(403, f"{path}: the inference token may not control the model "
+                                             "repository; use the admin token")(send)
+                return await _reply(401, f"{path}: missing or wrong admin bearer token",
+                                    [(b"www-authenticate", b"Bearer")])(send)
+        elif self.token and path not in OPEN_PATHS:
+            if not (_token_matches(given, self.token) or _token_matches(given, self.admin_token)):
                 return await _reply(401, f"{path}: missing or wrong bearer token (send 'Authorization: Bearer <token>')",
                                     [(b"www-authenticate", b"Bearer")])(send)
+        if not is_infer:
+            return await self._with_body_limit(scope, receive, send, headers, path)
+        if self.inflight >= self.max_inflight:
+            await _drain(receive, self.max_body_bytes)
+            log.info("%s: refused, %d requests in flight", path, self.inflight)
+            return await _reply(503, f"{path}: server busy ({self.inflight} requests in flight, limit "
+                                     f"{self.max_inflight}); retry shortly", [(b"retry-after", b"1")])(send)
+        self.inflight += 1
+        try:
+            return await self._with_body_limit(scope, receive, send, headers, path)
+        finally:
+            self.inflight -= 1
+
+    def _health_answer(self, path: str):
+        h = self.health
+        if path in ("/v2/health/live", "/"):
+            return _reply(200, None, body={"live": True}) if h.live else _reply(503, h.reason())
+        if path == "/v2/health/ready":
+            return _reply(200, None, body={"ready": True}) if h.ready else _reply(503, h.reason())
+        m = _MODEL_READY.match(path)
+        if m:
+            name = m.group(1) or m.group(3)
+            if name != self.model_name:
+                return None  # kserve answers 404 for a model it does not serve
+            return (_reply(200, None, body={"name": name, "ready": True}) if h.ready
+                    else _reply(503, h.reason(), body={"name": name, "ready": False, "error": h.reason()}))
+        return None
+
+    async def _with_body_limit(self, scope, receive, send, headers, path):
         declared = headers.get("content-length")
         if declared is not None:
             try:
@@ -83,6 +166,7 @@ class GuardMiddleware:
             while more:
                 msg = await receive()
                 if msg["type"] == "http.disconnect":
+                    log.info("%s: client disconnected while sending the body", path)
                     return None
                 chunk = msg.get("body", b"")
                 more = msg.get("more_body", False)

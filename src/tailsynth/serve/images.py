@@ -2,7 +2,8 @@
 
 Every check names the image at fault; all failures raise BadInput, which the transformer turns into HTTP 400.
 Dimensions are read from the header *before* decoding, so a small file that claims a huge canvas
-(a decompression bomb) is refused without allocating it.
+(a decompression bomb) is refused without allocating it, and the work a request will cost (its total pixels)
+is known before any of it is done.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 
 ALLOWED_FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "WEBP")
+# Modes PIL converts to RGB without losing the meaning of the values (palette, alpha, CMYK, YCbCr, 1-bit, grey).
+_DIRECT_MODES = ("RGB", "RGBA", "RGBX", "L", "LA", "P", "PA", "1", "CMYK", "YCbCr", "La", "RGBa")
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 
 
 class BadInput(ValueError):
@@ -25,16 +29,25 @@ class Limits:
     max_image_bytes: int = 10 * 1024 * 1024
     max_pixels: int = 40_000_000        # dermoscopy images are at most ~6000 x 4000
     max_side: int = 12_000
+    min_side: int = 28                   # the data layer's smallest image (DermaMNIST); below it there is no lesion
     max_batch: int = 32
     max_body_bytes: int = 64 * 1024 * 1024
+    # Work per request: a 5 KB 1-bit PNG can claim 40 Mpx, so the header-declared pixels of the whole batch are
+    # capped, and a request above `heavy_request_pixels` is decoded in a single "heavy lane" so that a few such
+    # requests cannot starve ordinary ones (see tailsynth.serve.transformer).
+    max_request_pixels: int = 64_000_000
+    heavy_request_pixels: int = 8_000_000
+    max_heavy_queue: int = 2
+    # Images above this size are reduced while decoding (JPEG DCT scaling, integer box reduction), which bounds
+    # the memory of one decode; below it decoding is exact, as the training data reader.
+    reduce_above_pixels: int = 8_000_000
 
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def decode_image(data: bytes, resolution: int, name: str = "image", limits: Limits = Limits()) -> np.ndarray:
-    """Bytes of a JPEG/PNG/... -> resolution x resolution x 3 uint8 RGB (bilinear, as the training data reader)."""
+def _open(data, name: str, limits: Limits):
     from PIL import Image, UnidentifiedImageError
 
     if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -50,19 +63,71 @@ def decode_image(data: bytes, resolution: int, name: str = "image", limits: Limi
         raise BadInput(f"{name}: not a decodable image (expected one of {', '.join(ALLOWED_FORMATS)})") from None
     except Exception as e:  # PIL raises assorted errors on malformed headers
         raise BadInput(f"{name}: unreadable image header ({e})") from None
+    if im.format not in ALLOWED_FORMATS:
+        im.close()
+        raise BadInput(f"{name}: image format {im.format} not accepted (expected one of {', '.join(ALLOWED_FORMATS)})")
+    w, h = im.size
+    problem = None
+    if w < 1 or h < 1:
+        problem = f"{name}: empty image dimensions {w}x{h}"
+    elif w > limits.max_side or h > limits.max_side or w * h > limits.max_pixels:
+        problem = (f"{name}: {w}x{h} pixels exceeds the limit ({limits.max_side} px per side, "
+                   f"{limits.max_pixels} pixels); refused as a possible decompression bomb")
+    elif min(w, h) < limits.min_side:
+        problem = f"{name}: {w}x{h} pixels is too small (each side must be at least {limits.min_side} px)"
+    elif im.mode not in _DIRECT_MODES + _SIXTEEN_BIT_MODES + ("I",):
+        problem = (f"{name}: pixel mode {im.mode} not accepted (expected 8-bit RGB, grey or palette, "
+                   "or 16-bit grey)")
+    if problem:
+        im.close()
+        raise BadInput(problem)
+    return im
+
+
+def image_pixels(data, name: str = "image", limits: Limits = Limits()) -> int:
+    """Width x height from the header only (no decoding); every header-level check of decode_image applies."""
+    im = _open(data, name, limits)
     with im:
-        if im.format not in ALLOWED_FORMATS:
-            raise BadInput(f"{name}: image format {im.format} not accepted (expected one of {', '.join(ALLOWED_FORMATS)})")
         w, h = im.size
-        if w < 1 or h < 1:
-            raise BadInput(f"{name}: empty image dimensions {w}x{h}")
-        if w > limits.max_side or h > limits.max_side or w * h > limits.max_pixels:
-            raise BadInput(f"{name}: {w}x{h} pixels exceeds the limit ({limits.max_side} px per side, "
-                           f"{limits.max_pixels} pixels); refused as a possible decompression bomb")
+    return w * h
+
+
+def _to_rgb(im, name: str):
+    """A PIL image of any accepted mode -> RGB with the values' meaning kept (16-bit grey scaled, not clipped)."""
+    from PIL import Image
+
+    if im.mode in _SIXTEEN_BIT_MODES or im.mode == "I":
+        a = np.asarray(im)
+        if a.min() < 0 or a.max() > 65535:
+            raise BadInput(f"{name}: {im.mode} pixel values outside 0..65535; only 8- and 16-bit images are accepted")
+        # 65535 / 257 = 255: the full 16-bit range maps onto the full 8-bit range.
+        grey = np.rint(a.astype(np.float32) / 257.0).astype(np.uint8)
+        return Image.fromarray(grey, "L").convert("RGB")
+    return im.convert("RGB")
+
+
+def decode_image(data: bytes, resolution: int, name: str = "image", limits: Limits = Limits()) -> np.ndarray:
+    """Bytes of a JPEG/PNG/... -> resolution x resolution x 3 uint8 RGB (bilinear, as the training data reader)."""
+    from PIL import Image
+
+    im = _open(data, name, limits)
+    with im:
+        w, h = im.size
         try:
+            big = w * h > limits.reduce_above_pixels
+            if big and im.format == "JPEG":
+                im.draft("RGB", (resolution * 8, resolution * 8))  # DCT scaling: decodes at 1/2..1/8 size
             # PIL's own bomb check is a second line of defence for formats whose header under-reports.
             im.load()
-            rgb = im.convert("RGB")
+            if big:
+                if im.mode == "1":
+                    im = im.convert("L")
+                factor = max(1, min(im.size) // (resolution * 8))
+                if factor > 1 and im.mode in ("L", "RGB", "RGBA", "LA", "I;16", "I"):
+                    im = im.reduce(factor)
+            rgb = _to_rgb(im, name)
+        except BadInput:
+            raise
         except Image.DecompressionBombError as e:
             raise BadInput(f"{name}: refused as a decompression bomb ({e})") from None
         except (OSError, SyntaxError, ValueError) as e:

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import MissingInputError
 from .ports import free_port, wait_http_ready
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
@@ -137,7 +138,7 @@ def start_triton(repo: str | Path, http_port: int | None = None, env: Path | Non
     """Start tritonserver on REPO (HTTP, gRPC and metrics all on 127.0.0.1) and wait until it is ready."""
     repo = Path(repo).resolve()
     if not repo.is_dir():
-        raise FileNotFoundError(f"{repo}: no model repository (run `tailsynth export --target local`)")
+        raise MissingInputError(f"{repo}: no model repository (run `tailsynth export --target local`)")
     paths = locate(env)
     workdir = Path(tempfile.mkdtemp(prefix="tailsynth-triton-"))
     backends = _backend_dir(paths, workdir)
@@ -167,3 +168,66 @@ def wait_until_stopped(tp: TritonProcess, poll: float = 0.5) -> int:
     while tp.process.poll() is None:
         time.sleep(poll)
     return tp.process.returncode
+
+
+class TritonSupervisor:
+    """Keeps the local tritonserver answering behind the transformer (the `recover` hook of PredictorHealth).
+
+    A dead server is reaped (no zombie) and restarted on the same HTTP port, at most `max_restarts` times;
+    a live server whose model keeps failing (e.g. a killed python-backend stub) gets the model unloaded and
+    loaded again, which starts a new stub. Returns False when it gives up, so the endpoint exits non-zero."""
+
+    def __init__(self, repo: str | Path, http_port: int | None = None, max_restarts: int = 3,
+                 model_name: str = "lesion-classifier", **start_kw):
+        self.repo = Path(repo)
+        self.max_restarts = max_restarts
+        self.model_name = model_name
+        self.start_kw = start_kw
+        self.restarts = 0
+        self.reloads = 0
+        self.tp = start_triton(self.repo, http_port=http_port, **start_kw)
+
+    def _restart(self, why: str) -> bool:
+        import sys
+
+        old = self.tp
+        old.stop()  # kills what is left, waits (reaps), removes the work folder
+        if self.restarts >= self.max_restarts:
+            print(f"tritonserver {why}; {self.restarts} restart(s) already, giving up", file=sys.stderr, flush=True)
+            return False
+        self.restarts += 1
+        print(f"tritonserver {why}; restart {self.restarts}/{self.max_restarts}", file=sys.stderr, flush=True)
+        try:
+            self.tp = start_triton(self.repo, http_port=old.http_port, **self.start_kw)
+        except (TritonUnavailable, OSError) as e:
+            print(f"tritonserver restart failed: {e}", file=sys.stderr, flush=True)
+            return False
+        return True
+
+    def _reload_model(self) -> bool:
+        import urllib.request
+
+        base = f"{self.tp.url}/v2/repository/models/{self.model_name}"
+        try:
+            for action in ("unload", "load"):
+                req = urllib.request.Request(f"{base}/{action}", data=b"{}", method="POST",
+                                             headers={"Content-Type": "application/json"})
+                with urllib.request.urlopen(req, timeout=60) as r:
+                    r.read()
+        except OSError:
+            return False
+        self.reloads += 1
+        return True
+
+    def recover(self, failures: int) -> bool | None:
+        rc = self.tp.process.poll()
+        if rc is not None:
+            return self._restart(f"exited with code {rc}")
+        if failures < 2:
+            return None  # one failed probe may be a blip: look again first
+        if self._reload_model():
+            return True
+        return self._restart("is running but cannot serve the model")
+
+    def stop(self) -> None:
+        self.tp.stop()

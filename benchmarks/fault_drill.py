@@ -1,0 +1,496 @@
+"""Fault drill: the endpoint and the pipeline tried as a hostile client and a failing machine would try them.
+
+One line per case, PASS or FAIL, and a markdown table (--out-md). Cases:
+  bad inputs (each answered 4xx naming the fault, and a good request answered after each), roles (unload with the
+  inference token), pixel bombs (a 32-image bomb batch; 12 parallel bomb requests beside a normal one), header
+  floods, request-id flood, wrong method, a soak (N requests at concurrency C, errors and transformer memory before
+  and after), a killed python-backend stub, a killed tritonserver (ready 503 within 5 s, recovery, no zombie),
+  an interrupted pipeline run (re-run with --cache reuses every finished task), and an interrupted `dvc push`
+  re-run to identical remote objects (moto S3 server).
+
+Small setting (seconds to a few minutes; proves the drill):
+  python benchmarks/fault_drill.py --soak 200 --concurrency 8 --skip pipeline
+Full setting (for docs/results/reliability.md; tens of minutes on 2 cores):
+  python benchmarks/fault_drill.py --soak 10000 --concurrency 32 --out-md docs/results/reliability_drill.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = "lesion-classifier"
+TOKEN = "drill-token"
+RESULTS: list[tuple[str, str, bool, str]] = []  # (group, case, passed, detail)
+
+
+def record(group: str, case: str, ok: bool, detail: str = "") -> bool:
+    RESULTS.append((group, case, bool(ok), detail))
+    print(f"{'PASS' if ok else 'FAIL'}  {group:<10} {case:<48} {detail}", flush=True)
+    return ok
+
+
+# ---------------------------------------------------------------- HTTP helpers
+def post(url, body: bytes, token=TOKEN, path=f"/v1/models/{MODEL}:predict", headers=None, ctype="application/json",
+         timeout=120):
+    h = {"Content-Type": ctype, **(headers or {})}
+    if token:
+        h["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(url + path, data=body, headers=h, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read() or b"{}")
+    except urllib.error.HTTPError as e:
+        raw = e.read()
+        try:
+            return e.code, json.loads(raw)
+        except ValueError:
+            return e.code, {"error": raw.decode(errors="replace")}
+    except OSError as e:
+        return -1, {"error": str(e)}
+
+
+def get(url, path, token=TOKEN):
+    req = urllib.request.Request(url + path, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:
+        return -1
+
+
+def v1(images):
+    return json.dumps({"instances": [{"image_bytes": {"b64": base64.b64encode(b).decode()}} for b in images]}).encode()
+
+
+def encode(img: np.ndarray | object, fmt="PNG", **kw) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    (img if isinstance(img, Image.Image) else Image.fromarray(img)).save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def jpeg(seed=0, size=64):
+    return encode(np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8), "JPEG", quality=90)
+
+
+def header_bomb_png(side=100_000) -> bytes:
+    import struct
+    import zlib
+
+    data = bytearray(encode(np.zeros((8, 8), np.uint8)))
+    i = data.index(b"IHDR")
+    data[i + 4 : i + 12] = struct.pack(">II", side, side)
+    data[i + 17 : i + 21] = struct.pack(">I", zlib.crc32(bytes(data[i : i + 17])) & 0xFFFFFFFF)
+    return bytes(data)
+
+
+def one_bit_bomb(side=6300) -> bytes:
+    from PIL import Image
+
+    return encode(Image.new("1", (side, side)), optimize=True)
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of PID and its descendants except tritonserver (the transformer's own footprint)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def children(pid: int) -> list[tuple[int, str, str]]:
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                stat = (d / "stat").read_text()
+            except OSError:
+                continue
+            f = stat[stat.rindex(")") + 2 :].split()
+            if int(f[1]) == pid:
+                out.append((int(d.name), stat[stat.index("(") + 1 : stat.rindex(")")], f[0]))
+    return out
+
+
+# ---------------------------------------------------------------- server under test
+class Endpoint:
+    def __init__(self, repo: Path, backend: str, workdir: Path, extra=()):
+        from tailsynth.serve.ports import free_port
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.records = workdir / f"records-{backend}-{self.port}.jsonl"
+        self.log_path = workdir / f"serve-{backend}-{self.port}.log"
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "TAILSYNTH_TOKEN": TOKEN}
+        env.pop("TAILSYNTH_ADMIN_TOKEN", None)
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen([sys.executable, "-m", "tailsynth.cli", "serve", "--repo", str(repo), "--backend",
+                                      backend, "--port", str(self.port), "--records", str(self.records), *extra],
+                                     stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        from tailsynth.serve.ports import wait_http_ready
+
+        wait_http_ready(f"{self.url}/v2/health/ready", self.proc, 180)
+
+    def log(self):
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._log.close()
+        return self.proc.returncode
+
+
+def make_repo(workdir: Path) -> Path:
+    from tailsynth.classify.model import build_backbone, save_classifier
+    from tailsynth.export import export_model
+
+    model = workdir / "model"
+    save_classifier(build_backbone("resnet18", 7).eval(), model, backbone="resnet18",
+                    classes=["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC"], resolution=32,
+                    config={"fault_drill": "untrained"}, data_revision="fault-drill")
+    repo = workdir / "repo"
+    export_model(model, repo, "local")
+    return repo
+
+
+# ---------------------------------------------------------------- cases
+def bad_input_cases():
+    from PIL import Image
+
+    good, jp = jpeg(0), jpeg(1, 128)
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((40, 40), np.float32)).save(buf, format="TIFF")
+    gif = io.BytesIO()
+    Image.new("RGB", (64, 64)).save(gif, format="GIF")
+    return [
+        ("non-image bytes", v1([b"%PDF-1.4" * 20]), {}, 400, "not a decodable"),
+        ("truncated JPEG", v1([jp[: len(jp) // 2]]), {}, 400, "truncated"),
+        ("header bomb 100k x 100k", v1([header_bomb_png()]), {}, 400, "decompression bomb"),
+        ("empty image", v1([b""]), {}, 400, "empty image"),
+        ("empty batch", v1([]), {}, 400, "empty batch"),
+        ("33 images", v1([good] * 33), {}, 400, "exceeds the limit of 32"),
+        ("invalid JSON", b'{"instances": [', {}, 400, ""),
+        ("not base64", b'{"instances": [{"image_bytes": {"b64": "***"}}]}', {}, 400, "base64"),
+        ("wrong v1 shape", b'{"instances": [[1, 2, 3]]}', {}, 400, "image_bytes"),
+        ("1x1 image", v1([encode(np.zeros((1, 1, 3), np.uint8))]), {}, 400, "too small"),
+        ("float TIFF", v1([buf.getvalue()]), {}, 400, "pixel mode F"),
+        ("GIF", v1([gif.getvalue()]), {}, 400, "format GIF"),
+        ("no token", v1([good]), {"token": None}, 401, "bearer token"),
+        ("wrong token", v1([good]), {"token": "nope"}, 401, "bearer token"),
+    ]
+
+
+def drill_endpoint(ep: Endpoint, backend: str, soak: int, concurrency: int) -> None:
+    g = backend
+    good = jpeg(0)
+    code, out = post(ep.url, v1([good]))
+    if not record(g, "good request", code == 200, f"HTTP {code}"):
+        return
+    want = out["predictions"][0]["class"]
+    for label, body, kw, status, words in bad_input_cases():
+        c, b = post(ep.url, body, **kw)
+        c2, o2 = post(ep.url, v1([good]))
+        ok = c == status and words.lower() in json.dumps(b).lower() and c2 == 200 and \
+            o2["predictions"][0]["class"] == want
+        record(g, f"bad input: {label}", ok, f"HTTP {c}; next good request {c2}")
+    c, _ = post(ep.url, b"{}", path=f"/v2/repository/models/{MODEL}/unload")
+    record(g, "unload with the inference token", c == 403 and post(ep.url, v1([good]))[0] == 200, f"HTTP {c}")
+    c = get(ep.url, f"/v1/models/{MODEL}:predict")
+    record(g, "GET on :predict", c == 405, f"HTTP {c}")
+    c, b = post(ep.url, v1([good]), headers={"X-Pad": "a" * 20000})
+    record(g, "20 KB header", c == 431, f"HTTP {c}")
+    c, b = post(ep.url, v1([good]), headers={"X-Pad": "a" * 16_000_000})
+    record(g, "16 MB header", c in (-1, 400, 431) and post(ep.url, v1([good]))[0] == 200, f"HTTP {c}")
+    before = ep.records.stat().st_size if ep.records.exists() else 0
+    c, b = post(ep.url, v1([good] * 32), headers={"x-request-id": "r" * 10_000})
+    grew = (ep.records.stat().st_size - before) / 32
+    record(g, "10 KB x-request-id x 32 images", c == 200 and grew < 2000, f"HTTP {c}; {grew:.0f} record bytes/image")
+    # Pixel bombs.
+    bomb = one_bit_bomb()
+    t0 = time.monotonic()
+    c, b = post(ep.url, v1([bomb] * 32))
+    record(g, f"32 x 1-bit {len(bomb) // 1000} KB 6300^2 PNGs", c == 400 and time.monotonic() - t0 < 10,
+           f"HTTP {c} in {time.monotonic() - t0:.2f}s")
+    codes, lock = [], threading.Lock()
+
+    def send():
+        cc, _ = post(ep.url, v1([bomb]))
+        with lock:
+            codes.append(cc)
+
+    ts = [threading.Thread(target=send) for _ in range(12)]
+    for t in ts:
+        t.start()
+    time.sleep(0.2)
+    t0 = time.monotonic()
+    c, _ = post(ep.url, v1([good]))
+    normal = time.monotonic() - t0
+    for t in ts:
+        t.join(300)
+    rss = rss_mb(ep.proc.pid)
+    record(g, "12 parallel bomb requests + a normal one", c == 200 and normal < 2.0 and set(codes) <= {200, 503},
+           f"normal {normal:.2f}s; bombs {sorted(codes)}; transformer RSS {rss:.0f} MB")
+    # Soak.
+    if soak:
+        imgs = [jpeg(i) for i in range(16)]
+        rss0 = rss_mb(ep.proc.pid)
+        errors, done, lat = [], [0], []
+        lock = threading.Lock()
+
+        def worker(w):
+            i = w
+            while True:
+                with lock:
+                    if done[0] >= soak:
+                        return
+                    done[0] += 1
+                t = time.monotonic()
+                cc, _ = post(ep.url, v1([imgs[i % len(imgs)]]))
+                with lock:
+                    lat.append(time.monotonic() - t)
+                    if cc != 200:
+                        errors.append(cc)
+                i += concurrency
+
+        t0 = time.monotonic()
+        ws = [threading.Thread(target=worker, args=(w,)) for w in range(concurrency)]
+        for w in ws:
+            w.start()
+        for w in ws:
+            w.join()
+        wall = time.monotonic() - t0
+        rss1 = rss_mb(ep.proc.pid)
+        record(g, f"soak {soak} requests at concurrency {concurrency}", not errors,
+               f"{len(errors)} errors; {soak / wall:.0f} req/s; p99 {np.quantile(lat, 0.99) * 1000:.0f} ms; "
+               f"RSS {rss0:.0f} -> {rss1:.0f} MB")
+    log = ep.log()
+    record(g, "no traceback in the log", "Traceback" not in log, "")
+
+
+def ready_within(ep: Endpoint, code: int, seconds: float) -> float | None:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < seconds:
+        if get(ep.url, "/v2/health/ready", None) == code:
+            return time.monotonic() - t0
+        time.sleep(0.1)
+    return None
+
+
+def drill_triton_faults(repo: Path, workdir: Path) -> None:
+    g = "triton"
+    ep = Endpoint(repo, "triton", workdir)
+    try:
+        good = jpeg(0)
+        tpid = next(p for p, n, s in children(ep.proc.pid) if n.startswith("tritonserver"))
+        stub = next(p for p, n, s in children(tpid) if n.startswith("triton_python"))
+        os.kill(stub, signal.SIGKILL)
+        t = ready_within(ep, 503, 5)
+        record(g, "killed stub: ready 503 within 5 s", t is not None, f"{t:.1f}s" if t is not None else "still 200")
+        t = ready_within(ep, 200, 120)
+        record(g, "killed stub: recovered", t is not None and post(ep.url, v1([good]))[0] == 200,
+               f"ready again after {t:.1f}s" if t is not None else "not ready")
+        tpid = next(p for p, n, s in children(ep.proc.pid) if n.startswith("tritonserver") and s != "Z")
+        os.kill(tpid, signal.SIGKILL)
+        t = ready_within(ep, 503, 5)
+        record(g, "killed tritonserver: ready 503 within 5 s", t is not None, f"{t:.1f}s" if t is not None else "")
+        t = ready_within(ep, 200, 180)
+        zombies = [c for c in children(ep.proc.pid) if c[2] == "Z"]
+        record(g, "killed tritonserver: restarted, no zombie",
+               t is not None and not zombies and post(ep.url, v1([good]))[0] == 200,
+               f"ready again after {t:.1f}s; zombies {zombies}" if t is not None else "not ready")
+    finally:
+        ep.stop()
+    env_ep = None
+    try:
+        os.environ["TAILSYNTH_TRITON_MAX_RESTARTS"] = "0"
+        env_ep = Endpoint(repo, "triton", workdir)
+        tpid = next(p for p, n, s in children(env_ep.proc.pid) if n.startswith("tritonserver"))
+        os.kill(tpid, signal.SIGKILL)
+        t0 = time.monotonic()
+        while env_ep.proc.poll() is None and time.monotonic() - t0 < 60:
+            time.sleep(0.2)
+        rc = env_ep.proc.poll()
+        record(g, "unrecoverable Triton: serve exits non-zero", rc not in (None, 0), f"exit code {rc}")
+    finally:
+        os.environ.pop("TAILSYNTH_TRITON_MAX_RESTARTS", None)
+        if env_ep is not None:
+            env_ep.stop()
+
+
+def drill_pipeline(workdir: Path, data: Path) -> None:
+    g = "pipeline"
+    out = workdir / "pipeline-run"
+    cmd = [sys.executable, "-m", "tailsynth.cli", "pipeline", "run", "--local", "--profile", "tiny", "--data",
+           str(data), "--out", str(out), "--cache"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with open(workdir / "pipeline-first.log", "wb") as log:
+        p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        t0 = time.monotonic()
+        while p.poll() is None and time.monotonic() - t0 < 40:  # the issue's interruption: killed at 40 s
+            time.sleep(0.2)
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+    done = {s.name.removesuffix(".task.json") for s in (out / ".kfp_cache").glob("*.task.json")}
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    info = json.loads((out / "task_cache.json").read_text()) if (out / "task_cache.json").exists() else {}
+    ok = r.returncode == 0 and set(info.get("cached_keys", [])) == done and not set(info.get("executed_keys", [])) & done
+    record(g, "killed at 40 s, re-run with --cache", ok,
+           f"{len(done)} finished before the kill, {len(info.get('cached_tasks', []))} reused, "
+           f"{len(info.get('executed_tasks', []))} executed")
+    r = subprocess.run([sys.executable, "-m", "tailsynth.cli", "pipeline", "run", "--local", "--profile", "tiny",
+                        "--data", str(data), "--out", str(workdir / "pipeline-run" / "report.md" / "x")],
+                       capture_output=True, text=True, env=env)
+    record(g, "--out under a file", r.returncode == 1 and "Traceback" not in r.stderr + r.stdout,
+           (r.stderr or r.stdout).strip().splitlines()[-1][:100] if (r.stderr or r.stdout).strip() else "")
+
+
+def drill_dvc(workdir: Path) -> None:
+    g = "dvc"
+    import boto3
+
+    from tailsynth.data.versioning import push, setup_s3_remote
+    from tailsynth.serve.ports import free_port
+
+    port = free_port()
+    moto = Path(sys.executable).with_name("moto_server")
+    srv = subprocess.Popen([str(moto) if moto.exists() else sys.executable, *([] if moto.exists() else ["-m", "moto.server"]),
+                            "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "drill", "AWS_SECRET_ACCESS_KEY": "drill", "DVC_NO_ANALYTICS": "1"}
+    os.environ.update({k: env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "DVC_NO_ANALYTICS")})
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(url, timeout=1)
+                break
+            except urllib.error.HTTPError:
+                break
+            except OSError:
+                time.sleep(0.1)
+        s3 = boto3.client("s3", endpoint_url=url, region_name="us-east-1")
+        s3.create_bucket(Bucket="drill")
+        repo = workdir / "dvc-repo"
+        (repo / "data").mkdir(parents=True)
+        rng = np.random.default_rng(0)
+        for i in range(300):
+            (repo / "data" / f"f{i:03d}.bin").write_bytes(rng.bytes(64 * 1024))
+        dvc = [sys.executable, "-m", "dvc"]
+        subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+        subprocess.run([*dvc, "init", "-q"], cwd=repo, check=True, env=env)
+        subprocess.run([*dvc, "add", "-q", "data"], cwd=repo, check=True, env=env)
+        setup_s3_remote("drill", url, repo=repo, default=True)
+        p = subprocess.Popen([*dvc, "push", "-j", "1"], cwd=repo, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 60 and p.poll() is None:
+            n = s3.list_objects_v2(Bucket="drill").get("KeyCount", 0)
+            if n >= 20:
+                break
+            time.sleep(0.05)
+        partial = s3.list_objects_v2(Bucket="drill").get("KeyCount", 0)
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+        push(repo)
+
+        def remote_hashes():
+            out, token = {}, None
+            while True:
+                kw = {"Bucket": "drill", **({"ContinuationToken": token} if token else {})}
+                page = s3.list_objects_v2(**kw)
+                for o in page.get("Contents", []):
+                    body = s3.get_object(Bucket="drill", Key=o["Key"])["Body"].read()
+                    out[o["Key"].rsplit("/", 2)[-2] + o["Key"].rsplit("/", 1)[-1]] = hashlib.md5(body).hexdigest()
+                if not page.get("IsTruncated"):
+                    return out
+                token = page["NextContinuationToken"]
+
+        remote = remote_hashes()
+        # DVC stores each object under its own md5: name and content must agree, for every cached file.
+        names_match = all(k.replace(".dir", "") == v or k.endswith(".dir") for k, v in remote.items())
+        local = {p.parent.name + p.name for p in (repo / ".dvc" / "cache" / "files" / "md5").rglob("*") if p.is_file()}
+        record(g, "interrupted dvc push, re-run", names_match and set(remote) == local,
+               f"{partial} objects before the kill; {len(remote)} after the re-run; {len(local)} in the local cache")
+    finally:
+        srv.terminate()
+        srv.wait(10)
+
+
+def markdown() -> str:
+    lines = ["| group | case | result | detail |", "|---|---|---|---|"]
+    for g, c, ok, d in RESULTS:
+        lines.append(f"| {g} | {c} | {'pass' if ok else '**FAIL**'} | {d} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--backend", choices=["onnxruntime", "triton", "both"], default="both")
+    ap.add_argument("--soak", type=int, default=200, help="soak requests per backend (0: none)")
+    ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--skip", default="", help="comma list of groups to skip: endpoint,triton-faults,pipeline,dvc")
+    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "dermamnist" / "dermamnist.npz")
+    ap.add_argument("--out-md", type=Path, default=None)
+    a = ap.parse_args(argv)
+    skip = set(filter(None, a.skip.split(",")))
+    with open("/proc/loadavg") as f:
+        load = f.read().split()[:3]
+    print(f"load average before: {' '.join(load)}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="fault-drill-") as tmp:
+        work = Path(tmp)
+        repo = make_repo(work)
+        backends = ["onnxruntime", "triton"] if a.backend == "both" else [a.backend]
+        if "endpoint" not in skip:
+            for b in backends:
+                ep = Endpoint(repo, b, work)
+                try:
+                    drill_endpoint(ep, b, a.soak, a.concurrency)
+                finally:
+                    rc = ep.stop()
+                    record(b, "SIGTERM stops cleanly", rc == 0, f"exit code {rc}")
+        if "triton-faults" not in skip and "triton" in backends:
+            drill_triton_faults(repo, work)
+        if "pipeline" not in skip:
+            drill_pipeline(work, a.data)
+        if "dvc" not in skip:
+            drill_dvc(work)
+    with open("/proc/loadavg") as f:
+        load_after = f.read().split()[:3]
+    failed = [r for r in RESULTS if not r[2]]
+    print(f"{len(RESULTS) - len(failed)}/{len(RESULTS)} cases passed; load average after: {' '.join(load_after)}")
+    if a.out_md:
+        a.out_md.parent.mkdir(parents=True, exist_ok=True)
+        a.out_md.write_text(f"Load average before {' '.join(load)}, after {' '.join(load_after)}; "
+                            f"soak {a.soak} requests at concurrency {a.concurrency}.\n\n" + markdown())
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

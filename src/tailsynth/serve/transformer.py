@@ -1,0 +1,484 @@
+"""KServe transformer for the lesion classifier: image bytes in, class probabilities out.
+
+It validates and decodes images, resizes them to the model resolution and sends a small **uint8** batch to the
+predictor (Triton over v2 REST with binary tensors, or in-process onnxruntime as a fallback); the exported graph
+normalises on its side. It writes one prediction record per image (hash, never bytes).
+
+Accepted requests (model name `lesion-classifier`):
+  v1  POST /v1/models/lesion-classifier:predict  {"instances": [{"image_bytes": {"b64": "..."}}, ...]}
+  v2  POST /v2/models/lesion-classifier/infer    one BYTES input of shape [N] (binary extension: raw bytes;
+                                                  JSON: base64 strings). kserve's own decoder breaks binary
+                                                  BYTES, so a middleware rewrites them to base64 JSON first.
+
+Work per request is bounded before it is done: image sizes come from the headers, a request's total pixels are
+capped, and requests above `Limits.heavy_request_pixels` go through one "heavy lane" (one decode at a time, a
+short queue, 503 + Retry-After beyond it), so pixel bombs cannot starve ordinary requests.
+
+kserve is imported only when a server is built (`run`, `transformer_class`): the library stays importable
+without it. `serving/transformer.py` is the container entry point; `tailsynth serve` calls `run` in-process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import binascii
+import functools
+import ipaddress
+import json
+import logging
+import os
+import re
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from ..errors import ConfigError
+from .backends import MODEL_NAME, OnnxRuntimeBackend, PredictorError, TritonHTTPBackend
+from .images import BadInput, Limits, decode_image, image_pixels, image_stats, sha256
+from .records import JsonlSink, Projection, prediction_record
+
+log = logging.getLogger("tailsynth.transformer")
+
+MAX_REQUEST_ID = 128
+_ID_JUNK = re.compile(r"[^A-Za-z0-9._:-]")
+MAX_HEADER_BYTES = 16 * 1024
+
+
+class Overloaded(RuntimeError):
+    """The server refuses new work for now (HTTP 503 with Retry-After)."""
+
+    def __init__(self, message: str, retry_after_s: int = 1):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+def sanitize_request_id(value) -> str | None:
+    """A client-supplied request id, cut to safe characters and MAX_REQUEST_ID chars (None when nothing is left).
+
+    It is copied into every prediction record, so an unbounded id would let one request inflate the records."""
+    if value is None:
+        return None
+    clean = _ID_JUNK.sub("", str(value)[: 4 * MAX_REQUEST_ID])[:MAX_REQUEST_ID]
+    return clean or None
+
+
+def parse_v1(payload) -> list[tuple[str, bytes]]:
+    """A v1 body -> [(item name, image bytes)]; every failure is a BadInput naming the item."""
+    if isinstance(payload, (bytes, str)):  # a JSON body sent without a JSON content type
+        try:
+            payload = json.loads(payload)
+        except ValueError:
+            raise BadInput("v1 request: body is not JSON") from None
+    if not isinstance(payload, dict) or "instances" not in payload:
+        raise BadInput('v1 request: expected a JSON object {"instances": [{"image_bytes": {"b64": ...}}]}')
+    inst = payload["instances"]
+    if not isinstance(inst, list):
+        raise BadInput('v1 request: "instances" must be a list')
+    items = []
+    for i, x in enumerate(inst):
+        b64 = x.get("image_bytes", {}).get("b64") if isinstance(x, dict) and isinstance(x.get("image_bytes"), dict) else None
+        if not isinstance(b64, str):
+            raise BadInput(f'instances[{i}]: expected {{"image_bytes": {{"b64": "<base64 image>"}}}}')
+        try:
+            items.append((f"instances[{i}]", base64.b64decode(b64, validate=True)))
+        except (binascii.Error, ValueError):
+            raise BadInput(f"instances[{i}].image_bytes.b64: not valid base64") from None
+    return items
+
+
+def parse_v2(req) -> list[tuple[str, bytes]]:
+    """A kserve InferRequest -> [(item name, image bytes)]."""
+    if len(req.inputs) != 1:
+        raise BadInput(f"v2 request: expected exactly one input (BYTES, shape [N]), got {len(req.inputs)}")
+    inp = req.inputs[0]
+    if inp.datatype != "BYTES":
+        raise BadInput(f"v2 input {inp.name!r}: datatype {inp.datatype} not accepted, expected BYTES "
+                       "(encoded image files, not decoded tensors)")
+    if len(inp.shape) != 1:
+        raise BadInput(f"v2 input {inp.name!r}: shape {list(inp.shape)} not accepted, expected [N]")
+    try:
+        arr = inp.as_numpy()
+    except Exception as e:
+        raise BadInput(f"v2 input {inp.name!r}: unreadable data ({e})") from None
+    arr = arr.reshape(-1)
+    if arr.size != int(inp.shape[0]):
+        raise BadInput(f"v2 input {inp.name!r}: shape says {inp.shape[0]} items, data has {arr.size}")
+    items = []
+    for i, x in enumerate(arr):
+        name = f"{inp.name}[{i}]"
+        if isinstance(x, str):  # JSON mode carries base64 text
+            try:
+                x = base64.b64decode(x, validate=True)
+            except (binascii.Error, ValueError):
+                raise BadInput(f"{name}: JSON BYTES must be base64-encoded image files") from None
+        items.append((name, x))
+    return items
+
+
+class TransformerCore:
+    """Everything the KServe model does, without kserve: parse, bound, decode, predict, record."""
+
+    def __init__(self, backend, limits: Limits = Limits(), records: str | None = None, embedding: str | None = None):
+        self.backend = backend
+        self.limits = limits
+        self.sink = JsonlSink(records) if records else None
+        # Without the monitoring projection, records carry no embedding (512 raw floats would not match the
+        # drift reference's space).
+        self.projection = Projection(embedding) if embedding else None
+        self.info: dict = {}
+        self.health = None  # a PredictorHealth once the server runs
+        self._light = ThreadPoolExecutor(max_workers=4, thread_name_prefix="decode")
+        self._heavy = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode-heavy")
+        self._heavy_lane: asyncio.Semaphore | None = None
+        self._heavy_waiting = 0
+
+    def load(self) -> dict:
+        self.info = self.backend.load_info() if hasattr(self.backend, "load_info") else self.backend.describe()
+        return self.info
+
+    async def probe(self) -> None:
+        """One inference on a cached tiny input: the health probe (no record, no decoding)."""
+        r = int(self.info["resolution"])
+        probs, _ = await self.backend.predict(_probe_input(r))
+        if np.asarray(probs).shape[0] != 1:
+            raise PredictorError(f"probe returned {np.asarray(probs).shape} probabilities for one image")
+
+    def _parse(self, payload, is_v2: bool, headers: dict | None) -> tuple[list, int, str]:
+        items = parse_v2(payload) if is_v2 else parse_v1(payload)
+        if not items:
+            raise BadInput("empty batch: send at least one image")
+        if len(items) > self.limits.max_batch:
+            raise BadInput(f"batch of {len(items)} images exceeds the limit of {self.limits.max_batch}")
+        pixels = 0
+        for name, b in items:  # header reads only: the request's cost is known before any decoding
+            pixels += image_pixels(b, name, self.limits)
+        if pixels > self.limits.max_request_pixels:
+            raise BadInput(f"request of {len(items)} images holds {pixels} pixels, over the limit of "
+                           f"{self.limits.max_request_pixels} per request; send smaller images or fewer per request")
+        rid = (sanitize_request_id((headers or {}).get("x-request-id"))
+               or (sanitize_request_id(payload.id) if is_v2 and getattr(payload, "id", None) else None)
+               or uuid.uuid4().hex)
+        return items, pixels, rid
+
+    def _decode(self, items) -> np.ndarray:
+        r = int(self.info["resolution"])
+        return np.stack([decode_image(b, r, name, self.limits) for name, b in items])
+
+    async def preprocess(self, payload, is_v2: bool, headers: dict | None = None) -> dict:
+        # Decoding is CPU work: worker threads keep the event loop answering other requests meanwhile.
+        loop = asyncio.get_running_loop()
+        items, pixels, rid = await loop.run_in_executor(self._light, self._parse, payload, is_v2, headers)
+        if pixels <= self.limits.heavy_request_pixels:
+            images = await loop.run_in_executor(self._light, self._decode, items)
+        else:
+            if self._heavy_lane is None:
+                self._heavy_lane = asyncio.Semaphore(1)
+            if self._heavy_waiting >= self.limits.max_heavy_queue:
+                raise Overloaded(f"request of {pixels} pixels: {self._heavy_waiting} large requests are already "
+                                 "being decoded; retry shortly or send smaller images", retry_after_s=2)
+            self._heavy_waiting += 1
+            try:
+                async with self._heavy_lane:
+                    images = await loop.run_in_executor(self._heavy, self._decode, items)
+            finally:
+                self._heavy_waiting -= 1
+        return {"images": images, "hashes": [sha256(bytes(b)) for _, b in items], "v2": is_v2, "request_id": rid}
+
+    async def predict(self, payload: dict) -> dict:
+        try:
+            probs, feats = await self.backend.predict(payload["images"])
+        except PredictorError as e:
+            if self.health is not None:
+                self.health.report_failure(str(e))
+            raise
+        return {**payload, "probabilities": np.asarray(probs, np.float32), "features": np.asarray(feats, np.float32)}
+
+    def records(self, result: dict) -> list[str]:
+        """Write one record per image; returns the predicted classes."""
+        classes, version = self.info["classes"], self.info["model_version"]
+        probs = result["probabilities"]
+        top = [classes[i] for i in probs.argmax(1)]
+        if self.sink is not None:
+            emb = self.projection(result["features"]) if self.projection is not None else [None] * len(top)
+            recs = [prediction_record(request_id=result["request_id"], image_sha256=h, predicted_class=c,
+                                      probabilities=dict(zip(classes, p.tolist())), model_version=version,
+                                      embedding=None if e is None else e.tolist(),
+                                      image_stats=image_stats(img), item=i)
+                    for i, (h, c, p, e, img) in enumerate(zip(result["hashes"], top, probs, emb, result["images"]))]
+            try:
+                self.sink.write(recs)
+            except OSError as e:  # monitoring must not take the endpoint down
+                log.error("could not write prediction records: %s", e)
+        return top
+
+
+@functools.lru_cache(maxsize=4)
+def _probe_input(resolution: int) -> np.ndarray:
+    return np.full((1, resolution, resolution, 3), 128, np.uint8)
+
+
+@functools.cache
+def transformer_class():
+    """The kserve.Model subclass (built on first use, so importing this module does not import kserve)."""
+    from kserve import InferOutput, InferRequest, InferResponse, Model
+    from kserve.errors import InferenceError, InvalidInput
+
+    class LesionTransformer(Model):
+        def __init__(self, name: str, core: TransformerCore):
+            super().__init__(name)
+            self.core = core
+
+        def load(self) -> bool:
+            self.core.load()
+            self.ready = True
+            return self.ready
+
+        async def preprocess(self, payload, headers: dict[str, str] = None) -> dict:
+            try:
+                return await self.core.preprocess(payload, isinstance(payload, InferRequest), headers)
+            except BadInput as e:
+                raise InvalidInput(str(e)) from None
+
+        async def predict(self, payload: dict, headers: dict[str, str] = None) -> dict:
+            try:
+                return await self.core.predict(payload)
+            except PredictorError as e:
+                raise InferenceError(str(e)) from None
+
+        def postprocess(self, result: dict, headers: dict[str, str] = None):
+            core = self.core
+            classes, version = core.info["classes"], core.info["model_version"]
+            top = core.records(result)
+            probs = result["probabilities"]
+            if not result["v2"]:
+                return {"predictions": [{"class": c, "probabilities": dict(zip(classes, map(float, p))),
+                                         "model_version": version} for c, p in zip(top, probs)]}
+            out_p = InferOutput("probabilities", list(probs.shape), "FP32")
+            out_p.set_data_from_numpy(probs, binary_data=False)
+            out_c = InferOutput("class", [len(top)], "BYTES")
+            out_c.set_data_from_numpy(np.array(top, dtype=np.object_), binary_data=False)
+            return InferResponse(response_id=result["request_id"], model_name=self.name,
+                                 infer_outputs=[out_p, out_c], model_version=version,
+                                 parameters={"classes": ",".join(classes)})
+
+    return LesionTransformer
+
+
+def _quiet_handlers(app) -> None:
+    """Client errors log one line at INFO (kserve logs a full traceback at ERROR for each); a client that goes
+    away mid-body is not a server error; Overloaded is a 503 with Retry-After."""
+    from fastapi.responses import JSONResponse
+    from kserve.errors import InferenceError, InvalidInput, ModelNotFound
+    from starlette.requests import ClientDisconnect
+
+    def client_error(status: int):
+        async def handler(request, exc):
+            log.info("%s %s -> %d: %s", request.method, request.url.path, status, str(exc)[:300])
+            return JSONResponse(status_code=status, content={"error": str(exc)})
+        return handler
+
+    async def disconnected(request, exc):
+        log.info("%s %s: client disconnected before the request was complete", request.method, request.url.path)
+        return JSONResponse(status_code=499, content={"error": "client closed the request"})
+
+    async def overloaded(request, exc):
+        log.info("%s %s -> 503: %s", request.method, request.url.path, exc)
+        return JSONResponse(status_code=503, content={"error": str(exc)},
+                            headers={"Retry-After": str(exc.retry_after_s)})
+
+    async def predictor_failed(request, exc):
+        log.error("%s %s -> 500: %s", request.method, request.url.path, str(exc)[:500])
+        return JSONResponse(status_code=500, content={"error": str(exc)})
+
+    app.add_exception_handler(InvalidInput, client_error(400))
+    app.add_exception_handler(ModelNotFound, client_error(404))
+    app.add_exception_handler(ClientDisconnect, disconnected)
+    app.add_exception_handler(Overloaded, overloaded)
+    app.add_exception_handler(InferenceError, predictor_failed)
+
+
+@functools.cache
+def server_class():
+    """kserve's ModelServer with the REST listen address configurable (it hard-codes 0.0.0.0), no gRPC, a bounded
+    request head (h11, 64 KB; the guard's 16 KB check answers 431 first), quiet client errors, and the predictor
+    health probe running in the server's event loop."""
+    from kserve import ModelServer
+    from kserve.model_server import FASTAPI_APP_IMPORT_STRING
+    from kserve.protocol.rest.server import RESTServer
+
+    class QuietRESTServer(RESTServer):
+        def _add_exception_handlers(self, app):
+            super()._add_exception_handlers(app)
+            _quiet_handlers(app)
+
+    class LoopbackModelServer(ModelServer):
+        def __init__(self, host: str = "127.0.0.1", health=None, **kw):
+            kw.setdefault("enable_grpc", False)
+            kw.setdefault("workers", 1)
+            super().__init__(**kw)
+            self.host = host
+            self.health = health
+            self.exit_code = 0
+
+        def start(self, models) -> None:
+            self._register_and_check_atleast_one_model_is_ready(models)
+            self._models = list(models)  # kserve's stop() unregisters them before the loop ends
+            self._rest_server = QuietRESTServer(FASTAPI_APP_IMPORT_STRING, self.dataplane,
+                                                self.model_repository_extension, self.http_port,
+                                                access_log_format=self.access_log_format, workers=1,
+                                                grace_period=self.grace_period, event_loop=self.event_loop,
+                                                timeout_keep_alive=self.timeout_keep_alive,
+                                                ssl_certfile=self.ssl_certfile, ssl_keyfile=self.ssl_keyfile)
+            cfg = self._rest_server.config
+            cfg.host = self.host
+            # httptools buffers request heads of any size (200 MB were accepted); h11 stops at this many bytes.
+            cfg.http = "h11"
+            cfg.h11_max_incomplete_event_size = 4 * MAX_HEADER_BYTES
+            self.servers.append(self._rest_server.start())
+            self.setup_event_loop()
+            self.register_signal_handler()
+            asyncio.run(self._serve())
+
+        async def _serve(self):
+            probe = asyncio.create_task(self.health.run()) if self.health is not None else None
+            try:
+                await asyncio.gather(*self.servers)
+            finally:
+                if probe is not None:
+                    probe.cancel()
+                # Close predictor connections in this loop: an open keep-alive connection delays Triton's shutdown.
+                for model in self._models:
+                    close = getattr(getattr(getattr(model, "core", None), "backend", None), "close", None)
+                    if close is not None:
+                        await close()
+
+        def fatal(self, reason: str) -> None:
+            """The predictor cannot be recovered: stop serving and exit non-zero."""
+            self.exit_code = 1
+            log.error("stopping: %s", reason)
+            if self._rest_server is not None:
+                self._rest_server._server.should_exit = True
+
+        def stop(self, sig: int):
+            # The single-process uvicorn server handles SIGTERM itself; kserve's stop() would only unload models.
+            if self._rest_server is not None:
+                self._rest_server._server.should_exit = True
+            super().stop(sig)
+
+    return LoopbackModelServer
+
+
+def make_backend(backend: str, repo: str | None = None, predictor_host: str | None = None, threads: int = 0):
+    if backend == "onnxruntime":
+        if not repo:
+            raise ConfigError("--backend onnxruntime needs --repo (the exported model repository)")
+        return OnnxRuntimeBackend(repo, threads=threads)
+    if backend == "triton":
+        if not predictor_host:
+            raise ConfigError("--backend triton needs --predictor_host (host:port of Triton's HTTP endpoint)")
+        url = predictor_host if "://" in predictor_host else f"http://{predictor_host}"
+        return TritonHTTPBackend(url)
+    raise ConfigError(f"--backend {backend!r}: expected triton or onnxruntime")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_auth_binding(host: str, token: str | None) -> None:
+    """No token means no authentication: only allowed on a loopback address, and said loudly."""
+    if token:
+        return
+    if not _is_loopback(host):
+        raise ConfigError(f"refusing to listen on {host} without an inference token: set TAILSYNTH_TOKEN "
+                         "(or --token), or bind 127.0.0.1")
+    log.warning("AUTHENTICATION IS OFF: no inference token was given, so any process on this machine can call "
+                "the endpoint; it listens on %s only. Pass --token (or TAILSYNTH_TOKEN) to require one.", host)
+
+
+def _log_to_stderr() -> None:
+    """kserve configures only its own loggers; ours (one line per refused request, health changes) go to stderr."""
+    import sys
+
+    root = logging.getLogger("tailsynth")
+    if not root.handlers:
+        h = logging.StreamHandler(sys.stderr)
+        h.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+        root.addHandler(h)
+        root.setLevel(logging.INFO)
+        root.propagate = False
+
+
+def run(*, backend: str = "triton", repo: str | None = None, predictor_host: str | None = None,
+        host: str = "127.0.0.1", port: int = 8080, token: str | None = None, records: str | None = None,
+        limits: Limits = Limits(), model_name: str = MODEL_NAME, embedding: str | None = None,
+        admin_token: str | None = None, repository_control: bool = False, max_inflight: int = 64,
+        max_header_bytes: int = MAX_HEADER_BYTES, recover: Callable[[int], bool | None] | None = None,
+        probe_interval_s: float = 1.0, dead_after_s: float = 120.0) -> int:
+    """Serve until SIGTERM/SIGINT (returns 0) or until the predictor cannot be recovered (returns 1)."""
+    from kserve.model_server import app
+
+    from .guard import GuardMiddleware, V2BinaryBytesAdapter
+    from .health import PredictorHealth
+
+    _log_to_stderr()
+    check_auth_binding(host, token)
+    core = TransformerCore(make_backend(backend, repo, predictor_host), limits, records, embedding)
+    model = transformer_class()(model_name, core)
+    model.load()
+    health = PredictorHealth(core.probe, interval_s=probe_interval_s, recover=recover, dead_after_s=dead_after_s)
+    core.health = health
+    server = server_class()(host=host, http_port=port, enable_docs_url=False, health=health)
+    health.on_fatal = server.fatal
+    # Added last = outermost: roles, header and size limits run before the binary BYTES rewrite buffers anything.
+    app.add_middleware(V2BinaryBytesAdapter)
+    app.add_middleware(GuardMiddleware, token=token, max_body_bytes=limits.max_body_bytes, admin_token=admin_token,
+                       repository_control=repository_control, max_header_bytes=max_header_bytes,
+                       max_inflight=max_inflight, health=health, model_name=model_name)
+    server.start([model])
+    return server.exit_code
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description="tailsynth lesion-classifier transformer (KServe)")
+    p.add_argument("--model_name", default=MODEL_NAME)
+    p.add_argument("--backend", choices=["triton", "onnxruntime"], default="triton")
+    p.add_argument("--predictor_host", default=None, help="Triton HTTP host:port (KServe sets this)")
+    p.add_argument("--repo", default=None, help="model repository (onnxruntime backend)")
+    p.add_argument("--host", default=os.environ.get("TAILSYNTH_BIND", "127.0.0.1"),
+                   help="listen address; 127.0.0.1 unless inside a pod (0.0.0.0, which requires a token)")
+    p.add_argument("--http_port", type=int, default=8080)
+    p.add_argument("--records", default=os.environ.get("TAILSYNTH_RECORDS"), help="prediction records JSONL")
+    p.add_argument("--max_batch", type=int, default=Limits.max_batch)
+    p.add_argument("--max_body_bytes", type=int, default=Limits.max_body_bytes)
+    p.add_argument("--max_image_bytes", type=int, default=Limits.max_image_bytes)
+    p.add_argument("--max_pixels", type=int, default=Limits.max_pixels)
+    p.add_argument("--max_request_pixels", type=int, default=Limits.max_request_pixels)
+    p.add_argument("--max_inflight", type=int, default=64, help="concurrent inference requests before 503")
+    p.add_argument("--repository_control", action="store_true",
+                   help="allow model load/unload (needs TAILSYNTH_ADMIN_TOKEN; off by default)")
+    p.add_argument("--embedding", default=os.environ.get("TAILSYNTH_EMBEDDING"),
+                   help="monitoring projection (embedding.npz from the repository) for record embeddings")
+    a, _ = p.parse_known_args(argv)  # KServe passes its own flags too (e.g. --predictor_protocol)
+    return a
+
+
+def main(argv=None) -> int:
+    a = parse_args(argv)
+    # Tokens come from the environment (a Kubernetes Secret), never from the command line of a pod.
+    limits = Limits(max_image_bytes=a.max_image_bytes, max_pixels=a.max_pixels, max_batch=a.max_batch,
+                    max_body_bytes=a.max_body_bytes, max_request_pixels=a.max_request_pixels)
+    return run(backend=a.backend, repo=a.repo, predictor_host=a.predictor_host, host=a.host, port=a.http_port,
+               token=os.environ.get("TAILSYNTH_TOKEN") or None, records=a.records, limits=limits,
+               model_name=a.model_name, embedding=a.embedding,
+               admin_token=os.environ.get("TAILSYNTH_ADMIN_TOKEN") or None,
+               repository_control=a.repository_control, max_inflight=a.max_inflight)

@@ -1,0 +1,244 @@
+"""The endpoint as a hostile client would try it: roles, pixel bombs, header floods, odd images, wrong methods.
+
+Real `tailsynth serve --backend onnxruntime` processes on loopback ports; the Triton-specific faults (killed
+stub, killed server) are in test_triton_health.py.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import threading
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+import serving_checks as chk
+
+from tailsynth.serve.images import BadInput, Limits, decode_image
+
+MODEL = chk.MODEL
+
+
+def bomb_1bit_png(side: int = 6300) -> bytes:
+    """A genuine (not header-patched) 1-bit PNG: about 5 KB on the wire, `side`^2 pixels once decoded."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("1", (side, side)).save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def png(img: np.ndarray, **kw) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    (img if isinstance(img, Image.Image) else Image.fromarray(img)).save(buf, format="PNG", **kw)
+    return buf.getvalue()
+
+
+def get(url: str, path: str, token: str | None = None, method: str = "GET") -> tuple[int, dict]:
+    req = urllib.request.Request(url + path, method=method, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read() or b"{}")
+    except urllib.error.HTTPError as e:
+        raw = e.read()
+        try:
+            return e.code, json.loads(raw)
+        except ValueError:
+            return e.code, {"error": raw.decode(errors="replace")}
+
+
+# --- images (no server) ---
+
+def test_sixteen_bit_grey_is_scaled_not_saturated():
+    a16 = np.full((64, 64), 30000, np.uint16)
+    got = decode_image(png(a16), 32, "x")
+    assert got.shape == (32, 32, 3)
+    assert abs(int(got.mean()) - round(30000 / 257)) <= 1  # 117, not the 255 a plain convert("RGB") gives
+
+
+def test_palette_image_decodes_to_its_colours():
+    from PIL import Image
+
+    rgb = np.zeros((64, 64, 3), np.uint8)
+    rgb[:, :32] = (200, 30, 40)
+    rgb[:, 32:] = (10, 150, 220)
+    pal = Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE, colors=4)
+    got = decode_image(png(pal), 32, "x")
+    assert tuple(got[5, 5]) == (200, 30, 40) and tuple(got[5, 28]) == (10, 150, 220)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (27, 200)])
+def test_images_below_the_minimum_side_are_refused(size):
+    with pytest.raises(BadInput, match=rf"instances\[0\]: {size[0]}x{size[1]} pixels is too small .*28 px"):
+        decode_image(png(np.zeros((size[1], size[0], 3), np.uint8)), 32, "instances[0]")
+
+
+def test_float_images_are_refused():
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((40, 40), np.float32)).save(buf, format="TIFF")
+    with pytest.raises(BadInput, match="pixel mode F not accepted"):
+        decode_image(buf.getvalue(), 32, "x")
+
+
+def test_huge_images_are_reduced_while_decoding_and_still_right():
+    rgb = np.zeros((3000, 3000, 3), np.uint8)
+    rgb[:, :1500] = (250, 0, 0)
+    got = decode_image(png(rgb), 32, "x", Limits(reduce_above_pixels=1_000_000))
+    assert tuple(got[16, 4]) == (250, 0, 0) and tuple(got[16, 28]) == (0, 0, 0)
+
+
+# --- roles ---
+
+def test_repository_control_is_off_by_default(ort_server):
+    for token in (ort_server.token, "wrong", None):
+        code, body = chk.post(ort_server.url, b"{}", token, path=f"/v2/repository/models/{MODEL}/unload")
+        assert code == 403 and "disabled" in body["error"]
+    code, _ = chk.post(ort_server.url, b"{}", ort_server.token, path=f"/v2/repository/models/{MODEL}/load")
+    assert code == 403
+    chk.predict_v1(ort_server.url, [chk.jpeg(0)], ort_server.token)  # still serving
+
+
+def test_repository_control_needs_the_admin_token(local_repo, tmp_path, server_cls):
+    s = server_cls(local_repo, "onnxruntime", "infer-tok", tmp_path / "p.jsonl",
+               extra=("--repository-control", "--admin-token", "admin-tok")).wait_ready()
+    try:
+        code, body = chk.post(s.url, b"{}", "infer-tok", path=f"/v2/repository/models/{MODEL}/unload")
+        assert code == 403 and "inference token may not" in body["error"]
+        code, _ = chk.post(s.url, b"{}", None, path=f"/v2/repository/models/{MODEL}/unload")
+        assert code == 401
+        chk.predict_v1(s.url, [chk.jpeg(0)], "infer-tok")  # the model is still there
+        code, body = chk.post(s.url, b"{}", "admin-tok", path=f"/v2/repository/models/{MODEL}/unload")
+        assert code == 200, body
+    finally:
+        s.stop()
+
+
+def test_without_a_token_only_loopback_and_a_loud_warning(local_repo, tmp_path, server_cls):
+    s = server_cls(local_repo, "onnxruntime", None, tmp_path / "p.jsonl").wait_ready()
+    try:
+        assert chk.listen_addresses(s.port) == {"127.0.0.1"}
+        chk.predict_v1(s.url, [chk.jpeg(0)], None)
+    finally:
+        s.stop()
+    assert "AUTHENTICATION IS OFF" in s.log()
+    from tailsynth.serve.transformer import check_auth_binding
+
+    with pytest.raises(ValueError, match="refusing to listen on 0.0.0.0 without an inference token"):
+        check_auth_binding("0.0.0.0", None)
+
+
+# --- methods, headers, request ids ---
+
+def test_wrong_method_is_405(ort_server):
+    for path in (f"/v1/models/{MODEL}:predict", f"/v2/models/{MODEL}/infer"):
+        code, body = get(ort_server.url, path, ort_server.token)
+        assert code == 405 and "use POST" in body["error"], (path, code, body)
+
+
+def test_header_flood_is_refused_and_the_server_lives(ort_server):
+    code, body = chk.post(ort_server.url, chk.v1_body([chk.jpeg(0)]), ort_server.token,
+                          headers={"X-Padding": "a" * 20_000})
+    assert code == 431 and "16384" in body["error"]
+    # A megabyte of header never reaches the application: the HTTP parser stops at its own bound.
+    s = socket.create_connection(("127.0.0.1", ort_server.port), timeout=30)
+    try:
+        s.sendall(b"POST /v1/models/x:predict HTTP/1.1\r\nHost: a\r\nX-Big: ")
+        try:
+            for _ in range(64):
+                s.sendall(b"b" * 16384)
+        except OSError:
+            pass  # the server closed the connection mid-header: refused
+        s.settimeout(10)
+        try:
+            head = s.recv(200)
+        except OSError:
+            head = b""
+    finally:
+        s.close()
+    assert not head or head.split(b" ")[1] in (b"400", b"431"), head
+    chk.predict_v1(ort_server.url, [chk.jpeg(0)], ort_server.token)
+
+
+def test_request_id_is_sanitized_and_bounded(ort_server):
+    img = chk.jpeg(77)
+    rid = "abc<script>" + "x" * 1000
+    code, _ = chk.post(ort_server.url, chk.v1_body([img]), ort_server.token, headers={"x-request-id": rid})
+    assert code == 200
+    import hashlib
+
+    from tailsynth.serve.records import read_records
+
+    h = hashlib.sha256(img).hexdigest()
+    rec = [r for r in read_records(ort_server.records) if r["image_hash"] == h][-1]
+    assert rec["request_id"].startswith("abcscriptxxx") and len(rec["request_id"]) == 128
+
+
+# --- bounded work ---
+
+def test_odd_images_through_the_endpoint(ort_server):
+    from PIL import Image
+
+    base = np.random.default_rng(3).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    pal = Image.fromarray(base).convert("P", palette=Image.Palette.ADAPTIVE, colors=64)
+    a16 = (np.random.default_rng(4).integers(0, 65536, (64, 64))).astype(np.uint16)
+    preds = chk.predict_v1(ort_server.url, [png(pal), png(a16)], ort_server.token)
+    assert len(preds) == 2
+    code, body = chk.post(ort_server.url, chk.v1_body([png(np.zeros((1, 1, 3), np.uint8))]), ort_server.token)
+    assert code == 400 and "instances[0]: 1x1 pixels is too small" in body["error"]
+
+
+def test_pixel_bomb_batch_leaves_normal_requests_fast(ort_server):
+    bomb = bomb_1bit_png()
+    assert len(bomb) < 10_000
+    good = chk.jpeg(5)
+    chk.predict_v1(ort_server.url, [good], ort_server.token)  # warm
+    # One request of 32 bombs (1.27 Gpx claimed in ~160 KB): refused from the headers alone.
+    t0 = time.monotonic()
+    code, body = chk.post(ort_server.url, chk.v1_body([bomb] * 32), ort_server.token)
+    assert code == 400 and "over the limit" in body["error"], body
+    assert time.monotonic() - t0 < 10
+    # Twelve single-bomb requests in parallel (each under the per-request cap) and a normal one among them.
+    results, lock = [], threading.Lock()
+
+    def send_bomb():
+        c, b = chk.post(ort_server.url, chk.v1_body([bomb]), ort_server.token)
+        with lock:
+            results.append(c)
+
+    threads = [threading.Thread(target=send_bomb) for _ in range(12)]
+    for t in threads:
+        t.start()
+    time.sleep(0.2)
+    t0 = time.monotonic()
+    chk.predict_v1(ort_server.url, [good], ort_server.token)
+    normal_s = time.monotonic() - t0
+    for t in threads:
+        t.join(120)
+    assert normal_s < 2.0, f"normal request took {normal_s:.2f}s beside 12 pixel-bomb requests"
+    assert sorted(set(results)) <= [200, 503] and 503 in results, results  # heavy lane full -> 503, never 500
+    assert ort_server.proc.poll() is None
+
+
+def test_client_errors_log_one_line_and_no_traceback(ort_server):
+    before = len(ort_server.log())
+    code, _ = chk.post(ort_server.url, chk.v1_body([b"not an image at all"]), ort_server.token)
+    assert code == 400
+    # A client that goes away mid-body is not a server error.
+    s = socket.create_connection(("127.0.0.1", ort_server.port), timeout=10)
+    s.sendall(f"POST /v1/models/{MODEL}:predict HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {ort_server.token}\r\n"
+              "Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{\"instances\": [".encode())
+    time.sleep(0.3)
+    s.close()
+    chk.predict_v1(ort_server.url, [chk.jpeg(0)], ort_server.token)
+    time.sleep(0.5)
+    new = ort_server.log()[before:]
+    assert "Traceback" not in new, new[-3000:]
+    assert "not a decodable image" in new
+    assert " 500" not in new, new[-3000:]

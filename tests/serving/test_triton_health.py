@@ -1,0 +1,113 @@
+"""Health that tells the truth: kill the python-backend stub, then tritonserver itself, behind `tailsynth serve`.
+
+Readiness must turn 503 within 5 s of the predictor dying, the launcher must bring it back (model reload for a
+dead stub, a new server for a dead tritonserver, no zombie left), and with no restarts allowed it must exit
+non-zero instead of serving errors.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import serving_checks as chk
+
+pytestmark = pytest.mark.triton
+
+
+def children(pid: int) -> list[tuple[int, str, str]]:
+    """(pid, command name, state) of the direct children of PID, from /proc."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[1]) == pid:
+            out.append((int(d.name), name, fields[0]))
+    return out
+
+
+def tritonserver_pid(server) -> int:
+    found = [p for p, name, state in children(server.proc.pid) if name.startswith("tritonserver") and state != "Z"]
+    assert len(found) == 1, children(server.proc.pid)
+    return found[0]
+
+
+def ready_code(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url + "/v2/health/ready", timeout=3) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:
+        return -1
+
+
+def wait_for(cond, timeout: float, step: float = 0.1) -> float | None:
+    """Seconds until cond() held, or None after `timeout`."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if cond():
+            return time.monotonic() - t0
+        time.sleep(step)
+    return None
+
+
+@pytest.fixture
+def served(triton_env, local_repo, tmp_path, server_cls):
+    servers = []
+
+    def start(**env):
+        s = server_cls(local_repo, "triton", "s3cret", tmp_path / f"p{len(servers)}.jsonl", env=env).wait_ready()
+        servers.append(s)
+        return s
+
+    yield start
+    for s in servers:
+        s.stop()
+
+
+def test_killed_stub_then_killed_tritonserver_recover(served):
+    s = served()
+    good = chk.jpeg(0)
+    want = chk.predict_v1(s.url, [good], s.token)[0]["class"]
+    triton = tritonserver_pid(s)
+    stubs = [p for p, name, _ in children(triton) if name.startswith("triton_python")]
+    assert stubs, children(triton)
+
+    os.kill(stubs[0], signal.SIGKILL)
+    t = wait_for(lambda: ready_code(s.url) == 503, 5.0)
+    assert t is not None, f"ready stayed {ready_code(s.url)} after the stub was killed\n{s.log()[-3000:]}"
+    assert wait_for(lambda: ready_code(s.url) == 200, 90.0, 0.5) is not None, s.log()[-4000:]
+    assert chk.predict_v1(s.url, [good], s.token)[0]["class"] == want
+    assert tritonserver_pid(s) == triton  # the stub came back without restarting the server
+
+    os.kill(triton, signal.SIGKILL)
+    t = wait_for(lambda: ready_code(s.url) == 503, 5.0)
+    assert t is not None, f"ready stayed {ready_code(s.url)} after tritonserver was killed\n{s.log()[-3000:]}"
+    assert wait_for(lambda: ready_code(s.url) == 200, 120.0, 0.5) is not None, s.log()[-4000:]
+    assert chk.predict_v1(s.url, [good], s.token)[0]["class"] == want
+    assert tritonserver_pid(s) != triton
+    zombies = [c for c in children(s.proc.pid) if c[2] == "Z"]
+    assert not zombies, zombies
+    assert "restart 1/" in s.log()
+
+
+def test_unrecoverable_predictor_exits_non_zero(served):
+    s = served(TAILSYNTH_TRITON_MAX_RESTARTS="0")
+    os.kill(tritonserver_pid(s), signal.SIGKILL)
+    assert wait_for(lambda: ready_code(s.url) in (503, -1), 5.0) is not None
+    assert wait_for(lambda: s.proc.poll() is not None, 60.0, 0.5) is not None, s.log()[-3000:]
+    assert s.proc.returncode != 0
+    assert "giving up" in s.log()
+    assert not [c for c in children(s.proc.pid) if c[2] == "Z"]
