@@ -19,7 +19,6 @@ from pathlib import Path
 from ..errors import MissingInputError
 from .ports import free_port, wait_http_ready
 
-PROJECT_ROOT = Path(__file__).resolve().parents[3]
 SETUP_HINT = "run serving/setup_triton_env.sh (creates .venv-triton with nvidia-pytriton==0.7.0 and numpy<2)"
 
 
@@ -28,7 +27,15 @@ class TritonUnavailable(RuntimeError):
 
 
 def triton_env_path() -> Path:
-    return Path(os.environ.get("TAILSYNTH_TRITON_VENV", PROJECT_ROOT / ".venv-triton"))
+    """TAILSYNTH_TRITON_VENV, else the nearest `.venv-triton` in the working directory or above it (the checkout's,
+    for `make test`); an installed wheel knows nothing of a checkout, so this never looks beside the module."""
+    if os.environ.get("TAILSYNTH_TRITON_VENV"):
+        return Path(os.environ["TAILSYNTH_TRITON_VENV"])
+    here = Path.cwd().resolve()
+    for d in (here, *here.parents):
+        if (d / ".venv-triton").is_dir():
+            return d / ".venv-triton"
+    return here / ".venv-triton"
 
 
 def _site_packages(env: Path) -> Path:
