@@ -49,20 +49,11 @@ def record(group: str, case: str, ok: bool, detail: str = "") -> bool:
 # ---------------------------------------------------------------- HTTP helpers
 def post(url, body: bytes, token=TOKEN, path=f"/v1/models/{MODEL}:predict", headers=None, ctype="application/json",
          timeout=120):
-    h = {"Content-Type": ctype, **(headers or {})}
-    if token:
-        h["Authorization"] = f"Bearer {token}"
-    req = urllib.request.Request(url + path, data=body, headers=h, method="POST")
+    from tailsynth.serve.client import request_json
+
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, json.loads(r.read() or b"{}")
-    except urllib.error.HTTPError as e:
-        raw = e.read()
-        try:
-            return e.code, json.loads(raw)
-        except ValueError:
-            return e.code, {"error": raw.decode(errors="replace")}
-    except OSError as e:
+        return request_json(url, path, body, token, content_type=ctype, headers=headers, timeout=timeout)
+    except OSError as e:  # refused or timed out: a case result, not a crash of the drill
         return -1, {"error": str(e)}
 
 

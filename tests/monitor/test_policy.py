@@ -44,7 +44,9 @@ def test_config_errors_name_the_key(tmp_path):
     p.write_text("drift:\n  group_by: random\n")
     with pytest.raises(DataError, match="group_by must be"):
         load_config(p)
-    with pytest.raises(DataError, match="monitor config not found"):
+    from tailsynth.errors import MissingInputError
+
+    with pytest.raises(MissingInputError, match="monitor config not found"):  # one reader for every YAML config
         load_config(tmp_path / "none.yaml")
 
 

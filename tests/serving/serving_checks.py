@@ -7,8 +7,6 @@ import hashlib
 import io
 import json
 import struct
-import urllib.error
-import urllib.request
 import shutil
 import sys
 import zlib
@@ -21,19 +19,9 @@ MODEL = "lesion-classifier"
 
 def post(url: str, body: bytes, token: str | None, path: str = f"/v1/models/{MODEL}:predict",
          content_type: str = "application/json", headers: dict | None = None) -> tuple[int, dict]:
-    h = {"Content-Type": content_type, **(headers or {})}
-    if token:
-        h["Authorization"] = f"Bearer {token}"
-    req = urllib.request.Request(url + path, data=body, headers=h, method="POST")
-    try:
-        with urllib.request.urlopen(req, timeout=60) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        raw = e.read()
-        try:
-            return e.code, json.loads(raw)
-        except ValueError:
-            return e.code, {"error": raw.decode(errors="replace")}
+    from tailsynth.serve.client import request_json
+
+    return request_json(url, path, body, token, content_type=content_type, headers=headers)
 
 
 def v1_body(images: list[bytes]) -> bytes:

@@ -7,11 +7,9 @@ stub, killed server) are in test_triton_health.py.
 from __future__ import annotations
 
 import io
-import json
 import socket
 import threading
 import time
-import urllib.request
 
 import numpy as np
 import pytest
@@ -40,16 +38,9 @@ def png(img: np.ndarray, **kw) -> bytes:
 
 
 def get(url: str, path: str, token: str | None = None, method: str = "GET") -> tuple[int, dict]:
-    req = urllib.request.Request(url + path, method=method, headers={"Authorization": f"Bearer {token}"} if token else {})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return r.status, json.loads(r.read() or b"{}")
-    except urllib.error.HTTPError as e:
-        raw = e.read()
-        try:
-            return e.code, json.loads(raw)
-        except ValueError:
-            return e.code, {"error": raw.decode(errors="replace")}
+    from tailsynth.serve.client import request_json
+
+    return request_json(url, path, token=token, method=method, timeout=30)
 
 
 # --- images (no server) ---

@@ -40,21 +40,13 @@ def resolve_options(ctx: typer.Context, config: Path | None, extra: Iterable[str
 
     Keys of FILE are option names (`batch_size`) or names in EXTRA (settings with no option of their own, e.g.
     a trainer's `weight_decay`); any other key is an error naming the file and the key."""
-    import yaml
-
-    from ..errors import ConfigError, MissingInputError
+    from ..configfile import read_mapping
+    from ..errors import ConfigError
 
     params = {k: v for k, v in ctx.params.items() if k != "config"}
     if config is None:
         return params
-    if not config.is_file():
-        raise MissingInputError(f"{config}: config file not found")
-    try:
-        raw = yaml.safe_load(config.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{config}: not valid YAML ({e})") from e
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{config}: expected a mapping of option names to values")
+    raw = read_mapping(config)
     known = set(params) | set(extra)
     unknown = sorted(set(raw) - known)
     if unknown:

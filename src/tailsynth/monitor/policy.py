@@ -71,17 +71,10 @@ def _build(cls, data: dict, where: str):
 def load_config(path: str | Path | None = None) -> MonitorConfig:
     if path is None:
         return MonitorConfig()
-    import yaml
+    from ..configfile import read_mapping
 
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: monitor config not found")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise DataError(f"{path}: not valid YAML ({e})") from e
-    if not isinstance(raw, dict):
-        raise DataError(f"{path}: expected a mapping at the top level")
+    raw = read_mapping(path, "monitor config")
     bad = sorted(set(raw) - {"drift", "tail", "trigger", "audit_log"})
     if bad:
         raise DataError(f"{path}: unknown key(s) {', '.join(bad)} (known: drift, tail, trigger, audit_log)")

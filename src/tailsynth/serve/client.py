@@ -16,6 +16,27 @@ class PredictError(RuntimeError):
     pass
 
 
+def request_json(url: str, path: str, body: bytes | None = None, token: str | None = None, method: str | None = None,
+                 content_type: str = "application/json", headers: dict | None = None,
+                 timeout: float = 60.0) -> tuple[int, dict]:
+    """One HTTP exchange with an endpoint: (status, JSON body); an error status is returned, not raised, with a
+    non-JSON body as {"error": text}. Network failures (refused, timed out) raise OSError."""
+    h = {**({"Content-Type": content_type} if body is not None else {}), **(headers or {})}
+    if token:
+        h["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(url.rstrip("/") + path, data=body, headers=h,
+                                 method=method or ("POST" if body is not None else "GET"))
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read() or b"{}")
+    except urllib.error.HTTPError as e:
+        raw = e.read()
+        try:
+            return e.code, json.loads(raw)
+        except ValueError:
+            return e.code, {"error": raw.decode(errors="replace")}
+
+
 def predict_bytes(url: str, images: Sequence[bytes], token: str | None = None, timeout: float = 60.0,
                   model_name: str = MODEL_NAME) -> list[dict]:
     body = json.dumps({"instances": [{"image_bytes": {"b64": base64.b64encode(b).decode()}} for b in images]}).encode()
