@@ -5,7 +5,14 @@ the stage image), turns artifact paths into library arguments, calls one functio
 KFP Metrics plus files. Images come from components/images.yaml (see components.images).
 """
 
-from .classifier_stages import compare, evaluate, export, train_classifier, train_classifier_augmented
+from .classifier_stages import (
+    compare,
+    compare_with_control,
+    evaluate,
+    export,
+    train_classifier,
+    train_classifier_augmented,
+)
 from .control import shard_plan
 from .data_stages import split, validate, version
 from .report_stage import report
@@ -13,7 +20,7 @@ from .synthesis_stages import generate, masks, merge, select, train_diffusion
 
 __all__ = [
     "validate", "split", "version",
-    "train_classifier", "train_classifier_augmented", "evaluate", "compare", "export",
+    "train_classifier", "train_classifier_augmented", "evaluate", "compare", "compare_with_control", "export",
     "masks", "train_diffusion", "generate", "merge", "select",
     "report", "shard_plan",
 ]

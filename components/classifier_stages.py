@@ -7,29 +7,33 @@ from .base import cpu_component, gpu_component
 
 
 @gpu_component
-def train_classifier(data: Input[Dataset], splits: Input[Dataset], backbone: str, loss: str, epochs: int,
-                     resolution: int, batch_size: int, seed: int, data_revision: str,
+def train_classifier(data: Input[Dataset], splits: Input[Dataset], backbone: str, loss: str, sampler: str,
+                     epochs: int, resolution: int, batch_size: int, seed: int, data_revision: str,
                      model: Output[Model], metrics: Output[Metrics]) -> float:
     """The real-only classifier: the baseline arm and the OOD feature extractor. Returns val balanced accuracy."""
     from tailsynth.pipeline_io import train_arm
 
     return train_arm(data.path, splits.path, model, metrics, arm="real-only", data_revision=data_revision,
-                     backbone=backbone, loss=loss, epochs=epochs, seed=seed, resolution=resolution,
+                     backbone=backbone, loss=loss, sampler=sampler, epochs=epochs, seed=seed, resolution=resolution,
                      batch_size=batch_size)
 
 
 @gpu_component
 def train_classifier_augmented(data: Input[Dataset], splits: Input[Dataset], synthetic: Input[Dataset],
-                               backbone: str, loss: str, epochs: int, resolution: int, batch_size: int,
-                               seed: int, synthetic_ratio: float, data_revision: str,
-                               model: Output[Model], metrics: Output[Metrics]) -> float:
-    """Real + selected synthetic images, same backbone and budget as the baseline. Returns val balanced accuracy."""
+                               backbone: str, loss: str, sampler: str, epochs: int, resolution: int,
+                               batch_size: int, seed: int, synthetic_ratio: float, prior_shift: bool,
+                               data_revision: str, model: Output[Model], metrics: Output[Metrics]) -> float:
+    """Real + selected synthetic images, same backbone, sampler and budget as the baseline; or, with `prior_shift`,
+    the control: the same per-class draws with every draw a real image (real images oversampled to the synthetic
+    arm's class counts), which separates "new images" from "a different class prior". Returns val balanced accuracy."""
     from tailsynth.pipeline_io import synthetic_manifest, train_arm
 
-    return train_arm(data.path, splits.path, model, metrics, arm="real+synthetic", data_revision=data_revision,
-                     backbone=backbone, loss=loss, epochs=epochs, seed=seed, resolution=resolution,
+    ratio = 0.0 if prior_shift else (synthetic_ratio if synthetic_ratio > 0 else None)
+    return train_arm(data.path, splits.path, model, metrics,
+                     arm="prior-shift control" if prior_shift else "real+synthetic", data_revision=data_revision,
+                     backbone=backbone, loss=loss, sampler=sampler, epochs=epochs, seed=seed, resolution=resolution,
                      batch_size=batch_size, synthetic_manifest=str(synthetic_manifest(synthetic.path)),
-                     synthetic_ratio=synthetic_ratio if synthetic_ratio > 0 else None)
+                     synthetic_ratio=ratio)
 
 
 @cpu_component
@@ -60,6 +64,22 @@ def compare(baseline: Input[Dataset], augmented: Input[Dataset], comparison: Out
     for r in rows:
         metrics.log_metric(f"{r['method']}.balanced_accuracy", float(r["balanced_accuracy"]))
     metrics.log_metric("balanced_accuracy_delta", delta)
+    return delta
+
+
+@cpu_component
+def compare_with_control(baseline: Input[Dataset], control: Input[Dataset], augmented: Input[Dataset],
+                         comparison: Output[Dataset], metrics: Output[Metrics]) -> float:
+    """Rows real-only, prior-shift control, real+synthetic. Returns augmented minus baseline BA (the export rule)."""
+    from tailsynth.pipeline_report import comparison_rows, write_comparison_csv
+
+    rows = comparison_rows([baseline.path, control.path, augmented.path])
+    write_comparison_csv(rows, comparison.path)
+    for r in rows:
+        metrics.log_metric(f"{r['method']}.balanced_accuracy", float(r["balanced_accuracy"]))
+    delta = float(rows[2]["balanced_accuracy"] - rows[0]["balanced_accuracy"])
+    metrics.log_metric("balanced_accuracy_delta", delta)
+    metrics.log_metric("balanced_accuracy_delta_vs_control", float(rows[2]["balanced_accuracy"] - rows[1]["balanced_accuracy"]))
     return delta
 
 

@@ -7,12 +7,12 @@ from .base import cpu_component
 
 
 @cpu_component
-def report(comparison: Input[Dataset], baseline: Input[Dataset], augmented: Input[Dataset],
+def report(comparison: Input[Dataset], baseline: Input[Dataset], control: Input[Dataset], augmented: Input[Dataset],
            candidates: Input[Dataset], selected: Input[Dataset], version_record: Input[Artifact],
            diffusion: Input[Model], data_revision: str, profile: str, report: Output[Artifact]):
     """report.md + report.html + comparison.csv + plots and sample grids, in one folder."""
     from tailsynth.pipeline_report import build_run_report
 
-    build_run_report(out=report.path, comparison_csv=comparison.path, evaluations=[baseline.path, augmented.path],
+    build_run_report(out=report.path, comparison_csv=comparison.path, evaluations=[baseline.path, control.path, augmented.path],
                  candidates=candidates.path, selected=selected.path, version_record=version_record.path,
                  data_revision=data_revision, profile=profile, diffusion_model=diffusion.path)

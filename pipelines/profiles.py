@@ -34,6 +34,8 @@ _COMMON = {
     "calibrate": 0.0,
     "ood_score": "mahalanobis",
     "synthetic_ratio": 0.0,
+    # The classifier's re-sampler (none | class-balanced | sqrt), the same for every arm of a run.
+    "classifier_sampler": "none",
     "export_target": "local",
     "dvc_remote": "",
     # A shipped synthesizer (a path; relative paths are taken from the working directory, the repository root
@@ -56,6 +58,9 @@ PROFILES: dict[str, dict] = {
     # synthesizer copied in (seconds), 180 candidates, ~2 min of task start-up (torch imports).
     "cpu": {**_COMMON,
             "epochs": 8, "resolution": 32, "batch_size": 128,
+            # The best real-only method of the long-tail comparison measured so far (CE + class-balanced sampler,
+            # docs/results/classifier_comparison.md; at test_resnet, the resnet18 comparison is still to run).
+            "classifier_sampler": "class-balanced",
             # The shipped synthesizer (trained once, 6,000 steps x 64 images, see its MODEL_CARD.md) instead of
             # minutes of training inside every run; its lesions are what the rest of the run is judged on.
             "diffusion_model": SHIPPED_SYNTHESIZER,
@@ -83,7 +88,7 @@ DEFAULTS = PROFILES[DEFAULT_PROFILE]
 # What the shared generate -> select -> retrain -> evaluate sub-pipeline takes from a profile.
 SYNTHESIS_PARAMETERS = ("classes", "policy", "count", "oversample", "generate_mode", "strength", "sampler",
                         "sampler_steps", "guidance", "num_shards", "gamma", "calibrate", "ood_score", "backbone",
-                        "loss", "epochs", "resolution", "batch_size", "seed", "synthetic_ratio", "eval_split",
+                        "loss", "classifier_sampler", "epochs", "resolution", "batch_size", "seed", "synthetic_ratio", "eval_split",
                         "eval_bootstrap")
 
 

@@ -43,8 +43,8 @@ def synthesize_and_retrain(**p) -> Synthesized:
                     score=p["ood_score"])
     retrained = on_gpu(train_classifier_augmented(
         data=data, splits=splits, synthetic=chosen.outputs["selected"], backbone=p["backbone"], loss=p["loss"],
-        epochs=p["epochs"], resolution=p["resolution"], batch_size=p["batch_size"], seed=p["seed"],
-        synthetic_ratio=p["synthetic_ratio"], data_revision=p["data_revision"]))
+        sampler=p["classifier_sampler"], epochs=p["epochs"], resolution=p["resolution"], batch_size=p["batch_size"],
+        seed=p["seed"], synthetic_ratio=p["synthetic_ratio"], prior_shift=False, data_revision=p["data_revision"]))
     ev = evaluate(model=retrained.outputs["model"], data=data, splits=splits, arm=p["arm"], split_name=p["eval_split"],
                   bootstrap=p["eval_bootstrap"]).set_display_name("evaluate-retrained")
     return Synthesized(candidates=candidates.outputs["candidates"], selected=chosen.outputs["selected"],

@@ -9,13 +9,14 @@ itself is read from `source`, a path or URI the cache cannot see into).
 from kfp import dsl
 
 from components import (
-    compare,
+    compare_with_control,
     evaluate,
     export,
     masks,
     report,
     split,
     train_classifier,
+    train_classifier_augmented,
     train_diffusion,
     validate,
     version,
@@ -39,7 +40,7 @@ def train_augment(**p) -> dsl.Artifact:
                      test_fraction=p["test_fraction"]).outputs["splits"]
 
     baseline = on_gpu(train_classifier(data=data, splits=manifest, backbone=p["backbone"], loss=p["loss"],
-                                       epochs=p["epochs"], resolution=p["resolution"], batch_size=p["batch_size"],
+                                       sampler=p["classifier_sampler"], epochs=p["epochs"], resolution=p["resolution"], batch_size=p["batch_size"],
                                        seed=seed, data_revision=revision))
     lesion_masks = masks(data=data, size=p["diffusion_resolution"])
     diffusion = on_gpu(train_diffusion(data=data, splits=manifest, masks=lesion_masks.outputs["masks"],
@@ -55,7 +56,16 @@ def train_augment(**p) -> dsl.Artifact:
 
     ev_base = evaluate(model=baseline.outputs["model"], data=data, splits=manifest, arm="real-only",
                        split_name=p["eval_split"], bootstrap=p["eval_bootstrap"]).set_display_name("evaluate-real-only")
-    table = compare(baseline=ev_base.outputs["evaluation"], augmented=synth.outputs["evaluation"])
+    # The prior-shift control: real images only, drawn with the synthetic arm's per-class counts.
+    control = on_gpu(train_classifier_augmented(
+        data=data, splits=manifest, synthetic=synth.outputs["selected"], backbone=p["backbone"], loss=p["loss"],
+        sampler=p["classifier_sampler"], epochs=p["epochs"], resolution=p["resolution"],
+        batch_size=p["batch_size"], seed=seed, synthetic_ratio=0.0, prior_shift=True,
+        data_revision=revision)).set_display_name("train-prior-shift-control")
+    ev_ctrl = evaluate(model=control.outputs["model"], data=data, splits=manifest, arm="prior-shift control",
+                       split_name=p["eval_split"], bootstrap=p["eval_bootstrap"]).set_display_name("evaluate-control")
+    table = compare_with_control(baseline=ev_base.outputs["evaluation"], control=ev_ctrl.outputs["evaluation"],
+                                 augmented=synth.outputs["evaluation"])
     # Serve whichever arm is better on the held-out split.
     with dsl.If(table.outputs["Output"] >= 0.0, name="augmented-not-worse"):
         export(model=synth.outputs["model"], target=p["export_target"]).set_display_name("export-augmented")
@@ -67,6 +77,7 @@ def train_augment(**p) -> dsl.Artifact:
                                          data_revision=revision, content_hash=checked.outputs["Output"],
                                          remote=p["dvc_remote"]))
     final = report(comparison=table.outputs["comparison"], baseline=ev_base.outputs["evaluation"],
+                   control=ev_ctrl.outputs["evaluation"],
                    augmented=synth.outputs["evaluation"], candidates=synth.outputs["candidates"],
                    selected=synth.outputs["selected"], version_record=record.outputs["record"],
                    diffusion=diffusion.outputs["model"], data_revision=revision, profile=p["profile"])

@@ -366,8 +366,11 @@ def build_run_report(out: str | Path, comparison_csv: str | Path, evaluations: S
         overlap = a0 <= b1 and b0 <= a1
         summary += (" The 95% intervals overlap: this run alone does not separate the arms." if overlap else
                     " The 95% intervals do not overlap.")
+    for mid in rows[1:-1]:  # e.g. the prior-shift control: what the synthetic arm must beat besides the baseline
+        summary += (f" {mid['method']}: {fmt(mid['balanced_accuracy'])}; {aug['method']} minus it "
+                    f"{aug['balanced_accuracy'] - mid['balanced_accuracy']:+.3f}.")
     if split_name == "val":
-        summary += (" Both arms also chose their epoch on this split, so absolute values are optimistic;"
+        summary += (" Every arm also chose its epoch on this split, so absolute values are optimistic;"
                     " compare the arms with each other.")
     ci_note = (f"Cells show the value and its 95% bootstrap interval over the {split_name} images "
                f"({n_boot} resamples)." if n_boot else "No bootstrap intervals were computed for this run.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -54,7 +55,8 @@ def test_gpu_stages_carry_scheduling_and_cpu_stages_none(name):
             continue
         res = body["container"].get("resources", {})
         plat = platform.get(ex, {})
-        if ex in GPU_EXECUTORS:
+        # A component used twice gets a numbered executor (exec-train-classifier-augmented-2): same scheduling.
+        if re.sub(r"-\d+$", "", ex) in GPU_EXECUTORS:
             acc = res["accelerator"]
             assert acc["resourceType"] == "nvidia.com/gpu" and int(acc["resourceCount"]) == 1, ex
             assert "cuda" in body["container"]["image"]

@@ -52,7 +52,7 @@ def test_tiny_profile_end_to_end(tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output[-3000:]
     assert f"report: {out / 'report.md'}" in r.output
     rows = list(csv.DictReader(Path(out / "comparison.csv").read_text().splitlines()))
-    assert [row["method"] for row in rows] == ["real-only", "real+synthetic"]
+    assert [row["method"] for row in rows] == ["real-only", "prior-shift control", "real+synthetic"]
     assert list(rows[0]) == ["method", "balanced_accuracy"] + [f"recall_{c}" for c in CLASSES]
     for row in rows:
         assert 0.0 <= float(row["balanced_accuracy"]) <= 1.0
