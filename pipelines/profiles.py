@@ -68,7 +68,11 @@ PROFILES: dict[str, dict] = {
             "diffusion_batch_size": 64, "diffusion_max_minutes": 0.0,
             "classes": TAIL_CLASSES, "count": 60, "oversample": 1.0,
             # The shipped synthesizer's sampler, chosen on label fidelity (docs/results/diffusion.md).
-            "sampler": "dpmsolver", "sampler_steps": 20, "guidance": 3.0, "num_shards": 2, "gamma": 0.5},
+            "sampler": "dpmsolver", "sampler_steps": 20, "guidance": 3.0,
+            # One shard: on one 2-core machine the local runner runs ParallelFor shards at the same time and their
+            # torch threads oversubscribe the cores (measured: 26 s once, 138 s another time for the same 180
+            # images). The cluster profile (paper) fans out over GPU pods.
+            "num_shards": 1, "gamma": 0.5},
     # ISIC 2019 at full scale on a GPU pool: fill-to-head synthesis, gamma 0.4, 16 generation shards.
     "paper": {**_COMMON,
               "backbone": "efficientnet_b0", "epochs": 30, "resolution": 128, "batch_size": 128,
