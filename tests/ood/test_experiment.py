@@ -85,6 +85,9 @@ def test_experiment_folds_end_to_end_tiny(ood_setup, tmp_path):
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
     res = json.loads((out / "results.json").read_text())
+    from tailsynth.runinfo import read_run
+
+    assert read_run(out)["stages"]["experiment-augment"]["params"]["folds"] == 2  # run.yaml beside the results
     arms = {"real", "cmo", "prior-shift", "random", "ood", "harmonized"}
     for part, n_images in (("test", 100), ("eval", 24)):
         e = res["parts"][part]

@@ -117,6 +117,8 @@ def experiment_cmd(
     """Methods x seeds -> comparison.md / comparison.csv (mean ± std, rarest class highlighted)."""
     from ..classify.experiment import METHODS, run_experiment
 
+    record_run(out, "experiment", dict(locals()))
+
     kw = {k: v for k, v in (("threads", threads), ("batch_size", batch_size), ("device", device)) if v is not None}
     with fail_cleanly():
         try:

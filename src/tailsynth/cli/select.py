@@ -91,6 +91,7 @@ def experiment_augment(
     quiet: bool = typer.Option(False, "--quiet"),
 ) -> None:
     """Best real-only vs CMO vs prior-shift control vs random / OOD-selected / harmonized synthetic, paired."""
+    record_run(out, "experiment-augment", dict(locals()))
     from ..ood.experiment import run_augmentation_experiment
 
     with fail_cleanly():
