@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -63,6 +64,26 @@ def resolve_synthesizer(path: str | Path) -> Path:
     return p
 
 
+def task_timings(pipeline_run_dir: Path, started: float) -> list[dict]:
+    """Per-task wall time of a local run, from the order in which tasks wrote their executor_output.json: the
+    local runner runs tasks one after another (ParallelFor iterations at the same time), so each task's time is
+    its finish minus the previous finish (the run's start for the first). Tasks reused from the cache wrote
+    nothing in this run and do not appear."""
+    done = sorted((f.stat().st_mtime, str(f.parent.relative_to(pipeline_run_dir)))
+                  for f in Path(pipeline_run_dir).rglob("executor_output.json"))
+    rows, prev = [], started
+    for finished, name in done:
+        rows.append({"stage": name, "seconds": round(max(0.0, finished - prev), 1)})
+        prev = max(prev, finished)
+    return rows
+
+
+def timing_table(rows: list[dict], wall: float) -> str:
+    width = max([len(r["stage"]) for r in rows] + [len("total (wall)")])
+    lines = [f"{'stage':<{width}}  seconds"] + [f"{r['stage']:<{width}}  {r['seconds']:7.1f}" for r in rows]
+    return "\n".join(lines + [f"{'total (wall)':<{width}}  {wall:7.1f}"])
+
+
 def run_local(profile: str, data: str | Path, out: str | Path, data_revision: str | None = None,
               cache: bool = False, **overrides) -> Path:
     """Run train_augment locally with PROFILE on DATA; returns OUT holding report.md/.html and comparison.csv."""
@@ -98,12 +119,16 @@ def run_local(profile: str, data: str | Path, out: str | Path, data_revision: st
     missing = [f for f in REPORT_FILES if not (out / f).is_file()]
     if missing:
         raise ServiceError(f"{report_dir}: the report stage did not write {', '.join(missing)}")
+    timings = task_timings(report_dir.parents[1], t0)
     record_stage(out, "pipeline train_augment", resolved, data_revision=revision, status="succeeded",
-                 wall_seconds=round(wall, 1), report_stage_dir=str(report_dir), pipeline_root=str(root))
+                 wall_seconds=round(wall, 1), report_stage_dir=str(report_dir), pipeline_root=str(root),
+                 task_seconds=timings)
     if (out / VERSION_RECORD).is_file():
         record_run_versions(out, json.loads((out / VERSION_RECORD).read_text()),
                             params={"remote": params["dvc_remote"], "data_revision": revision})
-    finalize_run_report(out)  # adds the exported model card, its lineage and the links only the whole run knows
+    # Adds the exported model card, its lineage, the task timings and the links only the whole run knows.
+    finalize_run_report(out, timings=timings)
+    print(timing_table(timings, wall), file=sys.stderr, flush=True)
     if task_cache is not None:
         summary = task_cache.summary()
         (out / "task_cache.json").write_text(json.dumps(summary, indent=2))

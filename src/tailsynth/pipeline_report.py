@@ -498,12 +498,17 @@ def _inline_html(t: str) -> str:
 
 
 def recorded_timings(run_dir: Path) -> dict:
-    """{stage: seconds} for the stages of RUN_DIR/run.yaml that recorded a duration (`seconds` or `wall_s`)."""
+    """{stage: seconds} for the stages of RUN_DIR/run.yaml that recorded a duration (`seconds` or `wall_s`), and the
+    per-task times a pipeline run recorded (`task_seconds`)."""
     from .runinfo import read_run
 
     out = {}
     for stage, entry in ((read_run(run_dir).get("stages")) or {}).items():
-        v = (entry or {}).get("seconds", (entry or {}).get("wall_s"))
+        entry = entry or {}
+        for task in entry.get("task_seconds") or []:  # a pipeline run's per-task times
+            if isinstance(task, dict) and isinstance(task.get("seconds"), (int, float)):
+                out[str(task.get("stage"))] = float(task["seconds"])
+        v = entry.get("seconds", entry.get("wall_s"))
         if isinstance(v, (int, float)):
             out[stage] = float(v)
     return out

@@ -65,6 +65,11 @@ def test_tiny_profile_end_to_end(tmp_path, monkeypatch):
     config = stage["params"]
     assert config["data_revision"].startswith("sha256:") and config["profile"] == "tiny"
     assert stage["status"] == "succeeded" and stage["wall_seconds"] > 0
+    # Per-task times (finish minus previous finish), in run.yaml and in the report's stage timing table.
+    tasks = {t["stage"]: t["seconds"] for t in stage["task_seconds"]}
+    assert {"validate", "train-classifier", "select", "report"} <= set(tasks)
+    assert all(v >= 0 for v in tasks.values()) and sum(tasks.values()) <= stage["wall_seconds"] + 1
+    assert "Stage timings" in md and "train-classifier" in md.split("Stage timings", 1)[1]
     assert (out / "report.html").read_text().count("<table>") >= 3
     run_dir = next((out / "artifacts").glob("tailsynth-train-augment-*"))
     shards = sorted(run_dir.glob("for-loop-*/generate/candidates/synthetic_ground_truth.csv"))
