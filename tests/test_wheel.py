@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import sysconfig
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from local_servers import stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 TOP_LEVEL_SKIP = {".git", "runs", "build", "dist", "data", ".pytest_cache", ".ruff_cache"}
@@ -108,11 +108,6 @@ def test_wheel_exports_and_serves_with_onnxruntime(installed, tmp_path):
         rows = list(predict_files(f"http://127.0.0.1:{port}", [image], None))
         assert len(rows) == 1 and set(rows[0]["probabilities"]) == {"NV", "DF", "VASC"}, rows
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(40)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_process(proc, 40)
         log.close()
     assert proc.returncode == 0, (work / "serve.log").read_text()[-3000:]

@@ -137,18 +137,23 @@ class JsonlSink:
         return str(self.path)
 
 
+def parse_jsonl(text: str, where: str) -> list[dict]:
+    """Prediction records from JSONL text, checked against the schema (errors name WHERE:line)."""
+    out = []
+    for i, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{where}:{i}: not valid JSON ({e.msg})") from e
+        out.append(PredictionRecord.from_dict(rec, f"{where}:{i}").to_dict())
+    return out
+
+
 def read_jsonl(path: str | Path) -> list[dict]:
     """The records of one local JSONL log, checked against the schema (errors name file:line)."""
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{path}:{i}: not valid JSON ({e.msg})") from e
-                out.append(PredictionRecord.from_dict(rec, f"{path}:{i}").to_dict())
-    return out
+    return parse_jsonl(Path(path).read_text(encoding="utf-8"), str(path))
 
 
 @dataclass

@@ -9,7 +9,6 @@ import csv
 import io
 import json
 import os
-import signal
 import subprocess
 import sys
 import urllib.request
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from local_servers import stop_process
 from typer.testing import CliRunner
 
 from tailsynth.cli import app
@@ -56,12 +56,7 @@ def _served_record(repo: Path, records: Path, image: np.ndarray) -> str:
         with urllib.request.urlopen(req, timeout=60) as r:
             assert r.status == 200
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_process(proc, 30)
         log.close()
     lines = [ln for ln in records.read_text().splitlines() if ln.strip()]
     assert len(lines) == 1, (records.parent / "serve.log").read_text()[-3000:]

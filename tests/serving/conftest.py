@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import signal
 import subprocess
 from pathlib import Path
 
@@ -16,6 +15,7 @@ TRITON_VENV = Path(os.environ.get("TAILSYNTH_TRITON_VENV", ROOT / ".venv-triton"
 CLASSES = ["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC"]  # DermaMNIST's seven, in ISIC order
 RES = 32
 from serving_checks import MAX_BODY, tailsynth_bin  # noqa: E402,F401  (unique module name: conftest is ambiguous)
+from local_servers import stop_process  # noqa: E402
 
 
 def png_bytes(img: np.ndarray) -> bytes:
@@ -133,15 +133,9 @@ class Server:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> int | None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(40)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        code = stop_process(self.proc, 40)
         self._log.close()
-        return self.proc.returncode
+        return code
 
 
 @pytest.fixture(scope="session")

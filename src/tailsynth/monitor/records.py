@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import ConfigError, DataError
 from ..hashing import model_version  # noqa: F401  (part of this module's API)
-from ..predictions import IMAGE_STAT_COLUMNS, JsonlSink, PredictionRecord
+from ..predictions import IMAGE_STAT_COLUMNS, JsonlSink, parse_jsonl
 
 REFERENCE_FILE = "reference.jsonl"
 
@@ -116,19 +116,6 @@ def open_sink(uri: str | Path, endpoint_url: str | None = None):
     return S3Sink(uri, endpoint_url=endpoint_url) if uri.startswith("s3://") else JsonlSink(uri)
 
 
-def _parse_lines(text: str, where: str) -> list[dict]:
-    out = []
-    for i, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{where}:{i}: not valid JSON ({e.msg})") from e
-        out.append(PredictionRecord.from_dict(rec, f"{where}:{i}").to_dict())
-    return out
-
-
 def read_records(uri: str | Path, endpoint_url: str | None = None) -> list[dict]:
     """Records from a JSONL file, a folder of *.jsonl files, or an s3:// prefix (all objects below it)."""
     uri = str(uri)
@@ -140,17 +127,17 @@ def read_records(uri: str | Path, endpoint_url: str | None = None) -> list[dict]
             for obj in sorted(page.get("Contents", []), key=lambda o: o["Key"]):
                 if obj["Key"].endswith(".jsonl"):
                     body = client.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read().decode()
-                    out.extend(_parse_lines(body, f"s3://{bucket}/{obj['Key']}"))
+                    out.extend(parse_jsonl(body, f"s3://{bucket}/{obj['Key']}"))
         return out
     path = Path(uri)
     if path.is_dir():
         files = sorted(path.rglob("*.jsonl"))
         if not files:
             raise DataError(f"{path}: no *.jsonl prediction logs in this folder")
-        return [r for f in files for r in _parse_lines(f.read_text(), str(f))]
+        return [r for f in files for r in parse_jsonl(f.read_text(), str(f))]
     if not path.is_file():
         raise DataError(f"{path}: prediction log not found")
-    return _parse_lines(path.read_text(), str(path))
+    return parse_jsonl(path.read_text(), str(path))
 
 
 def records_frame(records: Sequence[dict], classes: Sequence[str] | None = None):
