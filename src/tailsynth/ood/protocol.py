@@ -12,6 +12,7 @@ the inner `val` is cut from its train split. Either way each seed trains one mod
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 from dataclasses import dataclass
@@ -91,30 +92,40 @@ def predict_part(model_dir: Path, data, split: str, splits=None, drop_unknown: b
     `drop_unknown`: images of classes the model lacks (e.g. SCC in an ISIC folder) are left out and counted,
     instead of being an error; a new evaluation source may hold classes the training data did not.
     """
-    from ..classify.evaluate import align_labels
     from ..classify.model import load_classifier, predict_arrays
+
+    model, meta = load_classifier(model_dir)
+    ids, x, y, dropped = _part_arrays(str(data), split, None if splits is None else str(splits),
+                                      tuple(meta.classes), int(meta.resolution), drop_unknown)
+    _, _, logits = predict_arrays(model, meta, x, features=True)
+    return {"ids": ids, "y": y, "logits": logits.astype(np.float64), "dropped": dict(dropped),
+            "classes": list(meta.classes)}
+
+
+@functools.lru_cache(maxsize=4)
+def _part_arrays(data: str, split: str, splits: str | None, classes: tuple, resolution: int, drop_unknown: bool):
+    """Decoded, resized pixels of one split, kept for the process: an experiment scores every arm's model of every
+    replicate on the same evaluation split, and decoding full-size ISIC JPEGs dominates that cost."""
+    from ..classify.evaluate import align_labels
     from ..data import load_source
     from ..data.errors import DataError
 
-    model, meta = load_classifier(model_dir)
     ds = load_source(data, splits=splits)
     if split not in ds.splits:
         raise DataError(f"{data}: no split {split!r} (has {ds.splits})")
     part = ds.split(split)
     dropped: dict[str, int] = {}
     if drop_unknown:
-        keep = [r for r in part.records if r.label in meta.classes]
+        keep = [r for r in part.records if r.label in classes]
         for r in part.records:
-            if r.label not in meta.classes:
+            if r.label not in classes:
                 dropped[r.label] = dropped.get(r.label, 0) + 1
         part = part.subset(keep)
     if len(part) == 0:
-        raise DataError(f"{data}: split {split!r} holds no images of the model's classes {meta.classes}")
-    x, y = part.arrays(int(meta.resolution))
-    y = align_labels(meta.classes, part.classes, y, data)
-    _, _, logits = predict_arrays(model, meta, x, features=True)
-    return {"ids": np.array([r.image_id for r in part.records]), "y": y, "logits": logits.astype(np.float64),
-            "dropped": dropped, "classes": list(meta.classes)}
+        raise DataError(f"{data}: split {split!r} holds no images of the model's classes {list(classes)}")
+    x, y = part.arrays(resolution)
+    y = align_labels(list(classes), part.classes, y, data)
+    return np.array([r.image_id for r in part.records]), x, y, dropped
 
 
 def tune_posthoc_tau(model_dir: Path, data, splits, taus=POSTHOC_TAUS) -> tuple[float, dict]:
