@@ -69,18 +69,20 @@ def compare(baseline: Input[Dataset], augmented: Input[Dataset], comparison: Out
 
 @cpu_component
 def compare_with_control(baseline: Input[Dataset], control: Input[Dataset], augmented: Input[Dataset],
-                         comparison: Output[Dataset], metrics: Output[Metrics]) -> float:
-    """Rows real-only, prior-shift control, real+synthetic. Returns augmented minus baseline BA (the export rule)."""
+                         harmonized: Input[Dataset], comparison: Output[Dataset], metrics: Output[Metrics]) -> float:
+    """Rows real-only, prior-shift control, real+synthetic (e), real+harmonized (f). Returns (e) minus real-only BA
+    (the export rule)."""
     from tailsynth.pipeline_report import comparison_rows, write_comparison_csv
 
-    rows = comparison_rows([baseline.path, control.path, augmented.path])
+    rows = comparison_rows([baseline.path, control.path, augmented.path, harmonized.path])
     write_comparison_csv(rows, comparison.path)
     for r in rows:
         metrics.log_metric(f"{r['method']}.balanced_accuracy", float(r["balanced_accuracy"]))
-    delta = float(rows[2]["balanced_accuracy"] - rows[0]["balanced_accuracy"])
-    metrics.log_metric("balanced_accuracy_delta", delta)
-    metrics.log_metric("balanced_accuracy_delta_vs_control", float(rows[2]["balanced_accuracy"] - rows[1]["balanced_accuracy"]))
-    return delta
+    base, ctrl = rows[0]["balanced_accuracy"], rows[1]["balanced_accuracy"]
+    for r in rows[2:]:
+        metrics.log_metric(f"{r['method']}.balanced_accuracy_delta", float(r["balanced_accuracy"] - base))
+        metrics.log_metric(f"{r['method']}.balanced_accuracy_delta_vs_control", float(r["balanced_accuracy"] - ctrl))
+    return float(rows[2]["balanced_accuracy"] - base)
 
 
 @cpu_component

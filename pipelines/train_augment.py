@@ -53,6 +53,12 @@ def train_augment(**p) -> dsl.Artifact:
         data=data, splits=manifest, masks=lesion_masks.outputs["masks"], diffusion=diffusion.outputs["model"],
         feature_classifier=baseline.outputs["model"], data_revision=revision, arm="real+synthetic",
         **{k: p[k] for k in SYNTHESIS_PARAMETERS})
+    # Arm (f): real tail lesions pasted on head backgrounds and re-noised/denoised by the same synthesizer
+    # (`generate --mode harmonize`), OOD-selected the same way; it competes with (e) on the same footing.
+    harmonized = synthesize_and_retrain(
+        data=data, splits=manifest, masks=lesion_masks.outputs["masks"], diffusion=diffusion.outputs["model"],
+        feature_classifier=baseline.outputs["model"], data_revision=revision, arm="real+harmonized",
+        **{k: p[k] for k in SYNTHESIS_PARAMETERS if k != "generate_mode"}, generate_mode="harmonize")
 
     ev_base = evaluate(model=baseline.outputs["model"], data=data, splits=manifest, arm="real-only",
                        split_name=p["eval_split"], bootstrap=p["eval_bootstrap"]).set_display_name("evaluate-real-only")
@@ -65,8 +71,9 @@ def train_augment(**p) -> dsl.Artifact:
     ev_ctrl = evaluate(model=control.outputs["model"], data=data, splits=manifest, arm="prior-shift control",
                        split_name=p["eval_split"], bootstrap=p["eval_bootstrap"]).set_display_name("evaluate-control")
     table = compare_with_control(baseline=ev_base.outputs["evaluation"], control=ev_ctrl.outputs["evaluation"],
-                                 augmented=synth.outputs["evaluation"])
-    # Serve whichever arm is better on the held-out split.
+                                 augmented=synth.outputs["evaluation"], harmonized=harmonized.outputs["evaluation"])
+    # Serve the OOD-selected arm (e) if it is not worse than real-only, else real-only; (f) is compared, not served,
+    # so that what is served does not depend on picking the best of several arms on one split.
     with dsl.If(table.outputs["Output"] >= 0.0, name="augmented-not-worse"):
         export(model=synth.outputs["model"], target=p["export_target"]).set_display_name("export-augmented")
     with dsl.Else(name="baseline-better"):
@@ -78,7 +85,8 @@ def train_augment(**p) -> dsl.Artifact:
                                          remote=p["dvc_remote"]))
     final = report(comparison=table.outputs["comparison"], baseline=ev_base.outputs["evaluation"],
                    control=ev_ctrl.outputs["evaluation"],
-                   augmented=synth.outputs["evaluation"], candidates=synth.outputs["candidates"],
+                   augmented=synth.outputs["evaluation"], harmonized=harmonized.outputs["evaluation"],
+                   harmonized_selected=harmonized.outputs["selected"], candidates=synth.outputs["candidates"],
                    selected=synth.outputs["selected"], version_record=record.outputs["record"],
                    diffusion=diffusion.outputs["model"], data_revision=revision, profile=p["profile"])
     return final.outputs["report"]

@@ -305,8 +305,13 @@ def build_run_report(out: str | Path, comparison_csv: str | Path, evaluations: S
                  candidates: str | Path | None = None, selected: str | Path | None = None,
                  version_record: str | Path | None = None, data_revision: str = "", profile: str = "",
                  diffusion_model: str | Path | None = None, extra: dict | None = None,
-                 model_card: dict | None = None, timings=None, links: dict | None = None) -> Path:
+                 model_card: dict | None = None, timings=None, links: dict | None = None,
+                 synthetic_arms: int = 1, extra_selected: dict | None = None) -> Path:
     """Write OUT/report.md, OUT/report.html, OUT/comparison.csv and the figures; returns OUT.
+
+    Rows of COMPARISON_CSV: the reference arm first, then controls, then the last SYNTHETIC_ARMS rows, each of which
+    is compared with the reference and with every control. EXTRA_SELECTED: {title: selection folder} of further
+    synthetic arms whose kept images are shown as a grid.
 
     LINKS: {label: path relative to OUT} of pages that exist beside the report (model card, monitoring pages);
     the selection report is copied in from SELECTED. MODEL_CARD: the exported model's card (its lineage block).
@@ -317,7 +322,9 @@ def build_run_report(out: str | Path, comparison_csv: str | Path, evaluations: S
         "comparison_csv": str(comparison_csv), "evaluations": [str(e) for e in evaluations],
         "candidates": str(candidates) if candidates else None, "selected": str(selected) if selected else None,
         "version_record": str(version_record) if version_record else None, "data_revision": data_revision,
-        "profile": profile, "diffusion_model": str(diffusion_model) if diffusion_model else None}, indent=2))
+        "profile": profile, "diffusion_model": str(diffusion_model) if diffusion_model else None,
+        "synthetic_arms": synthetic_arms,
+        "extra_selected": {k: str(v) for k, v in (extra_selected or {}).items()}}, indent=2))
     rows = read_comparison_csv(comparison_csv)
     if Path(comparison_csv).resolve() != (out / "comparison.csv").resolve():
         write_comparison_csv(rows, out / "comparison.csv")
@@ -350,25 +357,29 @@ def build_run_report(out: str | Path, comparison_csv: str | Path, evaluations: S
     if evs:
         support = {c: (v or {}).get("support") for c, v in evs[0]["per_class"].items()}
     classes = [k[len("recall_"):] for k in rows[0] if k.startswith("recall_")]
-    pc_header = ["class", "support"] + [f"recall {r['method']}" for r in rows] + (
-        [f"{rows[-1]['method']} - {rows[0]['method']}"] if len(rows) > 1 else [])
+    if not 1 <= synthetic_arms < max(len(rows), 2):
+        raise ConfigError(f"{comparison_csv}: {len(rows)} arm(s) cannot hold a reference and {synthetic_arms} synthetic arm(s)")
+    base = rows[0]
+    synth = list(zip(rows, ivs))[-synthetic_arms:] if len(rows) > 1 else []
+    controls = rows[1:len(rows) - synthetic_arms]
+    pc_header = ["class", "support"] + [f"recall {r['method']}" for r in rows] + [
+        f"{r['method']} - {base['method']}" for r, _ in synth]
     pc_rows = [[c, support.get(c, "")] + [_cell(r[f"recall_{c}"], iv.get(f"recall_{c}")) for r, iv in zip(rows, ivs)]
-               + ([f"{rows[-1][f'recall_{c}'] - rows[0][f'recall_{c}']:+.3f}"] if len(rows) > 1 else [])
+               + [f"{r[f'recall_{c}'] - base[f'recall_{c}']:+.3f}" for r, _ in synth]
                for c in classes]
     sel_header, sel_rows = selection_table(quality)
-    base, aug = rows[0], rows[-1]
-    delta = aug["balanced_accuracy"] - base["balanced_accuracy"]
     split_name = (evs[0].get("split") if evs else None) or "val"
-    summary = (f"Balanced accuracy ({split_name}): {base['method']} {fmt(base['balanced_accuracy'])} -> "
-               f"{aug['method']} {fmt(aug['balanced_accuracy'])} ({delta:+.3f}).")
-    if ivs and ivs[0].get("balanced_accuracy") and ivs[-1].get("balanced_accuracy"):
-        (a0, a1), (b0, b1) = ivs[0]["balanced_accuracy"], ivs[-1]["balanced_accuracy"]
-        overlap = a0 <= b1 and b0 <= a1
-        summary += (" The 95% intervals overlap: this run alone does not separate the arms." if overlap else
-                    " The 95% intervals do not overlap.")
-    for mid in rows[1:-1]:  # e.g. the prior-shift control: what the synthetic arm must beat besides the baseline
-        summary += (f" {mid['method']}: {fmt(mid['balanced_accuracy'])}; {aug['method']} minus it "
-                    f"{aug['balanced_accuracy'] - mid['balanced_accuracy']:+.3f}.")
+    summary = f"Balanced accuracy ({split_name}): {base['method']} {fmt(base['balanced_accuracy'])}."
+    for aug, aug_iv in synth:
+        delta = aug["balanced_accuracy"] - base["balanced_accuracy"]
+        summary += f" {aug['method']} {fmt(aug['balanced_accuracy'])} ({delta:+.3f})."
+        if ivs and ivs[0].get("balanced_accuracy") and aug_iv.get("balanced_accuracy"):
+            (a0, a1), (b0, b1) = ivs[0]["balanced_accuracy"], aug_iv["balanced_accuracy"]
+            summary += (" The 95% intervals overlap: this run alone does not separate it from the reference."
+                        if a0 <= b1 and b0 <= a1 else " The 95% intervals do not overlap.")
+        for mid in controls:  # e.g. the prior-shift control: what a synthetic arm must beat besides the reference
+            summary += (f" Minus {mid['method']} ({fmt(mid['balanced_accuracy'])}): "
+                        f"{aug['balanced_accuracy'] - mid['balanced_accuracy']:+.3f}.")
     if split_name == "val":
         summary += (" Every arm also chose its epoch on this split, so absolute values are optimistic;"
                     " compare the arms with each other.")
@@ -392,6 +403,11 @@ def build_run_report(out: str | Path, comparison_csv: str | Path, evaluations: S
     if rejected_grid:
         sections.append(("", "text", ["Candidates dropped by the selection:"]))
         sections.append(("", "image", ["rejected_grid.png", "rejected candidates"]))
+    for i, (title, folder) in enumerate((extra_selected or {}).items()):
+        manifest = Path(folder) / "selected_manifest.csv"
+        extra_grid = synthetic_grid(manifest, out / f"synthetic_grid_{i + 2}.png")[0] if manifest.is_file() else None
+        sections.append((title, "image" if extra_grid else "text",
+                         [f"synthetic_grid_{i + 2}.png", title] if extra_grid else ["No synthetic image was kept."]))
     sections.append(("Selection statistics", "table" if sel_rows else "text",
                      [sel_header, sel_rows] if sel_rows else ["No selection statistics."]))
     sections.append(("", "text", [f"Selection settings: `{json.dumps(quality.get('selection', {}), default=str)}`"]))
@@ -485,7 +501,8 @@ def finalize_run_report(run_dir: str | Path, timings=None) -> Path:
     return build_run_report(run_dir, run_dir / "comparison.csv", inputs["evaluations"], inputs["candidates"],
                         inputs["selected"], record if record.is_file() else inputs["version_record"],
                         inputs["data_revision"], inputs["profile"], inputs["diffusion_model"],
-                        model_card=card, timings=timings, links=links)
+                        model_card=card, timings=timings, links=links,
+                        synthetic_arms=inputs.get("synthetic_arms", 1), extra_selected=inputs.get("extra_selected"))
 
 
 def _inline_html(t: str) -> str:

@@ -88,7 +88,7 @@ def test_gpu_tasks_retry_and_data_revision_is_a_cache_input():
     spec, _ = _docs("train_augment")
     tasks = _all_tasks(spec)
     for name, t in tasks.items():
-        ex = t["componentRef"]["name"].replace("comp-", "exec-")
+        ex = re.sub(r"-\d+$", "", t["componentRef"]["name"].replace("comp-", "exec-"))
         if ex in GPU_EXECUTORS:
             assert t["retryPolicy"]["maxRetryCount"] >= 1, name
         else:

@@ -131,3 +131,36 @@ def test_report_tables_from_run_records(tmp_path):
     assert rows["pushed to DVC remote"] == "/store" and rows["synthesizer hash"] == "abc"
     unpushed = dict(version_rows({"remote": None, "sets": {"synthetic": {"md5": "s.dir", "pushed": False}}}))
     assert unpushed["pushed to DVC remote"] == "not pushed (no remote)"
+
+
+def test_report_compares_every_synthetic_arm_with_reference_and_control(tmp_path):
+    from tailsynth.pipeline_report import write_comparison_csv
+
+    evs = []
+    arms = (("real-only", 0.50, 0.10), ("prior-shift control", 0.52, 0.20), ("real+synthetic", 0.55, 0.50),
+            ("real+harmonized", 0.47, 0.30))
+    for arm, ba, df in arms:
+        d = tmp_path / arm
+        d.mkdir()
+        d.joinpath("evaluation.json").write_text(json.dumps({
+            "arm": arm, "balanced_accuracy": ba, "classes": ["NV", "DF"],
+            "per_class": {"NV": {"recall": 0.9, "support": 50}, "DF": {"recall": df, "support": 5}}}))
+        evs.append(d)
+    write_comparison_csv(comparison_rows(evs), tmp_path / "cmp.csv")
+    harm = tmp_path / "harm"
+    (harm / "images").mkdir(parents=True)
+    Image.fromarray(np.full((16, 16, 3), 120, np.uint8)).save(harm / "images" / "h.png")
+    (harm / "selected_manifest.csv").write_text("path,class\nimages/h.png,DF\n")
+    out = build_run_report(tmp_path / "report", tmp_path / "cmp.csv", evs, synthetic_arms=2,
+                           extra_selected={"Harmonized tail samples": harm, "Empty arm": tmp_path / "none"})
+    md = (out / "report.md").read_text()
+    summary = md.splitlines()[2]
+    assert "real+synthetic 0.550 (+0.050)" in summary and "real+harmonized 0.470 (-0.030)" in summary
+    assert "Minus prior-shift control (0.520): +0.030" in summary and "Minus prior-shift control (0.520): -0.050" in summary
+    # One Δ column per synthetic arm, against the reference; none for the control.
+    assert "real+synthetic - real-only | real+harmonized - real-only |" in md and "control - real-only" not in md
+    assert "| +0.400 | +0.200 |" in md
+    assert "## Harmonized tail samples" in md and (out / "synthetic_grid_2.png").stat().st_size > 0
+    assert "## Empty arm" in md and "No synthetic image was kept." in md
+    with pytest.raises(Exception, match="cannot hold a reference and 4"):
+        build_run_report(tmp_path / "bad", tmp_path / "cmp.csv", evs, synthetic_arms=4)

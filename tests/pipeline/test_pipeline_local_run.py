@@ -52,7 +52,7 @@ def test_tiny_profile_end_to_end(tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output[-3000:]
     assert f"report: {out / 'report.md'}" in r.output
     rows = list(csv.DictReader(Path(out / "comparison.csv").read_text().splitlines()))
-    assert [row["method"] for row in rows] == ["real-only", "prior-shift control", "real+synthetic"]
+    assert [row["method"] for row in rows] == ["real-only", "prior-shift control", "real+synthetic", "real+harmonized"]
     assert list(rows[0]) == ["method", "balanced_accuracy"] + [f"recall_{c}" for c in CLASSES]
     for row in rows:
         assert 0.0 <= float(row["balanced_accuracy"]) <= 1.0
@@ -74,6 +74,11 @@ def test_tiny_profile_end_to_end(tmp_path, monkeypatch):
     run_dir = next((out / "artifacts").glob("tailsynth-train-augment-*"))
     shards = sorted(run_dir.glob("for-loop-*/generate/candidates/synthetic_ground_truth.csv"))
     assert len(shards) == 2  # one generation task per shard
+    # Arm (f): the same sub-pipeline again, with the harmonize mode, its kept images shown in the report.
+    modes = {m: {r["mode"] for r in csv.DictReader((run_dir / m / "candidates" / "manifest.csv").open())}
+             for m in ("merge", "merge-2")}
+    assert modes == {"merge": {"inpaint"}, "merge-2": {"harmonize"}}
+    assert "## Harmonized tail samples" in md
     exported = list(run_dir.glob("export*/exported/*/1/model.onnx"))
     assert len(exported) == 1  # exactly one branch of the If/Else ran
     record = json.loads((run_dir / "version" / "record").read_text())
