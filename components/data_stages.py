@@ -35,14 +35,18 @@ def validate(source: str, data_revision: str, max_per_class: int, seed: int,
 
 
 @cpu_component
-def split(data: Input[Dataset], seed: int, val_fraction: float, test_fraction: float,
+def split(data: Input[Dataset], seed: int, val_fraction: float, test_fraction: float, train_fraction: float,
           splits: Output[Dataset], metrics: Output[Metrics]):
-    """Lesion-grouped stratified split manifest (`image_id,label,group_id,split`); a source's own splits are kept."""
+    """Lesion-grouped stratified split manifest (`image_id,label,group_id,split`); a source's own splits are kept.
+
+    `train_fraction` < 1 keeps that stratified share of the train split (val/test untouched); the dropped images
+    are absent from the manifest, so every later stage trains on fewer images and its cache key changes."""
     from tailsynth.data import ensure_splits, load_source
-    from tailsynth.data.splits import groups_crossing_splits, write_split_manifest
+    from tailsynth.data.splits import groups_crossing_splits, subsample_train, write_split_manifest
     from tailsynth.pipeline_io import source_in
 
     ds = ensure_splits(load_source(source_in(data.path)), seed=seed, val=val_fraction, test=test_fraction)
+    ds = subsample_train(ds, train_fraction, seed=seed)
     crossing = groups_crossing_splits(ds.records)
     if crossing:
         raise ValueError(f"{len(crossing)} lesion groups straddle splits, e.g. {next(iter(crossing))}")
@@ -50,7 +54,8 @@ def split(data: Input[Dataset], seed: int, val_fraction: float, test_fraction: f
     for s in ds.splits:
         for cls, n in ds.class_counts(s).items():
             metrics.log_metric(f"{s}.{cls}", float(n))
-    splits.metadata["splits"] = ds.splits
+    metrics.log_metric("train_fraction", float(train_fraction))
+    splits.metadata.update({"splits": ds.splits, "train_fraction": train_fraction})
 
 
 @cpu_component

@@ -22,13 +22,17 @@ def masks(data: Input[Dataset], size: int, masks: Output[Dataset], metrics: Outp
 @gpu_component
 def train_diffusion(data: Input[Dataset], splits: Input[Dataset], masks: Input[Dataset], model_size: str,
                     resolution: int, steps: int, batch_size: int, max_minutes: float, seed: int, pretrained: str,
-                    finetune_minutes: float, model: Output[Model], metrics: Output[Metrics]):
+                    pretrained_hash: str, finetune_minutes: float, model: Output[Model], metrics: Output[Metrics]):
     """The class-conditional inpainting diffusion model: the shipped synthesizer `pretrained` as is, or fine-tuned
-    from it for `finetune_minutes`, or (pretrained empty) trained here on the train split (`max_minutes` caps time)."""
+    from it for `finetune_minutes`, or (pretrained empty) trained here on the train split (`max_minutes` caps time).
+    `pretrained_hash` (when given) must be the weights' hash: it is what this task's cache key knows of them."""
     from tailsynth.diffusion.model import install_pretrained, model_hash
     from tailsynth.diffusion.train import train_diffusion as train
     from tailsynth.pipeline_io import numeric_items, source_in
 
+    if pretrained and pretrained_hash and model_hash(pretrained) != pretrained_hash:
+        raise ValueError(f"{pretrained}: weights hash {model_hash(pretrained)} differs from pretrained_hash "
+                         f"{pretrained_hash} (the synthesizer changed after the hash was taken)")
     if pretrained and finetune_minutes <= 0:
         result = install_pretrained(pretrained, model.path)
     else:

@@ -84,6 +84,20 @@ def timing_table(rows: list[dict], wall: float) -> str:
     return "\n".join(lines + [f"{'total (wall)':<{width}}  {wall:7.1f}"])
 
 
+def local_parameters(profile: str, **overrides) -> dict:
+    """PROFILE's parameters with OVERRIDES, completed for this machine: the checkout's DVC remote, the synthesizer as
+    an absolute path and its weights' hash (part of the cache keys)."""
+    params = resolve_profile(profile, **overrides)
+    if not params.get("dvc_remote"):
+        params["dvc_remote"] = default_dvc_remote()
+    params["diffusion_model"] = str(resolve_synthesizer(params["diffusion_model"])) if params.get("diffusion_model") else ""
+    if params["diffusion_model"] and not params.get("diffusion_model_hash"):
+        from tailsynth.diffusion.model import model_hash
+
+        params["diffusion_model_hash"] = model_hash(params["diffusion_model"])
+    return params
+
+
 def run_local(profile: str, data: str | Path, out: str | Path, data_revision: str | None = None,
               cache: bool = False, **overrides) -> Path:
     """Run train_augment locally with PROFILE on DATA; returns OUT holding report.md/.html and comparison.csv."""
@@ -91,10 +105,7 @@ def run_local(profile: str, data: str | Path, out: str | Path, data_revision: st
 
     from .train_augment import train_augment
 
-    params = resolve_profile(profile, **overrides)
-    if not params.get("dvc_remote"):
-        params["dvc_remote"] = default_dvc_remote()
-    params["diffusion_model"] = str(resolve_synthesizer(params["diffusion_model"])) if params.get("diffusion_model") else ""
+    params = local_parameters(profile, **overrides)
     source = resolve_data(data)
     revision = data_revision or hashing.data_revision(source)
     out = Path(out).resolve()

@@ -11,6 +11,7 @@ import inspect
 from collections.abc import Callable, Sequence
 from typing import Any, List
 
+from tailsynth.data.splits import check_train_fraction
 from tailsynth.errors import ConfigError
 
 TAIL_CLASSES = ["DF", "VASC", "AK"]
@@ -20,6 +21,9 @@ _COMMON = {
     "max_per_class": 0,
     "val_fraction": 0.15,
     "test_fraction": 0.15,
+    # A stratified share of the train split to train on, in (0, 1] (the split stage; val/test untouched): scaling
+    # studies (benchmarks/bench_mainjob.py) and quick runs. Unlike max_per_class it keeps the class proportions.
+    "train_fraction": 1.0,
     "backbone": "resnet18",
     "loss": "ce",
     "eval_split": "val",
@@ -41,6 +45,10 @@ _COMMON = {
     # A shipped synthesizer (a path; relative paths are taken from the working directory, the repository root
     # for `make run`); "" trains one inside the run. A fine-tune of > 0 minutes starts from the shipped one.
     "diffusion_model": "",
+    # Its weights' hash (tailsynth.diffusion.model.model_hash; local runs fill it in from diffusion_model). A path
+    # alone would key the synthesizer's task on its name: with the hash, new weights at the same path change the
+    # cache key of that task and of every task downstream of it. train-diffusion refuses weights that do not match.
+    "diffusion_model_hash": "",
     "diffusion_finetune_minutes": 0.0,
 }
 SHIPPED_SYNTHESIZER = "models/synth-dermamnist"
@@ -137,5 +145,7 @@ def profile(name: str, **overrides) -> dict:
     if unknown:
         raise ConfigError(f"profile {name!r}: unknown parameter(s) {', '.join(sorted(unknown))}")
     p.update(overrides)
+    # Checked here too, so a bad value fails before the first task instead of inside the split stage.
+    p["train_fraction"] = check_train_fraction(p["train_fraction"])
     p["profile"] = name
     return p

@@ -38,7 +38,7 @@ def regenerate_tail(**p):
     checked = validate(source=p["source"], data_revision=revision, max_per_class=p["max_per_class"], seed=0)
     data = checked.outputs["data"]
     manifest = split(data=data, seed=0, val_fraction=p["val_fraction"],
-                     test_fraction=p["test_fraction"]).outputs["splits"]
+                     test_fraction=p["test_fraction"], train_fraction=p["train_fraction"]).outputs["splits"]
     lesion_masks = masks(data=data, size=p["mask_size"])
     synth = synthesize_and_retrain(
         data=data, splits=manifest, masks=lesion_masks.outputs["masks"], diffusion=diffusion.output,

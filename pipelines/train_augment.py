@@ -37,7 +37,7 @@ def train_augment(**p) -> dsl.Artifact:
     checked = validate(source=p["source"], data_revision=revision, max_per_class=p["max_per_class"], seed=seed)
     data = checked.outputs["data"]
     manifest = split(data=data, seed=seed, val_fraction=p["val_fraction"],
-                     test_fraction=p["test_fraction"]).outputs["splits"]
+                     test_fraction=p["test_fraction"], train_fraction=p["train_fraction"]).outputs["splits"]
 
     baseline = on_gpu(train_classifier(data=data, splits=manifest, backbone=p["backbone"], loss=p["loss"],
                                        sampler=p["classifier_sampler"], epochs=p["epochs"], resolution=p["resolution"], batch_size=p["batch_size"],
@@ -47,7 +47,7 @@ def train_augment(**p) -> dsl.Artifact:
                                        model_size=p["diffusion_size"], resolution=p["diffusion_resolution"],
                                        steps=p["diffusion_steps"], batch_size=p["diffusion_batch_size"],
                                        max_minutes=p["diffusion_max_minutes"], seed=seed,
-                                       pretrained=p["diffusion_model"],
+                                       pretrained=p["diffusion_model"], pretrained_hash=p["diffusion_model_hash"],
                                        finetune_minutes=p["diffusion_finetune_minutes"]))
     synth = synthesize_and_retrain(
         data=data, splits=manifest, masks=lesion_masks.outputs["masks"], diffusion=diffusion.outputs["model"],

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from tailsynth.cli import app
 from tailsynth.data import load_source
+from tailsynth.data.records import LesionDataset, Record
 from tailsynth.data.splits import (
     ISIC2019_COUNTS,
     grouped_stratified_assign,
@@ -20,7 +21,9 @@ from tailsynth.data.splits import (
     longtail_targets,
     split_dataset,
     split_source,
+    subsample_train,
 )
+from tailsynth.errors import ConfigError
 
 FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}
 
@@ -152,3 +155,56 @@ def test_cli_split(isic_sample, tmp_path):
     bad = CliRunner().invoke(app, ["data", "split", str(isic_sample), "--out", str(out), "--val", "0.6",
                                    "--test", "0.5"])
     assert bad.exit_code == 1 and "leaves nothing to train on" in bad.stderr
+
+
+def _constructed(train_counts: dict[str, int], val_per_class: int = 4, pairs: bool = False) -> LesionDataset:
+    """Records only (no pixels): TRAIN_COUNTS images per class in train, VAL_PER_CLASS in val; with PAIRS, two
+    consecutive train images of a class share a lesion."""
+    recs = []
+    for c, n in train_counts.items():
+        for i in range(n):
+            gid = f"{c}-L{i // 2}" if pairs else f"{c}-{i}"
+            recs.append(Record(image_id=f"{c}-{i}", label=c, group_id=gid, split="train"))
+        recs += [Record(image_id=f"{c}-v{i}", label=c, group_id=f"{c}-v{i}", split="val") for i in range(val_per_class)]
+    return LesionDataset(recs, "constructed", "medmnist", loader=lambda r: None)
+
+
+TRAIN_COUNTS = {"NV": 400, "MEL": 120, "BKL": 60, "DF": 12, "VASC": 3}
+
+
+@pytest.mark.parametrize("fraction", [0.25, 0.5])
+def test_train_fraction_counts_per_class(fraction):
+    ds = _constructed(TRAIN_COUNTS)
+    sub = subsample_train(ds, fraction, seed=0)
+    got = sub.class_counts("train")
+    # round(fraction * n), at least 5 images per class, never more than the class has (VASC keeps all 3).
+    assert got == {c: min(n, max(5, round(fraction * n))) for c, n in TRAIN_COUNTS.items()}
+    assert sub.class_counts("val") == ds.class_counts("val")  # evaluation images untouched
+    assert {r.image_id for r in sub.records} <= {r.image_id for r in ds.records}
+
+
+def test_train_fraction_deterministic_nested_and_seeded():
+    ds = _constructed(TRAIN_COUNTS)
+
+    def ids(d):
+        return [r.image_id for r in d.split("train").records]
+
+    quarter, half = subsample_train(ds, 0.25, seed=3), subsample_train(ds, 0.5, seed=3)
+    assert ids(quarter) == ids(subsample_train(ds, 0.25, seed=3))  # same seed, same images, same order
+    assert set(ids(quarter)) < set(ids(half))  # a smaller fraction's images are part of a larger one's
+    assert set(ids(quarter)) != set(ids(subsample_train(ds, 0.25, seed=4)))
+    assert subsample_train(ds, 1.0, seed=3) is ds
+
+
+def test_train_fraction_keeps_lesions_whole():
+    ds = _constructed({"NV": 40, "MEL": 20}, pairs=True)
+    sub = subsample_train(ds, 0.5, seed=1)
+    kept = Counter(r.group_id for r in sub.split("train").records)
+    assert set(kept.values()) == {2}  # both images of every kept lesion
+    assert sub.class_counts("train") == {"NV": 20, "MEL": 10}
+
+
+@pytest.mark.parametrize("fraction", [0.0, -0.5, 1.5])
+def test_train_fraction_out_of_range_is_named(fraction):
+    with pytest.raises(ConfigError, match="train_fraction"):
+        subsample_train(_constructed({"NV": 10}), fraction)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 
+import pytest
 from typer.testing import CliRunner
 
 from tailsynth.cli import app
@@ -49,6 +50,14 @@ def test_run_rejects_unknown_override(tmp_path, tiny_npz):
     r = runner.invoke(app, ["pipeline", "run", "--local", "--profile", "tiny", "--data", str(tiny_npz),
                             "--out", str(tmp_path / "o"), "--set", "epochz=3"])
     assert r.exit_code == 1 and "epochz" in said(r)
+
+
+@pytest.mark.parametrize("value", ["0", "1.5", "half"])
+def test_run_rejects_bad_train_fraction_before_any_task(tmp_path, tiny_npz, value):
+    r = runner.invoke(app, ["pipeline", "run", "--local", "--profile", "tiny", "--data", str(tiny_npz),
+                            "--out", str(tmp_path / "o"), "--set", f"train_fraction={value}"])
+    assert r.exit_code == 1 and "train_fraction must be a number in (0, 1]" in said(r)
+    assert not (tmp_path / "o" / "artifacts").exists()
 
 
 def test_main_without_data_says_how_to_fetch(tmp_path):

@@ -45,7 +45,7 @@ def test_split_keeps_lesions_together(tmp_path, tiny_isic, artifact):
     splits = artifact("dataset", tmp_path / "splits.csv")
     metrics = artifact("metrics", tmp_path / "m")
     split.python_func(data=artifact("dataset", tiny_isic), seed=0, val_fraction=0.25, test_fraction=0.0,
-                      splits=splits, metrics=metrics)
+                      train_fraction=1.0, splits=splits, metrics=metrics)
     rows = list(csv.DictReader(Path(tmp_path / "splits.csv").read_text().splitlines()))
     assert len(rows) == 45
     by_group = {}
@@ -54,6 +54,24 @@ def test_split_keeps_lesions_together(tmp_path, tiny_isic, artifact):
     assert all(len(s) == 1 for s in by_group.values())
     assert {r["split"] for r in rows} == {"train", "val"}
     assert metrics.metadata["train.NV"] + metrics.metadata["val.NV"] == 12
+
+
+def test_split_train_fraction_drops_whole_lesions_from_train_only(tmp_path, tiny_isic, artifact):
+    from components import split
+
+    rows = {}
+    for fraction in (1.0, 0.5):
+        out = artifact("dataset", tmp_path / f"splits-{fraction}.csv")
+        metrics = artifact("metrics", tmp_path / f"m-{fraction}")
+        split.python_func(data=artifact("dataset", tiny_isic), seed=0, val_fraction=0.25, test_fraction=0.0,
+                          train_fraction=fraction, splits=out, metrics=metrics)
+        rows[fraction] = list(csv.DictReader(Path(out.path).read_text().splitlines()))
+    assert metrics.metadata["train_fraction"] == 0.5 and out.metadata["train_fraction"] == 0.5
+    full, half = ({r["image_id"]: r for r in rows[f]} for f in (1.0, 0.5))
+    assert set(half) < set(full)
+    assert {i for i, r in full.items() if r["split"] == "val"} == {i for i, r in half.items() if r["split"] == "val"}
+    dropped_groups = {full[i]["group_id"] for i in set(full) - set(half)}
+    assert dropped_groups and not dropped_groups & {r["group_id"] for r in half.values()}  # lesions leave whole
 
 
 def test_shard_plan():
@@ -127,3 +145,28 @@ def test_version_pushes_to_a_local_folder_and_rejects_other_schemes(tmp_path, ar
     with pytest.raises(VersioningError, match="s3://"):
         version.python_func(**_version_inputs(tmp_path / "b", artifact), data_revision="r", content_hash="h",
                             remote="gs://bucket", record=artifact("artifact", tmp_path / "rec2.json"))
+
+
+def test_shipped_synthesizer_hash_is_a_parameter_and_checked(tmp_path, artifact):
+    """The synthesizer's task is keyed by its parameters: local runs pass the weights' hash, and the task refuses
+    weights that no longer match it (a stale cache key would otherwise reuse the old synthesizer)."""
+    from components import train_diffusion
+    from pipelines.local import local_parameters
+    from tailsynth.diffusion.model import model_hash
+
+    params = local_parameters("cpu", dvc_remote="unused")
+    shipped = params["diffusion_model"]
+    assert params["diffusion_model_hash"] == model_hash(shipped) and len(params["diffusion_model_hash"]) == 12
+    assert local_parameters("tiny", dvc_remote="unused")["diffusion_model_hash"] == ""  # trains its own
+
+    def run(hash_: str, name: str):
+        model = artifact("model", tmp_path / name)
+        unused = {k: artifact("dataset", tmp_path / k) for k in ("data", "splits", "masks")}
+        train_diffusion.python_func(**unused, model_size="lean", resolution=28, steps=0, batch_size=0,
+                                    max_minutes=0.0, seed=0, pretrained=shipped, pretrained_hash=hash_,
+                                    finetune_minutes=0.0, model=model, metrics=artifact("metrics", tmp_path / "m"))
+        return model
+
+    assert run(params["diffusion_model_hash"], "ok").metadata["model_hash"] == params["diffusion_model_hash"]
+    with pytest.raises(ValueError, match="differs from pretrained_hash 000000000000"):
+        run("000000000000", "stale")

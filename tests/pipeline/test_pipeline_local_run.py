@@ -33,7 +33,8 @@ def test_validate_component_through_local_runner(tmp_path, tiny_npz):
 
 
 def test_tiny_profile_end_to_end(tmp_path, monkeypatch):
-    """The whole train_augment pipeline on a few hundred real DermaMNIST images (tiny data when absent)."""
+    """The whole train_augment pipeline on a few hundred real DermaMNIST images (tiny data when absent), trained on
+    half of the train split (train_fraction, the scaling benchmark's parameter)."""
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     if SHARED_NPZ.is_file():
         data = SHARED_NPZ
@@ -48,7 +49,7 @@ def test_tiny_profile_end_to_end(tmp_path, monkeypatch):
     out = tmp_path / "run"
     store = tmp_path / "dvc-store"  # stands in for the checkout's default remote beside it
     r = CliRunner().invoke(app, ["pipeline", "run", "--local", "--profile", "tiny", "--data", str(data),
-                                 "--out", str(out), "--set", f"dvc_remote={store}"])
+                                 "--out", str(out), "--set", f"dvc_remote={store}", "--set", "train_fraction=0.5"])
     assert r.exit_code == 0, r.output[-3000:]
     assert f"report: {out / 'report.md'}" in r.output
     rows = list(csv.DictReader(Path(out / "comparison.csv").read_text().splitlines()))
@@ -83,6 +84,15 @@ def test_tiny_profile_end_to_end(tmp_path, monkeypatch):
     assert len(exported) == 1  # exactly one branch of the If/Else ran
     record = json.loads((run_dir / "version" / "record").read_text())
     assert record["sets"]["real"]["data_revision"] == config["data_revision"]
+    # train_fraction reached the split: half of each class's staged train images (at least 5), val untouched.
+    assert config["train_fraction"] == 0.5
+    staged = np.load(next(run_dir.glob("validate/data/*.npz")))
+    manifest = list(csv.DictReader((run_dir / "split" / "splits").read_text().splitlines()))
+    for split_name in ("train", "val"):
+        staged_counts = np.bincount(staged[f"{split_name}_labels"].reshape(-1), minlength=7)
+        got = sum(r["split"] == split_name for r in manifest)
+        want = staged_counts.sum() if split_name == "val" else sum(min(n, max(5, round(n / 2))) for n in staged_counts)
+        assert got == want, (split_name, got, want)
 
     # DVC: both sets pushed, both revisions in run.yaml, the synthetic set restorable byte-identical.
     import filecmp

@@ -131,10 +131,15 @@ def longtail_subsample(
         share = {c: prop.get(c, 0) / tot for c in classes}
         scale = min(counts[c] / share[c] for c in classes if share[c] > 0)
         targets = {c: max(1, round(scale * share[c])) for c in classes if share[c] > 0}
-    rng = np.random.default_rng(seed)
+    return ds.subset(_pick_groups(ds.records, targets, np.random.default_rng(seed)))
+
+
+def _pick_groups(records: Sequence[Record], targets: dict[str, int], rng: np.random.Generator) -> list[Record]:
+    """Whole groups of each class in `targets`, drawn in a seeded random order until the class reaches its target
+    image count (a group that would overshoot is skipped unless the class has none yet); other classes are dropped."""
     keep: list[Record] = []
     by_class: dict[str, list[list[Record]]] = defaultdict(list)
-    for gid, members in sorted(_groups(ds.records).items()):
+    for gid, members in sorted(_groups(records).items()):
         by_class[_group_label(members)].append(members)
     for c, groups in sorted(by_class.items()):
         if c not in targets:
@@ -148,7 +153,34 @@ def longtail_subsample(
                 continue
             keep.extend(g)
             n += len(g)
-    return ds.subset(keep)
+    return keep
+
+
+# A class never drops below this many training images under `train_fraction` (or keeps all it has, if fewer), so
+# every class stays learnable and present in the classifier's output at small fractions.
+MIN_TRAIN_PER_CLASS = 5
+
+
+def check_train_fraction(fraction) -> float:
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+        raise ConfigError(f"train_fraction must be a number in (0, 1], got {fraction!r}")
+    return float(fraction)
+
+
+def subsample_train(ds: LesionDataset, fraction: float, seed: int = 0,
+                    min_per_class: int = MIN_TRAIN_PER_CLASS) -> LesionDataset:
+    """Keep a stratified `fraction` of the train split's images (whole lesion groups, about round(fraction * n_c)
+    per class, at least `min_per_class`); val and test are untouched so arms trained on different fractions are
+    scored on the same images. Deterministic for a seed, and nested: with one image per lesion, a smaller fraction's
+    train set is a subset of a larger one's. The dropped images leave the dataset (and so the manifest)."""
+    check_train_fraction(fraction)
+    if fraction == 1:
+        return ds
+    train = [r for r in ds.records if r.split == "train"]
+    counts = ds.class_counts("train")
+    targets = {c: min(n, max(min_per_class, round(fraction * n))) for c, n in counts.items() if n > 0}
+    kept = {r.image_id for r in _pick_groups(train, targets, np.random.default_rng(seed))}
+    return ds.subset(r for r in ds.records if r.split != "train" or r.image_id in kept)
 
 
 def write_split_manifest(ds: LesionDataset, path: str | Path) -> Path:
