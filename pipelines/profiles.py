@@ -66,8 +66,9 @@ PROFILES: dict[str, dict] = {
     # synthesizer copied in (seconds), 180 candidates, ~2 min of task start-up (torch imports).
     "cpu": {**_COMMON,
             "epochs": 8, "resolution": 32, "batch_size": 128,
-            # The best real-only method of the long-tail comparison measured so far (CE + class-balanced sampler,
-            # docs/results/classifier_comparison.md; at test_resnet, the resnet18 comparison is still to run).
+            # Arm (a): the best real-only method of the resnet18 long-tail comparison (5-fold CV, 10 epochs):
+            # CE + class-balanced sampler, BA 0.587 vs 0.520-0.532 for the loss-based methods
+            # (docs/results/classifier_comparison.md).
             "classifier_sampler": "class-balanced",
             # The shipped synthesizer (trained once, 6,000 steps x 64 images, see its MODEL_CARD.md) instead of
             # minutes of training inside every run; its lesions are what the rest of the run is judged on.
