@@ -64,18 +64,52 @@ def resolve_synthesizer(path: str | Path) -> Path:
     return p
 
 
-def task_timings(pipeline_run_dir: Path, started: float) -> list[dict]:
+def task_timings(pipeline_run_dir: Path, started: float, labels: dict[str, str] | None = None) -> list[dict]:
     """Per-task wall time of a local run, from the order in which tasks wrote their executor_output.json: the
     local runner runs tasks one after another (ParallelFor iterations at the same time), so each task's time is
     its finish minus the previous finish (the run's start for the first). Tasks reused from the cache wrote
-    nothing in this run and do not appear."""
-    done = sorted((f.stat().st_mtime, str(f.parent.relative_to(pipeline_run_dir)))
+    nothing in this run and do not appear. LABELS ({task folder: name}, from `stage_labels`) name the rows."""
+    done = sorted((f.stat().st_mtime, f.parent.relative_to(pipeline_run_dir))
                   for f in Path(pipeline_run_dir).rglob("executor_output.json"))
     rows, prev = [], started
-    for finished, name in done:
+    for finished, rel in done:
+        name = (labels or {}).get(rel.name, rel.name)
+        if len(rel.parts) > 1 and "-iteration-" in rel.parts[0]:  # a ParallelFor shard
+            name += f" [shard {rel.parts[0].rsplit('-', 1)[-1]}]"
         rows.append({"stage": name, "seconds": round(max(0.0, finished - prev), 1)})
         prev = max(prev, finished)
     return rows
+
+
+def stage_labels(spec: dict) -> dict[str, str]:
+    """{task folder of the local runner: readable name} from a compiled pipeline SPEC. The runner names a task's
+    folder after its component (`evaluate-2-2`, `train-classifier-augmented-3`) because one component serves
+    several arms; the name here is the task's display name, with the arm of the sub-pipeline it runs in."""
+    labels: dict[str, str] = {}
+
+    def walk(dag: dict, arm: str | None) -> None:
+        for task in dag.get("tasks", {}).values():
+            comp = task["componentRef"]["name"]
+            inner = spec["components"][comp].get("dag")
+            const = task.get("inputs", {}).get("parameters", {}).get("arm", {}).get("runtimeValue", {})
+            if inner:
+                walk(inner, const.get("constant", arm))
+            else:
+                label = task["taskInfo"]["name"]
+                labels[comp.removeprefix("comp-")] = f"{label} ({arm})" if arm else label
+
+    walk(spec["root"]["dag"], None)
+    return labels
+
+
+def compiled_stage_labels(name: str = "train_augment") -> dict[str, str]:
+    """`stage_labels` of the committed compiled pipeline NAME (a test keeps it equal to the source)."""
+    import yaml
+
+    from .compile import COMPILED_DIR
+
+    path = COMPILED_DIR / f"{name}.yaml"
+    return stage_labels(next(yaml.safe_load_all(path.read_text()))) if path.is_file() else {}
 
 
 def timing_table(rows: list[dict], wall: float) -> str:
@@ -130,7 +164,7 @@ def run_local(profile: str, data: str | Path, out: str | Path, data_revision: st
     missing = [f for f in REPORT_FILES if not (out / f).is_file()]
     if missing:
         raise ServiceError(f"{report_dir}: the report stage did not write {', '.join(missing)}")
-    timings = task_timings(report_dir.parents[1], t0)
+    timings = task_timings(report_dir.parents[1], t0, compiled_stage_labels())
     record_stage(out, "pipeline train_augment", resolved, data_revision=revision, status="succeeded",
                  wall_seconds=round(wall, 1), report_stage_dir=str(report_dir), pipeline_root=str(root),
                  task_seconds=timings)

@@ -108,3 +108,16 @@ def test_generation_fans_out_and_export_is_gated():
     assert any(">= 0.0" in t["triggerPolicy"]["condition"] for t in gated)
     inner = spec["components"][next(t["componentRef"]["name"] for t in gated)]["dag"]["tasks"]
     assert "export" in inner
+
+
+def test_stage_labels_name_every_task_folder_once():
+    from pipelines.local import compiled_stage_labels
+
+    labels = compiled_stage_labels("train_augment")
+    spec, _ = _docs("train_augment")
+    leaves = {name.removeprefix("comp-") for name, c in spec["components"].items() if "dag" not in c}
+    assert set(labels) == leaves
+    assert len(set(labels.values())) == len(labels)  # one readable name per task
+    assert labels["train-classifier-augmented-3"] == "train-prior-shift-control"
+    assert {labels["evaluate"], labels["evaluate-2"]} == {"evaluate-retrained (real+synthetic)",
+                                                          "evaluate-retrained (real+harmonized)"}
