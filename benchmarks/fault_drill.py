@@ -146,15 +146,11 @@ class Endpoint:
         return self.log_path.read_text(errors="replace")
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        from tailsynth.serve.ports import stop_process
+
+        code = stop_process(self.proc, 60)
         self._log.close()
-        return self.proc.returncode
+        return code
 
 
 def make_repo(workdir: Path) -> Path:

@@ -9,17 +9,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-
-def stop_process(proc: subprocess.Popen, timeout: float = 40.0) -> int | None:
-    """SIGTERM (a clean shutdown), then SIGKILL after TIMEOUT; returns the exit code."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-    return proc.returncode
+from tailsynth.serve.ports import stop_process  # the one copy; the tests import it from here
 
 
 def free_port() -> int:

@@ -171,15 +171,53 @@ def _dims(v: Sequence[int]) -> str:
     return "[ " + ", ".join(str(int(d)) for d in v) + " ]"
 
 
+# Dynamic batching per target. Cluster (GPU): wait up to 2 ms to fill batches of 8/16/32, which a GPU turns into
+# throughput. Local (CPU, python-backend instances): no preferred sizes and no queue delay. Triton then runs at once
+# whatever queued while the instance was busy, so batches grow with the load by themselves, and a lone request is
+# not held back: with a preferred size that cannot be formed, the batcher waits out the whole delay, which at
+# concurrency 1 adds it to every request.
+BATCHING_DEFAULTS = {"cluster": {"preferred_batch_sizes": (8, 16, 32), "max_queue_delay_us": 2000},
+                     "local": {"preferred_batch_sizes": (), "max_queue_delay_us": 0}}
+
+
+def parse_batch_sizes(text: str | None) -> tuple[int, ...] | None:
+    """"8,16,32" -> (8, 16, 32); "none" or "" -> () (no preferred sizes); None -> None (the target's default)."""
+    if text is None:
+        return None
+    if text.strip().lower() in ("", "none"):
+        return ()
+    try:
+        sizes = tuple(int(x) for x in text.replace("/", ",").split(",") if x.strip())
+    except ValueError:
+        raise ConfigError(f"preferred batch sizes {text!r}: expected comma-separated integers or 'none'") from None
+    if any(b < 1 for b in sizes):
+        raise ConfigError(f"preferred batch sizes {text!r}: every size must be >= 1")
+    return sizes
+
+
 def triton_config(*, classes: Sequence[str], resolution: int, feature_dim: int, version: str, target: str,
-                  max_batch_size: int = 32, preferred_batch_sizes: Sequence[int] = (8, 16, 32),
-                  max_queue_delay_us: int = 2000, instances: int = 1, tensorrt: bool = False,
-                  execution_env: str | None = None) -> str:
+                  max_batch_size: int = 32, preferred_batch_sizes: Sequence[int] | None = None,
+                  max_queue_delay_us: int | None = None, instances: int = 1, tensorrt: bool = False,
+                  execution_env: str | None = None, ort_threads: int = 0, ort_spinning: bool = False) -> str:
+    """config.pbtxt text. preferred_batch_sizes / max_queue_delay_us None: the target's BATCHING_DEFAULTS.
+
+    ort_threads / ort_spinning (local target): onnxruntime's intra-op threads inside the python-backend model
+    (0 = onnxruntime's default, one per physical core) and whether they busy-wait between operators; written as
+    model parameters that tailsynth/serve/triton_python_model.py reads."""
     if target not in TARGETS:
         raise ConfigError(f"target {target!r}: expected one of {TARGETS}")
     if max_batch_size < 1:
         raise ConfigError(f"max_batch_size {max_batch_size}: must be >= 1")
-    preferred = [b for b in preferred_batch_sizes if b <= max_batch_size] or [max_batch_size]
+    if instances < 1 or ort_threads < 0 or (max_queue_delay_us is not None and max_queue_delay_us < 0):
+        raise ConfigError(f"instances {instances} must be >= 1, ort_threads {ort_threads} and max_queue_delay_us "
+                          f"{max_queue_delay_us} >= 0")
+    if preferred_batch_sizes is None:
+        preferred_batch_sizes = BATCHING_DEFAULTS[target]["preferred_batch_sizes"]
+    if max_queue_delay_us is None:
+        max_queue_delay_us = BATCHING_DEFAULTS[target]["max_queue_delay_us"]
+    preferred = [b for b in preferred_batch_sizes if b <= max_batch_size]
+    if preferred_batch_sizes and not preferred:
+        preferred = [max_batch_size]
     head = [f'name: "{MODEL_NAME}"']
     head.append('platform: "onnxruntime_onnx"' if target == "cluster" else 'backend: "python"')
     # max_batch_size is the largest batch the dynamic batcher may form, not the client's batch size.
@@ -193,7 +231,7 @@ def triton_config(*, classes: Sequence[str], resolution: int, feature_dim: int, 
         f'  {{ name: "features" data_type: TYPE_FP32 dims: {_dims([feature_dim])} }}',
         "]",
         "dynamic_batching {",
-        f"  preferred_batch_size: {_dims(preferred)}",
+        *([f"  preferred_batch_size: {_dims(preferred)}"] if preferred else []),
         f"  max_queue_delay_microseconds: {int(max_queue_delay_us)}",
         "}",
         "instance_group [",
@@ -213,6 +251,10 @@ def triton_config(*, classes: Sequence[str], resolution: int, feature_dim: int, 
         ]
     # The transformer reads these back from GET /v2/models/<name>/config: one source of truth for its preprocessing.
     params = {"classes": ",".join(classes), "model_version": version, "resolution": str(resolution)}
+    if target == "local":
+        # The key Triton's own onnxruntime backend uses for the same setting.
+        params["intra_op_thread_count"] = str(int(ort_threads))
+        params["allow_spinning"] = "1" if ort_spinning else "0"
     if execution_env:
         params["EXECUTION_ENV_PATH"] = execution_env
     for k, v in params.items():
@@ -225,10 +267,13 @@ def _python_model_source() -> str:
 
 
 def export_model(model: str | Path, out: str | Path, target: str = "local", *, max_batch_size: int = 32,
-                 preferred_batch_sizes: Sequence[int] = (8, 16, 32), max_queue_delay_us: int = 2000,
+                 preferred_batch_sizes: Sequence[int] | None = None, max_queue_delay_us: int | None = None,
                  instances: int = 1, tensorrt: bool = False, triton_version: int = 1,
-                 parity_tolerance: float = PARITY_TOLERANCE) -> dict:
-    """MODEL_DIR -> Triton model repository at OUT (the repository root). Returns a summary incl. parity."""
+                 parity_tolerance: float = PARITY_TOLERANCE, ort_threads: int = 0,
+                 ort_spinning: bool = False) -> dict:
+    """MODEL_DIR -> Triton model repository at OUT (the repository root). Returns a summary incl. parity.
+
+    Batching and thread settings: see triton_config (None = the target's default)."""
     import torch
 
     from .classify.model import load_classifier
@@ -255,7 +300,8 @@ def export_model(model: str | Path, out: str | Path, target: str = "local", *, m
     (mdir / "config.pbtxt").write_text(triton_config(
         classes=meta.classes, resolution=int(meta.resolution), feature_dim=feature_dim, version=version,
         target=target, max_batch_size=max_batch_size, preferred_batch_sizes=preferred_batch_sizes,
-        max_queue_delay_us=max_queue_delay_us, instances=instances, tensorrt=tensorrt))
+        max_queue_delay_us=max_queue_delay_us, instances=instances, tensorrt=tensorrt, ort_threads=ort_threads,
+        ort_spinning=ort_spinning))
     (mdir / "labels.txt").write_text("\n".join(meta.classes) + "\n")
     metrics_path = model_dir / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
@@ -278,3 +324,30 @@ def export_model(model: str | Path, out: str | Path, target: str = "local", *, m
     (mdir / "serving.json").write_text(json.dumps(serving, indent=2) + "\n")
     return {"repository": str(Path(out)), "model_name": MODEL_NAME, "model_version": version, "target": target,
             "onnx": str(onnx_path), "parity": parity, "config": str(mdir / "config.pbtxt")}
+
+
+def reconfigure_repository(repo: str | Path, out: str | Path, **settings) -> Path:
+    """A copy of an exported repository at OUT whose config.pbtxt has other Triton settings (triton_config's
+    keyword arguments: batching, instances, onnxruntime threads), without exporting the model again.
+
+    Files are hard-linked where the file system allows (model.onnx is the bulk), so variants cost no disk."""
+    import os
+
+    src, dst = Path(repo), Path(out)
+    info = json.loads((src / MODEL_NAME / "serving.json").read_text())
+    if dst.exists():
+        raise ConfigError(f"{dst}: exists; reconfigure_repository writes a new repository")
+
+    def link_or_copy(a, b):
+        try:
+            os.link(a, b)
+        except OSError:
+            shutil.copy2(a, b)
+
+    shutil.copytree(src / MODEL_NAME, dst / MODEL_NAME, copy_function=link_or_copy)
+    cfg = dst / MODEL_NAME / "config.pbtxt"
+    cfg.unlink()  # a hard link: writing in place would change the source repository too
+    cfg.write_text(triton_config(classes=info["classes"], resolution=int(info["resolution"]),
+                                 feature_dim=int(info["feature_dim"]), version=info["model_version"],
+                                 target=info["target"], **settings))
+    return dst

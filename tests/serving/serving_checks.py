@@ -35,14 +35,13 @@ def predict_v1(url, images, token):
 
 
 def local_top1(model, meta, images: list[bytes]) -> tuple[list[str], np.ndarray]:
-    """The in-process reference: PIL decode, RGB, bilinear resize (as the training data reader), torch eager."""
-    from PIL import Image
-
+    """The in-process reference: the serving library's decoding (JPEG draft included, as the endpoints by default),
+    torch eager. That decoding against the training reader: tests/serving/test_images_records.py."""
     from tailsynth.classify.model import predict_arrays
-    from tailsynth.data.records import resize_rgb
+    from tailsynth.serve.images import decode_image
 
     r = meta.resolution
-    arr = np.stack([resize_rgb(np.asarray(Image.open(io.BytesIO(b)).convert("RGB")), r) for b in images])
+    arr = np.stack([decode_image(b, r) for b in images])
     p = predict_arrays(model, meta, arr)
     return [meta.classes[i] for i in p.argmax(1)], p
 

@@ -12,15 +12,44 @@ from tailsynth.serve.images import BadInput, Limits, decode_image
 from tailsynth.serve.records import JsonlSink, prediction_record, read_records
 
 
-def test_decodes_like_the_training_reader(isic_sample):
+def test_exact_decode_is_the_training_reader(isic_sample):
     from PIL import Image
 
     from tailsynth.data.records import resize_rgb
 
     f = next((isic_sample / "ISIC_2019_Training_Input").glob("*.jpg"))
-    got = decode_image(f.read_bytes(), 32, f.name)
+    got = decode_image(f.read_bytes(), 32, f.name, jpeg_draft=False)
     assert got.shape == (32, 32, 3) and got.dtype == np.uint8
     assert np.array_equal(got, resize_rgb(np.asarray(Image.open(f).convert("RGB")), 32))
+
+
+@pytest.mark.parametrize("resolution", [28, 32, 64])
+def test_draft_decode_is_close_to_the_exact_decode(isic_sample, resolution):
+    """JPEG DCT scaling (the default) changes pixels by about half a grey level: same size, close values, and
+    really a different path (identical output everywhere would mean the draft never happened)."""
+    files = sorted((isic_sample / "ISIC_2019_Training_Input").glob("*.jpg"))[::40][:30]
+    diffs = []
+    for f in files:
+        data = f.read_bytes()
+        fast, exact = decode_image(data, resolution), decode_image(data, resolution, jpeg_draft=False)
+        assert fast.shape == exact.shape == (resolution, resolution, 3) and fast.dtype == np.uint8
+        diffs.append(np.abs(fast.astype(np.int16) - exact.astype(np.int16)))
+    d = np.stack(diffs)
+    assert d.mean() < 1.5, d.mean()
+    assert np.percentile(d, 99) <= 6
+    assert d.reshape(len(files), -1).mean(1).max() < 3  # no single image is far off
+    assert d.max() > 0
+
+
+def test_draft_leaves_non_jpeg_and_small_jpeg_exact():
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    for fmt in ("PNG", "JPEG"):  # a 40 px JPEG cannot be scaled down by 2 and stay >= 32 px
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, format=fmt)
+        assert np.array_equal(decode_image(buf.getvalue(), 32), decode_image(buf.getvalue(), 32, jpeg_draft=False))
 
 
 @pytest.mark.parametrize("data, words", [

@@ -84,14 +84,6 @@ def _open(data, name: str, limits: Limits):
     return im
 
 
-def image_pixels(data, name: str = "image", limits: Limits = Limits()) -> int:
-    """Width x height from the header only (no decoding); every header-level check of decode_image applies."""
-    im = _open(data, name, limits)
-    with im:
-        w, h = im.size
-    return w * h
-
-
 def _to_rgb(im, name: str):
     """A PIL image of any accepted mode -> RGB with the values' meaning kept (16-bit grey scaled, not clipped)."""
     from PIL import Image
@@ -106,16 +98,38 @@ def _to_rgb(im, name: str):
     return im.convert("RGB")
 
 
-def decode_image(data: bytes, resolution: int, name: str = "image", limits: Limits = Limits()) -> np.ndarray:
-    """Bytes of a JPEG/PNG/... -> resolution x resolution x 3 uint8 RGB (bilinear, as the training data reader)."""
+def open_image(data, name: str = "image", limits: Limits = Limits()):
+    """The header checks of decode_image, without decoding: a PIL image for decode_opened (which closes it).
+
+    The transformer opens every image of a request first, so the request's total pixels are known (and refused
+    when too many) before any decoding, and then decodes from the same handles instead of parsing headers twice."""
+    return _open(data, name, limits)
+
+
+def decode_image(data: bytes, resolution: int, name: str = "image", limits: Limits = Limits(),
+                 jpeg_draft: bool = True) -> np.ndarray:
+    """Bytes of a JPEG/PNG/... -> resolution x resolution x 3 uint8 RGB (bilinear, as the training data reader).
+
+    jpeg_draft: let the JPEG decoder scale by 1/2, 1/4 or 1/8 in the DCT (PIL `draft`) to the smallest size still
+    at least `resolution`, then resize bilinearly as usual. Most of a JPEG decode is the inverse DCT and colour
+    conversion of every pixel; a 180 px ISIC image served at 28 px is decoded at 45 px, about 16x fewer pixels.
+    On the ISIC sample the result differs from the exact decode by 0.5 grey levels on average (99th percentile
+    3 levels); jpeg_draft=False gives the training reader's exact pixels (tests/serving/test_images_records.py)."""
+    return decode_opened(_open(data, name, limits), resolution, name, limits, jpeg_draft)
+
+
+def decode_opened(im, resolution: int, name: str = "image", limits: Limits = Limits(),
+                  jpeg_draft: bool = True) -> np.ndarray:
+    """An image from open_image -> resolution x resolution x 3 uint8 RGB (see decode_image); closes IM."""
     from PIL import Image
 
-    im = _open(data, name, limits)
     with im:
         w, h = im.size
         try:
             big = w * h > limits.reduce_above_pixels
-            if big and im.format == "JPEG":
+            if im.format == "JPEG" and jpeg_draft:
+                im.draft("RGB", (resolution, resolution))
+            elif big and im.format == "JPEG":
                 im.draft("RGB", (resolution * 8, resolution * 8))  # DCT scaling: decodes at 1/2..1/8 size
             # PIL's own bomb check is a second line of defence for formats whose header under-reports.
             im.load()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -33,3 +34,15 @@ def wait_http_ready(url: str, process=None, timeout: float = 60.0, headers: dict
             last = str(e)
         time.sleep(0.2)
     raise TimeoutError(f"{url} not ready after {timeout:.0f}s ({last})")
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 40.0) -> int | None:
+    """SIGTERM (a clean shutdown: a server stops what it started), then SIGKILL after TIMEOUT; the exit code."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    return proc.returncode

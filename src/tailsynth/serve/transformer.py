@@ -38,8 +38,11 @@ import numpy as np
 
 from ..errors import ConfigError
 from .backends import MODEL_NAME, OnnxRuntimeBackend, PredictorError, TritonHTTPBackend
-from .images import BadInput, Limits, decode_image, image_pixels, image_stats, sha256
+from .images import BadInput, Limits, decode_opened, image_stats, open_image, sha256
 from .records import JsonlSink, Projection, prediction_record
+from .tuning import Tuning
+from .tuning import add_arguments as tuning_args
+from .tuning import from_namespace as tuning_from
 
 log = logging.getLogger("tailsynth.transformer")
 
@@ -122,16 +125,18 @@ def parse_v2(req) -> list[tuple[str, bytes]]:
 class TransformerCore:
     """Everything the KServe model does, without kserve: parse, bound, decode, predict, record."""
 
-    def __init__(self, backend, limits: Limits = Limits(), records: str | None = None, embedding: str | None = None):
+    def __init__(self, backend, limits: Limits = Limits(), records: str | None = None, embedding: str | None = None,
+                 tuning: Tuning | None = None):
         self.backend = backend
         self.limits = limits
+        self.tuning = tuning or Tuning()
         self.sink = JsonlSink(records) if records else None
         # Without the monitoring projection, records carry no embedding (512 raw floats would not match the
         # drift reference's space).
         self.projection = Projection(embedding) if embedding else None
         self.info: dict = {}
         self.health = None  # a PredictorHealth once the server runs
-        self._light = ThreadPoolExecutor(max_workers=4, thread_name_prefix="decode")
+        self._light = ThreadPoolExecutor(max_workers=self.tuning.decode_threads, thread_name_prefix="decode")
         self._heavy = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode-heavy")
         self._heavy_lane: asyncio.Semaphore | None = None
         self._heavy_waiting = 0
@@ -147,46 +152,70 @@ class TransformerCore:
         if np.asarray(probs).shape[0] != 1:
             raise PredictorError(f"probe returned {np.asarray(probs).shape} probabilities for one image")
 
-    def _parse(self, payload, is_v2: bool, headers: dict | None) -> tuple[list, int, str]:
+    def _parse(self, payload, is_v2: bool, headers: dict | None) -> dict:
         items = parse_v2(payload) if is_v2 else parse_v1(payload)
         if not items:
             raise BadInput("empty batch: send at least one image")
         if len(items) > self.limits.max_batch:
             raise BadInput(f"batch of {len(items)} images exceeds the limit of {self.limits.max_batch}")
-        pixels = 0
-        for name, b in items:  # header reads only: the request's cost is known before any decoding
-            pixels += image_pixels(b, name, self.limits)
-        if pixels > self.limits.max_request_pixels:
-            raise BadInput(f"request of {len(items)} images holds {pixels} pixels, over the limit of "
-                           f"{self.limits.max_request_pixels} per request; send smaller images or fewer per request")
+        opened, pixels = [], 0
+        try:
+            for name, b in items:  # header reads only: the request's cost is known before any decoding
+                im = open_image(b, name, self.limits)
+                opened.append(im)
+                pixels += im.size[0] * im.size[1]
+            if pixels > self.limits.max_request_pixels:
+                raise BadInput(f"request of {len(items)} images holds {pixels} pixels, over the limit of "
+                               f"{self.limits.max_request_pixels} per request; send smaller images or fewer per request")
+        except BadInput:
+            for im in opened:
+                im.close()
+            raise
         rid = (sanitize_request_id((headers or {}).get("x-request-id"))
                or (sanitize_request_id(payload.id) if is_v2 and getattr(payload, "id", None) else None)
                or uuid.uuid4().hex)
-        return items, pixels, rid
+        return {"names": [n for n, _ in items], "opened": opened, "pixels": pixels, "request_id": rid,
+                "hashes": [sha256(bytes(b)) for _, b in items]}
 
-    def _decode(self, items) -> np.ndarray:
+    def _decode(self, parsed: dict) -> np.ndarray:
         r = int(self.info["resolution"])
-        return np.stack([decode_image(b, r, name, self.limits) for name, b in items])
+        opened, parsed["opened"] = parsed["opened"], []
+        try:
+            return np.stack([decode_opened(im, r, name, self.limits, self.tuning.jpeg_draft)
+                             for name, im in zip(parsed["names"], opened)])
+        finally:
+            for im in opened:  # the ones not reached after a failure (decode_opened closes its own)
+                im.close()
+
+    def _parse_light(self, payload, is_v2: bool, headers: dict | None) -> tuple[dict, np.ndarray | None]:
+        """Parse, and decode at once unless the request is heavy: one worker-thread hop for ordinary requests."""
+        parsed = self._parse(payload, is_v2, headers)
+        if parsed["pixels"] > self.limits.heavy_request_pixels:
+            return parsed, None
+        return parsed, self._decode(parsed)
 
     async def preprocess(self, payload, is_v2: bool, headers: dict | None = None) -> dict:
         # Decoding is CPU work: worker threads keep the event loop answering other requests meanwhile.
         loop = asyncio.get_running_loop()
-        items, pixels, rid = await loop.run_in_executor(self._light, self._parse, payload, is_v2, headers)
-        if pixels <= self.limits.heavy_request_pixels:
-            images = await loop.run_in_executor(self._light, self._decode, items)
-        else:
-            if self._heavy_lane is None:
-                self._heavy_lane = asyncio.Semaphore(1)
-            if self._heavy_waiting >= self.limits.max_heavy_queue:
-                raise Overloaded(f"request of {pixels} pixels: {self._heavy_waiting} large requests are already "
-                                 "being decoded; retry shortly or send smaller images", retry_after_s=2)
-            self._heavy_waiting += 1
+        parsed, images = await loop.run_in_executor(self._light, self._parse_light, payload, is_v2, headers)
+        if images is None:
+            pixels = parsed["pixels"]
             try:
-                async with self._heavy_lane:
-                    images = await loop.run_in_executor(self._heavy, self._decode, items)
+                if self._heavy_lane is None:
+                    self._heavy_lane = asyncio.Semaphore(1)
+                if self._heavy_waiting >= self.limits.max_heavy_queue:
+                    raise Overloaded(f"request of {pixels} pixels: {self._heavy_waiting} large requests are already "
+                                     "being decoded; retry shortly or send smaller images", retry_after_s=2)
+                self._heavy_waiting += 1
+                try:
+                    async with self._heavy_lane:
+                        images = await loop.run_in_executor(self._heavy, self._decode, parsed)
+                finally:
+                    self._heavy_waiting -= 1
             finally:
-                self._heavy_waiting -= 1
-        return {"images": images, "hashes": [sha256(bytes(b)) for _, b in items], "v2": is_v2, "request_id": rid}
+                for im in parsed["opened"]:  # refused before decoding
+                    im.close()
+        return {"images": images, "hashes": parsed["hashes"], "v2": is_v2, "request_id": parsed["request_id"]}
 
     async def predict(self, payload: dict) -> dict:
         try:
@@ -311,17 +340,31 @@ def server_class():
     from kserve.protocol.rest.server import RESTServer
 
     class QuietRESTServer(RESTServer):
+        request_logs = True
+
         def _add_exception_handlers(self, app):
             super()._add_exception_handlers(app)
             _quiet_handlers(app)
 
+        def _add_middlewares(self, app):
+            # kserve's only middleware here times each request and logs the timings (tailsynth.serve.tuning).
+            if self.request_logs:
+                super()._add_middlewares(app)
+
+        async def serve_on(self, sockets):
+            self.create_application()
+            await self._server.serve(sockets=sockets)
+
     class LoopbackModelServer(ModelServer):
-        def __init__(self, host: str = "127.0.0.1", health=None, **kw):
+        def __init__(self, host: str = "127.0.0.1", health=None, tuning: Tuning | None = None, sockets=None, **kw):
+            self.tuning = tuning or Tuning()
             kw.setdefault("enable_grpc", False)
             kw.setdefault("workers", 1)
+            kw.setdefault("enable_latency_logging", self.tuning.request_logs)
             super().__init__(**kw)
             self.host = host
             self.health = health
+            self.sockets = sockets  # pre-bound listening sockets (SO_REUSEPORT workers); None: bind host:port
             self.exit_code = 0
 
         def start(self, models) -> None:
@@ -333,15 +376,27 @@ def server_class():
                                                 grace_period=self.grace_period, event_loop=self.event_loop,
                                                 timeout_keep_alive=self.timeout_keep_alive,
                                                 ssl_certfile=self.ssl_certfile, ssl_keyfile=self.ssl_keyfile)
+            self._rest_server.request_logs = self.tuning.request_logs
             cfg = self._rest_server.config
             cfg.host = self.host
+            if not self.tuning.request_logs:
+                # As uvicorn does for access_log=False (its protocols log only when this logger has handlers).
+                access = logging.getLogger("uvicorn.access")
+                access.handlers, access.propagate = [], False
             # httptools buffers request heads of any size (200 MB were accepted); h11 stops at this many bytes.
-            cfg.http = "h11"
+            cfg.http = self.tuning.http_parser
             cfg.h11_max_incomplete_event_size = 4 * MAX_HEADER_BYTES
-            self.servers.append(self._rest_server.start())
+            self.servers.append(self._rest_server.serve_on(self.sockets) if self.sockets
+                                else self._rest_server.start())
             self.setup_event_loop()
             self.register_signal_handler()
-            asyncio.run(self._serve())
+            if self.tuning.event_loop == "uvloop":
+                import uvloop
+
+                with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                    runner.run(self._serve())
+            else:
+                asyncio.run(self._serve())
 
         async def _serve(self):
             probe = asyncio.create_task(self.health.run()) if self.health is not None else None
@@ -370,6 +425,24 @@ def server_class():
             super().stop(sig)
 
     return LoopbackModelServer
+
+
+def reuse_port_socket(host: str, port: int):
+    """A listening TCP socket with SO_REUSEPORT: several transformer processes bind the same port and the kernel
+    spreads new connections over them (Linux allows this only between sockets of the same user)."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def make_backend(backend: str, repo: str | None = None, predictor_host: str | None = None, threads: int = 0):
@@ -423,8 +496,12 @@ def run(*, backend: str = "triton", repo: str | None = None, predictor_host: str
         limits: Limits = Limits(), model_name: str = MODEL_NAME, embedding: str | None = None,
         admin_token: str | None = None, repository_control: bool = False, max_inflight: int = 64,
         max_header_bytes: int = MAX_HEADER_BYTES, recover: Callable[[int], bool | None] | None = None,
-        probe_interval_s: float = 1.0, dead_after_s: float = 120.0) -> int:
-    """Serve until SIGTERM/SIGINT (returns 0) or until the predictor cannot be recovered (returns 1)."""
+        probe_interval_s: float = 1.0, dead_after_s: float = 120.0, tuning: Tuning | None = None,
+        reuse_port: bool = False, sock=None) -> int:
+    """Serve until SIGTERM/SIGINT (returns 0) or until the predictor cannot be recovered (returns 1).
+
+    reuse_port: listen with SO_REUSEPORT, beside other transformer processes on the same port; sock: such a
+    socket, already listening (host and port are then its own)."""
     from kserve.model_server import app
 
     from .guard import GuardMiddleware, V2BinaryBytesAdapter
@@ -432,12 +509,17 @@ def run(*, backend: str = "triton", repo: str | None = None, predictor_host: str
 
     _log_to_stderr()
     check_auth_binding(host, token)
-    core = TransformerCore(make_backend(backend, repo, predictor_host), limits, records, embedding)
+    tuning = tuning or Tuning()
+    core = TransformerCore(make_backend(backend, repo, predictor_host), limits, records, embedding, tuning)
     model = transformer_class()(model_name, core)
     model.load()
     health = PredictorHealth(core.probe, interval_s=probe_interval_s, recover=recover, dead_after_s=dead_after_s)
     core.health = health
-    server = server_class()(host=host, http_port=port, enable_docs_url=False, health=health)
+    if sock is None and reuse_port:
+        sock = reuse_port_socket(host, port)
+    sockets = [sock] if sock is not None else None
+    server = server_class()(host=host, http_port=port, enable_docs_url=False, health=health, tuning=tuning,
+                            sockets=sockets)
     health.on_fatal = server.fatal
     # Added last = outermost: roles, header and size limits run before the binary BYTES rewrite buffers anything.
     app.add_middleware(V2BinaryBytesAdapter)
@@ -468,6 +550,9 @@ def parse_args(argv=None):
                    help="allow model load/unload (needs TAILSYNTH_ADMIN_TOKEN; off by default)")
     p.add_argument("--embedding", default=os.environ.get("TAILSYNTH_EMBEDDING"),
                    help="monitoring projection (embedding.npz from the repository) for record embeddings")
+    p.add_argument("--reuse_port", action="store_true",
+                   help="listen with SO_REUSEPORT beside other transformer processes (tailsynth serve --workers)")
+    tuning_args(p)
     a, _ = p.parse_known_args(argv)  # KServe passes its own flags too (e.g. --predictor_protocol)
     return a
 
@@ -481,4 +566,11 @@ def main(argv=None) -> int:
                token=os.environ.get("TAILSYNTH_TOKEN") or None, records=a.records, limits=limits,
                model_name=a.model_name, embedding=a.embedding,
                admin_token=os.environ.get("TAILSYNTH_ADMIN_TOKEN") or None,
-               repository_control=a.repository_control, max_inflight=a.max_inflight)
+               repository_control=a.repository_control, max_inflight=a.max_inflight,
+               tuning=tuning_from(a), reuse_port=a.reuse_port)
+
+
+if __name__ == "__main__":  # the extra worker processes of `tailsynth serve --workers N`
+    import sys
+
+    sys.exit(main())

@@ -17,14 +17,18 @@ class TritonPythonModel:
         import onnxruntime as ort
 
         config = json.loads(args["model_config"])
+        params = {k: v.get("string_value", "") for k, v in (config.get("parameters") or {}).items()}
         path = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
         opts = ort.SessionOptions()
-        threads = int(os.environ.get("TAILSYNTH_ORT_THREADS", "0"))
+        # The export writes both settings into config.pbtxt (tailsynth.export.triton_config); the environment
+        # variables are for repositories exported before it did.
+        threads = int(params.get("intra_op_thread_count") or os.environ.get("TAILSYNTH_ORT_THREADS", "0"))
         if threads:
             opts.intra_op_num_threads = threads
         # Spinning worker threads steal the CPU from the transformer and the other instances on a shared host
         # (measured: about 2x slower single-image latency on a busy 2-core machine).
-        opts.add_session_config_entry("session.intra_op.allow_spinning", os.environ.get("TAILSYNTH_ORT_SPIN", "0"))
+        spin = params.get("allow_spinning") or os.environ.get("TAILSYNTH_ORT_SPIN", "0")
+        opts.add_session_config_entry("session.intra_op.allow_spinning", spin)
         self.session = ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
         self.input_name = config["input"][0]["name"]
         self.output_names = [o["name"] for o in config["output"]]
