@@ -63,15 +63,21 @@ def test_localize_manifest_copies_images(tmp_path):
         localize_manifest(sel)
 
 
-def test_build_run_report(tmp_path):
+def _evaluations(tmp_path, arms) -> list[Path]:
+    """evaluation.json folders for (arm, balanced accuracy, DF recall) rows; NV recall 0.9."""
     evs = []
-    for arm, ba, df in (("real-only", 0.5, 0.1), ("real+synthetic", 0.55, 0.5)):
+    for arm, ba, df in arms:
         d = tmp_path / arm
         d.mkdir()
         d.joinpath("evaluation.json").write_text(json.dumps({
             "arm": arm, "balanced_accuracy": ba, "classes": ["NV", "DF"],
             "per_class": {"NV": {"recall": 0.9, "support": 50}, "DF": {"recall": df, "support": 5}}}))
         evs.append(d)
+    return evs
+
+
+def test_build_run_report(tmp_path):
+    evs = _evaluations(tmp_path, (("real-only", 0.5, 0.1), ("real+synthetic", 0.55, 0.5)))
     rows = comparison_rows(evs)
     from tailsynth.pipeline_report import write_comparison_csv
 
@@ -136,16 +142,8 @@ def test_report_tables_from_run_records(tmp_path):
 def test_report_compares_every_synthetic_arm_with_reference_and_control(tmp_path):
     from tailsynth.pipeline_report import write_comparison_csv
 
-    evs = []
-    arms = (("real-only", 0.50, 0.10), ("prior-shift control", 0.52, 0.20), ("real+synthetic", 0.55, 0.50),
-            ("real+harmonized", 0.47, 0.30))
-    for arm, ba, df in arms:
-        d = tmp_path / arm
-        d.mkdir()
-        d.joinpath("evaluation.json").write_text(json.dumps({
-            "arm": arm, "balanced_accuracy": ba, "classes": ["NV", "DF"],
-            "per_class": {"NV": {"recall": 0.9, "support": 50}, "DF": {"recall": df, "support": 5}}}))
-        evs.append(d)
+    evs = _evaluations(tmp_path, (("real-only", 0.50, 0.10), ("prior-shift control", 0.52, 0.20),
+                                  ("real+synthetic", 0.55, 0.50), ("real+harmonized", 0.47, 0.30)))
     write_comparison_csv(comparison_rows(evs), tmp_path / "cmp.csv")
     harm = tmp_path / "harm"
     (harm / "images").mkdir(parents=True)
