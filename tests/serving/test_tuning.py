@@ -19,7 +19,7 @@ COMMON = {"classes": ["MEL", "NV"], "resolution": 28, "feature_dim": 512, "versi
 
 
 def test_tuning_round_trips_through_the_worker_command_line():
-    t = tn.Tuning(decode_threads=3, jpeg_draft=False, request_logs=True, event_loop="asyncio",
+    t = tn.Tuning(decode_threads=3, jpeg_draft=True, request_logs=True, event_loop="asyncio",
                   http_parser="httptools", workers=4)
     p = argparse.ArgumentParser()
     tn.add_arguments(p)

@@ -64,7 +64,7 @@ def serve(repo: Path = typer.Option(..., "--repo", help="model repository from `
                                                  "(default: a free one)"),
           workers: int = typer.Option(1, help=_tuning_help("workers")),
           decode_threads: int | None = typer.Option(None, help=_tuning_help("decode_threads")),
-          jpeg_draft: bool = typer.Option(True, "--jpeg-draft/--exact-decode", help=_tuning_help("jpeg_draft")),
+          jpeg_draft: bool = typer.Option(False, "--jpeg-draft/--exact-decode", help=_tuning_help("jpeg_draft")),
           request_logs: bool = typer.Option(False, "--request-logs", help=_tuning_help("request_logs")),
           event_loop: str | None = typer.Option(None, help=_tuning_help("event_loop")),
           http_parser: str = typer.Option("h11", help=_tuning_help("http_parser"))) -> None:
