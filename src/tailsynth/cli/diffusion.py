@@ -98,7 +98,15 @@ def generate_cmd(
     background_classes: str | None = typer.Option(None, "--background-classes",
                                                      help="comma-separated (default: head classes)"),
     batch_size: int = typer.Option(32, "--batch-size"),
-    config: Path | None = typer.Option(None, "--config", help=CONFIG_HELP),
+    runtime: str = typer.Option("eager", "--runtime", help="how the UNet runs: eager | compile (torch.compile, "
+                                                            "inductor) | onnxruntime (CPU; ONNX export cached "
+                                                            "under ~/.cache/tailsynth); same fp32 outputs"),
+    channels_last: bool = typer.Option(False, "--channels-last/--no-channels-last",
+                                       help="NHWC activations (eager and compile runtimes)"),
+    threads: int | None = typer.Option(None, "--threads", help="torch/ORT intra-op threads (default: torch's)"),
+    config: Path | None = typer.Option(None, "--config", help=CONFIG_HELP + "; precision: bf16 (measurement "
+                                                                          "only: outputs differ from the gated "
+                                                                          "fp32) and runtime_cache are set here"),
 ) -> None:
     """Inpaint (or harmonize) tail-class lesions into real backgrounds; write images, ground truth, manifest, grids."""
     from ..diffusion.generate import GenerateConfig, generate

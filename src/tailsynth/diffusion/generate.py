@@ -28,6 +28,8 @@ import json
 import math
 import shutil
 import time
+from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +38,7 @@ import numpy as np
 from ..data.classes import ISIC2019_CLASSES
 from ..data.errors import DataError
 from ..errors import ConfigError
+from .runtime import check_runtime
 
 POLICIES = ("fill-to-head", "fixed")
 SAMPLERS = ("ddim", "dpmsolver")
@@ -88,6 +91,13 @@ class GenerateConfig:
     splits: str | None = None
     device: str | None = None
     progress: bool = False
+    # How the UNet runs (diffusion/runtime.py). fp32 runtimes agree with eager to float rounding, so the gate
+    # figures of a synthesizer carry over; precision "bf16" changes the outputs and would need the gates re-run.
+    runtime: str = "eager"
+    channels_last: bool = False
+    precision: str = "fp32"
+    threads: int | None = None  # torch (and ORT) intra-op threads for this run; None: leave the process setting
+    runtime_cache: str | None = None  # folder for exported ONNX graphs (default: ~/.cache/tailsynth)
 
     def __post_init__(self):
         if isinstance(self.classes, str):
@@ -102,7 +112,10 @@ class GenerateConfig:
             raise ConfigError(f"--strength must lie in [0.05, 1] for harmonize, got {self.strength}")
         if self.steps < 1 or self.batch_size < 1:
             raise ConfigError("steps and batch_size must be >= 1")
-        for k in ("model", "data", "out", "masks", "splits"):
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads must be >= 1, got {self.threads}")
+        check_runtime(self.runtime, self.channels_last, self.precision)
+        for k in ("model", "data", "out", "masks", "splits", "runtime_cache"):
             v = getattr(self, k)
             if v is not None and not isinstance(v, str):
                 setattr(self, k, str(v))
@@ -234,32 +247,42 @@ def _to_model(images: np.ndarray, device):
     return torch.from_numpy(images.astype(np.float32) / 127.5 - 1.0).permute(0, 3, 1, 2).to(device)
 
 
-def _denoise(unet, sched, x, timesteps, known, m, labels, null_class: int, guidance: float):
-    """The sampling loop shared by both modes: conditional and null class in one batch of 2N."""
+def _denoise(unet, sched, x, timesteps, known, m, labels, null_class: int, guidance: float,
+             raw: bool = False) -> np.ndarray:
+    """The sampling loop shared by both modes: conditional and null class in one batch of 2N, one UNet call per
+    step. `unet` is a diffusers UNet (run eager) or a runtime.UNetRunner. Returns uint8 N,R,R,3, or with `raw` the
+    float32 images in [-1, 1] before quantization (to compare runtimes)."""
     import torch
 
+    from .runtime import as_runner
+
+    run = as_runner(unet)
     y = torch.as_tensor(labels, dtype=torch.long, device=x.device)
     cfg = guidance != 1.0
     cond = torch.cat([known * (1.0 - m), m], 1)
     if cfg:
         cond = torch.cat([cond, cond])
         y = torch.cat([y, torch.full_like(y, null_class)])
-    with torch.no_grad():
+    with torch.inference_mode():
         for t in timesteps:
             xin = sched.scale_model_input(x, t)
             xin = torch.cat([xin, xin]) if cfg else xin
-            pred = unet(torch.cat([xin, cond], 1), t, class_labels=y).sample
+            pred = run(torch.cat([xin, cond], 1), t, y)
             if cfg:
                 pc, pu = pred.chunk(2)
                 pred = pu + guidance * (pc - pu)
             x = sched.step(pred, t, x).prev_sample
-    x = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).cpu().numpy()
+        x = x.clamp(-1, 1)
+        if not raw:
+            x = ((x + 1) * 127.5).round().to(torch.uint8)
+        return x.permute(0, 2, 3, 1).cpu().numpy()
 
 
 def inpaint(unet, train_scheduler, backgrounds: np.ndarray, masks: np.ndarray, labels: np.ndarray, seeds,
-            null_class: int, sampler: str = "ddim", steps: int = 25, guidance: float = 1.5, device="cpu") -> np.ndarray:
-    """Raw model output (uint8 N,R,R,3) for backgrounds (uint8 N,R,R,3), masks (bool N,R,R), labels (int)."""
+            null_class: int, sampler: str = "ddim", steps: int = 25, guidance: float = 1.5, device="cpu",
+            raw: bool = False) -> np.ndarray:
+    """Raw model output (uint8 N,R,R,3; float32 in [-1, 1] with `raw`) for backgrounds (uint8 N,R,R,3), masks
+    (bool N,R,R), labels (int). `unet`: a diffusers UNet or a runtime.UNetRunner."""
     import torch
 
     r = backgrounds.shape[1]
@@ -267,12 +290,12 @@ def inpaint(unet, train_scheduler, backgrounds: np.ndarray, masks: np.ndarray, l
     m = torch.from_numpy(masks.astype(np.float32))[:, None].to(device)
     sched = make_scheduler(train_scheduler, sampler, steps)
     x = _seeded_noise(seeds, r).to(device) * sched.init_noise_sigma
-    return _denoise(unet, sched, x, sched.timesteps, bg, m, labels, null_class, guidance)
+    return _denoise(unet, sched, x, sched.timesteps, bg, m, labels, null_class, guidance, raw)
 
 
 def harmonize(unet, train_scheduler, composites: np.ndarray, masks: np.ndarray, labels: np.ndarray, seeds,
               null_class: int, strength: float = 0.5, sampler: str = "ddim", steps: int = 25, guidance: float = 1.5,
-              device="cpu") -> np.ndarray:
+              device="cpu", raw: bool = False) -> np.ndarray:
     """SDEdit: noise each composite (uint8 N,R,R,3) to the timestep at `strength` of the schedule and denoise it
     with the label; the region outside the mask is given to the model as known, as in inpainting.
     Runs ceil(steps * strength) of the `steps`-step schedule."""
@@ -289,7 +312,7 @@ def harmonize(unet, train_scheduler, composites: np.ndarray, masks: np.ndarray, 
         sched.set_begin_index(start)  # multistep solvers keep a step index; start it mid-schedule
     t0 = timesteps[:1].repeat(len(composites))
     x = train_scheduler.add_noise(x0, _seeded_noise(seeds, r).to(device), t0.cpu()).to(device)
-    return _denoise(unet, sched, x, timesteps, x0, m, labels, null_class, guidance)
+    return _denoise(unet, sched, x, timesteps, x0, m, labels, null_class, guidance, raw)
 
 
 def composite_lesion(background: np.ndarray, bg_mask: np.ndarray, source: np.ndarray, src_mask: np.ndarray,
@@ -390,7 +413,22 @@ def generate(config, data=None, out=None, **options) -> dict:
         config = GenerateConfig.from_dict({"model": config, "data": data, "out": out, **options})
     elif data is not None or out is not None or options:
         raise ConfigError("generate: pass either a GenerateConfig or (model, data, out, **options), not both")
-    return _run(config)
+    with torch_threads(config.threads):
+        return _run(config)
+
+
+@contextmanager
+def torch_threads(n: int | None):
+    """torch's intra-op thread count set to `n` inside the block and restored after (None: unchanged)."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _run(cfg: GenerateConfig) -> dict:
@@ -401,6 +439,7 @@ def _run(cfg: GenerateConfig) -> dict:
     from ..masks import masks_for_records
     from ..progress import Progress
     from .model import load_model, model_hash
+    from .runtime import UNetRunner
 
     shard_t = parse_shard(cfg.shard)
     dev = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -427,6 +466,10 @@ def _run(cfg: GenerateConfig) -> dict:
                      cfg.batch_size, cfg.mask_mode, cfg.mode)
     n_units = (max(c.unit for c in plan) + 1) if plan else 0
     units = shard_units(n_units, shard_t)
+    runner = UNetRunner(unet, cfg.runtime, cfg.channels_last, cfg.precision, cfg.runtime_cache)
+    sizes = Counter(c.unit for c in plan if c.unit in units)
+    if sizes:  # the largest unit: torch.compile compiles once for it and pads the others
+        runner.warmup(max(sizes.values()) * (2 if cfg.guidance != 1.0 else 1))
 
     out = Path(cfg.out)
     (out / "images").mkdir(parents=True, exist_ok=True)
@@ -440,7 +483,9 @@ def _run(cfg: GenerateConfig) -> dict:
               "masks": cfg.masks, "background_classes": bg_classes,
               "max_synthetic_per_real": cfg.max_synthetic_per_real, "batch_size": cfg.batch_size, "feather": feather,
               "mask_dilate": mask_dilate, "resolution": res, "n_units": n_units,
-              "shard": f"{shard_t[0]}/{shard_t[1]}" if shard_t else None}
+              "shard": f"{shard_t[0]}/{shard_t[1]}" if shard_t else None,
+              # Recorded because outputs agree across runtimes only to float rounding, not byte for byte.
+              "runtime": cfg.runtime, "channels_last": cfg.channels_last, "precision": cfg.precision}
 
     rows: list[dict] = []
     t0 = time.time()
@@ -466,7 +511,7 @@ def _run(cfg: GenerateConfig) -> dict:
                 comps.append(comp)
                 regions.append(region)
             comps, mk = np.stack(comps), np.stack(regions)
-            gen = harmonize(unet, train_sched, comps, mk, labels, seeds, meta["null_class"], cfg.strength,
+            gen = harmonize(runner, train_sched, comps, mk, labels, seeds, meta["null_class"], cfg.strength,
                             cfg.sampler, cfg.steps, cfg.guidance, dev)
         else:
             if cfg.mask_mode == "own":
@@ -477,7 +522,7 @@ def _run(cfg: GenerateConfig) -> dict:
             mk, methods = masks_for_records(train, mrecs, res, mask_dir=cfg.masks, images=mimgs)
             if mask_dilate:
                 mk = np.stack([ndi.binary_dilation(m, iterations=mask_dilate) for m in mk])
-            gen = inpaint(unet, train_sched, bgs, mk, labels, seeds, meta["null_class"], cfg.sampler, cfg.steps,
+            gen = inpaint(runner, train_sched, bgs, mk, labels, seeds, meta["null_class"], cfg.sampler, cfg.steps,
                           cfg.guidance, dev)
         for j, c in enumerate(cands):
             img = paste_back(bgs[j], gen[j], mk[j], feather)
@@ -516,7 +561,7 @@ def _run(cfg: GenerateConfig) -> dict:
     return {"out": str(out), "n": len(rows), "per_class": {c: sum(r["class"] == c for r in rows) for c in targets},
             "targets": targets, "units": [units.start, units.stop], "n_units": n_units, "wall_s": round(wall, 2),
             "images_per_s": round(len(rows) / wall, 3) if wall > 0 and rows else None, "grids": grids,
-            "model_hash": mhash, "mode": cfg.mode}
+            "model_hash": mhash, "mode": cfg.mode, "runtime": runner.info}
 
 
 def merge_shards(dirs, out) -> dict:
