@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
+from ..onnx_session import cpu_session
 
 RUNTIMES = ("eager", "compile", "onnxruntime")
 PRECISIONS = ("fp32", "bf16")
@@ -109,21 +110,6 @@ def export_unet_onnx(unet, path: str | Path) -> Path:
     return path
 
 
-def ort_session(path: str | Path, threads: int | None = None):
-    """A CPU session: `threads` intra-op threads (default: torch's), one inter-op thread, no spinning."""
-    import onnxruntime as ort
-    import torch
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = int(threads or torch.get_num_threads())
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    so.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-
-
 class UNetRunner:
     """Callable (sample N,C,R,R fp32, timestep (0-d or N), class labels N) -> prediction N,3,R,R fp32, plus
     `info` (what ran, how long preparing took, the export's parity with eager)."""
@@ -173,7 +159,7 @@ class UNetRunner:
             if attempt or not path.is_file():
                 export_unet_onnx(self.unet, path)
             try:
-                sess = ort_session(path, threads)
+                sess = cpu_session(path, threads or torch.get_num_threads())
                 got = sess.run([ONNX_OUTPUT], dict(zip(ONNX_INPUTS, (p.numpy() for p in probe))))[0]
             except Exception:
                 if attempt:

@@ -42,17 +42,13 @@ class OnnxRuntimeBackend:
     name = "onnxruntime"
 
     def __init__(self, repo: str | Path, threads: int = 0):
-        import onnxruntime as ort
+        from ..onnx_session import cpu_session
 
         mdir = _model_dir(repo)
         self.info = json.loads((mdir / "serving.json").read_text())
         path = _latest_version_dir(mdir) / "model.onnx"
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
         # No spinning: the transformer's decoding threads share these cores (see triton_python_model.py).
-        opts.add_session_config_entry("session.intra_op.allow_spinning", os.environ.get("TAILSYNTH_ORT_SPIN", "0"))
-        self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        self.session = cpu_session(path, threads, spinning=os.environ.get("TAILSYNTH_ORT_SPIN", "0") == "1")
 
     def describe(self) -> dict:
         return {k: self.info[k] for k in ("classes", "resolution", "model_version")}
