@@ -153,6 +153,8 @@ def synth_quality_cmd(
     gate_epochs: int = typer.Option(5, "--gate-epochs"),
     gate_seeds: str = typer.Option("0", "--gate-seeds", help="comma-separated seeds of the TOS classifiers"),
     no_tos: bool = typer.Option(False, "--no-tos", help="skip the train-on-synthetic classifiers (fast)"),
+    runtime: str = typer.Option("eager", "--runtime", help="how the UNet runs: eager | compile | onnxruntime"),
+    precision: str = typer.Option("fp32", "--precision", help="fp32 | bf16 (CPU autocast: gate it before use)"),
 ) -> None:
     """Quality gates of a synthesizer per tail class: label fidelity, train-on-synthetic recall, FD/KID, memorization."""
     from ..diffusion.gates import GateConfig, run_gates
@@ -162,7 +164,8 @@ def synth_quality_cmd(
                          classes=[c.strip() for c in classes.split(",") if c.strip()],
                          modes=[m.strip() for m in modes.split(",") if m.strip()], strength=strength,
                          sampler=sampler, steps=steps, guidance=guidance, seed=seed, gate_backbone=gate_backbone,
-                         gate_epochs=gate_epochs, gate_seeds=[int(s) for s in gate_seeds.split(",")], tos=not no_tos)
+                         gate_epochs=gate_epochs, gate_seeds=[int(s) for s in gate_seeds.split(",")], tos=not no_tos,
+                         runtime=runtime, precision=precision)
         q = run_gates(cfg)
     print_json({"out": str(out), "all_pass": q["all_pass"], "gates": q["gates"]})
 

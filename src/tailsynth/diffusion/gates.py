@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.errors import DataError
-from ..errors import ConfigError
+from ..errors import ConfigError, MissingInputError
 
 GATE_CLASSES = ("DF", "VASC", "AK")
 LABEL_FIDELITY_RATIO = 0.8
@@ -98,6 +98,48 @@ def write_npz(path: Path, classes: list[str], train_x, train_y, val_x, val_y) ->
     return path
 
 
+SCORE_FIELDS = ("id", "class", "p_intended")
+
+
+def write_scores(path: Path, sc) -> Path:
+    """Per-candidate p(intended class) under the gate classifier: what a paired comparison of two gate runs
+    (same seeds and backgrounds, e.g. fp32 vs bf16) needs."""
+    import csv
+
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(SCORE_FIELDS)
+        for i, cid in enumerate(sc.ids):
+            w.writerow([cid, sc.class_names[int(sc.cls_idx[i])], f"{float(sc.scores['p_intended'][i]):.6f}"])
+    return path
+
+
+def read_scores(path: Path) -> dict[str, tuple[str, float]]:
+    import csv
+
+    if not path.is_file():
+        raise MissingInputError(f"{path} missing: re-run synth-quality (per-candidate scores are written since "
+                                "the gate comparison was added)")
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or set(SCORE_FIELDS) - set(rows[0]):
+        raise DataError(f"{path}: expected columns {', '.join(SCORE_FIELDS)}")
+    return {r["id"]: (r["class"], float(r["p_intended"])) for r in rows}
+
+
+def paired_fidelity(a: dict, b: dict, cls: str, n_boot: int = 2000, seed: int = 0) -> dict:
+    """Mean and 95% bootstrap interval of p_intended(b) - p_intended(a) over the candidates both runs made of cls
+    (paired by id: same seed, background and mask)."""
+    ids = sorted(k for k, (c, _) in a.items() if c == cls and k in b)
+    if not ids:
+        raise DataError(f"no candidate of {cls} appears in both gate runs (were they made with the same seeds?)")
+    d = np.array([b[k][1] - a[k][1] for k in ids])
+    rng = np.random.default_rng(seed)
+    boot = d[rng.integers(0, len(d), size=(n_boot, len(d)))].mean(1)
+    lo, hi = np.quantile(boot, [0.025, 0.975])
+    return {"n_paired": len(ids), "mean_diff": float(d.mean()), "ci95": [float(lo), float(hi)]}
+
+
 # ---- the driver -----------------------------------------------------------------------------------------------
 @dataclass
 class GateConfig:
@@ -119,6 +161,10 @@ class GateConfig:
     gate_seeds: list[int] = field(default_factory=lambda: [0])
     tos: bool = True
     batch_size: int = 64
+    # How the UNet runs (tailsynth.diffusion.runtime): the gates are a property of the images, so a runtime or
+    # precision that changes them (bf16) is gated by running synth-quality with it.
+    runtime: str = "eager"
+    precision: str = "fp32"
 
     def __post_init__(self):
         bad = [m for m in self.modes if m not in MODES]
@@ -126,6 +172,9 @@ class GateConfig:
             raise ConfigError(f"unknown mode(s) {', '.join(bad)} (choose from {', '.join(MODES)})")
         if not self.classes:
             raise ConfigError("synth-quality: no classes given")
+        from .runtime import check_runtime
+
+        check_runtime(self.runtime, False, self.precision)
 
 
 def _generate_mode(cfg: GateConfig, mode: str, counts: dict[str, int], out: Path) -> Path:
@@ -144,7 +193,7 @@ def _generate_mode(cfg: GateConfig, mode: str, counts: dict[str, int], out: Path
         generate(GenerateConfig(model=cfg.model, data=cfg.data, out=str(part), classes=[c], policy="fixed",
                                 count=counts[c], mode=mode, strength=cfg.strength, sampler=cfg.sampler,
                                 steps=cfg.steps, guidance=cfg.guidance, seed=cfg.seed, batch_size=cfg.batch_size,
-                                save_inputs=True, progress=True))
+                                save_inputs=True, progress=True, runtime=cfg.runtime, precision=cfg.precision))
         parts.append(part)
     # One candidate folder (images + manifest) per mode, as `select` and the trainer read it.
     if folder.exists():
@@ -246,6 +295,7 @@ def run_gates(cfg: GateConfig) -> dict:
             entry["n_memorized"] = int(sc.memo.memorized[syn].sum())
             per_class[c] = entry
         per_mode[mode] = per_class
+        write_scores(folders[mode] / "scores.csv", sc)
 
     tos_runs = {}
     if cfg.tos:
