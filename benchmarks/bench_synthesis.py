@@ -5,7 +5,7 @@ compare (default): in ONE run, same batch size and threads, same classes, counts
             eager torch;
   shipped   --model (models/synth-dermamnist, lean, 28 px) at its chosen sampler (DPM-Solver++ 20, guidance 3),
             once per lever: eager, eager+cl (channels_last), compile (torch.compile), compile+cl, onnxruntime;
-            optional eager+bf16 / compile+bf16 (outputs differ: the gates would need a re-run).
+            optional eager+bf16 / compile+bf16 (outputs differ: gated by synth-quality + compare_gates.py).
   Each run is the full generate path a user runs (plan, backgrounds, masks, the batched sampling loop, paste-back,
   PNGs). images/s = images / wall time of that loop (runtime preparation, e.g. ONNX export or compilation, and one
   warm-up call are excluded and reported as prepare_s); images/s per process CPU-second is reported too, being less
@@ -295,8 +295,9 @@ def markdown(res: dict) -> str:
     lines += [f"| {lever_name(e)} | {e['n_images']} | {e['float_max_abs_diff']:.2e} | {e['float_mean_abs_diff']:.2e} |"
               for e in res["equivalence_real_batch"]]
     lines += ["", ("fp32 levers agree with eager to float rounding, so the model card's gate figures (measured with "
-                  "eager fp32) apply to them; a bf16 lever changes the images and would need `tailsynth "
-                  "synth-quality` re-run before its speed could count.")]
+                  "eager fp32) apply to them. A bf16 lever changes the images: its speed counts only with its own "
+                  "gates, from `tailsynth synth-quality --precision bf16` compared with fp32 by "
+                  "benchmarks/compare_gates.py (the rule: docs/results/performance/synthesis_bf16_plan.md).")]
     return "\n".join(lines) + "\n"
 
 

@@ -6,6 +6,8 @@ import math
 import numpy as np
 import pytest
 
+from tailsynth.data.errors import DataError
+
 from tailsynth.diffusion.gates import (
     equal_n_distances,
     label_fidelity,
@@ -95,6 +97,13 @@ def test_synth_quality_end_to_end_tiny(tmp_path):
             assert g["tos_pass"] == (g["tos_recall"] >= 0.7 * g["real_recall"] > 0)
             assert g["memorized_fraction"] == 0.0 and g["n"] == 2
     assert set(q["tos_runs"]) == {"real", "inpaint_DF", "inpaint_VASC", "harmonize_DF", "harmonize_VASC"}
+    # Per-candidate scores for paired comparisons: one row per candidate, and their mean is the gate figure.
+    from tailsynth.diffusion.gates import read_scores
+
+    scores = read_scores(tmp_path / "q" / "inpaint" / "scores.csv")
+    assert len(scores) == 8
+    df = [p for c, p in scores.values() if c == "DF"]
+    assert np.mean(df) == pytest.approx(q["gates"]["inpaint"]["DF"]["label_fidelity"], abs=1e-5)
 
 
 def test_predict_x0_inverts_the_forward_process_for_each_parameterisation():
@@ -121,3 +130,30 @@ def test_reconstruction_report_has_ema_raw_and_null_label(tiny_model):
     rep = reconstruction_report(model, data, n=8, timesteps=(100, 500))
     for k in ("ema", "raw", "ema_null_label"):
         assert set(rep[k]) == {100, 500} and all(0 <= v < 4 for v in rep[k].values())
+
+
+def test_paired_fidelity_pairs_candidates_by_id_and_brackets_the_shift(tmp_path):
+    from types import SimpleNamespace
+
+    from tailsynth.diffusion.gates import paired_fidelity, read_scores, write_scores
+
+    rng = np.random.default_rng(0)
+    n = 60
+    p_ref = rng.uniform(0.1, 0.9, n)
+    ids = [f"syn_DF_s0_{i:05d}" for i in range(n)] + ["syn_AK_s0_00000"]
+    cls_idx = np.array([0] * n + [1])
+
+    def run(p, folder):
+        sc = SimpleNamespace(ids=ids, class_names=["DF", "AK"], cls_idx=cls_idx,
+                             scores={"p_intended": np.append(p, 0.5)})
+        return read_scores(write_scores(tmp_path / f"{folder}.csv", sc))
+
+    ref = run(p_ref, "ref")
+    same = paired_fidelity(ref, run(p_ref, "same"), "DF")
+    assert same["n_paired"] == n and same["mean_diff"] == 0 and same["ci95"] == [0.0, 0.0]
+    worse = paired_fidelity(ref, run(p_ref - 0.05 + rng.normal(0, 0.01, n), "worse"), "DF")
+    assert worse["ci95"][1] < -0.03 and abs(worse["mean_diff"] + 0.05) < 0.01
+    with pytest.raises(DataError, match="VASC"):
+        paired_fidelity(ref, ref, "VASC")
+    with pytest.raises(FileNotFoundError, match="synth-quality"):
+        read_scores(tmp_path / "missing.csv")

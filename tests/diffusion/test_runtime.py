@@ -139,7 +139,7 @@ def test_generate_with_onnxruntime_matches_eager(tiny_model, tmp_path, cache):
     model, data = tiny_model
     opts = {"classes": "DF,VASC", "policy": "fixed", "count": 3, "sampler": "dpmsolver", "steps": 3,
             "guidance": 3.0, "batch_size": 2, "threads": 1}
-    ea = generate(model, data, tmp_path / "eager", **opts)
+    ea = generate(model, data, tmp_path / "eager", precision="fp32", **opts)  # auto may pick bf16 on this CPU
     ort = generate(model, data, tmp_path / "ort", runtime="onnxruntime", runtime_cache=str(cache), **opts)
     assert ort["n"] == ea["n"] == 6 and ort["runtime"]["runtime"] == "onnxruntime"
     assert ort["runtime"]["threads"] == 1
@@ -150,6 +150,18 @@ def test_generate_with_onnxruntime_matches_eager(tiny_model, tmp_path, cache):
         a = decode_file(str(p)).astype(int)
         b = decode_file(str(tmp_path / "ort" / "images" / p.name)).astype(int)
         assert np.abs(a - b).max() <= 1  # equal up to the rounding of a float difference < TOL
+
+
+def test_auto_precision_follows_the_cpu_and_is_recorded(tiny_model, tmp_path):
+    from tailsynth.diffusion.runtime import native_bf16, resolve_precision
+
+    want = "bf16" if native_bf16() else "fp32"
+    assert resolve_precision("auto") == want and resolve_precision("auto", "onnxruntime") == "fp32"
+    assert resolve_precision("fp32") == "fp32" and resolve_precision("auto", device_type="cuda") == "fp32"
+    model, data = tiny_model
+    res = generate(model, data, tmp_path / "g", classes="DF", policy="fixed", count=2, steps=2, batch_size=2, threads=1)
+    assert res["runtime"]["precision"] == want and res["runtime"]["precision_requested"] == "auto"
+    assert json.loads((tmp_path / "g" / "generation.json").read_text())["precision"] == want
 
 
 @pytest.mark.parametrize("bad,match", [

@@ -59,6 +59,26 @@ def assert_same_as_torch(server, torch_model, images: list[bytes]):
     return preds
 
 
+def assert_concurrent_answers_are_each_requests_own(server, torch_model, images: list[bytes], threads: int = 12):
+    """Many requests at once (one to three images each, as the transformer may merge them into one predictor call):
+    every answer holds exactly its own images' probabilities, in order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    model, meta = torch_model
+    _, p_ref = local_top1(model, meta, images)
+    jobs = [list(range(i, min(i + 1 + i % 3, len(images)))) for i in range(len(images))] * 3
+
+    def one(idx):
+        preds = predict_v1(server.url, [images[i] for i in idx], server.token)
+        return idx, np.array([[x["probabilities"][c] for c in meta.classes] for x in preds])
+
+    with ThreadPoolExecutor(threads) as ex:
+        results = list(ex.map(one, jobs))
+    for idx, p in results:
+        assert p.shape == (len(idx), len(meta.classes))
+        assert np.abs(p - p_ref[idx]).max() < 1e-4, idx
+
+
 def jpeg(seed=0, size=64) -> bytes:
     from PIL import Image
 

@@ -30,3 +30,7 @@ def test_one_record_per_image_hash_only(ort_server, dermamnist_pngs):
 
 def test_binds_loopback_only(ort_server):
     assert chk.listen_addresses(ort_server.port) == {"127.0.0.1"}
+
+
+def test_concurrent_requests_get_their_own_answers(ort_server, torch_model, dermamnist_pngs):
+    chk.assert_concurrent_answers_are_each_requests_own(ort_server, torch_model, dermamnist_pngs)

@@ -48,3 +48,7 @@ def test_predict_cli_prints_one_line_per_image(triton_server, torch_model, isic_
     bad = subprocess.run([tailsynth_bin(), "predict", "--url", triton_server.url, str(files[0])],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "401" in bad.stderr
+
+
+def test_concurrent_requests_get_their_own_answers(triton_server, torch_model, dermamnist_pngs):
+    chk.assert_concurrent_answers_are_each_requests_own(triton_server, torch_model, dermamnist_pngs)

@@ -63,6 +63,14 @@ def wait_for(cond, timeout: float, step: float = 0.1) -> float | None:
     return None
 
 
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 @pytest.fixture
 def served(triton_env, local_repo, tmp_path, server_cls):
     servers = []
@@ -92,10 +100,13 @@ def test_killed_stub_then_killed_tritonserver_recover(served):
     assert chk.predict_v1(s.url, [good], s.token)[0]["class"] == want
     assert tritonserver_pid(s) == triton  # the stub came back without restarting the server
 
+    old_stubs = [p for p, name, _ in children(triton) if name.startswith("triton_python")]
     os.kill(triton, signal.SIGKILL)
     t = wait_for(lambda: ready_code(s.url) == 503, 5.0)
     assert t is not None, f"ready stayed {ready_code(s.url)} after tritonserver was killed\n{s.log()[-3000:]}"
     assert wait_for(lambda: ready_code(s.url) == 200, 120.0, 0.5) is not None, s.log()[-4000:]
+    # The killed server's stubs went with it (its process group), not left behind as orphans.
+    assert old_stubs and wait_for(lambda: not any(alive(p) for p in old_stubs), 10.0) is not None, old_stubs
     assert chk.predict_v1(s.url, [good], s.token)[0]["class"] == want
     assert tritonserver_pid(s) != triton
     zombies = [c for c in children(s.proc.pid) if c[2] == "Z"]

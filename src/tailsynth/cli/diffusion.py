@@ -104,9 +104,9 @@ def generate_cmd(
     channels_last: bool = typer.Option(False, "--channels-last/--no-channels-last",
                                        help="NHWC activations (eager and compile runtimes)"),
     threads: int | None = typer.Option(None, "--threads", help="torch/ORT intra-op threads (default: torch's)"),
-    config: Path | None = typer.Option(None, "--config", help=CONFIG_HELP + "; precision: bf16 (measurement "
-                                                                          "only: outputs differ from the gated "
-                                                                          "fp32) and runtime_cache are set here"),
+    config: Path | None = typer.Option(None, "--config", help=CONFIG_HELP + "; precision (auto: bf16 where the "
+                                                                          "CPU has native bf16, else fp32; fp32; "
+                                                                          "bf16) and runtime_cache are set here"),
 ) -> None:
     """Inpaint (or harmonize) tail-class lesions into real backgrounds; write images, ground truth, manifest, grids."""
     from ..diffusion.generate import GenerateConfig, generate
@@ -154,7 +154,8 @@ def synth_quality_cmd(
     gate_seeds: str = typer.Option("0", "--gate-seeds", help="comma-separated seeds of the TOS classifiers"),
     no_tos: bool = typer.Option(False, "--no-tos", help="skip the train-on-synthetic classifiers (fast)"),
     runtime: str = typer.Option("eager", "--runtime", help="how the UNet runs: eager | compile | onnxruntime"),
-    precision: str = typer.Option("fp32", "--precision", help="fp32 | bf16 (CPU autocast: gate it before use)"),
+    precision: str = typer.Option("auto", "--precision", help="fp32 | bf16 (CPU autocast) | auto (bf16 where the "
+                                                               "CPU has native bf16, as generate does)"),
 ) -> None:
     """Quality gates of a synthesizer per tail class: label fidelity, train-on-synthetic recall, FD/KID, memorization."""
     from ..diffusion.gates import GateConfig, run_gates

@@ -67,7 +67,8 @@ def serve(repo: Path = typer.Option(..., "--repo", help="model repository from `
           jpeg_draft: bool = typer.Option(False, "--jpeg-draft/--exact-decode", help=_tuning_help("jpeg_draft")),
           request_logs: bool = typer.Option(False, "--request-logs", help=_tuning_help("request_logs")),
           event_loop: str | None = typer.Option(None, help=_tuning_help("event_loop")),
-          http_parser: str = typer.Option("h11", help=_tuning_help("http_parser"))) -> None:
+          http_parser: str = typer.Option("h11", help=_tuning_help("http_parser")),
+          coalesce: int = typer.Option(1, help=_tuning_help("coalesce"))) -> None:
     """Serve POST /v1/models/lesion-classifier:predict and /v2/models/lesion-classifier/infer on 127.0.0.1.
 
     Exits non-zero when the predictor dies and cannot be restarted. Performance settings and the reasons for their
@@ -78,7 +79,8 @@ def serve(repo: Path = typer.Option(..., "--repo", help="model repository from `
     from ..serve.tuning import Tuning
 
     given = {"workers": workers, "decode_threads": decode_threads, "jpeg_draft": jpeg_draft,
-             "request_logs": request_logs, "event_loop": event_loop, "http_parser": http_parser}
+             "request_logs": request_logs, "event_loop": event_loop, "http_parser": http_parser,
+             "coalesce": coalesce}
     try:
         with fail_cleanly():
             tuning = Tuning(**{k: v for k, v in given.items() if v is not None})

@@ -164,7 +164,7 @@ class GateConfig:
     # How the UNet runs (tailsynth.diffusion.runtime): the gates are a property of the images, so a runtime or
     # precision that changes them (bf16) is gated by running synth-quality with it.
     runtime: str = "eager"
-    precision: str = "fp32"
+    precision: str = "auto"
 
     def __post_init__(self):
         bad = [m for m in self.modes if m not in MODES]
@@ -264,6 +264,7 @@ def run_gates(cfg: GateConfig) -> dict:
     from ..data import ensure_splits, load_source
     from ..ood.select import _jsonable, score_candidates
     from .model import model_hash, read_meta
+    from .runtime import resolve_precision
 
     t0 = time.time()
     out = Path(cfg.out)
@@ -336,6 +337,7 @@ def run_gates(cfg: GateConfig) -> dict:
         "data": str(cfg.data),
         "classifier": str(cfg.classifier),
         "config": asdict(cfg),
+        "precision": resolve_precision(cfg.precision, cfg.runtime),
         "targets": {"label_fidelity_ratio": LABEL_FIDELITY_RATIO, "tos_ratio": TOS_RATIO},
         "gates": per_mode,
         "tos_runs": tos_runs,

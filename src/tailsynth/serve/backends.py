@@ -116,7 +116,7 @@ class TritonHTTPBackend:
             raise PredictorError(f"Triton model {self.model_name} config lacks parameters {missing}: "
                                  "was the repository written by `tailsynth export`?")
         self._info = {"classes": params["classes"].split(","), "resolution": int(params["resolution"]),
-                      "model_version": params["model_version"]}
+                      "model_version": params["model_version"], "max_batch_size": int(cfg.get("max_batch_size") or 0)}
         return self._info
 
     def describe(self) -> dict:

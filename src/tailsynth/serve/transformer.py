@@ -38,6 +38,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from .backends import MODEL_NAME, OnnxRuntimeBackend, PredictorError, TritonHTTPBackend
+from .coalesce import Coalescer
 from .images import BadInput, Limits, decode_opened, image_stats, open_image, sha256
 from .records import JsonlSink, Projection, prediction_record
 from .tuning import Tuning
@@ -140,9 +141,17 @@ class TransformerCore:
         self._heavy = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode-heavy")
         self._heavy_lane: asyncio.Semaphore | None = None
         self._heavy_waiting = 0
+        self.coalescer: Coalescer | None = None
+        self._predict = getattr(backend, "predict", None)
 
     def load(self) -> dict:
         self.info = self.backend.load_info() if hasattr(self.backend, "load_info") else self.backend.describe()
+        self._predict = getattr(self.backend, "predict", None)
+        if self.tuning.coalesce and self._predict is not None:
+            # A merged batch must fit the predictor's own limit (Triton's max_batch_size from the model config).
+            max_rows = int(self.info.get("max_batch_size") or self.limits.max_batch)
+            self.coalescer = Coalescer(self._predict, max_rows, self.tuning.coalesce)
+            self._predict = self.coalescer.predict
         return self.info
 
     async def probe(self) -> None:
@@ -219,7 +228,7 @@ class TransformerCore:
 
     async def predict(self, payload: dict) -> dict:
         try:
-            probs, feats = await self.backend.predict(payload["images"])
+            probs, feats = await self._predict(payload["images"])
         except PredictorError as e:
             if self.health is not None:
                 self.health.report_failure(str(e))

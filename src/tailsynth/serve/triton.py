@@ -102,6 +102,15 @@ def _die_with_parent() -> None:
         pass
 
 
+def _kill_group(pgid: int) -> None:
+    import signal
+
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):  # the group is already gone
+        pass
+
+
 @dataclass
 class TritonProcess:
     repo: Path
@@ -131,6 +140,10 @@ class TritonProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(5)
+        # Triton runs in its own session (start_new_session): its python-backend stubs share its process group.
+        # When Triton died by SIGKILL (OOM killer, a test), nothing told the stubs to go; they would live on as
+        # orphans holding memory. Only this group's processes are signalled.
+        _kill_group(self.process.pid)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self):

@@ -56,6 +56,11 @@ class Tuning:
     # heads of any size (200 MB were accepted), leaving only the guard's check after the fact. Safety first.
     http_parser: str = field(default="h11", metadata={"help": f"HTTP parser: {' or '.join(HTTP_PARSERS)} "
                                                               "(httptools: faster, unbounded request heads)"})
+    # Predictor calls in flight per transformer process (tailsynth.serve.coalesce). Requests that arrive while
+    # they run are merged into the next call, so the per-call cost (HTTP round trip, Triton's per-request work) is
+    # paid per batch instead of per image; a lone request still goes out at once. 0: one call per request.
+    coalesce: int = field(default=1, metadata={"help": "predictor calls in flight; concurrent requests are merged "
+                                                       "into the next call (0: one call per request)"})
     # Transformer processes sharing the port (SO_REUSEPORT; `tailsynth serve` only, a cluster scales pods).
     # The Python request path holds the GIL, so one process uses at most about one core for it; on 2 cores the
     # other core is Triton's, so 1. Raise it on larger machines.
@@ -64,6 +69,8 @@ class Tuning:
     def __post_init__(self):
         if self.decode_threads < 1:
             raise ConfigError(f"decode_threads {self.decode_threads}: must be >= 1")
+        if self.coalesce < 0:
+            raise ConfigError(f"coalesce {self.coalesce}: must be >= 0")
         if self.workers < 1:
             raise ConfigError(f"workers {self.workers}: must be >= 1")
         if self.event_loop not in EVENT_LOOPS:
