@@ -96,3 +96,40 @@ def test_records_round_trip(tmp_path):
     back = read_records(tmp_path / "p" / "r.jsonl")
     assert back == recs and back[0]["timestamp"].endswith("Z")
     assert back[0]["image_hash"] == "ab" * 32 and back[0]["predicted"] == "NV" and back[0]["confidence"] == 0.9
+
+
+def test_jsonl_sink_writes_whole_lines_from_threads_and_sinks_and_follows_rotation(tmp_path):
+    import json as _json
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tailsynth.serve.records import JsonlSink
+
+    path = tmp_path / "r" / "predictions.jsonl"
+    a, b = JsonlSink(path), JsonlSink(path)  # two writers on one file, as two transformer processes have
+    pad = "x" * 5000  # batches of records larger than a stdio buffer: one write() each, never split
+
+    def write(i):
+        (a if i % 2 else b).write([{"i": i, "k": k, "pad": pad} for k in range(3)])
+
+    with ThreadPoolExecutor(8) as ex:
+        list(ex.map(write, range(40)))
+    lines = path.read_text().splitlines()
+    assert len(lines) == 120
+    got = [_json.loads(x) for x in lines]  # every line parses: nothing interleaved
+    assert sorted((r["i"], r["k"]) for r in got) == [(i, k) for i in range(40) for k in range(3)]
+
+    path.rename(tmp_path / "r" / "predictions.jsonl.1")  # rotated away: the next write starts a new file
+    a.write([{"i": "after"}])
+    assert [_json.loads(x)["i"] for x in path.read_text().splitlines()] == ["after"]
+    assert len((tmp_path / "r" / "predictions.jsonl.1").read_text().splitlines()) == 120
+    a.close()
+    a.write([{"i": "reopened"}])
+    assert path.read_text().splitlines()[-1] == '{"i":"reopened"}'
+
+
+def test_request_ids_are_unique_and_short():
+    from tailsynth.serve.transformer import new_request_id, sanitize_request_id
+
+    ids = {new_request_id() for _ in range(10000)}
+    assert len(ids) == 10000
+    assert all(sanitize_request_id(i) == i and len(i) <= 32 for i in list(ids)[:50])

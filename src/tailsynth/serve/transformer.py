@@ -26,11 +26,11 @@ import base64
 import binascii
 import functools
 import ipaddress
+import itertools
 import json
 import logging
 import os
 import re
-import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -58,6 +58,17 @@ class Overloaded(RuntimeError):
     def __init__(self, message: str, retry_after_s: int = 1):
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+_ID_PREFIX = os.urandom(6).hex()
+_ID_COUNTER = itertools.count()
+
+
+def new_request_id() -> str:
+    """A request id unique within and across transformer processes: a random per-process prefix and a counter.
+
+    (uuid4 reads os.urandom on every call, a system call that was 3% of the transformer's CPU at concurrency 32.)"""
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):010x}"
 
 
 def sanitize_request_id(value) -> str | None:
@@ -182,7 +193,7 @@ class TransformerCore:
             raise
         rid = (sanitize_request_id((headers or {}).get("x-request-id"))
                or (sanitize_request_id(payload.id) if is_v2 and getattr(payload, "id", None) else None)
-               or uuid.uuid4().hex)
+               or new_request_id())
         return {"names": [n for n, _ in items], "opened": opened, "pixels": pixels, "request_id": rid,
                 "hashes": [sha256(bytes(b)) for _, b in items]}
 
