@@ -16,7 +16,7 @@ Systems are interleaved (their order rotates every round) and rows repeated; eac
 Variants compare settings side by side (one `tailsynth serve` each): --variant NAME:KEY=VALUE,KEY=VALUE
   Triton model config: max_batch_size, preferred_batch_sizes (8/16/32 or none), max_queue_delay_us, instances,
                        ort_threads, ort_spinning
-  transformer:         decode_threads, jpeg_draft, request_logs, event_loop, http_parser, workers
+  transformer:         decode_threads, jpeg_draft, request_logs, event_loop, http_parser, coalesce, workers
                        (tailsynth/serve/tuning.py says why each default is what it is)
   client:              protocol (v1 JSON+base64, as `tailsynth predict` sends; or v2 binary BYTES)
 
