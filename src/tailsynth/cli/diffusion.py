@@ -104,9 +104,10 @@ def generate_cmd(
     channels_last: bool = typer.Option(False, "--channels-last/--no-channels-last",
                                        help="NHWC activations (eager and compile runtimes)"),
     threads: int | None = typer.Option(None, "--threads", help="torch/ORT intra-op threads (default: torch's)"),
-    config: Path | None = typer.Option(None, "--config", help=CONFIG_HELP + "; precision (auto: bf16 where the "
-                                                                          "CPU has native bf16, else fp32; fp32; "
-                                                                          "bf16) and runtime_cache are set here"),
+    precision: str = typer.Option("auto", "--precision", help="auto: bf16 autocast where the CPU has native bf16 "
+                                                               "(gated equal to fp32 for the shipped synthesizer), "
+                                                               "else fp32 | fp32 | bf16"),
+    config: Path | None = typer.Option(None, "--config", help=CONFIG_HELP + "; runtime_cache is set here"),
 ) -> None:
     """Inpaint (or harmonize) tail-class lesions into real backgrounds; write images, ground truth, manifest, grids."""
     from ..diffusion.generate import GenerateConfig, generate
