@@ -45,8 +45,8 @@ def test_equal_runs_pass_and_each_failure_is_named(tmp_path, ref):
         ("fidelity", "verdicts", "tos", "fd", "memorized"), True)
     assert "Equal or better at the gates: yes" in cg.markdown(r)
 
-    cases = {"fidelity": dict(p=p - 0.05), "tos": dict(tos=0.5 - 2 / 12), "verdicts": dict(tos=0.2), "fd": dict(fd=24.0 * 1.2),
-             "memorized": dict(memorized=1)}
+    cases = {"fidelity": {"p": p - 0.05}, "tos": {"tos": 0.5 - 2 / 12}, "verdicts": {"tos": 0.2},
+             "fd": {"fd": 24.0 * 1.2}, "memorized": {"memorized": 1}}
     for name, change in cases.items():
         kw = {"p": p, "tos": 0.5, "fd": 24.0, "precision": "bf16", **change}
         r = cg.compare(ref_dir, gate_folder(tmp_path / f"bad_{name}", **kw))

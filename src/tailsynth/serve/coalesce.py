@@ -90,7 +90,7 @@ class Coalescer:
                                      f"for a batch of {len(batch)} images")
         except asyncio.CancelledError:
             raise
-        except Exception as e:  # every merged request gets the failure, each as its own exception
+        except Exception as e:  # noqa: BLE001 (any failure of the call is every merged request's failure)
             err = e if isinstance(e, PredictorError) else PredictorError(f"predictor failed: {e}")
             for _, fut in group:
                 if not fut.done():
