@@ -42,6 +42,9 @@ def test_run_report_content(tiny_run):
                    "href='monitoring/index.html'", "href='monitoring/window-1/evidently/overall.html'"):
         assert needle in page, needle
     assert "Lineage" in (run / "model" / "model_card.md").read_text()
+    # How the candidates were sampled, precision included (bf16 and fp32 images differ by a few levels).
+    gen = json.loads(next(run.glob("artifacts/**/candidates/generation.json")).read_text())
+    assert "sampling in this run" in page and f"{gen['runtime']} / {gen['precision']}" in page
 
 
 def test_recall_plot_legend_covers_no_bar():

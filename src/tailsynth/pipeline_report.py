@@ -301,6 +301,20 @@ def _copy_selection_report(selected: Path, out: Path) -> Path | None:
     return dest / "report.html"
 
 
+def sampling_rows(candidates: str | Path) -> list[list]:
+    """How this run sampled its candidates (from their generation.json): sampler, steps, guidance, and the UNet
+    runtime and precision, since bf16 images differ from fp32 ones by a few levels."""
+    path = Path(candidates) / "generation.json"
+    if not path.is_file():
+        return []
+    g = json.loads(path.read_text())
+    text = f"{g.get('sampler')} {g.get('steps')} steps, guidance {g.get('guidance')}"
+    if g.get("mode") == "harmonize":
+        text += f", harmonize strength {g.get('strength')}"
+    return [["sampling in this run", text],
+            ["UNet runtime / precision", f"{g.get('runtime', 'eager')} / {g.get('precision', 'fp32')}"]]
+
+
 def build_run_report(out: str | Path, comparison_csv: str | Path, evaluations: Sequence[str | Path] = (),
                  candidates: str | Path | None = None, selected: str | Path | None = None,
                  version_record: str | Path | None = None, data_revision: str = "", profile: str = "",
@@ -389,6 +403,8 @@ def build_run_report(out: str | Path, comparison_csv: str | Path, evaluations: S
     if selection_page:
         page_links = {"OOD selection report": f"{SELECTION_DIR}/report.html", **page_links}
     models = diffusion_rows(diffusion_model) if diffusion_model else []
+    if models and candidates:
+        models += sampling_rows(candidates)
     lineage = lineage_rows(model_card)
     timing = timing_rows(timings)
 
