@@ -90,6 +90,9 @@ class _Info:
     def describe(self):
         return {"classes": ["MEL", "NV"], "resolution": 32, "model_version": "abc"}
 
+    async def predict(self, batch):
+        raise AssertionError("preprocess called the predictor")
+
 
 def _v1(images: list[bytes]) -> dict:
     return {"instances": [{"image_bytes": {"b64": base64.b64encode(b).decode()}} for b in images]}

@@ -35,8 +35,7 @@ class Coalescer:
         # before the next request checks, or that request would wait for a drain that never comes.
         self._active = 0
         self._drains: set[asyncio.Task] = set()  # strong references: the loop keeps only weak ones
-        self.calls = 0  # predictor calls made (merged batches), for tests and benchmarks
-        self.rows = 0
+        self.calls = 0  # predictor calls made (merged batches)
 
     async def predict(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities, features) for this batch's rows, exactly as a call of its own would return them."""
@@ -81,7 +80,6 @@ class Coalescer:
     async def _call(self, group: list[tuple[np.ndarray, asyncio.Future]]) -> None:
         batch = group[0][0] if len(group) == 1 else np.concatenate([b for b, _ in group])
         self.calls += 1
-        self.rows += len(batch)
         try:
             probs, feats = await self._predict(batch)
             probs, feats = np.asarray(probs), np.asarray(feats)
@@ -91,10 +89,10 @@ class Coalescer:
         except asyncio.CancelledError:
             raise
         except Exception as e:  # noqa: BLE001 (any failure of the call is every merged request's failure)
-            err = e if isinstance(e, PredictorError) else PredictorError(f"predictor failed: {e}")
+            msg = str(e) if isinstance(e, PredictorError) else f"predictor failed: {e}"
             for _, fut in group:
                 if not fut.done():
-                    fut.set_exception(PredictorError(str(err)))
+                    fut.set_exception(PredictorError(msg))
             return
         start = 0
         for b, fut in group:

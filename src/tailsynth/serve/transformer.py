@@ -152,17 +152,15 @@ class TransformerCore:
         self._heavy = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode-heavy")
         self._heavy_lane: asyncio.Semaphore | None = None
         self._heavy_waiting = 0
-        self.coalescer: Coalescer | None = None
-        self._predict = getattr(backend, "predict", None)
+        self._predict = None  # set by load(): the backend's predict, behind a Coalescer unless tuning.coalesce is 0
 
     def load(self) -> dict:
         self.info = self.backend.load_info() if hasattr(self.backend, "load_info") else self.backend.describe()
-        self._predict = getattr(self.backend, "predict", None)
-        if self.tuning.coalesce and self._predict is not None:
+        self._predict = self.backend.predict
+        if self.tuning.coalesce:
             # A merged batch must fit the predictor's own limit (Triton's max_batch_size from the model config).
             max_rows = int(self.info.get("max_batch_size") or self.limits.max_batch)
-            self.coalescer = Coalescer(self._predict, max_rows, self.tuning.coalesce)
-            self._predict = self.coalescer.predict
+            self._predict = Coalescer(self._predict, max_rows, self.tuning.coalesce).predict
         return self.info
 
     async def probe(self) -> None:
