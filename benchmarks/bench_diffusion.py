@@ -19,7 +19,7 @@ import platform
 import time
 
 
-def bench_train(size, res, batch, device, n=3, compile_=False):
+def bench_train(size, res, batch, device, n=3, compile_=False, precision="fp32"):
     import torch
     from diffusers import DDPMScheduler
 
@@ -36,7 +36,7 @@ def bench_train(size, res, batch, device, n=3, compile_=False):
     m = (torch.rand(batch, 1, res, res, device=device) > 0.5).float()
     y = torch.randint(0, 7, (batch,), device=device)
     gen = torch.Generator().manual_seed(0)
-    ac = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else None
+    ac = torch.autocast(device.type, dtype=torch.bfloat16) if device.type == "cuda" or precision == "bf16" else None
 
     def step():
         loss = diffusion_loss(fwd, sched, x, m, y, gen, 7, autocast=ac)
@@ -54,6 +54,7 @@ def bench_train(size, res, batch, device, n=3, compile_=False):
         torch.cuda.synchronize()
     dt = (time.perf_counter() - t) / n
     return {"size": size, "resolution": res, "batch": batch, "s_per_step": round(dt, 4),
+            "precision": "bf16" if ac is not None else "fp32",
             "steps_per_s": round(1 / dt, 3), "params_M": round(sum(p.numel() for p in unet.parameters()) / 1e6, 2)}
 
 
@@ -99,6 +100,8 @@ def main(argv=None):
     p.add_argument("--sample-batch", type=int, default=None)
     p.add_argument("--compile", action="store_true", help="torch.compile the UNet for the training benchmark")
     p.add_argument("--device", default=None)
+    p.add_argument("--train-precision", default="fp32", help="fp32 | bf16 | fp32,bf16 (CPU autocast) for training")
+    p.add_argument("--no-sample", action="store_true", help="training throughput only")
     p.add_argument("--out", default=None)
     a = p.parse_args(argv)
     from tailsynth.diffusion.model import DEFAULT_RESOLUTION
@@ -111,10 +114,11 @@ def main(argv=None):
         r = a.resolution or DEFAULT_RESOLUTION[size]
         tb = a.train_batch or (256 if gpu else 32)
         sb = a.sample_batch or (512 if gpu else 32)
-        res["train"].append(bench_train(size, r, tb, device, n=a.train_steps, compile_=a.compile))
-        res["train"][-1]["images_per_s"] = round(tb * res["train"][-1]["steps_per_s"], 1)
-        print(json.dumps(res["train"][-1]), flush=True)
-        for sampler in a.samplers.split(","):
+        for prec in a.train_precision.split(","):
+            res["train"].append(bench_train(size, r, tb, device, n=a.train_steps, compile_=a.compile, precision=prec))
+            res["train"][-1]["images_per_s"] = round(tb * res["train"][-1]["steps_per_s"], 1)
+            print(json.dumps(res["train"][-1]), flush=True)
+        for sampler in ([] if a.no_sample else a.samplers.split(",")):
             for st in (int(s) for s in a.steps.split(",")):
                 res["sample"].append(bench_sample(size, r, sb, sampler, st, a.guidance, device))
                 print(json.dumps(res["sample"][-1]), flush=True)

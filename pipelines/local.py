@@ -27,13 +27,17 @@ from .profiles import profile as resolve_profile
 REPORT_FILES = ("report.md", "report.html", "comparison.csv")
 
 
-def resolve_data(data: str | Path) -> Path:
-    found = locate_real_data(data)
+# The data layout a profile is made for, found first under a --data folder holding several (../shared/data).
+PROFILE_DATA = {"ham": "ham10000"}
+
+
+def resolve_data(data: str | Path, profile: str | None = None) -> Path:
+    found = locate_real_data(data, prefer=PROFILE_DATA.get(profile or ""))
     if found is None:
         raise DataError(
-            f"{data}: no real data found (looked for {Path(data) / 'dermamnist' / 'dermamnist.npz'} and an ISIC 2019 "
-            "folder). Fetch DermaMNIST with `tailsynth data fetch dermamnist --dest DIR`, or point --data at an ISIC 2019 "
-            "folder.")
+            f"{data}: no real data found (looked for {Path(data) / 'dermamnist' / 'dermamnist.npz'}, a HAM10000 and an "
+            "ISIC 2019 folder). Fetch DermaMNIST with `tailsynth data fetch dermamnist --dest DIR`, or point --data at "
+            "an ISIC 2019 or HAM10000 folder.")
     return found.resolve()
 
 
@@ -140,7 +144,7 @@ def run_local(profile: str, data: str | Path, out: str | Path, data_revision: st
     from .train_augment import train_augment
 
     params = local_parameters(profile, **overrides)
-    source = resolve_data(data)
+    source = resolve_data(data, profile)
     revision = data_revision or hashing.data_revision(source)
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,5 @@
-"""Named parameter sets for train_augment: tiny (tests), cpu (the main job, under 8 min on 2 cores), paper (GPU cluster).
+"""Named parameter sets for train_augment: tiny (tests), cpu (the main job, under 8 min on 2 cores), ham (HAM10000 at
+64 px with its expert masks), paper (GPU cluster).
 
 A profile holds every pipeline parameter except `source` and `data_revision`, which come from the data.
 """
@@ -83,6 +84,18 @@ PROFILES: dict[str, dict] = {
             # One shard: on one 2-core machine the local runner runs ParallelFor shards at the same time and their
             # torch threads oversubscribe the cores (measured: 26 s once, 138 s another time for the same 180
             # images). The cluster profile (paper) fans out over GPU pods.
+            "num_shards": 1, "gamma": 0.5},
+    # HAM10000 at 64 px (`pipeline run --local --profile ham`; the local runner picks ../shared/data/ham10000):
+    # lesion-grouped splits, the data set's expert masks, resnet18 at 64 px with the real-only recipe of
+    # docs/results/classifier_comparison_ham.md, and the 64 px synthesizer with the lean 64 px recipe.
+    "ham": {**_COMMON,
+            "epochs": 10, "resolution": 64, "batch_size": 128,
+            "classifier_sampler": "class-balanced",
+            "diffusion_model": "",
+            "diffusion_size": "lean64", "diffusion_resolution": 64, "diffusion_steps": 3000,
+            "diffusion_batch_size": 64, "diffusion_max_minutes": 3.0,
+            "classes": TAIL_CLASSES, "count": 60, "oversample": 1.0,
+            "sampler": "dpmsolver", "sampler_steps": 20, "guidance": 3.0,
             "num_shards": 1, "gamma": 0.5},
     # ISIC 2019 at full scale on a GPU pool: fill-to-head synthesis, gamma 0.4, 16 generation shards.
     "paper": {**_COMMON,

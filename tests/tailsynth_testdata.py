@@ -57,3 +57,41 @@ def make_npz(path: Path, counts: dict[str, list[int]] | None = None, size: int =
         arrays[f"{split}_labels"] = ys.reshape(-1, 1)
     np.savez(path, **arrays)
     return path
+
+
+HAM_DX = {"MEL": "mel", "NV": "nv", "BCC": "bcc", "AK": "akiec", "BKL": "bkl", "DF": "df", "VASC": "vasc"}
+
+
+def make_ham_folder(root: Path, lesions: dict[str, int], width: int = 40, height: int = 30, seed: int = 0) -> Path:
+    """A tiny HAM10000-layout folder: `lesions` maps a class to its number of lesions; lesion k of a class has
+    1 + (k % 3) images (so many lesions have several), each a real JPEG with an expert-style soft mask PNG of the
+    same size (edge pixels hold intermediate values, as in HAM10000's resized masks)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "masks").mkdir(parents=True, exist_ok=True)
+    yy, xx = np.mgrid[:height, :width]
+    n = 0
+    with open(root / "HAM10000_metadata.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization"])
+        for ci, (cls, n_lesions) in enumerate(lesions.items()):
+            for k in range(n_lesions):
+                lesion = f"HAM_{ci:02d}{k:05d}"
+                for _ in range(1 + k % 3):
+                    iid = f"ISIC_{n:07d}"
+                    n += 1
+                    cy, cx = height / 2 + rng.normal(0, 2), width / 2 + rng.normal(0, 2)
+                    r = min(width, height) * (0.2 + 0.1 * rng.random())
+                    dist = np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2)
+                    soft = np.clip((r + 1 - dist) / 2, 0, 1)  # 1 inside, a 2 px ramp at the edge
+                    skin = np.array([220, 170, 150]) + rng.integers(-15, 15, 3)
+                    lesion_rgb = np.array([120 - 8 * ci, 70 + 10 * ci, 60 + 12 * ci])
+                    img = skin * (1 - soft[..., None]) + lesion_rgb * soft[..., None]
+                    img = np.clip(img + rng.normal(0, 5, img.shape), 0, 255).astype(np.uint8)
+                    Image.fromarray(img).save(root / "images" / f"{iid}.jpg", quality=92)
+                    Image.fromarray((soft * 255).astype(np.uint8)).save(root / "masks" / f"{iid}_segmentation.png")
+                    w.writerow([lesion, iid, HAM_DX[cls], "histo", int(rng.integers(3, 17)) * 5,
+                                ["male", "female"][n % 2], "back"])
+    return root

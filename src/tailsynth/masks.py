@@ -1,4 +1,5 @@
-"""Unsupervised lesion masks for dermoscopy images, and reading user-supplied ISIC Task 1 masks.
+"""Lesion masks: a source's expert masks where it ships them (HAM10000), unsupervised ones elsewhere, and reading
+user-supplied ISIC Task 1 masks.
 
 The lesion is the region that differs most from the surrounding skin: the skin colour is estimated
 from a border ring (lesions are centred in dermoscopy crops), each pixel scores its colour distance
@@ -25,6 +26,7 @@ MAX_COVERAGE = 0.85  # above this the threshold split the skin, not the lesion
 METHOD_OTSU = "otsu"
 METHOD_FALLBACK = "ellipse"
 METHOD_SUPPLIED = "supplied"
+METHOD_EXPERT = "expert"  # the data set's own segmentation (HAM10000's released masks)
 
 
 def ellipse_mask(size: int, frac: float = 0.3) -> np.ndarray:
@@ -96,15 +98,18 @@ def segment_batch(images: np.ndarray) -> tuple[np.ndarray, list[str]]:
     return out, methods
 
 
-def read_mask_file(path: str | Path, size: int | None = None) -> np.ndarray:
-    """A mask PNG (255 = lesion, anything > 127 counts) as bool, optionally resized (nearest)."""
+def read_mask_file(path: str | Path, size: int | None = None, resample: str = "nearest") -> np.ndarray:
+    """A mask PNG (255 = lesion, anything > 127 counts) as bool, optionally resized to size x size.
+
+    `resample="bilinear"` resizes the grey values as the image is resized and thresholds afterwards, so the mask
+    lies exactly on the resized image (HAM10000's masks are already soft at their edges)."""
     from PIL import Image
 
     try:
         with Image.open(path) as im:
             im = im.convert("L")
             if size is not None and im.size != (size, size):
-                im = im.resize((size, size), Image.NEAREST)
+                im = im.resize((size, size), Image.BILINEAR if resample == "bilinear" else Image.NEAREST)
             return np.asarray(im) > 127
     except FileNotFoundError:
         raise DataError(f"{path}: mask file missing") from None
@@ -121,18 +126,29 @@ def find_mask_file(mask_dir: str | Path, image_id: str) -> Path | None:
     return None
 
 
+def expert_mask_path(record) -> Path | None:
+    """The data set's own mask file of `record`, when its source ships one and the file exists."""
+    p = (record.meta or {}).get("mask_path")
+    return Path(p) if p and Path(p).is_file() else None
+
+
 def masks_for_records(ds, records: Sequence, size: int, mask_dir: str | Path | None = None,
                       images: np.ndarray | None = None) -> tuple[np.ndarray, list[str]]:
-    """Masks at `size` for `records`: from `mask_dir` when it holds one for the image, else segmented here."""
+    """Masks at `size` for `records`: from `mask_dir` when it holds one for the image, else the source's expert
+    mask, else segmented here (Otsu, or the ellipse fallback)."""
     out = np.zeros((len(records), size, size), dtype=bool)
     methods: list[str] = []
     if mask_dir is not None and not Path(mask_dir).is_dir():
         raise DataError(f"{mask_dir}: mask folder not found")
     for i, r in enumerate(records):
         f = find_mask_file(mask_dir, r.image_id) if mask_dir is not None else None
+        expert = expert_mask_path(r) if f is None else None
         if f is not None:
             out[i] = read_mask_file(f, size)
             methods.append(METHOD_SUPPLIED)
+        elif expert is not None:
+            out[i] = read_mask_file(expert, size, resample="bilinear")
+            methods.append(METHOD_EXPERT)
         else:
             img = images[i] if images is not None else ds.image(r, size)
             out[i], m = segment_lesion(img)
@@ -164,10 +180,27 @@ def contact_sheet(images: np.ndarray, masks: np.ndarray, path: str | Path, cols:
     return Path(path)
 
 
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 1.0
+
+
+def _quantiles(values) -> dict:
+    v = np.asarray(values, dtype=float)
+    if not len(v):
+        return {"n": 0}
+    return {"n": int(len(v)), "mean": round(float(v.mean()), 4), "median": round(float(np.median(v)), 4),
+            "p10": round(float(np.percentile(v, 10)), 4), "p90": round(float(np.percentile(v, 90)), 4)}
+
+
 def compute_masks(source, out, size: int | None = None, limit: int | None = None,
                   sheet_count: int = 64) -> dict:
-    """Segment every image of SOURCE; write `OUT/<image>.png` (255 = lesion), `OUT/masks.csv`
-    (`image,coverage,method`), `OUT/contact_sheet.png` and `OUT/summary.json`; return the summary."""
+    """A mask for every image of SOURCE: the source's expert mask where it ships one, else segmented here.
+
+    Writes `OUT/<image>.png` (255 = lesion), `OUT/masks.csv` (`image,coverage,method`; method says the mask's
+    source: expert, otsu or ellipse), `OUT/contact_sheet.png` and `OUT/summary.json`; returns the summary. Where an
+    expert mask exists the Otsu segmentation is computed too and their IoU summarised (`otsu_vs_expert_iou`): it
+    measures how far the unsupervised masks used on sources without expert masks are from the truth."""
     from PIL import Image
 
     from .data import load_source
@@ -178,11 +211,17 @@ def compute_masks(source, out, size: int | None = None, limit: int | None = None
     records = ds.records[:limit] if limit else ds.records
     if not records:
         raise DataError(f"{source}: no images")
-    rows, sheet_imgs, sheet_masks = [], [], []
+    rows, sheet_imgs, sheet_masks, ious = [], [], [], []
     methods: dict[str, int] = {}
     for r in records:
         img = ds.image(r, size)
-        m, method = segment_lesion(img)
+        expert = expert_mask_path(r)
+        otsu, method = segment_lesion(img)
+        m = otsu
+        if expert is not None:
+            m = read_mask_file(expert, img.shape[0], resample="bilinear")
+            method = METHOD_EXPERT
+            ious.append(mask_iou(otsu, m))
         Image.fromarray((m * 255).astype(np.uint8)).save(out / f"{r.image_id}.png")
         rows.append((r.image_id, round(float(m.mean()), 4), method))
         methods[method] = methods.get(method, 0) + 1
@@ -205,5 +244,7 @@ def compute_masks(source, out, size: int | None = None, limit: int | None = None
         "coverage_p90": round(float(np.percentile(cov, 90)), 4),
         "methods": methods,
     }
+    if ious:
+        summary["otsu_vs_expert_iou"] = _quantiles(ious)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

@@ -31,22 +31,31 @@ def source_in(artifact_dir: str | Path) -> Path:
     return npz[0] if npz else d
 
 
-def locate_real_data(root: str | Path) -> Path | None:
-    """DermaMNIST under ROOT/dermamnist/dermamnist.npz, else an ISIC 2019 folder at or under ROOT."""
+def locate_real_data(root: str | Path, prefer: str | None = None) -> Path | None:
+    """The real data at or under ROOT: with `prefer="ham10000"` a HAM10000 folder first; else DermaMNIST under
+    ROOT/dermamnist/dermamnist.npz, else a HAM10000 or ISIC 2019 folder at or under ROOT."""
+    from .data.ham import is_ham_folder
     from .data.isic import is_isic_folder
 
     root = Path(root)
     if root.is_file() and root.suffix == ".npz":
         return root
+    if root.is_dir() and (is_ham_folder(root) or is_isic_folder(root)):
+        return root
+    subs = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    if prefer == "ham10000":
+        for sub in subs:
+            if is_ham_folder(sub):
+                return sub
     cand = root / "dermamnist" / "dermamnist.npz"
     if cand.is_file():
         return cand
-    if root.is_dir():
-        if is_isic_folder(root):
-            return root
-        for sub in sorted(p for p in root.iterdir() if p.is_dir()):
-            if is_isic_folder(sub):
-                return sub
+    for sub in subs:
+        if is_isic_folder(sub):
+            return sub
+    for sub in subs:
+        if is_ham_folder(sub):
+            return sub
     return None
 
 
@@ -89,10 +98,15 @@ def stage_source(source: str | Path, dest_dir: str | Path, max_per_class: int = 
                 arrays[f"{split}_images"] = npz[f"{split}_images"][idx]
         np.savez(out, **arrays)
         return out
+    rng = np.random.default_rng(seed)
+    if ds.format == "ham10000":
+        from .data.ham import copy_subset
+
+        labels = np.array([ds.classes.index(r.label) for r in ds.records])
+        return copy_subset(src, dest, {ds.records[i].image_id for i in _pick(labels, max_per_class, rng)})
     # ISIC 2019 folder: copy the images kept and the CSV rows that describe them.
     from .data.isic import find_layout
 
-    rng = np.random.default_rng(seed)
     by_split: dict[str, list] = {}
     for r in ds.records:
         by_split.setdefault(r.split, []).append(r)

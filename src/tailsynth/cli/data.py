@@ -10,7 +10,7 @@ from .common import err, fail_cleanly, print_json
 
 data_app = typer.Typer(help="Real data: fetch, validate, split, stats, DVC push/pull.", no_args_is_help=True)
 
-SOURCE_HELP = "ISIC 2019 folder or MedMNIST .npz"
+SOURCE_HELP = "ISIC 2019 folder, HAM10000 folder or MedMNIST .npz"
 PART_HELP = "ISIC folder holding several ground-truth tables: training | test"
 
 
@@ -18,7 +18,7 @@ PART_HELP = "ISIC folder holding several ground-truth tables: training | test"
 def stats(source: Path = typer.Argument(..., help=SOURCE_HELP),
           as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
           part: str | None = typer.Option(None, help=PART_HELP)) -> None:
-    """Class counts per split."""
+    """Class counts per split (and lesions per class, for sources with lesion ids)."""
     from ..data import load_source
 
     with fail_cleanly():
@@ -37,6 +37,8 @@ def stats(source: Path = typer.Argument(..., help=SOURCE_HELP),
     t.add_column("total", justify="right")
     for s, counts in st["splits"].items():
         t.add_row(s, *[str(counts[c]) for c in classes], str(sum(counts.values())))
+    if "lesions" in st:  # sources with lesion ids: a lesion may have several images
+        t.add_row("lesions", *[str(st["lesions"].get(c, 0)) for c in classes], str(sum(st["lesions"].values())))
     Console().print(t)
 
 

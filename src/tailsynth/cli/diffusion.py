@@ -9,14 +9,15 @@ import typer
 from .common import CONFIG_HELP, fail_cleanly, print_json, record_run, resolve_options
 from .train_app import attach, train_app
 
-SOURCE_HELP = "ISIC 2019 folder or MedMNIST .npz"
+SOURCE_HELP = "ISIC 2019 folder, HAM10000 folder or MedMNIST .npz"
 
 
 @train_app.command("diffusion")
 def train_diffusion_cmd(
     ctx: typer.Context,
     data: Path = typer.Option(..., "--data", help=SOURCE_HELP),
-    size: str = typer.Option(..., "--size", help="tiny | lean | small | base (lean: the 2-core CPU recipe, 28 px)"),
+    size: str = typer.Option(..., "--size", help="tiny | lean | lean64 | mid64 | small | base (lean: the 2-core CPU "
+                                                 "recipe, 28 px; lean64: the HAM10000 64 px recipe)"),
     out: Path = typer.Option(..., "--out", help="model folder (resumed when it holds a checkpoint)"),
     resolution: int | None = typer.Option(None, help="image size in px (default: tiny 16, lean 28, small 32, base 64)"),
     steps: int | None = typer.Option(None, help="total optimizer steps (default by size)"),
@@ -34,6 +35,9 @@ def train_diffusion_cmd(
     timestep_sampling: str | None = typer.Option(None, "--timestep-sampling", help="uniform | logit-normal"),
     ema_decay: float | None = typer.Option(None, "--ema-decay", help="EMA decay cap (warm-up (1+s)/(10+s) below it)"),
     warmup: int | None = typer.Option(None, "--warmup", help="LR warm-up steps"),
+    precision: str | None = typer.Option(None, "--precision",
+                                         help="fp32 | bf16 | auto: CPU bf16 autocast (auto = where the CPU has "
+                                              "native bf16); default fp32"),
     no_resume: bool = typer.Option(False, "--no-resume", help="ignore a checkpoint in OUT"),
     distributed: bool = typer.Option(False, "--distributed",
                                      help="data-parallel over GPUs through accelerate; start with `accelerate launch "

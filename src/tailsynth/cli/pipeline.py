@@ -67,8 +67,8 @@ def run_pipeline(profile: str, data: Optional[Path], out: Path, data_revision: O
 
 @pipeline_app.command("run")
 def run(local_: bool = typer.Option(False, "--local", help="run with KFP's local SubprocessRunner (required)"),
-        profile: str = typer.Option("cpu", "--profile", help="tiny | cpu | paper"),
-        data: Optional[Path] = typer.Option(None, "--data", help="DermaMNIST .npz, a folder holding "
+        profile: str = typer.Option("cpu", "--profile", help="tiny | cpu | ham | paper"),
+        data: Optional[Path] = typer.Option(None, "--data", help="DermaMNIST .npz, a HAM10000 folder, a folder holding "
                                             "dermamnist/dermamnist.npz, or an ISIC 2019 folder (default ../shared/data)"),
         out: Path = typer.Option(..., "--out", help="run folder: report.md, report.html, comparison.csv, artifacts/"),
         data_revision: Optional[str] = typer.Option(None, "--data-revision",

@@ -6,6 +6,7 @@ import csv
 from pathlib import Path
 
 from .errors import DataError
+from .ham import is_ham_folder, read_ham_folder
 from .isic import is_isic_folder, read_isic_folder
 from .medmnist import read_npz
 from .records import LesionDataset
@@ -15,11 +16,13 @@ def detect_format(source: str | Path) -> str:
     p = Path(source)
     if p.suffix == ".npz":
         return "medmnist"
+    if is_ham_folder(p):
+        return "ham10000"
     if is_isic_folder(p):
         return "isic2019"
     if not p.exists():
         raise DataError(f"{p}: data source not found")
-    raise DataError(f"{p}: unknown data source (expected an .npz file or a folder in ISIC 2019 layout)")
+    raise DataError(f"{p}: unknown data source (expected an .npz file, a HAM10000 folder with HAM10000_metadata.csv or a folder in ISIC 2019 layout)")
 
 
 def load_source(source: str | Path, splits: str | Path | None = None, part: str | None = None) -> LesionDataset:
@@ -28,7 +31,12 @@ def load_source(source: str | Path, splits: str | Path | None = None, part: str 
     `part` ("training"/"test") picks the ground-truth table of an ISIC folder holding both.
     """
     fmt = detect_format(source)
-    ds = read_npz(source) if fmt == "medmnist" else read_isic_folder(source, part=part)
+    if fmt == "medmnist":
+        ds = read_npz(source)
+    elif fmt == "ham10000":
+        ds = read_ham_folder(source)
+    else:
+        ds = read_isic_folder(source, part=part)
     if splits is not None:
         ds = ds.with_splits(read_split_manifest(splits))
     return ds

@@ -1,4 +1,4 @@
-"""Great Expectations checks over a data source (ISIC 2019 folder or MedMNIST npz).
+"""Great Expectations checks over a data source (ISIC 2019 folder, HAM10000 folder or MedMNIST npz).
 
 The ground truth is read here as plain strings, not through the reader, because the reader stops at the
 first fault while validation must name every bad row and file. Image checks (exists, decodes, mode,
@@ -35,7 +35,7 @@ AGE_RANGE = (0, 100)
 ONE_HOT_VALUES = ["0", "1", "0.0", "1.0"]
 DEFAULT_MIN_SIZE = 28  # MedMNIST's native size; anything smaller cannot feed the smallest model
 
-QUARANTINE_REASONS = ("missing", "truncated", "corrupt")
+QUARANTINE_REASONS = ("missing", "truncated", "corrupt", "missing mask", "corrupt mask")
 
 
 @dataclass
@@ -187,6 +187,133 @@ def _isic_table(root: Path, splits: dict[str, str] | None, part: str | None, wor
     else:
         expected = [c for c in class_cols if c != "UNK"]
     return rows, gt_path, list(gt.columns), class_cols, expected
+
+
+def inspect_mask(path: str) -> dict:
+    """exists / decodes / size of one mask PNG (size as "WxH", compared with its image's)."""
+    from PIL import Image
+
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return {"exists": False, "decodes": None, "size": None, "reason": "missing mask", "error": "mask file not found"}
+    except OSError as e:
+        return {"exists": True, "decodes": False, "size": None, "reason": "corrupt mask",
+                "error": f"unreadable mask ({e.strerror or e})"}
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+            return {"exists": True, "decodes": True, "size": f"{im.size[0]}x{im.size[1]}", "reason": None, "error": None}
+    except Exception as e:  # noqa: BLE001 - PIL raises many types for bad files
+        return {"exists": True, "decodes": False, "size": None, "reason": "corrupt mask", "error": str(e) or type(e).__name__}
+
+
+def _image_size(path: str) -> str | None:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return f"{im.size[0]}x{im.size[1]}"
+    except Exception:  # noqa: BLE001 - the image checks report why it does not open
+        return None
+
+
+def _ham_table(root: Path, splits: dict[str, str] | None, workers: int, progress: bool):
+    """(rows DataFrame, metadata path, metadata columns) of a HAM10000 folder, every image and mask inspected."""
+    import pandas as pd
+
+    from .classes import HAM_TO_ISIC
+    from .ham import IMAGES, METADATA, SPLIT, mask_path
+
+    meta_path = root / METADATA
+    try:
+        meta = pd.read_csv(meta_path, dtype=str, keep_default_na=False)
+    except Exception as e:
+        raise DataError(f"{meta_path}: unreadable CSV ({e})") from e
+    meta.columns = [c.strip() for c in meta.columns]
+    rows = pd.DataFrame(index=pd.RangeIndex(len(meta)))
+    rows["_row"] = np.arange(len(meta)) + 2
+    for c in meta.columns:
+        rows[c] = meta[c].str.strip().replace("", None)
+    for c in ("image_id", "lesion_id", "dx"):
+        if c not in rows.columns:
+            rows[c] = None
+    rows["image"] = rows["image_id"]
+    rows["_label"] = rows["dx"].map(HAM_TO_ISIC)
+    if "age" in rows.columns:
+        age = pd.to_numeric(rows["age"], errors="coerce")
+        rows["_age"] = age.where(age.notna() | rows["age"].isna(), -1.0)
+    rows["_group"] = rows["lesion_id"].where(rows["lesion_id"].notna(), rows["image"])
+    rows["_split"] = rows["image"].map(splits) if splits is not None else SPLIT
+    n_splits = rows.dropna(subset=["_split"]).groupby("_group")["_split"].nunique()
+    rows["_group_splits"] = rows["_group"].map(n_splits).astype("Int64")
+    ids = rows["image"].fillna("")
+    rows["_path"] = [str(root / IMAGES / f"{n}.jpg") if n else "" for n in ids]
+    rows["_mask_path"] = [str(mask_path(root, n)) if n else "" for n in ids]
+    info = inspect_images(list(rows["_path"]), workers=workers, progress=progress)
+    for key in ("exists", "decodes", "mode", "min_side", "reason", "error"):
+        rows[f"_{key}"] = [d[key] for d in info]
+    rows["_min_side"] = rows["_min_side"].astype("Int64")
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as ex:
+        minfo = list(ex.map(lambda p: inspect_mask(p) if p else {"exists": None, "decodes": None, "size": None,
+                                                                   "reason": None, "error": None},
+                            rows["_mask_path"], chunksize=32))
+        isize = list(ex.map(lambda p, ok: _image_size(p) if ok else None, rows["_path"], rows["_decodes"] == True,  # noqa: E712
+                            chunksize=32))
+    rows["_mask_exists"] = [d["exists"] for d in minfo]
+    rows["_mask_decodes"] = [d["decodes"] for d in minfo]
+    rows["_mask_error"] = [d["error"] for d in minfo]
+    rows["_image_size"] = isize
+    rows["_mask_size"] = [d["size"] for d in minfo]
+    # Sizes agree, or one side is unreadable (then the exists/decodes checks name it): null is not a mismatch.
+    both = rows["_image_size"].notna() & rows["_mask_size"].notna()
+    rows["_sizes_agree"] = (~both) | (rows["_image_size"] == rows["_mask_size"])
+    # A missing or corrupt mask quarantines its image as well: the pair is one training example.
+    image_reason = rows["_reason"]
+    mask_reason = pd.Series([d["reason"] for d in minfo], index=rows.index)
+    rows["_reason"] = image_reason.where(image_reason.notna(), mask_reason)
+    rows["_error"] = rows["_error"].where(image_reason.notna(),
+                                          [f"{m}: {e}" if e else None for m, e in zip(rows["_mask_path"], rows["_mask_error"])])
+    return rows, meta_path, list(meta.columns)
+
+
+def _ham_expectations(gx, rows, columns, min_size):
+    from .classes import HAM_TO_ISIC
+
+    E = gx.expectations
+    exps = [
+        # Intent: every row names its image and lesion; a row without a lesion id cannot be grouped, so its
+        # images could land on both sides of a fold.
+        (E.ExpectColumnValuesToNotBeNull(column="image"), "every row names an image"),
+        (E.ExpectColumnValuesToNotBeNull(column="lesion_id"), "every row names its lesion (lesion_id present)"),
+        # Intent: an image listed twice would be counted twice and could carry two diagnoses.
+        (E.ExpectColumnValuesToBeUnique(column="image"), "no image listed twice"),
+        # Intent: dx is one of HAM10000's seven codes; anything else has no ISIC 2019 class.
+        (E.ExpectColumnValuesToBeInSet(column="dx", value_set=list(HAM_TO_ISIC)), "dx in the known set"),
+        # Intent: every listed image exists, decodes fully, is RGB and large enough for the smallest model.
+        (E.ExpectColumnValuesToBeInSet(column="_exists", value_set=[True]), "every listed image exists"),
+        (E.ExpectColumnValuesToBeInSet(column="_decodes", value_set=[True]), "every image decodes"),
+        (E.ExpectColumnValuesToBeInSet(column="_mode", value_set=["RGB"]), "image mode RGB"),
+        (E.ExpectColumnValuesToBeBetween(column="_min_side", min_value=min_size), f"image short side >= {min_size} px"),
+        # Intent: every image has its expert mask, the mask decodes, and it has the image's size, otherwise the
+        # lesion region drawn on the image is wrong.
+        (E.ExpectColumnValuesToBeInSet(column="_mask_exists", value_set=[True]), "every image has its mask"),
+        (E.ExpectColumnValuesToBeInSet(column="_mask_decodes", value_set=[True]), "every mask decodes"),
+        (E.ExpectColumnValuesToBeInSet(column="_sizes_agree", value_set=[True]), "mask and image sizes agree"),
+        # Intent: all seven classes are present (a class absent from the data cannot be learnt).
+        (E.ExpectColumnDistinctValuesToContainSet(column="_label", value_set=sorted(set(HAM_TO_ISIC.values()))),
+         "every class present"),
+        # Intent: no lesion in two splits of a given manifest.
+        (E.ExpectColumnValuesToBeInSet(column="_group_splits", value_set=[1]), "no lesion in two splits"),
+    ]
+    if "sex" in rows.columns:
+        # Intent: HAM10000 records sex as male/female/unknown (empty allowed).
+        exps.append((E.ExpectColumnValuesToBeInSet(column="sex", value_set=[*SEX_DOMAIN, "unknown"]),
+                     "sex in {male, female, unknown}"))
+    if "_age" in rows.columns:
+        exps.append((E.ExpectColumnValuesToBeBetween(column="_age", min_value=AGE_RANGE[0], max_value=AGE_RANGE[1]),
+                     f"age numeric in [{AGE_RANGE[0]}, {AGE_RANGE[1]}]"))
+    return exps
 
 
 def _npz_table(path: Path):
@@ -397,7 +524,28 @@ def validate_source(
     quarantined: list[dict] = []
     dropped: list[str] = []
     results = []
-    if fmt == "isic2019":
+    if fmt == "ham10000":
+        rows, meta_path, columns = _ham_table(source, assignment, workers, progress)
+        bad = rows[rows["_reason"].notna() & rows["image"].notna()]
+        quarantined = [{"image_id": r["image"], "path": r["_path"], "reason": r["_reason"], "error": r["_error"]}
+                       for r in bad.to_dict("records")]
+        if drop_invalid and len(bad):
+            dropped = list(bad["image"])
+            rows = rows.drop(index=bad.index).reset_index(drop=True)
+        res = _run_suite(ctx, "ham", rows, _ham_expectations(gx, rows, columns, min_size))
+        results.append(res)
+        image_detail = lambda r: f"{r['_path']}: {r['_error']}"
+        mask_detail = lambda r: f"{r['_mask_path']}: {r['_mask_error']}"
+        checks += _collect(res, rows, meta_path.name, {
+            "_exists": image_detail, "_decodes": image_detail,
+            "_mask_exists": mask_detail, "_mask_decodes": mask_detail,
+            "_sizes_agree": lambda r: f"{r['_mask_path']}: mask {r['_mask_size']} but image {r['_image_size']}",
+            "_group_splits": lambda r: f"lesion {r['_group']!r} split {r['_split']!r} shares a lesion with another split",
+            "_mode": lambda r: f"{r['_path']}: mode {r['_mode']}",
+            "_min_side": lambda r: f"{r['_path']}: short side {r['_min_side']} px",
+        })
+        n_rows = len(rows)
+    elif fmt == "isic2019":
         rows, gt_path, gt_columns, class_cols, expected = _isic_table(source, assignment, part, workers, progress)
         bad = rows[rows["_reason"].notna() & rows["image"].notna()]
         quarantined = [{"image_id": r["image"], "path": r["_path"], "reason": r["_reason"], "error": r["_error"]}

@@ -38,13 +38,18 @@ DEFAULTS = {
     # size: (steps, batch, lr)
     "tiny": (200, 8, 1e-3),
     "lean": (4700, 64, 1e-3),
+    "lean64": (6000, 64, 1e-3),
+    "mid64": (6000, 64, 1e-3),
     "small": (3000, 32, 5e-4),
     "base": (50000, 64, 2e-4),
 }
 # Per-size overrides of DiffusionTrainConfig's defaults (an explicit option still wins).
 RECIPES: dict[str, dict] = {
     "lean": dict(snr_gamma=5.0, class_sampling="sqrt", ema_half_life_frac=0.06, warmup=200),
+    "lean64": dict(snr_gamma=5.0, class_sampling="sqrt", ema_half_life_frac=0.06, warmup=200),
+    "mid64": dict(snr_gamma=5.0, class_sampling="sqrt", ema_half_life_frac=0.06, warmup=200),
 }
+PRECISIONS = ("fp32", "bf16", "auto")
 CLASS_SAMPLING = ("balanced", "sqrt", "natural")
 CHECKPOINT_STATE = "checkpoint/state.pt"  # resumable state; the sampling weights are OUT/unet
 TIMESTEP_SAMPLING = ("uniform", "logit-normal")
@@ -81,6 +86,10 @@ class DiffusionTrainConfig:
     # logit-normal biases training toward mid-noise timesteps, where the lesion's shape and colour are decided.
     timestep_sampling: str = "uniform"
     grad_accum: int = 1
+    # CPU mixed precision: bf16 autocast with fp32 master weights. "auto" = bf16 where the CPU computes bf16 in
+    # hardware (2.6x the fp32 images/s of lean64 at 64 px on an AVX512-BF16 EPYC), fp32 elsewhere. GPUs always
+    # train under bf16 autocast. The default stays fp32 so earlier recipes reproduce bit for bit.
+    precision: str = "fp32"
     checkpoint_every: int = 200
     max_minutes: float | None = None
     stop_at: int | None = None
@@ -234,6 +243,21 @@ def ema_decay_for(steps: int, half_life_frac: float) -> float:
     return float(0.5 ** (1.0 / max(1.0, half_life_frac * steps)))
 
 
+def training_autocast(device_type: str, precision: str):
+    """The autocast context of a training step, or None for plain fp32."""
+    import torch
+
+    from .runtime import native_bf16
+
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r} (choose from {', '.join(PRECISIONS)})")
+    if device_type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    if precision == "bf16" or (precision == "auto" and native_bf16("cpu")):
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return None
+
+
 # ---- checkpointing ---------------------------------------------------------------------------------
 def _save(out: Path, unet, ema, opt, step: int, rng, gen, cfg: DiffusionTrainConfig, classes, data_info: dict):
     import torch
@@ -325,7 +349,9 @@ def train_diffusion(data, size, out, resolution=None, steps=None, seed=0, init_f
     counts = np.bincount(labels, minlength=len(classes))
     weights = class_draw_weights(labels, cfg.class_sampling)
     sample_timesteps(1, cfg.num_train_timesteps, cfg.timestep_sampling, torch.Generator())  # validate early
-    data_info = {"source": cfg.data, "train_counts": dict(zip(classes, counts.tolist())),
+    from ..hashing import data_revision
+
+    data_info = {"source": cfg.data, "revision": data_revision(cfg.data), "train_counts": dict(zip(classes, counts.tolist())),
                  "mask_methods": {m: methods.count(m) for m in sorted(set(methods))}}
 
     torch.manual_seed(cfg.seed)
@@ -371,7 +397,7 @@ def train_diffusion(data, size, out, resolution=None, steps=None, seed=0, init_f
         csv.writer(f).writerows([["step", "loss", "lr", "elapsed_s"], *rows])
     prev_elapsed = float(rows[-1][3]) if rows else 0.0
 
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else None
+    autocast = training_autocast(device.type, cfg.precision)
     null_class = len(classes)
     stop = min(cfg.steps, cfg.stop_at) if cfg.stop_at else cfg.steps
     t0 = time.time()

@@ -62,16 +62,24 @@ def random_matched(sc, counts: dict[str, int], seed: int = 0, allowed: np.ndarra
     return keep
 
 
-def touches_reported_images(folder, ids: list[str], manifest: Path) -> np.ndarray:
-    """Candidates painted on (or harmonized from) an image of the replicate's reported part: they would carry
-    a reported image's pixels into training, so they are never used in that replicate."""
+def touches_reported_images(folder, ids: list[str], manifest: Path, data=None) -> np.ndarray:
+    """Candidates painted on (or harmonized from) a lesion of the replicate's reported part: they would carry
+    a reported lesion's pixels into training, so they are never used in that replicate. With `data`, images are
+    matched by lesion (any image of a reported lesion counts); without it, by image id."""
     from ..data.source import read_split_manifest
     from .candidates import read_candidates
 
     c = read_candidates(folder)
-    reported = {i for i, s in read_split_manifest(manifest).items() if s == "test"}
+    assign = read_split_manifest(manifest)
+    group = {}
+    if data is not None:
+        from ..data import load_source
+
+        group = {r.image_id: r.group_id for r in load_source(data).records}
+    reported = {group.get(i, i) for i, s in assign.items() if s == "test"}
     src = c.source_ids or [""] * len(c.ids)
-    leak = {cid for cid, b, sid in zip(c.ids, c.background_ids, src) if b in reported or sid in reported}
+    leak = {cid for cid, b, sid in zip(c.ids, c.background_ids, src)
+            if group.get(b, b) in reported or (sid and group.get(sid, sid) in reported)}
     return np.array([i in leak for i in ids], dtype=bool)
 
 
@@ -216,7 +224,7 @@ def run_augmentation_experiment(data, candidates, out, *, baseline: str = "class
             # Scoring is deterministic and takes seconds, so a resumed experiment simply scores again.
             log(f"  {rep.tag}: scoring {kind} candidates with {scorer}")
             sc = score_candidates(folder, data, scorer, splits=rep.manifest)
-            leak = touches_reported_images(folder, sc.ids, rep.manifest)
+            leak = touches_reported_images(folder, sc.ids, rep.manifest, data)
             kept_counts.setdefault(rep.tag, {})[f"{kind} excluded (background or source reported)"] = int(leak.sum())
             for g in [gamma, *(gammas if kind == "ood" else [])]:
                 kept, _, _ = choose(sc, gamma=g, score=score)

@@ -30,10 +30,19 @@ def pixel_vectors(images: np.ndarray) -> np.ndarray:
     return x.reshape(len(x), -1).astype(np.float32) / 255.0
 
 
+def _exclude(scores: np.ndarray, exclude: np.ndarray, value: float) -> None:
+    """Set scores[i, j] = value for every ref row j >= 0 in exclude[i] (one index per query, or a row of them
+    padded with -1: all images of the query's own background lesion)."""
+    ex = exclude.reshape(len(exclude), -1)
+    r, c = np.nonzero(ex >= 0)
+    scores[r, ex[r, c]] = value
+
+
 def nn_distance(query: np.ndarray, ref: np.ndarray, exclude: np.ndarray | None = None,
                 rms: bool = False, chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
-    """(distance, index) of each query row's nearest `ref` row; `exclude[i]` (>= 0) is a ref index that
-    query i may not match. With rms=True the distance is divided by sqrt(D) (per-pixel RMS difference)."""
+    """(distance, index) of each query row's nearest `ref` row; `exclude[i]` (>= 0, or a row of such indices padded
+    with -1) are ref rows that query i may not match. With rms=True the distance is divided by sqrt(D) (per-pixel
+    RMS difference)."""
     n = len(query)
     dist = np.full(n, np.inf)
     idx = np.full(n, -1, dtype=np.int64)
@@ -42,9 +51,7 @@ def nn_distance(query: np.ndarray, ref: np.ndarray, exclude: np.ndarray | None =
     for i in range(0, n, chunk):
         d2 = pairwise_sq_dists(query[i : i + chunk], ref)
         if exclude is not None:
-            ex = exclude[i : i + chunk]
-            rows = np.flatnonzero(ex >= 0)
-            d2[rows, ex[rows]] = np.inf
+            _exclude(d2, exclude[i : i + chunk], np.inf)
         j = np.argmin(d2, axis=1)
         dist[i : i + chunk] = np.sqrt(d2[np.arange(len(j)), j])
         idx[i : i + chunk] = j
@@ -106,9 +113,7 @@ def descriptor_nn(query: np.ndarray, ref: np.ndarray, exclude: np.ndarray | None
     for i in range(0, n, chunk):
         cos = np.einsum("nvd,md->nvm", views[i : i + chunk], ref).max(1)
         if exclude is not None:
-            ex = exclude[i : i + chunk]
-            rows = np.flatnonzero(ex >= 0)
-            cos[rows, ex[rows]] = -np.inf
+            _exclude(cos, exclude[i : i + chunk], -np.inf)
         j = np.argmax(cos, axis=1)
         best = cos[np.arange(len(j)), j]
         dist[i : i + chunk] = np.sqrt(np.clip(2 - 2 * best, 0, None))

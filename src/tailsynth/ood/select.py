@@ -137,6 +137,20 @@ def _shrink(images: np.ndarray, size: int) -> np.ndarray:
     return np.stack([resize_rgb(im, size) for im in images]) if len(images) else images[:, :size, :size]
 
 
+def background_lesion_rows(train_records, background_ids) -> np.ndarray:
+    """N x K training rows (padded with -1) of every image of each candidate's background lesion."""
+    rows_of: dict[str, list[int]] = {}
+    group_of: dict[str, str] = {}
+    for i, r in enumerate(train_records):
+        rows_of.setdefault(r.group_id, []).append(i)
+        group_of[r.image_id] = r.group_id
+    per = [rows_of.get(group_of.get(b, ""), []) for b in background_ids]
+    out = np.full((len(per), max([1, *map(len, per)])), -1, dtype=np.int64)
+    for i, rows in enumerate(per):
+        out[i, : len(rows)] = rows
+    return out
+
+
 def score_candidates(candidates, real, classifier, *, splits=None, split_seed: int = 0, knn_k: int = 5,
                      shrinkage="ledoit-wolf", memorization_quantile: float = 0.01, batch_size: int = 256,
                      pixel_size: int = 32) -> ScoredCandidates:
@@ -174,9 +188,9 @@ def score_candidates(candidates, real, classifier, *, splits=None, split_seed: i
     scores = score_all(fc, lc, pc, yc, ref)
     val_scores = score_all(fva, lva, pva, yva, ref)
 
-    # Memorization: candidates vs every training image, except each one's own inpainting background.
-    train_pos = {r.image_id: i for i, r in enumerate(train.records)}
-    exclude = np.array([train_pos.get(b, -1) for b in cands.background_ids], dtype=np.int64)
+    # Memorization: candidates vs every training image, except the images of each one's own background lesion
+    # (its other images show the same skin, so they are no evidence of a copy).
+    exclude = background_lesion_rows(train.records, cands.background_ids)
     # Pixels are compared at no more than `pixel_size` px: full-size ISIC images would need tens of GB.
     ptr, pva_pix, pc_pix = (pixel_vectors(_shrink(a, pixel_size)) for a in (xtr, xva, xc))
     f_thr, p_thr = thresholds_from_real(fva, pva_pix, ftr, ptr, memorization_quantile)
