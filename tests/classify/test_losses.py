@@ -135,3 +135,16 @@ def test_unknown_loss_options_are_errors():
         build_loss("ce", COUNTS, focal_gamma=2.0)
     with pytest.raises(ConfigError, match=r"loss 'focal': unknown option\(s\) gamma \(takes: focal_gamma\)"):
         build_loss("focal", COUNTS, gamma=2.0)
+
+
+def test_ce_drw_is_plain_ce_then_effective_number_weights():
+    loss = build_loss("ce-drw", COUNTS, epochs=10)
+    assert loss.drw_epoch == 8
+    loss.set_epoch(7)
+    assert float(loss(*_t())) == pytest.approx((nll(LOGITS[0], 0) + nll(LOGITS[1], 2)) / 2, rel=1e-6)
+    loss.set_epoch(8)
+    w = effective_number_weights(COUNTS, 0.9999).tolist()
+    expected = (w[0] * nll(LOGITS[0], 0) + w[2] * nll(LOGITS[1], 2)) / (w[0] + w[2])
+    assert float(loss(*_t())) == pytest.approx(expected, rel=1e-6)
+    with pytest.raises(Exception, match="unknown option"):
+        build_loss("ce-drw", COUNTS, la_tau=1.0)

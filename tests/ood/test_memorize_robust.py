@@ -128,3 +128,47 @@ def test_select_drops_a_nearest_resized_copy(tmp_path):
         rows = {r["id"]: r for r in csv.DictReader(f)}
     assert rows["DF_nearest_copy"]["memorized"] == "1" and rows["DF_nearest_copy"]["kept"] == "0"
     assert sum(r["memorized"] == "1" for r in rows.values()) == 1
+
+
+def test_copies_from_a_16px_generator_are_caught_with_any_filter():
+    # A tiny synthesizer works at 16 px: a training image re-emitted at that size (any PIL filter) and read back at
+    # 28 px has lost more detail than the copies the threshold was once calibrated on (>= 3/4 of the side).
+    train = smooth_images(300)
+    rows = np.arange(0, 300, 10)
+    ptr = pixel_vectors(train)
+    thr = copy_threshold(ptr)
+    for f in FILTERS + [Image.BILINEAR]:
+        planted = np.stack([np.asarray(Image.fromarray(np.asarray(Image.fromarray(train[r]).resize((16, 16), f)))
+                                       .resize((28, 28), Image.BILINEAR)) for r in rows])
+        d, idx = descriptor_nn(descriptors(pixel_vectors(planted)), descriptors(ptr))
+        assert (d <= thr).all() and (idx == rows).all(), (f, float(d.max()), thr)
+    d_other, _ = descriptor_nn(descriptors(pixel_vectors(smooth_images(100, seed=1))), descriptors(ptr))
+    assert (d_other <= thr).mean() <= 0.05
+
+
+def test_select_drops_a_16px_nearest_copy(tmp_path):
+    from tailsynth.ood.select import select_candidates
+
+    helpers = _ood_conftest()
+    # Images with structure, like lesions (pure pixel noise has none that survives a 16 px round trip).
+    counts = {"train": [8, 8, 10, 8, 10, 24, 8], "val": [3, 3, 3, 3, 3, 6, 3]}
+    arrays = {}
+    for k, (split, per) in enumerate(counts.items()):
+        ys = np.concatenate([np.full(n, c) for c, n in enumerate(per)]).astype(np.uint8)
+        xs = smooth_images(len(ys), seed=10 + k).astype(np.int16) - 8 * ys[:, None, None, None]
+        arrays[f"{split}_images"] = np.clip(xs, 0, 255).astype(np.uint8)
+        arrays[f"{split}_labels"] = ys.reshape(-1, 1)
+    npz = tmp_path / "tiny.npz"
+    np.savez(npz, **arrays)
+    x, y, ds = helpers._fit_tiny_classifier(npz, tmp_path / "clf")
+    src = x[int(np.flatnonzero(y == ds.classes.index("DF"))[0])]
+    rng = np.random.default_rng(9)
+    items = [("DF_nearest_copy", "DF", np.asarray(Image.fromarray(src).resize((16, 16), Image.NEAREST)), "")]
+    for i in range(8):
+        items.append((f"DF_new_{i}", "DF", np.clip(np.array([170, 120, 110]) + rng.normal(0, 8, (16, 16, 3)), 0, 255)
+                      .astype(np.uint8), ""))
+    helpers._write_candidates(tmp_path / "gen", items)
+    select_candidates(tmp_path / "gen", npz, tmp_path / "clf", tmp_path / "out", gamma=0.9)
+    with open(tmp_path / "out" / "scores.csv") as f:
+        rows = {r["id"]: r for r in csv.DictReader(f)}
+    assert rows["DF_nearest_copy"]["memorized"] == "1" and rows["DF_nearest_copy"]["kept"] == "0"

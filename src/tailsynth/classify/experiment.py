@@ -10,7 +10,7 @@ import csv
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,7 @@ class Method:
     posthoc_tau: float | None = None  # re-score the model of `base` with post-hoc logit adjustment
     base: str | None = None
     note: str = ""
+    train_kw: dict = field(default_factory=dict, hash=False, compare=False)  # more ClassifierTrainConfig fields
 
 
 METHODS: dict[str, Method] = {m.name: m for m in [
@@ -39,6 +40,16 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     Method("class-balanced-sampler", sampler="class-balanced", note="CE + class-balanced re-sampling"),
     Method("sqrt-sampler", sampler="sqrt", note="CE + square-root re-sampling"),
     Method("ce+posthoc", posthoc_tau=1.0, base="ce", note="CE model, post-hoc logit adjustment τ=1"),
+    Method("ce-drw", loss="ce-drw", note="CE, effective-number re-weighting from 80% of epochs (DRW)"),
+    Method("ce+crt", train_kw={"crt_epochs": 10},
+           note="CE, then the last layer re-fitted on class-balanced real features (cRT, 10 epochs)"),
+    Method("balanced-softmax+crt", loss="balanced-softmax", train_kw={"crt_epochs": 10},
+           note="balanced softmax (instance sampling), then cRT"),
+    Method("ce+mixup", train_kw={"mixup_alpha": 0.2}, note="CE + mixup α=0.2"),
+    Method("balanced-softmax+mixup", loss="balanced-softmax", train_kw={"mixup_alpha": 0.2},
+           note="balanced softmax (instance sampling) + mixup α=0.2"),
+    Method("class-balanced-sampler+mixup", sampler="class-balanced", train_kw={"mixup_alpha": 0.2},
+           note="CE + class-balanced re-sampling + mixup α=0.2"),
 ]}
 
 HEADLINE = ("balanced_accuracy", "accuracy", "macro_auc", "ece")
@@ -95,7 +106,7 @@ def run_experiment(data, out, methods: Sequence[str] | None = None, seeds: Seque
                 else:
                     train_classifier(data, run_dir, backbone=backbone, loss=meth.loss, sampler=meth.sampler,
                                      epochs=epochs, seed=seed, splits=splits, quiet=quiet, write_reports=False,
-                                     resume=True, **train_kw)
+                                     resume=True, **{**meth.train_kw, **train_kw})
             m = json.loads(mfile.read_text())
             if name in methods:
                 rows.append({"method": name, "seed": seed, "metrics": m, "wall_s": round(time.time() - t0, 1)})

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError
 
-LOSSES = ("ce", "weighted-ce", "cb-ce", "focal", "ldam-drw", "logit-adjusted", "balanced-softmax")
+LOSSES = ("ce", "weighted-ce", "cb-ce", "focal", "ce-drw", "ldam-drw", "logit-adjusted", "balanced-softmax")
 
 
 def inverse_frequency_weights(counts: Sequence[float]) -> torch.Tensor:
@@ -102,7 +102,22 @@ class FocalLoss(LongTailLoss):
         return -((1.0 - logp.exp()).clamp_min(0) ** self.gamma) * logp
 
 
-class LDAMDRW(LongTailLoss):
+class DeferredReweightCE(LongTailLoss):
+    """CE with deferred re-weighting (Cao et al. 2019, DRW): plain CE on instance-sampled data first, so features are
+    learnt from every image, then effective-number class weights from `drw_epoch` on, to re-balance the classifier."""
+
+    name = "ce-drw"
+
+    def __init__(self, counts, drw_epoch: int = 0, beta: float = 0.9999):
+        super().__init__(counts)
+        self.drw_epoch = int(drw_epoch)
+        self._drw_weight = effective_number_weights(counts, beta)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.class_weight = self._drw_weight if epoch >= self.drw_epoch else None
+
+
+class LDAMDRW(DeferredReweightCE):
     """LDAM (Cao et al. 2019): subtract m_c = max_m * n_c^(-1/4) / max(n^(-1/4)) from the true-class logit, scale by s;
     deferred re-weighting switches to effective-number class weights from `drw_epoch` on.
 
@@ -113,15 +128,10 @@ class LDAMDRW(LongTailLoss):
     name = "ldam-drw"
 
     def __init__(self, counts, max_m: float = 0.5, s: float = 1.0, drw_epoch: int = 0, beta: float = 0.9999):
-        super().__init__(counts)
+        super().__init__(counts, drw_epoch=drw_epoch, beta=beta)
         m = torch.as_tensor(np.asarray(counts, dtype=np.float64)).clamp_min(1.0) ** -0.25
         self.register_buffer("margins", (m * (max_m / m.max())).float())
         self.s = s
-        self.drw_epoch = int(drw_epoch)
-        self._drw_weight = effective_number_weights(counts, beta)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.class_weight = self._drw_weight if epoch >= self.drw_epoch else None
 
     def per_sample(self, logits, target):
         onehot = F.one_hot(target, logits.shape[1]).to(logits.dtype)
@@ -157,7 +167,7 @@ class BalancedSoftmax(LogitAdjusted):
 
 # The hyper-parameters each loss takes (loss_kw keys).
 LOSS_OPTIONS = {"ce": (), "weighted-ce": (), "cb-ce": ("cb_beta",), "focal": ("focal_gamma",),
-                "ldam-drw": ("ldam_max_m", "ldam_s", "drw_epoch", "cb_beta"), "logit-adjusted": ("la_tau",),
+                "ce-drw": ("drw_epoch", "cb_beta"), "ldam-drw": ("ldam_max_m", "ldam_s", "drw_epoch", "cb_beta"), "logit-adjusted": ("la_tau",),
                 "balanced-softmax": ()}
 
 
@@ -177,11 +187,13 @@ def build_loss(name: str, counts: Sequence[float], epochs: int | None = None, **
         return ClassBalancedCE(counts, beta=kw.get("cb_beta", 0.9999))
     if name == "focal":
         return FocalLoss(counts, gamma=kw.get("focal_gamma", 2.0))
+    drw = kw.get("drw_epoch")
+    if drw is None:
+        # The paper defers re-weighting to the last fifth of training (epoch 160 of 200).
+        drw = int(round(0.8 * (epochs or 1)))
+    if name == "ce-drw":
+        return DeferredReweightCE(counts, drw_epoch=drw, beta=kw.get("cb_beta", 0.9999))
     if name == "ldam-drw":
-        drw = kw.get("drw_epoch")
-        if drw is None:
-            # The paper defers re-weighting to the last fifth of training (epoch 160 of 200).
-            drw = int(round(0.8 * (epochs or 1)))
         return LDAMDRW(counts, max_m=kw.get("ldam_max_m", 0.5), s=kw.get("ldam_s", 1.0), drw_epoch=drw,
                        beta=kw.get("cb_beta", 0.9999))
     if name == "logit-adjusted":

@@ -56,6 +56,11 @@ class ClassifierTrainConfig:
     synthetic_ratio: float | None = None  # share of each class's draws that are synthetic (samplers.EpochPlan)
     synthetic_weight: float = 1.0  # loss weight of every synthetic image (times its manifest weight)
     cmo: dict = field(default_factory=dict)  # CMO lesion pasting (augment.CMOConfig); empty: off
+    # mixup (Zhang et al. 2018): each batch is mixed with a shuffled copy of itself, lam ~ Beta(a, a); 0 = off.
+    mixup_alpha: float = 0.0
+    # Classifier re-training (Kang et al. 2020, cRT): after training, the last layer is re-fitted for this many
+    # epochs on class-balanced draws of the real training images' features, the backbone frozen; 0 = off.
+    crt_epochs: int = 0
     select_metric: str = "balanced_accuracy"
     amp: bool = True  # only on CUDA
     channels_last: bool | None = None  # None: on CUDA only
@@ -155,8 +160,19 @@ def predict_logits(model, x_uint8_nchw, mean, std, device, batch_size: int = 512
     return torch.cat(out) if out else torch.zeros(0)
 
 
+def mixup(x, y, alpha: float, gen):
+    """(mixed images, shuffled labels, lam): x mixed with a permutation of itself, lam ~ Beta(alpha, alpha) drawn
+    from the trainer's generator (so a resumed run repeats the same mixes)."""
+    import torch
+
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
+    lam = float(np.random.default_rng(seed).beta(alpha, alpha))
+    perm = torch.randperm(len(x), generator=gen)
+    return lam * x + (1.0 - lam) * x[perm], y[perm], torch.full((len(x),), lam)
+
+
 def epoch_batches(X, Y, W, idx, batch_size: int, aug_cfg, gen, mean, std, device, channels_last: bool = False,
-                  cmo=None, n_real: int | None = None):
+                  cmo=None, n_real: int | None = None, mixup_alpha: float = 0.0):
     """(normalised images, labels, per-sample weights or None, label mix) for each batch of IDX, augmented on the
     CPU. CMO (a per-batch hook, `augment.build_cmo`) pastes real tail lesions onto real images and gives the
     mix (pasted labels, area weights) the loss takes; without it the mix is (). A trailing batch of one image is
@@ -173,8 +189,11 @@ def epoch_batches(X, Y, W, idx, batch_size: int, aug_cfg, gen, mean, std, device
         if cmo is not None:
             xb, y_b, lam = cmo(xb, Y[bi], bi < n_real, gen)
             mix = (y_b.to(device), lam.to(device))
-        x = augment_batch(xb, aug_cfg, gen).to(device)
-        x = (x - mean) / std
+        x = augment_batch(xb, aug_cfg, gen)
+        if mixup_alpha > 0 and not mix:
+            x, y_b, lam = mixup(x, Y[bi], mixup_alpha, gen)
+            mix = (y_b.to(device), lam.to(device))
+        x = (x.to(device) - mean) / std
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         w = W[bi].to(device)
@@ -252,6 +271,10 @@ def train_classifier(data, out, backbone: str = "resnet18", loss: str = "ce", ep
         raise ConfigError(f"unknown optimizer {cfg.optimizer!r}; choose {' or '.join(OPTIMIZERS)}")
     if cfg.epochs < 1:
         raise ConfigError(f"epochs must be >= 1, got {cfg.epochs}")
+    if not (cfg.mixup_alpha >= 0 and math.isfinite(cfg.mixup_alpha)):
+        raise ConfigError(f"mixup_alpha must be a finite number >= 0, got {cfg.mixup_alpha}")
+    if cfg.crt_epochs < 0:
+        raise ConfigError(f"crt_epochs must be >= 0, got {cfg.crt_epochs}")
     aug_cfg = AugmentConfig.from_dict(cfg.augment)
     if not (cfg.synthetic_weight >= 0 and math.isfinite(cfg.synthetic_weight)):
         raise ConfigError(f"synthetic_weight must be a finite number >= 0, got {cfg.synthetic_weight}")
@@ -372,7 +395,7 @@ def train_classifier(data, out, backbone: str = "resnet18", loss: str = "ce", ep
         te = time.time()
         idx = plan.indices(gen)
         batches = epoch_batches(Xtr, Ytr, Wtr, idx, cfg.batch_size, aug_cfg, gen, mean, std, device, channels_last,
-                                cmo=cmo, n_real=n_real)
+                                cmo=cmo, n_real=n_real, mixup_alpha=cfg.mixup_alpha)
         ep = train_one_epoch(model, batches, criterion, opt, sched, device, amp_dtype, epoch,
                              on_step=None if bar is None else (
                                  lambda k, lv, e=epoch: bar.update(e * steps_per_epoch + k + 1, epoch=e + 1, loss=lv)))
@@ -404,6 +427,15 @@ def train_classifier(data, out, backbone: str = "resnet18", loss: str = "ce", ep
     # ---- the selected model -----------------------------------------------------------------------------------
     final = copy.deepcopy(model).cpu()
     final.load_state_dict(best["state"])
+    if cfg.crt_epochs:
+        from .retrain import retrain_head
+
+        final = final.to(device)
+        resolved["crt"] = retrain_head(final, Xtr[:n_real], Ytr[:n_real], C, mean, std, device, cfg.crt_epochs, gen,
+                                       val=(Xva, yva, classes))
+        final = final.cpu()
+        log(f"classifier re-trained on class-balanced features ({cfg.crt_epochs} epochs): val balanced accuracy "
+            f"{resolved['crt']['val_balanced_accuracy_before']:.4f} -> {resolved['crt']['val_balanced_accuracy']:.4f}")
     resolved["selected_epoch"] = best["epoch"]
     resolved["selected_on"] = f"val {cfg.select_metric}"
     resolved["train_wall_s"] = round(sum(h["train_s"] for h in history), 1)

@@ -90,9 +90,11 @@ def generate_cmd(
     count: int | None = typer.Option(None, help="fixed: per-class count; fill-to-head: per-class cap"),
     oversample: float = typer.Option(1.0, help="multiply targets (1/gamma of the selection step)"),
     max_synthetic_per_real: float = typer.Option(10, "--max-synthetic-per-real"),
-    sampler: str = typer.Option("ddim", help="ddim | dpmsolver"),
-    steps: int = typer.Option(25),
-    guidance: float = typer.Option(1.5, help="classifier-free guidance scale (1 = off)"),
+    sampler: str | None = typer.Option(None, help="ddim | dpmsolver (default: the sampler in the model's card, "
+                                                  "else ddim)"),
+    steps: int | None = typer.Option(None, help="sampling steps (default: the model card's, else 25)"),
+    guidance: float | None = typer.Option(None, help="classifier-free guidance scale, 1 = off (default: the model "
+                                                     "card's, else 1.5)"),
     seed: int = typer.Option(0),
     shard: str | None = typer.Option(None, help="I/N (1-based): run the I-th of N shards"),
     save_inputs: bool = typer.Option(False, "--save-inputs", help="also write inputs/<id>_background.png, _mask.png"),

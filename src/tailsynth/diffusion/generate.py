@@ -75,9 +75,10 @@ class GenerateConfig:
     oversample: float = 1.0
     mode: str = "inpaint"
     strength: float = 0.5  # harmonize only: the share of the noise schedule the composite is sent back through
-    sampler: str = "ddim"
-    steps: int = 25
-    guidance: float = 1.5
+    # None: what the model's card records (diffusion.model.recorded_sampling), so its gates hold for the output.
+    sampler: str | None = None
+    steps: int | None = None
+    guidance: float | None = None
     seed: int = 0
     shard: str | tuple | None = None
     save_inputs: bool = False
@@ -101,6 +102,13 @@ class GenerateConfig:
     runtime_cache: str | None = None  # folder for exported ONNX graphs (default: ~/.cache/tailsynth)
 
     def __post_init__(self):
+        if None in (self.sampler, self.steps, self.guidance):
+            from .model import recorded_sampling
+
+            recorded = recorded_sampling(self.model)
+            for k in ("sampler", "steps", "guidance"):
+                if getattr(self, k) is None:
+                    setattr(self, k, recorded[k])
         if isinstance(self.classes, str):
             self.classes = [c.strip() for c in self.classes.split(",") if c.strip()]
         if self.sampler not in SAMPLERS:

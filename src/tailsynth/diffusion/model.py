@@ -134,6 +134,18 @@ def read_card(model_dir: str | Path) -> dict:
     return json.loads(p.read_text()) if p.is_file() else {}
 
 
+# What `generate` falls back to for a model whose card records no sampler (a model trained in a run).
+FALLBACK_SAMPLING = {"sampler": "ddim", "steps": 25, "guidance": 1.5}
+
+
+def recorded_sampling(model_dir: str | Path) -> dict:
+    """The sampler, steps and guidance a model's card says it was gated with (so its gates describe what a bare
+    `generate --model M` produces); the fallback for a model without a card."""
+    card = read_card(model_dir)
+    settings = card.get("sampling") or card.get("gate_settings") or {}
+    return {k: settings.get(k, v) for k, v in FALLBACK_SAMPLING.items()}
+
+
 def install_pretrained(src: str | Path, dest: str | Path) -> dict:
     """Copy a shipped synthesizer into DEST (a pipeline's model artifact) unchanged; returns its meta with the
     source path and weight hash, so a run records exactly which synthesizer it used."""

@@ -92,8 +92,8 @@ def baseline_spec(name: str) -> dict:
     m = METHODS[name]
     if m.base:  # a post-hoc method trains its base method; τ is tuned on the inner val split
         base = METHODS[m.base]
-        return {"loss": base.loss, "sampler": base.sampler, "posthoc": True}
-    return {"loss": m.loss, "sampler": m.sampler, "posthoc": False}
+        return {"loss": base.loss, "sampler": base.sampler, "train_kw": dict(base.train_kw), "posthoc": True}
+    return {"loss": m.loss, "sampler": m.sampler, "train_kw": dict(m.train_kw), "posthoc": False}
 
 
 def _gtag(g: float) -> str:
@@ -171,7 +171,7 @@ def run_augmentation_experiment(data, candidates, out, *, baseline: str = "class
     gammas = sorted({float(g) for g in gammas} - {float(gamma)})
     common = {"backbone": backbone, "loss": base["loss"], "sampler": base["sampler"], "epochs": epochs,
               "resolution": resolution, "split_seed": split_seed, "quiet": True, "write_reports": False,
-              **(train_kw or {})}
+              **base["train_kw"], **(train_kw or {})}
     syn = {"synthetic_ratio": synthetic_ratio, "synthetic_weight": synthetic_weight}
     reps = make_replicates(data, out, folds=folds, seeds=[int(s) for s in seeds], splits=splits,
                            inner_val=inner_val, split_seed=split_seed)
@@ -286,7 +286,7 @@ def run_method_comparison(data, out, methods, *, folds: int | None = 5, seeds=(0
     common = {"backbone": backbone, "epochs": epochs, "resolution": resolution, "split_seed": split_seed,
               "quiet": True, "write_reports": False, **(train_kw or {})}
     tasks = [{"run_dir": str(out / "runs" / m / r.tag), "rep": r, "data": data,
-              "train": {**common, "loss": specs[m]["loss"], "sampler": specs[m]["sampler"]},
+              "train": {**common, "loss": specs[m]["loss"], "sampler": specs[m]["sampler"], **specs[m]["train_kw"]},
               "posthoc": specs[m]["posthoc"], "eval_data": eval_data, "eval_split": eval_split,
               "eval_splits": eval_splits} for r in reps for m in methods]
     todo = [t for t in tasks if not (Path(t["run_dir"]) / PREDICTIONS.format(part="test")).is_file()

@@ -132,7 +132,8 @@ def transformed_copies(pixels: np.ndarray, seed: int = 0) -> np.ndarray:
     out = np.empty_like(imgs)
     for i, im in enumerate(imgs):
         u8 = Image.fromarray(np.clip(im * 255 + 0.5, 0, 255).astype(np.uint8))
-        to = int(rng.integers(max(8, side * 3 // 4), side * 2 + 1))
+        # Down to half the side: tiny synthesizers emit 16 px images that are read back at 28-32 px.
+        to = int(rng.integers(max(8, side // 2), side * 2 + 1))
         f1, f2 = (getattr(Image.Resampling, _RESIZE_FILTERS[k]) for k in rng.integers(0, len(_RESIZE_FILTERS), 2))
         x = np.asarray(u8.resize((to, to), f1).resize((side, side), f2), np.float32) / 255.0
         x = np.rot90(x[:, ::-1] if rng.random() < 0.5 else x, int(rng.integers(0, 4)))
