@@ -57,7 +57,6 @@ class _Task:
     streaming: bool = False  # while the task's process runs: what the thread prints then is that process's output
     progress_shown: float = float("-inf")
     tail: collections.deque = field(default_factory=lambda: collections.deque(maxlen=TAIL_LINES))
-
     indent: int | None = None  # the runner's indent of the task's output, taken off its tail
     _json_end: str | None = None
 
