@@ -22,6 +22,7 @@ from tailsynth.pipeline_io import locate_real_data
 from tailsynth.pipeline_report import VERSION_RECORD, finalize_run_report
 from tailsynth.runinfo import record_stage
 
+from .console import RunConsole, plain, shard_suffix
 from .profiles import profile as resolve_profile
 
 REPORT_FILES = ("report.md", "report.html", "comparison.csv")
@@ -77,9 +78,7 @@ def task_timings(pipeline_run_dir: Path, started: float, labels: dict[str, str] 
                   for f in Path(pipeline_run_dir).rglob("executor_output.json"))
     rows, prev = [], started
     for finished, rel in done:
-        name = (labels or {}).get(rel.name, rel.name)
-        if len(rel.parts) > 1 and "-iteration-" in rel.parts[0]:  # a ParallelFor shard
-            name += f" [shard {rel.parts[0].rsplit('-', 1)[-1]}]"
+        name = (labels or {}).get(rel.name, rel.name) + shard_suffix(rel.parts[:-1])
         rows.append({"stage": name, "seconds": round(max(0.0, finished - prev), 1)})
         prev = max(prev, finished)
     return rows
@@ -158,8 +157,13 @@ def run_local(profile: str, data: str | Path, out: str | Path, data_revision: st
         from .task_cache import install
 
         task_cache = install(out / ".kfp_cache")
+    labels = compiled_stage_labels()
     t0 = time.time()
-    task = train_augment(**resolved)
+    with RunConsole(out, labels) as console:
+        try:
+            task = train_augment(**resolved)
+        except RuntimeError as e:  # the runner's "Inner task failed: ..." line, coloured for its own log
+            raise RuntimeError(f"{plain(str(e))} The local runner's full output: {console.log_path}") from e
     wall = time.time() - t0
     report_dir = Path(task.output.path)
     for f in report_dir.iterdir():
@@ -168,7 +172,7 @@ def run_local(profile: str, data: str | Path, out: str | Path, data_revision: st
     missing = [f for f in REPORT_FILES if not (out / f).is_file()]
     if missing:
         raise ServiceError(f"{report_dir}: the report stage did not write {', '.join(missing)}")
-    timings = task_timings(report_dir.parents[1], t0, compiled_stage_labels())
+    timings = task_timings(report_dir.parents[1], t0, labels)
     record_stage(out, "pipeline train_augment", resolved, data_revision=revision, status="succeeded",
                  wall_seconds=round(wall, 1), report_stage_dir=str(report_dir), pipeline_root=str(root),
                  task_seconds=timings)

@@ -5,6 +5,7 @@ run report says what a reviewer needs (intervals, lineage, links, timings)."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -15,6 +16,22 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from tools.browser import Chromium, broken_references, find_chromium, local_pages
+
+
+def running_in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def chromium() -> str:
+    """The browser's binary. Missing, it skips the test on a developer's machine and fails it in CI, where
+    .ci/run installs it: a skipped page check there would pass a broken report page unnoticed."""
+    binary = find_chromium()
+    if binary is None:
+        if running_in_ci():
+            pytest.fail("Chromium is not installed and CI is set: .ci/run installs it from the Debian packages "
+                        "(apt-get install -y chromium); the report pages must be checked in a browser in CI")
+        pytest.skip("Chromium is not installed (apt-get install -y chromium)")
+    return binary
 
 
 @pytest.fixture(scope="module")
@@ -75,13 +92,13 @@ def test_recall_plot_legend_covers_no_bar():
     plt.close(fig)
 
 
-@pytest.mark.skipif(find_chromium() is None, reason="Chromium is not installed (apt-get install -y chromium)")
 def test_every_page_renders_with_its_images_and_links(tiny_run):
+    binary = chromium()
     run = tiny_run["run"]
     start = [run / "report.html", run / "selection" / "report.html", run / "model" / "model_card.html",
              run / "monitoring" / "index.html"]
     seen, todo, report, evidently = set(), list(start), {}, set()
-    with Chromium(timeout=180) as browser:
+    with Chromium(binary, timeout=180) as browser:
         while todo:
             page = todo.pop().resolve()
             if page in seen:
@@ -104,12 +121,12 @@ def test_every_page_renders_with_its_images_and_links(tiny_run):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(find_chromium() is None, reason="Chromium is not installed (apt-get install -y chromium)")
 def test_evidently_pages_render_offline(tiny_run):
     """Evidently's pages inline their scripts: they render with no network, and only Plotly's logo links leave."""
+    binary = chromium()
     pages = sorted(tiny_run["run"].glob("monitoring/*/evidently/*.html"))
     assert pages
-    with Chromium(timeout=300) as browser:
+    with Chromium(binary, timeout=300) as browser:
         for page in pages:
             inv = browser.inventory(page)
             bad = broken_references(inv, external_links_ok=True)

@@ -6,8 +6,18 @@ non-interactive output gets one line every `every_s` seconds and one at the end.
 
 from __future__ import annotations
 
+import re
 import sys
 import time
+
+# What `Progress.line()` writes, so that a reader of a task's output (the local pipeline run's terminal) can pick the
+# progress lines out of everything else the task prints. Kept beside `line()`, and a test holds them together.
+LINE_PATTERN = re.compile(r"^(?P<desc>\S.*?): (?:\[[#.]+\] )?(?P<done>\d+)/(?P<total>\d+) \S+ \((?P<pct>\d+)%\) "
+                          r"[\d.]+ \S+/s elapsed ")
+
+
+def is_progress_line(text: str) -> bool:
+    return LINE_PATTERN.match(text.strip()) is not None
 
 
 def _clock(seconds: float) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,45 @@ def test_validate_component_through_local_runner(tmp_path, tiny_npz):
     assert out.startswith("sha256:") and len(out) == 7 + 64
 
 
+# A task's line on the run's terminal: "  select (real+synthetic)            6.8 s".
+TASK_LINE = re.compile(r"  (?P<task>\S.*?) +(?P<seconds>\d+\.\d) s")
+
+
+def terminal_shows_tasks_not_the_runner(output: str, out: Path) -> None:
+    """A local run's terminal: the log's path, a line per task with its arm, the trainings' progress, no executor
+    JSON (that is in OUT/logs/pipeline.log), and under 200 lines."""
+    lines = output.splitlines()
+    log = out / "logs" / "pipeline.log"
+    assert str(log) in lines[0] and "Got executor_input" in log.read_text()
+    assert "executor_input" not in output and '"outputFile"' not in output and "KFP Executor" not in output
+    tasks = [TASK_LINE.fullmatch(x)["task"] for x in lines if TASK_LINE.fullmatch(x)]
+    assert len(tasks) == len(set(tasks))
+    assert {"validate", "select (real+synthetic)", "generate (real+harmonized) [shard 1]"} <= set(tasks)
+    assert any(x.startswith("  train-prior-shift-control | train classifier (resnet18): ") for x in lines)
+    assert len(lines) < 200
+
+
+def test_a_failed_stage_shows_its_last_lines_and_the_log(tmp_path, tiny_npz):
+    """Through the CLI: a source that cannot be read fails the first task; the terminal shows that task's
+    traceback tail, and the error line names the log holding the runner's whole output."""
+    broken = tmp_path / "broken.npz"
+    broken.write_bytes(tiny_npz.read_bytes()[:200])
+    out = tmp_path / "run"
+    r = CliRunner().invoke(app, ["pipeline", "run", "--local", "--profile", "tiny", "--data", str(broken),
+                                 "--out", str(out), "--set", f"dvc_remote={tmp_path / 'store'}"])
+    assert r.exit_code == 1, r.output[-3000:]
+    lines = r.output.splitlines()
+    failed = next(i for i, x in enumerate(lines) if x.startswith("  validate ") and "FAILED after" in x)
+    tail = [x.removeprefix("    | ") for x in lines[failed + 1:] if x.startswith("    | ")]
+    assert "Traceback (most recent call last):" in tail and any("stage_source" in x for x in tail)
+    log = out / "logs" / "pipeline.log"
+    assert f"  the local runner's full output: {log}" in lines
+    said = " ".join(r.output.split())
+    assert "error: pipeline run failed" in said and "Inner task failed: 'validate'" in said and str(log) in said
+    assert "\x1b[" not in r.output  # the runner's colours stay in its log
+    assert "Got executor_input" in log.read_text() and "executor_input" not in r.output
+
+
 def test_tiny_profile_end_to_end(tmp_path, monkeypatch):
     """The whole train_augment pipeline on a few hundred real DermaMNIST images (tiny data when absent), trained on
     half of the train split (train_fraction, the scaling benchmark's parameter)."""
@@ -51,7 +91,8 @@ def test_tiny_profile_end_to_end(tmp_path, monkeypatch):
     r = CliRunner().invoke(app, ["pipeline", "run", "--local", "--profile", "tiny", "--data", str(data),
                                  "--out", str(out), "--set", f"dvc_remote={store}", "--set", "train_fraction=0.5"])
     assert r.exit_code == 0, r.output[-3000:]
-    assert f"report: {out / 'report.md'}" in r.output
+    assert f"report: {out / 'report.md'}" in r.output.splitlines()  # not indented by the runner's print
+    terminal_shows_tasks_not_the_runner(r.output, out)
     rows = list(csv.DictReader(Path(out / "comparison.csv").read_text().splitlines()))
     assert [row["method"] for row in rows] == ["real-only", "prior-shift control", "real+synthetic", "real+harmonized"]
     assert list(rows[0]) == ["method", "balanced_accuracy"] + [f"recall_{c}" for c in CLASSES]
@@ -68,6 +109,9 @@ def test_tiny_profile_end_to_end(tmp_path, monkeypatch):
     assert stage["status"] == "succeeded" and stage["wall_seconds"] > 0
     # Per-task times (finish minus previous finish), in run.yaml and in the report's stage timing table.
     tasks = {t["stage"]: t["seconds"] for t in stage["task_seconds"]}
+    # The terminal has one line per task of run.yaml's rows, each with its seconds.
+    assert sorted(TASK_LINE.fullmatch(x)["task"] for x in r.output.splitlines() if TASK_LINE.fullmatch(x)) == \
+        sorted(t["stage"] for t in stage["task_seconds"])
     # Rows carry the task's display name and its arm, not the runner's folder names (evaluate-2-2, ...).
     assert {"validate", "train-classifier", "train-prior-shift-control", "evaluate-control", "report",
             "select (real+synthetic)", "select (real+harmonized)", "generate (real+harmonized) [shard 1]"} <= set(tasks)

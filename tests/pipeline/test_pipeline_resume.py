@@ -69,6 +69,8 @@ def test_killed_run_resumes_only_unfinished_tasks(tmp_path):
     assert info["executed_tasks"], "the unfinished tasks must run"
     assert sorted(info["cached_tasks"]) == sorted(done.values())
     assert f"cached: {len(done)} task(s) reused" in second.stdout
+    # Reused tasks keep their line on the terminal, with "cached" in place of seconds.
+    assert sum(line.endswith("  cached") for line in second.stderr.splitlines()) == len(done), second.stderr
     report = (out / "report.md").read_text()
     assert "## Task cache" in report and all(c in report for c in done.values())
     assert (out / "comparison.csv").is_file()
