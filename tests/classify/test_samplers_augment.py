@@ -86,3 +86,25 @@ def test_identity_geometry_without_jitter_keeps_pixels():
     assert torch.allclose(augment_batch(x.clone(), cfg, torch.Generator().manual_seed(0)), x, atol=1e-5)
     with pytest.raises(ValueError, match="unknown option"):
         AugmentConfig.from_dict({"flipz": True})
+
+
+def test_additive_dose_keeps_the_real_only_epoch_and_adds_synthetic_draws():
+    syn = np.array([1] * 40 + [2] * 59)
+    for mode in ("none", "class-balanced", "sqrt"):
+        real_only = expected_class_counts(LABELS, 3, mode, 100)
+        add = EpochPlan(LABELS, syn, 3, mode, synthetic_ratio=0.25, dose="add")
+        a_real, a_syn, idx = _epoch_counts(add, 100)
+        # the real draws are exactly a real-only epoch's (class totals of the sampler over the real images)
+        assert a_real.sum() == 100 and np.abs(a_real - real_only).max() <= 1, mode
+        # each class with synthetic images gets r/(1-r) of its real draws on top: r is its synthetic share
+        assert a_syn[0] == 0
+        for c in (1, 2):
+            assert a_syn[c] == round(a_real[c] * 0.25 / 0.75), mode
+        replay = EpochPlan(LABELS, syn, 3, mode, synthetic_ratio=0.25, dose="replay")
+        r_real, r_syn, _ = _epoch_counts(replay, 100, seed=2)
+        assert r_syn.sum() == 0 and r_real.tolist() == (a_real + a_syn).tolist(), mode
+        assert replay.class_counts().tolist() == add.class_counts().tolist()
+    with pytest.raises(ValueError, match="needs a synthetic_ratio"):
+        EpochPlan(LABELS, syn, 3, "none", dose="add")
+    with pytest.raises(ValueError, match="unknown synthetic dose"):
+        EpochPlan(LABELS, syn, 3, "none", synthetic_ratio=0.2, dose="double")

@@ -12,6 +12,7 @@ import torch
 from ..errors import ConfigError
 
 CLASS_SAMPLERS = ("none", "class-balanced", "sqrt")
+DOSES = ("replace", "add", "replay")
 
 
 def sample_probabilities(labels: np.ndarray, num_classes: int, mode: str) -> np.ndarray:
@@ -89,33 +90,56 @@ class EpochPlan:
     - draws within a class cycle through its images as evenly as possible.
     r = 0 with a synthetic set is the prior-shift control: the same class totals as the synthetic arm, every
     draw a real image (real images oversampled to the synthetic arm's counts).
+
+    `dose` says how synthetic draws relate to the real ones:
+    - `replace` (the above): synthetic draws take a share of the class totals, displacing real draws;
+    - `add`: the real draws are exactly those of a real-only run with the same sampler, and each class with
+      synthetic images gets r/(1-r) times its real draws on top (so r is still the synthetic share of the class's
+      draws), i.e. synthesis only adds;
+    - `replay`: the control of `add`: the same class totals, the extra draws being more real images of the class.
     """
 
     def __init__(self, labels_real: np.ndarray, labels_syn: np.ndarray, num_classes: int, mode: str = "none",
-                 synthetic_ratio: float | None = None):
+                 synthetic_ratio: float | None = None, dose: str = "replace"):
         if mode not in CLASS_SAMPLERS:
             raise ConfigError(f"unknown sampler {mode!r}; choose one of {', '.join(CLASS_SAMPLERS)}")
         if synthetic_ratio is not None and not 0.0 <= synthetic_ratio <= 1.0:
             raise ConfigError(f"synthetic_ratio is the share of a class's draws that are synthetic: it must lie in "
                              f"[0, 1], got {synthetic_ratio}")
+        if dose not in DOSES:
+            raise ConfigError(f"unknown synthetic dose {dose!r}; choose one of {', '.join(DOSES)}")
+        if dose != "replace" and (synthetic_ratio is None or synthetic_ratio >= 1.0):
+            raise ConfigError(f"dose {dose!r} needs a synthetic_ratio in [0, 1) (the synthetic share of a tail "
+                              f"class's draws), got {synthetic_ratio}")
         self.real = np.asarray(labels_real, dtype=np.int64)
         self.syn = np.asarray(labels_syn, dtype=np.int64)
-        self.C, self.mode, self.ratio = num_classes, mode, synthetic_ratio
+        self.C, self.mode, self.ratio, self.dose = num_classes, mode, synthetic_ratio, dose
         if len(self.syn):
-            self.real_draws, self.syn_draws = self._plan()
+            self.real_draws, self.syn_draws = self._plan() if dose == "replace" else self._plan_additive()
+
+    def _sampler_totals(self, counts: np.ndarray) -> np.ndarray:
+        total = int(counts.sum())
+        if self.mode == "none":
+            return counts.astype(np.int64)
+        if self.mode == "class-balanced":
+            return allocate(total, (counts > 0).astype(np.float64))
+        return allocate(total, np.sqrt(counts))
+
+    def _plan_additive(self) -> tuple[np.ndarray, np.ndarray]:
+        real_c = np.bincount(self.real, minlength=self.C)
+        syn_c = np.bincount(self.syn, minlength=self.C)
+        real_draws = self._sampler_totals(real_c)
+        extra = np.where(syn_c > 0, np.round(real_draws * self.ratio / (1.0 - self.ratio)), 0).astype(np.int64)
+        if self.dose == "replay":
+            return real_draws + extra, np.zeros(self.C, np.int64)
+        return real_draws, extra
 
     def _plan(self) -> tuple[np.ndarray, np.ndarray]:
         real_c = np.bincount(self.real, minlength=self.C)
         syn_c = np.bincount(self.syn, minlength=self.C)
         pooled = real_c + syn_c
-        total = int(pooled.sum())
         present = pooled > 0
-        if self.mode == "none":
-            totals = pooled.astype(np.int64)
-        elif self.mode == "class-balanced":
-            totals = allocate(total, present.astype(np.float64))
-        else:  # sqrt
-            totals = allocate(total, np.sqrt(pooled))
+        totals = self._sampler_totals(pooled)
         if self.ratio is None:
             share = np.divide(syn_c, pooled, out=np.zeros(self.C), where=present)
         else:

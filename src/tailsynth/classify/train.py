@@ -55,6 +55,9 @@ class ClassifierTrainConfig:
     synthetic_manifest: str | None = None
     synthetic_ratio: float | None = None  # share of each class's draws that are synthetic (samplers.EpochPlan)
     synthetic_weight: float = 1.0  # loss weight of every synthetic image (times its manifest weight)
+    # replace | add | replay: synthetic draws displace real ones, come on top of a real-only epoch, or (the
+    # control of add) are replaced by more real draws of the class (samplers.EpochPlan).
+    synthetic_dose: str = "replace"
     cmo: dict = field(default_factory=dict)  # CMO lesion pasting (augment.CMOConfig); empty: off
     # mixup (Zhang et al. 2018): each batch is mixed with a shuffled copy of itself, lam ~ Beta(a, a); 0 = off.
     mixup_alpha: float = 0.0
@@ -307,7 +310,7 @@ def train_classifier(data, out, backbone: str = "resnet18", loss: str = "ce", ep
         raise ConfigError("synthetic_ratio needs a synthetic_manifest")
     if n_real == 0:
         raise DataError(f"{data}: the train split is empty")
-    plan = EpochPlan(ytr[:n_real], ytr[n_real:], C, cfg.sampler, cfg.synthetic_ratio)
+    plan = EpochPlan(ytr[:n_real], ytr[n_real:], C, cfg.sampler, cfg.synthetic_ratio, cfg.synthetic_dose)
     # CMO pastes real tail lesions onto real head-class images of each batch (a per-batch transform hook).
     cmo = build_cmo(cfg.cmo, ds.split("train"), xtr[:n_real], ytr[:n_real], classes)
     # Normalisation statistics of the real training images, stored with the model.

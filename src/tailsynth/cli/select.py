@@ -19,7 +19,14 @@ def select(
     gamma: float | None = typer.Option(None, "--gamma", help="keep this fraction of candidates per class (0..1]"),
     calibrate: float | None = typer.Option(None, "--calibrate",
                                               help="keep candidates inside this quantile of real val scores of their class"),
-    score: str = typer.Option("mahalanobis", "--score", help="mahalanobis | energy | knn | p_intended"),
+    score: str = typer.Option("mahalanobis", "--score", help="mahalanobis | energy | knn | p_intended | "
+                                                               "rel_mahalanobis"),
+    clean: bool = typer.Option(False, "--clean", help="keep what the cleaning rule keeps (not confidently another "
+                                                       "class, inside the prototype band [lo, hi] x d_c, not "
+                                                       "memorized) instead of a --gamma fraction"),
+    clean_confidence: float | None = typer.Option(None, "--clean-confidence",
+                                                  help="delete when another class has p >= this (default 0.8)"),
+    clean_band: str | None = typer.Option(None, "--clean-band", help="lo,hi multiples of d_c (default 1,2)"),
     weights: str | None = typer.Option(None, "--weights", help="add per-sample weights: p_intended | typicality"),
     knn_k: int = typer.Option(5, "--knn-k"),
     memorization_quantile: float = typer.Option(0.01, "--memorization-quantile",
@@ -37,7 +44,9 @@ def select(
         q = select_candidates(o["candidates"], o["real"], o["classifier"], o["out"], gamma=o["gamma"],
                               calibrate=o["calibrate"], score=o["score"], weights=o["weights"], knn_k=o["knn_k"],
                               memorization_quantile=o["memorization_quantile"], splits=o["splits"],
-                              inception=str(o["inception"]) if o["inception"] else None, report=not o["no_report"])
+                              inception=str(o["inception"]) if o["inception"] else None, report=not o["no_report"],
+                              clean=o["clean"], clean_confidence=o["clean_confidence"],
+                              clean_band=tuple(_floats(o["clean_band"])) if o["clean_band"] else None)
         record_run(o["out"], "select", o, kept=q["overall"].get("n_kept"))
     print_json({"out": str(o["out"]), **q["overall"],
                 "per_class_kept": {c: e["n_kept"] for c, e in q["per_class"].items()}})

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import ConfigError
 
-OOD_SCORES = ("mahalanobis", "energy", "knn", "p_intended")
+OOD_SCORES = ("mahalanobis", "energy", "knn", "p_intended", "rel_mahalanobis")
 
 
 @dataclass
@@ -79,6 +79,20 @@ def mahalanobis(features: np.ndarray, target: np.ndarray, g: ClassGaussians) -> 
     diff = x - g.means[t]
     sq = np.einsum("nd,de,ne->n", diff, g.precision, diff)
     return np.sqrt(np.clip(sq, 0.0, None))
+
+
+def relative_mahalanobis(features: np.ndarray, target: np.ndarray, g: ClassGaussians) -> np.ndarray:
+    """Distance to the intended class's Gaussian minus the distance to the nearest other class's: negative when a
+    sample lies nearer its own class. Unlike the plain distance it does not reward samples that sit in the shared
+    middle of the feature space, which with one shared covariance is nearer every class at once."""
+    x = np.asarray(features, dtype=np.float64)
+    t = np.asarray(target, dtype=np.int64)
+    own = mahalanobis(x, t, g)
+    nearest_other = np.full(len(x), np.inf)
+    for c in np.flatnonzero(g.present):
+        d = mahalanobis(x, np.full(len(x), c), g)
+        nearest_other = np.where(t == c, nearest_other, np.minimum(nearest_other, d))
+    return own - nearest_other
 
 
 def energy(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -167,6 +181,7 @@ def score_all(features: np.ndarray, logits: np.ndarray, probs: np.ndarray, targe
         "energy": energy(logits),
         "knn": knn_score(features, target, ref.features, ref.labels, ref.knn_k),
         "p_intended": p_intended(probs, target),
+        "rel_mahalanobis": relative_mahalanobis(features, target, ref.gaussians),
     }
 
 

@@ -100,6 +100,7 @@ class ScoredCandidates:
     class_names: list[str]
     images: np.ndarray  # candidates at the classifier's resolution (for grids)
     info: dict = field(default_factory=dict)
+    probs: np.ndarray | None = None  # the scorer's class probabilities per candidate (cleaning)
 
 
 def _extract(model, meta, images, batch_size: int):
@@ -216,7 +217,7 @@ def score_candidates(candidates, real, classifier, *, splits=None, split_seed: i
                          "source_copies": int(near_source.sum())},
     }
     return ScoredCandidates(cands.ids, cands.classes, cands.paths, yc, scores, memo, fc, val_scores, yva, ftr, ytr,
-                            fva, names, xc, info)
+                            fva, names, xc, info, probs=pc)
 
 
 def choose(sc: ScoredCandidates, *, gamma: float | None = None, calibrate: float | None = None,
@@ -331,16 +332,37 @@ def select_candidates(candidates, real, classifier, out, gamma: float | None = N
                       score: str = "mahalanobis", weights: str | None = None, knn_k: int = 5,
                       shrinkage="ledoit-wolf", memorization_quantile: float = 0.01, splits=None, split_seed: int = 0,
                       inception: str | None = None, report: bool = True, batch_size: int = 256,
-                      pixel_size: int = 32) -> dict:
-    """Score, select and report; returns the quality summary (also written to OUT/quality.json)."""
-    if (gamma is None) == (calibrate is None):
+                      pixel_size: int = 32, clean: bool = False, clean_confidence: float | None = None,
+                      clean_band: tuple[float, float] | None = None) -> dict:
+    """Score, select and report; returns the quality summary (also written to OUT/quality.json).
+
+    `clean`: instead of a keep fraction, keep what the cleaning rule keeps (ood.clean: not confidently another
+    class, inside the prototype band, not memorized); quality.json then also compares it with random subsets."""
+    if clean and (gamma is not None or calibrate is not None):
+        raise ConfigError("--clean selects by itself: give neither --gamma nor --calibrate with it")
+    if not clean and (gamma is None) == (calibrate is None):
         raise ConfigError("give exactly one of --gamma (keep fraction per class) or --calibrate (validation quantile)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     sc = score_candidates(candidates, real, classifier, splits=splits, split_seed=split_seed, knn_k=knn_k,
                           shrinkage=shrinkage, memorization_quantile=memorization_quantile, batch_size=batch_size,
                           pixel_size=pixel_size)
-    kept, w, thresholds = choose(sc, gamma=gamma, calibrate=calibrate, score=score, weights=weights)
+    cleaning = None
+    if clean:
+        from .clean import DEFAULT_BAND, DEFAULT_CONFIDENCE, Prototypes, clean_mask, kept_vs_chance
+
+        protos = Prototypes.fit(sc.train_features, sc.train_cls, len(sc.class_names))
+        conf, band = clean_confidence or DEFAULT_CONFIDENCE, tuple(clean_band or DEFAULT_BAND)
+        kept, reasons = clean_mask(sc.features, sc.probs, sc.cls_idx, sc.memo.memorized, protos,
+                                   confidence=conf, band=band)
+        w, thresholds = None, {}
+        real_by_class = {c: sc.train_features[sc.train_cls == c] for c in np.unique(sc.cls_idx)}
+        cleaning = {"confidence": conf, "band": list(band),
+                    "removed": {k: int(v.sum()) for k, v in reasons.items()},
+                    "per_class": {sc.class_names[c]: e for c, e in kept_vs_chance(
+                        real_by_class, sc.features, sc.probs, sc.cls_idx, kept).items()}}
+    else:
+        kept, w, thresholds = choose(sc, gamma=gamma, calibrate=calibrate, score=score, weights=weights)
     write_scores(sc, kept, out)
     write_manifest(sc.paths, sc.classes, kept, out / "selected_manifest.csv", w)
     per_class = quality_summary(sc, kept)
@@ -350,7 +372,7 @@ def select_candidates(candidates, real, classifier, out, gamma: float | None = N
                     "acceptance_rate": float(kept.mean()) if len(kept) else math.nan,
                     "memorization_rate": float(sc.memo.memorized.mean()) if len(kept) else math.nan},
         "selection": {"score": score, "gamma": gamma, "calibrate": calibrate, "thresholds": thresholds,
-                      "weights": weights},
+                      "weights": weights, "rule": "clean" if clean else "keep-fraction", "cleaning": cleaning},
         "scoring": sc.info,
         "feature_space": "classifier penultimate layer",
         "note": FEATURE_SPACE_NOTE,
