@@ -111,8 +111,9 @@ def test_experiment_folds_end_to_end_tiny(ood_setup, tmp_path):
         runs = out / "runs"
         cfg = {k: yaml.safe_load((runs / k / f"{fold}_seed0" / "config.yaml").read_text())
                for k in ("real", "ood", "random", "prior-shift", "cmo")}
-        # 7 of 13 per class, less VASC_bgcopy where its background is reported (below)
-        assert cfg["ood"]["n_train_synthetic"] == cfg["random"]["n_train_synthetic"] in (13, 14)
+        # 7 of 13 per class, less VASC_bgcopy where its background is reported (below) and DF_copy where the image
+        # it copies is reported (a near-copy of a reported image)
+        assert cfg["ood"]["n_train_synthetic"] == cfg["random"]["n_train_synthetic"] in (12, 13, 14)
         assert cfg["ood"]["synthetic_ratio"] == 0.5 and cfg["ood"]["synthetic_weight"] == 0.5
         assert cfg["prior-shift"]["synthetic_draws_per_epoch"] == 0
         assert cfg["prior-shift"]["loss_class_counts"] == cfg["ood"]["loss_class_counts"]
@@ -169,3 +170,41 @@ def test_method_comparison_on_the_same_protocol(ood_setup, tmp_path):
             assert 0 <= float(z["posthoc_tau"]) <= 2
     assert n == 100  # every image reported once
     assert "Best by mean balanced accuracy" in (out / "comparison.md").read_text()
+
+
+def test_additive_dose_with_cleaning_and_its_replay_control(ood_setup, tmp_path):
+    import yaml
+
+    _, npz, gen = ood_setup
+    out = tmp_path / "exp_add"
+    args = ["experiment-augment", "--data", str(npz), "--candidates", str(gen), "--out", str(out), "--folds", "2",
+            "--seeds", "0", "--arms", "real,prior-shift,random,ood", "--backbone", "test_resnet", "--epochs", "1",
+            "--batch-size", "32", "--threads", "1", "--bootstrap", "20", "--baseline", "ce",
+            "--synthetic-dose", "add", "--synthetic-ratio", "0.25", "--synthetic-weight", "0.3",
+            "--clean", "--clean-band", "0,2", "--quiet"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    from tailsynth.data import load_source
+
+    train = load_source(npz).split("train")
+    copied = next(r.image_id for r in train.records if r.label == "DF")  # the fixture's DF_copy copies it
+    for fold in ("fold0", "fold1"):
+        cfg = {k: yaml.safe_load((out / "runs" / k / f"{fold}_seed0" / "config.yaml").read_text())
+               for k in ("real", "ood", "random", "prior-shift")}
+        assert cfg["ood"]["synthetic_dose"] == "add" and cfg["prior-shift"]["synthetic_dose"] == "replay"
+        assert cfg["ood"]["synthetic_weight"] == 0.3
+        # added: the real part of the epoch is (a)'s, synthetic draws on top; replay has the same totals, all real
+        real_counts = cfg["real"]["loss_class_counts"]
+        ood_counts = cfg["ood"]["loss_class_counts"]
+        assert sum(ood_counts.values()) == sum(real_counts.values()) + cfg["ood"]["synthetic_draws_per_epoch"]
+        assert cfg["ood"]["synthetic_draws_per_epoch"] > 0
+        assert cfg["prior-shift"]["synthetic_draws_per_epoch"] == 0
+        assert cfg["prior-shift"]["loss_class_counts"] == ood_counts
+        assert cfg["random"]["n_train_synthetic"] == cfg["ood"]["n_train_synthetic"]
+        man = (out / "selection" / f"{fold}_seed0" / "ood_g0p40.csv").read_text()
+        assert "_out_" not in man  # cleaning dropped the off-class noise
+        # the copy of a real image is never used: memorized where it is a training image, excluded where reported
+        assert "DF_copy" not in man
+        if _manifest(out / "splits" / f"{fold}.csv").get(copied) == "test":
+            kept = json.loads((out / "selection" / "kept_counts.json").read_text())[f"{fold}_seed0"]
+            assert kept["ood excluded (near-copy of a reported image)"] >= 1

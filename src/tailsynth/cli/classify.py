@@ -95,7 +95,7 @@ def evaluate_cmd(
 
 
 def experiment_cmd(
-    data: Path = typer.Option(..., "--data", help="ISIC 2019 folder or MedMNIST .npz"),
+    data: Path = typer.Option(..., "--data", help="ISIC 2019 folder, HAM10000 folder or MedMNIST .npz"),
     out: Path = typer.Option(..., "--out"),
     methods: str | None = typer.Option(None, "--methods", help="comma list (default: all)"),
     seeds: str = typer.Option("0,1,2", "--seeds", help="comma list"),
@@ -109,6 +109,8 @@ def experiment_cmd(
     inner_val: float = typer.Option(0.15, "--inner-val", help="with --folds: inner split share"),
     bootstrap: int = typer.Option(1000, "--bootstrap", help="with --folds: bootstrap resamples"),
     batch_size: int | None = typer.Option(None, "--batch-size"),
+    resolution: int | None = typer.Option(None, "--resolution", help="px; default: the source's native size "
+                                                                     "(HAM10000: 64)"),
     device: str | None = typer.Option(None, "--device"),
     jobs: int = typer.Option(1, "--jobs", help="with --folds: training runs in parallel worker processes"),
     threads: int | None = typer.Option(None, "--threads"),
@@ -119,7 +121,8 @@ def experiment_cmd(
 
     record_run(out, "experiment", dict(locals()))
 
-    kw = {k: v for k, v in (("threads", threads), ("batch_size", batch_size), ("device", device)) if v is not None}
+    kw = {k: v for k, v in (("threads", threads), ("batch_size", batch_size), ("device", device),
+                            ("resolution", resolution)) if v is not None}
     with fail_cleanly():
         try:
             seed_list = [int(s) for s in _csv_list(seeds) or []]

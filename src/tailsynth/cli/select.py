@@ -76,6 +76,13 @@ def experiment_augment(
                                                     help="share of each class's draws that are synthetic "
                                                          "(default: the pooled share)"),
     synthetic_weight: float = typer.Option(1.0, "--synthetic-weight", help="loss weight of synthetic images"),
+    synthetic_dose: str = typer.Option("replace", "--synthetic-dose",
+                                       help="replace: synthetic draws take a share of the class totals; add: on top "
+                                            "of (a)'s real epoch, (c) then replays the same extra draws as real"),
+    clean: bool = typer.Option(False, "--clean", help="arms (e)/(f) keep what the cleaning rule keeps (ood.clean) "
+                                                      "instead of a --gamma fraction"),
+    clean_confidence: float = typer.Option(0.8, "--clean-confidence"),
+    clean_band: str = typer.Option("1,2", "--clean-band"),
     cmo_prob: float = typer.Option(0.5, "--cmo-prob", help="share of head-class images that get a pasted lesion"),
     mask_dir: Path | None = typer.Option(None, "--mask-dir", help="lesion masks from `tailsynth masks` for CMO "
                                                                     "(default: segmented on the fly)"),
@@ -113,7 +120,9 @@ def experiment_augment(
             data, candidates, out, baseline=baseline, arms=[a.strip() for a in arms.split(",") if a.strip()],
             folds=folds, seeds=seed_list, gamma=gamma, gammas=_floats(gammas),
             harmonized_candidates=harmonized_candidates, synthetic_ratio=synthetic_ratio,
-            synthetic_weight=synthetic_weight, cmo=cmo, backbone=backbone, epochs=epochs, resolution=resolution,
+            synthetic_weight=synthetic_weight, synthetic_dose=synthetic_dose,
+            clean={"confidence": clean_confidence, "band": _floats(clean_band)} if clean else None, cmo=cmo,
+            backbone=backbone, epochs=epochs, resolution=resolution,
             score=score, classifier=classifier, splits=splits, inner_val=inner_val, split_seed=split_seed,
             eval_data=eval_data, eval_split=eval_split, eval_splits=eval_splits, n_boot=bootstrap, jobs=jobs,
             collect_only=collect_only, quiet=quiet,

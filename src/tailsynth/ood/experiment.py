@@ -62,6 +62,35 @@ def random_matched(sc, counts: dict[str, int], seed: int = 0, allowed: np.ndarra
     return keep
 
 
+def copies_reported_images(sc, data, manifest: Path, pixel_size: int = 32) -> np.ndarray:
+    """Candidates that are near-copies of an image of the replicate's reported part. Memorization is checked
+    against the training images; a synthesizer trained on lesions that a fold reports can also re-emit one of
+    those, which would put a reported image into training. Same descriptor and threshold as the memorization
+    check (ood.memorize)."""
+    from ..data import load_source
+    from .memorize import descriptor_nn, descriptors, pixel_vectors
+    from .select import _shrink
+
+    ds = load_source(data, splits=manifest)
+    if "test" not in ds.splits or not len(sc.ids):
+        return np.zeros(len(sc.ids), bool)
+    res = int(sc.info["resolution"])
+    x, _ = ds.split("test").arrays(res)
+    d, _ = descriptor_nn(descriptors(pixel_vectors(_shrink(sc.images, pixel_size))),
+                         descriptors(pixel_vectors(_shrink(x, pixel_size))))
+    return d <= sc.memo.copy_threshold
+
+
+def _clean_kept(sc, options: dict) -> np.ndarray:
+    from .clean import DEFAULT_BAND, DEFAULT_CONFIDENCE, Prototypes, clean_mask
+
+    protos = Prototypes.fit(sc.train_features, sc.train_cls, len(sc.class_names))
+    kept, _ = clean_mask(sc.features, sc.probs, sc.cls_idx, sc.memo.memorized, protos,
+                         confidence=options.get("confidence", DEFAULT_CONFIDENCE),
+                         band=tuple(options.get("band", DEFAULT_BAND)))
+    return kept
+
+
 def touches_reported_images(folder, ids: list[str], manifest: Path, data=None) -> np.ndarray:
     """Candidates painted on (or harmonized from) a lesion of the replicate's reported part: they would carry
     a reported lesion's pixels into training, so they are never used in that replicate. With `data`, images are
@@ -137,14 +166,20 @@ def _run_tasks(tasks: list[dict], jobs: int, log) -> list[dict]:
 def run_augmentation_experiment(data, candidates, out, *, baseline: str = "class-balanced-sampler",
                                 arms=ARMS, folds: int | None = None, seeds=(0,), gamma: float = 0.4,
                                 gammas=(), harmonized_candidates=None, synthetic_ratio: float | None = None,
-                                synthetic_weight: float = 1.0, cmo: dict | None = None,
+                                synthetic_weight: float = 1.0, synthetic_dose: str = "replace",
+                                clean: dict | None = None, cmo: dict | None = None,
                                 backbone: str = "resnet18", epochs: int | None = None,
                                 resolution: int | None = None, score: str = "mahalanobis", classifier=None,
                                 splits=None, inner_val: float = 0.15, split_seed: int = 0, eval_data=None,
                                 eval_split: str = "test", eval_splits=None, tail=DEFAULT_TAIL,
                                 n_boot: int = 1000, train_kw: dict | None = None, quiet: bool = False,
                                 jobs: int = 1, collect_only: bool = False) -> dict:
-    """Train (or, with collect_only, only gather finished) runs of every arm; write results.json and table.md."""
+    """Train (or, with collect_only, only gather finished) runs of every arm; write results.json and table.md.
+
+    `synthetic_dose` "add": synthetic draws come on top of (a)'s real epoch, and (c) is its replay control (the same
+    extra draws, all real); "replace": they take a share of the class totals and (c) is the prior-shift control.
+    `clean` (a dict of `select_candidates`' clean_* options, may be empty): arms (e)/(f) keep what the cleaning rule
+    keeps instead of a gamma fraction; (d) still matches (e)'s counts."""
     from .select import _jsonable, choose, quality_summary, score_candidates, write_manifest
 
     arms = list(arms)
@@ -172,7 +207,7 @@ def run_augmentation_experiment(data, candidates, out, *, baseline: str = "class
     common = {"backbone": backbone, "loss": base["loss"], "sampler": base["sampler"], "epochs": epochs,
               "resolution": resolution, "split_seed": split_seed, "quiet": True, "write_reports": False,
               **base["train_kw"], **(train_kw or {})}
-    syn = {"synthetic_ratio": synthetic_ratio, "synthetic_weight": synthetic_weight}
+    syn = {"synthetic_ratio": synthetic_ratio, "synthetic_weight": synthetic_weight, "synthetic_dose": synthetic_dose}
     reps = make_replicates(data, out, folds=folds, seeds=[int(s) for s in seeds], splits=splits,
                            inner_val=inner_val, split_seed=split_seed)
     config = {"data": str(data), "candidates": str(candidates) if candidates else None,
@@ -226,8 +261,11 @@ def run_augmentation_experiment(data, candidates, out, *, baseline: str = "class
             sc = score_candidates(folder, data, scorer, splits=rep.manifest)
             leak = touches_reported_images(folder, sc.ids, rep.manifest, data)
             kept_counts.setdefault(rep.tag, {})[f"{kind} excluded (background or source reported)"] = int(leak.sum())
+            copies = copies_reported_images(sc, data, rep.manifest) & ~leak
+            kept_counts[rep.tag][f"{kind} excluded (near-copy of a reported image)"] = int(copies.sum())
+            leak |= copies
             for g in [gamma, *(gammas if kind == "ood" else [])]:
-                kept, _, _ = choose(sc, gamma=g, score=score)
+                kept = _clean_kept(sc, clean) if clean is not None else choose(sc, gamma=g, score=score)[0]
                 kept &= ~leak
                 write_manifest(sc.paths, sc.classes, kept, sel / f"{kind}_{_gtag(g)}.csv")
                 counts = {c: int(((np.array(sc.classes) == c) & kept).sum()) for c in sorted(set(sc.classes))}
@@ -242,9 +280,10 @@ def run_augmentation_experiment(data, candidates, out, *, baseline: str = "class
         if "random" in arms:
             tasks.append(task("random", rep, synthetic_manifest=str(sel / f"random_{_gtag(gamma)}.csv"), **syn))
         if "prior-shift" in arms:
-            # (e)'s synthetic set fixes the class draws; ratio 0 fills every one of them with a real image.
-            tasks.append(task("prior-shift", rep, synthetic_manifest=str(sel / f"ood_{_gtag(gamma)}.csv"),
-                              synthetic_ratio=0.0))
+            # (e)'s synthetic set fixes the class draws; every one of them is filled with a real image.
+            control = ({"synthetic_dose": "replay", "synthetic_ratio": synthetic_ratio} if synthetic_dose == "add"
+                       else {"synthetic_ratio": 0.0})
+            tasks.append(task("prior-shift", rep, synthetic_manifest=str(sel / f"ood_{_gtag(gamma)}.csv"), **control))
         if "harmonized" in arms:
             tasks.append(task("harmonized", rep, synthetic_manifest=str(sel / f"harmonized_{_gtag(gamma)}.csv"),
                               **syn))
