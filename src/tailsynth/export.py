@@ -8,6 +8,10 @@ Repository layout (the KServe `storageUri` is REPO itself, the root, and request
   REPO/lesion-classifier/config.pbtxt
   REPO/lesion-classifier/labels.txt, model_card.json, model_card.md, serving.json[, embedding.npz]
   REPO/lesion-classifier/<version>/model.onnx            (+ model.py when target == "local")
+and the ensemble that takes image files instead of pixels (`tailsynth serve --mode ensemble`, write_ensemble):
+  REPO/preprocess/{config.pbtxt, <version>/model.py, <version>/tailsynth/...}    (python backend, both targets)
+  REPO/postprocess/{config.pbtxt, <version>/model.py, <version>/tailsynth/...[, embedding.npz]}
+  REPO/lesion-classifier-e2e/{config.pbtxt, <version>/}   (platform ensemble)
 target "cluster": platform onnxruntime_onnx (GPU instances, optional TensorRT accelerator).
 target "local": backend "python" running onnxruntime inside the python backend, because the tritonserver
 binary shipped in nvidia-pytriton has only the python backend. That is the one difference between the two.
@@ -262,6 +266,161 @@ def triton_config(*, classes: Sequence[str], resolution: int, feature_dim: int, 
     return "\n".join(head + body) + "\n"
 
 
+# ---- the ensemble: image bytes in, probabilities and class names out, all inside Triton ------------------------
+ENSEMBLE_NAME = "lesion-classifier-e2e"
+PREPROCESS_NAME = "preprocess"
+POSTPROCESS_NAME = "postprocess"
+# What the preprocess and postprocess models import from tailsynth. The export copies these files beside their
+# model.py (the python backend puts the version folder on sys.path), so the repository carries the library's own
+# decode, admission checks and records: the same code as the transformer's, not a second implementation.
+# tests/serving/test_export.py checks that the copy imports on its own.
+VENDORED_MODULES = ("__init__.py", "errors.py", "hashing.py", "predictions.py", "monitor/__init__.py",
+                    "monitor/records.py", "serve/__init__.py", "serve/images.py", "serve/records.py")
+
+
+def _params(params: dict) -> list[str]:
+    return [f'parameters {{ key: "{k}" value: {{ string_value: "{v}" }} }}' for k, v in params.items()]
+
+
+def _check_instances(**counts: int) -> None:
+    bad = {k: v for k, v in counts.items() if v < 1}
+    if bad:
+        raise ConfigError(", ".join(f"{k} {v}" for k, v in bad.items()) + ": must be >= 1")
+
+
+def preprocess_config(*, resolution: int, limits=None, instances: int = 2, jpeg_draft: bool = False,
+                      execution_env: str | None = None) -> str:
+    """config.pbtxt of the preprocess model: BYTES [N] -> pixels uint8 [N, R, R, 3] and image_sha256 BYTES [N].
+
+    Not batched by Triton (max_batch_size 0): a request's images are one unit of admission (its pixel budget),
+    so requests must not be merged before the checks. Its instances are the decode concurrency; two by default,
+    so one large request never holds the only decoder (tailsynth/serve/triton_preprocess_model.py)."""
+    from .serve.images import Limits
+
+    _check_instances(preprocess_instances=instances)
+    lim = limits or Limits()
+    params = {"resolution": str(int(resolution)), "jpeg_draft": "1" if jpeg_draft else "0"}
+    params.update({k: str(v) for k, v in lim.__dict__.items()})
+    if execution_env:
+        params["EXECUTION_ENV_PATH"] = execution_env
+    lines = [f'name: "{PREPROCESS_NAME}"', 'backend: "python"', "max_batch_size: 0",
+             "input [",
+             f'  {{ name: "{INPUT_NAME}" data_type: TYPE_STRING dims: [ -1 ] }}',
+             "]",
+             "output [",
+             f'  {{ name: "pixels" data_type: TYPE_UINT8 dims: {_dims([-1, resolution, resolution, 3])} }},',
+             '  { name: "image_sha256" data_type: TYPE_STRING dims: [ -1 ] }',
+             "]",
+             "instance_group [",
+             f"  {{ count: {int(instances)} kind: KIND_CPU }}",
+             "]",
+             *_params(params)]
+    return "\n".join(lines) + "\n"
+
+
+def postprocess_config(*, classes: Sequence[str], resolution: int, feature_dim: int, version: str,
+                       instances: int = 1, execution_env: str | None = None) -> str:
+    """config.pbtxt of the postprocess model: probabilities, features, pixels, hashes -> class names and the
+    request id; it writes the prediction records (tailsynth/serve/triton_postprocess_model.py)."""
+    _check_instances(postprocess_instances=instances)
+    params = {"classes": ",".join(classes), "model_version": version}
+    if execution_env:
+        params["EXECUTION_ENV_PATH"] = execution_env
+    lines = [f'name: "{POSTPROCESS_NAME}"', 'backend: "python"', "max_batch_size: 0",
+             "input [",
+             f'  {{ name: "probabilities" data_type: TYPE_FP32 dims: {_dims([-1, len(classes)])} }},',
+             f'  {{ name: "features" data_type: TYPE_FP32 dims: {_dims([-1, feature_dim])} }},',
+             f'  {{ name: "pixels" data_type: TYPE_UINT8 dims: {_dims([-1, resolution, resolution, 3])} }},',
+             '  { name: "image_sha256" data_type: TYPE_STRING dims: [ -1 ] }',
+             "]",
+             "output [",
+             '  { name: "class" data_type: TYPE_STRING dims: [ -1 ] },',
+             '  { name: "request_id" data_type: TYPE_STRING dims: [ 1 ] }',
+             "]",
+             "instance_group [",
+             f"  {{ count: {int(instances)} kind: KIND_CPU }}",
+             "]",
+             *_params(params)]
+    return "\n".join(lines) + "\n"
+
+
+def ensemble_config(*, classes: Sequence[str], resolution: int, version: str) -> str:
+    """config.pbtxt of lesion-classifier-e2e: BYTES `image` [N] -> `probabilities` FP32 [N, C], `class` BYTES [N],
+    `request_id` BYTES [1]: preprocess -> lesion-classifier (dynamically batched across requests) -> postprocess.
+
+    The ensemble itself is not batched (max_batch_size 0, shapes carry N): a request's N images stay one unit
+    through preprocess and postprocess, and the classifier's dynamic batcher merges concurrent requests."""
+    steps = [
+        (PREPROCESS_NAME, {INPUT_NAME: INPUT_NAME}, {"pixels": "pixels", "image_sha256": "image_sha256"}),
+        (MODEL_NAME, {INPUT_NAME: "pixels"}, {"probabilities": "probabilities", "features": "features"}),
+        (POSTPROCESS_NAME, {"probabilities": "probabilities", "features": "features", "pixels": "pixels",
+                            "image_sha256": "image_sha256"}, {"class": "class", "request_id": "request_id"}),
+    ]
+    body = [f'name: "{ENSEMBLE_NAME}"', 'platform: "ensemble"', "max_batch_size: 0",
+            "input [",
+            f'  {{ name: "{INPUT_NAME}" data_type: TYPE_STRING dims: [ -1 ] }}',
+            "]",
+            "output [",
+            f'  {{ name: "probabilities" data_type: TYPE_FP32 dims: {_dims([-1, len(classes)])} }},',
+            '  { name: "class" data_type: TYPE_STRING dims: [ -1 ] },',
+            '  { name: "request_id" data_type: TYPE_STRING dims: [ 1 ] }',
+            "]",
+            "ensemble_scheduling {",
+            "  step ["]
+    for i, (model, inputs, outputs) in enumerate(steps):
+        body.append(f'    {{ model_name: "{model}" model_version: -1')
+        body += [f'      input_map {{ key: "{k}" value: "{v}" }}' for k, v in inputs.items()]
+        body += [f'      output_map {{ key: "{k}" value: "{v}" }}' for k, v in outputs.items()]
+        body.append("    }" + ("," if i < len(steps) - 1 else ""))
+    body += ["  ]", "}"]
+    # Read back by `tailsynth serve --mode ensemble` and by clients (GET /v2/models/lesion-classifier-e2e/config):
+    # the class order of `probabilities`, and which model answered.
+    body += _params({"classes": ",".join(classes), "model_version": version, "resolution": str(int(resolution))})
+    return "\n".join(body) + "\n"
+
+
+def _vendor_library(dst: Path) -> None:
+    src = Path(__file__).parent
+    for rel in VENDORED_MODULES:
+        (dst / "tailsynth" / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src / rel, dst / "tailsynth" / rel)
+
+
+def write_ensemble(out: str | Path, *, classes: Sequence[str], resolution: int, feature_dim: int, version: str,
+                   triton_version: int = 1, preprocess_instances: int = 2, postprocess_instances: int = 1,
+                   jpeg_draft: bool = False, limits=None, embedding: Path | None = None) -> list[Path]:
+    """The ensemble's three entries beside REPO/lesion-classifier: preprocess/, postprocess/ (python backend,
+    model.py and the vendored library) and lesion-classifier-e2e/ (an empty version folder, as Triton wants)."""
+    out = Path(out)
+    serve_dir = Path(__file__).parent / "serve"
+    written = []
+    for name, source, cfg in (
+            (PREPROCESS_NAME, "triton_preprocess_model.py",
+             preprocess_config(resolution=resolution, limits=limits, instances=preprocess_instances,
+                               jpeg_draft=jpeg_draft)),
+            (POSTPROCESS_NAME, "triton_postprocess_model.py",
+             postprocess_config(classes=classes, resolution=resolution, feature_dim=feature_dim, version=version,
+                                instances=postprocess_instances))):
+        mdir = out / name
+        if mdir.exists():
+            shutil.rmtree(mdir)
+        vdir = mdir / str(int(triton_version))
+        vdir.mkdir(parents=True)
+        shutil.copy2(serve_dir / source, vdir / "model.py")
+        _vendor_library(vdir)
+        (mdir / "config.pbtxt").write_text(cfg)
+        written.append(mdir)
+    post = out / POSTPROCESS_NAME
+    if embedding is not None and Path(embedding).is_file():
+        shutil.copy2(embedding, post / "embedding.npz")
+    edir = out / ENSEMBLE_NAME
+    if edir.exists():
+        shutil.rmtree(edir)
+    (edir / str(int(triton_version))).mkdir(parents=True)
+    (edir / "config.pbtxt").write_text(ensemble_config(classes=classes, resolution=resolution, version=version))
+    return written + [edir]
+
+
 def _python_model_source() -> str:
     return (Path(__file__).parent / "serve" / "triton_python_model.py").read_text()
 
@@ -270,10 +429,12 @@ def export_model(model: str | Path, out: str | Path, target: str = "local", *, m
                  preferred_batch_sizes: Sequence[int] | None = None, max_queue_delay_us: int | None = None,
                  instances: int = 1, tensorrt: bool = False, triton_version: int = 1,
                  parity_tolerance: float = PARITY_TOLERANCE, ort_threads: int = 0,
-                 ort_spinning: bool = False) -> dict:
+                 ort_spinning: bool = False, preprocess_instances: int = 2) -> dict:
     """MODEL_DIR -> Triton model repository at OUT (the repository root). Returns a summary incl. parity.
 
-    Batching and thread settings: see triton_config (None = the target's default)."""
+    Batching and thread settings: see triton_config (None = the target's default). Beside the model it writes
+    the ensemble lesion-classifier-e2e (write_ensemble: image bytes in, decoded inside Triton), served by
+    `tailsynth serve --mode ensemble`; preprocess_instances is its decode concurrency."""
     import torch
 
     from .classify.model import load_classifier
@@ -321,9 +482,14 @@ def export_model(model: str | Path, out: str | Path, target: str = "local", *, m
                "resolution": int(meta.resolution), "input": INPUT_NAME, "outputs": list(OUTPUTS),
                "feature_dim": feature_dim, "triton_version": int(triton_version), "target": target,
                "embedding_projection": "embedding.npz" if proj.is_file() else None}
+    serving["ensemble"] = ENSEMBLE_NAME
     (mdir / "serving.json").write_text(json.dumps(serving, indent=2) + "\n")
+    write_ensemble(out, classes=meta.classes, resolution=int(meta.resolution), feature_dim=feature_dim,
+                   version=version, triton_version=triton_version, preprocess_instances=preprocess_instances,
+                   embedding=proj if proj.is_file() else None)
     return {"repository": str(Path(out)), "model_name": MODEL_NAME, "model_version": version, "target": target,
-            "onnx": str(onnx_path), "parity": parity, "config": str(mdir / "config.pbtxt")}
+            "onnx": str(onnx_path), "parity": parity, "config": str(mdir / "config.pbtxt"),
+            "ensemble": ENSEMBLE_NAME}
 
 
 def reconfigure_repository(repo: str | Path, out: str | Path, **settings) -> Path:
