@@ -214,6 +214,31 @@ class TransformerCore:
         return top
 
 
+def io_metadata(classes) -> tuple[list[dict], list[dict]]:
+    """The v2 metadata of the endpoint's inputs and outputs (what a client sends and gets back, not the predictor's
+    uint8 tensors), so `get_model_metadata` tells a client to send a BYTES `image` of encoded files."""
+    inputs = [{"name": "image", "datatype": "BYTES", "shape": [-1]}]
+    outputs = [{"name": "probabilities", "datatype": "FP32", "shape": [-1, len(classes)]},
+               {"name": "class", "datatype": "BYTES", "shape": [-1]}]
+    return inputs, outputs
+
+
+def model_config(name: str, info: dict) -> dict:
+    """GET /v2/models/NAME/config of the transformer, in Triton's JSON form (kserve has no such route): the same
+    inputs and outputs as the metadata, and the parameters the export writes into the predictor's config."""
+    inputs, outputs = io_metadata(info["classes"])
+
+    def tensor(t):
+        return {"name": t["name"], "data_type": "TYPE_STRING" if t["datatype"] == "BYTES" else f"TYPE_{t['datatype']}",
+                "dims": t["shape"]}
+
+    return {"name": name, "platform": "tailsynth_transformer", "max_batch_size": 0,
+            "input": [tensor(t) for t in inputs], "output": [tensor(t) for t in outputs],
+            "parameters": {"classes": {"string_value": ",".join(info["classes"])},
+                           "model_version": {"string_value": info["model_version"]},
+                           "resolution": {"string_value": str(info["resolution"])}}}
+
+
 @functools.lru_cache(maxsize=4)
 def _probe_input(resolution: int) -> np.ndarray:
     return np.full((1, resolution, resolution, 3), 128, np.uint8)
@@ -234,6 +259,12 @@ def transformer_class():
             self.core.load()
             self.ready = True
             return self.ready
+
+        def get_input_types(self) -> list[dict]:
+            return io_metadata(self.core.info["classes"])[0]
+
+        def get_output_types(self) -> list[dict]:
+            return io_metadata(self.core.info["classes"])[1]
 
         async def preprocess(self, payload, headers: dict[str, str] = None) -> dict:
             try:
@@ -494,7 +525,8 @@ def run(*, backend: str = "triton", repo: str | None = None, predictor_host: str
     app.add_middleware(V2BinaryBytesAdapter)
     app.add_middleware(GuardMiddleware, token=token, max_body_bytes=limits.max_body_bytes, admin_token=admin_token,
                        repository_control=repository_control, max_header_bytes=max_header_bytes,
-                       max_inflight=max_inflight, health=health, model_name=model_name)
+                       max_inflight=max_inflight, health=health, model_name=model_name,
+                       model_config=lambda: model_config(model_name, core.info))
     server.start([model])
     return server.exit_code
 
