@@ -173,6 +173,19 @@ def triton_server(triton_env, local_repo, tmp_path_factory):  # triton_env first
 
 
 @pytest.fixture(scope="session")
+def ensemble_server(triton_env, local_repo, tmp_path_factory):
+    """`tailsynth serve --mode ensemble`: Triton alone on the port, serving lesion-classifier-e2e."""
+    s = Server(local_repo, "triton", "s3cret", tmp_path_factory.mktemp("ensemble") / "predictions.jsonl",
+               extra=("--mode", "ensemble")).wait_ready()
+    yield s
+    rc = s.stop()
+    assert rc == 0, s.log()[-3000:]
+    import serving_checks
+
+    assert not serving_checks.listen_addresses(s.port), "tritonserver still listening after SIGTERM"
+
+
+@pytest.fixture(scope="session")
 def isic_images(isic_sample) -> list[Path]:
     files = sorted((isic_sample / "ISIC_2019_Training_Input").glob("*.jpg"))
     return files[::max(1, len(files) // 24)][:24]

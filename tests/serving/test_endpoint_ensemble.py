@@ -1,0 +1,98 @@
+"""`tailsynth serve --mode ensemble`: clients on Triton's own v2 endpoint, lesion-classifier-e2e decoding inside
+Triton (the real tritonserver binary from nvidia-pytriton), with the transformer's answers, auth and records."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+import serving_checks as chk
+
+pytestmark = pytest.mark.triton
+E2E = chk.ENSEMBLE
+
+
+def test_real_isic_jpegs_same_as_torch(ensemble_server, torch_model, isic_images):
+    chk.assert_ensemble_same_as_torch(ensemble_server, torch_model, [p.read_bytes() for p in isic_images])
+
+
+def test_dermamnist_pngs_same_as_torch(ensemble_server, torch_model, dermamnist_pngs):
+    chk.assert_ensemble_same_as_torch(ensemble_server, torch_model, dermamnist_pngs)
+
+
+def test_metadata_and_config_of_every_served_model(ensemble_server):
+    s, n = ensemble_server, 7
+    chk.assert_metadata_lists_io(s.url, s.token, E2E, {"image": ("BYTES", [-1])},
+                                 {"probabilities": ("FP32", [-1, n]), "class": ("BYTES", [-1])})
+    chk.assert_metadata_lists_io(s.url, s.token, "preprocess", {"image": ("BYTES", [-1])},
+                                 {"pixels": ("UINT8", [-1, 32, 32, 3])})
+    chk.assert_metadata_lists_io(s.url, s.token, "lesion-classifier", {"image": ("UINT8", [-1, 32, 32, 3])},
+                                 {"probabilities": ("FP32", [-1, n])})
+    chk.assert_metadata_lists_io(s.url, s.token, "postprocess", {"probabilities": ("FP32", [-1, n])},
+                                 {"class": ("BYTES", [-1])})
+    from tailsynth.serve.client import request_json
+
+    code, body = request_json(s.url, f"/v2/models/{E2E}", None, None, method="GET")
+    assert code == 403 and "restricted" in body["error"]  # metadata needs the token too
+
+
+def test_roles_health_and_loopback(ensemble_server):
+    from tailsynth.serve.client import request_json
+
+    s = ensemble_server
+    for token in (None, "wrong"):
+        code, body = chk.ensemble_infer(s.url, token, [chk.jpeg(0)])
+        assert code == 403 and "Authorization" in body["error"] and "s3cret" not in body["error"]
+    for token in (s.token, None):  # model-repository control: nobody from outside
+        code, _ = request_json(s.url, f"/v2/repository/models/{E2E}/unload", b"{}", token)
+        assert code == 403
+    code, _ = request_json(s.url, f"/v2/models/{E2E}/stats", None, s.token, method="GET")
+    assert code == 403  # statistics are for the admin key
+    for path in ("/v2/health/ready", "/v2/health/live", f"/v2/models/{E2E}/ready"):
+        assert request_json(s.url, path, None, None, method="GET")[0] == 200, path  # probes need no token
+    assert chk.listen_addresses(s.port) == {"127.0.0.1"}
+    chk.ensemble_predict(s.url, s.token, [chk.jpeg(0)])  # still serving, model still loaded
+
+
+def test_request_ids_and_records(ensemble_server, dermamnist_pngs):
+    from tailsynth.serve.records import read_records
+
+    s = ensemble_server
+    imgs = dermamnist_pngs[9:12]
+    _, _, rid = chk.ensemble_predict(s.url, s.token, imgs, request_id="client-id-1")
+    assert rid == "client-id-1"
+    _, _, rid_h = chk.ensemble_predict(s.url, s.token, imgs[:1], headers={"x-request-id": "abc<script>" + "x" * 1000})
+    assert rid_h.startswith("abcscriptxxx") and len(rid_h) == 128
+    _, _, rid_new = chk.ensemble_predict(s.url, s.token, imgs[1:2])
+    assert rid_new and rid_new not in (rid, rid_h)
+    chk.assert_records(s.records, imgs)
+    recs = read_records(s.records)
+    by_id = {}
+    for r in recs:
+        by_id.setdefault(r["request_id"], []).append(r)
+    assert [r["item"] for r in by_id["client-id-1"]] == [0, 1, 2]
+    assert [r["image_hash"] for r in by_id["client-id-1"]] == [hashlib.sha256(b).hexdigest() for b in imgs]
+    assert len(by_id[rid_h]) == 1 and len(by_id[rid_new]) == 1
+    assert {"brightness", "sharpness", "mean_r"} <= set(by_id[rid_new][0]["image_stats"])
+
+
+def test_survives_every_bad_input(ensemble_server):
+    chk.assert_ensemble_survives_bad_inputs(ensemble_server, chk.jpeg(0))
+
+
+def test_concurrent_requests_get_their_own_answers(ensemble_server, torch_model, dermamnist_pngs):
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    model, meta = torch_model
+    _, p_ref = chk.local_top1(model, meta, dermamnist_pngs)
+    jobs = [list(range(i, min(i + 1 + i % 3, len(dermamnist_pngs)))) for i in range(len(dermamnist_pngs))] * 3
+
+    def one(idx):
+        return idx, chk.ensemble_predict(ensemble_server.url, ensemble_server.token,
+                                         [dermamnist_pngs[i] for i in idx])[0]
+
+    with ThreadPoolExecutor(12) as ex:
+        for idx, p in ex.map(one, jobs):
+            assert np.abs(p - p_ref[idx]).max() < 1e-4, idx
