@@ -494,7 +494,8 @@ def export_model(model: str | Path, out: str | Path, target: str = "local", *, m
 
 def reconfigure_repository(repo: str | Path, out: str | Path, **settings) -> Path:
     """A copy of an exported repository at OUT whose config.pbtxt has other Triton settings (triton_config's
-    keyword arguments: batching, instances, onnxruntime threads), without exporting the model again.
+    keyword arguments: batching, instances, onnxruntime threads; and preprocess_instances, the ensemble's decoder
+    count), without exporting the model again.
 
     Files are hard-linked where the file system allows (model.onnx is the bulk), so variants cost no disk."""
     import os
@@ -510,10 +511,17 @@ def reconfigure_repository(repo: str | Path, out: str | Path, **settings) -> Pat
         except OSError:
             shutil.copy2(a, b)
 
-    shutil.copytree(src / MODEL_NAME, dst / MODEL_NAME, copy_function=link_or_copy)
+    pre_instances = settings.pop("preprocess_instances", None)
+    for name in (MODEL_NAME, PREPROCESS_NAME, POSTPROCESS_NAME, ENSEMBLE_NAME):
+        if (src / name).is_dir():  # the ensemble's entries travel along (repositories exported before: none)
+            shutil.copytree(src / name, dst / name, copy_function=link_or_copy)
     cfg = dst / MODEL_NAME / "config.pbtxt"
     cfg.unlink()  # a hard link: writing in place would change the source repository too
     cfg.write_text(triton_config(classes=info["classes"], resolution=int(info["resolution"]),
                                  feature_dim=int(info["feature_dim"]), version=info["model_version"],
                                  target=info["target"], **settings))
+    if pre_instances is not None and (dst / PREPROCESS_NAME).is_dir():
+        pcfg = dst / PREPROCESS_NAME / "config.pbtxt"
+        pcfg.unlink()
+        pcfg.write_text(preprocess_config(resolution=int(info["resolution"]), instances=int(pre_instances)))
     return dst
