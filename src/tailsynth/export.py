@@ -31,6 +31,7 @@ from .classify.metadata import ClassifierMeta
 from .errors import ConfigError
 from .formatting import fmt
 from .hashing import model_version
+from .serve.backends import ENSEMBLE_NAME, POSTPROCESS_NAME, PREPROCESS_NAME
 
 MODEL_NAME = "lesion-classifier"
 INPUT_NAME = "image"
@@ -267,11 +268,8 @@ def triton_config(*, classes: Sequence[str], resolution: int, feature_dim: int, 
 
 
 # ---- the ensemble: image bytes in, probabilities and class names out, all inside Triton ------------------------
-ENSEMBLE_NAME = "lesion-classifier-e2e"
-PREPROCESS_NAME = "preprocess"
-POSTPROCESS_NAME = "postprocess"
 # What the preprocess and postprocess models import from tailsynth. The export copies these files beside their
-# model.py (the python backend puts the version folder on sys.path), so the repository carries the library's own
+# model.py (the python backend puts the version folder on the import path), so the repository carries the library's own
 # decode, admission checks and records: the same code as the transformer's, not a second implementation.
 # tests/serving/test_export.py checks that the copy imports on its own.
 VENDORED_MODULES = ("__init__.py", "errors.py", "hashing.py", "predictions.py", "monitor/__init__.py",

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, MissingInputError
-from ..export import ENSEMBLE_NAME, MODEL_NAME, POSTPROCESS_NAME, PREPROCESS_NAME
+from .backends import ENSEMBLE_NAME, MODEL_NAME, POSTPROCESS_NAME, PREPROCESS_NAME
 
 log = logging.getLogger("tailsynth.ensemble")
 

@@ -3,7 +3,7 @@
 BYTES image files (shape [N]) -> uint8 N x R x R x 3 (`pixels`) and their SHA-256 (`image_sha256`), with the very
 decode, resize and admission checks of the KServe transformer: `tailsynth.serve.images.open_batch` and
 `decode_batch`. The export copies this file to REPO/preprocess/1/model.py and the few library modules it needs
-beside it (REPO/preprocess/1/tailsynth/...; the python backend puts the version folder on sys.path), so the
+beside it (REPO/preprocess/1/tailsynth/...; the python backend puts the version folder on the import path), so the
 repository carries its own preprocessing and a Triton without tailsynth installed can serve it.
 
 Refusals: a BadInput becomes an INVALID_ARG error, which Triton answers with HTTP 400 and the message naming
