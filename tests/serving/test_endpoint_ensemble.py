@@ -54,6 +54,35 @@ def test_roles_health_and_loopback(ensemble_server):
     chk.ensemble_predict(s.url, s.token, [chk.jpeg(0)])  # still serving, model still loaded
 
 
+def test_grpc_is_restricted_too(ensemble_server):
+    """Triton's gRPC port needs the same token, in the metadata key Triton derives from the configured one
+    (`triton-grpc-protocol-authorization`); tritonclient.grpc runs in its own process: it cannot meet kserve."""
+    import re
+    import subprocess
+    import sys
+
+    port = re.search(r"gRPC 127\.0\.0\.1:(\d+)", ensemble_server.log()).group(1)
+    code = f"""
+import numpy as np, sys, tritonclient.grpc as g
+c = g.InferenceServerClient("127.0.0.1:{port}")
+x = g.InferInput("image", [1], "BYTES"); x.set_data_from_numpy(np.array([open(sys.argv[1], "rb").read()], dtype=object))
+for h in (None, {{"authorization": "Bearer s3cret"}}, {{"triton-grpc-protocol-authorization": "Bearer wrong"}}):
+    try:
+        c.infer("{E2E}", [x], headers=h); print("open")
+    except g.InferenceServerException as e:
+        print("refused", e.status())
+print(c.infer("{E2E}", [x], headers={{"triton-grpc-protocol-authorization": "Bearer s3cret"}}).as_numpy("class")[0].decode())
+print(c.is_server_ready())
+"""
+    img = ensemble_server.records.parent / "grpc.jpg"
+    img.write_bytes(chk.jpeg(0))
+    out = subprocess.run([sys.executable, "-c", code, str(img)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.split()
+    assert lines[:6] == ["refused", "StatusCode.UNAVAILABLE"] * 3, out.stdout
+    assert lines[-2] in ("MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC") and lines[-1] == "True"  # health open
+
+
 def test_request_ids_and_records(ensemble_server, dermamnist_pngs):
     from tailsynth.serve.records import read_records
 

@@ -53,7 +53,8 @@ def triton_args(token: str | None, admin_key: str) -> list[str]:
     groups = [(INFERENCE_APIS, token)] if token else []
     groups.append((ADMIN_APIS, admin_key))
     for apis, key in groups:
-        # gRPC metadata keys are lower case; Triton compares the HTTP header name case-insensitively.
+        # gRPC metadata keys are lower case, and Triton prefixes the gRPC one: clients send
+        # `triton-grpc-protocol-authorization`. The HTTP header name is compared case-insensitively.
         args += [f"--http-restricted-api={apis}:Authorization=Bearer {key}",
                  f"--grpc-restricted-protocol={apis}:authorization=Bearer {key}"]
     return args
@@ -146,7 +147,8 @@ def serve_ensemble(repo: Path, *, port: int, token: str | None, records: str, ad
     sup = TritonSupervisor(repo, http_port=port, max_restarts=max_restarts, model_name=ENSEMBLE_NAME,
                            reload_models=MODELS, admin_headers=admin, models=MODELS,
                            extra_args=triton_args(token, admin_key), extra_env={"TAILSYNTH_RECORDS": records})
-    print(f"ensemble {ENSEMBLE_NAME} ready on {sup.tp.url}/v2/models/{ENSEMBLE_NAME} (triton log {sup.tp.log_path})",
+    print(f"ensemble {ENSEMBLE_NAME} ready on {sup.tp.url}/v2/models/{ENSEMBLE_NAME} (gRPC 127.0.0.1:"
+          f"{sup.tp.grpc_port}, metrics 127.0.0.1:{sup.tp.metrics_port}; triton log {sup.tp.log_path})",
           file=sys.stderr, flush=True)
 
     async def main() -> int:
