@@ -277,3 +277,20 @@ def test_client_errors_log_one_line_and_no_traceback(ort_server):
     assert "Traceback" not in new, new[-3000:]
     assert "not a decodable image" in new
     assert " 500" not in new, new[-3000:]
+
+
+# --- the ensemble mode's configuration errors (no server) ---
+
+def test_ensemble_mode_configuration_errors_are_named(local_repo, tmp_path):
+    import shutil
+
+    from tailsynth.serve.local import serve
+
+    with pytest.raises(ValueError, match="--mode ensemble .* needs --backend triton"):
+        serve(local_repo, backend="onnxruntime", mode="ensemble")
+    with pytest.raises(ValueError, match="--mode 'proxy': expected one of"):
+        serve(local_repo, mode="proxy")
+    old = tmp_path / "old-repo"  # exported before the ensemble existed: only the model
+    shutil.copytree(local_repo / MODEL, old / MODEL)
+    with pytest.raises(FileNotFoundError, match="no lesion-classifier-e2e ensemble; export the model again"):
+        serve(old, backend="triton", mode="ensemble", records=str(tmp_path / "p.jsonl"))
