@@ -341,8 +341,8 @@ def ensemble_target(url: str, images: list[bytes]) -> HttpTarget:
 
     bodies, headers = [], []
     for b in images:
-        inp = th.InferInput("image", [1], "BYTES")
-        inp.set_data_from_numpy(np.array([b], dtype=np.object_), binary_data=True)
+        inp = th.InferInput("image", [1, 1], "BYTES")  # a batch of one image file
+        inp.set_data_from_numpy(np.array([[b]], dtype=np.object_), binary_data=True)
         outs = [th.InferRequestedOutput("probabilities", binary_data=True),
                 th.InferRequestedOutput("class", binary_data=True)]
         body, h = _binary_body([inp], outs)

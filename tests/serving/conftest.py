@@ -109,6 +109,7 @@ class Server:
         self.records = records
         self.token = token
         self.log_path = records.parent / f"serve-{backend}-{self.port}.log"
+        self.ensemble = "ensemble" in extra
         cmd = [tailsynth_bin(), "serve", "--repo", str(repo), "--backend", backend, "--port", str(self.port),
                "--records", str(records), *extra]
         env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
@@ -124,6 +125,16 @@ class Server:
 
         try:
             wait_http_ready(f"{self.url}/v2/health/ready", self.proc, timeout)
+            if self.ensemble:
+                # Triton answers ready as soon as its models are loaded, a moment before `tailsynth serve` has
+                # finished starting it (and its supervision): wait for the launcher's own line.
+                import time
+
+                deadline = time.monotonic() + timeout
+                while "ensemble lesion-classifier-e2e ready on" not in self.log():
+                    if self.proc.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError("no ready line")
+                    time.sleep(0.1)
         except Exception:
             self.stop()
             raise RuntimeError(f"server did not start:\n{self.log()[-4000:]}")

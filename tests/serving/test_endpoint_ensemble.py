@@ -22,14 +22,15 @@ def test_dermamnist_pngs_same_as_torch(ensemble_server, torch_model, dermamnist_
 
 def test_metadata_and_config_of_every_served_model(ensemble_server):
     s, n = ensemble_server, 7
-    chk.assert_metadata_lists_io(s.url, s.token, E2E, {"image": ("BYTES", [-1])},
-                                 {"probabilities": ("FP32", [-1, n]), "class": ("BYTES", [-1])})
-    chk.assert_metadata_lists_io(s.url, s.token, "preprocess", {"image": ("BYTES", [-1])},
+    # Shapes as the v2 metadata gives them: the batch dimension first (-1), then the model's own dims.
+    chk.assert_metadata_lists_io(s.url, s.token, E2E, {"image": ("BYTES", [-1, 1])},
+                                 {"probabilities": ("FP32", [-1, n]), "class": ("BYTES", [-1, 1])})
+    chk.assert_metadata_lists_io(s.url, s.token, "preprocess", {"image": ("BYTES", [-1, 1])},
                                  {"pixels": ("UINT8", [-1, 32, 32, 3])})
     chk.assert_metadata_lists_io(s.url, s.token, "lesion-classifier", {"image": ("UINT8", [-1, 32, 32, 3])},
                                  {"probabilities": ("FP32", [-1, n])})
     chk.assert_metadata_lists_io(s.url, s.token, "postprocess", {"probabilities": ("FP32", [-1, n])},
-                                 {"class": ("BYTES", [-1])})
+                                 {"class": ("BYTES", [-1, 1])})
     from tailsynth.serve.client import request_json
 
     code, body = request_json(s.url, f"/v2/models/{E2E}", None, None, method="GET")
@@ -65,13 +66,13 @@ def test_grpc_is_restricted_too(ensemble_server):
     code = f"""
 import numpy as np, sys, tritonclient.grpc as g
 c = g.InferenceServerClient("127.0.0.1:{port}")
-x = g.InferInput("image", [1], "BYTES"); x.set_data_from_numpy(np.array([open(sys.argv[1], "rb").read()], dtype=object))
+x = g.InferInput("image", [1, 1], "BYTES"); x.set_data_from_numpy(np.array([[open(sys.argv[1], "rb").read()]], dtype=object))
 for h in (None, {{"authorization": "Bearer s3cret"}}, {{"triton-grpc-protocol-authorization": "Bearer wrong"}}):
     try:
         c.infer("{E2E}", [x], headers=h); print("open")
     except g.InferenceServerException as e:
         print("refused", e.status())
-print(c.infer("{E2E}", [x], headers={{"triton-grpc-protocol-authorization": "Bearer s3cret"}}).as_numpy("class")[0].decode())
+print(c.infer("{E2E}", [x], headers={{"triton-grpc-protocol-authorization": "Bearer s3cret"}}).as_numpy("class")[0, 0].decode())
 print(c.is_server_ready())
 """
     img = ensemble_server.records.parent / "grpc.jpg"
@@ -103,6 +104,34 @@ def test_request_ids_and_records(ensemble_server, dermamnist_pngs):
     assert [r["image_hash"] for r in by_id["client-id-1"]] == [hashlib.sha256(b).hexdigest() for b in imgs]
     assert len(by_id[rid_h]) == 1 and len(by_id[rid_new]) == 1
     assert {"brightness", "sharpness", "mean_r"} <= set(by_id[rid_new][0]["image_stats"])
+    # The supervisor's probes (one a second, with the key only it and Triton know) leave no record ...
+    assert "answers again" not in s.log() and not [r for r in recs if r["image_hash"] == "probe"]
+
+
+def test_a_guessed_probe_key_does_not_skip_the_records(ensemble_server):
+    """... and a client that sends the probe parameter with any other value gets its record as always."""
+    import urllib.request
+
+    import numpy as np
+    import tritonclient.http as th
+
+    from tailsynth.serve.records import read_records
+
+    s = ensemble_server
+    inputs = []
+    for name, dtype, arr in (("probabilities", "FP32", np.full((1, 7), 1 / 7, np.float32)),
+                             ("features", "FP32", np.zeros((1, 512), np.float32)),
+                             ("pixels", "UINT8", np.zeros((1, 32, 32, 3), np.uint8)),
+                             ("image_sha256", "BYTES", np.array([[b"guessed-probe"]], dtype=np.object_))):
+        t = th.InferInput(name, list(arr.shape), dtype)
+        t.set_data_from_numpy(arr, binary_data=True)
+        inputs.append(t)
+    body, n = th.InferenceServerClient.generate_request_body(inputs, parameters={"tailsynth_probe": "guess"})
+    req = urllib.request.Request(f"{s.url}/v2/models/postprocess/infer", data=body, method="POST",
+                                 headers={"Authorization": f"Bearer {s.token}", "Inference-Header-Content-Length": str(n)})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        assert r.status == 200
+    assert [r for r in read_records(s.records) if r["image_hash"] == "guessed-probe"]
 
 
 def test_survives_every_bad_input(ensemble_server):

@@ -113,15 +113,18 @@ def test_ensemble_configs_are_valid_triton_model_configs(local_repo):
     from tailsynth.export import ENSEMBLE_NAME, POSTPROCESS_NAME, PREPROCESS_NAME
 
     pre = _parse_pbtxt((local_repo / PREPROCESS_NAME / "config.pbtxt").read_text())
-    assert pre["backend"] == "python" and pre.get("maxBatchSize", 0) == 0
-    assert pre["input"][0] == {"name": "image", "dataType": "TYPE_STRING", "dims": ["-1"]}
-    assert {o["name"]: o["dims"] for o in pre["output"]} == {"pixels": ["-1", "32", "32", "3"], "image_sha256": ["-1"]}
+    # Batched steps: the dynamic batcher hands a stub every queued request in one call (export.py says why).
+    assert pre["backend"] == "python" and pre["maxBatchSize"] == 32 and "dynamicBatching" in pre
+    assert pre["input"][0] == {"name": "image", "dataType": "TYPE_STRING", "dims": ["1"]}
+    assert {o["name"]: o["dims"] for o in pre["output"]} == {"pixels": ["32", "32", "3"], "image_sha256": ["1"]}
     assert pre["parameters"]["max_request_pixels"]["stringValue"] == "64000000"
+    assert pre["instanceGroup"][0] == {"count": 2, "kind": "KIND_CPU"}
     post = _parse_pbtxt((local_repo / POSTPROCESS_NAME / "config.pbtxt").read_text())
     assert [i["name"] for i in post["input"]] == ["probabilities", "features", "pixels", "image_sha256"]
+    assert post["maxBatchSize"] == 32 and "dynamicBatching" in post
     ens = _parse_pbtxt((local_repo / ENSEMBLE_NAME / "config.pbtxt").read_text())
-    assert ens["platform"] == "ensemble"
-    assert ens["input"] == [{"name": "image", "dataType": "TYPE_STRING", "dims": ["-1"]}]
+    assert ens["platform"] == "ensemble" and ens["maxBatchSize"] == 32
+    assert ens["input"] == [{"name": "image", "dataType": "TYPE_STRING", "dims": ["1"]}]
     assert [(o["name"], o["dataType"]) for o in ens["output"]] == [
         ("probabilities", "TYPE_FP32"), ("class", "TYPE_STRING"), ("request_id", "TYPE_STRING")]
     steps = ens["ensembleScheduling"]["step"]

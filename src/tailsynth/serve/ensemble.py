@@ -13,7 +13,8 @@ What the transformer does in Python for every request happens here as follows:
   parameter), else a new one; the postprocess model puts it in every record and returns it as `request_id`.
 - **Records**: the postprocess model writes one per image to TAILSYNTH_RECORDS (set here for Triton).
 - **Supervision**: as in transformer mode (TritonSupervisor), driven by a probe of each composing model every
-  second; a zero-row request to postprocess is its probe and writes no record.
+  second; postprocess skips the records of a probe that carries the random key this process gives Triton's
+  environment (TAILSYNTH_PROBE_KEY), so client requests always get their records.
 
 The token reaches tritonserver on its command line (Triton reads it nowhere else), so other local users can read
 it from /proc unless /proc is mounted with hidepid=2; the transformer mode keeps tokens in the environment.
@@ -43,6 +44,7 @@ log = logging.getLogger("tailsynth.ensemble")
 INFERENCE_APIS = "inference,metadata,model-config"
 ADMIN_APIS = "model-repository,statistics,trace,logging,shared-memory"
 MODELS = (PREPROCESS_NAME, MODEL_NAME, POSTPROCESS_NAME, ENSEMBLE_NAME)  # load order: the ensemble last
+PROBE_PARAMETER = "tailsynth_probe"  # tailsynth/serve/triton_postprocess_model.py: a probe writes no record
 
 
 def triton_args(token: str | None, admin_key: str) -> list[str]:
@@ -82,10 +84,10 @@ def _probe_png(side: int = 32) -> bytes:
     return buf.getvalue()
 
 
-def _infer(url: str, model: str, inputs, headers: dict, timeout: float = 10.0) -> dict:
+def _infer(url: str, model: str, inputs, headers: dict, timeout: float = 10.0, parameters: dict | None = None) -> dict:
     import tritonclient.http as th
 
-    body, json_size = th.InferenceServerClient.generate_request_body(inputs)
+    body, json_size = th.InferenceServerClient.generate_request_body(inputs, parameters=parameters)
     hdrs = {**headers, "Content-Type": "application/octet-stream"}
     if json_size is not None:
         hdrs["Inference-Header-Content-Length"] = str(json_size)
@@ -98,13 +100,13 @@ def _infer(url: str, model: str, inputs, headers: dict, timeout: float = 10.0) -
     return json.loads(data[: int(hlen)] if hlen else data)
 
 
-def probe_models(url: str, info: dict, headers: dict) -> None:
-    """One small inference on each composing model (none through the ensemble: that would write a record)."""
+def probe_models(url: str, info: dict, headers: dict, probe_key: str) -> None:
+    """One small inference on each composing model (the postprocess one with the probe key: no record)."""
     import tritonclient.http as th
 
     r = int(info["resolution"])
-    png = th.InferInput("image", [1], "BYTES")
-    png.set_data_from_numpy(np.array([_probe_png()], dtype=np.object_), binary_data=True)
+    png = th.InferInput("image", [1, 1], "BYTES")
+    png.set_data_from_numpy(np.array([[_probe_png()]], dtype=np.object_), binary_data=True)
     out = _infer(url, PREPROCESS_NAME, [png], headers)
     shape = next(o["shape"] for o in out["outputs"] if o["name"] == "pixels")
     if shape != [1, r, r, 3]:
@@ -115,15 +117,15 @@ def probe_models(url: str, info: dict, headers: dict) -> None:
     if next(o["shape"] for o in out["outputs"] if o["name"] == "probabilities")[0] != 1:
         raise RuntimeError(f"{MODEL_NAME}: probe answered no probabilities")
     n = len(info["classes"])
-    empty = []
-    for name, dtype, arr in (("probabilities", "FP32", np.zeros((0, n), np.float32)),
-                             ("features", "FP32", np.zeros((0, info["feature_dim"]), np.float32)),
-                             ("pixels", "UINT8", np.zeros((0, r, r, 3), np.uint8)),
-                             ("image_sha256", "BYTES", np.zeros((0,), np.object_))):
+    one = []
+    for name, dtype, arr in (("probabilities", "FP32", np.full((1, n), 1.0 / n, np.float32)),
+                             ("features", "FP32", np.zeros((1, info["feature_dim"]), np.float32)),
+                             ("pixels", "UINT8", np.full((1, r, r, 3), 128, np.uint8)),
+                             ("image_sha256", "BYTES", np.array([[b"probe"]], dtype=np.object_))):
         t = th.InferInput(name, list(arr.shape), dtype)
         t.set_data_from_numpy(arr, binary_data=True)
-        empty.append(t)
-    _infer(url, POSTPROCESS_NAME, empty, headers)
+        one.append(t)
+    _infer(url, POSTPROCESS_NAME, one, headers, parameters={PROBE_PARAMETER: probe_key})
 
 
 def serve_ensemble(repo: Path, *, port: int, token: str | None, records: str, admin_token: str | None = None,
@@ -144,9 +146,11 @@ def serve_ensemble(repo: Path, *, port: int, token: str | None, records: str, ad
     admin_key = admin_token if repository_control else secrets.token_hex(32)
     admin = {"Authorization": f"Bearer {admin_key}"}
     inference = {"Authorization": f"Bearer {token}"} if token else {}
+    probe_key = secrets.token_hex(16)
     sup = TritonSupervisor(repo, http_port=port, max_restarts=max_restarts, model_name=ENSEMBLE_NAME,
                            reload_models=MODELS, admin_headers=admin, models=MODELS,
-                           extra_args=triton_args(token, admin_key), extra_env={"TAILSYNTH_RECORDS": records})
+                           extra_args=triton_args(token, admin_key),
+                           extra_env={"TAILSYNTH_RECORDS": records, "TAILSYNTH_PROBE_KEY": probe_key})
     print(f"ensemble {ENSEMBLE_NAME} ready on {sup.tp.url}/v2/models/{ENSEMBLE_NAME} (gRPC 127.0.0.1:"
           f"{sup.tp.grpc_port}, metrics 127.0.0.1:{sup.tp.metrics_port}; triton log {sup.tp.log_path})",
           file=sys.stderr, flush=True)
@@ -166,7 +170,7 @@ def serve_ensemble(repo: Path, *, port: int, token: str | None, records: str, ad
             loop.add_signal_handler(sig, stop.set)
 
         async def probe():
-            await loop.run_in_executor(None, probe_models, sup.tp.url, info, inference)
+            await loop.run_in_executor(None, probe_models, sup.tp.url, info, inference, probe_key)
 
         def recover(failures: int):
             return sup.recover(failures, stub_dead="is not healthy" in health.last_error)

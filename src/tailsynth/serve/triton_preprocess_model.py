@@ -1,10 +1,13 @@
 """Triton python-backend model `preprocess`, the first step of the `lesion-classifier-e2e` ensemble.
 
-BYTES image files (shape [N]) -> uint8 N x R x R x 3 (`pixels`) and their SHA-256 (`image_sha256`), with the very
+BYTES image files (shape [N, 1]) -> uint8 N x R x R x 3 (`pixels`) and their SHA-256 (`image_sha256`), with the very
 decode, resize and admission checks of the KServe transformer: `tailsynth.serve.images.open_batch` and
 `decode_batch`. The export copies this file to REPO/preprocess/1/model.py and the few library modules it needs
 beside it (REPO/preprocess/1/tailsynth/...; the python backend puts the version folder on the import path), so the
 repository carries its own preprocessing and a Triton without tailsynth installed can serve it.
+
+Triton's dynamic batcher may hand several requests to one execute() call; each is still its own request here
+(the python backend does not merge them), so every request is admitted, refused or answered on its own.
 
 Refusals: a BadInput becomes an INVALID_ARG error, which Triton answers with HTTP 400 and the message naming
 the item (`image[3]: ...`, as the transformer does); a request above the heavy-request pixel threshold while another one is being
@@ -82,7 +85,7 @@ class TritonPythonModel:
                 self.heavy.release()
         else:
             images = decode_batch(opened, names, self.resolution, self.limits, self.jpeg_draft)
-        hashes = np.array([sha256(b).encode() for _, b in items], dtype=np.object_)
+        hashes = np.array([[sha256(b).encode()] for _, b in items], dtype=np.object_)  # [N, 1], as configured
         return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("pixels", images),
                                                           pb_utils.Tensor("image_sha256", hashes)])
 
