@@ -294,3 +294,19 @@ def test_ensemble_mode_configuration_errors_are_named(local_repo, tmp_path):
     shutil.copytree(local_repo / MODEL, old / MODEL)
     with pytest.raises(FileNotFoundError, match="no lesion-classifier-e2e ensemble; export the model again"):
         serve(old, backend="triton", mode="ensemble", records=str(tmp_path / "p.jsonl"))
+
+
+def test_ensemble_triton_flags_restrict_every_api_but_health():
+    from tailsynth.serve.ensemble import triton_args
+
+    args = triton_args("tok", "adm")
+    http = [a.split("=", 1)[1] for a in args if a.startswith("--http-restricted-api=")]
+    assert http == ["inference,metadata,model-config:Authorization=Bearer tok",
+                    "model-repository,statistics,trace,logging,shared-memory:Authorization=Bearer adm"]
+    assert len([a for a in args if a.startswith("--grpc-restricted-protocol=")]) == 2
+    assert not any("health" in a for a in args)  # probes need no token
+    # Without an inference token (loopback only, said loudly) the admin APIs stay restricted.
+    assert [a for a in triton_args(None, "adm") if "restricted" in a and "inference" in a] == []
+    assert any("model-repository" in a for a in triton_args(None, "adm"))
+    with pytest.raises(ValueError, match="admin key"):
+        triton_args("tok", "")
