@@ -8,14 +8,19 @@ a fixed number of one-image requests back to back; throughput = requests / wall 
                         the transformer, the reference for the transformer's overhead
   triton_endpoint       `tailsynth serve --backend triton`: image bytes -> KServe transformer (decode, resize,
                         records) -> the same Triton
+  triton_ensemble       `tailsynth serve --mode ensemble`: image bytes as binary BYTES straight to Triton's
+                        lesion-classifier-e2e (decode, classify, records all inside Triton; no transformer),
+                        on the variant's repository, asking for probabilities and class in binary
   onnxruntime           (optional) in-process onnxruntime on the exported model.onnx, C threads
   onnxruntime_endpoint  (optional) `tailsynth serve --backend onnxruntime`
-triton_direct talks to the very Triton that the variant's endpoint runs in front of, so both see one config.
+triton_direct talks to the very Triton that the variant's endpoint runs in front of, so both see one config;
+triton_ensemble runs its own Triton on the same repository (the same lesion-classifier config). Its goals at
+c=32: >= 0.8x triton_direct and >= 1.5x triton_endpoint; its answers are checked against torch on every image.
 Systems are interleaved (their order rotates every round) and rows repeated; each row keeps its median round.
 
 Variants compare settings side by side (one `tailsynth serve` each): --variant NAME:KEY=VALUE,KEY=VALUE
   Triton model config: max_batch_size, preferred_batch_sizes (8/16/32 or none), max_queue_delay_us, instances,
-                       ort_threads, ort_spinning
+                       ort_threads, ort_spinning, preprocess_instances (the ensemble's decoders)
   transformer:         decode_threads, jpeg_draft, request_logs, event_loop, http_parser, coalesce, workers
                        (tailsynth/serve/tuning.py says why each default is what it is)
   client:              protocol (v1 JSON+base64, as `tailsynth predict` sends; or v2 binary BYTES)
@@ -56,15 +61,18 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 MODEL_NAME = "lesion-classifier"
 IN_PROCESS = ("torch_eager", "onnxruntime")
-PER_VARIANT = ("triton_direct", "triton_endpoint", "onnxruntime_endpoint")
+PER_VARIANT = ("triton_direct", "triton_endpoint", "onnxruntime_endpoint", "triton_ensemble")
 SYSTEMS = IN_PROCESS + PER_VARIANT
-DEFAULT_SYSTEMS = ("torch_eager", "triton_direct", "triton_endpoint")
+DEFAULT_SYSTEMS = ("torch_eager", "triton_direct", "triton_endpoint", "triton_ensemble")
 TRITON_KEYS = ("max_batch_size", "preferred_batch_sizes", "max_queue_delay_us", "instances", "ort_threads",
-               "ort_spinning")
+               "ort_spinning", "preprocess_instances")
+ENSEMBLE_NAME = "lesion-classifier-e2e"
 CLIENT_KEYS = ("protocol",)
 PROTOCOLS = ("v1", "v2")
 # The issue's goals, checked at this concurrency: throughput >= 3x torch eager, transformer overhead <= 20%.
 GOAL_CONCURRENCY, GOAL_VS_TORCH, GOAL_OVERHEAD = 32, 3.0, 0.20
+# Issue 25's goals for the ensemble at the same concurrency: against Triton direct and against the transformer.
+GOAL_ENSEMBLE_VS_DIRECT, GOAL_ENSEMBLE_VS_ENDPOINT = 0.8, 1.5
 TOKEN = "bench-serving"
 
 
@@ -195,7 +203,23 @@ def analyse(results: dict, labels: dict) -> dict:
             goals[meta["variant"]] = {"throughput_vs_torch": vs, "vs_torch_goal_met": vs >= GOAL_VS_TORCH,
                                       "throughput_overhead": ov,
                                       "overhead_goal_met": None if ov is None else ov <= GOAL_OVERHEAD}
-    return {"overhead": over, "goals": goals}
+    ens_goals = {}
+    for lab, meta in labels.items():
+        if meta["system"] != "triton_ensemble" or c not in results[lab]:
+            continue
+        row = results[lab][c]
+
+        def ratio(system):
+            other = next((d for d, m in labels.items() if m["system"] == system and m["variant"] == meta["variant"]
+                          and c in results[d]), None)
+            return None if other is None else row["throughput_rps"] / results[other][c]["throughput_rps"]
+
+        vs_d, vs_e = ratio("triton_direct"), ratio("triton_endpoint")
+        ens_goals[meta["variant"]] = {
+            "vs_direct": vs_d, "vs_direct_goal_met": None if vs_d is None else vs_d >= GOAL_ENSEMBLE_VS_DIRECT,
+            "vs_endpoint": vs_e, "vs_endpoint_goal_met": None if vs_e is None else vs_e >= GOAL_ENSEMBLE_VS_ENDPOINT,
+            "p99_ms": row["p99_ms"]}
+    return {"overhead": over, "goals": goals, "ensemble_goals": ens_goals}
 
 
 # ---------------------------------------------------------------- load generators
@@ -310,6 +334,23 @@ def v2_bytes_target(url: str, images: list[bytes]) -> HttpTarget:
     return HttpTarget(f"{url}/v2/models/{MODEL_NAME}/infer", bodies, headers)
 
 
+def ensemble_target(url: str, images: list[bytes]) -> HttpTarget:
+    """Triton's lesion-classifier-e2e with the encoded images as binary BYTES `image`, as a Triton client sends
+    them; the outputs a client needs (probabilities, class) in binary."""
+    import tritonclient.http as th
+
+    bodies, headers = [], []
+    for b in images:
+        inp = th.InferInput("image", [1, 1], "BYTES")  # a batch of one image file
+        inp.set_data_from_numpy(np.array([[b]], dtype=np.object_), binary_data=True)
+        outs = [th.InferRequestedOutput("probabilities", binary_data=True),
+                th.InferRequestedOutput("class", binary_data=True)]
+        body, h = _binary_body([inp], outs)
+        bodies.append(body)
+        headers.append({**h, "Authorization": f"Bearer {TOKEN}"})
+    return HttpTarget(f"{url}/v2/models/{ENSEMBLE_NAME}/infer", bodies, headers)
+
+
 def direct_target(triton_url: str, tensors: np.ndarray) -> HttpTarget:
     """Triton's own v2 endpoint with each image's uint8 tensor as binary data, asking for the two outputs the
     transformer asks for (tailsynth.serve.backends.TritonHTTPBackend), in binary."""
@@ -420,19 +461,26 @@ def load_images(folder: Path, n: int) -> list[Path]:
 class Endpoint:
     """`tailsynth serve` (transformer + its own Triton) for one variant, on free loopback ports."""
 
-    def __init__(self, repo: Path, backend: str, tuning_flags: list[str], workdir: Path, name: str):
+    def __init__(self, repo: Path, backend: str, tuning_flags: list[str], workdir: Path, name: str,
+                 mode: str = "transformer"):
         from tailsynth.serve.ports import free_port
 
         self.port, self.triton_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.triton_url = f"http://127.0.0.1:{self.triton_port}"
-        self.log_path = workdir / f"serve-{name}-{backend}.log"
+        self.mode = mode
+        self.log_path = workdir / f"serve-{name}-{backend}-{mode}.log"
         exe = Path(sys.executable).parent / "tailsynth"
         cmd = [str(exe)] if exe.exists() else [sys.executable, "-c", "from tailsynth.cli import app; app()"]
         cmd += ["serve", "--repo", str(repo), "--backend", backend, "--port", str(self.port),
-                "--records", str(workdir / f"records-{name}-{backend}.jsonl"), *tuning_flags]
-        if backend == "triton":
-            cmd += ["--triton-port", str(self.triton_port)]
+                "--records", str(workdir / f"records-{name}-{backend}-{mode}.jsonl")]
+        if mode == "ensemble":  # Triton itself on --port; the transformer's settings do not apply
+            cmd += ["--mode", "ensemble"]
+            self.triton_url = self.url
+        else:
+            cmd += tuning_flags
+            if backend == "triton":
+                cmd += ["--triton-port", str(self.triton_port)]
         env = {**os.environ, "TAILSYNTH_TOKEN": TOKEN}
         env.pop("TAILSYNTH_ADMIN_TOKEN", None)
         self._log = open(self.log_path, "wb")  # noqa: SIM115 (open for the server's lifetime; closed in stop)
@@ -453,7 +501,7 @@ class Endpoint:
     def stop(self) -> int | None:
         from tailsynth.serve.ports import stop_process
 
-        code = stop_process(self.proc, 60)  # SIGTERM: the transformer stops and takes its Triton down with it
+        code = stop_process(self.proc, 60)  # SIGTERM: `tailsynth serve` stops and takes its Triton down with it
         self._log.close()
         return code
 
@@ -514,6 +562,19 @@ def loadavg() -> str:
         return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def cpu_isa() -> str:
+    """The widest vector ISA of this CPU (PLATFORM_NOTES: AVX-512 and AVX2-only machines differ several-fold)."""
+    try:
+        flags = next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")), "")
+    except OSError:
+        return platform.machine()
+    have = set(flags.split(":", 1)[-1].split())
+    for isa in ("avx512_bf16", "avx512f", "avx2"):
+        if isa in have:
+            return isa
+    return platform.machine()
+
+
 # ---------------------------------------------------------------- the run
 
 def run(a: argparse.Namespace) -> dict:
@@ -554,6 +615,7 @@ def run(a: argparse.Namespace) -> dict:
         calls: dict[str, callable] = {}
         labels: dict[str, dict] = {}
         answers: dict[str, float] = {}
+        top1: dict[str, float] = {}  # top-1 agreement with torch eager on every image (the ensemble)
         n_check = min(8, len(images))
         if "torch_eager" in systems:
             def torch_eager(b: bytes):
@@ -605,6 +667,19 @@ def run(a: argparse.Namespace) -> dict:
                                                 - p_torch[:n_check]).max())
                     calls[lab] = lambda c, n, t=tgt: closed_loop_http(t, n, c)
                     labels[lab] = {"system": system, "variant": v.name}
+            if "triton_ensemble" in systems:
+                print(f"starting triton_ensemble [{v.name}] ...", file=sys.stderr, flush=True)
+                ep = Endpoint(repo, "triton", flags, work, v.name, mode="ensemble")
+                endpoints.append(ep)
+                ep.wait_ready(a.start_timeout)
+                lab = label("triton_ensemble", v, len(variants))
+                tgt = ensemble_target(ep.url, images)
+                # Every image, not only the first few: the decode now runs in another process and environment.
+                p_ens = http_probabilities(tgt, "triton", len(images), classes)
+                answers[lab] = float(np.abs(p_ens - p_torch).max())
+                top1[lab] = float((p_ens.argmax(1) == p_torch.argmax(1)).mean())
+                calls[lab] = lambda c, n, t=tgt: closed_loop_http(t, n, c)
+                labels[lab] = {"system": "triton_ensemble", "variant": v.name}
         if not calls:
             raise SystemExit(f"nothing to measure: --systems {systems}")
         for lab, fn in calls.items():  # warm every system (first-call costs, connection set-up) before any row
@@ -636,13 +711,15 @@ def run(a: argparse.Namespace) -> dict:
         "benchmark": "serving", "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "requests_per_row": a.requests, "min_requests_per_worker": a.min_per_worker, "rounds": a.rounds,
         "concurrency": concurrency, "systems": labels, "results": results, **derived,
-        "answers_max_abs_diff_vs_torch": answers, "jpeg_draft_effect_on_torch": draft_effect,
+        "answers_max_abs_diff_vs_torch": answers, "answers_top1_agreement_vs_torch": top1,
+        "jpeg_draft_effect_on_torch": draft_effect,
         "variants": variant_info,
         "model": {"backbone": meta.backbone, "resolution": r, "untrained": m["untrained"], "source": m["source"],
                   "classes": classes},
         "images": {"count": len(images), "source": str(a.images),
                    "mean_bytes": float(np.mean([len(b) for b in images]))},
-        "machine": {"cpus": os.cpu_count(), "loadavg_before": load_before, "loadavg_after": loadavg(),
+        "machine": {"cpus": os.cpu_count(), "cpu_isa": cpu_isa(), "loadavg_before": load_before,
+                    "loadavg_after": loadavg(),
                     "platform": platform.platform(), "torch_threads": torch.get_num_threads(),
                     "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")},
         "versions": vers, "endpoint_exit_codes": codes, "wall_s": time.perf_counter() - t_start,
@@ -658,7 +735,7 @@ def markdown(rep: dict) -> str:
              f"{rep['images']['count']} real JPEGs from {rep['images']['source']} (mean {rep['images']['mean_bytes'] / 1024:.1f} KB); "
              f"one image per request, closed loop, at least {rep['requests_per_row']} requests per row "
              f"({rep['min_requests_per_worker']} per worker at high concurrency); systems interleaved, each row the "
-             f"median-throughput round of {rep['rounds']}. {mach['cpus']} CPUs; load average before "
+             f"median-throughput round of {rep['rounds']}. {mach['cpus']} CPUs ({mach.get('cpu_isa')}); load average before "
              f"`{mach['loadavg_before']}`, after `{mach['loadavg_after']}`. Versions: "
              + ", ".join(f"{k} {v}" for k, v in rep["versions"].items() if v) + ".", "",
              "| system | concurrency | throughput (req/s) | p50 (ms) | p95 (ms) | p99 (ms) | throughput vs torch | p50 vs torch |",
@@ -683,6 +760,20 @@ def markdown(rep: dict) -> str:
             ov = "n/a" if g["throughput_overhead"] is None else f"{100 * g['throughput_overhead']:.1f}%"
             lines.append(f"- {v}: {g['throughput_vs_torch']:.2f}x torch ({'met' if g['vs_torch_goal_met'] else 'NOT met'}), "
                          f"overhead {ov} ({'met' if g['overhead_goal_met'] else 'NOT met'})")
+    if rep.get("ensemble_goals"):
+        lines += ["", (f"Ensemble goals at concurrency {GOAL_CONCURRENCY}: triton_ensemble >= "
+                       f"{GOAL_ENSEMBLE_VS_DIRECT}x triton_direct and >= {GOAL_ENSEMBLE_VS_ENDPOINT}x triton_endpoint."), ""]
+
+        def fmt(x, met):
+            return "n/a" if x is None else f"{x:.2f}x ({'met' if met else 'NOT met'})"
+
+        for v, g in rep["ensemble_goals"].items():
+            lines.append(f"- {v}: {fmt(g['vs_direct'], g['vs_direct_goal_met'])} Triton direct, "
+                         f"{fmt(g['vs_endpoint'], g['vs_endpoint_goal_met'])} the transformer endpoint, "
+                         f"p99 {g['p99_ms']:.1f} ms")
+    if rep.get("answers_top1_agreement_vs_torch"):
+        lines += ["", "Top-1 agreement with torch eager on every image: "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in rep["answers_top1_agreement_vs_torch"].items()) + "."]
     lines += ["", "Variants:", ""]
     for name, v in rep["variants"].items():
         lines.append(f"- {name}: Triton {v['triton'] or 'defaults'}; transformer {v['tuning']}; client {v['protocol']}")

@@ -8,6 +8,10 @@ Repository layout (the KServe `storageUri` is REPO itself, the root, and request
   REPO/lesion-classifier/config.pbtxt
   REPO/lesion-classifier/labels.txt, model_card.json, model_card.md, serving.json[, embedding.npz]
   REPO/lesion-classifier/<version>/model.onnx            (+ model.py when target == "local")
+and the ensemble that takes image files instead of pixels (`tailsynth serve --mode ensemble`, write_ensemble):
+  REPO/preprocess/{config.pbtxt, <version>/model.py, <version>/tailsynth/...}    (python backend, both targets)
+  REPO/postprocess/{config.pbtxt, <version>/model.py, <version>/tailsynth/...[, embedding.npz]}
+  REPO/lesion-classifier-e2e/{config.pbtxt, <version>/}   (platform ensemble)
 target "cluster": platform onnxruntime_onnx (GPU instances, optional TensorRT accelerator).
 target "local": backend "python" running onnxruntime inside the python backend, because the tritonserver
 binary shipped in nvidia-pytriton has only the python backend. That is the one difference between the two.
@@ -27,6 +31,7 @@ from .classify.metadata import ClassifierMeta
 from .errors import ConfigError
 from .formatting import fmt
 from .hashing import model_version
+from .serve.backends import ENSEMBLE_NAME, POSTPROCESS_NAME, PREPROCESS_NAME
 
 MODEL_NAME = "lesion-classifier"
 INPUT_NAME = "image"
@@ -262,6 +267,178 @@ def triton_config(*, classes: Sequence[str], resolution: int, feature_dim: int, 
     return "\n".join(head + body) + "\n"
 
 
+# ---- the ensemble: image bytes in, probabilities and class names out, all inside Triton ------------------------
+# What the preprocess and postprocess models import from tailsynth. The export copies these files beside their
+# model.py (the python backend puts the version folder on the import path), so the repository carries the library's own
+# decode, admission checks and records: the same code as the transformer's, not a second implementation.
+# tests/serving/test_export.py checks that the copy imports on its own.
+VENDORED_MODULES = ("__init__.py", "errors.py", "hashing.py", "predictions.py", "monitor/__init__.py",
+                    "monitor/records.py", "serve/__init__.py", "serve/images.py", "serve/records.py")
+
+
+def _params(params: dict) -> list[str]:
+    return [f'parameters {{ key: "{k}" value: {{ string_value: "{v}" }} }}' for k, v in params.items()]
+
+
+def _check_instances(**counts: int) -> None:
+    bad = {k: v for k, v in counts.items() if v < 1}
+    if bad:
+        raise ConfigError(", ".join(f"{k} {v}" for k, v in bad.items()) + ": must be >= 1")
+
+
+# Why the steps are batched (max_batch_size > 0 with dynamic batching), not max_batch_size 0: a python-backend model
+# answers one execute() call at a time, and each call is a round trip to its stub process. Unbatched, every request
+# pays two such round trips (preprocess, postprocess) beside the classifier's; batched, Triton hands the stub all
+# requests that queued meanwhile in one call. Measured on 2 busy cores at concurrency 32: about 2x the ensemble's
+# throughput (docs: serving/README.md, "Ensemble mode"). The python backend still passes every request as its own
+# object, so admission (images, pixels per request) stays per request. The price: the input is [N, 1] (a batch of
+# N image files), not the transformer's [N].
+STEP_QUEUE_DELAY_US = 0  # as the local classifier: run whatever queued, never hold a lone request back
+
+
+def _batched_head(name: str, max_batch_size: int) -> list[str]:
+    if max_batch_size < 1:
+        raise ConfigError(f"max_batch_size {max_batch_size}: must be >= 1")
+    return [f'name: "{name}"', 'backend: "python"', f"max_batch_size: {int(max_batch_size)}",
+            f"dynamic_batching {{ max_queue_delay_microseconds: {STEP_QUEUE_DELAY_US} }}"]
+
+
+def preprocess_config(*, resolution: int, limits=None, instances: int = 2, jpeg_draft: bool = False,
+                      max_batch_size: int = 32, execution_env: str | None = None) -> str:
+    """config.pbtxt of the preprocess model: image files BYTES [N, 1] -> pixels uint8 [N, R, R, 3] and
+    image_sha256 BYTES [N, 1], with the transformer's admission checks per request (the parameters: Limits).
+
+    Its instances are the decode concurrency: two by default, so that one large request (decoded one at a time
+    across instances, tailsynth/serve/triton_preprocess_model.py) never holds the only decoder."""
+    from .serve.images import Limits
+
+    _check_instances(preprocess_instances=instances)
+    lim = limits or Limits(max_batch=max_batch_size)
+    params = {"resolution": str(int(resolution)), "jpeg_draft": "1" if jpeg_draft else "0"}
+    params.update({k: str(v) for k, v in lim.__dict__.items()})
+    if execution_env:
+        params["EXECUTION_ENV_PATH"] = execution_env
+    lines = [*_batched_head(PREPROCESS_NAME, max_batch_size),
+             "input [",
+             f'  {{ name: "{INPUT_NAME}" data_type: TYPE_STRING dims: [ 1 ] }}',
+             "]",
+             "output [",
+             f'  {{ name: "pixels" data_type: TYPE_UINT8 dims: {_dims([resolution, resolution, 3])} }},',
+             '  { name: "image_sha256" data_type: TYPE_STRING dims: [ 1 ] }',
+             "]",
+             "instance_group [",
+             f"  {{ count: {int(instances)} kind: KIND_CPU }}",
+             "]",
+             *_params(params)]
+    return "\n".join(lines) + "\n"
+
+
+def postprocess_config(*, classes: Sequence[str], resolution: int, feature_dim: int, version: str,
+                       instances: int = 1, max_batch_size: int = 32, execution_env: str | None = None) -> str:
+    """config.pbtxt of the postprocess model: probabilities, features, pixels, hashes -> class names and the
+    request id per image; it writes the prediction records (tailsynth/serve/triton_postprocess_model.py)."""
+    _check_instances(postprocess_instances=instances)
+    params = {"classes": ",".join(classes), "model_version": version}
+    if execution_env:
+        params["EXECUTION_ENV_PATH"] = execution_env
+    lines = [*_batched_head(POSTPROCESS_NAME, max_batch_size),
+             "input [",
+             f'  {{ name: "probabilities" data_type: TYPE_FP32 dims: {_dims([len(classes)])} }},',
+             f'  {{ name: "features" data_type: TYPE_FP32 dims: {_dims([feature_dim])} }},',
+             f'  {{ name: "pixels" data_type: TYPE_UINT8 dims: {_dims([resolution, resolution, 3])} }},',
+             '  { name: "image_sha256" data_type: TYPE_STRING dims: [ 1 ] }',
+             "]",
+             "output [",
+             '  { name: "class" data_type: TYPE_STRING dims: [ 1 ] },',
+             '  { name: "request_id" data_type: TYPE_STRING dims: [ 1 ] }',
+             "]",
+             "instance_group [",
+             f"  {{ count: {int(instances)} kind: KIND_CPU }}",
+             "]",
+             *_params(params)]
+    return "\n".join(lines) + "\n"
+
+
+def ensemble_config(*, classes: Sequence[str], resolution: int, version: str, max_batch_size: int = 32) -> str:
+    """config.pbtxt of lesion-classifier-e2e: `image` BYTES [N, 1] (N image files) -> `probabilities` FP32 [N, C],
+    `class` BYTES [N, 1], `request_id` BYTES [N, 1]: preprocess -> lesion-classifier -> postprocess, each step's
+    dynamic batcher merging concurrent requests. N is at most max_batch_size, which must not exceed the
+    classifier's (Triton checks it when loading)."""
+    if max_batch_size < 1:
+        raise ConfigError(f"max_batch_size {max_batch_size}: must be >= 1")
+    steps = [
+        (PREPROCESS_NAME, {INPUT_NAME: INPUT_NAME}, {"pixels": "pixels", "image_sha256": "image_sha256"}),
+        (MODEL_NAME, {INPUT_NAME: "pixels"}, {"probabilities": "probabilities", "features": "features"}),
+        (POSTPROCESS_NAME, {"probabilities": "probabilities", "features": "features", "pixels": "pixels",
+                            "image_sha256": "image_sha256"}, {"class": "class", "request_id": "request_id"}),
+    ]
+    body = [f'name: "{ENSEMBLE_NAME}"', 'platform: "ensemble"', f"max_batch_size: {int(max_batch_size)}",
+            "input [",
+            f'  {{ name: "{INPUT_NAME}" data_type: TYPE_STRING dims: [ 1 ] }}',
+            "]",
+            "output [",
+            f'  {{ name: "probabilities" data_type: TYPE_FP32 dims: {_dims([len(classes)])} }},',
+            '  { name: "class" data_type: TYPE_STRING dims: [ 1 ] },',
+            '  { name: "request_id" data_type: TYPE_STRING dims: [ 1 ] }',
+            "]",
+            "ensemble_scheduling {",
+            "  step ["]
+    for i, (model, inputs, outputs) in enumerate(steps):
+        body.append(f'    {{ model_name: "{model}" model_version: -1')
+        body += [f'      input_map {{ key: "{k}" value: "{v}" }}' for k, v in inputs.items()]
+        body += [f'      output_map {{ key: "{k}" value: "{v}" }}' for k, v in outputs.items()]
+        body.append("    }" + ("," if i < len(steps) - 1 else ""))
+    body += ["  ]", "}"]
+    # Read back by `tailsynth serve --mode ensemble` and by clients (GET /v2/models/lesion-classifier-e2e/config):
+    # the class order of `probabilities`, and which model answered.
+    body += _params({"classes": ",".join(classes), "model_version": version, "resolution": str(int(resolution))})
+    return "\n".join(body) + "\n"
+
+
+def _vendor_library(dst: Path) -> None:
+    src = Path(__file__).parent
+    for rel in VENDORED_MODULES:
+        (dst / "tailsynth" / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src / rel, dst / "tailsynth" / rel)
+
+
+def write_ensemble(out: str | Path, *, classes: Sequence[str], resolution: int, feature_dim: int, version: str,
+                   triton_version: int = 1, preprocess_instances: int = 2, postprocess_instances: int = 1,
+                   jpeg_draft: bool = False, limits=None, embedding: Path | None = None,
+                   max_batch_size: int = 32) -> list[Path]:
+    """The ensemble's three entries beside REPO/lesion-classifier: preprocess/, postprocess/ (python backend,
+    model.py and the vendored library) and lesion-classifier-e2e/ (an empty version folder, as Triton wants)."""
+    out = Path(out)
+    serve_dir = Path(__file__).parent / "serve"
+    written = []
+    for name, source, cfg in (
+            (PREPROCESS_NAME, "triton_preprocess_model.py",
+             preprocess_config(resolution=resolution, limits=limits, instances=preprocess_instances,
+                               jpeg_draft=jpeg_draft, max_batch_size=max_batch_size)),
+            (POSTPROCESS_NAME, "triton_postprocess_model.py",
+             postprocess_config(classes=classes, resolution=resolution, feature_dim=feature_dim, version=version,
+                                instances=postprocess_instances, max_batch_size=max_batch_size))):
+        mdir = out / name
+        if mdir.exists():
+            shutil.rmtree(mdir)
+        vdir = mdir / str(int(triton_version))
+        vdir.mkdir(parents=True)
+        shutil.copy2(serve_dir / source, vdir / "model.py")
+        _vendor_library(vdir)
+        (mdir / "config.pbtxt").write_text(cfg)
+        written.append(mdir)
+    post = out / POSTPROCESS_NAME
+    if embedding is not None and Path(embedding).is_file():
+        shutil.copy2(embedding, post / "embedding.npz")
+    edir = out / ENSEMBLE_NAME
+    if edir.exists():
+        shutil.rmtree(edir)
+    (edir / str(int(triton_version))).mkdir(parents=True)
+    (edir / "config.pbtxt").write_text(ensemble_config(classes=classes, resolution=resolution, version=version,
+                                                       max_batch_size=max_batch_size))
+    return written + [edir]
+
+
 def _python_model_source() -> str:
     return (Path(__file__).parent / "serve" / "triton_python_model.py").read_text()
 
@@ -270,10 +447,12 @@ def export_model(model: str | Path, out: str | Path, target: str = "local", *, m
                  preferred_batch_sizes: Sequence[int] | None = None, max_queue_delay_us: int | None = None,
                  instances: int = 1, tensorrt: bool = False, triton_version: int = 1,
                  parity_tolerance: float = PARITY_TOLERANCE, ort_threads: int = 0,
-                 ort_spinning: bool = False) -> dict:
+                 ort_spinning: bool = False, preprocess_instances: int = 2) -> dict:
     """MODEL_DIR -> Triton model repository at OUT (the repository root). Returns a summary incl. parity.
 
-    Batching and thread settings: see triton_config (None = the target's default)."""
+    Batching and thread settings: see triton_config (None = the target's default). Beside the model it writes
+    the ensemble lesion-classifier-e2e (write_ensemble: image bytes in, decoded inside Triton), served by
+    `tailsynth serve --mode ensemble`; preprocess_instances is its decode concurrency."""
     import torch
 
     from .classify.model import load_classifier
@@ -321,14 +500,20 @@ def export_model(model: str | Path, out: str | Path, target: str = "local", *, m
                "resolution": int(meta.resolution), "input": INPUT_NAME, "outputs": list(OUTPUTS),
                "feature_dim": feature_dim, "triton_version": int(triton_version), "target": target,
                "embedding_projection": "embedding.npz" if proj.is_file() else None}
+    serving["ensemble"] = ENSEMBLE_NAME
     (mdir / "serving.json").write_text(json.dumps(serving, indent=2) + "\n")
+    write_ensemble(out, classes=meta.classes, resolution=int(meta.resolution), feature_dim=feature_dim,
+                   version=version, triton_version=triton_version, preprocess_instances=preprocess_instances,
+                   embedding=proj if proj.is_file() else None, max_batch_size=max_batch_size)
     return {"repository": str(Path(out)), "model_name": MODEL_NAME, "model_version": version, "target": target,
-            "onnx": str(onnx_path), "parity": parity, "config": str(mdir / "config.pbtxt")}
+            "onnx": str(onnx_path), "parity": parity, "config": str(mdir / "config.pbtxt"),
+            "ensemble": ENSEMBLE_NAME}
 
 
 def reconfigure_repository(repo: str | Path, out: str | Path, **settings) -> Path:
     """A copy of an exported repository at OUT whose config.pbtxt has other Triton settings (triton_config's
-    keyword arguments: batching, instances, onnxruntime threads), without exporting the model again.
+    keyword arguments: batching, instances, onnxruntime threads; and preprocess_instances, the ensemble's decoder
+    count), without exporting the model again.
 
     Files are hard-linked where the file system allows (model.onnx is the bulk), so variants cost no disk."""
     import os
@@ -344,10 +529,26 @@ def reconfigure_repository(repo: str | Path, out: str | Path, **settings) -> Pat
         except OSError:
             shutil.copy2(a, b)
 
-    shutil.copytree(src / MODEL_NAME, dst / MODEL_NAME, copy_function=link_or_copy)
+    pre_instances = settings.pop("preprocess_instances", None)
+    for name in (MODEL_NAME, PREPROCESS_NAME, POSTPROCESS_NAME, ENSEMBLE_NAME):
+        if (src / name).is_dir():  # the ensemble's entries travel along (repositories exported before: none)
+            shutil.copytree(src / name, dst / name, copy_function=link_or_copy)
     cfg = dst / MODEL_NAME / "config.pbtxt"
     cfg.unlink()  # a hard link: writing in place would change the source repository too
     cfg.write_text(triton_config(classes=info["classes"], resolution=int(info["resolution"]),
                                  feature_dim=int(info["feature_dim"]), version=info["model_version"],
                                  target=info["target"], **settings))
+    if (dst / ENSEMBLE_NAME).is_dir() and (pre_instances is not None or "max_batch_size" in settings):
+        # The ensemble's steps follow the classifier's batch limit (Triton refuses an ensemble allowing more).
+        mbs = int(settings.get("max_batch_size", 32))
+        r, classes, version = int(info["resolution"]), info["classes"], info["model_version"]
+        texts = {PREPROCESS_NAME: preprocess_config(resolution=r, max_batch_size=mbs,
+                                                    instances=2 if pre_instances is None else int(pre_instances)),
+                 POSTPROCESS_NAME: postprocess_config(classes=classes, resolution=r, version=version,
+                                                      feature_dim=int(info["feature_dim"]), max_batch_size=mbs),
+                 ENSEMBLE_NAME: ensemble_config(classes=classes, resolution=r, version=version, max_batch_size=mbs)}
+        for name, text in texts.items():
+            path = dst / name / "config.pbtxt"
+            path.unlink()  # hard links, as above
+            path.write_text(text)
     return dst

@@ -109,6 +109,7 @@ class Server:
         self.records = records
         self.token = token
         self.log_path = records.parent / f"serve-{backend}-{self.port}.log"
+        self.ensemble = "ensemble" in extra
         cmd = [tailsynth_bin(), "serve", "--repo", str(repo), "--backend", backend, "--port", str(self.port),
                "--records", str(records), *extra]
         env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
@@ -124,6 +125,16 @@ class Server:
 
         try:
             wait_http_ready(f"{self.url}/v2/health/ready", self.proc, timeout)
+            if self.ensemble:
+                # Triton answers ready as soon as its models are loaded, a moment before `tailsynth serve` has
+                # finished starting it (and its supervision): wait for the launcher's own line.
+                import time
+
+                deadline = time.monotonic() + timeout
+                while "ensemble lesion-classifier-e2e ready on" not in self.log():
+                    if self.proc.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError("no ready line")
+                    time.sleep(0.1)
         except Exception:
             self.stop()
             raise RuntimeError(f"server did not start:\n{self.log()[-4000:]}")
@@ -170,6 +181,19 @@ def triton_server(triton_env, local_repo, tmp_path_factory):  # triton_env first
     # SIGTERM stops the transformer cleanly and takes the Triton child down with it.
     assert rc == 0, s.log()[-3000:]
     assert m and not serving_checks.listen_addresses(int(m.group(1))), "tritonserver still listening after SIGTERM"
+
+
+@pytest.fixture(scope="session")
+def ensemble_server(triton_env, local_repo, tmp_path_factory):
+    """`tailsynth serve --mode ensemble`: Triton alone on the port, serving lesion-classifier-e2e."""
+    s = Server(local_repo, "triton", "s3cret", tmp_path_factory.mktemp("ensemble") / "predictions.jsonl",
+               extra=("--mode", "ensemble")).wait_ready()
+    yield s
+    rc = s.stop()
+    assert rc == 0, s.log()[-3000:]
+    import serving_checks
+
+    assert not serving_checks.listen_addresses(s.port), "tritonserver still listening after SIGTERM"
 
 
 @pytest.fixture(scope="session")

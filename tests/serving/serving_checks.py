@@ -102,21 +102,23 @@ def bomb_png(width=100_000, height=100_000) -> bytes:
     return bytes(data)
 
 
-def v2_request(url, token, datatype, shape, payload: bytes | list, binary=True):
+def v2_request(url, token, datatype, shape, payload: bytes | list, binary=True, model: str = MODEL,
+               headers: dict | None = None, request_id: str | None = None):
     """A raw v2 REST request (binary extension when binary=True)."""
     inp = {"name": "image", "datatype": datatype, "shape": shape}
-    headers = {}
+    headers = dict(headers or {})
+    extra = {"id": request_id} if request_id is not None else {}
     if binary:
         inp["parameters"] = {"binary_data_size": len(payload)}
-        head = json.dumps({"inputs": [inp]}).encode()
+        head = json.dumps({**extra, "inputs": [inp]}).encode()
         body = head + payload
         headers["Inference-Header-Content-Length"] = str(len(head))
         ctype = "application/octet-stream"
     else:
         inp["data"] = payload
-        body = json.dumps({"inputs": [inp]}).encode()
+        body = json.dumps({**extra, "inputs": [inp]}).encode()
         ctype = "application/json"
-    return post(url, body, token, path=f"/v2/models/{MODEL}/infer", content_type=ctype, headers=headers)
+    return post(url, body, token, path=f"/v2/models/{model}/infer", content_type=ctype, headers=headers)
 
 
 def bytes_tensor(items: list[bytes]) -> bytes:
@@ -221,3 +223,119 @@ MAX_BODY = 4_000_000  # servers under test get a small body limit so the 413 pat
 def tailsynth_bin() -> str:
     exe = Path(sys.executable).parent / "tailsynth"
     return str(exe) if exe.exists() else shutil.which("tailsynth")
+
+
+# --- the ensemble mode: clients on Triton's own v2 endpoint (tailsynth serve --mode ensemble) ---
+
+ENSEMBLE = "lesion-classifier-e2e"
+
+
+def ensemble_infer(url, token, images: list[bytes], **kw) -> tuple[int, dict]:
+    """Image files as one BYTES input `image` [N, 1] (a batch of N files) in the binary extension, straight to
+    the ensemble."""
+    return v2_request(url, token, "BYTES", [len(images), 1], bytes_tensor(images), model=ENSEMBLE, **kw)
+
+
+def ensemble_outputs(body: dict) -> dict:
+    return {o["name"]: o for o in body["outputs"]}
+
+
+def ensemble_predict(url, token, images: list[bytes], **kw) -> tuple[np.ndarray, list[str], str]:
+    """(probabilities N x C, top classes, request id) of one ensemble request that must succeed."""
+    code, body = ensemble_infer(url, token, images, **kw)
+    assert code == 200, (code, body)
+    outs = ensemble_outputs(body)
+    p = np.array(outs["probabilities"]["data"], np.float32).reshape(outs["probabilities"]["shape"])
+    assert outs["class"]["shape"] == outs["request_id"]["shape"] == [len(images), 1], outs
+    assert len(set(outs["request_id"]["data"])) == 1  # one request, one id on every row
+    return p, list(outs["class"]["data"]), outs["request_id"]["data"][0]
+
+
+def assert_ensemble_same_as_torch(server, torch_model, images: list[bytes]):
+    model, meta = torch_model
+    p, top, _ = ensemble_predict(server.url, server.token, images)
+    want, p_ref = local_top1(model, meta, images)
+    assert top == want
+    assert np.abs(p - p_ref).max() < 1e-4
+
+
+def assert_metadata_lists_io(url: str, token: str | None, model: str, inputs: dict, outputs: dict):
+    """tritonclient.http: the v2 metadata and the model config name every input and output with its datatype and
+    shape (INPUTS / OUTPUTS: name -> (datatype, shape) that must be among them)."""
+    import tritonclient.http as th
+
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    client = th.InferenceServerClient(url.removeprefix("http://"))
+    try:
+        meta = client.get_model_metadata(model, headers=headers)
+        config = client.get_model_config(model, headers=headers)
+    finally:
+        client.close()
+    for kind, want, cfg_key in (("inputs", inputs, "input"), ("outputs", outputs, "output")):
+        got = {t["name"]: (t["datatype"], [int(d) for d in t["shape"]]) for t in meta[kind]}
+        assert got and all(dt and shape for dt, shape in got.values()), (model, kind, meta)
+        for name, (dt, shape) in want.items():
+            assert got.get(name) == (dt, shape), (model, kind, got)
+        names = {t["name"]: t for t in config[cfg_key]}
+        assert set(names) == set(got), (model, cfg_key, config[cfg_key])
+        assert all(t.get("data_type") and t.get("dims") for t in names.values()), (model, config[cfg_key])
+    return meta, config
+
+
+# Triton 2.51's HTTP frontend answers a body that is not JSON, or JSON without "inputs", with 500 before any
+# model runs (parse errors are INTERNAL there; upstream: triton-inference-server/server#8762). Listed so that
+# the checks below notice when a newer Triton fixes it; serving/README.md documents it.
+TRITON_JSON_500 = ("invalid JSON", "JSON without inputs")
+
+
+def ensemble_bad_requests(good: bytes):
+    """The transformer's bad-input kinds (bad_requests) as they reach the ensemble: v2 BYTES only (Triton has no
+    v1 API), Triton's restricted API answering 403 where the transformer answers 401."""
+    jp = jpeg(1)
+
+    def send(images, **kw):
+        return lambda u, t: ensemble_infer(u, t, images, **kw)
+
+    return [
+        ("non-image bytes", send([b"%PDF-1.4 not an image" * 10]), 400, "image[0]: not a decodable"),
+        ("truncated JPEG", send([jp[: len(jp) // 2]]), 400, "truncated"),
+        ("decompression bomb", send([bomb_png()]), 400, "decompression bomb"),
+        ("empty image", send([b""]), 400, "image[0]: empty image"),
+        # Triton refuses these two itself, before the preprocess step, with its own wording.
+        ("empty batch", lambda u, t: v2_request(u, t, "BYTES", [0, 1], b"", model=ENSEMBLE), 400, "string elements"),
+        ("oversize batch", send([good] * 33), 400, "batch-size must be <= 32"),
+        ("invalid JSON", lambda u, t: post(u, b'{"inputs": [', t, path=f"/v2/models/{ENSEMBLE}/infer"), 500,
+         "failed to parse"),
+        ("JSON without inputs", lambda u, t: post(u, b"{}", t, path=f"/v2/models/{ENSEMBLE}/infer"), 500, "inputs"),
+        ("v2 wrong dtype", lambda u, t: v2_request(u, t, "FP32", [1, 32, 32, 3],
+                                                    np.zeros((1, 32, 32, 3), np.float32).tobytes(), model=ENSEMBLE),
+         400, "expects 'BYTES'"),
+        ("v2 wrong shape", lambda u, t: v2_request(u, t, "BYTES", [1], bytes_tensor([good]), model=ENSEMBLE),
+         400, "Expected [-1,1], got [1]"),
+        ("v2 shape says more than sent", lambda u, t: v2_request(u, t, "BYTES", [2, 1], bytes_tensor([good]),
+                                                                 model=ENSEMBLE), 400, "expected 2"),
+        ("v2 truncated element", lambda u, t: v2_request(u, t, "BYTES", [1, 1], bytes_tensor([good])[:-10],
+                                                         model=ENSEMBLE), 400, "incomplete"),
+        ("v2 JSON text, not an image", lambda u, t: v2_request(u, t, "BYTES", [1, 1], ["@@@"], binary=False,
+                                                               model=ENSEMBLE), 400, "not a decodable"),
+        ("no token", lambda u, t: ensemble_infer(u, None, [good]), 403, "restricted"),
+        ("wrong token", lambda u, t: ensemble_infer(u, "wrong", [good]), 403, "restricted"),
+    ]
+
+
+def assert_ensemble_survives_bad_inputs(server, good: bytes):
+    _, (expected,), _ = ensemble_predict(server.url, server.token, [good])
+    failures = []
+    for label, call, status, words in ensemble_bad_requests(good):
+        code, body = call(server.url, server.token)
+        msg = json.dumps(body)
+        if code != status or words.lower() not in msg.lower():
+            failures.append(f"{label}: HTTP {code} {msg[:300]} (expected {status} with {words!r})")
+        if code >= 500 and label not in TRITON_JSON_500:
+            failures.append(f"{label}: server error {code}")
+        _, (after,), _ = ensemble_predict(server.url, server.token, [good])
+        if after != expected:
+            failures.append(f"after {label}: prediction changed {expected} -> {after}")
+    assert server.proc.poll() is None, "server died"
+    assert "restart" not in server.log(), server.log()[-2000:]  # Triton itself never went down
+    assert not failures, "\n".join(failures)

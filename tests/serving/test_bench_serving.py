@@ -61,6 +61,21 @@ def test_overhead_and_ratios():
     assert not g["vs_torch_goal_met"] and not g["overhead_goal_met"]
 
 
+def test_ensemble_goals_against_direct_and_the_transformer():
+    row = {"throughput_rps": 0.0, "p50_ms": 1.0, "p99_ms": 9.0}
+    results = {s: {"32": {**row, "throughput_rps": t}} for s, t in
+               (("torch_eager", 25.0), ("triton_direct", 100.0), ("triton_endpoint", 50.0), ("triton_ensemble", 80.0))}
+    labels = {s: {"system": s, "variant": None if s == "torch_eager" else "default"} for s in results}
+    g = bs.analyse(results, labels)["ensemble_goals"]["default"]
+    assert g["vs_direct"] == pytest.approx(0.8) and g["vs_direct_goal_met"]
+    assert g["vs_endpoint"] == pytest.approx(1.6) and g["vs_endpoint_goal_met"] and g["p99_ms"] == 9.0
+    results["triton_ensemble"]["32"]["throughput_rps"] = 70.0
+    g = bs.analyse(results, labels)["ensemble_goals"]["default"]
+    assert not g["vs_direct_goal_met"] and not g["vs_endpoint_goal_met"]
+    del results["triton_direct"], labels["triton_direct"]
+    assert bs.analyse(results, labels)["ensemble_goals"]["default"]["vs_direct"] is None
+
+
 def test_shares_and_concurrency_list():
     assert bs.shares(10, 3) == [4, 3, 3] and sum(bs.shares(7, 7)) == 7
     assert bs.parse_concurrency(["1,8,32"]) == [1, 8, 32] == bs.parse_concurrency(["32", "1", "8", "8"])
@@ -117,14 +132,20 @@ def test_bench_smoke_in_process_and_onnxruntime_endpoint(local_repo, isic_sample
 def test_bench_smoke_triton_direct_endpoint_and_a_variant(triton_env, local_repo, isic_sample, tmp_path):
     rep = _run(["--model", str(local_repo), "--images", str(isic_sample), "--n-images", "6", "--requests", "6",
                 "--min-per-worker", "1", "--warmup", "2", "--rounds", "2", "--concurrency", "1,2",
-                "--variant", "default", "--variant", "w2:workers=2,protocol=v2,instances=2,ort_threads=1"],
+                "--variant", "default",
+                "--variant", "w2:workers=2,protocol=v2,instances=2,ort_threads=1,preprocess_instances=1"],
                tmp_path, 900)
-    labels = {"torch_eager"} | {f"{s}[{v}]" for s in ("triton_direct", "triton_endpoint") for v in ("default", "w2")}
+    labels = {"torch_eager"} | {f"{s}[{v}]" for s in ("triton_direct", "triton_endpoint", "triton_ensemble")
+                                for v in ("default", "w2")}
     _check_rows(rep, labels, [1, 2])
     assert set(rep["overhead"]) == {"default", "w2"} and set(rep["overhead"]["w2"]) == {"1", "2"}
     assert len(rep["results"]["triton_endpoint[w2]"]["2"]["rounds_throughput_rps"]) == 2
     assert "count: 2 kind: KIND_CPU" in rep["variants"]["w2"]["config_pbtxt"]
     assert rep["variants"]["w2"]["tuning"]["workers"] == 2 and rep["versions"]["tritonserver"]
+    # The ensemble answers as torch on every image, top-1 included.
+    assert all(v == 1.0 for v in rep["answers_top1_agreement_vs_torch"].values()) and \
+        set(rep["answers_top1_agreement_vs_torch"]) == {"triton_ensemble[default]", "triton_ensemble[w2]"}
+    assert rep["machine"]["cpu_isa"]
 
 
 def test_missing_images_skip_with_a_message(tmp_path):

@@ -34,3 +34,8 @@ def test_binds_loopback_only(ort_server):
 
 def test_concurrent_requests_get_their_own_answers(ort_server, torch_model, dermamnist_pngs):
     chk.assert_concurrent_answers_are_each_requests_own(ort_server, torch_model, dermamnist_pngs)
+
+
+def test_v2_metadata_and_config_list_the_inputs_and_outputs(ort_server):
+    chk.assert_metadata_lists_io(ort_server.url, ort_server.token, chk.MODEL, {"image": ("BYTES", [-1])},
+                                 {"probabilities": ("FP32", [-1, 7]), "class": ("BYTES", [-1])})

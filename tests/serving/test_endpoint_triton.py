@@ -52,3 +52,11 @@ def test_predict_cli_prints_one_line_per_image(triton_server, torch_model, isic_
 
 def test_concurrent_requests_get_their_own_answers(triton_server, torch_model, dermamnist_pngs):
     chk.assert_concurrent_answers_are_each_requests_own(triton_server, torch_model, dermamnist_pngs)
+
+
+def test_v2_metadata_and_config_list_the_inputs_and_outputs(triton_server):
+    """What a client discovers with tritonclient.http: send a BYTES `image`, get `probabilities` and `class`."""
+    meta, config = chk.assert_metadata_lists_io(
+        triton_server.url, triton_server.token, chk.MODEL, {"image": ("BYTES", [-1])},
+        {"probabilities": ("FP32", [-1, 7]), "class": ("BYTES", [-1])})
+    assert config["parameters"]["classes"]["string_value"].split(",")[:2] == ["MEL", "NV"]

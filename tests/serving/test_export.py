@@ -94,3 +94,61 @@ def test_bad_arguments_are_named(tiny_model, tmp_path):
         export_model(tiny_model, tmp_path / "r", target="gpu")
     with pytest.raises(FileNotFoundError, match="no classifier checkpoint"):
         export_model(tmp_path / "missing", tmp_path / "r")
+
+
+# --- the ensemble (lesion-classifier-e2e) written beside the model ---
+
+def test_ensemble_layout_beside_the_model(local_repo):
+    from tailsynth.export import ENSEMBLE_NAME, POSTPROCESS_NAME, PREPROCESS_NAME
+
+    for name in (PREPROCESS_NAME, POSTPROCESS_NAME):
+        vdir = local_repo / name / "1"
+        assert (vdir / "model.py").is_file() and (vdir / "tailsynth" / "serve" / "images.py").is_file()
+    assert (local_repo / POSTPROCESS_NAME / "embedding.npz").is_file()  # records carry the monitoring embedding
+    assert (local_repo / ENSEMBLE_NAME / "1").is_dir() and not any((local_repo / ENSEMBLE_NAME / "1").iterdir())
+    assert json.loads((local_repo / MODEL_NAME / "serving.json").read_text())["ensemble"] == ENSEMBLE_NAME
+
+
+def test_ensemble_configs_are_valid_triton_model_configs(local_repo):
+    from tailsynth.export import ENSEMBLE_NAME, POSTPROCESS_NAME, PREPROCESS_NAME
+
+    pre = _parse_pbtxt((local_repo / PREPROCESS_NAME / "config.pbtxt").read_text())
+    # Batched steps: the dynamic batcher hands a stub every queued request in one call (export.py says why).
+    assert pre["backend"] == "python" and pre["maxBatchSize"] == 32 and "dynamicBatching" in pre
+    assert pre["input"][0] == {"name": "image", "dataType": "TYPE_STRING", "dims": ["1"]}
+    assert {o["name"]: o["dims"] for o in pre["output"]} == {"pixels": ["32", "32", "3"], "image_sha256": ["1"]}
+    assert pre["parameters"]["max_request_pixels"]["stringValue"] == "64000000"
+    assert pre["instanceGroup"][0] == {"count": 2, "kind": "KIND_CPU"}
+    post = _parse_pbtxt((local_repo / POSTPROCESS_NAME / "config.pbtxt").read_text())
+    assert [i["name"] for i in post["input"]] == ["probabilities", "features", "pixels", "image_sha256"]
+    assert post["maxBatchSize"] == 32 and "dynamicBatching" in post
+    ens = _parse_pbtxt((local_repo / ENSEMBLE_NAME / "config.pbtxt").read_text())
+    assert ens["platform"] == "ensemble" and ens["maxBatchSize"] == 32
+    assert ens["input"] == [{"name": "image", "dataType": "TYPE_STRING", "dims": ["1"]}]
+    assert [(o["name"], o["dataType"]) for o in ens["output"]] == [
+        ("probabilities", "TYPE_FP32"), ("class", "TYPE_STRING"), ("request_id", "TYPE_STRING")]
+    steps = ens["ensembleScheduling"]["step"]
+    assert [s["modelName"] for s in steps] == [PREPROCESS_NAME, MODEL_NAME, POSTPROCESS_NAME]
+    assert steps[1]["inputMap"] == {"image": "pixels"}
+    assert ens["parameters"]["classes"]["stringValue"] == "MEL,NV,BCC,AK,BKL,DF,VASC"
+    # Every tensor a step reads is the ensemble's input or another step's output.
+    produced = {"image"} | {v for s in steps for v in s["outputMap"].values()}
+    assert {v for s in steps for v in s["inputMap"].values()} <= produced
+
+
+def test_vendored_library_imports_on_its_own(local_repo, tmp_path):
+    """The preprocess/postprocess copies of the library import without an installed tailsynth (a Triton image)."""
+    from tailsynth.export import POSTPROCESS_NAME, PREPROCESS_NAME
+
+    for name in (PREPROCESS_NAME, POSTPROCESS_NAME):
+        vdir = local_repo / name / "1"
+        code = ("import sys; sys.path[:0] = [sys.argv[1]]; "
+                "import tailsynth.serve.images as i, tailsynth.serve.records as r, tailsynth.monitor.records as m; "
+                "assert i.__file__.startswith(sys.argv[1]) and r.__file__.startswith(sys.argv[1]), i.__file__; "
+                "print(sorted(i.image_stats(__import__('numpy').zeros((32, 32, 3), 'uint8'))))")
+        # -S: no site-packages .pth files, so the editable install of tailsynth cannot be what is imported.
+        site = [p for p in sys.path if p.endswith("site-packages")]
+        out = subprocess.run([sys.executable, "-S", "-c", f"import sys; sys.path += {site!r}; " + code, str(vdir)],
+                             capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        assert out.returncode == 0, out.stderr
+        assert "sharpness" in out.stdout  # the monitoring package's statistics, as the transformer records them

@@ -50,7 +50,7 @@ def from_dict(data, klass: str):
         return cls(**kwargs)
 
 
-@pytest.fixture(scope="module", params=["base", "overlays/canary"])
+@pytest.fixture(scope="module", params=["base", "overlays/canary", "overlays/ensemble"])
 def docs(request):
     return request.param, render(K8S / request.param)
 
@@ -88,6 +88,13 @@ def test_inference_service_round_trips_through_kserve_models(docs):
     assert pred.model.resources.limits["nvidia.com/gpu"] == "1"
     assert pred.min_replicas >= 1 and pred.max_replicas >= pred.min_replicas
     assert pred.model.readiness_probe.http_get.path == "/v2/health/ready"
+    assert pred.model.liveness_probe.http_get.path == "/v2/health/live"
+    if name == "overlays/ensemble":
+        # Predictor only: Triton itself checks the token (restricted APIs), the token comes from the Secret.
+        assert obj.spec.transformer is None
+        tok = next(e for e in pred.model.env if e.name == "TAILSYNTH_TOKEN")
+        assert tok.value is None and tok.value_from.secret_key_ref.name == "tailsynth-serving-token"
+        return
     t = obj.spec.transformer.containers[0]
     assert t.readiness_probe.http_get.path == "/v2/health/ready"
     assert "--host=0.0.0.0" in t.args  # inside the pod; the local default stays 127.0.0.1
@@ -106,8 +113,34 @@ def test_only_the_transformer_reaches_the_predictor():
     assert [f["podSelector"]["matchLabels"]["component"] for f in rule["from"]] == ["transformer"]
 
 
+def test_ensemble_predictor_takes_clients_only_from_the_gateway_with_the_token():
+    ds = render(K8S / "overlays/ensemble")
+    pols = by_kind(ds, "NetworkPolicy")
+    assert [p["metadata"]["name"] for p in pols] == ["lesion-classifier-predictor-ingress"]  # no transformer
+    (rule,) = pols[0]["spec"]["ingress"]
+    assert rule["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "istio-system"}}}]
+    assert {p["port"] for p in rule["ports"]} == {8080, 9000}
+    (isvc,) = by_kind(ds, "InferenceService")
+    model = isvc["spec"]["predictor"]["model"]
+    args = model["args"]
+    # Every API but health is restricted: inference with the inference token, the rest with the admin token.
+    restricted = [a.split("=", 1)[1] for a in args if a.startswith("--http-restricted-api=")]
+    apis = {api: value for r in restricted for api in r.split(":")[0].split(",") for value in [r.split(":", 1)[1]]}
+    assert apis.keys() == {"inference", "metadata", "model-config", "model-repository", "statistics", "trace",
+                           "logging", "shared-memory"}
+    assert apis["inference"] == "Authorization=Bearer $(TAILSYNTH_TOKEN)"
+    assert apis["model-repository"] == "Authorization=Bearer $(TAILSYNTH_ADMIN_TOKEN)"
+    assert len([a for a in args if a.startswith("--grpc-restricted-protocol=")]) == 2
+    env = {e["name"]: e for e in model["env"]}
+    assert env["TAILSYNTH_ADMIN_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "tailsynth-serving-admin-token"
+    # $(VAR) in args is expanded by the kubelet only from the container's own env.
+    assert all(f"$({v})" not in " ".join(args) or v in env for v in ("TAILSYNTH_TOKEN", "TAILSYNTH_ADMIN_TOKEN"))
+    logs = next(m for m in model["volumeMounts"] if m["name"] == "prediction-logs")
+    assert env["TAILSYNTH_RECORDS"]["value"].startswith(logs["mountPath"] + "/")
+
+
 def test_no_secret_values_in_manifests():
-    for d in render(K8S / "base") + render(K8S / "overlays/canary"):
+    for d in render(K8S / "base") + render(K8S / "overlays/canary") + render(K8S / "overlays/ensemble"):
         assert d["kind"] != "Secret"
 
 
@@ -116,13 +149,14 @@ def test_inference_service_containers_are_locked_down(docs):
     _, ds = docs
     (isvc,) = by_kind(ds, "InferenceService")
     spec = isvc["spec"]
-    containers = [spec["predictor"]["model"], *spec["transformer"]["containers"]]
+    parts = [p for p in ("predictor", "transformer") if p in spec]
+    containers = [spec["predictor"]["model"], *spec.get("transformer", {}).get("containers", [])]
     for c in containers:
         sc = c["securityContext"]
         assert sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"] is True
         assert sc["capabilities"]["drop"] == ["ALL"] and sc.get("privileged") is False
         assert c["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
-    for part in ("predictor", "transformer"):
+    for part in parts:
         pod = spec[part]["securityContext"]
         assert pod["runAsNonRoot"] is True and pod["runAsUser"] >= 10000
         assert spec[part]["automountServiceAccountToken"] is False
@@ -131,4 +165,25 @@ def test_inference_service_containers_are_locked_down(docs):
                 assert v["emptyDir"].get("sizeLimit"), f"{part} volume {v['name']} has no sizeLimit"
     # Triton's model control stays off in the cluster; the transformer never enables repository control.
     assert "--model-control-mode=none" in spec["predictor"]["model"]["args"]
-    assert not any("repository_control" in a for a in spec["transformer"]["containers"][0]["args"])
+    for c in spec.get("transformer", {}).get("containers", []):
+        assert not any("repository_control" in a for a in c["args"])
+
+
+def test_ensemble_predictor_image_is_linted_pinned_and_unprivileged():
+    import re
+    import sys
+
+    path = ROOT / "serving" / "Dockerfile.triton-ensemble"
+    text = path.read_text()
+    hadolint = Path(sys.executable).parent / "hadolint"
+    if hadolint.exists():
+        proc = subprocess.run([str(hadolint), str(path)], capture_output=True, text=True, check=False)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    users = re.findall(r"^USER\s+(\S+)", text, re.MULTILINE)
+    assert users and users[-1] == "10001"  # the pod's runAsUser
+    # Pillow pinned to the main environment's: the decode must give the pixels the model was validated with.
+    import PIL
+
+    assert f'"pillow=={PIL.__version__}"' in text
+    (isvc,) = by_kind(render(K8S / "overlays/ensemble"), "InferenceService")
+    assert isvc["spec"]["predictor"]["model"]["image"].startswith("ghcr.io/tailsynth/triton-ensemble:")

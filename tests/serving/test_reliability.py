@@ -1,7 +1,8 @@
 """The endpoint as a hostile client would try it: roles, pixel bombs, header floods, odd images, wrong methods.
 
-Real `tailsynth serve --backend onnxruntime` processes on loopback ports; the Triton-specific faults (killed
-stub, killed server) are in test_triton_health.py.
+Real `tailsynth serve --backend onnxruntime` processes on loopback ports, and, where the case applies to both,
+the ensemble mode (`tailsynth serve --mode ensemble`, clients on Triton's own endpoint) through the `endpoint`
+fixture; the Triton-specific faults (killed stub, killed server) are in test_triton_health.py.
 """
 
 from __future__ import annotations
@@ -41,6 +42,40 @@ def get(url: str, path: str, token: str | None = None, method: str = "GET") -> t
     from tailsynth.serve.client import request_json
 
     return request_json(url, path, token=token, method=method, timeout=30)
+
+
+class Endpoint:
+    """One served mode behind one interface: image files in, (HTTP status, body) or the top classes out."""
+
+    def __init__(self, server, mode: str):
+        self.server, self.mode = server, mode
+        self.url, self.token, self.port, self.records = server.url, server.token, server.port, server.records
+        self.model = chk.ENSEMBLE if mode == "ensemble" else MODEL
+        self.infer_paths = ([f"/v2/models/{chk.ENSEMBLE}/infer"] if mode == "ensemble"
+                            else [f"/v1/models/{MODEL}:predict", f"/v2/models/{MODEL}/infer"])
+
+    def send(self, images: list[bytes], headers: dict | None = None) -> tuple[int, dict]:
+        if self.mode == "ensemble":
+            return chk.ensemble_infer(self.url, self.token, images, headers=headers)
+        return chk.post(self.url, chk.v1_body(images), self.token, headers=headers)
+
+    def predict(self, images: list[bytes]) -> list[str]:
+        code, body = self.send(images)
+        assert code == 200, (code, body)
+        if self.mode == "ensemble":
+            return chk.ensemble_outputs(body)["class"]["data"]
+        return [x["class"] for x in body["predictions"]]
+
+    def alive(self) -> bool:
+        return self.server.proc.poll() is None
+
+
+@pytest.fixture(params=["transformer", "ensemble"])
+def endpoint(request):
+    """The transformer (onnxruntime backend, the cheap one) or the ensemble on the real Triton."""
+    if request.param == "ensemble":
+        return Endpoint(request.getfixturevalue("ensemble_server"), "ensemble")
+    return Endpoint(request.getfixturevalue("ort_server"), "transformer")
 
 
 # --- images (no server) ---
@@ -87,13 +122,14 @@ def test_huge_images_are_reduced_while_decoding_and_still_right():
 
 # --- roles ---
 
-def test_repository_control_is_off_by_default(ort_server):
-    for token in (ort_server.token, "wrong", None):
-        code, body = chk.post(ort_server.url, b"{}", token, path=f"/v2/repository/models/{MODEL}/unload")
-        assert code == 403 and "disabled" in body["error"]
-    code, _ = chk.post(ort_server.url, b"{}", ort_server.token, path=f"/v2/repository/models/{MODEL}/load")
+def test_repository_control_is_off_by_default(endpoint):
+    for token in (endpoint.token, "wrong", None):
+        code, body = chk.post(endpoint.url, b"{}", token, path=f"/v2/repository/models/{endpoint.model}/unload")
+        # The transformer says it is disabled; Triton says the API is restricted (to a key only tailsynth holds).
+        assert code == 403 and ("disabled" in body["error"] or "restricted" in body["error"]), body
+    code, _ = chk.post(endpoint.url, b"{}", endpoint.token, path=f"/v2/repository/models/{endpoint.model}/load")
     assert code == 403
-    chk.predict_v1(ort_server.url, [chk.jpeg(0)], ort_server.token)  # still serving
+    endpoint.predict([chk.jpeg(0)])  # still serving
 
 
 def test_repository_control_needs_the_admin_token(local_repo, tmp_path, server_cls):
@@ -127,20 +163,27 @@ def test_without_a_token_only_loopback_and_a_loud_warning(local_repo, tmp_path, 
 
 # --- methods, headers, request ids ---
 
-def test_wrong_method_is_405(ort_server):
-    for path in (f"/v1/models/{MODEL}:predict", f"/v2/models/{MODEL}/infer"):
-        code, body = get(ort_server.url, path, ort_server.token)
-        assert code == 405 and "use POST" in body["error"], (path, code, body)
+def test_wrong_method_is_405(endpoint):
+    for path in endpoint.infer_paths:
+        code, body = get(endpoint.url, path, endpoint.token)
+        assert code == 405, (path, code, body)
+        if endpoint.mode == "transformer":
+            assert "use POST" in body["error"]
 
 
-def test_header_flood_is_refused_and_the_server_lives(ort_server):
-    code, body = chk.post(ort_server.url, chk.v1_body([chk.jpeg(0)]), ort_server.token,
-                          headers={"X-Padding": "a" * 20_000})
-    assert code == 431 and "16384" in body["error"]
-    # A megabyte of header never reaches the application: the HTTP parser stops at its own bound.
-    s = socket.create_connection(("127.0.0.1", ort_server.port), timeout=30)
+def test_header_flood_is_refused_and_the_server_lives(endpoint):
     try:
-        s.sendall(b"POST /v1/models/x:predict HTTP/1.1\r\nHost: a\r\nX-Big: ")
+        code, body = endpoint.send([chk.jpeg(0)], headers={"X-Padding": "a" * 20_000})
+    except OSError:  # Triton's HTTP server (libevhtp) drops the connection at its header limit
+        code, body = -1, {}
+    if endpoint.mode == "transformer":
+        assert code == 431 and "16384" in body["error"]
+    else:
+        assert code in (-1, 400, 431), (code, body)
+    # A megabyte of header never reaches the application: the HTTP parser stops at its own bound.
+    s = socket.create_connection(("127.0.0.1", endpoint.port), timeout=30)
+    try:
+        s.sendall(f"POST {endpoint.infer_paths[0]} HTTP/1.1\r\nHost: a\r\nX-Big: ".encode())
         try:
             for _ in range(64):
                 s.sendall(b"b" * 16384)
@@ -153,53 +196,54 @@ def test_header_flood_is_refused_and_the_server_lives(ort_server):
             head = b""
     finally:
         s.close()
-    assert not head or head.split(b" ")[1] in (b"400", b"431"), head
-    chk.predict_v1(ort_server.url, [chk.jpeg(0)], ort_server.token)
+    assert not head or head.split(b" ")[1] in (b"400", b"413", b"431"), head
+    endpoint.predict([chk.jpeg(0)])
+    assert endpoint.alive()
 
 
-def test_request_id_is_sanitized_and_bounded(ort_server):
+def test_request_id_is_sanitized_and_bounded(endpoint):
     img = chk.jpeg(77)
     rid = "abc<script>" + "x" * 1000
-    code, _ = chk.post(ort_server.url, chk.v1_body([img]), ort_server.token, headers={"x-request-id": rid})
+    code, _ = endpoint.send([img], headers={"x-request-id": rid})
     assert code == 200
     import hashlib
 
     from tailsynth.serve.records import read_records
 
     h = hashlib.sha256(img).hexdigest()
-    rec = [r for r in read_records(ort_server.records) if r["image_hash"] == h][-1]
+    rec = [r for r in read_records(endpoint.records) if r["image_hash"] == h][-1]
     assert rec["request_id"].startswith("abcscriptxxx") and len(rec["request_id"]) == 128
 
 
 # --- bounded work ---
 
-def test_odd_images_through_the_endpoint(ort_server):
+def test_odd_images_through_the_endpoint(endpoint):
     from PIL import Image
 
     base = np.random.default_rng(3).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     pal = Image.fromarray(base).convert("P", palette=Image.Palette.ADAPTIVE, colors=64)
     a16 = (np.random.default_rng(4).integers(0, 65536, (64, 64))).astype(np.uint16)
-    preds = chk.predict_v1(ort_server.url, [png(pal), png(a16)], ort_server.token)
-    assert len(preds) == 2
-    code, body = chk.post(ort_server.url, chk.v1_body([png(np.zeros((1, 1, 3), np.uint8))]), ort_server.token)
-    assert code == 400 and "instances[0]: 1x1 pixels is too small" in body["error"]
+    assert len(endpoint.predict([png(pal), png(a16)])) == 2
+    code, body = endpoint.send([png(np.zeros((1, 1, 3), np.uint8))])
+    item = "image[0]" if endpoint.mode == "ensemble" else "instances[0]"
+    assert code == 400 and f"{item}: 1x1 pixels is too small" in body["error"]
 
 
-def test_pixel_bomb_batch_leaves_normal_requests_fast(ort_server):
+def test_pixel_bomb_batch_leaves_normal_requests_fast(endpoint):
     bomb = bomb_1bit_png()
     assert len(bomb) < 10_000
     good = chk.jpeg(5)
-    chk.predict_v1(ort_server.url, [good], ort_server.token)  # warm
+    endpoint.predict([good])  # warm
     # One request of 32 bombs (1.27 Gpx claimed in ~160 KB): refused from the headers alone.
     t0 = time.monotonic()
-    code, body = chk.post(ort_server.url, chk.v1_body([bomb] * 32), ort_server.token)
+    code, body = endpoint.send([bomb] * 32)
     assert code == 400 and "over the limit" in body["error"], body
     assert time.monotonic() - t0 < 10
     # Twelve single-bomb requests in parallel (each under the per-request cap) and a normal one among them.
     results, lock = [], threading.Lock()
 
     def send_bomb():
-        c, b = chk.post(ort_server.url, chk.v1_body([bomb]), ort_server.token)
+        c, b = endpoint.send([bomb])
         with lock:
             results.append(c)
 
@@ -208,13 +252,13 @@ def test_pixel_bomb_batch_leaves_normal_requests_fast(ort_server):
         t.start()
     time.sleep(0.2)
     t0 = time.monotonic()
-    chk.predict_v1(ort_server.url, [good], ort_server.token)
+    endpoint.predict([good])
     normal_s = time.monotonic() - t0
     for t in threads:
         t.join(120)
     assert normal_s < 2.0, f"normal request took {normal_s:.2f}s beside 12 pixel-bomb requests"
     assert sorted(set(results)) <= [200, 503] and 503 in results, results  # heavy lane full -> 503, never 500
-    assert ort_server.proc.poll() is None
+    assert endpoint.alive()
 
 
 def test_client_errors_log_one_line_and_no_traceback(ort_server):
@@ -233,3 +277,36 @@ def test_client_errors_log_one_line_and_no_traceback(ort_server):
     assert "Traceback" not in new, new[-3000:]
     assert "not a decodable image" in new
     assert " 500" not in new, new[-3000:]
+
+
+# --- the ensemble mode's configuration errors (no server) ---
+
+def test_ensemble_mode_configuration_errors_are_named(local_repo, tmp_path):
+    import shutil
+
+    from tailsynth.serve.local import serve
+
+    with pytest.raises(ValueError, match="--mode ensemble .* needs --backend triton"):
+        serve(local_repo, backend="onnxruntime", mode="ensemble")
+    with pytest.raises(ValueError, match="--mode 'proxy': expected one of"):
+        serve(local_repo, mode="proxy")
+    old = tmp_path / "old-repo"  # exported before the ensemble existed: only the model
+    shutil.copytree(local_repo / MODEL, old / MODEL)
+    with pytest.raises(FileNotFoundError, match="no lesion-classifier-e2e ensemble; export the model again"):
+        serve(old, backend="triton", mode="ensemble", records=str(tmp_path / "p.jsonl"))
+
+
+def test_ensemble_triton_flags_restrict_every_api_but_health():
+    from tailsynth.serve.ensemble import triton_args
+
+    args = triton_args("tok", "adm")
+    http = [a.split("=", 1)[1] for a in args if a.startswith("--http-restricted-api=")]
+    assert http == ["inference,metadata,model-config:Authorization=Bearer tok",
+                    "model-repository,statistics,trace,logging,shared-memory:Authorization=Bearer adm"]
+    assert len([a for a in args if a.startswith("--grpc-restricted-protocol=")]) == 2
+    assert not any("health" in a for a in args)  # probes need no token
+    # Without an inference token (loopback only, said loudly) the admin APIs stay restricted.
+    assert [a for a in triton_args(None, "adm") if "restricted" in a and "inference" in a] == []
+    assert any("model-repository" in a for a in triton_args(None, "adm"))
+    with pytest.raises(ValueError, match="admin key"):
+        triton_args("tok", "")

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tailsynth.export import triton_config
+from tailsynth.export import (ENSEMBLE_NAME, POSTPROCESS_NAME, PREPROCESS_NAME, ensemble_config,
+                              postprocess_config, preprocess_config, triton_config)
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "serving" / "model_repository"
@@ -18,6 +19,17 @@ COMMON = dict(classes=["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC"], resolutio
 def test_template_configs_match_the_exporter(target, extra):
     assert (TEMPLATE / target / "lesion-classifier" / "config.pbtxt").read_text() == \
         triton_config(target=target, **COMMON, **extra)
+
+
+@pytest.mark.parametrize("target", ["cluster", "local"])
+def test_template_ensemble_configs_match_the_exporter(target):
+    # The same three configs for both targets: preprocess and postprocess are python-backend models everywhere.
+    want = {PREPROCESS_NAME: preprocess_config(resolution=COMMON["resolution"]),
+            POSTPROCESS_NAME: postprocess_config(**COMMON),
+            ENSEMBLE_NAME: ensemble_config(classes=COMMON["classes"], resolution=COMMON["resolution"],
+                                           version=COMMON["version"])}
+    for name, text in want.items():
+        assert (TEMPLATE / target / name / "config.pbtxt").read_text() == text, name
 
 
 def test_sample_requests_are_accepted_shapes():

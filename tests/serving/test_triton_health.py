@@ -75,8 +75,9 @@ def alive(pid: int) -> bool:
 def served(triton_env, local_repo, tmp_path, server_cls):
     servers = []
 
-    def start(**env):
-        s = server_cls(local_repo, "triton", "s3cret", tmp_path / f"p{len(servers)}.jsonl", env=env).wait_ready()
+    def start(mode: str = "transformer", **env):
+        s = server_cls(local_repo, "triton", "s3cret", tmp_path / f"p{len(servers)}.jsonl", env=env,
+                       extra=("--mode", mode)).wait_ready()
         servers.append(s)
         return s
 
@@ -114,8 +115,47 @@ def test_killed_stub_then_killed_tritonserver_recover(served):
     assert "restart 1/" in s.log()
 
 
-def test_unrecoverable_predictor_exits_non_zero(served):
-    s = served(TAILSYNTH_TRITON_MAX_RESTARTS="0")
+def ensemble_answers(s, good: bytes, want: str, times: int = 6) -> bool:
+    """TIMES requests in a row answered with WANT (several: each may reach another preprocess instance)."""
+    for _ in range(times):
+        try:
+            code, body = chk.ensemble_infer(s.url, s.token, [good])
+        except OSError:  # no server listening (yet)
+            return False
+        if code != 200 or chk.ensemble_outputs(body)["class"]["data"] != [want]:
+            return False
+    return True
+
+
+def test_ensemble_killed_stub_then_killed_tritonserver_recover(served):
+    """The ensemble mode has no transformer to turn readiness off, clients reach Triton itself: what counts is
+    that the supervisor brings every model back (a reload for a dead stub, a new server for a dead one)."""
+    s = served("ensemble")
+    good = chk.jpeg(0)
+    _, (want,), _ = chk.ensemble_predict(s.url, s.token, [good])
+    triton = tritonserver_pid(s)
+    stubs = {p: Path(f"/proc/{p}/cmdline").read_bytes() for p, name, _ in children(triton)
+             if name.startswith("triton_python")}
+    pre = [p for p, cmd in stubs.items() if b"/preprocess/" in cmd]
+    assert len(pre) == 2 and len(stubs) == 4, stubs  # two decoders, the classifier, postprocess
+
+    os.kill(pre[0], signal.SIGKILL)
+    assert wait_for(lambda: "answers again" in s.log() and ensemble_answers(s, good, want), 60.0, 0.5) is not None, \
+        s.log()[-4000:]
+    assert tritonserver_pid(s) == triton  # reloaded in place, no server restart
+    assert not alive(pre[0])
+
+    os.kill(triton, signal.SIGKILL)
+    assert wait_for(lambda: "restart 1/" in s.log() and ensemble_answers(s, good, want), 120.0, 0.5) is not None, \
+        s.log()[-4000:]
+    assert wait_for(lambda: not any(alive(p) for p in stubs), 10.0) is not None, stubs
+    assert tritonserver_pid(s) != triton
+    assert not [c for c in children(s.proc.pid) if c[2] == "Z"]
+
+
+@pytest.mark.parametrize("mode", ["transformer", "ensemble"])
+def test_unrecoverable_predictor_exits_non_zero(served, mode):
+    s = served(mode, TAILSYNTH_TRITON_MAX_RESTARTS="0")
     os.kill(tritonserver_pid(s), signal.SIGKILL)
     assert wait_for(lambda: ready_code(s.url) in (503, -1), 5.0) is not None
     assert wait_for(lambda: s.proc.poll() is not None, 60.0, 0.5) is not None, s.log()[-3000:]

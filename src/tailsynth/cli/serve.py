@@ -47,6 +47,9 @@ def export(ctx: typer.Context,
 
 def serve(repo: Path = typer.Option(..., "--repo", help="model repository from `tailsynth export`"),
           backend: str = typer.Option("triton", "--backend", help="triton (bundled tritonserver) or onnxruntime"),
+          mode: str = typer.Option("transformer", "--mode", help="transformer (the KServe transformer in front of "
+                                   "Triton; default) or ensemble (Triton alone serves lesion-classifier-e2e on "
+                                   "--port: decoding, auth and records inside Triton)"),
           port: int = typer.Option(8080, "--port", help="transformer port on 127.0.0.1"),
           token: str | None = typer.Option(None, "--token", envvar="TAILSYNTH_TOKEN",
                                               help="require 'Authorization: Bearer TOKEN' on inference calls"),
@@ -69,7 +72,8 @@ def serve(repo: Path = typer.Option(..., "--repo", help="model repository from `
           event_loop: str | None = typer.Option(None, help=_tuning_help("event_loop")),
           http_parser: str = typer.Option("h11", help=_tuning_help("http_parser")),
           coalesce: int = typer.Option(1, help=_tuning_help("coalesce"))) -> None:
-    """Serve POST /v1/models/lesion-classifier:predict and /v2/models/lesion-classifier/infer on 127.0.0.1.
+    """Serve POST /v1/models/lesion-classifier:predict and /v2/models/lesion-classifier/infer on 127.0.0.1
+    (--mode ensemble: Triton's /v2/models/lesion-classifier-e2e/infer, BYTES input `image`).
 
     Exits non-zero when the predictor dies and cannot be restarted. Performance settings and the reasons for their
     defaults: tailsynth/serve/tuning.py."""
@@ -87,7 +91,7 @@ def serve(repo: Path = typer.Option(..., "--repo", help="model repository from `
             rc = run_serve(repo, backend=backend, port=port, token=token, records=records,
                            limits=Limits(max_batch=max_batch, max_body_bytes=max_body_bytes),
                            admin_token=admin_token, repository_control=repository_control, max_inflight=max_inflight,
-                           triton_port=triton_port, tuning=tuning)
+                           triton_port=triton_port, tuning=tuning, mode=mode)
     except TritonUnavailable as e:
         err.print(f"[red]error:[/red] {e}\n(use --backend onnxruntime where the Triton binary cannot run)",
                   markup=True, highlight=False)

@@ -16,6 +16,10 @@ import numpy as np
 from ..errors import MissingInputError
 
 MODEL_NAME = "lesion-classifier"
+# The ensemble that takes image files (tailsynth.export.write_ensemble, tailsynth.serve.ensemble) and its steps.
+ENSEMBLE_NAME = "lesion-classifier-e2e"
+PREPROCESS_NAME = "preprocess"
+POSTPROCESS_NAME = "postprocess"
 
 
 class PredictorError(RuntimeError):

@@ -22,6 +22,7 @@ log = logging.getLogger("tailsynth.guard")
 OPEN_PATHS = ("/v2/health/ready", "/v2/health/live", "/v1/models", "/metrics", "/")
 _INFER = re.compile(r"^/v1/models/[^/]+:(predict|explain)$|^/v2/models/[^/]+(/versions/[^/]+)?/infer$")
 _ADMIN = re.compile(r"^/v2/repository(/|$)|^/v1/models/[^/]+/(load|unload)$")
+_CONFIG = re.compile(r"^/v2/models/([^/]+)(/versions/[^/]+)?/config$")
 _MODEL_READY = re.compile(r"^/v2/models/([^/]+)(/versions/[^/]+)?/ready$|^/v1/models/([^/:]+)$")
 
 
@@ -71,7 +72,7 @@ class GuardMiddleware:
     def __init__(self, app, token: str | None = None, max_body_bytes: int = 64 * 1024 * 1024,
                  admin_token: str | None = None, repository_control: bool = False,
                  max_header_bytes: int = 16 * 1024, max_inflight: int = 64, health=None,
-                 model_name: str = "lesion-classifier"):
+                 model_name: str = "lesion-classifier", model_config=None):
         if repository_control and not admin_token:
             raise ConfigError("model-repository control needs an admin token (TAILSYNTH_ADMIN_TOKEN)")
         self.app = app
@@ -83,6 +84,7 @@ class GuardMiddleware:
         self.max_inflight = int(max_inflight)
         self.health = health
         self.model_name = model_name
+        self.model_config = model_config  # a callable: the body of GET /v2/models/<name>/config (kserve has none)
         self.inflight = 0
 
     async def __call__(self, scope, receive, send):
@@ -120,6 +122,10 @@ class GuardMiddleware:
             if not (_token_matches(given, self.token) or _token_matches(given, self.admin_token)):
                 return await _reply(401, f"{path}: missing or wrong bearer token (send 'Authorization: Bearer <token>')",
                                     [(b"www-authenticate", b"Bearer")])(send)
+        if self.model_config is not None and method == "GET":
+            m = _CONFIG.match(path)
+            if m and m.group(1) == self.model_name:  # after the token check: the config is not an open path
+                return await _reply(200, None, body=self.model_config())(send)
         if not is_infer:
             return await self._with_body_limit(scope, receive, send, headers, path)
         if self.inflight >= self.max_inflight:

@@ -106,6 +106,42 @@ def open_image(data, name: str = "image", limits: Limits = Limits()):
     return _open(data, name, limits)
 
 
+def open_batch(items, limits: Limits = Limits()) -> tuple[list, int]:
+    """[(item name, image bytes)] -> (opened PIL images, the request's total pixels), from the headers alone.
+
+    The one admission check of a request, shared by the transformer and the ensemble's preprocess model: the
+    batch size, every image's own limits, then the request's pixel budget; nothing is decoded yet. On refusal the
+    images opened so far are closed and BadInput names the item or the request."""
+    if not items:
+        raise BadInput("empty batch: send at least one image")
+    if len(items) > limits.max_batch:
+        raise BadInput(f"batch of {len(items)} images exceeds the limit of {limits.max_batch}")
+    opened, pixels = [], 0
+    try:
+        for name, b in items:
+            im = _open(b, name, limits)
+            opened.append(im)
+            pixels += im.size[0] * im.size[1]
+        if pixels > limits.max_request_pixels:
+            raise BadInput(f"request of {len(items)} images holds {pixels} pixels, over the limit of "
+                           f"{limits.max_request_pixels} per request; send smaller images or fewer per request")
+    except BadInput:
+        for im in opened:
+            im.close()
+        raise
+    return opened, pixels
+
+
+def decode_batch(opened: list, names: list[str], resolution: int, limits: Limits = Limits(),
+                 jpeg_draft: bool = False) -> np.ndarray:
+    """Images from open_batch -> N x resolution x resolution x 3 uint8 (decode_opened each); closes them all."""
+    try:
+        return np.stack([decode_opened(im, resolution, name, limits, jpeg_draft) for name, im in zip(names, opened)])
+    finally:
+        for im in opened:  # the ones not reached after a failure (decode_opened closes its own)
+            im.close()
+
+
 def decode_image(data: bytes, resolution: int, name: str = "image", limits: Limits = Limits(),
                  jpeg_draft: bool = False) -> np.ndarray:
     """Bytes of a JPEG/PNG/... -> resolution x resolution x 3 uint8 RGB (bilinear, as the training data reader).

@@ -25,6 +25,9 @@ from .ports import stop_process
 from .tuning import Tuning
 
 BACKENDS = ("triton", "onnxruntime")
+# transformer: the KServe transformer in this process in front of Triton (what the KServe manifests deploy);
+# ensemble: Triton alone serving lesion-classifier-e2e, clients on its v2 endpoint (tailsynth.serve.ensemble).
+MODES = ("transformer", "ensemble")
 
 
 def _worker_argv(backend: str, predictor: str, port: int, common: dict, tuning: Tuning) -> list[str]:
@@ -104,11 +107,15 @@ def _stop_workers(procs: list[subprocess.Popen], timeout: float = 30.0) -> None:
 def serve(repo: str | Path, backend: str = "triton", port: int = 8080, token: str | None = None,
           records: str | Path | None = None, limits: Limits = Limits(), triton_port: int | None = None,
           admin_token: str | None = None, repository_control: bool = False, max_inflight: int = 64,
-          max_restarts: int | None = None, tuning: Tuning | None = None) -> int:
+          max_restarts: int | None = None, tuning: Tuning | None = None, mode: str = "transformer") -> int:
     from . import transformer
 
     if backend not in BACKENDS:
         raise ConfigError(f"--backend {backend!r}: expected one of {BACKENDS}")
+    if mode not in MODES:
+        raise ConfigError(f"--mode {mode!r}: expected one of {MODES}")
+    if mode == "ensemble" and backend != "triton":
+        raise ConfigError("--mode ensemble runs the whole request inside Triton: it needs --backend triton")
     tuning = tuning or Tuning()
     repo = Path(repo)
     if not (repo / "lesion-classifier" / "serving.json").is_file():
@@ -140,7 +147,16 @@ def serve(repo: str | Path, backend: str = "triton", port: int = 8080, token: st
 
         if max_restarts is None:
             max_restarts = int(os.environ.get("TAILSYNTH_TRITON_MAX_RESTARTS", "3"))
-        sup = TritonSupervisor(repo, http_port=triton_port, max_restarts=max_restarts)
+        if mode == "ensemble":
+            from .ensemble import serve_ensemble
+
+            if tuning.workers > 1 or triton_port:
+                raise ConfigError("--mode ensemble: Triton itself listens on --port; --workers and --triton-port "
+                                  "apply to the transformer mode only")
+            return serve_ensemble(repo, port=port, token=token, records=records, admin_token=admin_token,
+                                  repository_control=repository_control, max_restarts=max_restarts)
+        # Only the classifier: the ensemble's models are the other mode's (its postprocess needs a records file).
+        sup = TritonSupervisor(repo, http_port=triton_port, max_restarts=max_restarts, models=["lesion-classifier"])
         print(f"triton ready on {sup.tp.url} (log {sup.tp.log_path})", file=sys.stderr, flush=True)
         predictor = f"127.0.0.1:{sup.tp.http_port}"
         try:

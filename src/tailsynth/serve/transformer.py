@@ -26,11 +26,9 @@ import base64
 import binascii
 import functools
 import ipaddress
-import itertools
 import json
 import logging
 import os
-import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -39,16 +37,14 @@ import numpy as np
 from ..errors import ConfigError
 from .backends import MODEL_NAME, OnnxRuntimeBackend, PredictorError, TritonHTTPBackend
 from .coalesce import Coalescer
-from .images import BadInput, Limits, decode_opened, image_stats, open_image, sha256
-from .records import JsonlSink, Projection, prediction_record
+from .images import BadInput, Limits, decode_batch, open_batch, sha256
+from .records import JsonlSink, Projection, build_records, new_request_id, sanitize_request_id
 from .tuning import Tuning
 from .tuning import add_arguments as tuning_args
 from .tuning import from_namespace as tuning_from
 
 log = logging.getLogger("tailsynth.transformer")
 
-MAX_REQUEST_ID = 128
-_ID_JUNK = re.compile(r"[^A-Za-z0-9._:-]")
 MAX_HEADER_BYTES = 16 * 1024
 
 
@@ -58,27 +54,6 @@ class Overloaded(RuntimeError):
     def __init__(self, message: str, retry_after_s: int = 1):
         super().__init__(message)
         self.retry_after_s = retry_after_s
-
-
-_ID_PREFIX = os.urandom(6).hex()
-_ID_COUNTER = itertools.count()
-
-
-def new_request_id() -> str:
-    """A request id unique within and across transformer processes: a random per-process prefix and a counter.
-
-    (uuid4 reads os.urandom on every call, a system call that was 3% of the transformer's CPU at concurrency 32.)"""
-    return f"{_ID_PREFIX}{next(_ID_COUNTER):010x}"
-
-
-def sanitize_request_id(value) -> str | None:
-    """A client-supplied request id, cut to safe characters and MAX_REQUEST_ID chars (None when nothing is left).
-
-    It is copied into every prediction record, so an unbounded id would let one request inflate the records."""
-    if value is None:
-        return None
-    clean = _ID_JUNK.sub("", str(value)[: 4 * MAX_REQUEST_ID])[:MAX_REQUEST_ID]
-    return clean or None
 
 
 def parse_v1(payload) -> list[tuple[str, bytes]]:
@@ -172,23 +147,8 @@ class TransformerCore:
 
     def _parse(self, payload, is_v2: bool, headers: dict | None) -> dict:
         items = parse_v2(payload) if is_v2 else parse_v1(payload)
-        if not items:
-            raise BadInput("empty batch: send at least one image")
-        if len(items) > self.limits.max_batch:
-            raise BadInput(f"batch of {len(items)} images exceeds the limit of {self.limits.max_batch}")
-        opened, pixels = [], 0
-        try:
-            for name, b in items:  # header reads only: the request's cost is known before any decoding
-                im = open_image(b, name, self.limits)
-                opened.append(im)
-                pixels += im.size[0] * im.size[1]
-            if pixels > self.limits.max_request_pixels:
-                raise BadInput(f"request of {len(items)} images holds {pixels} pixels, over the limit of "
-                               f"{self.limits.max_request_pixels} per request; send smaller images or fewer per request")
-        except BadInput:
-            for im in opened:
-                im.close()
-            raise
+        # Header reads only: the request's cost is known before any decoding.
+        opened, pixels = open_batch(items, self.limits)
         rid = (sanitize_request_id((headers or {}).get("x-request-id"))
                or (sanitize_request_id(payload.id) if is_v2 and getattr(payload, "id", None) else None)
                or new_request_id())
@@ -196,14 +156,9 @@ class TransformerCore:
                 "hashes": [sha256(bytes(b)) for _, b in items]}
 
     def _decode(self, parsed: dict) -> np.ndarray:
-        r = int(self.info["resolution"])
         opened, parsed["opened"] = parsed["opened"], []
-        try:
-            return np.stack([decode_opened(im, r, name, self.limits, self.tuning.jpeg_draft)
-                             for name, im in zip(parsed["names"], opened)])
-        finally:
-            for im in opened:  # the ones not reached after a failure (decode_opened closes its own)
-                im.close()
+        return decode_batch(opened, parsed["names"], int(self.info["resolution"]), self.limits,
+                            self.tuning.jpeg_draft)
 
     def _parse_light(self, payload, is_v2: bool, headers: dict | None) -> tuple[dict, np.ndarray | None]:
         """Parse, and decode at once unless the request is heavy: one worker-thread hop for ordinary requests."""
@@ -250,17 +205,38 @@ class TransformerCore:
         probs = result["probabilities"]
         top = [classes[i] for i in probs.argmax(1)]
         if self.sink is not None:
-            emb = self.projection(result["features"]) if self.projection is not None else [None] * len(top)
-            recs = [prediction_record(request_id=result["request_id"], image_sha256=h, predicted_class=c,
-                                      probabilities=dict(zip(classes, p.tolist())), model_version=version,
-                                      embedding=None if e is None else e.tolist(),
-                                      image_stats=image_stats(img), item=i)
-                    for i, (h, c, p, e, img) in enumerate(zip(result["hashes"], top, probs, emb, result["images"]))]
+            recs = build_records(result["request_id"], result["hashes"], result["images"], probs,
+                                 result["features"], classes, version, self.projection)
             try:
                 self.sink.write(recs)
             except OSError as e:  # monitoring must not take the endpoint down
                 log.error("could not write prediction records: %s", e)
         return top
+
+
+def io_metadata(classes) -> tuple[list[dict], list[dict]]:
+    """The v2 metadata of the endpoint's inputs and outputs (what a client sends and gets back, not the predictor's
+    uint8 tensors), so `get_model_metadata` tells a client to send a BYTES `image` of encoded files."""
+    inputs = [{"name": "image", "datatype": "BYTES", "shape": [-1]}]
+    outputs = [{"name": "probabilities", "datatype": "FP32", "shape": [-1, len(classes)]},
+               {"name": "class", "datatype": "BYTES", "shape": [-1]}]
+    return inputs, outputs
+
+
+def model_config(name: str, info: dict) -> dict:
+    """GET /v2/models/NAME/config of the transformer, in Triton's JSON form (kserve has no such route): the same
+    inputs and outputs as the metadata, and the parameters the export writes into the predictor's config."""
+    inputs, outputs = io_metadata(info["classes"])
+
+    def tensor(t):
+        return {"name": t["name"], "data_type": "TYPE_STRING" if t["datatype"] == "BYTES" else f"TYPE_{t['datatype']}",
+                "dims": t["shape"]}
+
+    return {"name": name, "platform": "tailsynth_transformer", "max_batch_size": 0,
+            "input": [tensor(t) for t in inputs], "output": [tensor(t) for t in outputs],
+            "parameters": {"classes": {"string_value": ",".join(info["classes"])},
+                           "model_version": {"string_value": info["model_version"]},
+                           "resolution": {"string_value": str(info["resolution"])}}}
 
 
 @functools.lru_cache(maxsize=4)
@@ -283,6 +259,12 @@ def transformer_class():
             self.core.load()
             self.ready = True
             return self.ready
+
+        def get_input_types(self) -> list[dict]:
+            return io_metadata(self.core.info["classes"])[0]
+
+        def get_output_types(self) -> list[dict]:
+            return io_metadata(self.core.info["classes"])[1]
 
         async def preprocess(self, payload, headers: dict[str, str] = None) -> dict:
             try:
@@ -543,7 +525,8 @@ def run(*, backend: str = "triton", repo: str | None = None, predictor_host: str
     app.add_middleware(V2BinaryBytesAdapter)
     app.add_middleware(GuardMiddleware, token=token, max_body_bytes=limits.max_body_bytes, admin_token=admin_token,
                        repository_control=repository_control, max_header_bytes=max_header_bytes,
-                       max_inflight=max_inflight, health=health, model_name=model_name)
+                       max_inflight=max_inflight, health=health, model_name=model_name,
+                       model_config=lambda: model_config(model_name, core.info))
     server.start([model])
     return server.exit_code
 

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -154,8 +155,12 @@ class TritonProcess:
 
 
 def start_triton(repo: str | Path, http_port: int | None = None, env: Path | None = None,
-                 ready_timeout: float = 90.0, log_verbose: int = 0) -> TritonProcess:
-    """Start tritonserver on REPO (HTTP, gRPC and metrics all on 127.0.0.1) and wait until it is ready."""
+                 ready_timeout: float = 90.0, log_verbose: int = 0, models: Sequence[str] | None = None,
+                 extra_args: Sequence[str] = (), extra_env: dict | None = None) -> TritonProcess:
+    """Start tritonserver on REPO (HTTP, gRPC and metrics all on 127.0.0.1) and wait until it is ready.
+
+    models: the models to load (None: all of the repository); extra_args: more tritonserver flags (the ensemble
+    mode's restricted APIs); extra_env: more environment for Triton and its python-backend models."""
     repo = Path(repo).resolve()
     if not repo.is_dir():
         raise MissingInputError(f"{repo}: no model repository (run `tailsynth export --target local`)")
@@ -165,14 +170,16 @@ def start_triton(repo: str | Path, http_port: int | None = None, env: Path | Non
     http_port = http_port or free_port()
     grpc_port, metrics_port = free_port(), free_port()
     cmd = [str(paths["binary"]), f"--model-repository={repo}", f"--backend-directory={backends}",
-           "--model-control-mode=explicit", "--load-model=*", "--exit-on-error=true", "--exit-timeout-secs=10", "--strict-readiness=true",
+           "--model-control-mode=explicit", *[f"--load-model={m}" for m in (models or ["*"])], "--exit-on-error=true", "--exit-timeout-secs=10", "--strict-readiness=true",
            "--allow-http=true", "--http-address=127.0.0.1", f"--http-port={http_port}",
            "--allow-grpc=true", "--grpc-address=127.0.0.1", f"--grpc-port={grpc_port}",
            "--allow-metrics=true", "--allow-gpu-metrics=false", "--allow-cpu-metrics=true",
-           "--metrics-address=127.0.0.1", f"--metrics-port={metrics_port}", f"--log-verbose={log_verbose}"]
+           "--metrics-address=127.0.0.1", f"--metrics-port={metrics_port}", f"--log-verbose={log_verbose}",
+           *extra_args]
     log_path = workdir / "tritonserver.log"
     with open(log_path, "wb") as logf:
-        proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=_env(paths), cwd=workdir,
+        proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env={**_env(paths), **(extra_env or {})},
+                                cwd=workdir,
                                 start_new_session=True, preexec_fn=_die_with_parent)
     tp = TritonProcess(repo, http_port, grpc_port, metrics_port, proc, workdir, log_path)
     try:
@@ -198,10 +205,15 @@ class TritonSupervisor:
     loaded again, which starts a new stub. Returns False when it gives up, so the endpoint exits non-zero."""
 
     def __init__(self, repo: str | Path, http_port: int | None = None, max_restarts: int = 3,
-                 model_name: str = "lesion-classifier", **start_kw):
+                 model_name: str = "lesion-classifier", reload_models: Sequence[str] | None = None,
+                 admin_headers: dict | None = None, **start_kw):
+        """reload_models: what a reload unloads and loads again, composing models first and an ensemble last
+        (default: model_name); admin_headers: sent with the model-repository calls (a restricted API)."""
         self.repo = Path(repo)
         self.max_restarts = max_restarts
         self.model_name = model_name
+        self.reload_models = list(reload_models or [model_name])
+        self.admin_headers = dict(admin_headers or {})
         self.start_kw = start_kw
         self.restarts = 0
         self.reloads = 0
@@ -227,11 +239,13 @@ class TritonSupervisor:
     def _reload_model(self) -> bool:
         import urllib.request
 
-        base = f"{self.tp.url}/v2/repository/models/{self.model_name}"
+        # Unload the ensemble before its parts, load the parts before the ensemble.
+        plan = [(m, "unload") for m in reversed(self.reload_models)] + [(m, "load") for m in self.reload_models]
         try:
-            for action in ("unload", "load"):
-                req = urllib.request.Request(f"{base}/{action}", data=b"{}", method="POST",
-                                             headers={"Content-Type": "application/json"})
+            for model, action in plan:
+                req = urllib.request.Request(f"{self.tp.url}/v2/repository/models/{model}/{action}", data=b"{}",
+                                             method="POST",
+                                             headers={"Content-Type": "application/json", **self.admin_headers})
                 with urllib.request.urlopen(req, timeout=60) as r:
                     r.read()
         except OSError:
@@ -239,11 +253,14 @@ class TritonSupervisor:
         self.reloads += 1
         return True
 
-    def recover(self, failures: int) -> bool | None:
+    def recover(self, failures: int, stub_dead: bool = False) -> bool | None:
+        """stub_dead: the failure named a dead python-backend stub, so reload at once. (With several instances
+        of a model, the next probe may reach a live one and clear the failure count: waiting for two failures
+        in a row would leave the dead instance failing requests.)"""
         rc = self.tp.process.poll()
         if rc is not None:
             return self._restart(f"exited with code {rc}")
-        if failures < 2:
+        if failures < 2 and not stub_dead:
             return None  # one failed probe may be a blip: look again first
         if self._reload_model():
             return True
