@@ -40,6 +40,8 @@ def build_card(model_dir, name: str, quality: dict | None = None, commands: list
         "intended_use": "research only: synthetic tail-class lesions for classifier training experiments; "
                         "not for diagnosis, not a source of clinical images",
         "data": {"source": source.name, "sha256": file_digest(source) if source.is_file() else None,
+                 # a folder source (HAM10000, ISIC) is named by the project's content-hash revision
+                 "revision": meta["data"].get("revision"),
                  "split": "train (the val split is never seen)", "train_counts": meta["data"].get("train_counts")},
         "classes": meta["classes"],
         "resolution": meta["resolution"],
