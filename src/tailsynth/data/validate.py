@@ -316,6 +316,19 @@ def _ham_expectations(gx, rows, columns, min_size):
     return exps
 
 
+def _quarantine(rows, drop_invalid: bool):
+    """(rows, quarantined files, dropped ids): every named image with a quarantine reason; dropped from the rows
+    with `drop_invalid`, so the checks then run on what is left."""
+    bad = rows[rows["_reason"].notna() & rows["image"].notna()]
+    quarantined = [{"image_id": r["image"], "path": r["_path"], "reason": r["_reason"], "error": r["_error"]}
+                   for r in bad.to_dict("records")]
+    dropped: list[str] = []
+    if drop_invalid and len(bad):
+        dropped = list(bad["image"])
+        rows = rows.drop(index=bad.index).reset_index(drop=True)
+    return rows, quarantined, dropped
+
+
 def _npz_table(path: Path):
     import pandas as pd
 
@@ -526,12 +539,7 @@ def validate_source(
     results = []
     if fmt == "ham10000":
         rows, meta_path, columns = _ham_table(source, assignment, workers, progress)
-        bad = rows[rows["_reason"].notna() & rows["image"].notna()]
-        quarantined = [{"image_id": r["image"], "path": r["_path"], "reason": r["_reason"], "error": r["_error"]}
-                       for r in bad.to_dict("records")]
-        if drop_invalid and len(bad):
-            dropped = list(bad["image"])
-            rows = rows.drop(index=bad.index).reset_index(drop=True)
+        rows, quarantined, dropped = _quarantine(rows, drop_invalid)
         res = _run_suite(ctx, "ham", rows, _ham_expectations(gx, rows, columns, min_size))
         results.append(res)
         image_detail = lambda r: f"{r['_path']}: {r['_error']}"
@@ -547,12 +555,7 @@ def validate_source(
         n_rows = len(rows)
     elif fmt == "isic2019":
         rows, gt_path, gt_columns, class_cols, expected = _isic_table(source, assignment, part, workers, progress)
-        bad = rows[rows["_reason"].notna() & rows["image"].notna()]
-        quarantined = [{"image_id": r["image"], "path": r["_path"], "reason": r["_reason"], "error": r["_error"]}
-                       for r in bad.to_dict("records")]
-        if drop_invalid and len(bad):
-            dropped = list(bad["image"])
-            rows = rows.drop(index=bad.index).reset_index(drop=True)
+        rows, quarantined, dropped = _quarantine(rows, drop_invalid)
         expected = expected_classes or expected
         import pandas as pd
 
