@@ -1,131 +1,86 @@
-"""Classifier throughput: training and inference images/s per backbone and resolution, in one process.
+"""Classifier throughput side by side in one process: fp32 / bf16 autocast x contiguous / channels_last, training
+and inference images/s per backbone and resolution, with the CPU's ISA flags and the load average beside them.
 
-Variants: baseline (fp32, contiguous), channels_last, torch.compile (--compile; slow to compile on CPU),
-and on CUDA bf16 autocast. Reports wall-clock images/s and, on CPU, images per CPU-second of this process
-(less sensitive to other processes sharing the cores).
+It measures with the same function that `--precision auto` uses (`tailsynth.classify.precision.measure`), and
+prints which variant auto would pick from these figures.
 
-    .venv/bin/python benchmarks/bench_classifier.py --threads 2
-    .venv/bin/python benchmarks/bench_classifier.py --backbones resnet18 --resolutions 28 64 --compile --json out.json
+    .venv/bin/python benchmarks/bench_classifier.py
+    .venv/bin/python benchmarks/bench_classifier.py --backbones resnet18 tf_efficientnet_lite0 --resolutions 28 64 \
+        --json docs/results/classifier_bench.json --markdown docs/results/classifier_bench.md
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 
-def _bench(fn, steps: int, warmup: int, sync) -> tuple[float, float]:
-    for _ in range(warmup):
-        fn()
-    sync()
-    w, c = time.perf_counter(), time.process_time()
-    for _ in range(steps):
-        fn()
-    sync()
-    return time.perf_counter() - w, time.process_time() - c
-
-
-def run(backbones, resolutions, batch_train: int, batch_infer: int, steps: int, warmup: int, device: str,
-        compile_: bool, amp: bool) -> list[dict]:
-    import timm
-    import torch
-    import torch.nn.functional as F
-
-    dev = torch.device(device)
-    sync = (lambda: torch.cuda.synchronize()) if dev.type == "cuda" else (lambda: None)
-    variants = [("baseline", False, False), ("channels_last", True, False)]
-    if compile_:
-        variants.append(("channels_last+compile", True, True))
-    rows = []
-    for name in backbones:
-        for res in resolutions:
-            for vname, cl, comp in variants:
-                torch.manual_seed(0)
-                model = timm.create_model(name, pretrained=False, num_classes=7).to(dev)
-                fmt = torch.channels_last if cl else torch.contiguous_format
-                model = model.to(memory_format=fmt)
-                net = torch.compile(model) if comp else model
-                opt = torch.optim.AdamW(model.parameters(), 1e-3)
-                xt = torch.randn(batch_train, 3, res, res, device=dev).contiguous(memory_format=fmt)
-                yt = torch.randint(0, 7, (batch_train,), device=dev)
-                xi = torch.randn(batch_infer, 3, res, res, device=dev).contiguous(memory_format=fmt)
-                use_amp = amp and dev.type == "cuda"
-
-                def train_step(net=net, opt=opt, xt=xt, yt=yt, use_amp=use_amp):
-                    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
-                        loss = F.cross_entropy(net(xt).float(), yt)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-
-                def infer_step(net=net, xi=xi, use_amp=use_amp):
-                    with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
-                        net(xi)
-
-                model.train()
-                tw, tc = _bench(train_step, steps, warmup, sync)
-                model.eval()
-                iw, ic = _bench(infer_step, steps, warmup, sync)
-                row = {"backbone": name, "res": res, "variant": vname + ("+bf16" if use_amp else ""),
-                       "train_img_s": batch_train * steps / tw, "infer_img_s": batch_infer * steps / iw}
-                if dev.type == "cpu":
-                    row["train_img_per_cpu_s"] = batch_train * steps / max(tc, 1e-9)
-                    row["infer_img_per_cpu_s"] = batch_infer * steps / max(ic, 1e-9)
-                rows.append(row)
-                print(json.dumps({k: round(v, 1) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
-    return rows
-
-
 def table(rows: list[dict]) -> str:
-    cpu = "train_img_per_cpu_s" in rows[0]
-    head = "| backbone | px | variant | train img/s | infer img/s |"
-    sep = "|---|---:|---|---:|---:|"
-    if cpu:
-        head += " train img/CPU-s | infer img/CPU-s |"
-        sep += "---:|---:|"
-    lines = [head, sep]
+    lines = ["| backbone | px | precision | channels_last | train img/s | train img/CPU-s | infer img/s | infer img/CPU-s |",
+             "|---|---:|---|---|---:|---:|---:|---:|"]
     for r in rows:
-        line = f"| {r['backbone']} | {r['res']} | {r['variant']} | {r['train_img_s']:.0f} | {r['infer_img_s']:.0f} |"
-        if cpu:
-            line += f" {r['train_img_per_cpu_s']:.0f} | {r['infer_img_per_cpu_s']:.0f} |"
-        lines.append(line)
+        lines.append(f"| {r['backbone']} | {r['res']} | {r['precision']} | {'yes' if r['channels_last'] else 'no'} | "
+                     f"{r['train_img_s']:.0f} | {r['train_img_per_cpu_s']:.0f} | {r['infer_img_s']:.0f} | "
+                     f"{r['infer_img_per_cpu_s']:.0f} |")
     return "\n".join(lines)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--backbones", nargs="+", default=["resnet18", "efficientnet_b0"])
-    ap.add_argument("--resolutions", nargs="+", type=int, default=[28, 64])
+    ap.add_argument("--backbones", nargs="+", default=["resnet18", "tf_efficientnet_lite0"])
+    ap.add_argument("--resolutions", nargs="+", type=int, default=[64])
     ap.add_argument("--batch-train", type=int, default=64)
     ap.add_argument("--batch-infer", type=int, default=256)
-    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    ap.add_argument("--compile", action="store_true", help="add a torch.compile variant (default on CUDA)")
-    ap.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA")
-    ap.add_argument("--json", default=None, help="write the rows here")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--json", default=None, help="write the rows and the machine here")
+    ap.add_argument("--markdown", default=None, help="write the table here")
     a = ap.parse_args()
-
-    import platform
 
     import torch
 
+    from tailsynth.classify.precision import VARIANTS, choose, cpu_model, isa_summary, measure, native_bf16
+
     if a.threads:
         torch.set_num_threads(a.threads)
-    device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    compile_ = a.compile or device == "cuda"
-    what = torch.cuda.get_device_name(0) if device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"# torch {torch.__version__} on {what} ({platform.machine()}); batch train {a.batch_train}, "
-          f"infer {a.batch_infer}, {a.steps} timed steps after {a.warmup} warm-up", flush=True)
-    rows = run(a.backbones, a.resolutions, a.batch_train, a.batch_infer, a.steps, a.warmup, device, compile_,
-               not a.no_amp)
+    load0 = os.getloadavg()[0]
+    head = (f"torch {torch.__version__}, {cpu_model()}, {torch.get_num_threads()} threads; ISA: {isa_summary()}; "
+            f"native bf16: {native_bf16()}; batch train {a.batch_train}, infer {a.batch_infer}; {a.steps} timed steps "
+            f"after {a.warmup} warm-up; load average at start {load0:.2f}")
+    print("# " + head, flush=True)
+    rows, picks = [], []
+    t0 = time.time()
+    for bb in a.backbones:
+        for res in a.resolutions:
+            tr = measure(bb, res, a.batch_train, "train", VARIANTS, a.steps, a.warmup, device=a.device)
+            inf = measure(bb, res, a.batch_infer, "infer", VARIANTS, a.steps, a.warmup, device=a.device)
+            for t, i in zip(tr, inf):
+                row = {"backbone": bb, "res": res, "precision": t["precision"], "channels_last": t["channels_last"],
+                       "train_img_s": t["images_per_s"], "train_img_per_cpu_s": t["images_per_cpu_s"],
+                       "infer_img_s": i["images_per_s"], "infer_img_per_cpu_s": i["images_per_cpu_s"]}
+                rows.append(row)
+                print(json.dumps({k: round(v, 1) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
+            for purpose, ms in (("train", tr), ("infer", inf)):
+                ok = [m for m in ms if native_bf16() or m["precision"] == "fp32"]
+                prec, cl, why = choose(ok)
+                picks.append(f"- {bb} at {res} px, {purpose}: auto picks **{prec}{' + channels_last' if cl else ''}**"
+                             f" ({why})")
+    load1 = os.getloadavg()[0]
+    md = (f"Measured {time.strftime('%Y-%m-%d %H:%M')} UTC: {head}; load average at end {load1:.2f}; "
+          f"{time.time() - t0:.0f} s in all.\n\n" + table(rows) + "\n\n" + "\n".join(picks) + "\n")
     print()
-    print(table(rows))
+    print(md)
+    if a.markdown:
+        with open(a.markdown, "w") as f:
+            f.write(md)
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"device": what, "torch": str(torch.__version__), "rows": rows}, f, indent=1)
+            json.dump({"machine": head, "load_start": load0, "load_end": load1, "rows": rows, "picks": picks}, f,
+                      indent=1)
 
 
 if __name__ == "__main__":

@@ -16,11 +16,20 @@ from ..hashing import model_version  # noqa: F401  (torch-free, shared by servin
 from .metadata import DEFAULT_MEAN, DEFAULT_STD, MODEL_FILE, ClassifierMeta, read_checkpoint, write_checkpoint  # noqa: F401
 
 
-def build_backbone(backbone: str, num_classes: int, pretrained_path: str | None = None, **kwargs) -> torch.nn.Module:
+def build_backbone(backbone: str, num_classes: int, pretrained_path: str | None = None, pretrained: str | None = None,
+                   **kwargs) -> torch.nn.Module:
     import timm
 
-    # Never reach a hub: weights are trained here or loaded from a local file.
+    if pretrained and pretrained_path:
+        from ..errors import ConfigError
+
+        raise ConfigError("pretrained and pretrained_path are exclusive: give the package weights or a file, not both")
+    # Never reach a hub: weights are trained here, loaded from a local file, or shipped inside a package.
     model = timm.create_model(backbone, pretrained=False, num_classes=num_classes, **kwargs)
+    if pretrained:
+        from .pretrained import apply_pretrained
+
+        apply_pretrained(model, backbone, pretrained)
     if pretrained_path:
         state = torch.load(pretrained_path, map_location="cpu", weights_only=True)
         state = state.get("state_dict", state)
@@ -58,15 +67,32 @@ def preprocess(images: np.ndarray, meta: ClassifierMeta) -> torch.Tensor:
     return (x - mean) / std
 
 
+def inference_precision(meta: ClassifierMeta, device: str = "cpu", precision: str | None = None):
+    """The precision choice for running this model: `precision`, else the one it was trained with (auto measures
+    inference on its own, so a model trained in fp32 may still infer in bf16 where that is faster)."""
+    from .precision import resolve
+
+    return resolve(precision if precision is not None else meta.config.get("precision"), None,
+                   backbone=meta.backbone, resolution=meta.resolution, batch_size=256, device=device, purpose="infer")
+
+
 @torch.no_grad()
 def predict_arrays(model: torch.nn.Module, meta: ClassifierMeta, images: np.ndarray, batch_size: int = 256,
-                   features: bool = False):
-    """Softmax probabilities (and penultimate features when asked) for uint8 images at the model's resolution."""
+                   features: bool = False, precision: str | None = None):
+    """Softmax probabilities (and penultimate features when asked) for uint8 images at the model's resolution,
+    in the precision of `inference_precision` (logits and features come back as fp32)."""
+    choice = inference_precision(meta, "cpu" if next(model.parameters()).device.type == "cpu" else "cuda", precision)
+    dtype = choice.autocast_dtype
+    dev = next(model.parameters()).device
     probs, feats, logits_all = [], [], []
     for i in range(0, len(images), batch_size):
-        x = preprocess(images[i : i + batch_size], meta)
-        f = model.forward_head(model.forward_features(x), pre_logits=True)
-        logits = model.get_classifier()(f)
+        x = preprocess(images[i : i + batch_size], meta).to(dev)
+        if choice.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
+            f = model.forward_head(model.forward_features(x), pre_logits=True)
+            logits = model.get_classifier()(f)
+        f, logits = f.float().cpu(), logits.float().cpu()
         logits_all.append(logits)
         probs.append(torch.softmax(logits, dim=1))
         if features:

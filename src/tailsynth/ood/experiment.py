@@ -308,9 +308,11 @@ def run_method_comparison(data, out, methods, *, folds: int | None = 5, seeds=(0
                           epochs: int | None = None, resolution: int | None = None, splits=None,
                           inner_val: float = 0.15, split_seed: int = 0, eval_data=None, eval_split: str = "test",
                           eval_splits=None, tail=DEFAULT_TAIL, n_boot: int = 1000, train_kw: dict | None = None,
-                          quiet: bool = False, jobs: int = 1, collect_only: bool = False) -> dict:
+                          quiet: bool = False, jobs: int = 1, collect_only: bool = False,
+                          only_folds=None) -> dict:
     """Real-only long-tail methods on the experiment's protocol (epoch and post-hoc τ chosen on the inner split,
-    reported on held-out folds); paired Δ vs the first method. The winner by mean balanced accuracy is arm (a)."""
+    reported on held-out folds); paired Δ vs the first method. The winner by mean balanced accuracy is arm (a).
+    `only_folds` (fold numbers): train and tabulate only those folds (a staged protocol's first stage)."""
     from .select import _jsonable
 
     methods = list(methods)
@@ -322,6 +324,12 @@ def run_method_comparison(data, out, methods, *, folds: int | None = 5, seeds=(0
     log = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
     reps = make_replicates(data, out, folds=folds, seeds=[int(s) for s in seeds], splits=splits,
                            inner_val=inner_val, split_seed=split_seed)
+    if only_folds is not None:
+        wanted = {f"fold{int(i)}" for i in only_folds}
+        unknown = wanted - {r.group for r in reps}
+        if unknown:
+            raise ConfigError(f"only_folds: no replicate {sorted(unknown)} (have {sorted({r.group for r in reps})})")
+        reps = [r for r in reps if r.group in wanted]
     common = {"backbone": backbone, "epochs": epochs, "resolution": resolution, "split_seed": split_seed,
               "quiet": True, "write_reports": False, **(train_kw or {})}
     tasks = [{"run_dir": str(out / "runs" / m / r.tag), "rep": r, "data": data,
@@ -341,6 +349,7 @@ def run_method_comparison(data, out, methods, *, folds: int | None = 5, seeds=(0
     arms = results["parts"].get("test", {}).get("arms", {})
     results["best"] = max(arms, key=lambda k: arms[k]["balanced_accuracy"]["mean"] or -1) if arms else None
     results["config"] = {"data": str(data), "methods": methods, "folds": folds, "seeds": [int(s) for s in seeds],
+                         "only_folds": None if only_folds is None else [int(i) for i in only_folds],
                          "inner_val": inner_val, "tail": list(tail), "n_boot": n_boot,
                          "eval_data": str(eval_data) if eval_data else None, "eval_split": eval_split,
                          **{k: v for k, v in common.items() if k not in ("quiet", "write_reports")}}
