@@ -7,20 +7,21 @@ from .base import cpu_component, gpu_component
 
 
 @gpu_component
-def train_classifier(data: Input[Dataset], splits: Input[Dataset], backbone: str, loss: str, sampler: str,
-                     epochs: int, resolution: int, batch_size: int, seed: int, data_revision: str,
-                     model: Output[Model], metrics: Output[Metrics]) -> float:
+def train_classifier(data: Input[Dataset], splits: Input[Dataset], backbone: str, pretrained: str, precision: str,
+                     loss: str, sampler: str, epochs: int, resolution: int, batch_size: int, seed: int,
+                     data_revision: str, model: Output[Model], metrics: Output[Metrics]) -> float:
     """The real-only classifier: the baseline arm and the OOD feature extractor. Returns val balanced accuracy."""
     from tailsynth.pipeline_io import train_arm
 
     return train_arm(data.path, splits.path, model, metrics, arm="real-only", data_revision=data_revision,
-                     backbone=backbone, loss=loss, sampler=sampler, epochs=epochs, seed=seed, resolution=resolution,
-                     batch_size=batch_size)
+                     backbone=backbone, pretrained=pretrained or None, precision=precision or None, loss=loss,
+                     sampler=sampler, epochs=epochs, seed=seed, resolution=resolution, batch_size=batch_size)
 
 
 @gpu_component
 def train_classifier_augmented(data: Input[Dataset], splits: Input[Dataset], synthetic: Input[Dataset],
-                               backbone: str, loss: str, sampler: str, epochs: int, resolution: int,
+                               backbone: str, pretrained: str, precision: str, loss: str, sampler: str,
+                               epochs: int, resolution: int,
                                batch_size: int, seed: int, synthetic_ratio: float, prior_shift: bool,
                                data_revision: str, model: Output[Model], metrics: Output[Metrics]) -> float:
     """Real + selected synthetic images, same backbone, sampler and budget as the baseline; or, with `prior_shift`,
@@ -31,7 +32,8 @@ def train_classifier_augmented(data: Input[Dataset], splits: Input[Dataset], syn
     ratio = 0.0 if prior_shift else (synthetic_ratio if synthetic_ratio > 0 else None)
     return train_arm(data.path, splits.path, model, metrics,
                      arm="prior-shift control" if prior_shift else "real+synthetic", data_revision=data_revision,
-                     backbone=backbone, loss=loss, sampler=sampler, epochs=epochs, seed=seed, resolution=resolution,
+                     backbone=backbone, pretrained=pretrained or None, precision=precision or None, loss=loss,
+                     sampler=sampler, epochs=epochs, seed=seed, resolution=resolution,
                      batch_size=batch_size, synthetic_manifest=str(synthetic_manifest(synthetic.path)),
                      synthetic_ratio=ratio)
 

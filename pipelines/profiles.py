@@ -26,6 +26,11 @@ _COMMON = {
     # studies (benchmarks/bench_mainjob.py) and quick runs. Unlike max_per_class it keeps the class proportions.
     "train_fraction": 1.0,
     "backbone": "resnet18",
+    # "imagenet": the backbone's ImageNet weights from the package that ships them (tailsynth.classify.pretrained);
+    # "": trained from scratch.
+    "pretrained": "",
+    # The classifier's numeric precision: fp32, bf16 or auto (measured per machine; tailsynth.classify.precision).
+    "precision": "fp32",
     "loss": "ce",
     "eval_split": "val",
     "eval_bootstrap": 200,
@@ -116,6 +121,7 @@ DEFAULTS = PROFILES[DEFAULT_PROFILE]
 # What the shared generate -> select -> retrain -> evaluate sub-pipeline takes from a profile.
 SYNTHESIS_PARAMETERS = ("classes", "policy", "count", "oversample", "generate_mode", "strength", "sampler",
                         "sampler_steps", "guidance", "num_shards", "gamma", "calibrate", "ood_score", "backbone",
+                        "pretrained", "precision",
                         "loss", "classifier_sampler", "epochs", "resolution", "batch_size", "seed", "synthetic_ratio", "eval_split",
                         "eval_bootstrap")
 

@@ -42,7 +42,8 @@ def synthesize_and_retrain(**p) -> Synthesized:
                     classifier=p["feature_classifier"], gamma=p["gamma"], calibrate=p["calibrate"],
                     score=p["ood_score"])
     retrained = on_gpu(train_classifier_augmented(
-        data=data, splits=splits, synthetic=chosen.outputs["selected"], backbone=p["backbone"], loss=p["loss"],
+        data=data, splits=splits, synthetic=chosen.outputs["selected"], backbone=p["backbone"],
+        pretrained=p["pretrained"], precision=p["precision"], loss=p["loss"],
         sampler=p["classifier_sampler"], epochs=p["epochs"], resolution=p["resolution"], batch_size=p["batch_size"],
         seed=p["seed"], synthetic_ratio=p["synthetic_ratio"], prior_shift=False, data_revision=p["data_revision"]))
     ev = evaluate(model=retrained.outputs["model"], data=data, splits=splits, arm=p["arm"], split_name=p["eval_split"],

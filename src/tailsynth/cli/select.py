@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from ..errors import ConfigError
-from .common import CONFIG_HELP, fail_cleanly, print_json, record_run, resolve_options
+from .common import CONFIG_HELP, PRECISION_HELP, PRETRAINED_HELP, fail_cleanly, print_json, record_run, resolve_options
 
 
 def select(
@@ -87,6 +87,8 @@ def experiment_augment(
     mask_dir: Path | None = typer.Option(None, "--mask-dir", help="lesion masks from `tailsynth masks` for CMO "
                                                                     "(default: segmented on the fly)"),
     backbone: str = typer.Option("resnet18", "--backbone"),
+    pretrained: str | None = typer.Option(None, "--pretrained", help=PRETRAINED_HELP),
+    precision: str | None = typer.Option(None, "--precision", help=PRECISION_HELP),
     epochs: int | None = typer.Option(None, "--epochs"),
     resolution: int | None = typer.Option(None, "--resolution"),
     score: str = typer.Option("mahalanobis", "--score"),
@@ -126,8 +128,8 @@ def experiment_augment(
             score=score, classifier=classifier, splits=splits, inner_val=inner_val, split_seed=split_seed,
             eval_data=eval_data, eval_split=eval_split, eval_splits=eval_splits, n_boot=bootstrap, jobs=jobs,
             collect_only=collect_only, quiet=quiet,
-            train_kw={k: v for k, v in (("threads", threads), ("batch_size", batch_size), ("device", device))
-                      if v is not None})
+            train_kw={k: v for k, v in (("threads", threads), ("batch_size", batch_size), ("device", device),
+                                        ("pretrained", pretrained), ("precision", precision)) if v is not None})
     decision = {part: e.get("decision") for part, e in res["results"]["parts"].items()}
     print_json({"out": str(out), "table": res["table_path"], "decision": decision})
 
