@@ -90,7 +90,8 @@ def check_parity(model, meta: ClassifierMeta, onnx_path: str | Path, images: np.
     if images is None:
         images = np.random.default_rng(seed).integers(0, 256, (5, r, r, 3), dtype=np.uint8)
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    p_t, f_t, _ = predict_arrays(model, meta, images, features=True)
+    # fp32: the ONNX graph is fp32, and parity is a check of the export, not of a precision choice
+    p_t, f_t, _ = predict_arrays(model, meta, images, features=True, precision="fp32")
     p_o, f_o = sess.run(list(OUTPUTS), {INPUT_NAME: images})
     p_1, _ = sess.run(list(OUTPUTS), {INPUT_NAME: images[:1]})
     return {

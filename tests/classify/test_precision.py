@@ -82,5 +82,10 @@ def test_bf16_training_runs_and_is_recorded(tiny_npz, tmp_path):
     x, y = load_source(tiny_npz).split("val").arrays(28)
     probs = predict_arrays(net, meta, x)  # inference in the model's own precision (bf16)
     assert float((probs.argmax(1) == y).mean()) == pytest.approx(m["accuracy"])
+    # the export's parity check compares the fp32 graph with fp32 torch, whatever precision the model trained in
+    from tailsynth.export import export_model
+
+    export_model(out, tmp_path / "repo", "local")
+    assert (tmp_path / "repo" / "lesion-classifier" / "1" / "model.onnx").is_file()
     with pytest.raises(ConfigError, match="batch_size must be >= 1"):
         train_classifier(tiny_npz, tmp_path / "z", backbone="test_resnet", epochs=1, batch_size=0, quiet=True)

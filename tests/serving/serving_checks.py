@@ -42,7 +42,7 @@ def local_top1(model, meta, images: list[bytes]) -> tuple[list[str], np.ndarray]
 
     r = meta.resolution
     arr = np.stack([decode_image(b, r) for b in images])
-    p = predict_arrays(model, meta, arr)
+    p = predict_arrays(model, meta, arr, precision="fp32")  # the served graph is fp32
     return [meta.classes[i] for i in p.argmax(1)], p
 
 
