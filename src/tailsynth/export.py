@@ -104,6 +104,19 @@ def check_parity(model, meta: ClassifierMeta, onnx_path: str | Path, images: np.
     }
 
 
+def _require_parity(parity: dict, onnx_path: Path, tolerance: float) -> None:
+    """Every difference must be a finite number within tolerance: `nan > tol` is False, so a bare comparison would
+    pass a model whose outputs are NaN. (Top-1 agreement follows from the bound except at exact near-ties.)"""
+    diffs = {k: parity[k] for k in ("max_abs_diff_probabilities", "max_abs_diff_batch1")}
+    bad = {k: v for k, v in diffs.items() if not (np.isfinite(v) and v <= tolerance)}
+    if bad or not np.isfinite(parity["max_abs_diff_features"]):
+        from .errors import DataError
+
+        raise DataError(f"{onnx_path}: ONNX and torch disagree ({', '.join(f'{k} {v:.3g}' for k, v in diffs.items())}, "
+                        f"features {parity['max_abs_diff_features']:.3g}, top-1 agreement "
+                        f"{parity['top1_agreement']:.3f}; tolerance {tolerance}): nothing was exported")
+
+
 def build_model_card(meta: ClassifierMeta, version: str, parity: dict, metrics: dict | None, target: str,
                      lineage: dict | None = None) -> dict:
     per_class = None
@@ -471,9 +484,11 @@ def export_model(model: str | Path, out: str | Path, target: str = "local", *, m
     vdir.mkdir(parents=True)
     onnx_path = export_onnx(net, meta, vdir / "model.onnx")
     parity = check_parity(net, meta, onnx_path)
-    if parity["max_abs_diff_probabilities"] > parity_tolerance:
-        raise ConfigError(f"{onnx_path}: ONNX and torch disagree, max abs diff of probabilities "
-                         f"{parity['max_abs_diff_probabilities']:.3g} > {parity_tolerance}")
+    try:
+        _require_parity(parity, onnx_path, parity_tolerance)
+    except Exception:
+        shutil.rmtree(vdir)  # a graph that failed its check must not be left where a server would load it
+        raise
     feature_dim = int(net.num_features)
     if target == "local":
         (vdir / "model.py").write_text(_python_model_source())
@@ -506,6 +521,9 @@ def export_model(model: str | Path, out: str | Path, target: str = "local", *, m
     write_ensemble(out, classes=meta.classes, resolution=int(meta.resolution), feature_dim=feature_dim,
                    version=version, triton_version=triton_version, preprocess_instances=preprocess_instances,
                    embedding=proj if proj.is_file() else None, max_batch_size=max_batch_size)
+    from .serve.integrity import write_manifest
+
+    write_manifest(out, version)  # last: it hashes every file written above
     return {"repository": str(Path(out)), "model_name": MODEL_NAME, "model_version": version, "target": target,
             "onnx": str(onnx_path), "parity": parity, "config": str(mdir / "config.pbtxt"),
             "ensemble": ENSEMBLE_NAME}
@@ -519,7 +537,11 @@ def reconfigure_repository(repo: str | Path, out: str | Path, **settings) -> Pat
     Files are hard-linked where the file system allows (model.onnx is the bulk), so variants cost no disk."""
     import os
 
+    from .serve.integrity import verify_repository
+
     src, dst = Path(repo), Path(out)
+    if (src / "repository.sha256.json").is_file():
+        verify_repository(src)  # a copy vouches for its source's bytes only if they were checked
     info = json.loads((src / MODEL_NAME / "serving.json").read_text())
     if dst.exists():
         raise ConfigError(f"{dst}: exists; reconfigure_repository writes a new repository")
@@ -552,4 +574,7 @@ def reconfigure_repository(repo: str | Path, out: str | Path, **settings) -> Pat
             path = dst / name / "config.pbtxt"
             path.unlink()  # hard links, as above
             path.write_text(text)
+    from .serve.integrity import write_manifest
+
+    write_manifest(dst, info["model_version"])
     return dst

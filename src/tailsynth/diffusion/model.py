@@ -19,7 +19,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from ..errors import ConfigError, MissingInputError
+from ..errors import ConfigError, DataError, MissingInputError
 
 IN_CHANNELS = 7
 META_FILE = "tailsynth_diffusion.json"
@@ -118,6 +118,7 @@ def load_model(model_dir: str | Path, device: str = "cpu"):
     from diffusers import DDPMScheduler, UNet2DModel
 
     meta = read_meta(model_dir)
+    verify_weights(model_dir)
     unet = UNet2DModel.from_pretrained(Path(model_dir) / "unet").float().to(device).eval()
     sched = DDPMScheduler.from_pretrained(Path(model_dir) / "scheduler")
     return unet, sched, meta
@@ -146,6 +147,20 @@ def recorded_sampling(model_dir: str | Path) -> dict:
     return {k: settings.get(k, v) for k, v in FALLBACK_SAMPLING.items()}
 
 
+def verify_weights(model_dir: str | Path) -> str | None:
+    """A shipped synthesizer's weights must hash to its card's `weights_hash` (a model trained in a run has no
+    card and nothing to compare). Returns the hash checked, or None."""
+    want = read_card(model_dir).get("weights_hash")
+    if not want:
+        return None
+    got = model_hash(model_dir)
+    if got != want:
+        raise DataError(f"{Path(model_dir) / 'unet'}: weights hash {got} differs from {want} recorded in "
+                        f"{Path(model_dir) / CARD_FILE}: the weights were changed or damaged (restore them from git, "
+                        f"or ship the new weights with a new card)")
+    return got
+
+
 def install_pretrained(src: str | Path, dest: str | Path) -> dict:
     """Copy a shipped synthesizer into DEST (a pipeline's model artifact) unchanged; returns its meta with the
     source path and weight hash, so a run records exactly which synthesizer it used."""
@@ -155,6 +170,7 @@ def install_pretrained(src: str | Path, dest: str | Path) -> dict:
     missing = [f for f in SHIPPED_FILES if not (src / f).is_file()]
     if missing:
         raise MissingInputError(f"{src}: not a synthesizer folder (missing {', '.join(missing)})")
+    verify_weights(src)
     for f in (*SHIPPED_FILES, CARD_FILE, "MODEL_CARD.md"):
         if (src / f).is_file():
             (dest / f).parent.mkdir(parents=True, exist_ok=True)

@@ -48,7 +48,10 @@ class OnnxRuntimeBackend:
     def __init__(self, repo: str | Path, threads: int = 0):
         from ..onnx_session import cpu_session
 
+        from .integrity import verify_repository
+
         mdir = _model_dir(repo)
+        verify_repository(repo)  # each worker process checks the bytes it loads
         self.info = json.loads((mdir / "serving.json").read_text())
         path = _latest_version_dir(mdir) / "model.onnx"
         # No spinning: the transformer's decoding threads share these cores (see triton_python_model.py).

@@ -120,6 +120,9 @@ def serve(repo: str | Path, backend: str = "triton", port: int = 8080, token: st
     repo = Path(repo)
     if not (repo / "lesion-classifier" / "serving.json").is_file():
         raise MissingInputError(f"{repo}: no lesion-classifier model (run `tailsynth export --model MODEL_DIR --out {repo}`)")
+    from .integrity import verify_repository
+
+    verify_repository(repo)  # the exported bytes or nothing; checked again before every reload and restart
     records = str(records) if records else str(repo / "predictions.jsonl")
     proj = repo / "lesion-classifier" / "embedding.npz"
     common = dict(port=port, token=token, records=records, limits=limits,

@@ -219,11 +219,27 @@ class TritonSupervisor:
         self.reloads = 0
         self.tp = start_triton(self.repo, http_port=http_port, **start_kw)
 
+    def _verified(self) -> bool:
+        """Whether the repository still holds the exported bytes (a restart or reload reads them from disk again)."""
+        import sys
+
+        from ..errors import TailsynthError
+        from .integrity import verify_repository
+
+        try:
+            verify_repository(self.repo)
+            return True
+        except TailsynthError as e:
+            print(f"refusing to reload the model: {e}", file=sys.stderr, flush=True)
+            return False
+
     def _restart(self, why: str) -> bool:
         import sys
 
         old = self.tp
         old.stop()  # kills what is left, waits (reaps), removes the work folder
+        if not self._verified():
+            return False
         if self.restarts >= self.max_restarts:
             print(f"tritonserver {why}; {self.restarts} restart(s) already, giving up", file=sys.stderr, flush=True)
             return False
@@ -239,6 +255,8 @@ class TritonSupervisor:
     def _reload_model(self) -> bool:
         import urllib.request
 
+        if not self._verified():
+            return False
         # Unload the ensemble before its parts, load the parts before the ensemble.
         plan = [(m, "unload") for m in reversed(self.reload_models)] + [(m, "load") for m in self.reload_models]
         try:
