@@ -1,6 +1,7 @@
 """Serving finds its Triton environment (.venv-triton) from any working folder: TAILSYNTH_TRITON_VENV, else the
-working folder or above, else the checkout the package was loaded from (the location setup_triton_env.sh recorded
-there, then its .venv-triton); when none is found the error names every path tried and how to make one."""
+working folder or above, else the checkout the package was installed from (pip's record of an editable install: the
+location setup_triton_env.sh recorded there, then its .venv-triton); when none is found the error names every path
+tried and how to make one."""
 
 from __future__ import annotations
 

@@ -34,10 +34,23 @@ class TritonUnavailable(RuntimeError):
 
 
 def source_root() -> Path | None:
-    """The checkout this package was installed from (an editable install: <root>/src/tailsynth/__init__.py), or None
-    for a wheel installed into site-packages."""
-    root = Path(__file__).resolve().parents[3]
-    return root if (root / "pyproject.toml").is_file() and (root / "src" / "tailsynth").is_dir() else None
+    """The folder the installed tailsynth distribution was installed from (an editable install's checkout), as pip
+    recorded it (PEP 610 direct_url.json); None for a wheel or an install that recorded no local folder. The
+    package's own metadata, not its file's place: the library finds nothing by path."""
+    import json
+    from importlib.metadata import PackageNotFoundError, distribution
+    from urllib.parse import unquote, urlparse
+
+    try:
+        text = distribution("tailsynth").read_text("direct_url.json")
+    except PackageNotFoundError:
+        return None
+    try:
+        url = urlparse(json.loads(text or "{}").get("url", ""))
+    except ValueError:
+        return None
+    root = Path(unquote(url.path)) if url.scheme == "file" else None
+    return root if root is not None and root.is_dir() else None
 
 
 def _recorded_env(root: Path) -> Path | None:
@@ -65,7 +78,7 @@ def triton_env_candidates(cwd: Path | None = None, root: Path | None = None) -> 
         recorded = _recorded_env(root)
         if recorded is not None:
             cands.append((recorded, f"recorded in {root / LOCATION_FILE}"))
-        cands.append((root / VENV_NAME, "the checkout this tailsynth was loaded from"))
+        cands.append((root / VENV_NAME, "the checkout tailsynth was installed from"))
     seen, out = set(), []
     for p, why in cands:
         if p not in seen:
