@@ -63,7 +63,8 @@ def _checked_sets(profile: str, sets: list[str] | None) -> dict:
 
 
 def run_pipeline(profile: str, data: Optional[Path], out: Path, data_revision: Optional[str] = None,
-                 cache: bool = False, sets: Optional[list[str]] = None, overwrite: bool = False) -> Path:
+                 cache: bool = False, sets: Optional[list[str]] = None, overwrite: bool = False,
+                 resume_hint: str = "pass --cache to resume it (its finished tasks are reused)") -> Path:
     """Check every parameter, then hold OUT (one writer; a finished run there only with OVERWRITE, or resumed with
     CACHE) and run train_augment locally."""
     _check_profile(profile)
@@ -77,8 +78,7 @@ def run_pipeline(profile: str, data: Optional[Path], out: Path, data_revision: O
     check_out_dir(out)
     from pipelines.local import STAGE, run_local
 
-    with claim(out, STAGE, overwrite=overwrite, resume=cache,
-               resume_hint="pass --cache to resume it (its finished tasks are reused)"):
+    with claim(out, STAGE, overwrite=overwrite, resume=cache, resume_hint=resume_hint):
         return run_local(profile, data, out, data_revision=data_revision, cache=cache, **overrides)
 
 
@@ -158,7 +158,7 @@ def main_job(data: Path = typer.Option(Path("../shared/data"), "--data", help="r
     print(f"data: {source}")
     with fail_cleanly():
         try:
-            folder = run_pipeline("cpu", source, out, overwrite=overwrite)
+            folder = run_pipeline("cpu", source, out, overwrite=overwrite, resume_hint="")  # main has no --cache
         except RuntimeError as e:  # a stage failed inside KFP's local runner
             raise ServiceError(f"pipeline run failed: {e}") from e
     print((folder / "comparison.csv").read_text())
