@@ -28,7 +28,7 @@ triton-env: $(TRITON_STAMP)
 
 # The main job: the most complete flow that exists, locally, on the real data.
 run: $(STAMP) $(TRITON_STAMP)
-	$(VENV)/bin/tailsynth main --data $(DATA) --out $(RUN_DIR)
+	$(VENV)/bin/tailsynth main --data $(DATA) --out $(RUN_DIR) --overwrite
 
 # The default test tier (no slow, no GPU tests).
 test: $(STAMP) $(TRITON_STAMP)

@@ -26,6 +26,8 @@ from .console import RunConsole, plain, shard_suffix
 from .profiles import profile as resolve_profile
 
 REPORT_FILES = ("report.md", "report.html", "comparison.csv")
+# The run's entry in OUT/run.yaml (its status: running, then succeeded or failed).
+STAGE = "pipeline train_augment"
 
 
 # The data layout a profile is made for, found first under a --data folder holding several (../shared/data).
@@ -138,18 +140,30 @@ def local_parameters(profile: str, **overrides) -> dict:
 def run_local(profile: str, data: str | Path, out: str | Path, data_revision: str | None = None,
               cache: bool = False, **overrides) -> Path:
     """Run train_augment locally with PROFILE on DATA; returns OUT holding report.md/.html and comparison.csv."""
-    from kfp import local
-
-    from .train_augment import train_augment
-
     params = local_parameters(profile, **overrides)
     source = resolve_data(data, profile)
     revision = data_revision or hashing.data_revision(source)
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    root = out / "artifacts"
     resolved = {"source": str(source), "data_revision": revision, **params}
-    record_stage(out, "pipeline train_augment", resolved, data_revision=revision, status="running")
+    # Everything above only checks and resolves (no run.yaml yet); from here the run has started, and a run that
+    # fails is recorded as failed, never left as `running`.
+    record_stage(out, STAGE, resolved, data_revision=revision, status="running")
+    try:
+        return _run_started(out, resolved, revision, params, cache)
+    except BaseException as e:
+        record_stage(out, STAGE, resolved, data_revision=revision, status="failed",
+                     error=f"{type(e).__name__}: {plain(str(e))}"[:2000])
+        raise
+
+
+def _run_started(out: Path, resolved: dict, revision: str, params: dict, cache: bool) -> Path:
+    """The part of `run_local` after run.yaml says `running`: the pipeline itself and the run's report."""
+    from kfp import local
+
+    from .train_augment import train_augment
+
+    root = out / "artifacts"
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), enable_caching=cache,
                cache_root=str(out / ".kfp_cache"))
     task_cache = None
@@ -173,7 +187,7 @@ def run_local(profile: str, data: str | Path, out: str | Path, data_revision: st
     if missing:
         raise ServiceError(f"{report_dir}: the report stage did not write {', '.join(missing)}")
     timings = task_timings(report_dir.parents[1], t0, labels)
-    record_stage(out, "pipeline train_augment", resolved, data_revision=revision, status="succeeded",
+    record_stage(out, STAGE, resolved, data_revision=revision, status="succeeded",
                  wall_seconds=round(wall, 1), report_stage_dir=str(report_dir), pipeline_root=str(root),
                  task_seconds=timings)
     if (out / VERSION_RECORD).is_file():

@@ -158,15 +158,136 @@ def pipeline_parameters(required: dict[str, Any], shared: Sequence[str],
     return wrap
 
 
+# Accepted ranges of the numeric parameters: (low, high, low excluded, high excluded); None is no bound. A value
+# outside fails before a run starts (and before run.yaml says `running`), not as a crash inside some task.
+RANGES: dict[str, tuple] = {
+    "seed": (0, None, False, False), "max_per_class": (0, None, False, False),
+    "val_fraction": (0, 1, True, True), "test_fraction": (0, 1, False, True), "train_fraction": (0, 1, True, False),
+    "eval_bootstrap": (0, None, False, False), "oversample": (0, None, True, False), "strength": (0, 1, True, False),
+    "guidance": (0, None, False, False), "gamma": (0, 1, True, False), "calibrate": (0, 1, False, False),
+    "synthetic_ratio": (0, 1, False, False), "diffusion_finetune_minutes": (0, None, False, False),
+    "epochs": (1, None, False, False), "resolution": (8, None, False, False), "batch_size": (1, None, False, False),
+    "diffusion_resolution": (8, None, False, False), "diffusion_steps": (1, None, False, False),
+    "diffusion_batch_size": (1, None, False, False), "diffusion_max_minutes": (0, None, False, False),
+    "count": (0, None, False, False), "sampler_steps": (1, None, False, False), "num_shards": (1, None, False, False),
+}
+
+
+def _choices(name: str) -> tuple | None:
+    """The accepted values of a named-choice parameter, from the library module that defines them (imported only
+    when that parameter is overridden: some of them import torch); None for free-form parameters."""
+    if name == "loss":
+        from tailsynth.classify.losses import LOSSES
+        return LOSSES
+    if name == "classifier_sampler":
+        from tailsynth.classify.samplers import CLASS_SAMPLERS
+        return CLASS_SAMPLERS
+    if name == "precision":
+        from tailsynth.classify.precision import PRECISIONS
+        return PRECISIONS
+    if name == "pretrained":
+        from tailsynth.classify.pretrained import PRETRAINED_CHOICES
+        return ("", *PRETRAINED_CHOICES)
+    if name == "ood_score":
+        from tailsynth.ood.scores import OOD_SCORES
+        return OOD_SCORES
+    if name in ("policy", "sampler", "generate_mode"):
+        from tailsynth.diffusion import generate as g
+        return {"policy": g.POLICIES, "sampler": g.SAMPLERS, "generate_mode": g.MODES}[name]
+    if name == "diffusion_size":
+        from tailsynth.diffusion.model import SIZES
+        return tuple(SIZES)
+    if name == "export_target":
+        return ("local", "cluster")
+    if name == "eval_split":
+        return ("val", "test")
+    return None
+
+
+def _interval(name: str) -> str:
+    lo, hi, lo_open, hi_open = RANGES[name]
+    if hi is None:
+        return f"{'>' if lo_open else '>='} {lo}"
+    return f"in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+
+
+def _in_range(name: str, value: float) -> bool:
+    lo, hi, lo_open, hi_open = RANGES[name]
+    if value != value:  # noqa: PLR0124 - NaN is in no range
+        return False
+    if lo is not None and (value <= lo if lo_open else value < lo):
+        return False
+    return not (hi is not None and (value >= hi if hi_open else value > hi))
+
+
+def _expected(name: str) -> str:
+    """What parameter NAME accepts, in words (for its error)."""
+    t = parameter_type(name)
+    kind = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(t, "a list of names")
+    if name in RANGES:
+        kind += " " + _interval(name)
+    choices = _choices(name)
+    if choices:
+        kind = "one of " + ", ".join(repr(c) for c in choices)
+    if t is List[str]:
+        kind += ", e.g. [DF,VASC] or DF,VASC"
+    return kind
+
+
+def _typed(name: str, value: Any) -> Any:
+    """VALUE as parameter NAME's type, or None when it is not one. YAML-parsed --set values arrive as int, float,
+    bool, str, list or None (an empty `--set KEY=`)."""
+    t = parameter_type(name)
+    if t is bool:
+        return value if isinstance(value, bool) else None
+    if t is int:
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+    if t is float:
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    if t is str:
+        if value is None:  # `--set diffusion_model=`: the empty string
+            return ""
+        return str(value) if isinstance(value, (str, int, float)) and not isinstance(value, bool) else None
+    if isinstance(value, str):  # List[str]: "DF,VASC"
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if isinstance(value, list) and value and all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in value):
+        return [str(v) for v in value]
+    return None
+
+
+def check_parameter(name: str, value: Any) -> Any:
+    """VALUE converted to profile parameter NAME's type, checked against its range or choices; a ConfigError naming
+    the parameter and what it accepts otherwise."""
+    typed = _typed(name, value)
+    ok = typed is not None
+    if ok and name in RANGES:
+        ok = _in_range(name, typed)
+    choices = _choices(name) if ok else None
+    if ok and choices is not None:
+        ok = typed in choices
+    if not ok:
+        raise ConfigError(f"{name} must be {_expected(name)}, got {value!r}")
+    return typed
+
+
+def check_overrides(name: str, overrides: dict) -> dict:
+    """OVERRIDES of profile NAME, each converted and checked (`check_parameter`); unknown keys are a ConfigError that
+    lists the known ones."""
+    known = PROFILES[name]
+    unknown = sorted(set(overrides) - set(known))
+    if unknown:
+        raise ConfigError(f"profile {name!r}: unknown parameter(s) {', '.join(unknown)}; known: "
+                          f"{', '.join(sorted(known))}")
+    return {k: check_parameter(k, v) for k, v in overrides.items()}
+
+
 def profile(name: str, **overrides) -> dict:
-    """The parameters of profile NAME with OVERRIDES applied (unknown keys are an error)."""
+    """The parameters of profile NAME with OVERRIDES applied; unknown keys and values of the wrong type or out of
+    range are a ConfigError (before any task runs)."""
     if name not in PROFILES:
         raise ConfigError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}")
     p = copy.deepcopy(PROFILES[name])
-    unknown = set(overrides) - set(p)
-    if unknown:
-        raise ConfigError(f"profile {name!r}: unknown parameter(s) {', '.join(sorted(unknown))}")
-    p.update(overrides)
+    p.update(check_overrides(name, overrides))
     # Checked here too, so a bad value fails before the first task instead of inside the split stage.
     p["train_fraction"] = check_train_fraction(p["train_fraction"])
     p["profile"] = name

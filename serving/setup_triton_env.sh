@@ -11,7 +11,12 @@ assert int(numpy.__version__.split(".")[0]) < 2, numpy.__version__
 b = pathlib.Path(pytriton.__file__).parent / "tritonserver" / "bin" / "tritonserver"
 assert b.is_file(), b'
 
+# Where the environment is, for `tailsynth serve --backend triton` started from any working folder
+# (tailsynth.serve.triton reads it from the checkout the package is installed from).
+record_location() { (cd "$VENV" && pwd) > "$ROOT/.venv-triton.location"; }
+
 if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "$CHECK" 2>/dev/null; then
+  record_location
   echo "triton env ready: $VENV"
   exit 0
 fi
@@ -19,4 +24,5 @@ fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
 "$VENV/bin/python" -m pip install -q "nvidia-pytriton==0.7.0" "numpy<2" "onnxruntime==1.32.*" "pillow>=10"
 "$VENV/bin/python" -c "$CHECK"
+record_location
 echo "triton env ready: $VENV"

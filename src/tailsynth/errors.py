@@ -23,3 +23,8 @@ class MissingInputError(TailsynthError, FileNotFoundError):
 
 class ServiceError(TailsynthError, RuntimeError):
     """An external service (pipeline endpoint, model server, object store) refused or could not be reached."""
+
+
+class OutputBusyError(TailsynthError, RuntimeError):
+    """An output folder is being written by another process (its lock is held); the message names the folder and
+    the holder's PID."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Iterable
 from contextlib import contextmanager
@@ -10,6 +11,8 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+
+from ..errors import ConfigError
 
 err = Console(stderr=True)
 
@@ -47,7 +50,6 @@ def resolve_options(ctx: typer.Context, config: Path | None, extra: Iterable[str
     Keys of FILE are option names (`batch_size`) or names in EXTRA (settings with no option of their own, e.g.
     a trainer's `weight_decay`); any other key is an error naming the file and the key."""
     from ..configfile import read_mapping
-    from ..errors import ConfigError
 
     params = {k: v for k, v in ctx.params.items() if k != "config"}
     if config is None:
@@ -61,8 +63,70 @@ def resolve_options(ctx: typer.Context, config: Path | None, extra: Iterable[str
         source = ctx.get_parameter_source(k) if k in params else None
         # By name: typer may bring its own copy of click's ParameterSource enum.
         if source is None or source.name in ("DEFAULT", "DEFAULT_MAP"):
-            params[k] = v
+            params[k] = _checked_number(ctx, config, k, v)
     return params
+
+
+def _checked_number(ctx: typer.Context, config: Path, key: str, value):
+    """VALUE from the config file, checked like the command line checks option KEY when that is a number (type,
+    range, callback), so `batch_size: 0` in a file is refused as `--batch-size 0` is."""
+    param = next((p for p in ctx.command.params if p.name == key), None)
+    # typer 0.29 carries its own click: the option's Python type is `bare_type()` (a type, or its name where the
+    # module's annotations are strings), its errors typer.BadParameter.
+    kind = param.bare_type() if param is not None and hasattr(param, "bare_type") else None
+    if value is None or getattr(kind, "__name__", kind) not in ("int", "float"):
+        return value
+    if isinstance(value, bool):  # YAML true/false is no number, though bool is an int subclass
+        raise ConfigError(f"{config}: {key}: expected a number, got {value!r}")
+    try:
+        return param.process_value(ctx, value)
+    except typer.BadParameter as e:
+        raise ConfigError(f"{config}: {key}: {e.message}") from None
+
+
+def between(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False, hi_open: bool = False):
+    """A typer option callback that refuses values outside the interval LO..HI (an open end excludes the bound) and
+    NaN; e.g. `between(0, 1, lo_open=True)` for a fraction in (0, 1]. None passes (an option left unset)."""
+    interval = (("(" if lo_open else "[") + ("-inf" if lo is None else f"{lo:g}") + ", "
+                + ("inf)" if hi is None else f"{hi:g}" + (")" if hi_open else "]")))
+
+    def check(value: float | None) -> float | None:
+        if value is None:
+            return value
+        ok = not math.isnan(value)  # NaN is in no interval
+        if ok and lo is not None:
+            ok = value > lo if lo_open else value >= lo
+        if ok and hi is not None:
+            ok = value < hi if hi_open else value <= hi
+        if not ok:
+            raise typer.BadParameter(f"{value:g} is not in {interval}")
+        return value
+
+    return check
+
+
+FRACTION = between(0, 1, lo_open=True)  # a share in (0, 1]
+POSITIVE = between(0, lo_open=True)  # a number > 0
+NON_NEGATIVE = between(0)
+
+
+def seed_list(option: str, text: str) -> list[int]:
+    """A comma list of seeds: integers >= 0 (what numpy's generators accept), at least one; else a ConfigError
+    naming OPTION."""
+    try:
+        values = [int(x) for x in (text or "").split(",") if x.strip()]
+    except ValueError:
+        values = []
+    if not values or any(v < 0 for v in values):
+        raise ConfigError(f"{option} {text!r}: expected a comma list of integers >= 0, e.g. 0,1,2")
+    return values
+
+
+OVERWRITE_HELP = "write over a finished run in --out (its files that this run does not write stay)"
+
+
+def overwrite_option():
+    return typer.Option(False, "--overwrite", help=OVERWRITE_HELP)
 
 
 def record_run(out: str | Path, stage: str, params: dict, **sections) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .common import err, fail_cleanly, print_json
+from .common import POSITIVE, between, err, fail_cleanly, print_json
 
 data_app = typer.Typer(help="Real data: fetch, validate, split, stats, DVC push/pull.", no_args_is_help=True)
 
@@ -45,7 +45,7 @@ def stats(source: Path = typer.Argument(..., help=SOURCE_HELP),
 @data_app.command("fetch")
 def fetch(dataset: str = typer.Argument(..., help="dermamnist | isic2019"),
           dest: Path = typer.Option(..., "--dest", help="folder to put the data in"),
-          timeout: float = typer.Option(30.0, help="network timeout per connection, seconds"),
+          timeout: float = typer.Option(30.0, callback=POSITIVE, help="network timeout per connection, seconds"),
           base_url: str | None = typer.Option(None, help="a mirror holding the official file names"),
           labels_only: bool = typer.Option(False, help="isic2019: only the ground-truth and metadata CSVs"),
           with_test: bool = typer.Option(False, help="isic2019: also the test set"),
@@ -69,7 +69,7 @@ def validate(source: Path = typer.Argument(..., help=SOURCE_HELP),
              splits: Path | None = typer.Option(None, help="split manifest CSV to check for lesions in "
                                                               "two splits"),
              part: str | None = typer.Option(None, help=PART_HELP),
-             min_size: int = typer.Option(28, help="smallest allowed image side, pixels"),
+             min_size: int = typer.Option(28, min=1, help="smallest allowed image side, pixels"),
              as_json: bool = typer.Option(False, "--json", help="print the summary as JSON")) -> None:
     """Great Expectations checks; exit 0 when sound, else 1 with every bad file/row named on stderr."""
     from ..data.validate import validate_source
@@ -98,12 +98,13 @@ def validate(source: Path = typer.Argument(..., help=SOURCE_HELP),
 @data_app.command("split")
 def split(source: Path = typer.Argument(..., help=SOURCE_HELP),
           out: Path = typer.Option(..., "--out", help="manifest CSV to write (image_id,label,group_id,split)"),
-          val: float = typer.Option(0.15, help="validation fraction"),
-          test: float = typer.Option(0.15, help="test fraction (0 for none)"),
-          seed: int = typer.Option(0, help="random seed (same seed, same split)"),
-          kfold: int | None = typer.Option(None, help="k grouped stratified folds (also writes "
+          val: float = typer.Option(0.15, callback=between(0, 1, hi_open=True),
+                                    help="validation fraction"),
+          test: float = typer.Option(0.15, callback=between(0, 1, hi_open=True), help="test fraction (0 for none)"),
+          seed: int = typer.Option(0, min=0, help="random seed (same seed, same split)"),
+          kfold: int | None = typer.Option(None, min=2, help="k grouped stratified folds (also writes "
                                                          "<out>.fold<i>.csv)"),
-          imbalance_ratio: float | None = typer.Option(None, help="first subsample to a long tail with "
+          imbalance_ratio: float | None = typer.Option(None, callback=between(1), help="first subsample to a long tail with "
                                                                       "this head/tail ratio"),
           isic_proportions: bool = typer.Option(False, help="first subsample to ISIC 2019's class shares"),
           exclude: Path | None = typer.Option(None, help="CSV with image_id column to leave out (e.g. "
@@ -129,7 +130,7 @@ def _versioning_call(fn, **kw):
 def push(targets: list[str] | None = typer.Argument(None, help=".dvc files or paths (default: all)"),
          repo: Path = typer.Option(Path("."), help="repository root"),
          remote: str | None = typer.Option(None, "--remote", "-r", help="DVC remote (default: core.remote)"),
-         jobs: int | None = typer.Option(None, "--jobs", "-j", help="parallel transfers")) -> None:
+         jobs: int | None = typer.Option(None, "--jobs", "-j", min=1, help="parallel transfers")) -> None:
     """`dvc push` with clear errors for missing credentials, unreachable endpoint, missing bucket."""
     from ..data.versioning import push as run
 
@@ -141,7 +142,7 @@ def pull(targets: list[str] | None = typer.Argument(None, help=".dvc files or pa
          repo: Path = typer.Option(Path("."), help="repository root"),
          remote: str | None = typer.Option(None, "--remote", "-r", help="DVC remote (default: core.remote; with "
                                                                          "--run: a URL or folder, default the run's)"),
-         jobs: int | None = typer.Option(None, "--jobs", "-j", help="parallel transfers"),
+         jobs: int | None = typer.Option(None, "--jobs", "-j", min=1, help="parallel transfers"),
          run: Path | None = typer.Option(None, "--run", help="a run folder: restore the data set it versioned"),
          what: str = typer.Option("synthetic", "--set", help="with --run: synthetic | real"),
          dest: Path | None = typer.Option(None, "--dest", help="with --run: an absent or empty folder "

@@ -6,7 +6,20 @@ from pathlib import Path
 
 import typer
 
-from .common import CONFIG_HELP, fail_cleanly, print_json, record_run, resolve_options
+from ..outdir import claim
+from .common import (
+    CONFIG_HELP,
+    FRACTION,
+    NON_NEGATIVE,
+    POSITIVE,
+    between,
+    fail_cleanly,
+    overwrite_option,
+    print_json,
+    record_run,
+    resolve_options,
+    seed_list,
+)
 from .train_app import attach, train_app
 
 SOURCE_HELP = "ISIC 2019 folder, HAM10000 folder or MedMNIST .npz"
@@ -19,26 +32,30 @@ def train_diffusion_cmd(
     size: str = typer.Option(..., "--size", help="tiny | lean | lean64 | mid64 | small | base (lean: the 2-core CPU "
                                                  "recipe, 28 px; lean64: the HAM10000 64 px recipe)"),
     out: Path = typer.Option(..., "--out", help="model folder (resumed when it holds a checkpoint)"),
-    resolution: int | None = typer.Option(None, help="image size in px (default: tiny 16, lean 28, small 32, base 64)"),
-    steps: int | None = typer.Option(None, help="total optimizer steps (default by size)"),
-    seed: int = typer.Option(0),
+    resolution: int | None = typer.Option(None, min=8,
+                                          help="image size in px (default: tiny 16, lean 28, small 32, base 64)"),
+    steps: int | None = typer.Option(None, min=1, help="total optimizer steps (default by size)"),
+    seed: int = typer.Option(0, min=0),
     init_from: Path | None = typer.Option(None, "--init-from", help="local diffusers UNet folder to start from"),
-    batch_size: int | None = typer.Option(None, "--batch-size"),
-    lr: float | None = typer.Option(None),
-    grad_accum: int = typer.Option(1, "--grad-accum"),
+    batch_size: int | None = typer.Option(None, "--batch-size", min=1),
+    lr: float | None = typer.Option(None, callback=POSITIVE),
+    grad_accum: int = typer.Option(1, "--grad-accum", min=1),
     masks: Path | None = typer.Option(None, "--masks", help="folder of lesion masks (<image>.png, 255 = lesion)"),
-    max_minutes: float | None = typer.Option(None, "--max-minutes", help="stop (with a checkpoint) after this long"),
-    checkpoint_every: int = typer.Option(200, "--checkpoint-every"),
+    max_minutes: float | None = typer.Option(None, "--max-minutes", callback=NON_NEGATIVE,
+                                             help="stop (with a checkpoint) after this long"),
+    checkpoint_every: int = typer.Option(200, "--checkpoint-every", min=1),
     class_sampling: str | None = typer.Option(None, "--class-sampling",
                                               help="balanced | sqrt | natural (default by size: lean sqrt, else balanced)"),
-    snr_gamma: float | None = typer.Option(None, "--snr-gamma", help="min-SNR-gamma loss weight (default: lean 5)"),
+    snr_gamma: float | None = typer.Option(None, "--snr-gamma", callback=POSITIVE, help="min-SNR-gamma loss weight (default: lean 5)"),
     timestep_sampling: str | None = typer.Option(None, "--timestep-sampling", help="uniform | logit-normal"),
-    ema_decay: float | None = typer.Option(None, "--ema-decay", help="EMA decay cap (warm-up (1+s)/(10+s) below it)"),
-    warmup: int | None = typer.Option(None, "--warmup", help="LR warm-up steps"),
+    ema_decay: float | None = typer.Option(None, "--ema-decay", callback=between(0, 1, hi_open=True),
+                                           help="EMA decay cap (warm-up (1+s)/(10+s) below it)"),
+    warmup: int | None = typer.Option(None, "--warmup", min=0, help="LR warm-up steps"),
     precision: str | None = typer.Option(None, "--precision",
                                          help="fp32 | bf16 | auto: CPU bf16 autocast (auto = where the CPU has "
                                               "native bf16); default fp32"),
     no_resume: bool = typer.Option(False, "--no-resume", help="ignore a checkpoint in OUT"),
+    overwrite: bool = overwrite_option(),
     distributed: bool = typer.Option(False, "--distributed",
                                      help="data-parallel over GPUs through accelerate; start with `accelerate launch "
                                           "--num_processes N -m tailsynth.cli train diffusion ... --distributed`"),
@@ -50,12 +67,18 @@ def train_diffusion_cmd(
 
     with fail_cleanly():
         o = resolve_options(ctx, config, extra=set(DiffusionTrainConfig.__dataclass_fields__) - {"data", "size", "out"})
+        overwrite = o.pop("overwrite")
         kw = {k: v for k, v in o.items() if v is not None and k not in (
             "data", "size", "out", "resolution", "steps", "seed", "init_from", "no_resume", "masks")}
-        res = train_diffusion(o["data"], o["size"], o["out"], resolution=o["resolution"], steps=o["steps"],
-                              seed=o["seed"], init_from=o["init_from"], resume=not o["no_resume"], progress=True,
-                              mask_dir=str(o["masks"]) if o["masks"] else None, **kw)
-        record_run(o["out"], "train diffusion", o, result={k: res.get(k) for k in ("step", "final_loss", "wall_s")})
+        # Training resumes from OUT's checkpoint by design (more --steps continue it); --no-resume starts afresh,
+        # which over a finished model needs --overwrite.
+        with claim(o["out"], "train diffusion", overwrite=overwrite, resume=not o["no_resume"],
+                   resume_hint="drop --no-resume to continue it"):
+            res = train_diffusion(o["data"], o["size"], o["out"], resolution=o["resolution"], steps=o["steps"],
+                                  seed=o["seed"], init_from=o["init_from"], resume=not o["no_resume"], progress=True,
+                                  mask_dir=str(o["masks"]) if o["masks"] else None, **kw)
+            record_run(o["out"], "train diffusion", o,
+                       result={k: res.get(k) for k in ("step", "final_loss", "wall_s")})
     print_json(res)
 
 
@@ -63,15 +86,16 @@ def masks_cmd(
     ctx: typer.Context,
     source: Path = typer.Argument(..., help=SOURCE_HELP),
     out: Path = typer.Option(..., "--out", help="folder for <image>.png, masks.csv, contact_sheet.png"),
-    size: int | None = typer.Option(None, help="resize images to this size first (default: native)"),
-    limit: int | None = typer.Option(None, help="only the first N images"),
+    size: int | None = typer.Option(None, min=8, help="resize images to this size first (default: native)"),
+    limit: int | None = typer.Option(None, min=1, help="only the first N images"),
+    overwrite: bool = overwrite_option(),
 ) -> None:
     """Unsupervised lesion masks (255 = lesion) with coverage statistics and a contact sheet."""
     from ..masks import compute_masks
 
-    with fail_cleanly():
+    with fail_cleanly(), claim(out, "masks", overwrite=overwrite):
         summary = compute_masks(source, out, size=size, limit=limit)
-        record_run(out, "masks", ctx.params)
+        record_run(out, "masks", {k: v for k, v in ctx.params.items() if k != "overwrite"})
     print_json(summary)
 
 
@@ -83,19 +107,20 @@ def generate_cmd(
     mode: str = typer.Option("inpaint", "--mode", help="inpaint: paint a lesion from noise into the background's "
                                                        "lesion region; harmonize: paste a real lesion of the class "
                                                        "and re-noise it to --strength (SDEdit)"),
-    strength: float = typer.Option(0.5, "--strength", help="harmonize: share of the noise schedule (0.2-0.7 typical)"),
+    strength: float = typer.Option(0.5, "--strength", callback=FRACTION, help="harmonize: share of the noise schedule (0.2-0.7 typical)"),
     classes: str | None = typer.Option(None, help="comma-separated, e.g. DF,VASC (default: every class the "
                                                       "policy gives a positive count)"),
     policy: str = typer.Option("fill-to-head", help="fill-to-head | fixed"),
-    count: int | None = typer.Option(None, help="fixed: per-class count; fill-to-head: per-class cap"),
-    oversample: float = typer.Option(1.0, help="multiply targets (1/gamma of the selection step)"),
-    max_synthetic_per_real: float = typer.Option(10, "--max-synthetic-per-real"),
+    count: int | None = typer.Option(None, min=0, help="fixed: per-class count; fill-to-head: per-class cap"),
+    oversample: float = typer.Option(1.0, callback=POSITIVE, help="multiply targets (1/gamma of the selection step)"),
+    max_synthetic_per_real: float = typer.Option(10, "--max-synthetic-per-real", callback=NON_NEGATIVE),
     sampler: str | None = typer.Option(None, help="ddim | dpmsolver (default: the sampler in the model's card, "
                                                   "else ddim)"),
-    steps: int | None = typer.Option(None, help="sampling steps (default: the model card's, else 25)"),
-    guidance: float | None = typer.Option(None, help="classifier-free guidance scale, 1 = off (default: the model "
-                                                     "card's, else 1.5)"),
-    seed: int = typer.Option(0),
+    steps: int | None = typer.Option(None, min=1, help="sampling steps (default: the model card's, else 25)"),
+    guidance: float | None = typer.Option(None, callback=NON_NEGATIVE,
+                                          help="classifier-free guidance scale, 1 = off (default: the model "
+                                               "card's, else 1.5)"),
+    seed: int = typer.Option(0, min=0),
     shard: str | None = typer.Option(None, help="I/N (1-based): run the I-th of N shards"),
     save_inputs: bool = typer.Option(False, "--save-inputs", help="also write inputs/<id>_background.png, _mask.png"),
     mask_mode: str = typer.Option("own", "--mask-mode", help="own: background's lesion mask; class: borrowed "
@@ -103,16 +128,17 @@ def generate_cmd(
     masks: Path | None = typer.Option(None, "--masks", help="folder of lesion masks (else segmented here)"),
     background_classes: str | None = typer.Option(None, "--background-classes",
                                                      help="comma-separated (default: head classes)"),
-    batch_size: int = typer.Option(32, "--batch-size"),
+    batch_size: int = typer.Option(32, "--batch-size", min=1),
     runtime: str = typer.Option("eager", "--runtime", help="how the UNet runs: eager | compile (torch.compile, "
                                                             "inductor) | onnxruntime (CPU; ONNX export cached "
                                                             "under ~/.cache/tailsynth); same fp32 outputs"),
     channels_last: bool = typer.Option(False, "--channels-last/--no-channels-last",
                                        help="NHWC activations (eager and compile runtimes)"),
-    threads: int | None = typer.Option(None, "--threads", help="torch/ORT intra-op threads (default: torch's)"),
+    threads: int | None = typer.Option(None, "--threads", min=1, help="torch/ORT intra-op threads (default: torch's)"),
     precision: str = typer.Option("auto", "--precision", help="auto: bf16 autocast where the CPU has native bf16 "
                                                                "(gated equal to fp32 for the shipped synthesizer), "
                                                                "else fp32 | fp32 | bf16"),
+    overwrite: bool = overwrite_option(),
     config: Path | None = typer.Option(None, "--config", help=CONFIG_HELP + "; runtime_cache is set here"),
 ) -> None:
     """Inpaint (or harmonize) tail-class lesions into real backgrounds; write images, ground truth, manifest, grids."""
@@ -120,13 +146,15 @@ def generate_cmd(
 
     with fail_cleanly():
         o = resolve_options(ctx, config, extra=set(GenerateConfig.__dataclass_fields__) - {"progress"})
+        overwrite = o.pop("overwrite")
         bg = o["background_classes"]
         bg = [c.strip() for c in bg.split(",")] if isinstance(bg, str) else bg
         cfg = GenerateConfig(**{**o, "model": str(o["model"]), "data": str(o["data"]), "out": str(o["out"]),
                                 "masks": str(o["masks"]) if o["masks"] else None, "background_classes": bg,
                                 "progress": True})
-        res = generate(cfg)
-        record_run(o["out"], "generate", o)
+        with claim(o["out"], "generate", overwrite=overwrite):
+            res = generate(cfg)
+            record_run(o["out"], "generate", o)
     print_json(res)
 
 
@@ -134,13 +162,14 @@ def merge_shards_cmd(
     ctx: typer.Context,
     dirs: list[Path] = typer.Argument(..., help="shard output folders"),
     out: Path = typer.Option(..., "--out"),
+    overwrite: bool = overwrite_option(),
 ) -> None:
     """Merge shard folders into one, identical to an unsharded run."""
     from ..diffusion.generate import merge_shards
 
-    with fail_cleanly():
+    with fail_cleanly(), claim(out, "merge-shards", overwrite=overwrite):
         merged = merge_shards(dirs, out)
-        record_run(out, "merge-shards", ctx.params)
+        record_run(out, "merge-shards", {k: v for k, v in ctx.params.items() if k != "overwrite"})
     print_json(merged)
 
 
@@ -151,28 +180,31 @@ def synth_quality_cmd(
     out: Path = typer.Option(..., "--out", help="folder for quality.json, index.html, grids and the samples"),
     classes: str = typer.Option("DF,VASC,AK", help="comma-separated tail classes to gate"),
     modes: str = typer.Option("inpaint,harmonize", help="synthesis modes to gate"),
-    strength: float = typer.Option(0.5, help="harmonize strength"),
+    strength: float = typer.Option(0.5, callback=FRACTION, help="harmonize strength"),
     sampler: str = typer.Option("dpmsolver"),
-    steps: int = typer.Option(20),
-    guidance: float = typer.Option(2.0),
-    seed: int = typer.Option(0),
+    steps: int = typer.Option(20, min=1),
+    guidance: float = typer.Option(2.0, callback=NON_NEGATIVE),
+    seed: int = typer.Option(0, min=0),
     gate_backbone: str = typer.Option("test_resnet", "--gate-backbone", help="train-on-synthetic classifier recipe"),
-    gate_epochs: int = typer.Option(5, "--gate-epochs"),
+    gate_epochs: int = typer.Option(5, "--gate-epochs", min=1),
     gate_seeds: str = typer.Option("0", "--gate-seeds", help="comma-separated seeds of the TOS classifiers"),
     no_tos: bool = typer.Option(False, "--no-tos", help="skip the train-on-synthetic classifiers (fast)"),
     runtime: str = typer.Option("eager", "--runtime", help="how the UNet runs: eager | compile | onnxruntime"),
     precision: str = typer.Option("auto", "--precision", help="fp32 | bf16 (CPU autocast) | auto (bf16 where the "
                                                                "CPU has native bf16, as generate does)"),
+    overwrite: bool = overwrite_option(),
 ) -> None:
     """Quality gates of a synthesizer per tail class: label fidelity, train-on-synthetic recall, FD/KID, memorization."""
     from ..diffusion.gates import GateConfig, run_gates
 
     with fail_cleanly():
+        gate_seed_list = seed_list("--gate-seeds", gate_seeds)
+    with fail_cleanly(), claim(out, "synth-quality", overwrite=overwrite, done_file="quality.json"):
         cfg = GateConfig(model=str(model), data=str(data), classifier=str(classifier), out=str(out),
                          classes=[c.strip() for c in classes.split(",") if c.strip()],
                          modes=[m.strip() for m in modes.split(",") if m.strip()], strength=strength,
                          sampler=sampler, steps=steps, guidance=guidance, seed=seed, gate_backbone=gate_backbone,
-                         gate_epochs=gate_epochs, gate_seeds=[int(s) for s in gate_seeds.split(",")], tos=not no_tos,
+                         gate_epochs=gate_epochs, gate_seeds=gate_seed_list, tos=not no_tos,
                          runtime=runtime, precision=precision)
         q = run_gates(cfg)
     print_json({"out": str(out), "all_pass": q["all_pass"], "gates": q["gates"]})
@@ -183,10 +215,11 @@ def diagnose_cmd(
     data: Path = typer.Option(..., "--data", help="real data: " + SOURCE_HELP),
     out: Path = typer.Option(..., "--out"),
     classifier: Path | None = typer.Option(None, "--classifier", help="real-only classifier: enables the sampler sweep"),
-    n: int = typer.Option(256, help="validation images for the one-step reconstruction"),
+    n: int = typer.Option(256, min=1, help="validation images for the one-step reconstruction"),
     sweep: str = typer.Option("ddim:25:1.5,ddim:25:2,dpmsolver:10:2,dpmsolver:20:1,dpmsolver:20:2,dpmsolver:20:3",
                               help="sampler:steps:guidance configurations"),
-    count: int = typer.Option(48, help="sweep: candidates per tail class"),
+    count: int = typer.Option(48, min=1, help="sweep: candidates per tail class"),
+    overwrite: bool = overwrite_option(),
 ) -> None:
     """Diagnose a synthesizer: one-step reconstruction (EMA vs raw weights) and a sampler sweep."""
     import json
@@ -194,13 +227,10 @@ def diagnose_cmd(
     from ..diffusion.diagnose import reconstruction_report, sampler_sweep
 
     with fail_cleanly():
-        out.mkdir(parents=True, exist_ok=True)
+        configs = _sweep_configs(sweep) if classifier else []
+    with fail_cleanly(), claim(out, "diagnose-diffusion", overwrite=overwrite, done_file="diagnosis.json"):
         rep = {"reconstruction": reconstruction_report(model, data, n=n)}
         if classifier:
-            configs = []
-            for item in sweep.split(","):
-                smp, st, g = item.split(":")
-                configs.append({"sampler": smp, "steps": int(st), "guidance": float(g)})
             rep["sampler_sweep"] = sampler_sweep(model, data, classifier, out, configs, count=count)
         (out / "diagnosis.json").write_text(json.dumps(rep, indent=2) + "\n")
     print_json(rep)
@@ -213,6 +243,7 @@ def ship_cmd(
     quality: Path | None = typer.Option(None, "--quality", help="quality.json from `synth-quality` (gate figures)"),
     command: list[str] = typer.Option([], "--command", help="a command that reproduces it (repeatable)"),
     note: list[str] = typer.Option([], "--note", help="a note for the model card (repeatable)"),
+    overwrite: bool = overwrite_option(),
 ) -> None:
     """Ship a trained synthesizer: fp16 safetensors (<= 8 MB), model_card.json and MODEL_CARD.md."""
     import json
@@ -220,11 +251,29 @@ def ship_cmd(
     from ..diffusion.card import build_card, card_markdown
     from ..diffusion.model import ship
 
-    with fail_cleanly():
+    with fail_cleanly(), claim(out, "ship-synthesizer", overwrite=overwrite, done_file="model_card.json"):
         q = json.loads(quality.read_text()) if quality else None
         card = ship(model, out, build_card(model, name, q, list(command), list(note)))
         (out / "MODEL_CARD.md").write_text(card_markdown(card))
     print_json({"out": str(out), "weights_hash": card["weights_hash"], "weights_mb": card["weights_mb"]})
+
+
+def _sweep_configs(sweep: str) -> list[dict]:
+    """--sweep sampler:steps:guidance,... as dicts; a malformed item is a ConfigError naming it."""
+    from ..errors import ConfigError
+
+    configs = []
+    for item in sweep.split(","):
+        try:
+            smp, st, g = item.split(":")
+            cfg = {"sampler": smp, "steps": int(st), "guidance": float(g)}
+        except ValueError:
+            cfg = None
+        if cfg is None or cfg["steps"] < 1 or not cfg["guidance"] >= 0:
+            raise ConfigError(f"--sweep item {item!r}: expected SAMPLER:STEPS:GUIDANCE with STEPS >= 1 and "
+                              "GUIDANCE >= 0, e.g. dpmsolver:20:2")
+        configs.append(cfg)
+    return configs
 
 
 def register(app: typer.Typer) -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from ..outdir import claim
 from .common import fail_cleanly, print_json, record_run
 
 monitor_app = typer.Typer(help="Prediction records, per-class drift reports (Evidently), regeneration of drifting "
@@ -17,7 +18,7 @@ def reference(model: Path = typer.Option(..., "--model", help="classifier model 
               data: Path = typer.Option(..., "--data", help="real data source (npz or ISIC folder)"),
               split: str = typer.Option("val", "--split"),
               splits: Path | None = typer.Option(None, "--splits", help="split manifest CSV image_id,split"),
-              dims: int = typer.Option(5, "--dims", help="embedding dimensions (PCA of penultimate features)")) -> None:
+              dims: int = typer.Option(5, "--dims", min=1, help="embedding dimensions (PCA of penultimate features)")) -> None:
     """Fit the embedding and write the model's reference records to MODEL/monitor/."""
     from ..monitor.reference import build_reference
 
@@ -33,9 +34,9 @@ def score(model: Path = typer.Option(..., "--model", help="classifier model fold
                                                     "hue, contrast or share, applied to CLASS only; repeatable"),
           out: str = typer.Option(..., "--out", help="prediction log: JSONL path or s3://bucket/prefix"),
           splits: Path | None = typer.Option(None, "--splits", help="split manifest CSV image_id,split"),
-          seed: int = typer.Option(0, "--seed"),
+          seed: int = typer.Option(0, "--seed", min=0),
           no_labels: bool = typer.Option(False, "--no-labels", help="leave ground-truth labels out of the records"),
-          limit: int | None = typer.Option(None, "--limit")) -> None:
+          limit: int | None = typer.Option(None, "--limit", min=1)) -> None:
     """Write prediction records for a data set (replay, drills)."""
     from ..monitor.score import score_dataset
 
@@ -67,7 +68,9 @@ def report(ctx: typer.Context,
     if trigger not in TRIGGER_MODES:
         choices = f"{', '.join(TRIGGER_MODES[:-1])} or {TRIGGER_MODES[-1]}"
         raise typer.BadParameter(f"{trigger!r}: expected {choices}", param_hint="--trigger")
-    with fail_cleanly():
+    # A window's report is recomputed by design (a later run re-reads the records and the audit log), so a finished
+    # window folder is not refused: OUT is only locked against a second writer at the same time.
+    with fail_cleanly(), claim(out, "monitor report", resume=True):
         s = build_window_report(log, reference, out, submitter=_submitter(trigger), config=config, window=window, index=index,
                          publish_to=publish, evidently=not no_evidently)
         record_run(out, "monitor report", ctx.params, window=s["window"], trigger=s["trigger"]["status"])

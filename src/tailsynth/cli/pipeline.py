@@ -12,12 +12,10 @@ from typing import List, Optional
 import typer
 
 from ..errors import ConfigError, MissingInputError, ServiceError
-from .common import err, fail_cleanly
+from ..outdir import claim
+from .common import err, fail_cleanly, overwrite_option
 
 pipeline_app = typer.Typer(help="Kubeflow pipelines: run locally, compile, submit to a cluster.", no_args_is_help=True)
-
-PROFILE_NAMES = ("tiny", "cpu", "paper")
-
 
 def _parse_sets(sets: list[str] | None) -> dict:
     """--set key=value pairs, values parsed as YAML scalars/lists (epochs=2, classes=[DF,VASC])."""
@@ -33,8 +31,11 @@ def _parse_sets(sets: list[str] | None) -> dict:
 
 
 def _check_profile(profile: str) -> None:
-    if profile not in PROFILE_NAMES:
-        raise ConfigError(f"--profile {profile!r}: choose one of {', '.join(PROFILE_NAMES)}")
+    # The profiles themselves (pipelines.profiles needs no kfp): a fixed list here once left out `ham`.
+    from pipelines.profiles import PROFILES
+
+    if profile not in PROFILES:
+        raise ConfigError(f"--profile {profile!r}: choose one of {', '.join(PROFILES)}")
 
 
 def check_out_dir(out: Path) -> Path:
@@ -50,19 +51,35 @@ def check_out_dir(out: Path) -> Path:
     return out
 
 
-def run_pipeline(profile: str, data: Optional[Path], out: Path, data_revision: Optional[str] = None,
-                 cache: bool = False, sets: Optional[list[str]] = None) -> Path:
-    _check_profile(profile)
-    check_out_dir(out)
-    from pipelines.local import run_local
+def _checked_sets(profile: str, sets: list[str] | None) -> dict:
+    """--set values parsed and checked against PROFILE's parameters (names, types, ranges, choices), before the run
+    folder is touched."""
+    from pipelines.profiles import check_overrides
 
+    try:
+        return check_overrides(profile, _parse_sets(sets))
+    except ConfigError as e:
+        raise ConfigError(f"--set: {e}") from None
+
+
+def run_pipeline(profile: str, data: Optional[Path], out: Path, data_revision: Optional[str] = None,
+                 cache: bool = False, sets: Optional[list[str]] = None, overwrite: bool = False,
+                 resume_hint: str = "pass --cache to resume it (its finished tasks are reused)") -> Path:
+    """Check every parameter, then hold OUT (one writer; a finished run there only with OVERWRITE, or resumed with
+    CACHE) and run train_augment locally."""
+    _check_profile(profile)
+    overrides = _checked_sets(profile, sets)
     from ..data import default_data_source
 
     data = data or default_data_source()
     if data is None:
         raise MissingInputError("no --data given and no ../shared/data beside the project; fetch DermaMNIST with "
                                 "`tailsynth data fetch` and pass --data")
-    return run_local(profile, data, out, data_revision=data_revision, cache=cache, **_parse_sets(sets))
+    check_out_dir(out)
+    from pipelines.local import STAGE, run_local
+
+    with claim(out, STAGE, overwrite=overwrite, resume=cache, resume_hint=resume_hint):
+        return run_local(profile, data, out, data_revision=data_revision, cache=cache, **overrides)
 
 
 @pipeline_app.command("run")
@@ -75,14 +92,15 @@ def run(local_: bool = typer.Option(False, "--local", help="run with KFP's local
                                                     help="DVC revision of the data (default: its content hash)"),
         cache: bool = typer.Option(False, "--cache", help="resume: reuse every task finished by an earlier run "
                                    "in the same --out (same parameters and input contents)"),
-        sets: Optional[List[str]] = typer.Option(None, "--set", help="override a profile parameter, KEY=VALUE")) -> None:
+        sets: Optional[List[str]] = typer.Option(None, "--set", help="override a profile parameter, KEY=VALUE"),
+        overwrite: bool = overwrite_option()) -> None:
     """Run train_augment on this machine and write the report."""
     if not local_:
         err.print("[red]error:[/red] only --local runs here; use `tailsynth pipeline submit` for a cluster")
         raise typer.Exit(2)
     with fail_cleanly():
         try:
-            folder = run_pipeline(profile, data, out, data_revision, cache=cache, sets=sets)
+            folder = run_pipeline(profile, data, out, data_revision, cache=cache, sets=sets, overwrite=overwrite)
         except RuntimeError as e:  # a stage failed inside KFP's local runner
             raise ServiceError(f"pipeline run failed: {e}") from e
     if cache:
@@ -110,7 +128,7 @@ def submit(host: str = typer.Option(..., "--host", help="Kubeflow Pipelines API 
            token: Optional[str] = typer.Option(None, "--token", envvar="KFP_TOKEN", help="bearer token"),
            namespace: Optional[str] = typer.Option(None, "--namespace", help="Kubeflow profile namespace"),
            experiment: str = typer.Option("tailsynth", "--experiment"),
-           profile: str = typer.Option("paper", "--profile", help="tiny | cpu | paper"),
+           profile: str = typer.Option("paper", "--profile", help="tiny | cpu | ham | paper"),
            data: str = typer.Option("/data/isic2019", "--data", help="data source path as the stage pods see it"),
            data_revision: str = typer.Option(..., "--data-revision", help="DVC revision of the data (cache key)"),
            sets: Optional[List[str]] = typer.Option(None, "--set", help="override a profile parameter, KEY=VALUE")) -> None:
@@ -120,12 +138,14 @@ def submit(host: str = typer.Option(..., "--host", help="Kubeflow Pipelines API 
         from pipelines.submit import submit as do_submit
 
         run_id = do_submit(host, data, data_revision, profile=profile, token=token, namespace=namespace,
-                           experiment=experiment, **_parse_sets(sets))
+                           experiment=experiment, **_checked_sets(profile, sets))
     print(f"run id: {run_id}")
 
 
 def main_job(data: Path = typer.Option(Path("../shared/data"), "--data", help="real data root"),
-             out: Path = typer.Option(Path("runs/main"), "--out", help="run folder")) -> None:
+             out: Path = typer.Option(Path("runs/main"), "--out", help="run folder"),
+             overwrite: bool = typer.Option(False, "--overwrite", help="replace a finished run in --out (what "
+                                            "`make run` does)")) -> None:
     """The main job: train_augment with the cpu profile on the real data, locally; prints the report path."""
     from ..pipeline_io import locate_real_data
 
@@ -138,7 +158,7 @@ def main_job(data: Path = typer.Option(Path("../shared/data"), "--data", help="r
     print(f"data: {source}")
     with fail_cleanly():
         try:
-            folder = run_pipeline("cpu", source, out)
+            folder = run_pipeline("cpu", source, out, overwrite=overwrite, resume_hint="")  # main has no --cache
         except RuntimeError as e:  # a stage failed inside KFP's local runner
             raise ServiceError(f"pipeline run failed: {e}") from e
     print((folder / "comparison.csv").read_text())

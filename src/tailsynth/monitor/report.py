@@ -192,7 +192,10 @@ def publish(local_dir: Path, uri: str, endpoint_url: str | None = None) -> list[
     bucket, prefix = split_s3_uri(uri)
     client = s3_client(endpoint_url)
     keys = []
-    for f in sorted(p for p in local_dir.rglob("*") if p.is_file()):
+    from ..outdir import LOCK_FILE
+
+    # The lock of the window being written (tailsynth.outdir) is this process's, not part of the published index.
+    for f in sorted(p for p in local_dir.rglob("*") if p.is_file() and p.name != LOCK_FILE):
         key = "/".join(x for x in (prefix.strip("/"), f.relative_to(local_dir).as_posix()) if x)
         ctype = {".html": "text/html", ".json": "application/json", ".jsonl": "application/x-ndjson"}.get(f.suffix,
                                                                                                      "binary/octet-stream")

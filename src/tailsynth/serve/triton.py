@@ -20,23 +20,100 @@ from pathlib import Path
 from ..errors import MissingInputError
 from .ports import free_port, wait_http_ready
 
-SETUP_HINT = "run serving/setup_triton_env.sh (creates .venv-triton with nvidia-pytriton==0.7.0 and numpy<2)"
+ENV_VAR = "TAILSYNTH_TRITON_VENV"
+VENV_NAME = ".venv-triton"
+# Written by serving/setup_triton_env.sh beside the checkout's pyproject.toml: the absolute path of the environment it
+# made (TRITON_VENV may have put it anywhere).
+LOCATION_FILE = ".venv-triton.location"
+SETUP_SCRIPT = "serving/setup_triton_env.sh"
+SETUP_HINT = f"run {SETUP_SCRIPT} (creates {VENV_NAME} with nvidia-pytriton==0.7.0 and numpy<2)"
 
 
 class TritonUnavailable(RuntimeError):
     """The Triton environment or binary is missing or cannot start here."""
 
 
+def source_root() -> Path | None:
+    """The folder the installed tailsynth distribution was installed from (an editable install's checkout), as pip
+    recorded it (PEP 610 direct_url.json); None for a wheel or an install that recorded no local folder. The
+    package's own metadata, not its file's place: the library finds nothing by path."""
+    import json
+    from importlib.metadata import PackageNotFoundError, distribution
+    from urllib.parse import unquote, urlparse
+
+    try:
+        text = distribution("tailsynth").read_text("direct_url.json")
+    except PackageNotFoundError:
+        return None
+    try:
+        url = urlparse(json.loads(text or "{}").get("url", ""))
+    except ValueError:
+        return None
+    root = Path(unquote(url.path)) if url.scheme == "file" else None
+    return root if root is not None and root.is_dir() else None
+
+
+def _recorded_env(root: Path) -> Path | None:
+    try:
+        text = (root / LOCATION_FILE).read_text().strip()
+    except OSError:
+        return None
+    return Path(text) if text else None
+
+
+def triton_env_candidates(cwd: Path | None = None, root: Path | None = None) -> list[tuple[Path, str]]:
+    """Where the Triton environment may be, in the order they are tried, each with where the guess comes from:
+    TAILSYNTH_TRITON_VENV (alone, when set: an explicit choice is never silently replaced); else `.venv-triton` in
+    the working directory CWD or above it (the checkout's, for `make test`); else the checkout the package was
+    installed from, ROOT (default `source_root()`): the location setup_triton_env.sh recorded there, then its
+    `.venv-triton`. So `--backend triton` works from any working folder of an editable install."""
+    if os.environ.get(ENV_VAR):
+        return [(Path(os.environ[ENV_VAR]), ENV_VAR)]
+    here = Path(cwd or Path.cwd()).resolve()
+    found = [(d / VENV_NAME, "working folder" if d == here else "above the working folder")
+             for d in (here, *here.parents) if (d / VENV_NAME).is_dir()]
+    cands = found[:1] or [(here / VENV_NAME, "working folder")]
+    root = root if root is not None else source_root()
+    if root is not None:
+        recorded = _recorded_env(root)
+        if recorded is not None:
+            cands.append((recorded, f"recorded in {root / LOCATION_FILE}"))
+        cands.append((root / VENV_NAME, "the checkout tailsynth was installed from"))
+    seen, out = set(), []
+    for p, why in cands:
+        if p not in seen:
+            seen.add(p)
+            out.append((p, why))
+    return out
+
+
+def _usable(env: Path) -> bool:
+    return (env / "bin" / "python").exists()
+
+
+def find_triton_env(cwd: Path | None = None, root: Path | None = None) -> Path:
+    """The first candidate (`triton_env_candidates`) holding a Python environment; TritonUnavailable naming every
+    path tried and how to make one otherwise."""
+    cands = triton_env_candidates(cwd, root)
+    for env, _ in cands:
+        if _usable(env):
+            return env
+    root = root if root is not None else source_root()
+    script = root / SETUP_SCRIPT if root is not None and (root / SETUP_SCRIPT).is_file() else Path(SETUP_SCRIPT)
+    tried = "; ".join(f"{p} ({why})" for p, why in cands)
+    raise TritonUnavailable(
+        f"no Triton environment found (tried: {tried}). Create one with `bash {script}` (it makes {VENV_NAME} with "
+        f"nvidia-pytriton==0.7.0 and numpy<2 beside the checkout and records where), or set {ENV_VAR} to an "
+        "existing one")
+
+
 def triton_env_path() -> Path:
-    """TAILSYNTH_TRITON_VENV, else the nearest `.venv-triton` in the working directory or above it (the checkout's,
-    for `make test`); an installed wheel knows nothing of a checkout, so this never looks beside the module."""
-    if os.environ.get("TAILSYNTH_TRITON_VENV"):
-        return Path(os.environ["TAILSYNTH_TRITON_VENV"])
-    here = Path.cwd().resolve()
-    for d in (here, *here.parents):
-        if (d / ".venv-triton").is_dir():
-            return d / ".venv-triton"
-    return here / ".venv-triton"
+    """The Triton environment `find_triton_env` finds, else the first place it would look (for callers that report
+    a missing environment themselves)."""
+    try:
+        return find_triton_env()
+    except TritonUnavailable:
+        return triton_env_candidates()[0][0]
 
 
 def _site_packages(env: Path) -> Path:
@@ -48,7 +125,7 @@ def _site_packages(env: Path) -> Path:
 
 def locate(env: Path | None = None) -> dict:
     """Paths of the binary, its libraries, the python backend and the stub for the env's Python version."""
-    env = Path(env or triton_env_path())
+    env = Path(env) if env else find_triton_env()
     py = env / "bin" / "python"
     if not py.exists():
         raise TritonUnavailable(f"no Triton environment at {env}; {SETUP_HINT}")
