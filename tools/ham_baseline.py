@@ -78,6 +78,38 @@ def _prec(d: dict | None) -> str:
     return d["precision"] + ("+cl" if d["channels_last"] else "")
 
 
+def keep_predictions(results: Path, out: Path, stage: str, config: str, method: str, fold: int) -> Path:
+    """A copy of one run's held-out predictions in RESULTS (committed with runs.csv; fp16, about 25 KB): the paired
+    comparisons can be recomputed even when the run folders are gone (another machine, another session)."""
+    from tailsynth.ood.protocol import PREDICTIONS
+
+    dst = results / "predictions" / f"stage{stage}" / config / method / f"fold{fold}.npz"
+    if dst.is_file():
+        return dst
+    with np.load(out / "runs" / method / f"fold{fold}_seed0" / PREDICTIONS.format(part="test")) as z:
+        data = {k: z[k] for k in z.files}
+    data["probs"] = data["probs"].astype(np.float16)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(dst, **data)
+    return dst
+
+
+def restore_predictions(results: Path, out: Path, stage: str, config: str, method: str, fold: int) -> bool:
+    """Put a kept copy back where the comparison reads it, when the run folder was lost."""
+    from tailsynth.ood.protocol import PREDICTIONS
+
+    src = results / "predictions" / f"stage{stage}" / config / method / f"fold{fold}.npz"
+    dst = out / "runs" / method / f"fold{fold}_seed0" / PREDICTIONS.format(part="test")
+    if dst.is_file() or not src.is_file():
+        return dst.is_file()
+    with np.load(src) as z:
+        data = {k: z[k] for k in z.files}
+    data["probs"] = data["probs"].astype(np.float32)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(dst, **data)
+    return True
+
+
 def read_rows(results: Path) -> list[dict]:
     f = results / "runs.csv"
     if not f.is_file():
@@ -100,19 +132,23 @@ def append_row(results: Path, row: dict) -> None:
 
 
 def one_run(data, out: Path, results: Path, stage: str, config: str, method: str, fold: int, backbone: str,
-            pretrained, epochs: int, precision: str, log, reused_wall: float | None = None) -> None:
+            pretrained, epochs: int, precision: str, log) -> None:
     from tailsynth.ood.experiment import run_method_comparison
 
     done = {(r["stage"], r["config"], r["method"], int(r["fold"])) for r in read_rows(results)}
     if (stage, config, method, fold) in done:
+        if not restore_predictions(results, out, stage, config, method, fold):
+            log(f"  {stage} {config} {method} fold {fold}: in runs.csv but its predictions are lost")
+        elif not (results / "predictions" / f"stage{stage}" / config / method / f"fold{fold}.npz").is_file():
+            keep_predictions(results, out, stage, config, method, fold)  # runs finished before copies were kept
         return
     t0 = time.time()
     log(f"[{time.strftime('%H:%M:%S')}] {stage} {config} {method} fold {fold} ...")
     train_kw = {"resolution": RESOLUTION, "precision": precision, **({"pretrained": pretrained} if pretrained else {})}
     run_method_comparison(data, out, [method], folds=FOLDS, seeds=[0], backbone=backbone, epochs=epochs,
                           n_boot=0, train_kw=train_kw, quiet=True, only_folds=[fold])
-    row = run_row(stage, config, out / "runs" / method / f"fold{fold}_seed0", method, fold,
-                  time.time() - t0 if reused_wall is None else reused_wall)
+    row = run_row(stage, config, out / "runs" / method / f"fold{fold}_seed0", method, fold, time.time() - t0)
+    keep_predictions(results, out, stage, config, method, fold)
     append_row(results, row)
     log(f"  BMA {row['balanced_accuracy']:.4f} (DF {row['recall_DF']}, VASC {row['recall_VASC']}, AK {row['recall_AK']})"
         f" {row['train_images_per_s']} img/s, {row['run_wall_s']} s, load {row['load_average']}")
@@ -152,11 +188,13 @@ def stage1_decision(rows: list[dict]) -> dict | None:
             "wall_s_per_run_e6": wall, "why": why + f"; E* = {epochs} ({best}: 6 epochs {e6:.4f}, 12 epochs {e12:.4f})"}
 
 
-def precision_check(rows: list[dict], out: Path) -> dict | None:
+def precision_check(rows: list[dict], out: Path, results: Path) -> dict | None:
     """bf16 vs fp32 on fold 0 (resnet18, 6 epochs): paired bootstrap interval of ΔBMA over images; same within
     noise when that interval holds 0 (rule of amendment 1)."""
     from tailsynth.ood.protocol import PREDICTIONS, compare, load_predictions
 
+    for cfg in ("resnet18-scratch-e6", "resnet18-scratch-e6-fp32"):
+        restore_predictions(results, out / "stage1" / cfg, "1", cfg, REFERENCE, 0)
     a = out / "stage1" / "resnet18-scratch-e6" / "runs" / REFERENCE / "fold0_seed0" / PREDICTIONS.format(part="test")
     b = out / "stage1" / "resnet18-scratch-e6-fp32" / "runs" / REFERENCE / "fold0_seed0" / PREDICTIONS.format(part="test")
     if not (a.is_file() and b.is_file()):
@@ -235,30 +273,39 @@ def main() -> None:
                     one_run(a.data, a.out / "stage1" / name, a.results, "1", name, REFERENCE, fold, bb, pre, ep, prec,
                             log)
                     rows = read_rows(a.results)
-                    write_tables(a.results, a.out, stage1_decision(rows), precision_check(rows, a.out))
+                    write_tables(a.results, a.out, stage1_decision(rows), precision_check(rows, a.out, a.results))
     rows = read_rows(a.results)
     d1 = stage1_decision(rows)
-    write_tables(a.results, a.out, d1, precision_check(rows, a.out))
+    write_tables(a.results, a.out, d1, precision_check(rows, a.out, a.results))
     if a.stage == "1" or d1 is None:
         return
     name = f"{'lite0-imagenet' if d1['pretrained'] else 'resnet18-scratch'}-e{d1['epochs']}"
     s2 = a.out / "stage2"
     for fold in range(FOLDS):
         for m in STAGE2_METHODS:
-            src = a.out / "stage1" / name / "runs" / m / f"fold{fold}_seed0"
-            dst = s2 / "runs" / m / f"fold{fold}_seed0"
-            reused = None
-            if m == REFERENCE and src.is_dir():
-                # the same recipe, split and seed already ran in stage 1: reuse it instead of training it again
+            s1 = next((r for r in read_rows(a.results) if r["stage"] == "1" and r["config"] == name
+                       and r["method"] == m and int(r["fold"]) == fold), None)
+            done2 = any(r["stage"] == "2" and r["method"] == m and int(r["fold"]) == fold for r in read_rows(a.results))
+            if s1 is not None and not done2:
+                # the same recipe, split and seed already ran in stage 1: reuse its result instead of training
+                # it again (from its kept predictions, so this works without the stage-1 run folder)
+                restore_predictions(a.results, a.out / "stage1" / name, "1", name, m, fold)
+                src = a.out / "stage1" / name / "runs" / m / f"fold{fold}_seed0"
+                dst = s2 / "runs" / m / f"fold{fold}_seed0"
                 if not dst.exists():
                     shutil.copytree(src, dst)
-                reused = next(float(r["run_wall_s"]) for r in read_rows(a.results)
-                              if r["stage"] == "1" and r["config"] == name and int(r["fold"]) == fold)
-            one_run(a.data, s2, a.results, "2", name, m, fold, d1["backbone"], d1["pretrained"], d1["epochs"], "auto",
-                    log, reused_wall=reused)
-            write_tables(a.results, a.out, d1, precision_check(read_rows(a.results), a.out))
+                keep_predictions(a.results, s2, "2", name, m, fold)
+                append_row(a.results, {**s1, "stage": "2"})
+                log(f"  stage 2 {m} fold {fold}: reused from stage 1 (BMA {s1['balanced_accuracy']})")
+            else:
+                one_run(a.data, s2, a.results, "2", name, m, fold, d1["backbone"], d1["pretrained"], d1["epochs"],
+                        "auto", log)
+            write_tables(a.results, a.out, d1, precision_check(read_rows(a.results), a.out, a.results))
     from tailsynth.ood.experiment import run_method_comparison
 
+    for fold in range(FOLDS):
+        for m in STAGE2_METHODS:
+            restore_predictions(a.results, s2, "2", name, m, fold)
     train_kw = {"resolution": RESOLUTION, "precision": "auto", **({"pretrained": d1["pretrained"]} if d1["pretrained"] else {})}
     res = run_method_comparison(a.data, s2, STAGE2_METHODS, folds=FOLDS, seeds=[0], backbone=d1["backbone"],
                                 epochs=d1["epochs"], n_boot=1000, train_kw=train_kw, quiet=True, collect_only=True)
