@@ -24,15 +24,15 @@ def small_fs(size_kb: int, parent: str | Path | None = None):
         raise CannotMount("mounting a tmpfs needs root (the disk-full tests fill a small real filesystem)")
     point = Path(tempfile.mkdtemp(prefix="tailsynth-smallfs-", dir=parent))
     r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kb}k,mode=0755", "tmpfs", str(point)],
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, check=False)
     if r.returncode != 0:
         point.rmdir()
         raise CannotMount(f"mount -t tmpfs failed here: {(r.stderr or r.stdout).strip()}")
     try:
         yield point
     finally:
-        if subprocess.run(["umount", str(point)], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", str(point)], capture_output=True)  # busy: detach now, freed later
+        if subprocess.run(["umount", str(point)], capture_output=True, check=False).returncode != 0:
+            subprocess.run(["umount", "-l", str(point)], capture_output=True, check=False)  # busy: detach now, freed later
         point.rmdir()
 
 

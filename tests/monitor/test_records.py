@@ -72,7 +72,7 @@ def test_bad_log_lines_are_named(tmp_path):
     # nothing but such lines is not a prediction log at all, and says so naming the first.
     log.write_text("{not json\n")
     back = read_records(log)
-    assert back == [] and [str(s) for s in back.skipped][0].startswith(f"{log}:1: not valid JSON")
+    assert back == [] and len(back.skipped) == 1 and str(back.skipped[0]).startswith(f"{log}:1: not valid JSON")
     log.write_text("{not json\nname,class\n")
     with pytest.raises(DataError, match=r"no readable prediction record; 2 bad line\(s\), the first .*bad.jsonl:1: "
                                         r"not valid JSON"):
