@@ -141,6 +141,10 @@ class SinkStats:
     last_error: str | None = None
 
 
+# Writes in a row that must succeed before a burst of failures counts as over. On a nearly full disk a small
+# record can still fit where a larger one did not, so single successes between failures are no recovery (and
+# would make every such success a new burst, and a new log line).
+RECOVERY_WRITES = 10
 LEDGER_SUFFIX = ".write-failures"
 _LEDGER_BYTES = 512  # fixed size, allocated while there is space: later updates overwrite it in place
 
@@ -289,7 +293,7 @@ class JsonlSink:
         self._fsync = bool(os.environ.get("TAILSYNTH_FSYNC_RECORDS"))
         self.stats = SinkStats()
         self.ledger = FailureLedger(self.path) if ledger else None
-        self._failing = False  # the last write failed: the next success is a recovery worth noting in the ledger
+        self._ok_streak: int | None = None  # successful writes since the last failure (None: no failure yet)
         if self.ledger is not None:
             self.ledger.open()  # while there is space, so that it can count failures on a full disk later
 
@@ -358,17 +362,19 @@ class JsonlSink:
                 raise err from e
             self.stats.written_writes += 1
             self.stats.written_records += len(records)
-            if self._failing:
-                self._failing = False
-                if self.ledger is not None:
-                    self.ledger.mark_recovered()
+            if self._ok_streak is not None:
+                self._ok_streak += 1
+                if self._ok_streak == RECOVERY_WRITES:
+                    self._ok_streak = None
+                    if self.ledger is not None:
+                        self.ledger.mark_recovered()
         return len(records)
 
     def _count_failure(self, err: RecordWriteError) -> None:
         self.stats.failed_writes += 1
         self.stats.failed_records += err.records
         self.stats.last_error = str(err)
-        self._failing = True
+        self._ok_streak = 0
         if self.ledger is not None:
             self.ledger.add_failure(err)
 

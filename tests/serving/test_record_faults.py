@@ -56,7 +56,8 @@ _RLIMIT_WRITER = textwrap.dedent('''
         out = {"failed": e.errno_name, "rolled_back": e.rolled_back, "records": e.records}
     out["size_before"], out["size_after_failure"] = before, sink.path.stat().st_size
     resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
-    sink.write([{"i": 2}])
+    for _ in range(10):  # RECOVERY_WRITES in a row: the ledger notes the recovery
+        sink.write([{"i": 2}])
     out["stats"] = vars(sink.stats)
     out["ledger"] = read_ledger(path)
     print(json.dumps(out))
@@ -71,8 +72,8 @@ def test_torn_write_past_rlimit_fsize_is_rolled_back_and_next_record_lands_on_a_
     out = json.loads(r.stdout)
     assert out["failed"] == "EFBIG" and out["rolled_back"] and out["records"] == 1
     assert out["size_after_failure"] == out["size_before"]  # the 1,990 bytes that went in were cut back
-    assert [json.loads(x)["i"] for x in path.read_text().splitlines()] == [0, 2]
-    assert out["stats"]["failed_writes"] == 1 and out["stats"]["written_records"] == 2
+    assert [json.loads(x)["i"] for x in path.read_text().splitlines()] == [0] + [2] * 10
+    assert out["stats"]["failed_writes"] == 1 and out["stats"]["written_records"] == 11
     assert out["ledger"]["failed_writes"] == 1 and out["ledger"]["failed_records"] == 1
     assert out["ledger"]["last_errno"] == "EFBIG" and out["ledger"]["recovered_at"] >= out["ledger"]["last_failure_at"]
 
@@ -168,12 +169,11 @@ def _png(seed: int) -> bytes:
     return buf.getvalue()
 
 
-def test_transformer_answers_on_a_full_disk_and_exposes_the_failures(local_repo, tiny_fs, tmp_path):
-    from conftest import Server
+def test_transformer_answers_on_a_full_disk_and_exposes_the_failures(server_cls, local_repo, tiny_fs, tmp_path):
     from serving_checks import post, v1_body
 
     records = tiny_fs / "predictions.jsonl"
-    s = Server(local_repo, "onnxruntime", "s3cret", records, log_dir=tmp_path).wait_ready()
+    s = server_cls(local_repo, "onnxruntime", "s3cret", records, log_dir=tmp_path).wait_ready()
     filler = Filler(tiny_fs)
     try:
         codes = [post(s.url, v1_body([_png(i)]), s.token)[0] for i in range(3)]
@@ -181,16 +181,16 @@ def test_transformer_answers_on_a_full_disk_and_exposes_the_failures(local_repo,
         codes += [post(s.url, v1_body([_png(i)]), s.token)[0] for i in range(3, 33)]
         full = _metrics(s.url)
         filler.empty()
-        codes += [post(s.url, v1_body([_png(i)]), s.token)[0] for i in range(33, 36)]
+        codes += [post(s.url, v1_body([_png(i)]), s.token)[0] for i in range(33, 45)]
         after = _metrics(s.url)
     finally:
         rc = s.stop()
         filler.empty()
-    assert codes == [200] * 36 and rc == 0
+    assert codes == [200] * 45 and rc == 0
     back = read_jsonl(records)
     failed = int(after["tailsynth_record_write_failures_total"])
     assert failed >= 10 and not back.skipped
-    assert len(back) + failed == 36  # one record per request: each one either whole in the file or counted
+    assert len(back) + failed == 45  # one record per request: each one either whole in the file or counted
     assert after["tailsynth_records_dropped_total"] == failed and after["tailsynth_records_written_total"] == len(back)
     assert full["tailsynth_record_writes_failing"] == 1 and after["tailsynth_record_writes_failing"] == 0
     assert read_ledger(records)["failed_writes"] == failed
@@ -202,12 +202,12 @@ def test_transformer_answers_on_a_full_disk_and_exposes_the_failures(local_repo,
 
 
 @pytest.mark.triton
-def test_ensemble_failures_reach_the_serve_log_and_the_ledger(triton_env, local_repo, tiny_fs, tmp_path):
-    from conftest import Server
+def test_ensemble_failures_reach_the_serve_log_and_the_ledger(triton_env, server_cls, local_repo, tiny_fs,
+                                                              tmp_path):
     from serving_checks import ensemble_infer
 
     records = tiny_fs / "predictions.jsonl"
-    s = Server(local_repo, "triton", "s3cret", records, extra=("--mode", "ensemble"), log_dir=tmp_path).wait_ready()
+    s = server_cls(local_repo, "triton", "s3cret", records, extra=("--mode", "ensemble"), log_dir=tmp_path).wait_ready()
     filler = Filler(tiny_fs)
     try:
         codes = [ensemble_infer(s.url, s.token, [_png(i)])[0] for i in range(3)]
@@ -215,16 +215,36 @@ def test_ensemble_failures_reach_the_serve_log_and_the_ledger(triton_env, local_
         codes += [ensemble_infer(s.url, s.token, [_png(i)])[0] for i in range(3, 33)]
         time.sleep(2.5)  # the launcher polls the ledger every second
         filler.empty()
-        codes += [ensemble_infer(s.url, s.token, [_png(i)])[0] for i in range(33, 36)]
+        codes += [ensemble_infer(s.url, s.token, [_png(i)])[0] for i in range(33, 45)]
         time.sleep(2.5)
     finally:
         rc = s.stop()
         filler.empty()
-    assert codes == [200] * 36 and rc == 0
+    assert codes == [200] * 45 and rc == 0
     back = read_jsonl(records)
     led = read_ledger(records)
-    assert led["failed_writes"] >= 10 and not back.skipped and len(back) + led["failed_records"] == 36
+    assert led["failed_writes"] >= 10 and not back.skipped and len(back) + led["failed_records"] == 45
     log = s.log()  # the serve log, not Triton's temporary one
     assert log.count(f"writes to {records} are failing (ENOSPC") == 1, log[-3000:]
     assert f"writing to {records} again" in log
     assert f"{led['failed_writes']} write(s) failed during this run, {led['failed_records']} records dropped" in log
+
+
+def test_a_flapping_disk_is_one_burst_in_the_log():
+    """On a nearly full disk a small record can fit between failures: that is no recovery, and no new line."""
+    from tailsynth.serve.records import WriteFailureLog
+
+    lines, now = [], [0.0]
+    burst = WriteFailureLog(lambda level, message: lines.append((level, message)), clock=lambda: now[0])
+    err = RecordWriteError(Path("p.jsonl"), OSError(28, "No space left on device"), 2, True)
+    for _ in range(30):
+        burst.failed(err)
+        burst.succeeded("p.jsonl")
+    assert len(lines) == 1 and lines[0][0] == "error" and "p.jsonl failed with ENOSPC" in lines[0][1]
+    now[0] = 61.0
+    burst.failed(err)  # a minute into the burst: one reminder
+    assert len(lines) == 2 and "still failing (ENOSPC): 31 writes, 62 records dropped in 61s" in lines[1][1]
+    for _ in range(10):
+        burst.succeeded("p.jsonl")
+    assert len(lines) == 3 and lines[2][0] == "warning"
+    assert "writing to p.jsonl again after 31 failed write(s) (62 records dropped) over 61s" in lines[2][1]

@@ -13,7 +13,15 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from ..errors import DataError
-from ..predictions import RECORD_FIELDS, Embedder, JsonlSink, RecordWriteError, prediction_record, read_ledger
+from ..predictions import (
+    RECORD_FIELDS,
+    RECOVERY_WRITES,
+    Embedder,
+    JsonlSink,
+    RecordWriteError,
+    prediction_record,
+    read_ledger,
+)
 from ..predictions import read_jsonl as read_records
 from .images import image_stats
 
@@ -59,8 +67,8 @@ def build_records(request_id: str, hashes: Sequence[str], images: np.ndarray, pr
 class WriteFailureLog:
     """One log line per burst of failed record writes, not one per request: the first failure of a burst (file,
     errno, what it means for requests), a reminder every REMIND_S while it lasts, and one line when writes
-    succeed again with how many were dropped. EMIT(level, message) writes the line: `logging` in the
-    transformer, Triton's logger in the postprocess model."""
+    succeed again (RECOVERY_WRITES in a row) with how many were dropped. EMIT(level, message) writes the line:
+    `logging` in the transformer, Triton's logger in the postprocess model."""
 
     REMIND_S = 60.0
 
@@ -69,6 +77,7 @@ class WriteFailureLog:
         self.clock = clock
         self.burst_writes = 0
         self.burst_records = 0
+        self._ok_streak = 0  # successes since the burst's last failure; RECOVERY_WRITES in a row end it
         self._since = self._reminded = 0.0
 
     def failed(self, err: RecordWriteError) -> None:
@@ -86,13 +95,17 @@ class WriteFailureLog:
                                f"dropped in {now - self._since:.0f}s")
         self.burst_writes += 1
         self.burst_records += err.records
+        self._ok_streak = 0
 
     def succeeded(self, path) -> None:
-        if self.burst_writes:
+        if not self.burst_writes:
+            return
+        self._ok_streak += 1
+        if self._ok_streak >= RECOVERY_WRITES:
             self.emit("warning", f"prediction records: writing to {path} again after {self.burst_writes} failed "
                                  f"write(s) ({self.burst_records} records dropped) over "
                                  f"{self.clock() - self._since:.0f}s")
-            self.burst_writes = self.burst_records = 0
+            self.burst_writes = self.burst_records = self._ok_streak = 0
 
 
 class LedgerWatch:

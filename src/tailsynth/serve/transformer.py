@@ -255,7 +255,7 @@ def record_metrics():
                      "lines found without their newline (a crash, an older writer) and ended before a write")):
                 yield CounterMetricFamily(name, doc, value=total(attr))
             yield GaugeMetricFamily("tailsynth_record_writes_failing",
-                                    "1 while the last record write failed, else 0",
+                                    "1 during a burst of failed record writes (until 10 succeed in a row), else 0",
                                     value=float(any(c.write_failures.burst_writes for c in self.cores)))
 
     collector = RecordMetrics()
