@@ -4,7 +4,8 @@ One line per case, PASS or FAIL, and a markdown table (--out-md). Cases:
   bad inputs (each answered 4xx naming the fault, and a good request answered after each), roles (unload with the
   inference token), pixel bombs (a 32-image bomb batch; 12 parallel bomb requests beside a normal one), header
   floods, request-id flood, wrong method, a soak (N requests at concurrency C, errors and transformer memory before
-  and after), a killed python-backend stub, a killed tritonserver (ready 503 within 5 s, recovery, no zombie),
+  and after), a disk-full soak (records on a small tmpfs filled and emptied during N requests: every request
+  answered, no torn line, missing records = counted write failures), a killed python-backend stub, a killed tritonserver (ready 503 within 5 s, recovery, no zombie),
   an interrupted pipeline run (re-run with --cache reuses every finished task), and an interrupted `dvc push`
   re-run to identical remote objects (moto S3 server).
 The ensemble mode (`--backend ensemble`: `tailsynth serve --mode ensemble`, clients on Triton's own endpoint) gets
@@ -16,6 +17,9 @@ Small setting (seconds to a few minutes; proves the drill):
   python benchmarks/fault_drill.py --soak 200 --concurrency 8 --skip pipeline
 Full setting (for docs/results/reliability.md; tens of minutes on 2 cores):
   python benchmarks/fault_drill.py --soak 10000 --concurrency 32 --out-md docs/results/reliability_drill.md
+The disk-full soak alone (issue 31):
+  python benchmarks/fault_drill.py --backend onnxruntime --skip endpoint,triton-faults,pipeline,dvc \
+      --disk-full 10000 --concurrency 16
 """
 
 from __future__ import annotations
@@ -174,12 +178,14 @@ def children(pid: int) -> list[tuple[int, str, str]]:
 
 # ---------------------------------------------------------------- server under test
 class Endpoint:
-    def __init__(self, repo: Path, backend: str, workdir: Path, extra=(), mode: str = "transformer"):
+    def __init__(self, repo: Path, backend: str, workdir: Path, extra=(), mode: str = "transformer",
+                 records: Path | None = None):
         from tailsynth.serve.ports import free_port
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.records = workdir / f"records-{backend}-{self.port}.jsonl"
+        # records: elsewhere than the log, e.g. on the small filesystem the disk-full case fills.
+        self.records = records or workdir / f"records-{backend}-{self.port}.jsonl"
         self.log_path = workdir / f"serve-{backend}-{self.port}.log"
         env = {**os.environ, "OMP_NUM_THREADS": "1", "TAILSYNTH_TOKEN": TOKEN}
         env.pop("TAILSYNTH_ADMIN_TOKEN", None)
@@ -426,6 +432,117 @@ def drill_triton_faults(repo: Path, workdir: Path) -> None:
             env_ep.stop()
 
 
+def metrics(url: str) -> dict[str, float]:
+    """The tailsynth_record* series of the transformer's /metrics."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return {k: float(v) for k, v in (line.rsplit(" ", 1) for line in text.splitlines()
+                                     if line.startswith("tailsynth_record"))}
+
+
+class DiskCycle:
+    """Fills the records' filesystem at the start of every PERIOD requests and empties it FULL requests later
+    (counted in requests, not seconds, so a short drill has as many full periods as a long one)."""
+
+    def __init__(self, filler, period: int, full: int):
+        self.filler, self.period, self.full = filler, period, full
+        self.periods = 0
+
+    def before_request(self, n: int) -> None:
+        if n % self.period == 0:
+            self.filler.fill()
+            self.periods += 1
+        elif n % self.period == self.full:
+            self.filler.empty()
+
+
+def send_all(ep: Endpoint, first: int, count: int, concurrency: int, imgs, on_send=None) -> tuple[list, list]:
+    """Requests FIRST..FIRST+COUNT-1 (x-request-id soak-NNNNNN) from CONCURRENCY threads; ON_SEND(i) runs, under
+    one lock, before request i (0-based within this call) goes out. Returns (ids sent, non-200 answers)."""
+    lock, nxt, ids, errors = threading.Lock(), [0], [], []
+
+    def worker():
+        while True:
+            with lock:
+                i = nxt[0]
+                if i >= count:
+                    return
+                nxt[0] += 1
+                if on_send is not None:
+                    on_send(i)
+            rid = f"soak-{first + i:06d}"
+            code, _ = post(ep.url, v1([imgs[(first + i) % len(imgs)]]), headers={"x-request-id": rid})
+            with lock:
+                ids.append(rid)
+                if code != 200:
+                    errors.append(code)
+
+    ws = [threading.Thread(target=worker) for _ in range(concurrency)]
+    for w in ws:
+        w.start()
+    for w in ws:
+        w.join()
+    return ids, errors
+
+
+def drill_disk_full(repo: Path, workdir: Path, requests: int, concurrency: int, size_mb: int = 16) -> None:
+    """REQUESTS single-image requests against `tailsynth serve --backend onnxruntime` whose records live on a
+    small tmpfs that a filler file fills and empties over and over (ENOSPC for real): every request answered,
+    every record before and after the full periods readable, nothing torn, and the records that are missing
+    exactly the ones the server counted as failed (/metrics, the ledger), logged once per burst."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from small_fs import CannotMount, Filler, small_fs
+
+    from tailsynth.predictions import read_jsonl, read_ledger
+
+    g = "disk-full"
+    steady = max(100, requests // 20)  # requests before the first full period and after the last one
+    middle = requests - 2 * steady
+    try:
+        with small_fs(size_mb * 1024, workdir) as fs:
+            ep = Endpoint(repo, "onnxruntime", workdir, records=fs / "predictions.jsonl")
+            filler = Filler(fs)
+            cycle = DiskCycle(filler, period=max(50, middle // 12), full=max(20, middle // 36))
+            imgs = [jpeg(i) for i in range(16)]
+            t0 = time.monotonic()
+            try:
+                before, e1 = send_all(ep, 0, steady, concurrency, imgs)
+                during, e2 = send_all(ep, steady, middle, concurrency, imgs, cycle.before_request)
+                filler.empty()
+                after, e3 = send_all(ep, steady + middle, steady, concurrency, imgs)
+                wall = time.monotonic() - t0
+                m = metrics(ep.url)
+            finally:
+                rc = ep.stop()
+                filler.empty()
+            errors = e1 + e2 + e3
+            back = read_jsonl(ep.records)
+            led = read_ledger(ep.records) or {}
+            log = ep.log()
+    except CannotMount as e:
+        record(g, "small filesystem", False, f"not available here: {e}")
+        return
+    got = [r["request_id"] for r in back]
+    have = set(got)
+    failed = int(m.get("tailsynth_record_write_failures_total", -1))
+    bursts = log.count("failed with ENOSPC")
+    record(g, f"{requests} requests, filesystem full {cycle.periods} times", not errors and rc == 0,
+           f"{len(errors)} failed requests {sorted(set(errors))[:5]}; {requests / wall:.0f} req/s; exit code {rc}")
+    record(g, "records before and after the full periods all there", all(i in have for i in before + after),
+           f"{sum(i in have for i in before)}/{len(before)} before, {sum(i in have for i in after)}/{len(after)} "
+           f"after; {sum(i in have for i in during)}/{len(during)} during")
+    record(g, "no torn line, no record twice", not back.skipped and len(have) == len(got) == len(back),
+           f"{len(back)} records read, {len(back.skipped)} lines skipped")
+    record(g, "missing records = counted failures",
+           failed > 0 and requests - len(back) == failed == led.get("failed_records")
+           == m.get("tailsynth_records_dropped_total") and led.get("failed_writes") == failed,
+           f"{requests - len(back)} missing; /metrics {failed} failed writes; ledger {led.get('failed_writes')} "
+           f"writes, {led.get('failed_records')} records")
+    record(g, "one log line per burst", 0 < bursts <= cycle.periods
+           and log.count("prediction records: writing to") == bursts and "Traceback" not in log,
+           f"{bursts} burst lines for {cycle.periods} full periods")
+
+
 def drill_pipeline(workdir: Path, data: Path) -> None:
     g = "pipeline"
     out = workdir / "pipeline-run"
@@ -581,7 +698,11 @@ def main(argv=None) -> int:
                     help="both: the transformer on onnxruntime and on Triton; ensemble: the ensemble mode; all: the three")
     ap.add_argument("--soak", type=int, default=200, help="soak requests per backend (0: none)")
     ap.add_argument("--concurrency", type=int, default=8)
-    ap.add_argument("--skip", default="", help="comma list of groups to skip: endpoint,triton-faults,pipeline,dvc")
+    ap.add_argument("--skip", default="",
+                    help="comma list of groups to skip: endpoint,triton-faults,disk-full,pipeline,dvc")
+    ap.add_argument("--disk-full", type=int, default=2000,
+                    help="requests of the disk-full soak (records on a tmpfs filled and emptied; needs root to "
+                         "mount it); 0: none")
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "dermamnist" / "dermamnist.npz")
     ap.add_argument("--out-md", type=Path, default=None)
     a = ap.parse_args(argv)
@@ -607,6 +728,8 @@ def main(argv=None) -> int:
             drill_triton_faults(repo, work)
         if "triton-faults" not in skip and "ensemble" in backends:
             drill_ensemble_faults(repo, work)
+        if "disk-full" not in skip and a.disk_full:
+            drill_disk_full(repo, work, a.disk_full, a.concurrency)
         if "pipeline" not in skip:
             drill_pipeline(work, a.data)
         if "dvc" not in skip:

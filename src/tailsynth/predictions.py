@@ -8,6 +8,8 @@ monitoring reference and stored beside the model in MODEL_DIR/monitor/embedding.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import threading
@@ -113,21 +115,187 @@ def prediction_record(*, request_id: str, image_sha256: str, predicted_class: st
 RECORD_FIELDS = tuple(f.name for f in fields(PredictionRecord) if f.name not in ("label", "source", "item"))
 
 
+class RecordWriteError(OSError):
+    """A write of prediction records failed and was rolled back: the file holds none of its lines.
+
+    Carries the errno of the underlying failure (ENOSPC, EFBIG, EIO, ...) and how many records were dropped."""
+
+    def __init__(self, path: Path, cause: OSError, records: int, rolled_back: bool):
+        self.path, self.cause, self.records, self.rolled_back = path, cause, records, rolled_back
+        name = errno.errorcode.get(cause.errno or 0, "unknown errno")
+        self.errno_name = name
+        state = "rolled back" if rolled_back else "NOT rolled back (the next write starts a new line)"
+        super().__init__(cause.errno, f"{path}: writing {records} record(s) failed with {name} "
+                                      f"({cause.strerror or cause}); {state}")
+
+
+@dataclass
+class SinkStats:
+    """Counters of one sink (one process): what was written, what failed and was dropped."""
+
+    written_writes: int = 0
+    written_records: int = 0
+    failed_writes: int = 0
+    failed_records: int = 0
+    torn_tails_closed: int = 0  # a line left without its newline (crash, older version) was ended before a write
+    last_error: str | None = None
+
+
+# Writes in a row that must succeed before a burst of failures counts as over. On a nearly full disk a small
+# record can still fit where a larger one did not, so single successes between failures are no recovery (and
+# would make every such success a new burst, and a new log line).
+RECOVERY_WRITES = 10
+LEDGER_SUFFIX = ".write-failures"
+_LEDGER_BYTES = 512  # fixed size, allocated while there is space: later updates overwrite it in place
+
+
+def ledger_path(records: str | Path) -> Path:
+    """The failure ledger beside a records file (not *.jsonl: folder readers must not take it for a log)."""
+    return Path(f"{records}{LEDGER_SUFFIX}")
+
+
+def read_ledger(records: str | Path) -> dict | None:
+    """The failure ledger of a records file ({'failed_writes', 'failed_records', ...}), None when there is none."""
+    path = ledger_path(records)
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: not a tailsynth write-failure ledger ({e.msg})") from e
+    if not isinstance(data, dict) or "failed_writes" not in data:
+        raise DataError(f"{path}: not a tailsynth write-failure ledger (no 'failed_writes')")
+    return data
+
+
+class FailureLedger:
+    """Failed record writes counted in a small file beside the records, shared by every process writing them.
+
+    It outlives the server (the ensemble's postprocess model has no log that does) and stays writable on a full
+    filesystem: its blocks are allocated when it is created and every update rewrites them in place under an
+    exclusive lock, so an update never needs new space."""
+
+    def __init__(self, records: str | Path):
+        self.path = ledger_path(records)
+        self._fd: int | None = None
+        self.error: str | None = None  # why the ledger could not be opened or updated, if it could not
+
+    def open(self) -> bool:
+        if self._fd is not None:
+            return True
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            self.error = f"{self.path}: {e.strerror}"
+            return False
+        try:
+            with _locked(fd):
+                if os.fstat(fd).st_size < _LEDGER_BYTES:
+                    os.posix_fallocate(fd, 0, _LEDGER_BYTES)
+                    if not self._read(fd):
+                        self._store(fd, {"failed_writes": 0, "failed_records": 0})
+        except OSError as e:
+            os.close(fd)
+            self.error = f"{self.path}: {e.strerror}"
+            return False
+        self._fd, self.error = fd, None
+        return True
+
+    @staticmethod
+    def _read(fd: int) -> dict:
+        raw = os.pread(fd, _LEDGER_BYTES, 0).rstrip(b"\0 \n")
+        try:
+            data = json.loads(raw) if raw else {}
+        except ValueError:
+            data = {}
+        return data if isinstance(data, dict) else {}
+
+    @staticmethod
+    def _store(fd: int, data: dict) -> None:
+        body = json.dumps(data, separators=(",", ":"))
+        if len(body) > _LEDGER_BYTES - 1:  # only the free-text message can grow
+            data = {**data, "last_error": str(data.get("last_error", ""))[:120]}
+            body = json.dumps(data, separators=(",", ":"))
+        raw = body.encode().ljust(_LEDGER_BYTES - 1) + b"\n"
+        if os.pwrite(fd, raw, 0) != len(raw):
+            raise OSError(errno.EIO, "short write of the failure ledger")
+
+    def update(self, change) -> bool:
+        """Apply CHANGE (a function of the current dict returning the new one) under the ledger's lock."""
+        if not self.open():
+            return False
+        try:
+            with _locked(self._fd):
+                self._store(self._fd, change(self._read(self._fd)))
+        except OSError as e:
+            self.error = f"{self.path}: {e.strerror}"
+            return False
+        return True
+
+    def add_failure(self, err: RecordWriteError) -> bool:
+        now = utc_now()
+
+        def change(d: dict) -> dict:
+            return {**d, "failed_writes": int(d.get("failed_writes", 0)) + 1,
+                    "failed_records": int(d.get("failed_records", 0)) + err.records,
+                    "first_failure_at": d.get("first_failure_at") or now, "last_failure_at": now,
+                    "last_errno": err.errno_name, "last_error": err.cause.strerror or str(err.cause)}
+
+        return self.update(change)
+
+    def mark_recovered(self) -> bool:
+        return self.update(lambda d: {**d, "recovered_at": utc_now()})
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class _locked:
+    """An exclusive flock on FD for a with-block. flock (not fcntl/lockf) locks belong to the open file
+    description: closing another descriptor of the same file in this process does not drop them."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def __enter__(self):
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self.fd
+
+    def __exit__(self, *exc):
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+
+
 class JsonlSink:
     """Append-only local JSONL file; one lock so concurrent requests never interleave lines.
 
     The file stays open between writes (opening and closing it per request was a measurable share of the
     transformer's CPU) and each write is one O_APPEND write() of whole lines, so processes sharing the file
     (`tailsynth serve --workers N`) do not interleave lines either. A file moved away or deleted (log rotation)
-    is noticed by its inode and reopened at the path."""
+    is noticed by its inode and reopened at the path.
 
-    def __init__(self, path: str | Path):
+    A write is all-or-nothing: under an exclusive flock shared by every process writing the file, a write that
+    fails part-way (ENOSPC, EFBIG, EIO, ...) is cut back to the length the file had before it, and the failure is
+    counted (`stats`, and with `ledger=True` the failure ledger beside the file) and raised as RecordWriteError.
+    A line left without its newline by a crash (or by a version without this rollback) is ended before the next
+    write, so new records always start on a clean line; readers skip and count that fragment."""
+
+    def __init__(self, path: str | Path, ledger: bool = False):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._fd: int | None = None
         self._ino: int | None = None
+        self._end: int | None = None  # the file's length after this sink's last write: its tail is a newline
         self._fsync = bool(os.environ.get("TAILSYNTH_FSYNC_RECORDS"))
+        self.stats = SinkStats()
+        self.ledger = FailureLedger(self.path) if ledger else None
+        self._ok_streak: int | None = None  # successful writes since the last failure (None: no failure yet)
+        if self.ledger is not None:
+            self.ledger.open()  # while there is space, so that it can count failures on a full disk later
 
     def _open(self) -> int:
         try:
@@ -136,9 +304,44 @@ class JsonlSink:
         except FileNotFoundError:
             pass
         self.close()
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        # Read access only to look at the last byte before a write (a torn tail); writes still append.
+        self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         self._ino = os.fstat(self._fd).st_ino
         return self._fd
+
+    def _needs_newline(self, fd: int, size: int) -> bool:
+        """Whether the file ends inside a line (only checked when someone else wrote since this sink did)."""
+        if size == 0 or size == self._end:
+            return False
+        return os.pread(fd, 1, size - 1) != b"\n"
+
+    def _append(self, fd: int, data: bytes, records: int) -> None:
+        """All of DATA at the end of the file, or none of it (cut back) and a RecordWriteError."""
+        start = os.fstat(fd).st_size
+        if self._needs_newline(fd, start):
+            data = b"\n" + data
+            self.stats.torn_tails_closed += 1
+        view = memoryview(data)
+        try:
+            while view:
+                n = os.write(fd, view)
+                if n <= 0:  # a regular file never accepts 0 bytes of a non-empty write without an error
+                    raise OSError(errno.EIO, "write accepted no bytes")
+                view = view[n:]
+            if self._fsync:
+                os.fsync(fd)
+        except OSError as e:
+            raise RecordWriteError(self.path, e, records, self._roll_back(fd, start)) from e
+        self._end = start + len(data)
+
+    def _roll_back(self, fd: int, length: int) -> bool:
+        try:
+            os.ftruncate(fd, length)  # shrinking needs no space, so this works on a full filesystem
+        except OSError:
+            self._end = None  # the tail is unknown now: the next write checks it
+            return False
+        self._end = length
+        return True
 
     def write(self, records: Iterable[dict]) -> int:
         records = list(records)
@@ -146,46 +349,109 @@ class JsonlSink:
             return 0
         data = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records).encode("utf-8")
         with self._lock:
-            fd = self._open()
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            if self._fsync:
-                os.fsync(fd)
+            try:
+                fd = self._open()
+                with _locked(fd):
+                    self._append(fd, data, len(records))
+            except RecordWriteError as e:
+                self._count_failure(e)
+                raise
+            except OSError as e:  # the file could not even be opened or locked: nothing was written
+                err = RecordWriteError(self.path, e, len(records), rolled_back=True)
+                self._count_failure(err)
+                raise err from e
+            self.stats.written_writes += 1
+            self.stats.written_records += len(records)
+            if self._ok_streak is not None:
+                self._ok_streak += 1
+                if self._ok_streak == RECOVERY_WRITES:
+                    self._ok_streak = None
+                    if self.ledger is not None:
+                        self.ledger.mark_recovered()
         return len(records)
+
+    def _count_failure(self, err: RecordWriteError) -> None:
+        self.stats.failed_writes += 1
+        self.stats.failed_records += err.records
+        self.stats.last_error = str(err)
+        self._ok_streak = 0
+        if self.ledger is not None:
+            self.ledger.add_failure(err)
 
     def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
-            self._fd = self._ino = None
+            self._fd = self._ino = self._end = None
 
     def __del__(self):
         try:
             self.close()
-        except OSError:
+            if self.ledger is not None:
+                self.ledger.close()
+        except (OSError, AttributeError):
             pass
 
     def __str__(self) -> str:
         return str(self.path)
 
 
-def parse_jsonl(text: str, where: str) -> list[dict]:
-    """Prediction records from JSONL text, checked against the schema (errors name WHERE:line)."""
-    out = []
-    for i, line in enumerate(text.splitlines(), 1):
+@dataclass(frozen=True)
+class SkippedLine:
+    where: str  # file:line
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.reason}"
+
+
+class RecordLog(list):
+    """Records read from one or more logs (a list of record dicts) and the lines that were skipped.
+
+    A torn write (a line cut short by a full disk or a crash, or a later line appended onto it) is not valid JSON:
+    it is skipped and counted, so one bad line never hides every good record of a log."""
+
+    def __init__(self, records: Iterable[dict] = (), skipped: Iterable[SkippedLine] = ()):
+        super().__init__(records)
+        self.skipped: list[SkippedLine] = list(skipped)
+
+    def extend_log(self, other: RecordLog) -> None:
+        self.extend(other)
+        self.skipped.extend(getattr(other, "skipped", []))
+
+
+def parse_jsonl(text: str | bytes, where: str) -> RecordLog:
+    """Prediction records from JSONL text, checked against the schema (errors name WHERE:line).
+
+    A line that is not valid JSON (or not UTF-8) is skipped and listed in `.skipped`: that is what a torn write
+    leaves. A line that is valid JSON but not a valid record still raises DataError naming WHERE:line, since that
+    is a writer or a file the user must know about, not a fault of the disk. So does a log with no readable
+    record and several bad lines (probably not a prediction log)."""
+    raw = text.encode("utf-8") if isinstance(text, str) else text
+    out = RecordLog()
+    for i, line in enumerate(raw.split(b"\n"), 1):
         if not line.strip():
             continue
         try:
-            rec = json.loads(line)
+            rec = json.loads(line.decode("utf-8"))
+        except UnicodeDecodeError:
+            out.skipped.append(SkippedLine(f"{where}:{i}", "not UTF-8 text (a torn write?)"))
+            continue
         except json.JSONDecodeError as e:
-            raise DataError(f"{where}:{i}: not valid JSON ({e.msg})") from e
+            out.skipped.append(SkippedLine(f"{where}:{i}", f"not valid JSON ({e.msg}; a torn write?)"))
+            continue
         out.append(PredictionRecord.from_dict(rec, f"{where}:{i}").to_dict())
+    # Every line bad is not a torn write but the wrong file; a lone bad line may be the one record of a log whose
+    # only write was torn (a crash on the first request), so that alone is skipped like any other.
+    if len(out.skipped) > 1 and not out:
+        raise DataError(f"{where}: no readable prediction record; {len(out.skipped)} bad line(s), the first "
+                        f"{out.skipped[0]}")
     return out
 
 
-def read_jsonl(path: str | Path) -> list[dict]:
-    """The records of one local JSONL log, checked against the schema (errors name file:line)."""
-    return parse_jsonl(Path(path).read_text(encoding="utf-8"), str(path))
+def read_jsonl(path: str | Path) -> RecordLog:
+    """The records of one local JSONL log, checked against the schema (errors name file:line; torn lines are
+    skipped and listed in `.skipped`)."""
+    return parse_jsonl(Path(path).read_bytes(), str(path))
 
 
 @dataclass

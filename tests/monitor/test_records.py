@@ -68,8 +68,14 @@ def test_bad_log_lines_are_named(tmp_path):
     log.write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
     with pytest.raises(DataError, match=r"bad.jsonl:2: record r9 lacks field 'model_version'"):
         read_records(log)
+    # A line that is not JSON is what a torn write leaves: skipped and named, not fatal (issue 31). A file of
+    # nothing but such lines is not a prediction log at all, and says so naming the first.
     log.write_text("{not json\n")
-    with pytest.raises(DataError, match=r"bad.jsonl:1: not valid JSON"):
+    back = read_records(log)
+    assert back == [] and len(back.skipped) == 1 and str(back.skipped[0]).startswith(f"{log}:1: not valid JSON")
+    log.write_text("{not json\nname,class\n")
+    with pytest.raises(DataError, match=r"no readable prediction record; 2 bad line\(s\), the first .*bad.jsonl:1: "
+                                        r"not valid JSON"):
         read_records(log)
     with pytest.raises(DataError, match="prediction log not found"):
         read_records(tmp_path / "missing.jsonl")

@@ -101,14 +101,15 @@ class Server:
     """`tailsynth serve` in a subprocess on a free loopback port; stopped with SIGTERM."""
 
     def __init__(self, repo: Path, backend: str, token: str | None, records: Path,
-                 extra=("--max-body-bytes", str(MAX_BODY)), env: dict | None = None):
+                 extra=("--max-body-bytes", str(MAX_BODY)), env: dict | None = None, log_dir: Path | None = None):
         from tailsynth.serve.ports import free_port
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.records = records
         self.token = token
-        self.log_path = records.parent / f"serve-{backend}-{self.port}.log"
+        # log_dir: elsewhere than the records, e.g. when the records' filesystem is filled on purpose.
+        self.log_path = (log_dir or records.parent) / f"serve-{backend}-{self.port}.log"
         self.ensemble = "ensemble" in extra
         cmd = [tailsynth_bin(), "serve", "--repo", str(repo), "--backend", backend, "--port", str(self.port),
                "--records", str(records), *extra]

@@ -76,7 +76,8 @@ def report(ctx: typer.Context,
         record_run(out, "monitor report", ctx.params, window=s["window"], trigger=s["trigger"]["status"])
     print_json({"window": s["window"], "flagged": s["flagged"],
                 "decisions": [{k: d[k] for k in ("class", "action", "trigger_status")} for d in s["decisions"]],
-                "trigger": s["trigger"]["status"], "out": str(out)})
+                "trigger": s["trigger"]["status"], "skipped_lines": s["data_quality"]["skipped_lines"],
+                "out": str(out)})
 
 
 def _submitter(mode: str):

@@ -15,7 +15,15 @@ import numpy as np
 
 from ..errors import ConfigError, DataError
 from ..hashing import model_version  # noqa: F401  (part of this module's API)
-from ..predictions import IMAGE_STAT_COLUMNS, JsonlSink, parse_jsonl
+from ..predictions import (
+    IMAGE_STAT_COLUMNS,
+    JsonlSink,
+    RecordLog,
+    ledger_path,
+    parse_jsonl,
+    read_jsonl,
+    read_ledger,
+)
 
 REFERENCE_FILE = "reference.jsonl"
 
@@ -116,28 +124,49 @@ def open_sink(uri: str | Path, endpoint_url: str | None = None):
     return S3Sink(uri, endpoint_url=endpoint_url) if uri.startswith("s3://") else JsonlSink(uri)
 
 
-def read_records(uri: str | Path, endpoint_url: str | None = None) -> list[dict]:
-    """Records from a JSONL file, a folder of *.jsonl files, or an s3:// prefix (all objects below it)."""
+def read_records(uri: str | Path, endpoint_url: str | None = None) -> RecordLog:
+    """Records from a JSONL file, a folder of *.jsonl files, or an s3:// prefix (all objects below it).
+
+    Torn lines (not valid JSON) are skipped and listed in the result's `.skipped`; schema errors raise."""
     uri = str(uri)
+    out = RecordLog()
     if uri.startswith("s3://"):
         client = s3_client(endpoint_url)
         bucket, prefix = split_s3_uri(uri)
-        out: list[dict] = []
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             for obj in sorted(page.get("Contents", []), key=lambda o: o["Key"]):
                 if obj["Key"].endswith(".jsonl"):
-                    body = client.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read().decode()
-                    out.extend(parse_jsonl(body, f"s3://{bucket}/{obj['Key']}"))
+                    body = client.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
+                    out.extend_log(parse_jsonl(body, f"s3://{bucket}/{obj['Key']}"))
         return out
     path = Path(uri)
     if path.is_dir():
         files = sorted(path.rglob("*.jsonl"))
         if not files:
             raise DataError(f"{path}: no *.jsonl prediction logs in this folder")
-        return [r for f in files for r in parse_jsonl(f.read_text(), str(f))]
+        for f in files:
+            out.extend_log(read_jsonl(f))
+        return out
     if not path.is_file():
         raise DataError(f"{path}: prediction log not found")
-    return parse_jsonl(path.read_text(), str(path))
+    return read_jsonl(path)
+
+
+def write_failures(uri: str | Path) -> dict | None:
+    """What the servers' failure ledgers beside a local log (file or folder) say: failed writes and dropped
+    records summed over the ledgers found; None for S3 or when no ledger is there."""
+    uri = str(uri)
+    if uri.startswith("s3://"):
+        return None
+    path = Path(uri)
+    logs = sorted(path.rglob("*.jsonl")) if path.is_dir() else [path]
+    ledgers = [(f, led) for f in logs if (led := read_ledger(f)) is not None]
+    if not ledgers:
+        return None
+    return {"failed_writes": sum(int(d.get("failed_writes", 0)) for _, d in ledgers),
+            "failed_records": sum(int(d.get("failed_records", 0)) for _, d in ledgers),
+            "last_failure_at": max((d.get("last_failure_at") or "" for _, d in ledgers), default="") or None,
+            "ledgers": [str(ledger_path(f)) for f, _ in ledgers]}
 
 
 def records_frame(records: Sequence[dict], classes: Sequence[str] | None = None):

@@ -65,6 +65,30 @@ def _data_quality(records: list[dict], ref_version: str | None) -> dict:
             "without_image_stats": sum(1 for r in records if not r.get("image_stats"))}
 
 
+def _log_integrity(log, cur_recs, ref_recs) -> dict:
+    """Lines the readers skipped (torn writes) and the writes the servers counted as failed (their ledgers)."""
+    from .records import write_failures
+
+    skipped = getattr(cur_recs, "skipped", [])
+    return {"skipped_lines": len(skipped), "skipped_examples": [str(x) for x in skipped[:5]],
+            "reference_skipped_lines": len(getattr(ref_recs, "skipped", [])),
+            "write_failures": write_failures(log)}
+
+
+def _integrity_html(dq: dict) -> str:
+    e = html.escape
+    skipped = dq.get("skipped_lines", 0)
+    parts = [f"{skipped} unreadable line(s) skipped in the window's log"
+             + (f" (first: {e('; '.join(dq.get('skipped_examples', [])[:3]))})" if skipped else "")]
+    if dq.get("reference_skipped_lines"):
+        parts.append(f"{dq['reference_skipped_lines']} in the reference")
+    wf = dq.get("write_failures")
+    if wf:
+        parts.append(f"{wf['failed_writes']} record write(s) failed on the server, {wf['failed_records']} record(s) "
+                     f"dropped (last {e(str(wf.get('last_failure_at') or '-'))}; {e(', '.join(wf['ledgers']))})")
+    return f"<p class='integrity'>Log integrity: {'; '.join(parts)}.</p>"
+
+
 def _evidently_reports(ref_df, cur_df, verdict: dict, classes, out: Path, key: str) -> dict:
     """Render the same tests with Evidently; returns Evidently's per-class p-values for the summary.
 
@@ -139,6 +163,7 @@ tr.drift{{background:#fdd}}tr.insufficient{{color:#888}}</style></head><body>
 <b>{e(', '.join(summary['flagged']) or 'none')}</b>. Tail classes ({e(summary['tail_basis'])}): {e(', '.join(summary['tail_classes']))}.</p>
 <table><tr><th>class</th><th></th><th>status</th><th>n ref</th><th>n window</th><th>share</th><th>min p_adj</th><th>drifting tests</th></tr>
 {''.join(rows)}</table>
+{_integrity_html(summary.get('data_quality', {}))}
 <h2>Decisions</h2><ul>{dec}</ul>
 <p>Trigger: {e(json.dumps(summary['trigger']))}</p>
 {evidently}
@@ -294,7 +319,8 @@ def build_window_report(log: str | Path, reference: str | Path, out: str | Path,
                "n_tests": verdict["n_tests"], "correction": verdict["correction"], "n_ref": verdict["n_ref"],
                "n_cur": verdict["n_cur"],
                "time_range": [min(r["timestamp"] for r in cur_recs), max(r["timestamp"] for r in cur_recs)],
-               "data_quality": _data_quality(cur_recs, ref_recs[0]["model_version"]),
+               "data_quality": {**_data_quality(cur_recs, ref_recs[0]["model_version"]),
+                                **_log_integrity(log, cur_recs, ref_recs)},
                "audit_log": str(audit)}
     if evidently:
         shown = [c for c in classes if c in verdict["flagged"] or c in tail]

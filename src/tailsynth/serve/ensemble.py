@@ -11,7 +11,9 @@ What the transformer does in Python for every request happens here as follows:
   costs no Python per request, which a proxy in front would bring back (serving/README.md, "Ensemble mode").
 - **Request ids**: the v2 request's `id`, else the `x-request-id` header (forwarded to the models as a request
   parameter), else a new one; the postprocess model puts it in every record and returns it as `request_id`.
-- **Records**: the postprocess model writes one per image to TAILSYNTH_RECORDS (set here for Triton).
+- **Records**: the postprocess model writes one per image to TAILSYNTH_RECORDS (set here for Triton). A write
+  that fails (a full disk) is rolled back and counted in the ledger beside the records (RECORDS.write-failures);
+  this process polls the ledger and logs one line per burst of failures and one when writes succeed again.
 - **Supervision**: as in transformer mode (TritonSupervisor), driven by a probe of each composing model every
   second; postprocess skips the records of a probe that carries the random key this process gives Triton's
   environment (TAILSYNTH_PROBE_KEY), so client requests always get their records.
@@ -128,10 +130,21 @@ def probe_models(url: str, info: dict, headers: dict, probe_key: str) -> None:
     _infer(url, POSTPROCESS_NAME, one, headers, parameters={PROBE_PARAMETER: probe_key})
 
 
+async def watch_record_failures(watch, interval_s: float) -> None:
+    """Log the postprocess model's record-write failures (bursts and recoveries) as the ledger shows them."""
+    loop = asyncio.get_running_loop()
+    while True:
+        for level, line in await loop.run_in_executor(None, watch.poll):
+            getattr(log, level)(line)
+        await asyncio.sleep(interval_s)
+
+
 def serve_ensemble(repo: Path, *, port: int, token: str | None, records: str, admin_token: str | None = None,
                    repository_control: bool = False, max_restarts: int = 3, probe_interval_s: float = 1.0) -> int:
     """Triton with the ensemble on 127.0.0.1:PORT until SIGTERM/SIGINT (0) or an unrecoverable Triton (1)."""
+    from ..predictions import FailureLedger
     from .health import PredictorHealth
+    from .records import LedgerWatch
     from .transformer import _log_to_stderr, check_auth_binding
     from .triton import TritonSupervisor
 
@@ -147,6 +160,10 @@ def serve_ensemble(repo: Path, *, port: int, token: str | None, records: str, ad
     admin = {"Authorization": f"Bearer {admin_key}"}
     inference = {"Authorization": f"Bearer {token}"} if token else {}
     probe_key = secrets.token_hex(16)
+    # The postprocess model counts its failed writes in this ledger (created here while there is space); the
+    # watch turns it into lines of this process's log, which outlives Triton's temporary one.
+    FailureLedger(records).open()
+    watch = LedgerWatch(records)
     sup = TritonSupervisor(repo, http_port=port, max_restarts=max_restarts, model_name=ENSEMBLE_NAME,
                            reload_models=MODELS, admin_headers=admin, models=MODELS,
                            extra_args=triton_args(token, admin_key),
@@ -178,10 +195,17 @@ def serve_ensemble(repo: Path, *, port: int, token: str | None, records: str, ad
         health = PredictorHealth(probe, interval_s=probe_interval_s, timeout_s=10.0, recover=recover,
                                  on_fatal=fatal)
         task = asyncio.create_task(health.run())
+        watching = asyncio.create_task(watch_record_failures(watch, probe_interval_s))
         try:
             await stop.wait()
         finally:
             task.cancel()
+            watching.cancel()
+            for level, line in watch.poll():
+                getattr(log, level)(line)
+            closing = watch.summary()
+            if closing:
+                log.warning(closing)
         return code
 
     try:

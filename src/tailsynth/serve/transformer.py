@@ -38,7 +38,15 @@ from ..errors import ConfigError
 from .backends import MODEL_NAME, OnnxRuntimeBackend, PredictorError, TritonHTTPBackend
 from .coalesce import Coalescer
 from .images import BadInput, Limits, decode_batch, open_batch, sha256
-from .records import JsonlSink, Projection, build_records, new_request_id, sanitize_request_id
+from .records import (
+    JsonlSink,
+    Projection,
+    RecordWriteError,
+    WriteFailureLog,
+    build_records,
+    new_request_id,
+    sanitize_request_id,
+)
 from .tuning import Tuning
 from .tuning import add_arguments as tuning_args
 from .tuning import from_namespace as tuning_from
@@ -117,7 +125,9 @@ class TransformerCore:
         self.backend = backend
         self.limits = limits
         self.tuning = tuning or Tuning()
-        self.sink = JsonlSink(records) if records else None
+        # ledger=True: failed writes are also counted beside the file, summed over every worker process.
+        self.sink = JsonlSink(records, ledger=True) if records else None
+        self.write_failures = WriteFailureLog(lambda level, message: getattr(log, level)(message))
         # Without the monitoring projection, records carry no embedding (512 raw floats would not match the
         # drift reference's space).
         self.projection = Projection(embedding) if embedding else None
@@ -209,9 +219,48 @@ class TransformerCore:
                                  result["features"], classes, version, self.projection)
             try:
                 self.sink.write(recs)
-            except OSError as e:  # monitoring must not take the endpoint down
-                log.error("could not write prediction records: %s", e)
+            except RecordWriteError as e:  # monitoring must not take the endpoint down; rolled back and counted
+                self.write_failures.failed(e)
+            else:
+                self.write_failures.succeeded(self.sink.path)
         return top
+
+
+@functools.cache
+def record_metrics():
+    """The Prometheus collector of the prediction-record counters on the server's /metrics (kserve serves the
+    default registry there), registered once per process; `track(sink)` adds a sink to it. Counted per process:
+    with --workers N each worker reports its own, and the ledger beside the records holds the sum."""
+    from prometheus_client import REGISTRY
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    class RecordMetrics:
+        def __init__(self):
+            self.cores: list[TransformerCore] = []
+
+        def track(self, core: TransformerCore) -> None:
+            if core.sink is not None:
+                self.cores.append(core)
+
+        def collect(self):
+            def total(attr):
+                return sum(getattr(c.sink.stats, attr) for c in self.cores)
+
+            for name, attr, doc in (
+                    ("tailsynth_records_written", "written_records", "prediction records written"),
+                    ("tailsynth_record_write_failures", "failed_writes",
+                     "record writes that failed (ENOSPC, EFBIG, EIO, ...) and were rolled back"),
+                    ("tailsynth_records_dropped", "failed_records", "records lost to failed writes"),
+                    ("tailsynth_record_torn_tails_closed", "torn_tails_closed",
+                     "lines found without their newline (a crash, an older writer) and ended before a write")):
+                yield CounterMetricFamily(name, doc, value=total(attr))
+            yield GaugeMetricFamily("tailsynth_record_writes_failing",
+                                    "1 during a burst of failed record writes (until 10 succeed in a row), else 0",
+                                    value=float(any(c.write_failures.burst_writes for c in self.cores)))
+
+    collector = RecordMetrics()
+    REGISTRY.register(collector)
+    return collector
 
 
 def io_metadata(classes) -> tuple[list[dict], list[dict]]:
@@ -511,6 +560,7 @@ def run(*, backend: str = "triton", repo: str | None = None, predictor_host: str
     check_auth_binding(host, token)
     tuning = tuning or Tuning()
     core = TransformerCore(make_backend(backend, repo, predictor_host), limits, records, embedding, tuning)
+    record_metrics().track(core)
     model = transformer_class()(model_name, core)
     model.load()
     health = PredictorHealth(core.probe, interval_s=probe_interval_s, recover=recover, dead_after_s=dead_after_s)

@@ -4,7 +4,9 @@ Probabilities and features from `lesion-classifier`, the model input pixels and 
 -> the top class name per image (`class`, [N, 1]) and the request id (`request_id`, [N, 1]: the same id on every
 row, since every output of a batched model has the batch dimension); and, for every image, one prediction
 record in the JSONL file at TAILSYNTH_RECORDS, built by `tailsynth.serve.records.build_records` as in the
-transformer (hash and image statistics, never the image). Copied by the export to REPO/postprocess/1/model.py with
+transformer (hash and image statistics, never the image). A failed write is rolled back, counted in the failure
+ledger beside that file (read by `tailsynth serve --mode ensemble` into its log) and logged once per burst; the
+request is still answered. Copied by the export to REPO/postprocess/1/model.py with
 the library modules it needs beside it.
 
 Request id: the v2 request's `id`, else the `x-request-id` header (Triton forwards it as a request parameter
@@ -17,14 +19,21 @@ a request is answered and writes no record. Without that variable (a cluster Tri
 """
 
 import hmac
-
 import json
 import os
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from tailsynth.serve.records import JsonlSink, Projection, build_records, new_request_id, sanitize_request_id
+from tailsynth.serve.records import (
+    JsonlSink,
+    Projection,
+    RecordWriteError,
+    WriteFailureLog,
+    build_records,
+    new_request_id,
+    sanitize_request_id,
+)
 
 RECORDS_ENV = "TAILSYNTH_RECORDS"
 PROBE_KEY_ENV = "TAILSYNTH_PROBE_KEY"
@@ -43,7 +52,10 @@ class TritonPythonModel:
             raise pb_utils.TritonModelException(
                 f"postprocess: no prediction-record file: set {RECORDS_ENV} in Triton's environment "
                 "(tailsynth serve does) or the model parameter 'records'")
-        self.sink = JsonlSink(path)
+        # Triton's log is a temporary file, gone when the server stops: failed writes are also counted in the
+        # ledger beside the records, which `tailsynth serve --mode ensemble` reads into its own log.
+        self.sink = JsonlSink(path, ledger=True)
+        self.write_failures = WriteFailureLog(self._log)
         proj = os.path.join(args["model_repository"], "embedding.npz")
         self.projection = Projection(proj) if os.path.isfile(proj) else None
         self.probe_key = os.environ.get(PROBE_KEY_ENV) or None
@@ -89,9 +101,16 @@ class TritonPythonModel:
             # monitoring must not take the endpoint down.
             try:
                 self.sink.write(records)
-            except OSError as e:
-                pb_utils.Logger.log_error(f"postprocess: could not write prediction records: {e}")
+            except RecordWriteError as e:  # rolled back and counted by the sink
+                self.write_failures.failed(e)
+            else:
+                self.write_failures.succeeded(self.sink.path)
         return responses
+
+    @staticmethod
+    def _log(level: str, message: str) -> None:
+        logger = pb_utils.Logger
+        (logger.log_error if level == "error" else logger.log_warn)(f"postprocess: {message}")
 
     def finalize(self):
         self.sink.close()
