@@ -127,7 +127,9 @@ def test_serve_refuses_a_changed_repository(small_model, tmp_path):
     cfg = repo / "lesion-classifier" / "config.pbtxt"
     cfg.write_text(cfg.read_text().replace("max_batch_size: 32", "max_batch_size: 31"))
     exe = shutil.which("tailsynth", path=str(ROOT / ".venv" / "bin")) or "tailsynth"
-    r = subprocess.run([exe, "serve", "--repo", str(repo), "--backend", "onnxruntime", "--port", "0"],
+    from tailsynth.serve.ports import free_port
+
+    r = subprocess.run([exe, "serve", "--repo", str(repo), "--backend", "onnxruntime", "--port", str(free_port())],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode != 0
     assert f"{cfg}: SHA-256 differs" in r.stderr + r.stdout
