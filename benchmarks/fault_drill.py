@@ -692,6 +692,74 @@ def markdown() -> str:
     return "\n".join(lines) + "\n"
 
 
+def _cli(*args, timeout=300, cwd=None) -> subprocess.CompletedProcess:
+    exe = ROOT / ".venv" / "bin" / "tailsynth"
+    return subprocess.run([str(exe) if exe.exists() else "tailsynth", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd)
+
+
+def _refused(group: str, case: str, r: subprocess.CompletedProcess, words: str) -> bool:
+    out = r.stdout + r.stderr
+    return record(group, case, r.returncode != 0 and words in out and "Traceback" not in out,
+                  f"exit {r.returncode}: {out.strip().splitlines()[-1][:110] if out.strip() else ''}")
+
+
+def drill_integrity(workdir: Path, data: Path) -> None:
+    """Model bytes from checkpoint to server, one writer per folder, parameters before work (issue 31): each
+    fault is tried through the real CLI and must be refused with the file, PID or parameter named."""
+    import shutil
+
+    from tailsynth.serve.ports import free_port
+
+    g = "integrity"
+    src = workdir / "model"
+    raw = (src / "model.pt").read_bytes()
+    for name, blob, words in (
+            ("damaged model.pt (4 KB noise, same size)",
+             raw[:len(raw) // 2] + np.random.default_rng(0).bytes(4096) + raw[len(raw) // 2 + 4096:], "model.pt"),
+            ("empty model.pt", b"", "empty file"),
+            ("truncated model.pt", raw[:len(raw) // 3], "not a readable classifier checkpoint")):
+        bad = workdir / f"bad-{len(blob)}"
+        bad.mkdir()
+        (bad / "model.pt").write_bytes(blob)
+        _refused(g, f"export: {name}", _cli("export", "--model", bad, "--out", workdir / f"repo-{len(blob)}"), words)
+    repo = workdir / "repo-integrity"
+    shutil.copytree(workdir / "repo", repo, ignore=shutil.ignore_patterns("predictions.jsonl*", "__pycache__"))
+    onnx = repo / MODEL / "1" / "model.onnx"
+    good = onnx.read_bytes()
+    onnx.write_bytes(good[:len(good) // 2] + np.random.default_rng(1).bytes(1024) + good[len(good) // 2 + 1024:])
+    _refused(g, "serve: model.onnx changed after export", _cli("serve", "--repo", repo, "--backend", "onnxruntime",
+                                                               "--port", free_port()), "SHA-256 differs")
+    onnx.write_bytes(good)
+    extra = repo / MODEL / "2"
+    extra.mkdir()
+    (extra / "model.onnx").write_bytes(good)
+    _refused(g, "serve: a version folder added", _cli("serve", "--repo", repo, "--backend", "onnxruntime", "--port",
+                                                      free_port()), "not written by the export")
+    shutil.rmtree(extra)
+    # one writer per output folder: a held lock names its holder
+    from tailsynth.outdir import claim
+
+    busy = workdir / "busy"
+    with claim(busy, "drill"):
+        r = _cli("train", "classifier", "--data", data, "--out", busy, "--epochs", "1")
+        _refused(g, "second writer on a busy --out", r, str(os.getpid()))
+    _refused(g, "--batch-size 0", _cli("train", "classifier", "--data", data, "--out", workdir / "b0",
+                                       "--batch-size", "0"), "batch")
+    r = _cli("pipeline", "run", "--local", "--profile", "tiny", "--data", data, "--out", workdir / "p-abc",
+             "--set", "epochs=abc")
+    _refused(g, "pipeline --set epochs=abc", r, "epochs")
+    record(g, "no run left 'running' after a refused start", not (workdir / "p-abc" / "run.yaml").exists()
+           or "status: running" not in (workdir / "p-abc" / "run.yaml").read_text())
+    # the Triton environment is found from a working folder outside the checkout (where `serve --backend triton`
+    # used to fail unless an environment variable was set)
+    env = {k: v for k, v in os.environ.items() if k != "TAILSYNTH_TRITON_VENV"}
+    r = subprocess.run([sys.executable, "-c", "from tailsynth.serve.triton import locate; print(locate()['binary'])"],
+                       capture_output=True, text=True, cwd="/", env=env, timeout=60)
+    record(g, "Triton environment found from /", r.returncode == 0 and "tritonserver" in r.stdout,
+           (r.stdout + r.stderr).strip().splitlines()[-1][:110] if (r.stdout + r.stderr).strip() else "")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--backend", choices=["onnxruntime", "triton", "both", "ensemble", "all"], default="both",
@@ -699,7 +767,7 @@ def main(argv=None) -> int:
     ap.add_argument("--soak", type=int, default=200, help="soak requests per backend (0: none)")
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--skip", default="",
-                    help="comma list of groups to skip: endpoint,triton-faults,disk-full,pipeline,dvc")
+                    help="comma list of groups to skip: endpoint,triton-faults,disk-full,integrity,pipeline,dvc")
     ap.add_argument("--disk-full", type=int, default=2000,
                     help="requests of the disk-full soak (records on a tmpfs filled and emptied; needs root to "
                          "mount it); 0: none")
@@ -730,6 +798,8 @@ def main(argv=None) -> int:
             drill_ensemble_faults(repo, work)
         if "disk-full" not in skip and a.disk_full:
             drill_disk_full(repo, work, a.disk_full, a.concurrency)
+        if "integrity" not in skip:
+            drill_integrity(work, a.data)
         if "pipeline" not in skip:
             drill_pipeline(work, a.data)
         if "dvc" not in skip:
