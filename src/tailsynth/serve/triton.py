@@ -38,12 +38,13 @@ def source_root() -> Path | None:
     recorded it (PEP 610 direct_url.json); None for a wheel or an install that recorded no local folder. The
     package's own metadata, not its file's place: the library finds nothing by path."""
     import json
-    from importlib.metadata import PackageNotFoundError, distribution
+    from importlib.metadata import distributions
     from urllib.parse import unquote, urlparse
 
-    try:
-        text = distribution("tailsynth").read_text("direct_url.json")
-    except PackageNotFoundError:
+    # Several may be found: run from the checkout, setuptools' `tailsynth.egg-info` there (no direct_url.json)
+    # comes before the installed dist-info on sys.path.
+    text = next((t for d in distributions(name="tailsynth") if (t := d.read_text("direct_url.json"))), None)
+    if text is None:
         return None
     try:
         url = urlparse(json.loads(text or "{}").get("url", ""))
