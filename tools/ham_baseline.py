@@ -244,7 +244,7 @@ def write_tables(results: Path, out: Path, decision1: dict | None, check: dict |
     if check:
         d = check["delta_bma_bf16_minus_fp32"]
         lines += ["### bf16 vs fp32 (resnet18, 6 epochs, fold 0)", "",
-                  f"ΔBMA bf16 − fp32 = {d['mean']:+.4f}, paired bootstrap 95% interval [{d['ci95'][0]:+.4f}, "
+                  f"ΔBMA bf16 − fp32 = {d['delta']:+.4f}, paired bootstrap 95% interval [{d['ci95'][0]:+.4f}, "
                   f"{d['ci95'][1]:+.4f}] over images; McNemar p = {check['mcnemar_p']}: "
                   f"**{'same within noise' if check['same_within_noise'] else 'NOT the same within noise'}**.", ""]
     (results / "results.md").write_text("\n".join(lines))
