@@ -43,7 +43,7 @@ def main() -> None:
 
     import torch
 
-    from tailsynth.classify.precision import VARIANTS, choose, cpu_model, isa_summary, measure, native_bf16
+    from tailsynth.classify.precision import VARIANTS, candidates, choose, cpu_model, isa_summary, measure, native_bf16
 
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -65,7 +65,8 @@ def main() -> None:
                 rows.append(row)
                 print(json.dumps({k: round(v, 1) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
             for purpose, ms in (("train", tr), ("infer", inf)):
-                ok = [m for m in ms if native_bf16() or m["precision"] == "fp32"]
+                allowed = candidates(purpose, native_bf16())
+                ok = [m for m in ms if (m["precision"], m["channels_last"]) in allowed]
                 prec, cl, why = choose(ok)
                 picks.append(f"- {bb} at {res} px, {purpose}: auto picks **{prec}{' + channels_last' if cl else ''}**"
                              f" ({why})")
