@@ -12,10 +12,10 @@ import inspect
 from collections.abc import Callable, Sequence
 from typing import Any, List
 
+from tailsynth.data.classes import TAIL_CLASSES
 from tailsynth.data.splits import check_train_fraction
 from tailsynth.errors import ConfigError
 
-TAIL_CLASSES = ["DF", "VASC", "AK"]
 
 _COMMON = {
     "seed": 0,
@@ -83,7 +83,7 @@ PROFILES: dict[str, dict] = {
             "diffusion_model": SHIPPED_SYNTHESIZER,
             "diffusion_size": "lean", "diffusion_resolution": 28, "diffusion_steps": 6000,
             "diffusion_batch_size": 64, "diffusion_max_minutes": 0.0,
-            "classes": TAIL_CLASSES, "count": 60, "oversample": 1.0,
+            "classes": list(TAIL_CLASSES), "count": 60, "oversample": 1.0,
             # The shipped synthesizer's sampler, chosen on label fidelity (docs/results/diffusion.md).
             "sampler": "dpmsolver", "sampler_steps": 20, "guidance": 3.0,
             # One shard: on one 2-core machine the local runner runs ParallelFor shards at the same time and their
@@ -99,7 +99,7 @@ PROFILES: dict[str, dict] = {
             "diffusion_model": "",
             "diffusion_size": "lean64", "diffusion_resolution": 64, "diffusion_steps": 3000,
             "diffusion_batch_size": 64, "diffusion_max_minutes": 3.0,
-            "classes": TAIL_CLASSES, "count": 60, "oversample": 1.0,
+            "classes": list(TAIL_CLASSES), "count": 60, "oversample": 1.0,
             "sampler": "dpmsolver", "sampler_steps": 20, "guidance": 3.0,
             "num_shards": 1, "gamma": 0.5},
     # ISIC 2019 at full scale on a GPU pool: fill-to-head synthesis, gamma 0.4, 16 generation shards.

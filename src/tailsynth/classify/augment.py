@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..data.classes import TAIL_CLASSES
 from ..errors import ConfigError
 
 
@@ -120,7 +121,6 @@ def augment_batch(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> 
 
 
 # ---- CMO: real tail lesions pasted onto head-class backgrounds (Park et al., CVPR 2022) --------------------------
-DEFAULT_TAIL = ("AK", "DF", "VASC")
 
 
 @dataclass
@@ -137,7 +137,7 @@ class CMOConfig:
     enabled: bool = False
     prob: float = 0.5
     power: float = 1.0
-    tail_classes: tuple[str, ...] = DEFAULT_TAIL
+    tail_classes: tuple[str, ...] = TAIL_CLASSES
     mask_dir: str | None = None  # masks written by `tailsynth masks`; computed here for images without one
     rot90: bool = True  # paste the lesion (with its mask) turned by a random multiple of 90° and flipped
 

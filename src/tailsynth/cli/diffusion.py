@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from ..data.classes import TAIL_CLASSES
 from ..outdir import claim
 from .common import (
     CONFIG_HELP,
@@ -178,7 +179,7 @@ def synth_quality_cmd(
     data: Path = typer.Option(..., "--data", help="real data: " + SOURCE_HELP),
     classifier: Path = typer.Option(..., "--classifier", help="real-only classifier folder (label fidelity, features)"),
     out: Path = typer.Option(..., "--out", help="folder for quality.json, index.html, grids and the samples"),
-    classes: str = typer.Option("DF,VASC,AK", help="comma-separated tail classes to gate"),
+    classes: str = typer.Option(",".join(TAIL_CLASSES), help="comma-separated tail classes to gate"),
     modes: str = typer.Option("inpaint,harmonize", help="synthesis modes to gate"),
     strength: float = typer.Option(0.5, callback=FRACTION, help="harmonize strength"),
     sampler: str = typer.Option("dpmsolver"),

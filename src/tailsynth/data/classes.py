@@ -5,6 +5,11 @@ from __future__ import annotations
 # Column order of the official ISIC 2019 ground-truth CSV.
 ISIC2019_CLASSES: tuple[str, ...] = ("MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC", "UNK")
 
+# The tail classes whose recall the product exists to lift, rarest first (the order generation, gates and tables
+# use): the one definition that profiles, CMO, the experiment tables, the synthesizer gates and the monitor's
+# policy file (k8s/monitor/monitor.yaml, checked by tests/data/test_vocabulary.py) follow.
+TAIL_CLASSES: tuple[str, ...] = ("DF", "VASC", "AK")
+
 # MedMNIST label index -> HAM10000 code (dermamnist.npz label order).
 MEDMNIST_CODES: tuple[str, ...] = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.classes import TAIL_CLASSES
+
 DEFAULT_TIMESTEPS = (100, 300, 500)
 
 
@@ -92,7 +94,7 @@ def reconstruction_report(model_dir, data, n: int = 256, timesteps=DEFAULT_TIMES
     return out
 
 
-def sampler_sweep(model_dir, data, classifier, out, configs, classes=("DF", "VASC", "AK"), count: int = 48,
+def sampler_sweep(model_dir, data, classifier, out, configs, classes=TAIL_CLASSES, count: int = 48,
                   seed: int = 0) -> list[dict]:
     """Each config {sampler, steps, guidance} on the same plan (backgrounds, masks, seeds): label fidelity per
     class under `classifier` and images/s."""

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.classes import TAIL_CLASSES
 from ..data.errors import DataError
 from ..errors import ConfigError, MissingInputError
 
-GATE_CLASSES = ("DF", "VASC", "AK")
 LABEL_FIDELITY_RATIO = 0.8
 TOS_RATIO = 0.7
 MODES = ("inpaint", "harmonize")
@@ -147,7 +147,7 @@ class GateConfig:
     data: str
     classifier: str
     out: str
-    classes: list[str] = field(default_factory=lambda: list(GATE_CLASSES))
+    classes: list[str] = field(default_factory=lambda: list(TAIL_CLASSES))
     modes: list[str] = field(default_factory=lambda: list(MODES))
     strength: float = 0.5
     sampler: str = "dpmsolver"

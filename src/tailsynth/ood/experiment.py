@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.classes import TAIL_CLASSES
 from ..errors import ConfigError
 from .protocol import (
-    DEFAULT_TAIL,
     HEADLINE,
     PREDICTIONS,
     Replicate,
@@ -171,7 +171,7 @@ def run_augmentation_experiment(data, candidates, out, *, baseline: str = "class
                                 backbone: str = "resnet18", epochs: int | None = None,
                                 resolution: int | None = None, score: str = "mahalanobis", classifier=None,
                                 splits=None, inner_val: float = 0.15, split_seed: int = 0, eval_data=None,
-                                eval_split: str = "test", eval_splits=None, tail=DEFAULT_TAIL,
+                                eval_split: str = "test", eval_splits=None, tail=TAIL_CLASSES,
                                 n_boot: int = 1000, train_kw: dict | None = None, quiet: bool = False,
                                 jobs: int = 1, collect_only: bool = False) -> dict:
     """Train (or, with collect_only, only gather finished) runs of every arm; write results.json and table.md.
@@ -307,7 +307,7 @@ def run_augmentation_experiment(data, candidates, out, *, baseline: str = "class
 def run_method_comparison(data, out, methods, *, folds: int | None = 5, seeds=(0,), backbone: str = "resnet18",
                           epochs: int | None = None, resolution: int | None = None, splits=None,
                           inner_val: float = 0.15, split_seed: int = 0, eval_data=None, eval_split: str = "test",
-                          eval_splits=None, tail=DEFAULT_TAIL, n_boot: int = 1000, train_kw: dict | None = None,
+                          eval_splits=None, tail=TAIL_CLASSES, n_boot: int = 1000, train_kw: dict | None = None,
                           quiet: bool = False, jobs: int = 1, collect_only: bool = False,
                           only_folds=None) -> dict:
     """Real-only long-tail methods on the experiment's protocol (epoch and post-hoc τ chosen on the inner split,
@@ -455,7 +455,7 @@ def _delta(c: dict | None, metric: str, d: int = 3) -> str:
 
 def render_markdown(results: dict, ref_label: str = "(a)") -> str:
     cfg = results.get("config", {})
-    tail = cfg.get("tail") or list(DEFAULT_TAIL)
+    tail = cfg.get("tail") or list(TAIL_CLASSES)
     lines = []
     for part, e in results["parts"].items():
         title = ("held-out folds" if cfg.get("folds") else "source val split") if part == "test" else \

@@ -24,7 +24,6 @@ from ..errors import ConfigError
 
 PREDICTIONS = "predictions_{part}.npz"
 POSTHOC_TAUS = tuple(round(0.25 * i, 2) for i in range(9))  # 0 .. 2
-DEFAULT_TAIL = ("AK", "DF", "VASC")
 HEADLINE = ("balanced_accuracy", "tail_recall", "accuracy", "macro_auc", "log_loss")
 
 

@@ -42,7 +42,7 @@ def source_root() -> Path | None:
     from urllib.parse import unquote, urlparse
 
     # Several may be found: run from the checkout, setuptools' `tailsynth.egg-info` there (no direct_url.json)
-    # comes before the installed dist-info on sys.path.
+    # comes before the installed dist-info on the import path.
     text = next((t for d in distributions(name="tailsynth") if (t := d.read_text("direct_url.json"))), None)
     if text is None:
         return None
