@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SHIPPED = ROOT / "models" / "synth-dermamnist"
 
 
 def test_ship_writes_fp16_weights_a_card_and_loads_back_in_fp32(tiny_model, tmp_path):
@@ -42,39 +41,53 @@ def test_ship_refuses_weights_over_the_size_limit(tiny_model, tmp_path):
         ship(model, tmp_path / "s", build_card(model, "t"), max_mb=0.001)
 
 
-def test_shipped_model_files_and_card():
-    if not SHIPPED.is_dir():
-        pytest.skip(f"{SHIPPED} not present")
+# Every synthesizer shipped in models/, with the data it was trained on and what its card must at least claim.
+SHIPPED_MODELS = {"synth-dermamnist": {"data": "dermamnist_npz", "px": 28, "min_images_seen": 300_000},
+                  "synth-ham64": {"data": "ham10000", "px": 64, "min_images_seen": 150_000}}
+
+
+@pytest.mark.parametrize("name", SHIPPED_MODELS)
+def test_shipped_model_files_and_card(name):
+    shipped = ROOT / "models" / name
+    if not shipped.is_dir():
+        pytest.skip(f"{shipped} not present")
     from tailsynth.diffusion.model import SHIPPED_FILES, model_hash, read_card
 
     for f in SHIPPED_FILES:
-        assert (SHIPPED / f).is_file(), f
-    card = read_card(SHIPPED)
-    assert card["weights_hash"] == model_hash(SHIPPED)  # the card describes these exact weights
-    assert (SHIPPED / "unet" / "diffusion_pytorch_model.safetensors").stat().st_size <= 8 * 2**20
-    assert card["images_seen"] >= 300_000
+        assert (shipped / f).is_file(), f
+    card = read_card(shipped)
+    assert card["weights_hash"] == model_hash(shipped)  # the card describes these exact weights
+    assert (shipped / "unet" / "diffusion_pytorch_model.safetensors").stat().st_size <= 8 * 2**20
+    assert card["images_seen"] >= SHIPPED_MODELS[name]["min_images_seen"]
+    assert card["resolution"] == SHIPPED_MODELS[name]["px"]
     for mode in ("inpaint", "harmonize"):
         assert set(card["gates"][mode]) >= {"DF", "VASC", "AK"}
 
 
-def test_shipped_model_generates_four_images_per_tail_class(dermamnist_npz, tmp_path):
-    if not SHIPPED.is_dir():
-        pytest.skip(f"{SHIPPED} not present")
+@pytest.mark.parametrize("name", SHIPPED_MODELS)
+def test_shipped_model_generates_four_images_per_tail_class(name, request, tmp_path):
+    shipped, spec = ROOT / "models" / name, SHIPPED_MODELS[name]
+    if not shipped.is_dir():
+        pytest.skip(f"{shipped} not present")
+    data = request.getfixturevalue(spec["data"])  # skips with the reason when the shared data is absent
+    from tailsynth.data import load_source
     from tailsynth.data.isic import decode_file
     from tailsynth.diffusion.generate import generate
 
+    px = spec["px"]
+    src = load_source(data)
+    real, _ = src.subset(src.records[:300]).arrays(px)
+    dx_real = np.abs(np.diff(real.astype(float), axis=2)).mean()
     for mode in ("inpaint", "harmonize"):
         out = tmp_path / mode
-        res = generate(SHIPPED, dermamnist_npz, out, classes="DF,VASC,AK", policy="fixed", count=4,
+        res = generate(shipped, data, out, classes="DF,VASC,AK", policy="fixed", count=4,
                        sampler="dpmsolver", steps=10, guidance=2.0, batch_size=12, mode=mode)
         assert res["per_class"] == {"DF": 4, "VASC": 4, "AK": 4}
         rows = list(csv.DictReader((out / "manifest.csv").read_text().splitlines()))
         imgs = np.stack([decode_file(str(out / "images" / f"{r['id']}.png")) for r in rows])
-        assert imgs.shape == (12, 28, 28, 3)
+        assert imgs.shape == (12, px, px, 3)
         # Smooth like real lesions, not confetti: the mean step between neighbouring pixels stays within 2x that of
-        # real DermaMNIST images (about 5 grey levels; uniform noise gives about 85).
-        real = np.load(dermamnist_npz)["val_images"][:500].astype(float)
-        dx_real = np.abs(np.diff(real, axis=2)).mean()
+        # real images of the same source (a few grey levels; uniform noise gives about 85).
         dx = np.abs(np.diff(imgs.astype(float), axis=2)).mean()
         assert dx < 2 * dx_real, (dx, dx_real)
         assert json.loads((out / "generation.json").read_text())["model_hash"] == res["model_hash"]
