@@ -70,10 +70,11 @@ def preprocess(images: np.ndarray, meta: ClassifierMeta) -> torch.Tensor:
 def inference_precision(meta: ClassifierMeta, device: str = "cpu", precision: str | None = None):
     """The precision choice for running this model: `precision`, else the one it was trained with (auto measures
     inference on its own, so a model trained in fp32 may still infer in bf16 where that is faster)."""
-    from .precision import resolve
+    from .precision import INFER_BATCH, resolve
 
     return resolve(precision if precision is not None else meta.config.get("precision"), None,
-                   backbone=meta.backbone, resolution=meta.resolution, batch_size=256, device=device, purpose="infer")
+                   backbone=meta.backbone, resolution=meta.resolution, batch_size=INFER_BATCH, device=device,
+                   purpose="infer")
 
 
 @torch.no_grad()

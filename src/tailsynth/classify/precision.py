@@ -23,6 +23,8 @@ from ..errors import ConfigError
 
 PRECISIONS = ("auto", "fp32", "bf16")
 VARIANTS = (("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True))  # (precision, channels_last)
+# The batch at which inference variants are timed: one measurement serves validation, evaluation and features.
+INFER_BATCH = 256
 MIN_GAIN = 1.1  # a variant must beat fp32 contiguous by 10% to be chosen: below that it is within timing noise
 
 

@@ -332,13 +332,13 @@ def train_classifier(data, out, backbone: str = "resnet18", loss: str = "ce", ep
         real = xtr[:n_real].reshape(-1, 3).astype(np.float64) / 255.0
         mean_np, std_np = real.mean(0), real.std(0) + 1e-6
         del real
-    from .precision import resolve
+    from .precision import INFER_BATCH, resolve
 
     prec_kw = {"backbone": cfg.backbone, "resolution": res, "device": device.type, "log": log}
     if on_cuda and not cfg.amp:
         cfg.precision = "fp32"
     train_prec = resolve(cfg.precision, cfg.channels_last, batch_size=cfg.batch_size, purpose="train", **prec_kw)
-    infer_prec = resolve(cfg.precision, cfg.channels_last, batch_size=512, purpose="infer", **prec_kw)
+    infer_prec = resolve(cfg.precision, cfg.channels_last, batch_size=INFER_BATCH, purpose="infer", **prec_kw)
     channels_last, amp_dtype = train_prec.channels_last, train_prec.autocast_dtype
     Xtr = torch.from_numpy(xtr).permute(0, 3, 1, 2).contiguous()
     Xva = torch.from_numpy(xva).permute(0, 3, 1, 2).contiguous()
