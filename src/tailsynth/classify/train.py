@@ -10,8 +10,8 @@ history.json (per-epoch loss and val metrics).
 
 from __future__ import annotations
 
-import copy
 import csv
+import functools
 import json
 import math
 import platform
@@ -245,32 +245,84 @@ def validate(model, X, y, classes, mean, std, device, channels_last: bool = Fals
     return classification_metrics(y, torch.softmax(logits, 1).numpy(), classes)
 
 
-def train_classifier(data, out, backbone: str = "resnet18", loss: str = "ce", epochs: int | None = None,
-                     seed: int = 0, resolution: int | None = None, splits=None, synthetic_manifest=None,
-                     synthetic_ratio: float | None = None, sampler: str | None = None, resume: bool = False,
-                     stop_after: int | None = None, quiet: bool = False, write_reports: bool = True, **kw) -> dict:
-    """Train on the train split, select on val balanced accuracy; returns the val metrics of the selected model.
+@dataclass
+class _TrainSet:
+    """The splits decoded once (real training images first, then synthetic ones) and what is derived from them
+    before the model exists: the epoch plan, the CMO hook and the normalisation the model is saved with."""
 
-    `kw` sets any ClassifierTrainConfig field (batch_size, lr, optimizer, weight_decay, augment={...}, loss_kw={...}, ...).
-    `resume`: continue from OUT/checkpoint.pt. `stop_after`: stop after that many epochs in total (the checkpoint
-    lets a later call resume), e.g. to split a long run.
-    """
-    import torch
+    classes: list[str]
+    res: int
+    xtr: np.ndarray
+    ytr: np.ndarray
+    wtr: np.ndarray
+    n_real: int
+    xva: np.ndarray
+    yva: np.ndarray
+    plan: object  # samplers.EpochPlan
+    cmo: object | None  # augment.build_cmo's per-batch hook
+    source: object | None  # pretrained.source_for's weights source
+    mean: np.ndarray
+    std: np.ndarray
 
-    from ..data.errors import DataError
-    from ..training import OPTIMIZERS, CheckpointSaver, create_optimizer, create_scheduler
-    from .augment import build_cmo
-    from .evaluate import write_evaluation
-    from .losses import build_loss
-    from .model import build_backbone, save_classifier
-    from .samplers import EpochPlan
+
+@dataclass
+class _Tensors:
+    """The training and val images as uint8 N x 3 x H x W tensors, and the normalisation on the device."""
+
+    Xtr: object
+    Ytr: object
+    Wtr: object
+    Xva: object
+    mean: object
+    std: object
+
+
+@dataclass
+class _Fit:
+    """The model and everything a checkpoint saves and a resume restores."""
+
+    model: object
+    criterion: object
+    opt: object
+    sched: object
+    gen: object
+    steps_per_epoch: int
+    counts: object  # the loss's per-class counts (EpochPlan.class_counts)
+    start_epoch: int = 0
+    history: list = field(default_factory=list)
+    best: dict = field(default_factory=lambda: {"score": -1.0, "epoch": -1, "state": None})
+
+
+@dataclass
+class _Run:
+    """One call of train_classifier: the state handed from step to step."""
+
+    cfg: ClassifierTrainConfig
+    aug: AugmentConfig
+    out: Path
+    log: object
+    device: object
+    data: _TrainSet
+    train_prec: object  # precision.Choice
+    infer_prec: object
+    t: _Tensors
+    fit: _Fit
+    resolved: dict
+
+
+# Config fields a resumed checkpoint must agree on: any other difference would silently change the run.
+_RESUME_KEYS = ("backbone", "loss", "sampler", "epochs", "batch_size", "lr", "seed", "resolution", "optimizer",
+                "pretrained")
+
+
+def _make_config(kw: dict, epochs: int | None, **given) -> tuple[ClassifierTrainConfig, AugmentConfig]:
+    """The validated config (and augmentation config) from train_classifier's arguments; errors before any work."""
+    from ..training import OPTIMIZERS
 
     unknown = set(kw) - set(ClassifierTrainConfig.__dataclass_fields__)
     if unknown:
         raise ConfigError(f"train_classifier: unknown option(s) {sorted(unknown)}")
-    cfg = ClassifierTrainConfig(backbone=backbone, loss=loss, sampler=sampler or "none", seed=seed, resolution=resolution,
-                      synthetic_manifest=str(synthetic_manifest) if synthetic_manifest else None,
-                      synthetic_ratio=synthetic_ratio, **kw)
+    cfg = ClassifierTrainConfig(**given, **kw)
     if epochs is not None:
         cfg.epochs = int(epochs)
     if cfg.loss not in LOSSES:
@@ -288,23 +340,18 @@ def train_classifier(data, out, backbone: str = "resnet18", loss: str = "ce", ep
     aug_cfg = AugmentConfig.from_dict(cfg.augment)
     if not (cfg.synthetic_weight >= 0 and math.isfinite(cfg.synthetic_weight)):
         raise ConfigError(f"synthetic_weight must be a finite number >= 0, got {cfg.synthetic_weight}")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    log = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
+    return cfg, aug_cfg
 
-    if cfg.threads:
-        torch.set_num_threads(int(cfg.threads))
-    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    on_cuda = device.type == "cuda"
-    if cfg.batch_size < 1:
-        raise ConfigError(f"batch_size must be >= 1, got {cfg.batch_size}")
 
-    # ---- data -------------------------------------------------------------------------------------------------
-    t0 = time.time()
+def _load_train_set(data, splits, cfg: ClassifierTrainConfig) -> _TrainSet:
+    """Decode the splits (+ the synthetic manifest) and derive the epoch plan, CMO and normalisation."""
+    from ..data.errors import DataError
+    from .augment import build_cmo
+    from .samplers import EpochPlan
+
     ds, res = prepare_data(data, splits=splits, seed=cfg.split_seed, resolution=cfg.resolution)
     cfg.resolution = res
     classes = list(ds.classes)
-    C = len(classes)
     xtr, ytr = ds.split("train").arrays(res)
     xva, yva = ds.split("val").arrays(res)
     wtr = np.ones(len(ytr), np.float32)
@@ -317,7 +364,7 @@ def train_classifier(data, out, backbone: str = "resnet18", loss: str = "ce", ep
         raise ConfigError("synthetic_ratio needs a synthetic_manifest")
     if n_real == 0:
         raise DataError(f"{data}: the train split is empty")
-    plan = EpochPlan(ytr[:n_real], ytr[n_real:], C, cfg.sampler, cfg.synthetic_ratio, cfg.synthetic_dose)
+    plan = EpochPlan(ytr[:n_real], ytr[n_real:], len(classes), cfg.sampler, cfg.synthetic_ratio, cfg.synthetic_dose)
     # CMO pastes real tail lesions onto real head-class images of each batch (a per-batch transform hook).
     cmo = build_cmo(cfg.cmo, ds.split("train"), xtr[:n_real], ytr[:n_real], classes)
     source = None
@@ -332,154 +379,254 @@ def train_classifier(data, out, backbone: str = "resnet18", loss: str = "ce", ep
         real = xtr[:n_real].reshape(-1, 3).astype(np.float64) / 255.0
         mean_np, std_np = real.mean(0), real.std(0) + 1e-6
         del real
+    return _TrainSet(classes, res, xtr, ytr, wtr, n_real, xva, yva, plan, cmo, source, mean_np, std_np)
+
+
+def _resolve_precisions(cfg: ClassifierTrainConfig, res: int, device, log):
+    """(training, inference) precision.Choice for this backbone, resolution and device."""
     from .precision import INFER_BATCH, resolve
 
     prec_kw = {"backbone": cfg.backbone, "resolution": res, "device": device.type, "log": log}
-    if on_cuda and not cfg.amp:
+    if device.type == "cuda" and not cfg.amp:
         cfg.precision = "fp32"
     train_prec = resolve(cfg.precision, cfg.channels_last, batch_size=cfg.batch_size, purpose="train", **prec_kw)
     infer_prec = resolve(cfg.precision, cfg.channels_last, batch_size=INFER_BATCH, purpose="infer", **prec_kw)
-    channels_last, amp_dtype = train_prec.channels_last, train_prec.autocast_dtype
-    Xtr = torch.from_numpy(xtr).permute(0, 3, 1, 2).contiguous()
-    Xva = torch.from_numpy(xva).permute(0, 3, 1, 2).contiguous()
-    Ytr = torch.from_numpy(ytr)
-    Wtr = torch.from_numpy(wtr)
-    mean = torch.tensor(mean_np, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(std_np, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-    log(f"data: {n_real} real + {len(ytr) - n_real} synthetic train, {len(yva)} val, {C} classes at {res}px "
-        f"({time.time() - t0:.1f}s)")
+    return train_prec, infer_prec
 
-    # ---- model, loss, optimiser -------------------------------------------------------------------------------
+
+def _to_tensors(d: _TrainSet, device) -> _Tensors:
+    import torch
+
+    return _Tensors(Xtr=torch.from_numpy(d.xtr).permute(0, 3, 1, 2).contiguous(),
+                    Ytr=torch.from_numpy(d.ytr), Wtr=torch.from_numpy(d.wtr),
+                    Xva=torch.from_numpy(d.xva).permute(0, 3, 1, 2).contiguous(),
+                    mean=torch.tensor(d.mean, dtype=torch.float32, device=device).view(1, 3, 1, 1),
+                    std=torch.tensor(d.std, dtype=torch.float32, device=device).view(1, 3, 1, 1))
+
+
+def _build_fit(cfg: ClassifierTrainConfig, d: _TrainSet, device, channels_last: bool) -> _Fit:
+    """Model, loss, optimiser, LR schedule and the batch generator, seeded from cfg.seed."""
+    import torch
+
+    from ..training import create_optimizer, create_scheduler
+    from .losses import build_loss
+    from .model import build_backbone
+
     _set_seed(cfg.seed)
-    model = build_backbone(cfg.backbone, C, pretrained_path=cfg.pretrained_path, pretrained=cfg.pretrained,
-                           drop_rate=cfg.drop_rate).to(device)
+    model = build_backbone(cfg.backbone, len(d.classes), pretrained_path=cfg.pretrained_path,
+                           pretrained=cfg.pretrained, drop_rate=cfg.drop_rate).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    counts = plan.class_counts()
+    counts = d.plan.class_counts()
     criterion = build_loss(cfg.loss, counts, epochs=cfg.epochs, **cfg.loss_kw).to(device)
     opt = create_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, momentum=cfg.momentum)
     # A trailing batch of one image is dropped (see epoch_batches).
-    steps_per_epoch = max(1, len(plan) // cfg.batch_size + (1 if len(plan) % cfg.batch_size >= 2 else 0))
-    sched = create_scheduler(opt, steps_per_epoch * cfg.epochs, int(round(cfg.warmup_epochs * steps_per_epoch)),
+    n = len(d.plan)
+    steps_per_epoch = max(1, n // cfg.batch_size + (1 if n % cfg.batch_size >= 2 else 0))
+    sched = create_scheduler(opt, steps_per_epoch * cfg.epochs, round(cfg.warmup_epochs * steps_per_epoch),
                              cfg.min_lr_ratio)
     gen = torch.Generator().manual_seed(cfg.seed)
+    return _Fit(model, criterion, opt, sched, gen, steps_per_epoch, counts)
 
-    resolved = {
+
+def _resolved_config(cfg: ClassifierTrainConfig, aug_cfg: AugmentConfig, d: _TrainSet, fit: _Fit, data, splits,
+                     device, train_prec, infer_prec) -> dict:
+    """What config.yaml (and the saved model) record: every setting as it was resolved for this run."""
+    import torch
+
+    amp_dtype = train_prec.autocast_dtype
+    return {
         **{k: getattr(cfg, k) for k in ClassifierTrainConfig.__dataclass_fields__},
         "augment": aug_cfg.to_dict(),
         "data": str(data),
         "splits": str(splits) if splits else None,
-        "classes": classes,
-        "loss_class_counts": {c: float(n) for c, n in zip(classes, counts)},
-        "n_train_real": int(n_real),
-        "n_train_synthetic": int(len(ytr) - n_real),
-        "synthetic_draws_per_epoch": plan.n_syn_draws,
-        "cmo": cmo.cfg.to_dict() if cmo is not None else None,
-        "n_val": len(yva),
-        "steps_per_epoch": steps_per_epoch,
-        "mean": [float(v) for v in mean_np],
-        "std": [float(v) for v in std_np],
+        "classes": d.classes,
+        "loss_class_counts": {c: float(n) for c, n in zip(d.classes, fit.counts)},
+        "n_train_real": int(d.n_real),
+        "n_train_synthetic": int(len(d.ytr) - d.n_real),
+        "synthetic_draws_per_epoch": d.plan.n_syn_draws,
+        "cmo": d.cmo.cfg.to_dict() if d.cmo is not None else None,
+        "n_val": len(d.yva),
+        "steps_per_epoch": fit.steps_per_epoch,
+        "mean": [float(v) for v in d.mean],
+        "std": [float(v) for v in d.std],
         "device": str(device),
-        "channels_last": channels_last,
+        "channels_last": train_prec.channels_last,
         "amp_dtype": str(amp_dtype).replace("torch.", "") if amp_dtype else None,
         "precision_train": train_prec.to_dict(),
         "precision_infer": infer_prec.to_dict(),
-        "pretrained_source": source.describe() if source else None,
+        "pretrained_source": d.source.describe() if d.source else None,
         "torch": str(torch.__version__),
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
     }
 
-    # ---- resume -----------------------------------------------------------------------------------------------
-    start_epoch, history = 0, []
-    best = {"score": -1.0, "epoch": -1, "state": None}
-    saver = CheckpointSaver(out / CHECKPOINT_FILE)
-    ckpt_path = saver.path
+
+def _resume(run: _Run, saver, resume: bool) -> None:
+    """Restore the fit from the checkpoint (resume=True and one exists); refuse one of another configuration."""
+    import torch
+
     ck = saver.load() if resume else None
-    if ck is not None:
-        for k in ("backbone", "loss", "sampler", "epochs", "batch_size", "lr", "seed", "resolution", "optimizer",
-                  "pretrained"):
-            if ck["config"].get(k) != resolved.get(k):
-                raise ConfigError(f"{ckpt_path}: cannot resume, {k}={ck['config'].get(k)!r} in the checkpoint "
-                                 f"but {resolved.get(k)!r} now")
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
-        gen.set_state(ck["generator"])
-        torch.set_rng_state(ck["torch_rng"])
-        start_epoch, history, best = ck["epoch"], ck["history"], ck["best"]
-        log(f"resumed from {ckpt_path} after epoch {start_epoch}")
-    elif resume:
-        log(f"no checkpoint at {ckpt_path}: starting from scratch")
+    if ck is None:
+        if resume:
+            run.log(f"no checkpoint at {saver.path}: starting from scratch")
+        return
+    for k in _RESUME_KEYS:
+        if ck["config"].get(k) != run.resolved.get(k):
+            raise ConfigError(f"{saver.path}: cannot resume, {k}={ck['config'].get(k)!r} in the checkpoint "
+                              f"but {run.resolved.get(k)!r} now")
+    fit = run.fit
+    fit.model.load_state_dict(ck["model"])
+    fit.opt.load_state_dict(ck["optimizer"])
+    fit.sched.load_state_dict(ck["scheduler"])
+    fit.gen.set_state(ck["generator"])
+    torch.set_rng_state(ck["torch_rng"])
+    fit.start_epoch, fit.history, fit.best = ck["epoch"], ck["history"], ck["best"]
+    run.log(f"resumed from {saver.path} after epoch {fit.start_epoch}")
 
-    import yaml
 
-    (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+def _bar_step(bar, epoch: int, steps_per_epoch: int, step: int, loss: float) -> None:
+    bar.update(epoch * steps_per_epoch + step + 1, epoch=epoch + 1, loss=loss)
 
-    # ---- loop -------------------------------------------------------------------------------------------------
-    last_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, int(stop_after))
+
+def _train_epoch(run: _Run, epoch: int, bar) -> dict:
+    """One epoch and its validation; updates the best state and returns the history record."""
+    cfg, d, t, fit = run.cfg, run.data, run.t, run.fit
+    te = time.time()
+    idx = d.plan.indices(fit.gen)
+    batches = epoch_batches(t.Xtr, t.Ytr, t.Wtr, idx, cfg.batch_size, run.aug, fit.gen, t.mean, t.std, run.device,
+                            run.train_prec.channels_last, cmo=d.cmo, n_real=d.n_real, mixup_alpha=cfg.mixup_alpha)
+    on_step = None if bar is None else functools.partial(_bar_step, bar, epoch, fit.steps_per_epoch)
+    ep = train_one_epoch(fit.model, batches, fit.criterion, fit.opt, fit.sched, run.device,
+                         run.train_prec.autocast_dtype, epoch, on_step=on_step)
+    train_s = time.time() - te
+    m = validate(fit.model, t.Xva, d.yva, d.classes, t.mean, t.std, run.device, run.infer_prec.channels_last,
+                 run.infer_prec.autocast_dtype)
+    score = m[cfg.select_metric]
+    rec = {"epoch": epoch + 1, "loss": ep["loss"], "first_step_loss": ep["first_step_loss"],
+           "lr": float(fit.sched.get_last_lr()[0]), "train_s": round(train_s, 2),
+           "images_per_s": round(len(idx) / max(train_s, 1e-9), 1),
+           "val_balanced_accuracy": m["balanced_accuracy"], "val_accuracy": m["accuracy"],
+           "val_macro_auc": m["macro_auc"]}
+    if score is not None and score > fit.best["score"]:
+        fit.best = {"score": score, "epoch": epoch + 1,
+                    "state": {k: v.detach().cpu().clone() for k, v in fit.model.state_dict().items()}}
+    run.log(f"epoch {epoch + 1}/{cfg.epochs} loss {rec['loss']:.4f} val bacc {m['balanced_accuracy']:.4f} "
+            f"acc {m['accuracy']:.4f} auc {m['macro_auc']:.4f} ({train_s:.1f}s, {rec['images_per_s']} img/s)")
+    return rec
+
+
+def _train_epochs(run: _Run, saver, last_epoch: int, quiet: bool) -> None:
+    """Epochs start_epoch..last_epoch, each followed by a checkpoint (resumable) and history.json."""
+    import torch
+
     from ..progress import Progress
 
-    bar = None if quiet else Progress(last_epoch * steps_per_epoch, f"train classifier ({cfg.backbone})",
-                                      start=start_epoch * steps_per_epoch, unit="step")
-    for epoch in range(start_epoch, last_epoch):
-        te = time.time()
-        idx = plan.indices(gen)
-        batches = epoch_batches(Xtr, Ytr, Wtr, idx, cfg.batch_size, aug_cfg, gen, mean, std, device, channels_last,
-                                cmo=cmo, n_real=n_real, mixup_alpha=cfg.mixup_alpha)
-        ep = train_one_epoch(model, batches, criterion, opt, sched, device, amp_dtype, epoch,
-                             on_step=None if bar is None else (
-                                 lambda k, lv, e=epoch: bar.update(e * steps_per_epoch + k + 1, epoch=e + 1, loss=lv)))
-        train_s = time.time() - te
-        m = validate(model, Xva, yva, classes, mean, std, device, infer_prec.channels_last, infer_prec.autocast_dtype)
-        score = m[cfg.select_metric]
-        rec = {"epoch": epoch + 1, "loss": ep["loss"], "first_step_loss": ep["first_step_loss"],
-               "lr": float(sched.get_last_lr()[0]), "train_s": round(train_s, 2),
-               "images_per_s": round(len(idx) / max(train_s, 1e-9), 1),
-               "val_balanced_accuracy": m["balanced_accuracy"], "val_accuracy": m["accuracy"],
-               "val_macro_auc": m["macro_auc"]}
-        history.append(rec)
-        if score is not None and score > best["score"]:
-            best = {"score": score, "epoch": epoch + 1,
-                    "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
-        log(f"epoch {epoch + 1}/{cfg.epochs} loss {rec['loss']:.4f} val bacc {m['balanced_accuracy']:.4f} "
-            f"acc {m['accuracy']:.4f} auc {m['macro_auc']:.4f} ({train_s:.1f}s, {rec['images_per_s']} img/s)")
-        saver.save({"epoch": epoch + 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(), "generator": gen.get_state(),
-                    "torch_rng": torch.get_rng_state(), "history": history, "best": best, "config": resolved})
-        (out / "history.json").write_text(json.dumps(history, indent=1))
-
+    fit = run.fit
+    bar = None if quiet else Progress(last_epoch * fit.steps_per_epoch, f"train classifier ({run.cfg.backbone})",
+                                      start=fit.start_epoch * fit.steps_per_epoch, unit="step")
+    for epoch in range(fit.start_epoch, last_epoch):
+        fit.history.append(_train_epoch(run, epoch, bar))
+        saver.save({"epoch": epoch + 1, "model": fit.model.state_dict(), "optimizer": fit.opt.state_dict(),
+                    "scheduler": fit.sched.state_dict(), "generator": fit.gen.get_state(),
+                    "torch_rng": torch.get_rng_state(), "history": fit.history, "best": fit.best,
+                    "config": run.resolved})
+        (run.out / "history.json").write_text(json.dumps(fit.history, indent=1))
     if bar:
         bar.close()
-    if last_epoch < cfg.epochs:
-        log(f"stopped after epoch {last_epoch} of {cfg.epochs}; resume with resume=True / --resume")
-        return {"stopped_after": last_epoch, "history": history}
 
-    # ---- the selected model -----------------------------------------------------------------------------------
-    final = copy.deepcopy(model).cpu()
-    final.load_state_dict(best["state"])
+
+def _selected_model(run: _Run):
+    """The best epoch's weights (on the CPU), with the head re-trained when cRT is on (recorded in resolved)."""
+    import copy
+
+    cfg, d, t, fit = run.cfg, run.data, run.t, run.fit
+    final = copy.deepcopy(fit.model).cpu()
+    final.load_state_dict(fit.best["state"])
     if cfg.crt_epochs:
         from .retrain import retrain_head
 
-        final = final.to(device)
-        resolved["crt"] = retrain_head(final, Xtr[:n_real], Ytr[:n_real], C, mean, std, device, cfg.crt_epochs, gen,
-                                       val=(Xva, yva, classes))
+        final = final.to(run.device)
+        run.resolved["crt"] = retrain_head(final, t.Xtr[:d.n_real], t.Ytr[:d.n_real], len(d.classes), t.mean, t.std,
+                                           run.device, cfg.crt_epochs, fit.gen, val=(t.Xva, d.yva, d.classes))
         final = final.cpu()
-        log(f"classifier re-trained on class-balanced features ({cfg.crt_epochs} epochs): val balanced accuracy "
-            f"{resolved['crt']['val_balanced_accuracy_before']:.4f} -> {resolved['crt']['val_balanced_accuracy']:.4f}")
-    resolved["selected_epoch"] = best["epoch"]
-    resolved["selected_on"] = f"val {cfg.select_metric}"
-    resolved["train_wall_s"] = round(sum(h["train_s"] for h in history), 1)
-    (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
-    save_classifier(final, out, backbone=cfg.backbone, classes=classes, resolution=res, mean=mean_np.tolist(),
-                    std=std_np.tolist(), config=resolved, data_revision=data_revision(data),
-                    train_class_counts=dict(zip(classes, np.bincount(ytr[:n_real], minlength=C).tolist())))
-    final = final.to(device)
-    logits_va = predict_logits(final, Xva, mean, std, device, channels_last=infer_prec.channels_last,
-                               amp_dtype=infer_prec.autocast_dtype).numpy()
-    metrics = write_evaluation(out, yva, logits_va, classes, split="val", model_dir=out, data=str(data),
+        crt = run.resolved["crt"]
+        run.log(f"classifier re-trained on class-balanced features ({cfg.crt_epochs} epochs): val balanced accuracy "
+                f"{crt['val_balanced_accuracy_before']:.4f} -> {crt['val_balanced_accuracy']:.4f}")
+    return final
+
+
+def _write_selected(run: _Run, data, write_reports: bool) -> dict:
+    """Save the selected model (model.pt, final config.yaml) and its val evaluation; returns the val metrics."""
+    import yaml
+
+    from .evaluate import write_evaluation
+    from .model import save_classifier
+
+    cfg, d, t, best = run.cfg, run.data, run.t, run.fit.best
+    final = _selected_model(run)
+    run.resolved["selected_epoch"] = best["epoch"]
+    run.resolved["selected_on"] = f"val {cfg.select_metric}"
+    run.resolved["train_wall_s"] = round(sum(h["train_s"] for h in run.fit.history), 1)
+    (run.out / "config.yaml").write_text(yaml.safe_dump(run.resolved, sort_keys=False))
+    counts = np.bincount(d.ytr[:d.n_real], minlength=len(d.classes)).tolist()
+    save_classifier(final, run.out, backbone=cfg.backbone, classes=d.classes, resolution=d.res,
+                    mean=d.mean.tolist(), std=d.std.tolist(), config=run.resolved, data_revision=data_revision(data),
+                    train_class_counts=dict(zip(d.classes, counts)))
+    final = final.to(run.device)
+    logits_va = predict_logits(final, t.Xva, t.mean, t.std, run.device, channels_last=run.infer_prec.channels_last,
+                               amp_dtype=run.infer_prec.autocast_dtype).numpy()
+    metrics = write_evaluation(run.out, d.yva, logits_va, d.classes, split="val", model_dir=run.out, data=str(data),
                                extra={"selected_epoch": best["epoch"], "train_config": "config.yaml"},
                                plots=write_reports, bootstrap=200 if write_reports else 0, seed=cfg.seed)
-    log(f"selected epoch {best['epoch']}: val balanced accuracy {metrics['balanced_accuracy']:.4f}, "
-        f"accuracy {metrics['accuracy']:.4f}, macro AUC {metrics['macro_auc']:.4f}")
+    run.log(f"selected epoch {best['epoch']}: val balanced accuracy {metrics['balanced_accuracy']:.4f}, "
+            f"accuracy {metrics['accuracy']:.4f}, macro AUC {metrics['macro_auc']:.4f}")
     return metrics
+
+
+def train_classifier(data, out, backbone: str = "resnet18", loss: str = "ce", epochs: int | None = None,
+                     seed: int = 0, resolution: int | None = None, splits=None, synthetic_manifest=None,
+                     synthetic_ratio: float | None = None, sampler: str | None = None, resume: bool = False,
+                     stop_after: int | None = None, quiet: bool = False, write_reports: bool = True, **kw) -> dict:
+    """Train on the train split, select on val balanced accuracy; returns the val metrics of the selected model.
+
+    `kw` sets any ClassifierTrainConfig field (batch_size, lr, optimizer, weight_decay, augment={...}, loss_kw={...}, ...).
+    `resume`: continue from OUT/checkpoint.pt. `stop_after`: stop after that many epochs in total (the checkpoint
+    lets a later call resume), e.g. to split a long run.
+    """
+    import torch
+    import yaml
+
+    from ..training import CheckpointSaver
+
+    cfg, aug_cfg = _make_config(kw, epochs, backbone=backbone, loss=loss, sampler=sampler or "none", seed=seed,
+                                resolution=resolution, synthetic_ratio=synthetic_ratio,
+                                synthetic_manifest=str(synthetic_manifest) if synthetic_manifest else None)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if cfg.batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {cfg.batch_size}")
+
+    t0 = time.time()
+    d = _load_train_set(data, splits, cfg)
+    train_prec, infer_prec = _resolve_precisions(cfg, d.res, device, log)
+    tensors = _to_tensors(d, device)
+    log(f"data: {d.n_real} real + {len(d.ytr) - d.n_real} synthetic train, {len(d.yva)} val, {len(d.classes)} "
+        f"classes at {d.res}px ({time.time() - t0:.1f}s)")
+    fit = _build_fit(cfg, d, device, train_prec.channels_last)
+    resolved = _resolved_config(cfg, aug_cfg, d, fit, data, splits, device, train_prec, infer_prec)
+    run = _Run(cfg, aug_cfg, out, log, device, d, train_prec, infer_prec, tensors, fit, resolved)
+    saver = CheckpointSaver(out / CHECKPOINT_FILE)
+    _resume(run, saver, resume)
+    (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+
+    last_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, int(stop_after))
+    _train_epochs(run, saver, last_epoch, quiet)
+    if last_epoch < cfg.epochs:
+        log(f"stopped after epoch {last_epoch} of {cfg.epochs}; resume with resume=True / --resume")
+        return {"stopped_after": last_epoch, "history": fit.history}
+    return _write_selected(run, data, write_reports)
