@@ -308,12 +308,44 @@ def _read_loss_log(path: Path, upto: int) -> list[list[str]]:
     return [r for r in rows if int(r[0]) <= upto]
 
 
-def train_diffusion(data, size, out, resolution=None, steps=None, seed=0, init_from=None, resume=True,
-                    progress=False, **kw) -> dict:
-    """Train (or resume) a diffusion model into OUT; returns a summary dict (steps, final loss, wall time)."""
-    import torch
-    from diffusers import DDPMScheduler, UNet2DModel
+@dataclass
+class _Data:
+    """The training split decoded once: images, labels, lesion masks, the class draw weights, and what the model's
+    metadata records of the data."""
 
+    images: np.ndarray  # uint8 N,R,R,3
+    labels: np.ndarray  # int64 into classes
+    masks: np.ndarray  # bool N,R,R
+    classes: list[str]
+    weights: np.ndarray  # per-image draw probabilities (class_draw_weights)
+    info: dict
+
+
+@dataclass
+class _Run:
+    """One call of train_diffusion: its context and everything the training loop steps and a checkpoint saves."""
+
+    cfg: DiffusionTrainConfig
+    out: Path
+    device: object
+    accel: object | None  # accelerate.Accelerator when distributed
+    data: _Data
+    unet: object
+    scheduler: object  # the DDPM training scheduler
+    opt: object
+    ema: list
+    rng: np.random.Generator  # batches, masks, augmentation
+    gen: object  # torch.Generator: noise, timesteps, label drops
+    step: int = 0
+    losses: list[float] = field(default_factory=list)  # this call's steps
+
+    @property
+    def is_main(self) -> bool:
+        return self.accel is None or self.accel.is_main_process
+
+
+def _make_config(data, size, out, resolution, steps, seed, init_from, kw: dict) -> DiffusionTrainConfig:
+    """The config from train_diffusion's arguments, the size's defaults and recipe filling what is not given."""
     if size not in SIZES:
         raise ConfigError(f"unknown model size {size!r} (choose from {', '.join(SIZES)})")
     d_steps, d_batch, d_lr = DEFAULTS[size]
@@ -327,21 +359,29 @@ def train_diffusion(data, size, out, resolution=None, steps=None, seed=0, init_f
     total_steps = int(steps or d_steps)
     if kw.get("ema_half_life_frac") and "ema_decay" not in kw:
         kw["ema_decay"] = ema_decay_for(total_steps, kw["ema_half_life_frac"])
-    cfg = DiffusionTrainConfig(data=str(data), size=size, out=str(out), resolution=int(resolution or DEFAULT_RESOLUTION[size]),
-                      steps=int(steps or d_steps), seed=seed, init_from=str(init_from) if init_from else None, **kw)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    accel = None
-    if cfg.distributed:
-        try:
-            from accelerate import Accelerator
-        except ImportError as e:
-            raise ConfigError("--distributed needs the 'accelerate' package (pip install 'tailsynth[gpu]')") from e
-        accel = Accelerator(cpu=cfg.device == "cpu")
-        device = accel.device
-    else:
-        device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    is_main = accel is None or accel.is_main_process
+    return DiffusionTrainConfig(data=str(data), size=size, out=str(out),
+                                resolution=int(resolution or DEFAULT_RESOLUTION[size]), steps=total_steps,
+                                seed=seed, init_from=str(init_from) if init_from else None, **kw)
+
+
+def _device(cfg: DiffusionTrainConfig):
+    """(accelerate.Accelerator or None, device)."""
+    import torch
+
+    if not cfg.distributed:
+        return None, torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        from accelerate import Accelerator
+    except ImportError as e:
+        raise ConfigError("--distributed needs the 'accelerate' package (pip install 'tailsynth[gpu]')") from e
+    accel = Accelerator(cpu=cfg.device == "cpu")
+    return accel, accel.device
+
+
+def _load_data(cfg: DiffusionTrainConfig) -> _Data:
+    import torch
+
+    from ..hashing import data_revision
 
     images, labels, masks, classes, methods = load_training_data(
         cfg.data, cfg.resolution, cfg.mask_dir, cfg.splits, cfg.seed)
@@ -349,20 +389,33 @@ def train_diffusion(data, size, out, resolution=None, steps=None, seed=0, init_f
     counts = np.bincount(labels, minlength=len(classes))
     weights = class_draw_weights(labels, cfg.class_sampling)
     sample_timesteps(1, cfg.num_train_timesteps, cfg.timestep_sampling, torch.Generator())  # validate early
-    from ..hashing import data_revision
+    info = {"source": cfg.data, "revision": data_revision(cfg.data), "train_counts": dict(zip(classes, counts.tolist())),
+            "mask_methods": {m: methods.count(m) for m in sorted(set(methods))}}
+    return _Data(images, labels, masks, classes, weights, info)
 
-    data_info = {"source": cfg.data, "revision": data_revision(cfg.data), "train_counts": dict(zip(classes, counts.tolist())),
-                 "mask_methods": {m: methods.count(m) for m in sorted(set(methods))}}
+
+def _initial_unet(cfg: DiffusionTrainConfig, n_classes: int):
+    """A fresh UNet of the size, or the weights of cfg.init_from (which must fit the classes)."""
+    from diffusers import UNet2DModel
+
+    if not cfg.init_from:
+        return build_unet(cfg.size, cfg.resolution, n_classes)
+    init = Path(cfg.init_from)
+    unet = UNet2DModel.from_pretrained(init / "unet" if (init / "unet").is_dir() else cfg.init_from).float()
+    # (.float(): shipped weights are fp16)
+    if unet.config.in_channels != 7 or unet.config.num_class_embeds != n_classes + 1:
+        raise ConfigError(f"{cfg.init_from}: model has {unet.config.in_channels} input channels and "
+                          f"{unet.config.num_class_embeds} class embeddings; need 7 and {n_classes + 1}")
+    return unet
+
+
+def _start(cfg: DiffusionTrainConfig, out: Path, device, accel, data: _Data, resume: bool) -> _Run:
+    """Build (seeded) or resume the model, optimiser, EMA and generators; writes OUT/scheduler."""
+    import torch
+    from diffusers import DDPMScheduler
 
     torch.manual_seed(cfg.seed)
-    if cfg.init_from:
-        unet = UNet2DModel.from_pretrained(Path(cfg.init_from) / "unet" if (Path(cfg.init_from) / "unet").is_dir()
-                                           else cfg.init_from).float()  # shipped weights are fp16
-        if unet.config.in_channels != 7 or unet.config.num_class_embeds != len(classes) + 1:
-            raise ConfigError(f"{cfg.init_from}: model has {unet.config.in_channels} input channels and "
-                             f"{unet.config.num_class_embeds} class embeddings; need 7 and {len(classes) + 1}")
-    else:
-        unet = build_unet(size, cfg.resolution, len(classes))
+    unet = _initial_unet(cfg, len(data.classes))
     unet.to(device)
     if device.type == "cuda":
         unet = unet.to(memory_format=torch.channels_last)
@@ -370,99 +423,137 @@ def train_diffusion(data, size, out, resolution=None, steps=None, seed=0, init_f
                               prediction_type=cfg.prediction_type, clip_sample=False)
     scheduler.save_pretrained(out / "scheduler")
     opt = create_optimizer(unet, "adamw", cfg.lr, cfg.weight_decay, decay_norm_and_bias=True)
-    ema = [p.detach().clone() for p in unet.parameters()]
-    rng = np.random.default_rng(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    step = 0
+    run = _Run(cfg, out, device, accel, data, unet, scheduler, opt, ema=[p.detach().clone() for p in unet.parameters()],
+               rng=np.random.default_rng(cfg.seed), gen=torch.Generator().manual_seed(cfg.seed))
     st = CheckpointSaver(out / CHECKPOINT_STATE).load(map_location=device) if resume else None
     if st is not None:
-        unet.load_state_dict(st["model"])
-        opt.load_state_dict(st["opt"])
-        ema = [e.to(device) for e in st["ema"]]
-        rng.bit_generator.state = st["np_rng"]
-        gen.set_state(st["torch_rng"])
-        step = int(st["step"])
+        run.unet.load_state_dict(st["model"])
+        run.opt.load_state_dict(st["opt"])
+        run.ema = [e.to(device) for e in st["ema"]]
+        run.rng.bit_generator.state = st["np_rng"]
+        run.gen.set_state(st["torch_rng"])
+        run.step = int(st["step"])
     if accel is not None:
-        unet, opt = accel.prepare(unet, opt)
+        run.unet, run.opt = accel.prepare(run.unet, run.opt)
         if accel.process_index > 0:
             # Each rank draws its own batches and noise; rank 0 keeps the single-device stream.
-            rng = np.random.default_rng([cfg.seed, accel.process_index, step])
-            gen = torch.Generator().manual_seed(cfg.seed * 1009 + accel.process_index * 7919 + step)
-    if is_main:
-        (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+            run.rng = np.random.default_rng([cfg.seed, accel.process_index, run.step])
+            run.gen = torch.Generator().manual_seed(cfg.seed * 1009 + accel.process_index * 7919 + run.step)
+    return run
 
-    log_path = out / "loss.csv" if is_main else Path(os.devnull)
-    rows = _read_loss_log(log_path, step) if is_main else []
+
+def _open_loss_log(run: _Run) -> tuple[Path, float]:
+    """(path of loss.csv, elapsed seconds it records): the log is cut back to the resumed step, so a resumed run
+    continues one curve; other ranks than the main one write nowhere."""
+    log_path = run.out / "loss.csv" if run.is_main else Path(os.devnull)
+    rows = _read_loss_log(log_path, run.step) if run.is_main else []
     with open(log_path, "w", newline="") as f:
         csv.writer(f).writerows([["step", "loss", "lr", "elapsed_s"], *rows])
-    prev_elapsed = float(rows[-1][3]) if rows else 0.0
+    return log_path, float(rows[-1][3]) if rows else 0.0
 
-    autocast = training_autocast(device.type, cfg.precision)
-    null_class = len(classes)
-    stop = min(cfg.steps, cfg.stop_at) if cfg.stop_at else cfg.steps
-    t0 = time.time()
-    losses: list[float] = []
-    bar = Progress(stop, f"train diffusion ({cfg.size})", start=step, unit="step") if progress and is_main else None
-    unet.train()
+
+def _train_step(run: _Run, autocast) -> None:
+    """One optimiser step over cfg.grad_accum batches, then the EMA update; appends the step's loss."""
+    import torch
+
+    cfg, d = run.cfg, run.data
+    for g in run.opt.param_groups:
+        g["lr"] = cfg.lr * warmup_cosine(run.step, cfg.steps, cfg.warmup, cfg.min_lr_frac)
+    total = 0.0
+    for _ in range(cfg.grad_accum):
+        x, m, y = sample_batch(run.rng, d.images, d.labels, d.masks, cfg.batch_size, cfg, d.weights)
+        x, m = torch.from_numpy(x).to(run.device), torch.from_numpy(m).to(run.device)
+        y = torch.from_numpy(y).to(run.device)
+        loss = diffusion_loss(run.unet, run.scheduler, x, m, y, run.gen, len(d.classes), cfg.null_prob,
+                              cfg.outside_weight, cfg.prediction_type, autocast, cfg.snr_gamma,
+                              cfg.timestep_sampling) / cfg.grad_accum
+        if run.accel is not None:
+            run.accel.backward(loss)  # gradients all-reduced across ranks
+        else:
+            loss.backward()
+        total += loss.item()
+    torch.nn.utils.clip_grad_norm_(run.unet.parameters(), 1.0)
+    run.opt.step()
+    run.opt.zero_grad(set_to_none=True)
+    run.step += 1
+    decay = min(cfg.ema_decay, (1 + run.step) / (10 + run.step))
+    with torch.no_grad():
+        for e, p in zip(run.ema, run.unet.parameters()):
+            e.mul_(decay).add_(p.detach(), alpha=1 - decay)
+    run.losses.append(total)
+
+
+def _timed_out(run: _Run, t0: float) -> bool:
+    import torch
+
+    timed_out = run.cfg.max_minutes is not None and (time.time() - t0) > run.cfg.max_minutes * 60
+    if run.accel is not None:
+        # Every rank must agree to stop, or the others wait forever in the next all-reduce.
+        flag = torch.tensor([1.0 if timed_out else 0.0], device=run.device)
+        timed_out = bool(run.accel.reduce(flag, reduction="sum").item() > 0)
+    return timed_out
+
+
+def _save_run(run: _Run) -> None:
+    _save(run.out, _plain(run.unet, run.accel), run.ema, run.opt, run.step, run.rng, run.gen, run.cfg,
+          run.data.classes, run.data.info)
+
+
+def _train_loop(run: _Run, log_path: Path, prev_elapsed: float, stop: int, t0: float, bar) -> None:
+    """Steps until `stop` (or max_minutes): loss.csv every log_every steps, a checkpoint every checkpoint_every."""
+    cfg = run.cfg
+    autocast = training_autocast(run.device.type, cfg.precision)
+    run.unet.train()
     with open(log_path, "a", newline="") as logf:
         log = csv.writer(logf)
-        while step < stop:
-            for g in opt.param_groups:
-                g["lr"] = cfg.lr * warmup_cosine(step, cfg.steps, cfg.warmup, cfg.min_lr_frac)
-            total = 0.0
-            for _ in range(cfg.grad_accum):
-                x, m, y = sample_batch(rng, images, labels, masks, cfg.batch_size, cfg, weights)
-                x, m = torch.from_numpy(x).to(device), torch.from_numpy(m).to(device)
-                y = torch.from_numpy(y).to(device)
-                loss = diffusion_loss(unet, scheduler, x, m, y, gen, null_class, cfg.null_prob, cfg.outside_weight,
-                                      cfg.prediction_type, autocast, cfg.snr_gamma,
-                                      cfg.timestep_sampling) / cfg.grad_accum
-                if accel is not None:
-                    accel.backward(loss)  # gradients all-reduced across ranks
-                else:
-                    loss.backward()
-                total += loss.item()
-            torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            step += 1
-            decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-            with torch.no_grad():
-                for e, p in zip(ema, unet.parameters()):
-                    e.mul_(decay).add_(p.detach(), alpha=1 - decay)
-            losses.append(total)
-            elapsed = prev_elapsed + time.time() - t0
+        while run.step < stop:
+            _train_step(run, autocast)
+            step, recent = run.step, float(np.mean(run.losses[-cfg.log_every:]))
             if step % cfg.log_every == 0 or step == stop:
-                log.writerow([step, f"{np.mean(losses[-cfg.log_every:]):.6f}", f"{opt.param_groups[0]['lr']:.3e}",
-                              f"{elapsed:.1f}"])
+                elapsed = prev_elapsed + time.time() - t0
+                log.writerow([step, f"{recent:.6f}", f"{run.opt.param_groups[0]['lr']:.3e}", f"{elapsed:.1f}"])
                 logf.flush()
                 if bar is not None:
-                    bar.update(step, loss=float(np.mean(losses[-cfg.log_every:])),
-                               img_s=round(bar.rate() * cfg.batch_size * cfg.grad_accum, 1))
-            timed_out = cfg.max_minutes is not None and (time.time() - t0) > cfg.max_minutes * 60
-            if accel is not None:
-                # Every rank must agree to stop, or the others wait forever in the next all-reduce.
-                flag = torch.tensor([1.0 if timed_out else 0.0], device=device)
-                timed_out = bool(accel.reduce(flag, reduction="sum").item() > 0)
-            if (step % cfg.checkpoint_every == 0 or step == stop or timed_out) and is_main:
-                _save(out, _plain(unet, accel), ema, opt, step, rng, gen, cfg, classes, data_info)
+                    bar.update(step, loss=recent, img_s=round(bar.rate() * cfg.batch_size * cfg.grad_accum, 1))
+            timed_out = _timed_out(run, t0)
+            if (step % cfg.checkpoint_every == 0 or step == stop or timed_out) and run.is_main:
+                _save_run(run)
             if timed_out:
                 break
+
+
+def train_diffusion(data, size, out, resolution=None, steps=None, seed=0, init_from=None, resume=True,
+                    progress=False, **kw) -> dict:
+    """Train (or resume) a diffusion model into OUT; returns a summary dict (steps, final loss, wall time)."""
+    cfg = _make_config(data, size, out, resolution, steps, seed, init_from, kw)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    accel, device = _device(cfg)
+    run = _start(cfg, out, device, accel, _load_data(cfg), resume)
+    if run.is_main:
+        (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+    log_path, prev_elapsed = _open_loss_log(run)
+
+    stop = min(cfg.steps, cfg.stop_at) if cfg.stop_at else cfg.steps
+    t0 = time.time()
+    bar = Progress(stop, f"train diffusion ({cfg.size})", start=run.step, unit="step") if progress and run.is_main \
+        else None
+    _train_loop(run, log_path, prev_elapsed, stop, t0, bar)
     if bar is not None:
         bar.close()
-    if is_main and (step == 0 or not (out / "unet").is_dir()):
-        _save(out, _plain(unet, accel), ema, opt, step, rng, gen, cfg, classes, data_info)
+    if run.is_main and (run.step == 0 or not (out / "unet").is_dir()):
+        _save_run(run)
     if accel is not None:
         accel.wait_for_everyone()
     wall = time.time() - t0
-    run_steps = len(losses)
+    losses = run.losses
     return {
         "out": str(out),
-        "step": step,
+        "step": run.step,
         "steps_planned": cfg.steps,
-        "steps_this_run": run_steps,
+        "steps_this_run": len(losses),
         "wall_s": round(wall, 1),
-        "s_per_step": round(wall / run_steps, 4) if run_steps else None,
+        "s_per_step": round(wall / len(losses), 4) if losses else None,
         "final_loss": round(float(np.mean(losses[-cfg.log_every:])), 5) if losses else None,
-        "classes": classes,
+        "classes": run.data.classes,
     }
