@@ -13,6 +13,7 @@ import csv
 import html
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -315,6 +316,213 @@ def sampling_rows(candidates: str | Path) -> list[list]:
             ["UNet runtime / precision", f"{g.get('runtime', 'eager')} / {g.get('precision', 'fp32')}"]]
 
 
+@dataclass
+class _Arms:
+    """The compared arms: COMPARISON rows (the reference first, then controls, then the synthetic arms), their
+    evaluations and bootstrap intervals (empty when the evaluations do not match the rows one to one)."""
+
+    rows: list[dict]
+    evs: list[dict]
+    ivs: list[dict]
+    synthetic_arms: int
+
+    @property
+    def base(self) -> dict:
+        return self.rows[0]
+
+    @property
+    def synth(self) -> list[tuple[dict, dict]]:
+        return list(zip(self.rows, self.ivs))[-self.synthetic_arms:] if len(self.rows) > 1 else []
+
+    @property
+    def controls(self) -> list[dict]:
+        return self.rows[1:len(self.rows) - self.synthetic_arms]
+
+    @property
+    def classes(self) -> list[str]:
+        return [k[len("recall_"):] for k in self.rows[0] if k.startswith("recall_")]
+
+    @property
+    def split_name(self) -> str:
+        return (self.evs[0].get("split") if self.evs else None) or "val"
+
+    def check(self, comparison_csv) -> None:
+        if not 1 <= self.synthetic_arms < max(len(self.rows), 2):
+            raise ConfigError(f"{comparison_csv}: {len(self.rows)} arm(s) cannot hold a reference and "
+                              f"{self.synthetic_arms} synthetic arm(s)")
+
+
+@dataclass
+class _SelectionFigures:
+    """What the report shows of the OOD selection: statistics, kept and dropped grids, its own page."""
+
+    quality: dict = field(default_factory=dict)
+    grid: Path | None = None
+    rejected_grid: Path | None = None
+    page: Path | None = None
+
+
+def _read_arms(out: Path, comparison_csv, evaluations, synthetic_arms: int) -> _Arms:
+    """The arms of COMPARISON_CSV (copied to OUT/comparison.csv) and their per-class recall figure."""
+    rows = read_comparison_csv(comparison_csv)
+    if Path(comparison_csv).resolve() != (out / "comparison.csv").resolve():
+        write_comparison_csv(rows, out / "comparison.csv")
+    evs = [read_evaluation(e) for e in evaluations]
+    ivs = [arm_intervals(e) for e in evs] if len(evs) == len(rows) else [{} for _ in rows]
+    plot_per_class(rows, out / "per_class_recall.png", ivs)
+    return _Arms(rows, evs, ivs, synthetic_arms)
+
+
+def _selection_figures(out: Path, selected, candidates) -> _SelectionFigures:
+    """Grids of the kept (and, given the candidates, the dropped) images; the selection page copied in."""
+    fig = _SelectionFigures()
+    if not selected:
+        return fig
+    qpath = Path(selected) / "quality.json"
+    fig.quality = json.loads(qpath.read_text()) if qpath.is_file() else {}
+    manifest = Path(selected) / "selected_manifest.csv"
+    if manifest.is_file():
+        fig.grid, _ = synthetic_grid(manifest, out / "synthetic_grid.png")
+        if candidates:
+            dropped = rejected_images(Path(candidates), _manifest_images(manifest))
+            if dropped:
+                fig.rejected_grid, _ = synthetic_grid(dropped, out / "rejected_grid.png")
+    fig.page = _copy_selection_report(Path(selected), out)
+    return fig
+
+
+def _copy_version_record(out: Path, version_record) -> dict:
+    """The version stage's record (empty without one), kept beside the report so the run folder holds it."""
+    if not (version_record and Path(version_record).is_file()):
+        return {}
+    record = json.loads(Path(version_record).read_text())
+    if Path(version_record).resolve() != (out / VERSION_RECORD).resolve():
+        (out / VERSION_RECORD).write_text(json.dumps(record, indent=2, sort_keys=True))
+    return record
+
+
+def _summary(arms: _Arms) -> str:
+    """The report's opening paragraph: each synthetic arm against the reference and every control."""
+    base, ivs = arms.base, arms.ivs
+    summary = f"Balanced accuracy ({arms.split_name}): {base['method']} {fmt(base['balanced_accuracy'])}."
+    for aug, aug_iv in arms.synth:
+        delta = aug["balanced_accuracy"] - base["balanced_accuracy"]
+        summary += f" {aug['method']} {fmt(aug['balanced_accuracy'])} ({delta:+.3f})."
+        if ivs and ivs[0].get("balanced_accuracy") and aug_iv.get("balanced_accuracy"):
+            (a0, a1), (b0, b1) = ivs[0]["balanced_accuracy"], aug_iv["balanced_accuracy"]
+            summary += (" The 95% intervals overlap: this run alone does not separate it from the reference."
+                        if a0 <= b1 and b0 <= a1 else " The 95% intervals do not overlap.")
+        # Controls (e.g. the prior-shift control): what a synthetic arm must beat besides the reference.
+        for mid in arms.controls:
+            summary += (f" Minus {mid['method']} ({fmt(mid['balanced_accuracy'])}): "
+                        f"{aug['balanced_accuracy'] - mid['balanced_accuracy']:+.3f}.")
+    if arms.split_name == "val":
+        summary += (" Every arm also chose its epoch on this split, so absolute values are optimistic;"
+                    " compare the arms with each other.")
+    return summary
+
+
+# A report section: (title, kind, payload), rendered to markdown and HTML alike; kind: table, text, image, links.
+_Section = tuple[str, str, list]
+
+
+def _result_sections(arms: _Arms) -> list[_Section]:
+    """The comparison table, per-class recall (with the synthetic arms' differences) and its figure."""
+    rows, ivs, base = arms.rows, arms.ivs, arms.base
+    table = [[r["method"], _cell(r["balanced_accuracy"], iv.get("balanced_accuracy"))] for r, iv in zip(rows, ivs)]
+    support = {c: (v or {}).get("support") for c, v in arms.evs[0]["per_class"].items()} if arms.evs else {}
+    pc_header = ["class", "support"] + [f"recall {r['method']}" for r in rows] + [
+        f"{r['method']} - {base['method']}" for r, _ in arms.synth]
+    pc_rows = [[c, support.get(c, "")] + [_cell(r[f"recall_{c}"], iv.get(f"recall_{c}")) for r, iv in zip(rows, ivs)]
+               + [f"{r[f'recall_{c}'] - base[f'recall_{c}']:+.3f}" for r, _ in arms.synth]
+               for c in arms.classes]
+    n_boot = next((e["ci95"].get("n_boot") for e in arms.evs if e.get("ci95")), None)
+    ci_note = (f"Cells show the value and its 95% bootstrap interval over the {arms.split_name} images "
+               f"({n_boot} resamples)." if n_boot else "No bootstrap intervals were computed for this run.")
+    return [(f"Comparison ({arms.split_name} split)", "table", [["method", "balanced accuracy"], table]),
+            ("Per-class recall", "table", [pc_header, pc_rows]),
+            ("", "text", [ci_note + " Support is the number of images of the class in the split; with a"
+                                    " handful of images one image moves recall by many points."]),
+            ("", "image", ["per_class_recall.png", "per-class recall with 95% intervals"])]
+
+
+def _synthetic_sections(out: Path, sel: _SelectionFigures, extra_selected: dict | None) -> list[_Section]:
+    """The kept (and dropped) synthetic images, a grid per further synthetic arm, the selection statistics."""
+    sections = [("Synthetic tail samples (kept after OOD selection)", "image" if sel.grid else "text",
+                 ["synthetic_grid.png", "synthetic grid"] if sel.grid else ["No synthetic image was kept."])]
+    if sel.rejected_grid:
+        sections.append(("", "text", ["Candidates dropped by the selection:"]))
+        sections.append(("", "image", ["rejected_grid.png", "rejected candidates"]))
+    for i, (title, folder) in enumerate((extra_selected or {}).items()):
+        manifest = Path(folder) / "selected_manifest.csv"
+        extra_grid = synthetic_grid(manifest, out / f"synthetic_grid_{i + 2}.png")[0] if manifest.is_file() else None
+        sections.append((title, "image" if extra_grid else "text",
+                         [f"synthetic_grid_{i + 2}.png", title] if extra_grid else ["No synthetic image was kept."]))
+    sel_header, sel_rows = selection_table(sel.quality)
+    sections.append(("Selection statistics", "table" if sel_rows else "text",
+                     [sel_header, sel_rows] if sel_rows else ["No selection statistics."]))
+    settings = json.dumps(sel.quality.get("selection", {}), default=str)
+    sections.append(("", "text", [f"Selection settings: `{settings}`"]))
+    return sections
+
+
+def _provenance_sections(revision: list, model_card: dict | None, models: list, timings, extra: dict | None,
+                         page_links: dict) -> list[_Section]:
+    """Data revision, the exported model's lineage, diffusion model, stage timings, run facts, linked pages."""
+    sections = [("Data revision", "table", [["item", "value"], revision])]
+    lineage = lineage_rows(model_card)
+    if lineage:
+        sections.append(("Lineage of the exported model", "table", [["link", "value"], lineage]))
+        sections.append(("", "text", ["Follow a served prediction back to its synthetic images with "
+                                      f"`tailsynth lineage --model-version {model_card.get('version')}`."]))
+    if models:
+        sections.append(("Diffusion model", "table", [["item", "value"], models]))
+    timing = timing_rows(timings)
+    if timing:
+        sections.append(("Stage timings", "table", [["stage", "seconds"], timing]))
+    if extra:
+        sections.append(("Run", "table", [["item", "value"], [[k, v] for k, v in extra.items()]]))
+    if page_links:
+        sections.append(("Linked pages", "links", list(page_links.items())))
+    return sections
+
+
+def _markdown(title: str, summary: str, sections: list[_Section]) -> str:
+    md = [f"# {title}", "", summary, ""]
+    for head, kind, payload in sections:
+        if head:
+            md += [f"## {head}", ""]
+        if kind == "table":
+            md += [_md_table(payload[0], payload[1]), ""]
+        elif kind == "text":
+            md += [payload[0], ""]
+        elif kind == "image":
+            md += [f"![{payload[1]}]({payload[0]})", ""]
+        elif kind == "links":
+            md += [f"- [{label}]({href})" for label, href in payload] + [""]
+    return "\n".join(md)
+
+
+def _html(title: str, summary: str, sections: list[_Section]) -> str:
+    h = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+         f"<style>{REPORT_CSS}</style></head><body>", f"<h1>{html.escape(title)}</h1>",
+         f"<p class='summary'>{html.escape(summary)}</p>"]
+    for head, kind, payload in sections:
+        if head:
+            h.append(f"<h2>{html.escape(head)}</h2>")
+        if kind == "table":
+            h.append(_html_table(payload[0], payload[1]))
+        elif kind == "text":
+            h.append(f"<p>{_inline_html(payload[0])}</p>")
+        elif kind == "image":
+            h.append(f"<p><img src='{html.escape(payload[0])}' alt='{html.escape(payload[1])}'></p>")
+        elif kind == "links":
+            h.append("<ul>" + "".join(f"<li><a href='{html.escape(href)}'>{html.escape(label)}</a></li>"
+                                      for label, href in payload) + "</ul>")
+    h.append("</body></html>")
+    return "\n".join(h)
+
+
 def build_run_report(out: str | Path, comparison_csv: str | Path, evaluations: Sequence[str | Path] = (),
                  candidates: str | Path | None = None, selected: str | Path | None = None,
                  version_record: str | Path | None = None, data_revision: str = "", profile: str = "",
@@ -339,140 +547,23 @@ def build_run_report(out: str | Path, comparison_csv: str | Path, evaluations: S
         "profile": profile, "diffusion_model": str(diffusion_model) if diffusion_model else None,
         "synthetic_arms": synthetic_arms,
         "extra_selected": {k: str(v) for k, v in (extra_selected or {}).items()}}, indent=2))
-    rows = read_comparison_csv(comparison_csv)
-    if Path(comparison_csv).resolve() != (out / "comparison.csv").resolve():
-        write_comparison_csv(rows, out / "comparison.csv")
-    evs = [read_evaluation(e) for e in evaluations]
-    ivs = [arm_intervals(e) for e in evs] if len(evs) == len(rows) else [{} for _ in rows]
-    plot_per_class(rows, out / "per_class_recall.png", ivs)
-    header = ["method", "balanced accuracy"]
-    table = [[r["method"], _cell(r["balanced_accuracy"], iv.get("balanced_accuracy"))] for r, iv in zip(rows, ivs)]
-    n_boot = next((e["ci95"].get("n_boot") for e in evs if e.get("ci95")), None)
-
-    quality, grid, rejected_grid, selection_page = {}, None, None, None
-    if selected:
-        qpath = Path(selected) / "quality.json"
-        quality = json.loads(qpath.read_text()) if qpath.is_file() else {}
-        manifest = Path(selected) / "selected_manifest.csv"
-        if manifest.is_file():
-            grid, _ = synthetic_grid(manifest, out / "synthetic_grid.png")
-            if candidates:
-                dropped = rejected_images(Path(candidates), _manifest_images(manifest))
-                if dropped:
-                    rejected_grid, _ = synthetic_grid(dropped, out / "rejected_grid.png")
-        selection_page = _copy_selection_report(Path(selected), out)
-    record = {}
-    if version_record and Path(version_record).is_file():
-        record = json.loads(Path(version_record).read_text())
-        if Path(version_record).resolve() != (out / VERSION_RECORD).resolve():
-            (out / VERSION_RECORD).write_text(json.dumps(record, indent=2, sort_keys=True))
-    revision = version_rows(record, data_revision)
-    support = {}
-    if evs:
-        support = {c: (v or {}).get("support") for c, v in evs[0]["per_class"].items()}
-    classes = [k[len("recall_"):] for k in rows[0] if k.startswith("recall_")]
-    if not 1 <= synthetic_arms < max(len(rows), 2):
-        raise ConfigError(f"{comparison_csv}: {len(rows)} arm(s) cannot hold a reference and {synthetic_arms} synthetic arm(s)")
-    base = rows[0]
-    synth = list(zip(rows, ivs))[-synthetic_arms:] if len(rows) > 1 else []
-    controls = rows[1:len(rows) - synthetic_arms]
-    pc_header = ["class", "support"] + [f"recall {r['method']}" for r in rows] + [
-        f"{r['method']} - {base['method']}" for r, _ in synth]
-    pc_rows = [[c, support.get(c, "")] + [_cell(r[f"recall_{c}"], iv.get(f"recall_{c}")) for r, iv in zip(rows, ivs)]
-               + [f"{r[f'recall_{c}'] - base[f'recall_{c}']:+.3f}" for r, _ in synth]
-               for c in classes]
-    sel_header, sel_rows = selection_table(quality)
-    split_name = (evs[0].get("split") if evs else None) or "val"
-    summary = f"Balanced accuracy ({split_name}): {base['method']} {fmt(base['balanced_accuracy'])}."
-    for aug, aug_iv in synth:
-        delta = aug["balanced_accuracy"] - base["balanced_accuracy"]
-        summary += f" {aug['method']} {fmt(aug['balanced_accuracy'])} ({delta:+.3f})."
-        if ivs and ivs[0].get("balanced_accuracy") and aug_iv.get("balanced_accuracy"):
-            (a0, a1), (b0, b1) = ivs[0]["balanced_accuracy"], aug_iv["balanced_accuracy"]
-            summary += (" The 95% intervals overlap: this run alone does not separate it from the reference."
-                        if a0 <= b1 and b0 <= a1 else " The 95% intervals do not overlap.")
-        for mid in controls:  # e.g. the prior-shift control: what a synthetic arm must beat besides the reference
-            summary += (f" Minus {mid['method']} ({fmt(mid['balanced_accuracy'])}): "
-                        f"{aug['balanced_accuracy'] - mid['balanced_accuracy']:+.3f}.")
-    if split_name == "val":
-        summary += (" Every arm also chose its epoch on this split, so absolute values are optimistic;"
-                    " compare the arms with each other.")
-    ci_note = (f"Cells show the value and its 95% bootstrap interval over the {split_name} images "
-               f"({n_boot} resamples)." if n_boot else "No bootstrap intervals were computed for this run.")
+    arms = _read_arms(out, comparison_csv, evaluations, synthetic_arms)
+    sel = _selection_figures(out, selected, candidates)
+    revision = version_rows(_copy_version_record(out, version_record), data_revision)
+    arms.check(comparison_csv)
     page_links = dict(links or {})
-    if selection_page:
+    if sel.page:
         page_links = {"OOD selection report": f"{SELECTION_DIR}/report.html", **page_links}
     models = diffusion_rows(diffusion_model) if diffusion_model else []
     if models and candidates:
         models += sampling_rows(candidates)
-    lineage = lineage_rows(model_card)
-    timing = timing_rows(timings)
-
-    sections: list[tuple[str, str, list]] = []  # (title, kind, payload) rendered to markdown and HTML alike
-    sections.append((f"Comparison ({split_name} split)", "table", [header, table]))
-    sections.append(("Per-class recall", "table", [pc_header, pc_rows]))
-    sections.append(("", "text", [ci_note + " Support is the number of images of the class in the split; with a"
-                                  " handful of images one image moves recall by many points."]))
-    sections.append(("", "image", ["per_class_recall.png", "per-class recall with 95% intervals"]))
-    sections.append(("Synthetic tail samples (kept after OOD selection)", "image" if grid else "text",
-                     ["synthetic_grid.png", "synthetic grid"] if grid else ["No synthetic image was kept."]))
-    if rejected_grid:
-        sections.append(("", "text", ["Candidates dropped by the selection:"]))
-        sections.append(("", "image", ["rejected_grid.png", "rejected candidates"]))
-    for i, (title, folder) in enumerate((extra_selected or {}).items()):
-        manifest = Path(folder) / "selected_manifest.csv"
-        extra_grid = synthetic_grid(manifest, out / f"synthetic_grid_{i + 2}.png")[0] if manifest.is_file() else None
-        sections.append((title, "image" if extra_grid else "text",
-                         [f"synthetic_grid_{i + 2}.png", title] if extra_grid else ["No synthetic image was kept."]))
-    sections.append(("Selection statistics", "table" if sel_rows else "text",
-                     [sel_header, sel_rows] if sel_rows else ["No selection statistics."]))
-    sections.append(("", "text", [f"Selection settings: `{json.dumps(quality.get('selection', {}), default=str)}`"]))
-    sections.append(("Data revision", "table", [["item", "value"], revision]))
-    if lineage:
-        sections.append(("Lineage of the exported model", "table", [["link", "value"], lineage]))
-        sections.append(("", "text", ["Follow a served prediction back to its synthetic images with "
-                                      f"`tailsynth lineage --model-version {model_card.get('version')}`."]))
-    if models:
-        sections.append(("Diffusion model", "table", [["item", "value"], models]))
-    if timing:
-        sections.append(("Stage timings", "table", [["stage", "seconds"], timing]))
-    if extra:
-        sections.append(("Run", "table", [["item", "value"], [[k, v] for k, v in extra.items()]]))
-    if page_links:
-        sections.append(("Linked pages", "links", list(page_links.items())))
+    sections = (_result_sections(arms) + _synthetic_sections(out, sel, extra_selected)
+                + _provenance_sections(revision, model_card, models, timings, extra, page_links))
 
     title = f"tailsynth train_augment report{f' (profile {profile})' if profile else ''}"
-    md = [f"# {title}", "", summary, ""]
-    for head, kind, payload in sections:
-        if head:
-            md += [f"## {head}", ""]
-        if kind == "table":
-            md += [_md_table(payload[0], payload[1]), ""]
-        elif kind == "text":
-            md += [payload[0], ""]
-        elif kind == "image":
-            md += [f"![{payload[1]}]({payload[0]})", ""]
-        elif kind == "links":
-            md += [f"- [{label}]({href})" for label, href in payload] + [""]
-    (out / "report.md").write_text("\n".join(md))
-
-    h = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-         f"<style>{REPORT_CSS}</style></head><body>", f"<h1>{html.escape(title)}</h1>",
-         f"<p class='summary'>{html.escape(summary)}</p>"]
-    for head, kind, payload in sections:
-        if head:
-            h.append(f"<h2>{html.escape(head)}</h2>")
-        if kind == "table":
-            h.append(_html_table(payload[0], payload[1]))
-        elif kind == "text":
-            h.append(f"<p>{_inline_html(payload[0])}</p>")
-        elif kind == "image":
-            h.append(f"<p><img src='{html.escape(payload[0])}' alt='{html.escape(payload[1])}'></p>")
-        elif kind == "links":
-            h.append("<ul>" + "".join(f"<li><a href='{html.escape(href)}'>{html.escape(label)}</a></li>"
-                                      for label, href in payload) + "</ul>")
-    h.append("</body></html>")
-    (out / "report.html").write_text("\n".join(h))
+    summary = _summary(arms)
+    (out / "report.md").write_text(_markdown(title, summary, sections))
+    (out / "report.html").write_text(_html(title, summary, sections))
     return out
 
 
