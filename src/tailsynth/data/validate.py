@@ -511,6 +511,123 @@ def _npz_key_expectations(gx, keys):
 
 # ---- entry point -----------------------------------------------------------------------------------
 
+# ---- offender lines: what each derived column's failure says about the row ----------------------
+
+def _image_detail(r) -> str:
+    return f"{r['_path']}: {r['_error']}"
+
+
+def _mask_detail(r) -> str:
+    return f"{r['_mask_path']}: {r['_mask_error']}"
+
+
+def _sizes_detail(r) -> str:
+    return f"{r['_mask_path']}: mask {r['_mask_size']} but image {r['_image_size']}"
+
+
+def _group_detail(r) -> str:
+    return f"lesion {r['_group']!r} split {r['_split']!r} shares a lesion with another split"
+
+
+def _mode_detail(r) -> str:
+    return f"{r['_path']}: mode {r['_mode']}"
+
+
+def _min_side_detail(r) -> str:
+    return f"{r['_path']}: short side {r['_min_side']} px"
+
+
+def _hot_detail(r) -> str:
+    return f"{int(r['_n_hot'])} classes set"
+
+
+_HAM_DETAIL = {"_exists": _image_detail, "_decodes": _image_detail, "_mask_exists": _mask_detail,
+               "_mask_decodes": _mask_detail, "_sizes_agree": _sizes_detail, "_group_splits": _group_detail,
+               "_mode": _mode_detail, "_min_side": _min_side_detail}
+_ISIC_DETAIL = {"_exists": _image_detail, "_decodes": _image_detail, "_group_splits": _group_detail,
+                "_n_hot": _hot_detail, "_mode": _mode_detail, "_min_side": _min_side_detail}
+
+
+@dataclass
+class _SuiteRun:
+    """What one format's suite produced: the rows checked, the checks, the quarantine and the raw GX results."""
+
+    n_rows: int
+    checks: list[Check]
+    results: list
+    quarantined: list[dict] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+
+
+def _validate_ham(source: Path, assignment, drop_invalid: bool, min_size: int, workers: int,
+                  progress: bool) -> _SuiteRun:
+    gx, ctx = _gx_context()
+    rows, meta_path, columns = _ham_table(source, assignment, workers, progress)
+    rows, quarantined, dropped = _quarantine(rows, drop_invalid)
+    res = _run_suite(ctx, "ham", rows, _ham_expectations(gx, rows, columns, min_size))
+    checks = _collect(res, rows, meta_path.name, _HAM_DETAIL)
+    return _SuiteRun(len(rows), checks, [res], quarantined, dropped)
+
+
+def _validate_isic(source: Path, assignment, part: str | None, drop_invalid: bool, min_size: int,
+                   expected_classes: list[str] | None, workers: int, progress: bool) -> _SuiteRun:
+    import pandas as pd
+
+    gx, ctx = _gx_context()
+    rows, gt_path, gt_columns, class_cols, expected = _isic_table(source, assignment, part, workers, progress)
+    rows, quarantined, dropped = _quarantine(rows, drop_invalid)
+    expected = expected_classes or expected
+    # The CSV's own header (one empty row): the derived table always has an `image` column.
+    header = pd.DataFrame([[""] * len(gt_columns)], columns=gt_columns)
+    res_h = _run_suite(ctx, "isic_columns", header, _gt_column_expectations(gx))
+    checks = _collect(res_h, None, gt_path.name, {})
+    res = _run_suite(ctx, "isic", rows, _isic_expectations(gx, rows, gt_columns, class_cols, expected, min_size))
+    checks += _collect(res, rows, gt_path.name, _ISIC_DETAIL)
+    return _SuiteRun(len(rows), checks, [res_h, res], quarantined, dropped)
+
+
+def _validate_npz(source: Path, min_size: int, expected_classes: list[str] | None) -> _SuiteRun:
+    gx, ctx = _gx_context()
+    rows, keys, classes = _npz_table(source)
+    expected = expected_classes or classes
+    res_k = _run_suite(ctx, "npz_keys", keys, _npz_key_expectations(gx, keys))
+    res = _run_suite(ctx, "npz", rows, _npz_expectations(gx, expected, min_size))
+    return _SuiteRun(len(rows), _collect(res_k, None, "", {}) + _collect(res, rows, "", {}), [res_k, res])
+
+
+def _quarantine_check(quarantined: list[dict]) -> Check:
+    """The failing check a quarantine adds when the images are not dropped."""
+    reasons = {r: sum(q["reason"] == r for q in quarantined) for r in QUARANTINE_REASONS}
+    return Check(
+        "quarantine", None, "no corrupt, truncated or missing images", False, [],
+        f"{len(quarantined)} image(s) quarantined ("
+        + ", ".join(f"{n} {r}" for r, n in reasons.items() if n)
+        + "); listed in quarantine.csv with --report; --drop-invalid drops exactly these",
+    )
+
+
+def _summary(source: Path, fmt: str, ok: bool, run: _SuiteRun, drop_invalid: bool, t0: float) -> dict:
+    """validation_summary.json."""
+    checks = run.checks
+    return {
+        "source": str(source),
+        "format": fmt,
+        "ok": ok,
+        "rows": run.n_rows,
+        "checks_total": len(checks),
+        "checks_failed": sum(not c.success for c in checks),
+        "checks": [
+            {"expectation": c.name, "column": c.column, "intent": c.intent, "success": c.success,
+             "unexpected_count": len(c.offenders), "offenders": c.offenders[:1000], "detail": c.detail}
+            for c in checks
+        ],
+        "quarantined": run.quarantined,
+        "dropped": run.dropped,
+        "drop_invalid": drop_invalid,
+        "seconds": round(time.time() - t0, 3),
+    }
+
+
 def validate_source(
     source: str | Path,
     report: str | Path | None = None,
@@ -532,87 +649,21 @@ def validate_source(
     source = Path(source)
     fmt = detect_format(source)
     assignment = read_split_manifest(splits) if splits is not None else None
-    gx, ctx = _gx_context()
-    checks: list[Check] = []
-    quarantined: list[dict] = []
-    dropped: list[str] = []
-    results = []
     if fmt == "ham10000":
-        rows, meta_path, columns = _ham_table(source, assignment, workers, progress)
-        rows, quarantined, dropped = _quarantine(rows, drop_invalid)
-        res = _run_suite(ctx, "ham", rows, _ham_expectations(gx, rows, columns, min_size))
-        results.append(res)
-        image_detail = lambda r: f"{r['_path']}: {r['_error']}"
-        mask_detail = lambda r: f"{r['_mask_path']}: {r['_mask_error']}"
-        checks += _collect(res, rows, meta_path.name, {
-            "_exists": image_detail, "_decodes": image_detail,
-            "_mask_exists": mask_detail, "_mask_decodes": mask_detail,
-            "_sizes_agree": lambda r: f"{r['_mask_path']}: mask {r['_mask_size']} but image {r['_image_size']}",
-            "_group_splits": lambda r: f"lesion {r['_group']!r} split {r['_split']!r} shares a lesion with another split",
-            "_mode": lambda r: f"{r['_path']}: mode {r['_mode']}",
-            "_min_side": lambda r: f"{r['_path']}: short side {r['_min_side']} px",
-        })
-        n_rows = len(rows)
+        run = _validate_ham(source, assignment, drop_invalid, min_size, workers, progress)
     elif fmt == "isic2019":
-        rows, gt_path, gt_columns, class_cols, expected = _isic_table(source, assignment, part, workers, progress)
-        rows, quarantined, dropped = _quarantine(rows, drop_invalid)
-        expected = expected_classes or expected
-        import pandas as pd
-
-        header = pd.DataFrame([[""] * len(gt_columns)], columns=gt_columns)
-        res_h = _run_suite(ctx, "isic_columns", header, _gt_column_expectations(gx))
-        checks += _collect(res_h, None, gt_path.name, {})
-        res = _run_suite(ctx, "isic", rows, _isic_expectations(gx, rows, gt_columns, class_cols, expected, min_size))
-        results += [res_h, res]
-        image_detail = lambda r: f"{r['_path']}: {r['_error']}"
-        group_detail = lambda r: f"lesion {r['_group']!r} split {r['_split']!r} shares a lesion with another split"
-        hot_detail = lambda r: f"{int(r['_n_hot'])} classes set"
-        checks += _collect(res, rows, gt_path.name, {
-            "_exists": image_detail, "_decodes": image_detail, "_group_splits": group_detail, "_n_hot": hot_detail,
-            "_mode": lambda r: f"{r['_path']}: mode {r['_mode']}",
-            "_min_side": lambda r: f"{r['_path']}: short side {r['_min_side']} px",
-        })
-        n_rows = len(rows)
+        run = _validate_isic(source, assignment, part, drop_invalid, min_size, expected_classes, workers, progress)
     else:
-        rows, keys, classes = _npz_table(source)
-        expected = expected_classes or classes
-        res_k = _run_suite(ctx, "npz_keys", keys, _npz_key_expectations(gx, keys))
-        res = _run_suite(ctx, "npz", rows, _npz_expectations(gx, expected, min_size))
-        results += [res_k, res]
-        checks += _collect(res_k, None, "", {})
-        checks += _collect(res, rows, "", {})
-        n_rows = len(rows)
-    ok = all(c.success for c in checks) and (not quarantined or drop_invalid)
-    if quarantined and not drop_invalid:
+        run = _validate_npz(source, min_size, expected_classes)
+    ok = all(c.success for c in run.checks) and (not run.quarantined or drop_invalid)
+    if run.quarantined and not drop_invalid:
         # The quarantine is what fails here, named file by file; --drop-invalid is the explicit opt-out.
         # Each quarantined file is already named by the exists/decodes expectations above.
-        reasons = {r: sum(q["reason"] == r for q in quarantined) for r in QUARANTINE_REASONS}
-        checks.append(Check(
-            "quarantine", None, "no corrupt, truncated or missing images", False, [],
-            f"{len(quarantined)} image(s) quarantined ("
-            + ", ".join(f"{n} {r}" for r, n in reasons.items() if n)
-            + "); listed in quarantine.csv with --report; --drop-invalid drops exactly these",
-        ))
-    summary = {
-        "source": str(source),
-        "format": fmt,
-        "ok": ok,
-        "rows": n_rows,
-        "checks_total": len(checks),
-        "checks_failed": sum(not c.success for c in checks),
-        "checks": [
-            {"expectation": c.name, "column": c.column, "intent": c.intent, "success": c.success,
-             "unexpected_count": len(c.offenders), "offenders": c.offenders[:1000], "detail": c.detail}
-            for c in checks
-        ],
-        "quarantined": quarantined,
-        "dropped": dropped,
-        "drop_invalid": drop_invalid,
-        "seconds": round(time.time() - t0, 3),
-    }
-    result = ValidationResult(ok, summary, quarantined, dropped, checks)
+        run.checks.append(_quarantine_check(run.quarantined))
+    result = ValidationResult(ok, _summary(source, fmt, ok, run, drop_invalid, t0), run.quarantined, run.dropped,
+                              run.checks)
     if report is not None:
-        write_report(result, Path(report), results)
+        write_report(result, Path(report), run.results)
     return result
 
 
