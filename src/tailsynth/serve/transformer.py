@@ -380,29 +380,70 @@ def _quiet_handlers(app) -> None:
 
 
 @functools.cache
+def _rest_server_class():
+    """kserve's RESTServer with quiet client errors, optional request logs, and serving on pre-bound sockets."""
+    from kserve.protocol.rest.server import RESTServer
+
+    class QuietRESTServer(RESTServer):
+        request_logs = True
+
+        def create_application(self):
+            super().create_application()
+            # After kserve's own handlers (create_application adds them last), so ours replace them for the same
+            # exception types. The app is the module-level one create_application loads by import string.
+            from kserve.model_server import app
+
+            _quiet_handlers(app)
+
+        def _add_middlewares(self, app):
+            # kserve's only middleware here times each request and logs the timings (tailsynth.serve.tuning).
+            # Overridden because kserve 0.21 has no public switch for it: create_application always calls this,
+            # and ModelServer's enable_latency_logging only reaches the models.
+            if self.request_logs:
+                super()._add_middlewares(app)
+
+        async def serve_on(self, sockets):
+            # RESTServer.start() takes no sockets and run(sockets) runs its own event loop (uvicorn.Server.run),
+            # so serving pre-bound sockets in the server's loop needs the uvicorn server kserve keeps privately.
+            self.create_application()
+            await self._server.serve(sockets=sockets)
+
+        def request_exit(self) -> None:
+            """Let the uvicorn server finish its requests and return (RESTServer has no public stop)."""
+            self._server.should_exit = True
+
+    return QuietRESTServer
+
+
+def _configure_rest_server(server, host: str, tuning: Tuning) -> None:
+    """Listen address, request logs and a bounded request head on a QuietRESTServer before it starts."""
+    server.request_logs = tuning.request_logs
+    cfg = server.config
+    cfg.host = host  # RESTServer hard-codes 0.0.0.0
+    if not tuning.request_logs:
+        # As uvicorn does for access_log=False (its protocols log only when this logger has handlers).
+        access = logging.getLogger("uvicorn.access")
+        access.handlers, access.propagate = [], False
+    # httptools buffers request heads of any size (200 MB were accepted); h11 stops at this many bytes.
+    cfg.http = tuning.http_parser
+    cfg.h11_max_incomplete_event_size = 4 * MAX_HEADER_BYTES
+
+
+async def _close_backends(models) -> None:
+    """Close predictor connections in the serving loop: an open keep-alive connection delays Triton's shutdown."""
+    for model in models:
+        close = getattr(getattr(getattr(model, "core", None), "backend", None), "close", None)
+        if close is not None:
+            await close()
+
+
+@functools.cache
 def server_class():
     """kserve's ModelServer with the REST listen address configurable (it hard-codes 0.0.0.0), no gRPC, a bounded
     request head (h11, 64 KB; the guard's 16 KB check answers 431 first), quiet client errors, and the predictor
     health probe running in the server's event loop."""
     from kserve import ModelServer
     from kserve.model_server import FASTAPI_APP_IMPORT_STRING
-    from kserve.protocol.rest.server import RESTServer
-
-    class QuietRESTServer(RESTServer):
-        request_logs = True
-
-        def _add_exception_handlers(self, app):
-            super()._add_exception_handlers(app)
-            _quiet_handlers(app)
-
-        def _add_middlewares(self, app):
-            # kserve's only middleware here times each request and logs the timings (tailsynth.serve.tuning).
-            if self.request_logs:
-                super()._add_middlewares(app)
-
-        async def serve_on(self, sockets):
-            self.create_application()
-            await self._server.serve(sockets=sockets)
 
     class LoopbackModelServer(ModelServer):
         def __init__(self, host: str = "127.0.0.1", health=None, tuning: Tuning | None = None, sockets=None, **kw):
@@ -415,62 +456,54 @@ def server_class():
             self.health = health
             self.sockets = sockets  # pre-bound listening sockets (SO_REUSEPORT workers); None: bind host:port
             self.exit_code = 0
+            self.rest_server = None  # the QuietRESTServer once started
+            # kserve's stop() unregisters the models before the loop ends; kept here to close their backends.
+            self.served_models = []
 
         def start(self, models) -> None:
+            # kserve's start() builds its own RESTServer (bound to 0.0.0.0) and runs a gRPC server; the model
+            # registration and readiness check is kserve's own (no public equivalent registers *and* starts).
             self._register_and_check_atleast_one_model_is_ready(models)
-            self._models = list(models)  # kserve's stop() unregisters them before the loop ends
-            self._rest_server = QuietRESTServer(FASTAPI_APP_IMPORT_STRING, self.dataplane,
-                                                self.model_repository_extension, self.http_port,
-                                                access_log_format=self.access_log_format, workers=1,
-                                                grace_period=self.grace_period, event_loop=self.event_loop,
-                                                timeout_keep_alive=self.timeout_keep_alive,
-                                                ssl_certfile=self.ssl_certfile, ssl_keyfile=self.ssl_keyfile)
-            self._rest_server.request_logs = self.tuning.request_logs
-            cfg = self._rest_server.config
-            cfg.host = self.host
-            if not self.tuning.request_logs:
-                # As uvicorn does for access_log=False (its protocols log only when this logger has handlers).
-                access = logging.getLogger("uvicorn.access")
-                access.handlers, access.propagate = [], False
-            # httptools buffers request heads of any size (200 MB were accepted); h11 stops at this many bytes.
-            cfg.http = self.tuning.http_parser
-            cfg.h11_max_incomplete_event_size = 4 * MAX_HEADER_BYTES
-            self.servers.append(self._rest_server.serve_on(self.sockets) if self.sockets
-                                else self._rest_server.start())
+            self.served_models = list(models)
+            rest = _rest_server_class()(FASTAPI_APP_IMPORT_STRING, self.dataplane, self.model_repository_extension,
+                                        self.http_port, access_log_format=self.access_log_format, workers=1,
+                                        grace_period=self.grace_period, event_loop=self.event_loop,
+                                        timeout_keep_alive=self.timeout_keep_alive, ssl_certfile=self.ssl_certfile,
+                                        ssl_keyfile=self.ssl_keyfile)
+            _configure_rest_server(rest, self.host, self.tuning)
+            self.rest_server = rest
+            self.servers.append(rest.serve_on(self.sockets) if self.sockets else rest.start())
             self.setup_event_loop()
             self.register_signal_handler()
             if self.tuning.event_loop == "uvloop":
                 import uvloop
 
                 with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-                    runner.run(self._serve())
+                    runner.run(self.serve_with_health())
             else:
-                asyncio.run(self._serve())
+                asyncio.run(self.serve_with_health())
 
-        async def _serve(self):
+        async def serve_with_health(self):
+            """The servers and the predictor health probe in one loop; backends closed when serving ends."""
             probe = asyncio.create_task(self.health.run()) if self.health is not None else None
             try:
                 await asyncio.gather(*self.servers)
             finally:
                 if probe is not None:
                     probe.cancel()
-                # Close predictor connections in this loop: an open keep-alive connection delays Triton's shutdown.
-                for model in self._models:
-                    close = getattr(getattr(getattr(model, "core", None), "backend", None), "close", None)
-                    if close is not None:
-                        await close()
+                await _close_backends(self.served_models)
 
         def fatal(self, reason: str) -> None:
             """The predictor cannot be recovered: stop serving and exit non-zero."""
             self.exit_code = 1
             log.error("stopping: %s", reason)
-            if self._rest_server is not None:
-                self._rest_server._server.should_exit = True
+            if self.rest_server is not None:
+                self.rest_server.request_exit()
 
         def stop(self, sig: int):
             # The single-process uvicorn server handles SIGTERM itself; kserve's stop() would only unload models.
-            if self._rest_server is not None:
-                self._rest_server._server.should_exit = True
+            if self.rest_server is not None:
+                self.rest_server.request_exit()
             super().stop(sig)
 
     return LoopbackModelServer
