@@ -509,44 +509,29 @@ def _npz_key_expectations(gx, keys):
             for k in ("train_images", "train_labels", "val_images", "val_labels")]
 
 
-# ---- entry point -----------------------------------------------------------------------------------
+# ---- offender lines --------------------------------------------------------------------------
 
-# ---- offender lines: what each derived column's failure says about the row ----------------------
-
-def _image_detail(r) -> str:
+def _image_error(r) -> str:
     return f"{r['_path']}: {r['_error']}"
 
 
-def _mask_detail(r) -> str:
+def _mask_error(r) -> str:
     return f"{r['_mask_path']}: {r['_mask_error']}"
 
 
-def _sizes_detail(r) -> str:
-    return f"{r['_mask_path']}: mask {r['_mask_size']} but image {r['_image_size']}"
+# What a failing derived column says about its row: the file at fault and what is wrong with it. One table for
+# both folder formats: each suite has expectations only on its own columns (HAM: masks; ISIC: _n_hot).
+_ROW_DETAIL = {
+    "_exists": _image_error, "_decodes": _image_error, "_mask_exists": _mask_error, "_mask_decodes": _mask_error,
+    "_sizes_agree": lambda r: f"{r['_mask_path']}: mask {r['_mask_size']} but image {r['_image_size']}",
+    "_group_splits": lambda r: f"lesion {r['_group']!r} split {r['_split']!r} shares a lesion with another split",
+    "_mode": lambda r: f"{r['_path']}: mode {r['_mode']}",
+    "_min_side": lambda r: f"{r['_path']}: short side {r['_min_side']} px",
+    "_n_hot": lambda r: f"{int(r['_n_hot'])} classes set",
+}
 
 
-def _group_detail(r) -> str:
-    return f"lesion {r['_group']!r} split {r['_split']!r} shares a lesion with another split"
-
-
-def _mode_detail(r) -> str:
-    return f"{r['_path']}: mode {r['_mode']}"
-
-
-def _min_side_detail(r) -> str:
-    return f"{r['_path']}: short side {r['_min_side']} px"
-
-
-def _hot_detail(r) -> str:
-    return f"{int(r['_n_hot'])} classes set"
-
-
-_HAM_DETAIL = {"_exists": _image_detail, "_decodes": _image_detail, "_mask_exists": _mask_detail,
-               "_mask_decodes": _mask_detail, "_sizes_agree": _sizes_detail, "_group_splits": _group_detail,
-               "_mode": _mode_detail, "_min_side": _min_side_detail}
-_ISIC_DETAIL = {"_exists": _image_detail, "_decodes": _image_detail, "_group_splits": _group_detail,
-                "_n_hot": _hot_detail, "_mode": _mode_detail, "_min_side": _min_side_detail}
-
+# ---- entry point -----------------------------------------------------------------------------------
 
 @dataclass
 class _SuiteRun:
@@ -565,7 +550,7 @@ def _validate_ham(source: Path, assignment, drop_invalid: bool, min_size: int, w
     rows, meta_path, columns = _ham_table(source, assignment, workers, progress)
     rows, quarantined, dropped = _quarantine(rows, drop_invalid)
     res = _run_suite(ctx, "ham", rows, _ham_expectations(gx, rows, columns, min_size))
-    checks = _collect(res, rows, meta_path.name, _HAM_DETAIL)
+    checks = _collect(res, rows, meta_path.name, _ROW_DETAIL)
     return _SuiteRun(len(rows), checks, [res], quarantined, dropped)
 
 
@@ -582,7 +567,7 @@ def _validate_isic(source: Path, assignment, part: str | None, drop_invalid: boo
     res_h = _run_suite(ctx, "isic_columns", header, _gt_column_expectations(gx))
     checks = _collect(res_h, None, gt_path.name, {})
     res = _run_suite(ctx, "isic", rows, _isic_expectations(gx, rows, gt_columns, class_cols, expected, min_size))
-    checks += _collect(res, rows, gt_path.name, _ISIC_DETAIL)
+    checks += _collect(res, rows, gt_path.name, _ROW_DETAIL)
     return _SuiteRun(len(rows), checks, [res_h, res], quarantined, dropped)
 
 
