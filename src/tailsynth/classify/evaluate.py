@@ -22,7 +22,7 @@ def write_evaluation(out, y_true: np.ndarray, logits: np.ndarray, classes: Seque
                      bootstrap: int = 1000, seed: int = 0, prefix: str = "") -> dict:
     """Compute every metric from logits and write the report files into OUT. Returns the metrics dict."""
     from ..metrics import bootstrap_ci, classification_metrics
-    from ..report import write_classifier_report
+    from .report import write_classifier_report
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
