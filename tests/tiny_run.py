@@ -17,6 +17,7 @@ def build_tiny_run(runs: Path, monitoring: bool = False) -> dict:
     from tailsynth.classify.train import train_classifier
     from tailsynth.data.versioning import record_run_versions, version_run
     from tailsynth.diffusion.generate import generate
+    from tailsynth.diffusion.model import model_hash
     from tailsynth.diffusion.train import train_diffusion
     from tailsynth.export import export_model
     from tailsynth.ood.select import select_candidates
@@ -59,7 +60,7 @@ def build_tiny_run(runs: Path, monitoring: bool = False) -> dict:
     export_model(aug, repo, target="local")
     store = runs / "dvc-store"
     record = version_run(data_dir, sel, str(store), data_revision="sha256:param", candidates=cand,
-                         synthesizer=diff)
+                         synthesizer=diff, synthesizer_hash=model_hash(diff))
     rec_path = art / "version" / "record"
     write_json(rec_path, record)
     report = art / "report" / "report"

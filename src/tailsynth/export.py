@@ -500,7 +500,7 @@ def export_model(model: str | Path, out: str | Path, target: str = "local", *, m
     (mdir / "labels.txt").write_text("\n".join(meta.classes) + "\n")
     metrics_path = model_dir / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
-    from .lineage import model_lineage
+    from .classify.provenance import model_lineage
 
     card = build_model_card(meta, version, parity, metrics, target, lineage=model_lineage(model_dir, meta))
     (mdir / "model_card.json").write_text(json.dumps(card, indent=2, default=str) + "\n")
