@@ -94,6 +94,7 @@ def select(candidates: Input[Dataset], data: Input[Dataset], splits: Input[Datas
     """
     import os
 
+    from tailsynth.classify.model import feature_model
     from tailsynth.data.source import source_in
     from tailsynth.ood.select import select_candidates
     from tailsynth.pipeline_io import localize_manifest, numeric_items
@@ -103,7 +104,7 @@ def select(candidates: Input[Dataset], data: Input[Dataset], splits: Input[Datas
         if sum(1 for _ in f) < 2:
             raise ValueError(f"{listed}: no candidates were generated (check the classes, policy and count)")
 
-    result = select_candidates(candidates.path, str(source_in(data.path)), classifier.path, selected.path,
+    result = select_candidates(candidates.path, str(source_in(data.path)), feature_model(classifier.path), selected.path,
                                gamma=gamma if gamma > 0 else None, calibrate=calibrate if calibrate > 0 else None,
                                score=score, splits=splits.path)
     localize_manifest(selected.path)  # the kept images travel with the selection, not by reference

@@ -52,6 +52,7 @@ def select(
     config: Path | None = typer.Option(None, "--config", help=CONFIG_HELP),
 ) -> None:
     """Score synthetic candidates with a real-data classifier and keep the in-distribution ones."""
+    from ..classify.model import feature_model
     from ..ood.select import select_candidates
 
     with fail_cleanly():
@@ -59,7 +60,7 @@ def select(
         overwrite = o.pop("overwrite")
         clean_band = _band(o["clean_band"]) if o["clean_band"] else None
     with fail_cleanly(), claim(o["out"], "select", overwrite=overwrite):
-        q = select_candidates(o["candidates"], o["real"], o["classifier"], o["out"], gamma=o["gamma"],
+        q = select_candidates(o["candidates"], o["real"], feature_model(o["classifier"]), o["out"], gamma=o["gamma"],
                               calibrate=o["calibrate"], score=o["score"], weights=o["weights"], knn_k=o["knn_k"],
                               memorization_quantile=o["memorization_quantile"], splits=o["splits"],
                               inception=str(o["inception"]) if o["inception"] else None, report=not o["no_report"],
