@@ -145,7 +145,8 @@ def experiment_cmd(
 ) -> None:
     """Methods x seeds -> comparison.md / comparison.csv (mean ± std, rarest class highlighted)."""
     params = dict(locals())  # the options, before any other local exists
-    from ..classify.experiment import METHODS, run_experiment
+    from ..classify.methods import METHODS
+    from ..evaluation.quick import run_experiment
 
     kw = {k: v for k, v in (("threads", threads), ("batch_size", batch_size), ("device", device),
                             ("resolution", resolution), ("pretrained", pretrained), ("precision", precision))
@@ -156,7 +157,7 @@ def experiment_cmd(
     with fail_cleanly(), claim(out, "experiment", resume=True):
         record_run(out, "experiment", params)
         if folds:
-            from ..ood.experiment import run_method_comparison
+            from ..evaluation.methods import run_method_comparison
 
             res = run_method_comparison(data, out, _csv_list(methods) or list(METHODS), folds=folds,
                                         seeds=seed_list, backbone=backbone, epochs=epochs, splits=splits,

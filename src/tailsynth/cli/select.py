@@ -141,7 +141,7 @@ def experiment_augment(
 ) -> None:
     """Best real-only vs CMO vs prior-shift control vs random / OOD-selected / harmonized synthetic, paired."""
     params = dict(locals())  # the options, before any other local exists
-    from ..ood.experiment import run_augmentation_experiment
+    from ..evaluation.augment import run_augmentation_experiment
 
     with fail_cleanly():
         seeds_ = seed_list("--seeds", seeds)

@@ -124,7 +124,8 @@ def _label_indices(ds, class_names: list[str], what: str) -> np.ndarray:
     return np.array([idx[r.label] for r in ds.records], dtype=np.int64)
 
 
-def _shrink(images: np.ndarray, size: int) -> np.ndarray:
+def shrink(images: np.ndarray, size: int) -> np.ndarray:
+    """IMAGES at no more than SIZE px (pixel comparisons of full-size images would not fit in memory)."""
     from ..data.records import resize_rgb
 
     if images.shape[1] <= size:
@@ -185,7 +186,7 @@ def score_candidates(candidates, real, classifier: FeatureModel, *, splits=None,
     # (its other images show the same skin, so they are no evidence of a copy).
     exclude = background_lesion_rows(train.records, cands.background_ids)
     # Pixels are compared at no more than `pixel_size` px: full-size ISIC images would need tens of GB.
-    ptr, pva_pix, pc_pix = (pixel_vectors(_shrink(a, pixel_size)) for a in (xtr, xva, xc))
+    ptr, pva_pix, pc_pix = (pixel_vectors(shrink(a, pixel_size)) for a in (xtr, xva, xc))
     f_thr, p_thr = thresholds_from_real(fva, pva_pix, ftr, ptr, memorization_quantile)
     memo = check_memorization(fc, pc_pix, ftr, ptr, f_thr, p_thr, exclude)
     # Harmonized candidates are also compared with the real lesion they were made from (at full resolution,
