@@ -20,6 +20,7 @@ from .common import (
     print_json,
     record_run,
     resolve_options,
+    set_options,
 )
 from .common import seed_list as seeds_from
 from .train_app import attach, train_app
@@ -148,9 +149,8 @@ def experiment_cmd(
     from ..classify.methods import METHODS
     from ..evaluation.quick import run_experiment
 
-    kw = {k: v for k, v in (("threads", threads), ("batch_size", batch_size), ("device", device),
-                            ("resolution", resolution), ("pretrained", pretrained), ("precision", precision))
-          if v is not None}
+    kw = set_options(threads=threads, batch_size=batch_size, device=device, resolution=resolution,
+                     pretrained=pretrained, precision=precision)
     with fail_cleanly():
         seed_list = seeds_from("--seeds", seeds)
     # An experiment reuses the finished runs in OUT by design (it resumes), so OUT is only locked.

@@ -21,6 +21,7 @@ from .common import (
     record_run,
     resolve_options,
     seed_list,
+    set_options,
 )
 
 
@@ -86,6 +87,14 @@ def _band(s: str, option: str = "--clean-band") -> tuple[float, float]:
     return band[0], band[1]
 
 
+def _extra_gammas(text: str) -> list[float]:
+    """--gammas: more keep fractions for arm (e), each in (0, 1]."""
+    values = _floats(text, "--gammas")
+    if any(not 0 < g <= 1 for g in values):
+        raise ConfigError(f"--gammas {text!r}: every gamma must be in (0, 1]")
+    return values
+
+
 def experiment_augment(
     data: Path = typer.Option(..., "--data", help="real data SOURCE (DermaMNIST .npz or ISIC folder)"),
     out: Path = typer.Option(..., "--out"),
@@ -145,9 +154,7 @@ def experiment_augment(
 
     with fail_cleanly():
         seeds_ = seed_list("--seeds", seeds)
-        extra_gammas = _floats(gammas, "--gammas")
-        if any(not 0 < g <= 1 for g in extra_gammas):
-            raise ConfigError(f"--gammas {gammas!r}: every gamma must be in (0, 1]")
+        extra_gammas = _extra_gammas(gammas)
         band = list(_band(clean_band)) if clean else None
     # The experiment reuses the finished runs in OUT by design (an interrupted one resumes), so OUT is only locked.
     with fail_cleanly(), claim(out, "experiment-augment", resume=True):
@@ -162,9 +169,8 @@ def experiment_augment(
             backbone=backbone, epochs=epochs, resolution=resolution,
             score=score, classifier=classifier, splits=splits, inner_val=inner_val, split_seed=split_seed,
             eval_data=eval_data, eval_split=eval_split, eval_splits=eval_splits, n_boot=bootstrap, jobs=jobs,
-            collect_only=collect_only, quiet=quiet,
-            train_kw={k: v for k, v in (("threads", threads), ("batch_size", batch_size), ("device", device),
-                                        ("pretrained", pretrained), ("precision", precision)) if v is not None})
+            collect_only=collect_only, quiet=quiet, train_kw=set_options(
+                threads=threads, batch_size=batch_size, device=device, pretrained=pretrained, precision=precision))
     decision = {part: e.get("decision") for part, e in res["results"]["parts"].items()}
     print_json({"out": str(out), "table": res["table_path"], "decision": decision})
 
