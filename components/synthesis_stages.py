@@ -104,7 +104,8 @@ def select(candidates: Input[Dataset], data: Input[Dataset], splits: Input[Datas
         if sum(1 for _ in f) < 2:
             raise ValueError(f"{listed}: no candidates were generated (check the classes, policy and count)")
 
-    result = select_candidates(candidates.path, str(source_in(data.path)), feature_model(classifier.path), selected.path,
+    result = select_candidates(candidates.path, str(source_in(data.path)), feature_model(classifier.path),
+                               selected.path,
                                gamma=gamma if gamma > 0 else None, calibrate=calibrate if calibrate > 0 else None,
                                score=score, splits=splits.path)
     localize_manifest(selected.path)  # the kept images travel with the selection, not by reference

@@ -83,7 +83,8 @@ def test_select_clean_end_to_end(ood_setup, tmp_path):
     from tailsynth.ood.select import select_candidates
 
     root, npz, gen = ood_setup
-    q = select_candidates(gen, npz, feature_model(root / "clf"), tmp_path / "out", clean=True, clean_band=(0.0, 2.0), report=False)
+    q = select_candidates(gen, npz, feature_model(root / "clf"), tmp_path / "out", clean=True, clean_band=(0.0, 2.0),
+                          report=False)
     assert q["selection"]["rule"] == "clean"
     cl = q["selection"]["cleaning"]
     assert set(cl["removed"]) == {"other_class", "below_band", "above_band", "memorized"}

@@ -284,7 +284,8 @@ def split_source(
         layouts = fold_assignments(ds.records, kfold, seed, inner_val=val)
         fold_of = {iid: name for name, assign in layouts.items() for iid, s in assign.items() if s == "test"}
         for name, assign in layouts.items():
-            written.append(write_split_manifest(ds.with_splits(assign), out.with_name(f"{out.stem}.{name}{out.suffix}")))
+            fold_out = out.with_name(f"{out.stem}.{name}{out.suffix}")
+            written.append(write_split_manifest(ds.with_splits(assign), fold_out))
         ds = ds.with_splits(fold_of)
         write_split_manifest(ds, out)
     else:

@@ -322,8 +322,9 @@ FEATURE_SPACE_NOTE = ("FD and KID are computed in the penultimate feature space 
                       "with each other and with the real-validation floor (fd_real_val), not with published FID values.")
 
 
-def select_candidates(candidates, real, classifier: FeatureModel, out, gamma: float | None = None, calibrate: float | None = None,
-                      score: str = "mahalanobis", weights: str | None = None, knn_k: int = 5,
+def select_candidates(candidates, real, classifier: FeatureModel, out, gamma: float | None = None,
+                      calibrate: float | None = None, score: str = "mahalanobis", weights: str | None = None,
+                      knn_k: int = 5,
                       shrinkage="ledoit-wolf", memorization_quantile: float = 0.01, splits=None, split_seed: int = 0,
                       inception: str | None = None, report: bool = True, batch_size: int = 256,
                       pixel_size: int = 32, clean: bool = False, clean_confidence: float | None = None,
