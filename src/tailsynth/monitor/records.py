@@ -1,6 +1,6 @@
-"""Prediction logs for monitoring: per-image facts (hash; the image statistics are `tailsynth.predictions.image_statistics`), S3 sink, reading logs from files,
-folders or S3 prefixes, and the flat table the drift tests use. The record's schema, the local sink and the
-embedding projection are `tailsynth.predictions`."""
+"""Prediction logs for monitoring: per-image hashes, S3 sink, reading logs from files, folders or S3 prefixes, and
+the flat table the drift tests use. The record's schema, the image statistics, the local sink and the embedding
+projection are `tailsynth.predictions`."""
 
 from __future__ import annotations
 
