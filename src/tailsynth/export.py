@@ -286,8 +286,8 @@ def triton_config(*, classes: Sequence[str], resolution: int, feature_dim: int, 
 # model.py (the python backend puts the version folder on the import path), so the repository carries the library's own
 # decode, admission checks and records: the same code as the transformer's, not a second implementation.
 # tests/serving/test_export.py checks that the copy imports on its own.
-VENDORED_MODULES = ("__init__.py", "errors.py", "hashing.py", "predictions.py", "monitor/__init__.py",
-                    "monitor/records.py", "serve/__init__.py", "serve/images.py", "serve/records.py")
+VENDORED_MODULES = ("__init__.py", "errors.py", "hashing.py", "predictions.py", "serve/__init__.py", "serve/images.py",
+                    "serve/records.py")
 
 
 def _params(params: dict) -> list[str]:

@@ -143,7 +143,7 @@ def test_vendored_library_imports_on_its_own(local_repo, tmp_path):
     for name in (PREPROCESS_NAME, POSTPROCESS_NAME):
         vdir = local_repo / name / "1"
         code = ("import sys; sys.path[:0] = [sys.argv[1]]; "
-                "import tailsynth.serve.images as i, tailsynth.serve.records as r, tailsynth.monitor.records as m; "
+                "import tailsynth.serve.images as i, tailsynth.serve.records as r; "
                 "assert i.__file__.startswith(sys.argv[1]) and r.__file__.startswith(sys.argv[1]), i.__file__; "
                 "import tailsynth.predictions as p; "
                 "print(sorted(p.image_statistics(__import__('numpy').zeros((32, 32, 3), 'uint8'))))")
