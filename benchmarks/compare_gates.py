@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from tailsynth.diffusion.gates import paired_fidelity, read_scores
+from tailsynth.ood.gates import paired_fidelity, read_scores
 
 FIDELITY_MARGIN = 0.02
 FD_FACTOR = 1.10

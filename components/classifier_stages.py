@@ -43,7 +43,8 @@ def evaluate(model: Input[Model], data: Input[Dataset], splits: Input[Dataset], 
              bootstrap: int, evaluation: Output[Dataset], metrics: Output[Metrics]) -> float:
     """Per-class metrics of one arm on the held-out split. Returns balanced accuracy."""
     from tailsynth.classify.evaluate import evaluate_model
-    from tailsynth.pipeline_io import numeric_items, source_in, write_json
+    from tailsynth.data.source import source_in
+    from tailsynth.pipeline_io import numeric_items, write_json
 
     result = evaluate_model(model.path, str(source_in(data.path)), split_name, evaluation.path, splits=splits.path,
                             bootstrap=bootstrap)

@@ -42,8 +42,8 @@ def split(data: Input[Dataset], seed: int, val_fraction: float, test_fraction: f
     `train_fraction` < 1 keeps that stratified share of the train split (val/test untouched); the dropped images
     are absent from the manifest, so every later stage trains on fewer images and its cache key changes."""
     from tailsynth.data import ensure_splits, load_source
+    from tailsynth.data.source import source_in
     from tailsynth.data.splits import groups_crossing_splits, subsample_train, write_split_manifest
-    from tailsynth.pipeline_io import source_in
 
     ds = ensure_splits(load_source(source_in(data.path)), seed=seed, val=val_fraction, test=test_fraction)
     ds = subsample_train(ds, train_fraction, seed=seed)
@@ -71,9 +71,11 @@ def version(synthetic: Input[Dataset], data: Input[Dataset], candidates: Input[D
     import os
 
     from tailsynth.data.versioning import version_run
+    from tailsynth.diffusion.model import model_hash
 
     entry = version_run(data.path, synthetic.path, remote or None, data_revision=data_revision,
-                        candidates=candidates.path, synthesizer=diffusion.path)
+                        candidates=candidates.path, synthesizer=diffusion.path,
+                        synthesizer_hash=model_hash(diffusion.path))
     entry["real_content_hash"] = content_hash
     os.makedirs(os.path.dirname(record.path) or ".", exist_ok=True)
     with open(record.path, "w") as f:

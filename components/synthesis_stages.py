@@ -11,8 +11,9 @@ from .base import cpu_component, gpu_component
 @cpu_component
 def masks(data: Input[Dataset], size: int, masks: Output[Dataset], metrics: Output[Metrics]):
     """Lesion masks for every real image (the regions the diffusion model learns to inpaint)."""
+    from tailsynth.data.source import source_in
     from tailsynth.masks import compute_masks
-    from tailsynth.pipeline_io import numeric_items, source_in
+    from tailsynth.pipeline_io import numeric_items
 
     summary = compute_masks(str(source_in(data.path)), masks.path, size=size or None)
     for k, v in numeric_items(summary if isinstance(summary, dict) else {}).items():
@@ -26,9 +27,10 @@ def train_diffusion(data: Input[Dataset], splits: Input[Dataset], masks: Input[D
     """The class-conditional inpainting diffusion model: the shipped synthesizer `pretrained` as is, or fine-tuned
     from it for `finetune_minutes`, or (pretrained empty) trained here on the train split (`max_minutes` caps time).
     `pretrained_hash` (when given) must be the weights' hash: it is what this task's cache key knows of them."""
+    from tailsynth.data.source import source_in
     from tailsynth.diffusion.model import install_pretrained, model_hash
     from tailsynth.diffusion.train import train_diffusion as train
-    from tailsynth.pipeline_io import numeric_items, source_in
+    from tailsynth.pipeline_io import numeric_items
 
     if pretrained and pretrained_hash and model_hash(pretrained) != pretrained_hash:
         raise ValueError(f"{pretrained}: weights hash {model_hash(pretrained)} differs from pretrained_hash "
@@ -56,9 +58,10 @@ def generate(model: Input[Model], data: Input[Dataset], splits: Input[Dataset], 
              sampler: str, sampler_steps: int, guidance: float, seed: int, shard: int, num_shards: int,
              candidates: Output[Dataset], metrics: Output[Metrics]):
     """One shard (0-based index of `num_shards`) of tail-class candidates; the pipeline fans shards out."""
+    from tailsynth.data.source import source_in
     from tailsynth.diffusion.generate import GenerateConfig
     from tailsynth.diffusion.generate import generate as gen
-    from tailsynth.pipeline_io import numeric_items, source_in
+    from tailsynth.pipeline_io import numeric_items
 
     result = gen(GenerateConfig(model=str(model.path), data=str(source_in(data.path)), out=candidates.path,
                                 classes=list(classes) or None, policy=policy, count=count or None,
@@ -91,15 +94,18 @@ def select(candidates: Input[Dataset], data: Input[Dataset], splits: Input[Datas
     """
     import os
 
+    from tailsynth.classify.model import feature_model
+    from tailsynth.data.source import source_in
     from tailsynth.ood.select import select_candidates
-    from tailsynth.pipeline_io import localize_manifest, numeric_items, source_in
+    from tailsynth.pipeline_io import localize_manifest, numeric_items
 
     listed = os.path.join(candidates.path, "manifest.csv")
     with open(listed) as f:
         if sum(1 for _ in f) < 2:
             raise ValueError(f"{listed}: no candidates were generated (check the classes, policy and count)")
 
-    result = select_candidates(candidates.path, str(source_in(data.path)), classifier.path, selected.path,
+    result = select_candidates(candidates.path, str(source_in(data.path)), feature_model(classifier.path),
+                               selected.path,
                                gamma=gamma if gamma > 0 else None, calibrate=calibrate if calibrate > 0 else None,
                                score=score, splits=splits.path)
     localize_manifest(selected.path)  # the kept images travel with the selection, not by reference

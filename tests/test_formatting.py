@@ -16,7 +16,7 @@ def test_plots_leave_the_matplotlib_backend_alone(tmp_path):
     """Library plots draw on their own Figure: a caller's backend (a notebook's, say) is not switched."""
     import matplotlib
 
-    from tailsynth.report import plot_recall_bars
+    from tailsynth.classify.report import plot_recall_bars
 
     before = matplotlib.get_backend()
     matplotlib.use("svg")

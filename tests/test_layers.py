@@ -39,3 +39,49 @@ def test_library_finds_nothing_by_path():
     hits = [f"{p.relative_to(ROOT)}:{i}" for p in sorted((ROOT / "src").rglob("*.py"))
             for i, line in enumerate(p.read_text().splitlines(), 1) if re.search(r"sys\.path|parents\[", line)]
     assert hits == []
+
+
+# ---- packages in the order the data flows ----------------------------------------------------------------------
+def _graph_of(tmp_path, sources: dict[str, str]) -> dict[str, set[str]]:
+    """The import graph of synthetic library modules (name -> source), as edges() reads the real tree."""
+    known = set(import_graph.project_modules()) | set(sources)
+    graph = {}
+    for i, (mod, text) in enumerate(sources.items()):
+        path = tmp_path / f"m{i}.py"
+        path.write_text(text)
+        graph[mod] = import_graph.imports_of(path, mod) & known
+    return graph
+
+
+def test_packages_follow_the_data():
+    text, problems = import_graph.package_report(import_graph.edges())
+    assert problems == 0, text
+
+
+def test_package_graph_command_prints_the_graph():
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "import_graph.py"), "--packages"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "ood -> data" in proc.stdout and "no arrow runs back up" in proc.stdout
+
+
+def test_an_import_up_the_order_is_caught_even_inside_a_function(tmp_path):
+    graph = _graph_of(tmp_path, {"tailsynth.data.fake": "def f():\n    from ..classify.model import load_classifier\n"})
+    text, problems = import_graph.package_report(graph)
+    assert problems == 1
+    assert "wrong way: data -> classify: tailsynth.data.fake imports tailsynth.classify.model" in text
+
+
+def test_a_cycle_between_peer_packages_is_caught(tmp_path):
+    graph = _graph_of(tmp_path, {"tailsynth.serve.fake": "from ..monitor import records\n",
+                                 "tailsynth.monitor.fake": "def f():\n    import tailsynth.serve.images\n"})
+    text, problems = import_graph.package_report(graph)
+    assert import_graph.upward(import_graph.package_edges(graph)) == []  # peers: no arrow up, only the cycle
+    assert problems == 1 and "cycle between packages: monitor <-> serve" in text
+
+
+def test_a_package_outside_the_order_is_refused():
+    import pytest
+
+    with pytest.raises(ValueError, match="no place in PACKAGE_ORDER"):
+        import_graph.package("tailsynth.newstage.thing")

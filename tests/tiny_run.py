@@ -14,9 +14,11 @@ def build_tiny_run(runs: Path, monitoring: bool = False) -> dict:
     import torch
 
     from tailsynth.classify.evaluate import evaluate_model
+    from tailsynth.classify.model import feature_model
     from tailsynth.classify.train import train_classifier
     from tailsynth.data.versioning import record_run_versions, version_run
     from tailsynth.diffusion.generate import generate
+    from tailsynth.diffusion.model import model_hash
     from tailsynth.diffusion.train import train_diffusion
     from tailsynth.export import export_model
     from tailsynth.ood.select import select_candidates
@@ -43,7 +45,7 @@ def build_tiny_run(runs: Path, monitoring: bool = False) -> dict:
     common = {"backbone": "resnet18", "epochs": 1, "resolution": 28, "batch_size": 32, "seed": 0, "quiet": True}
     train_classifier(str(npz), base, **common)
     sel = art / "select" / "selected"
-    select_candidates(cand, str(npz), base, sel, gamma=0.67)
+    select_candidates(cand, str(npz), feature_model(base), sel, gamma=0.67)
     localize_manifest(sel)
     aug = art / "train-classifier-augmented" / "model"
     train_classifier(str(npz), aug, synthetic_manifest=str(sel / "selected_manifest.csv"), **common)
@@ -59,7 +61,7 @@ def build_tiny_run(runs: Path, monitoring: bool = False) -> dict:
     export_model(aug, repo, target="local")
     store = runs / "dvc-store"
     record = version_run(data_dir, sel, str(store), data_revision="sha256:param", candidates=cand,
-                         synthesizer=diff)
+                         synthesizer=diff, synthesizer_hash=model_hash(diff))
     rec_path = art / "version" / "record"
     write_json(rec_path, record)
     report = art / "report" / "report"

@@ -41,9 +41,9 @@ def main(argv=None) -> int:
     run = args.run_dir.resolve()
     exe = str(Path(sys.executable).parent / "tailsynth")
 
+    from tailsynth.data.source import source_in
     from tailsynth.data.versioning import pull_run, run_versions
     from tailsynth.lineage import format_chain, trace
-    from tailsynth.pipeline_io import source_in
     from tailsynth.pipeline_report import finalize_run_report
     from tailsynth.serve.client import predict_files
     from tailsynth.serve.ports import free_port, wait_http_ready

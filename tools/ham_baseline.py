@@ -52,7 +52,7 @@ def run_row(stage: str, config: str, run_dir: Path, method: str, fold: int, run_
     import yaml
 
     from tailsynth.metrics import confusion_matrix, per_class_from_confusion
-    from tailsynth.ood.protocol import PREDICTIONS, load_predictions
+    from tailsynth.evaluation.predictions import PREDICTIONS, load_predictions
 
     p = load_predictions(run_dir / PREDICTIONS.format(part="test"))
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
@@ -81,7 +81,7 @@ def _prec(d: dict | None) -> str:
 def keep_predictions(results: Path, out: Path, stage: str, config: str, method: str, fold: int) -> Path:
     """A copy of one run's held-out predictions in RESULTS (committed with runs.csv; fp16, about 25 KB): the paired
     comparisons can be recomputed even when the run folders are gone (another machine, another session)."""
-    from tailsynth.ood.protocol import PREDICTIONS
+    from tailsynth.evaluation.predictions import PREDICTIONS
 
     dst = results / "predictions" / f"stage{stage}" / config / method / f"fold{fold}.npz"
     if dst.is_file():
@@ -96,7 +96,7 @@ def keep_predictions(results: Path, out: Path, stage: str, config: str, method: 
 
 def restore_predictions(results: Path, out: Path, stage: str, config: str, method: str, fold: int) -> bool:
     """Put a kept copy back where the comparison reads it, when the run folder was lost."""
-    from tailsynth.ood.protocol import PREDICTIONS
+    from tailsynth.evaluation.predictions import PREDICTIONS
 
     src = results / "predictions" / f"stage{stage}" / config / method / f"fold{fold}.npz"
     dst = out / "runs" / method / f"fold{fold}_seed0" / PREDICTIONS.format(part="test")
@@ -133,7 +133,7 @@ def append_row(results: Path, row: dict) -> None:
 
 def one_run(data, out: Path, results: Path, stage: str, config: str, method: str, fold: int, backbone: str,
             pretrained, epochs: int, precision: str, log) -> None:
-    from tailsynth.ood.experiment import run_method_comparison
+    from tailsynth.evaluation.methods import run_method_comparison
 
     done = {(r["stage"], r["config"], r["method"], int(r["fold"])) for r in read_rows(results)}
     if (stage, config, method, fold) in done:
@@ -191,7 +191,8 @@ def stage1_decision(rows: list[dict]) -> dict | None:
 def precision_check(rows: list[dict], out: Path, results: Path) -> dict | None:
     """bf16 vs fp32 on fold 0 (resnet18, 6 epochs): paired bootstrap interval of ΔBMA over images; same within
     noise when that interval holds 0 (rule of amendment 1)."""
-    from tailsynth.ood.protocol import PREDICTIONS, compare, load_predictions
+    from tailsynth.evaluation.predictions import PREDICTIONS, load_predictions
+    from tailsynth.evaluation.stats import compare
 
     for cfg in ("resnet18-scratch-e6", "resnet18-scratch-e6-fp32"):
         restore_predictions(results, out / "stage1" / cfg, "1", cfg, REFERENCE, 0)
@@ -301,7 +302,7 @@ def main() -> None:
                 one_run(a.data, s2, a.results, "2", name, m, fold, d1["backbone"], d1["pretrained"], d1["epochs"],
                         "auto", log)
             write_tables(a.results, a.out, d1, precision_check(read_rows(a.results), a.out, a.results))
-    from tailsynth.ood.experiment import run_method_comparison
+    from tailsynth.evaluation.methods import run_method_comparison
 
     for fold in range(FOLDS):
         for m in STAGE2_METHODS:

@@ -286,8 +286,8 @@ def triton_config(*, classes: Sequence[str], resolution: int, feature_dim: int, 
 # model.py (the python backend puts the version folder on the import path), so the repository carries the library's own
 # decode, admission checks and records: the same code as the transformer's, not a second implementation.
 # tests/serving/test_export.py checks that the copy imports on its own.
-VENDORED_MODULES = ("__init__.py", "errors.py", "hashing.py", "predictions.py", "monitor/__init__.py",
-                    "monitor/records.py", "serve/__init__.py", "serve/images.py", "serve/records.py")
+VENDORED_MODULES = ("__init__.py", "errors.py", "hashing.py", "predictions.py", "serve/__init__.py", "serve/images.py",
+                    "serve/records.py")
 
 
 def _params(params: dict) -> list[str]:
@@ -500,7 +500,7 @@ def export_model(model: str | Path, out: str | Path, target: str = "local", *, m
     (mdir / "labels.txt").write_text("\n".join(meta.classes) + "\n")
     metrics_path = model_dir / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
-    from .lineage import model_lineage
+    from .classify.provenance import model_lineage
 
     card = build_model_card(meta, version, parity, metrics, target, lineage=model_lineage(model_dir, meta))
     (mdir / "model_card.json").write_text(json.dumps(card, indent=2, default=str) + "\n")

@@ -6,87 +6,19 @@ run's run.yaml) -> synthesizer (weights hash, its own card) -> real data revisio
 the set with its generation provenance row (the candidates' manifest.csv).
 
 Each link is checked against the bytes where they are still at hand (`verified` fields), so a chain that prints is
-a chain that holds. `model_lineage` is what export writes into the model card; `trace` follows a card back.
+a chain that holds. What export writes into the model card is `tailsynth.classify.provenance.model_lineage`;
+`trace` follows a card back.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
-from .data.errors import DataError
+from .classify.provenance import GENERATION_MANIFEST, SELECTED_MANIFEST, LineageError, manifest_rows
 
 CARD_FILE = "model_card.json"
-SELECTED_MANIFEST = "selected_manifest.csv"
-QUALITY_FILE = "quality.json"
-GENERATION_MANIFEST = "manifest.csv"
-GENERATION_CONFIGS = ("generation.json", "config.json")
-SYNTH_CARD, SYNTH_CARD_MD = "model_card.json", "MODEL_CARD.md"  # what a shipped synthesizer carries  # generate's resolved settings, naming the model folder
-
-
-class LineageError(DataError):
-    """A link of the chain cannot be followed; the message names the file and field at fault."""
-
-
-# ---- written at export: what the model was made from --------------------------------------------------------
-def model_lineage(model_dir: str | Path, meta) -> dict:
-    """The lineage block of a classifier's model card (META: the model folder's ClassifierMeta)."""
-    from .data.versioning import dvc_md5
-    from .hashing import data_revision
-
-    cfg = meta.config or {}
-    out = {
-        "classifier": {"model_dir": str(Path(model_dir).resolve()), "backbone": meta.backbone,
-                       "loss": cfg.get("loss"), "epochs": cfg.get("epochs"), "seed": cfg.get("seed"),
-                       "selected_epoch": cfg.get("selected_epoch")},
-        "training_data": {"revision": meta.data_revision, "source": cfg.get("data"),
-                          "splits": cfg.get("splits")},
-        "synthetic_set": None, "synthesizer": None, "selection": None,
-    }
-    manifest = cfg.get("synthetic_manifest")
-    if not manifest:
-        return out
-    selected = Path(manifest).parent
-    if not selected.is_dir():
-        # Still exportable; the card says plainly that this link cannot be checked from here.
-        out["synthetic_set"] = {"uri": str(selected), "dvc_md5": None, "missing": True}
-        return out
-    out["synthetic_set"] = {"uri": str(selected.resolve()), "dvc_md5": dvc_md5(selected),
-                            "content_revision": data_revision(selected),
-                            "n_images": sum(1 for _ in _manifest_rows(Path(manifest)))}
-    quality_path = selected / QUALITY_FILE
-    if quality_path.is_file():
-        quality = json.loads(quality_path.read_text())
-        sel = dict(quality.get("selection") or {})
-        sel["candidates"] = (quality.get("scoring") or {}).get("candidates")
-        sel["classifier"] = (quality.get("scoring") or {}).get("classifier")
-        out["selection"] = sel
-        if sel.get("candidates"):
-            out["synthesizer"] = synthesizer_of(sel["candidates"])
-    return out
-
-
-def synthesizer_of(candidates: str | Path) -> dict:
-    """The diffusion model behind a candidate set: its weights hash (from the generation manifest) and folder."""
-    rows = list(_manifest_rows(Path(candidates) / GENERATION_MANIFEST))
-    hashes = sorted({r.get("model_hash", "") for r in rows} - {""})
-    if len(hashes) != 1:
-        raise LineageError(f"{Path(candidates) / GENERATION_MANIFEST}: expected one model_hash, found {hashes}")
-    model = None
-    for name in GENERATION_CONFIGS:
-        cfg_path = Path(candidates) / name
-        if cfg_path.is_file():
-            model = json.loads(cfg_path.read_text()).get("model")
-            break
-    return {"hash": hashes[0], "uri": model}
-
-
-def _manifest_rows(path: Path):
-    if not path.is_file():
-        raise LineageError(f"{path}: manifest not found")
-    with open(path, newline="") as f:
-        yield from csv.DictReader(f)
+SYNTH_CARD, SYNTH_CARD_MD = "model_card.json", "MODEL_CARD.md"  # what a shipped synthesizer carries
 
 
 # ---- followed back: from a prediction to the images ---------------------------------------------------------
@@ -143,9 +75,9 @@ def synthetic_images(selected: Path, candidates: Path | None) -> dict[str, list[
 
     prov = {}
     if candidates is not None:
-        prov = {r["id"]: r for r in _manifest_rows(candidates / GENERATION_MANIFEST)}
+        prov = {r["id"]: r for r in manifest_rows(candidates / GENERATION_MANIFEST)}
     out: dict[str, list[dict]] = {}
-    for i, row in enumerate(_manifest_rows(selected / SELECTED_MANIFEST)):
+    for i, row in enumerate(manifest_rows(selected / SELECTED_MANIFEST)):
         f = Path(row["path"])
         f = f if f.is_absolute() else selected / f
         if not f.is_file():

@@ -175,34 +175,6 @@ def bootstrap_ci(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str], 
     return out
 
 
-def aggregate_runs(runs: Sequence[dict]) -> dict:
-    """Mean and sample std over folds or seeds, for the headline metrics and each per-class metric.
-
-    Returns {"n_runs", "<metric>": {"mean", "std"}, "per_class": {cls: {"<metric>": {"mean", "std"}}}}.
-    """
-    if not runs:
-        raise ConfigError("no runs to aggregate")
-
-    def ms(vals) -> dict:
-        v = np.array([np.nan if x is None else x for x in vals], dtype=np.float64)
-        v = v[~np.isnan(v)]
-        if not len(v):
-            return {"mean": None, "std": None}
-        return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0}
-
-    out: dict = {"n_runs": len(runs)}
-    for key in ("balanced_accuracy", "accuracy", "macro_auc", "macro_f1", "ece"):
-        if any(key in r for r in runs):
-            out[key] = ms([r.get(key) for r in runs])
-    classes = list(runs[0].get("per_class", {}))
-    out["per_class"] = {
-        c: {m: ms([r["per_class"][c].get(m) for r in runs if c in r.get("per_class", {})])
-            for m in ("recall", "precision", "f1", "auc")}
-        for c in classes
-    }
-    return out
-
-
 # ---- paired comparisons of two classifiers on the same images (the augmentation experiment) -----------------------
 def log_loss(y_true: np.ndarray, probs: np.ndarray, eps: float = 1e-12) -> float:
     """Mean negative log-probability of the true class (natural log); probabilities are clipped at `eps`."""

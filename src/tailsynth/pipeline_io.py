@@ -18,19 +18,6 @@ from .data.errors import DataError
 from .errors import ConfigError
 
 
-def source_in(artifact_dir: str | Path) -> Path:
-    """The data source inside a data artifact folder (the .npz file, or the folder itself)."""
-    d = Path(artifact_dir)
-    if d.is_file():
-        return d
-    if not d.is_dir():
-        raise DataError(f"{d}: data artifact not found")
-    npz = sorted(d.glob("*.npz"))
-    if len(npz) > 1:
-        raise DataError(f"{d}: more than one .npz in the data artifact ({[p.name for p in npz]})")
-    return npz[0] if npz else d
-
-
 def locate_real_data(root: str | Path, prefer: str | None = None) -> Path | None:
     """The real data at or under ROOT: with `prefer="ham10000"` a HAM10000 folder first; else DermaMNIST under
     ROOT/dermamnist/dermamnist.npz, else a HAM10000 or ISIC 2019 folder at or under ROOT."""
@@ -203,6 +190,7 @@ def train_arm(data_dir: str, splits_path: str, model, metrics, *, arm: str, data
     stays free of KFP imports.
     """
     from .classify.train import train_classifier
+    from .data.source import source_in
 
     if batch_size > 0:
         train_kwargs["batch_size"] = batch_size

@@ -55,7 +55,7 @@ def test_stage2_tie_break_prefers_no_retraining():
 
 
 def test_predictions_are_kept_small_and_restored(tmp_path):
-    from tailsynth.ood.protocol import PREDICTIONS, load_predictions
+    from tailsynth.evaluation.predictions import PREDICTIONS, load_predictions
 
     run = tmp_path / "out" / "runs" / hb.REFERENCE / "fold0_seed0"
     run.mkdir(parents=True)

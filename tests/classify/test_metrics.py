@@ -1,12 +1,10 @@
 """Metrics against confusion matrices and values worked out by hand."""
 
-import math
 
 import numpy as np
 import pytest
 
 from tailsynth.metrics import (
-    aggregate_runs,
     bootstrap_ci,
     classification_metrics,
     confusion_matrix,
@@ -102,16 +100,6 @@ def test_bootstrap_interval_brackets_the_estimate():
         assert lo < m[k] < hi and hi - lo < 0.2
     lo, hi = ci["per_class_recall"]["DF"]
     assert lo < m["per_class"]["DF"]["recall"] < hi
-
-
-def test_aggregate_runs_mean_std():
-    a = classification_metrics(Y, _onehotish(PRED), CLASSES)
-    b = classification_metrics(Y, _onehotish(Y), CLASSES)  # perfect
-    agg = aggregate_runs([a, b])
-    assert agg["n_runs"] == 2
-    assert agg["accuracy"]["mean"] == pytest.approx((4 / 6 + 1) / 2)
-    assert agg["accuracy"]["std"] == pytest.approx(math.sqrt(2) * (1 - 4 / 6) / 2)
-    assert agg["per_class"]["MEL"]["recall"]["mean"] == pytest.approx((2 / 3 + 1) / 2)
 
 
 def test_auc_matches_scikit_learn_with_ties():

@@ -120,19 +120,21 @@ def test_split_source_manifest_roundtrip(isic_sample, tmp_path):
 
 def test_split_source_kfold_manifests(tiny_isic, tmp_path):
     out = tmp_path / "folds.csv"
-    rep = split_source(tiny_isic, out, kfold=3, test=0.2, seed=0)
+    rep = split_source(tiny_isic, out, kfold=3, seed=0)
     assert len(rep["manifests"]) == 4
     ds = load_source(tiny_isic, splits=out)
-    assert set(ds.splits) == {"fold0", "fold1", "fold2", "test"}
-    vals = set()
-    for i in range(3):
+    assert set(ds.splits) == {"fold0", "fold1", "fold2"}
+    tests = set()
+    for i in range(3):  # fold i is the test part of its manifest (the experiments' layout), val an inner share
         f = load_source(tiny_isic, splits=tmp_path / f"folds.fold{i}.csv")
         assert set(f.splits) == {"train", "val", "test"}
         assert groups_crossing_splits(f.records) == {}
-        v = {r.image_id for r in f.split("val").records}
-        assert not (v & vals)
-        vals |= v
-    assert vals == {r.image_id for r in ds.records if r.split != "test"}
+        t = {r.image_id for r in f.split("test").records}
+        assert t == {r.image_id for r in ds.records if r.split == f"fold{i}"} and not (t & tests)
+        tests |= t
+    assert tests == {r.image_id for r in ds.records}
+    with pytest.raises(ConfigError, match="held-out test share"):
+        split_source(tiny_isic, out, kfold=3, test=0.2)
 
 
 def test_npz_keeps_its_own_splits_unless_resplit(tiny_npz, tmp_path):

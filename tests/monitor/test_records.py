@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from tailsynth.data.errors import DataError
-from tailsynth.monitor.records import image_hash, image_statistics, read_records
+from tailsynth.monitor.records import image_hash, read_records
+from tailsynth.predictions import image_statistics
 from tailsynth.monitor.score import apply_shifts, parse_shift
 from tailsynth.predictions import Embedder, JsonlSink, make_record
 

@@ -79,10 +79,12 @@ def test_kept_vs_chance_reports_fidelity_and_fd_against_random_subsets():
 
 
 def test_select_clean_end_to_end(ood_setup, tmp_path):
+    from tailsynth.classify.model import feature_model
     from tailsynth.ood.select import select_candidates
 
     root, npz, gen = ood_setup
-    q = select_candidates(gen, npz, root / "clf", tmp_path / "out", clean=True, clean_band=(0.0, 2.0), report=False)
+    q = select_candidates(gen, npz, feature_model(root / "clf"), tmp_path / "out", clean=True, clean_band=(0.0, 2.0),
+                          report=False)
     assert q["selection"]["rule"] == "clean"
     cl = q["selection"]["cleaning"]
     assert set(cl["removed"]) == {"other_class", "below_band", "above_band", "memorized"}
@@ -93,4 +95,4 @@ def test_select_clean_end_to_end(ood_setup, tmp_path):
     assert "DF_copy" not in kept and not any("_out_" in k for k in kept)
     json.loads((tmp_path / "out" / "quality.json").read_text())
     with pytest.raises(ConfigError, match="--clean selects by itself"):
-        select_candidates(gen, npz, root / "clf", tmp_path / "o2", clean=True, gamma=0.5)
+        select_candidates(gen, npz, feature_model(root / "clf"), tmp_path / "o2", clean=True, gamma=0.5)

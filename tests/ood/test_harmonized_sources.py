@@ -8,6 +8,7 @@ import numpy as np
 
 def test_near_copy_of_the_source_lesion_is_flagged_and_never_kept(ood_setup, tmp_path):
     from tailsynth.ood.candidates import SOURCE_COPY_RMS, read_candidates
+    from tailsynth.classify.model import feature_model
     from tailsynth.ood.select import choose, score_candidates
 
     root, npz, gen = ood_setup
@@ -23,7 +24,7 @@ def test_near_copy_of_the_source_lesion_is_flagged_and_never_kept(ood_setup, tmp
             w.writerow({**r, "mode": "harmonize", "source_id": "train_00001", "source_rms": f"{moved:.5f}"})
     cands = read_candidates(g2)
     assert {cands.ids[i] for i in np.flatnonzero(cands.near_source_copies())} == near
-    sc = score_candidates(g2, npz, root / "clf")
+    sc = score_candidates(g2, npz, feature_model(root / "clf"))
     flagged = {sc.ids[i] for i in np.flatnonzero(sc.memo.memorized)}
     assert near <= flagged
     assert sc.info["memorization"]["source_copies"] == 2

@@ -104,6 +104,7 @@ def test_calibrated_on_real_dermamnist(dermamnist_npz):
 
 
 def test_select_drops_a_nearest_resized_copy(tmp_path):
+    from tailsynth.classify.model import feature_model
     from tailsynth.ood.select import select_candidates
 
     helpers = _ood_conftest()
@@ -123,7 +124,7 @@ def test_select_drops_a_nearest_resized_copy(tmp_path):
                       .astype(np.uint8), ""))
     gen = tmp_path / "gen"
     _write_candidates(gen, items)
-    select_candidates(gen, npz, tmp_path / "clf", tmp_path / "out", gamma=0.9)
+    select_candidates(gen, npz, feature_model(tmp_path / "clf"), tmp_path / "out", gamma=0.9)
     with open(tmp_path / "out" / "scores.csv") as f:
         rows = {r["id"]: r for r in csv.DictReader(f)}
     assert rows["DF_nearest_copy"]["memorized"] == "1" and rows["DF_nearest_copy"]["kept"] == "0"
@@ -147,6 +148,7 @@ def test_copies_from_a_16px_generator_are_caught_with_any_filter():
 
 
 def test_select_drops_a_16px_nearest_copy(tmp_path):
+    from tailsynth.classify.model import feature_model
     from tailsynth.ood.select import select_candidates
 
     helpers = _ood_conftest()
@@ -168,7 +170,7 @@ def test_select_drops_a_16px_nearest_copy(tmp_path):
         items.append((f"DF_new_{i}", "DF", np.clip(np.array([170, 120, 110]) + rng.normal(0, 8, (16, 16, 3)), 0, 255)
                       .astype(np.uint8), ""))
     helpers._write_candidates(tmp_path / "gen", items)
-    select_candidates(tmp_path / "gen", npz, tmp_path / "clf", tmp_path / "out", gamma=0.9)
+    select_candidates(tmp_path / "gen", npz, feature_model(tmp_path / "clf"), tmp_path / "out", gamma=0.9)
     with open(tmp_path / "out" / "scores.csv") as f:
         rows = {r["id"]: r for r in csv.DictReader(f)}
     assert rows["DF_nearest_copy"]["memorized"] == "1" and rows["DF_nearest_copy"]["kept"] == "0"

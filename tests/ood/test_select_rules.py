@@ -101,11 +101,11 @@ def test_exact_copy_of_a_training_image_is_flagged_memorized():
 
 
 def test_exact_copy_still_flagged_after_pixels_are_shrunk_for_large_images():
-    from tailsynth.ood.select import _shrink
+    from tailsynth.ood.select import shrink
 
     rng = np.random.default_rng(3)
     train_img = rng.integers(0, 256, (12, 64, 64, 3), dtype=np.uint8)
-    small = _shrink(np.concatenate([train_img, train_img[4:5]]), 32)
+    small = shrink(np.concatenate([train_img, train_img[4:5]]), 32)
     assert small.shape == (13, 32, 32, 3)
     px = pixel_vectors(small)
     res = check_memorization(np.eye(13)[12:], px[12:], np.eye(13)[:12], px[:12], 0.0, 0.0)

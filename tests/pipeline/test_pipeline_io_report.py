@@ -13,7 +13,8 @@ from PIL import Image
 from tailsynth.data import load_source
 from tailsynth.data.errors import DataError
 from tailsynth.hashing import data_revision
-from tailsynth.pipeline_io import localize_manifest, locate_real_data, source_in, stage_source
+from tailsynth.data.source import source_in
+from tailsynth.pipeline_io import localize_manifest, locate_real_data, stage_source
 from tailsynth.pipeline_report import build_run_report, comparison_rows
 
 

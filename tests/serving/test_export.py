@@ -143,12 +143,13 @@ def test_vendored_library_imports_on_its_own(local_repo, tmp_path):
     for name in (PREPROCESS_NAME, POSTPROCESS_NAME):
         vdir = local_repo / name / "1"
         code = ("import sys; sys.path[:0] = [sys.argv[1]]; "
-                "import tailsynth.serve.images as i, tailsynth.serve.records as r, tailsynth.monitor.records as m; "
+                "import tailsynth.serve.images as i, tailsynth.serve.records as r; "
                 "assert i.__file__.startswith(sys.argv[1]) and r.__file__.startswith(sys.argv[1]), i.__file__; "
-                "print(sorted(i.image_stats(__import__('numpy').zeros((32, 32, 3), 'uint8'))))")
+                "import tailsynth.predictions as p; "
+                "print(sorted(p.image_statistics(__import__('numpy').zeros((32, 32, 3), 'uint8'))))")
         # -S: no site-packages .pth files, so the editable install of tailsynth cannot be what is imported.
         site = [p for p in sys.path if p.endswith("site-packages")]
         out = subprocess.run([sys.executable, "-S", "-c", f"import sys; sys.path += {site!r}; " + code, str(vdir)],
                              capture_output=True, text=True, timeout=60, cwd=tmp_path)
         assert out.returncode == 0, out.stderr
-        assert "sharpness" in out.stdout  # the monitoring package's statistics, as the transformer records them
+        assert "sharpness" in out.stdout  # the statistics the monitor's reference holds

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, MissingInputError
+from ..errors import ConfigError
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -22,7 +22,7 @@ def write_evaluation(out, y_true: np.ndarray, logits: np.ndarray, classes: Seque
                      bootstrap: int = 1000, seed: int = 0, prefix: str = "") -> dict:
     """Compute every metric from logits and write the report files into OUT. Returns the metrics dict."""
     from ..metrics import bootstrap_ci, classification_metrics
-    from ..report import write_classifier_report
+    from .report import write_classifier_report
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -90,22 +90,3 @@ def evaluate_model(model, data, split: str, out, splits=None, posthoc_tau: float
         logits = posthoc_adjust(logits, [counts[c] for c in meta.classes], posthoc_tau)
     return write_evaluation(out, y, logits, meta.classes, split=split, model_dir=model, data=str(data),
                             extra=extra, plots=plots, bootstrap=bootstrap, seed=seed)
-
-
-def aggregate_folds(metric_files: Sequence[str | Path], out=None) -> dict:
-    """k-fold (or multi-seed) aggregation of metrics.json files: mean and std per metric and class."""
-    from ..metrics import aggregate_runs
-
-    runs = []
-    for p in metric_files:
-        p = Path(p)
-        p = p / "metrics.json" if p.is_dir() else p
-        if not p.is_file():
-            raise MissingInputError(f"{p}: no metrics.json")
-        runs.append(json.loads(p.read_text()))
-    agg = aggregate_runs(runs)
-    agg["sources"] = [str(p) for p in metric_files]
-    if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(agg, indent=1))
-    return agg

@@ -6,8 +6,8 @@ the network.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -102,3 +102,15 @@ def predict_arrays(model: torch.nn.Module, meta: ClassifierMeta, images: np.ndar
     if features:
         return p, torch.cat(feats).numpy(), torch.cat(logits_all).numpy()
     return p
+
+
+def feature_model(model_dir: str | Path, device: str = "cpu"):
+    """The classifier of MODEL_DIR as OOD scoring and the synthesizer's gates use it (tailsynth.ood.features)."""
+    from ..ood.features import FeatureModel
+
+    model, meta = load_classifier(model_dir, device)
+
+    def predict(images: np.ndarray, batch_size: int):
+        return predict_arrays(model, meta, images, batch_size=batch_size, features=True)
+
+    return FeatureModel(str(model_dir), list(meta.classes), int(meta.resolution), meta.backbone, predict)

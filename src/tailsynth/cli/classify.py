@@ -20,6 +20,7 @@ from .common import (
     print_json,
     record_run,
     resolve_options,
+    set_options,
 )
 from .common import seed_list as seeds_from
 from .train_app import attach, train_app
@@ -145,18 +146,18 @@ def experiment_cmd(
 ) -> None:
     """Methods x seeds -> comparison.md / comparison.csv (mean ± std, rarest class highlighted)."""
     params = dict(locals())  # the options, before any other local exists
-    from ..classify.experiment import METHODS, run_experiment
+    from ..classify.methods import METHODS
+    from ..evaluation.quick import run_experiment
 
-    kw = {k: v for k, v in (("threads", threads), ("batch_size", batch_size), ("device", device),
-                            ("resolution", resolution), ("pretrained", pretrained), ("precision", precision))
-          if v is not None}
+    kw = set_options(threads=threads, batch_size=batch_size, device=device, resolution=resolution,
+                     pretrained=pretrained, precision=precision)
     with fail_cleanly():
         seed_list = seeds_from("--seeds", seeds)
     # An experiment reuses the finished runs in OUT by design (it resumes), so OUT is only locked.
     with fail_cleanly(), claim(out, "experiment", resume=True):
         record_run(out, "experiment", params)
         if folds:
-            from ..ood.experiment import run_method_comparison
+            from ..evaluation.methods import run_method_comparison
 
             res = run_method_comparison(data, out, _csv_list(methods) or list(METHODS), folds=folds,
                                         seeds=seed_list, backbone=backbone, epochs=epochs, splits=splits,

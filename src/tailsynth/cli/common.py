@@ -110,6 +110,11 @@ POSITIVE = between(0, lo_open=True)  # a number > 0
 NON_NEGATIVE = between(0)
 
 
+def set_options(**options) -> dict:
+    """The OPTIONS the user gave (None: left to the library's default), as keyword arguments."""
+    return {k: v for k, v in options.items() if v is not None}
+
+
 def seed_list(option: str, text: str) -> list[int]:
     """A comma list of seeds: integers >= 0 (what numpy's generators accept), at least one; else a ConfigError
     naming OPTION."""

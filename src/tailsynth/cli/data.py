@@ -99,11 +99,12 @@ def validate(source: Path = typer.Argument(..., help=SOURCE_HELP),
 def split(source: Path = typer.Argument(..., help=SOURCE_HELP),
           out: Path = typer.Option(..., "--out", help="manifest CSV to write (image_id,label,group_id,split)"),
           val: float = typer.Option(0.15, callback=between(0, 1, hi_open=True),
-                                    help="validation fraction"),
-          test: float = typer.Option(0.15, callback=between(0, 1, hi_open=True), help="test fraction (0 for none)"),
+                                    help="validation fraction (with --kfold: of the folds other than the test fold)"),
+          test: float | None = typer.Option(None, callback=between(0, 1, hi_open=True),
+                                            help="test fraction (0 for none; default 0.15, none with --kfold)"),
           seed: int = typer.Option(0, min=0, help="random seed (same seed, same split)"),
-          kfold: int | None = typer.Option(None, min=2, help="k grouped stratified folds (also writes "
-                                                         "<out>.fold<i>.csv)"),
+          kfold: int | None = typer.Option(None, min=2, help="k grouped stratified folds; <out>.fold<i>.csv has "
+                                                         "fold i as test, as the experiments use them"),
           imbalance_ratio: float | None = typer.Option(None, callback=between(1), help="first subsample to a long tail with "
                                                                       "this head/tail ratio"),
           isic_proportions: bool = typer.Option(False, help="first subsample to ISIC 2019's class shares"),

@@ -196,7 +196,9 @@ def synth_quality_cmd(
     overwrite: bool = overwrite_option(),
 ) -> None:
     """Quality gates of a synthesizer per tail class: label fidelity, train-on-synthetic recall, FD/KID, memorization."""
-    from ..diffusion.gates import GateConfig, run_gates
+    from ..classify.model import feature_model
+    from ..classify.train import train_classifier
+    from ..ood.gates import GateConfig, run_gates
 
     with fail_cleanly():
         gate_seed_list = seed_list("--gate-seeds", gate_seeds)
@@ -207,7 +209,7 @@ def synth_quality_cmd(
                          sampler=sampler, steps=steps, guidance=guidance, seed=seed, gate_backbone=gate_backbone,
                          gate_epochs=gate_epochs, gate_seeds=gate_seed_list, tos=not no_tos,
                          runtime=runtime, precision=precision)
-        q = run_gates(cfg)
+        q = run_gates(cfg, feature_model(cfg.classifier), train_classifier)
     print_json({"out": str(out), "all_pass": q["all_pass"], "gates": q["gates"]})
 
 
@@ -232,7 +234,12 @@ def diagnose_cmd(
     with fail_cleanly(), claim(out, "diagnose-diffusion", overwrite=overwrite, done_file="diagnosis.json"):
         rep = {"reconstruction": reconstruction_report(model, data, n=n)}
         if classifier:
-            rep["sampler_sweep"] = sampler_sweep(model, data, classifier, out, configs, count=count)
+            from ..classify.model import feature_model
+            from ..ood.select import score_candidates
+
+            scorer = feature_model(classifier)
+            rep["sampler_sweep"] = sampler_sweep(model, data, lambda folder: score_candidates(folder, data, scorer),
+                                                 out, configs, count=count)
         (out / "diagnosis.json").write_text(json.dumps(rep, indent=2) + "\n")
     print_json(rep)
 

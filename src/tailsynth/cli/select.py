@@ -21,6 +21,7 @@ from .common import (
     record_run,
     resolve_options,
     seed_list,
+    set_options,
 )
 
 
@@ -52,6 +53,7 @@ def select(
     config: Path | None = typer.Option(None, "--config", help=CONFIG_HELP),
 ) -> None:
     """Score synthetic candidates with a real-data classifier and keep the in-distribution ones."""
+    from ..classify.model import feature_model
     from ..ood.select import select_candidates
 
     with fail_cleanly():
@@ -59,7 +61,7 @@ def select(
         overwrite = o.pop("overwrite")
         clean_band = _band(o["clean_band"]) if o["clean_band"] else None
     with fail_cleanly(), claim(o["out"], "select", overwrite=overwrite):
-        q = select_candidates(o["candidates"], o["real"], o["classifier"], o["out"], gamma=o["gamma"],
+        q = select_candidates(o["candidates"], o["real"], feature_model(o["classifier"]), o["out"], gamma=o["gamma"],
                               calibrate=o["calibrate"], score=o["score"], weights=o["weights"], knn_k=o["knn_k"],
                               memorization_quantile=o["memorization_quantile"], splits=o["splits"],
                               inception=str(o["inception"]) if o["inception"] else None, report=not o["no_report"],
@@ -83,6 +85,14 @@ def _band(s: str, option: str = "--clean-band") -> tuple[float, float]:
     if len(band) != 2 or not 0 <= band[0] <= band[1]:
         raise ConfigError(f"{option} {s!r}: expected LO,HI with 0 <= LO <= HI, e.g. 1,2")
     return band[0], band[1]
+
+
+def _extra_gammas(text: str) -> list[float]:
+    """--gammas: more keep fractions for arm (e), each in (0, 1]."""
+    values = _floats(text, "--gammas")
+    if any(not 0 < g <= 1 for g in values):
+        raise ConfigError(f"--gammas {text!r}: every gamma must be in (0, 1]")
+    return values
 
 
 def experiment_augment(
@@ -140,13 +150,11 @@ def experiment_augment(
 ) -> None:
     """Best real-only vs CMO vs prior-shift control vs random / OOD-selected / harmonized synthetic, paired."""
     params = dict(locals())  # the options, before any other local exists
-    from ..ood.experiment import run_augmentation_experiment
+    from ..evaluation.augment import run_augmentation_experiment
 
     with fail_cleanly():
         seeds_ = seed_list("--seeds", seeds)
-        extra_gammas = _floats(gammas, "--gammas")
-        if any(not 0 < g <= 1 for g in extra_gammas):
-            raise ConfigError(f"--gammas {gammas!r}: every gamma must be in (0, 1]")
+        extra_gammas = _extra_gammas(gammas)
         band = list(_band(clean_band)) if clean else None
     # The experiment reuses the finished runs in OUT by design (an interrupted one resumes), so OUT is only locked.
     with fail_cleanly(), claim(out, "experiment-augment", resume=True):
@@ -161,9 +169,8 @@ def experiment_augment(
             backbone=backbone, epochs=epochs, resolution=resolution,
             score=score, classifier=classifier, splits=splits, inner_val=inner_val, split_seed=split_seed,
             eval_data=eval_data, eval_split=eval_split, eval_splits=eval_splits, n_boot=bootstrap, jobs=jobs,
-            collect_only=collect_only, quiet=quiet,
-            train_kw={k: v for k, v in (("threads", threads), ("batch_size", batch_size), ("device", device),
-                                        ("pretrained", pretrained), ("precision", precision)) if v is not None})
+            collect_only=collect_only, quiet=quiet, train_kw=set_options(
+                threads=threads, batch_size=batch_size, device=device, pretrained=pretrained, precision=precision))
     decision = {part: e.get("decision") for part, e in res["results"]["parts"].items()}
     print_json({"out": str(out), "table": res["table_path"], "decision": decision})
 

@@ -42,6 +42,19 @@ def load_source(source: str | Path, splits: str | Path | None = None, part: str 
     return ds
 
 
+def source_in(artifact_dir: str | Path) -> Path:
+    """The data source inside a data artifact folder (the .npz file, or the folder itself)."""
+    d = Path(artifact_dir)
+    if d.is_file():
+        return d
+    if not d.is_dir():
+        raise DataError(f"{d}: data artifact not found")
+    npz = sorted(d.glob("*.npz"))
+    if len(npz) > 1:
+        raise DataError(f"{d}: more than one .npz in the data artifact ({[p.name for p in npz]})")
+    return npz[0] if npz else d
+
+
 def read_split_manifest(path: str | Path) -> dict[str, str]:
     path = Path(path)
     if not path.is_file():

@@ -78,6 +78,24 @@ def kfold_assign(records: Sequence[Record], k: int = 5, seed: int = 0) -> dict[s
     return {iid: int(f) for iid, f in a.items()}
 
 
+def fold_assignments(records: Sequence[Record], k: int, seed: int = 0,
+                     inner_val: float = 0.15) -> dict[str, dict[str, str]]:
+    """The one k-fold layout: {"fold<i>": image_id -> split} where fold i (kfold_assign) is `test`, the reported
+    part, and a grouped stratified `inner_val` share of the other folds is `val` (where the epoch and post-hoc τ are
+    chosen), the rest `train`. Used by the experiments (tailsynth.evaluation) and `tailsynth data split --kfold`."""
+    if k < 2:
+        raise ConfigError(f"k-fold needs k >= 2, got {k}")
+    if not 0 < inner_val < 1:
+        raise ConfigError(f"inner_val must lie in (0, 1), got {inner_val}")
+    fold_of = kfold_assign(records, k, seed)
+    out = {}
+    for i in range(k):
+        rest = [r for r in records if fold_of[r.image_id] != i]
+        inner = grouped_stratified_assign(rest, {"train": 1 - inner_val, "val": inner_val}, seed + 1 + i)
+        out[f"fold{i}"] = {**inner, **{r.image_id: "test" for r in records if fold_of[r.image_id] == i}}
+    return out
+
+
 def ensure_splits(ds: LesionDataset, seed: int = 0, val: float = 0.15, test: float = 0.15) -> LesionDataset:
     """A dataset with train/val splits: as given by the source, or made here (grouped, stratified)."""
     if "train" in ds.splits and "val" in ds.splits:
@@ -220,7 +238,7 @@ def split_source(
     source: str | Path,
     out: str | Path,
     val: float = 0.15,
-    test: float = 0.15,
+    test: float | None = None,
     seed: int = 0,
     kfold: int | None = None,
     imbalance_ratio: float | None = None,
@@ -231,13 +249,18 @@ def split_source(
 ) -> dict:
     """Read SOURCE, optionally drop excluded ids and subsample to a long tail, split, write the manifest CSV.
 
-    Sources with their own train/val (MedMNIST) keep them unless `resplit`. With `kfold`, a test share is
-    held out first (if `test` > 0), the rest is dealt into k grouped, stratified folds; the manifest's
-    `split` column reads `fold<i>`/`test`, and `<out stem>.fold<i>.csv` holds the train/val(/test)
-    assignment for fold i, ready for `--splits`.
+    Sources with their own train/val (MedMNIST) keep them unless `resplit`. `test` defaults to 0.15 (0 with
+    `kfold`). With `kfold`, every image is dealt into k grouped, stratified folds (the manifest's `split` column
+    reads `fold<i>`), and `<out stem>.fold<i>.csv` is fold i in the experiments' layout (fold_assignments): fold i
+    is `test`, a `val` share of the other folds is the inner validation split, the rest `train`; ready for
+    `--splits`.
     """
     from .source import load_source
 
+    if kfold and test:
+        raise ConfigError(f"--kfold: fold i is the test part of manifest i, so a held-out test share ({test}) on top "
+                          "has no place; leave --test out")
+    test = (0.0 if kfold else 0.15) if test is None else test
     if imbalance_ratio is not None and isic_proportions:
         raise ConfigError("give either an imbalance ratio or ISIC proportions, not both")
     for name, fr in (("val", val), ("test", test)):
@@ -258,22 +281,13 @@ def split_source(
     out = Path(out)
     written = [out]
     if kfold:
-        if kfold < 2:
-            raise ConfigError(f"k-fold needs k >= 2, got {kfold}")
-        base: dict[str, str] = {r.image_id: "rest" for r in ds.records}
-        if test > 0:
-            base = grouped_stratified_assign(ds.records, {"rest": 1 - test, "test": test}, seed)
-        rest = [r for r in ds.records if base[r.image_id] == "rest"]
-        folds = kfold_assign(rest, kfold, seed)
-        assign = {iid: ("test" if s == "test" else f"fold{folds[iid]}") for iid, s in base.items()}
-        ds = ds.with_splits(assign)
+        layouts = fold_assignments(ds.records, kfold, seed, inner_val=val)
+        fold_of = {iid: name for name, assign in layouts.items() for iid, s in assign.items() if s == "test"}
+        for name, assign in layouts.items():
+            fold_out = out.with_name(f"{out.stem}.{name}{out.suffix}")
+            written.append(write_split_manifest(ds.with_splits(assign), fold_out))
+        ds = ds.with_splits(fold_of)
         write_split_manifest(ds, out)
-        for i in range(kfold):
-            fold_ds = ds.with_splits({
-                r.image_id: ("test" if r.split == "test" else "val" if r.split == f"fold{i}" else "train")
-                for r in ds.records
-            })
-            written.append(write_split_manifest(fold_ds, out.with_name(f"{out.stem}.fold{i}{out.suffix}")))
     else:
         has_own = "train" in ds.splits and "val" in ds.splits
         if resplit or not has_own:

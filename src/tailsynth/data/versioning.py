@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
-from ..errors import ServiceError
+from ..errors import ConfigError, ServiceError
 from ..hashing import data_revision, file_digest  # noqa: F401  (data_revision: part of this API)
 
 DEFAULT_S3_REMOTE = "s3"
@@ -425,9 +425,14 @@ def pull_run(run_dir: str | Path, dest: str | Path, what: str = "synthetic", rem
 
 def version_run(real: str | Path, synthetic: str | Path, remote: dict | str | None, *, data_revision: str = "",
                 candidates: str | Path | None = None, synthesizer: str | Path | None = None,
-                timeout: float | None = 3600) -> dict:
+                synthesizer_hash: str | None = None, timeout: float | None = 3600) -> dict:
     """The version stage of a run: push the staged real data and the selected synthetic set, and say where each
-    came from. Returns the record `record_run_versions` turns into run.yaml's version stage."""
+    came from. Returns the record `record_run_versions` turns into run.yaml's version stage.
+
+    `synthesizer_hash`: the synthesizer's weights hash (`tailsynth.diffusion.model.model_hash`), given by the caller
+    with `synthesizer`: data comes before diffusion in the package order, so versioning does not open a model."""
+    if synthesizer and not synthesizer_hash:
+        raise ConfigError(f"version_run: synthesizer {synthesizer} given without its synthesizer_hash")
     if isinstance(remote, str) and remote:
         remote = remote_spec(remote, os.environ.get("AWS_ENDPOINT_URL"))
     sets = version_sets({"real": real, "synthetic": synthetic}, remote or None, timeout=timeout)
@@ -437,15 +442,13 @@ def version_run(real: str | Path, synthetic: str | Path, remote: dict | str | No
     if candidates:
         record["candidates"] = {"uri": str(candidates)}
     if synthesizer:
-        from ..diffusion.model import model_hash
-
-        record["synthesizer"] = {"uri": str(synthesizer), "hash": model_hash(synthesizer)}
+        record["synthesizer"] = {"uri": str(synthesizer), "hash": synthesizer_hash}
     return record
 
 
 def data_revision_of(path: str | Path) -> str:
     """`data_revision` of the data source inside PATH (a staged data folder holding one .npz is that file): the value
     classifier model folders record as their training data's revision."""
-    from ..pipeline_io import source_in
+    from .source import source_in
 
     return data_revision(source_in(path))

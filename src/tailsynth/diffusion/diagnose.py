@@ -94,11 +94,11 @@ def reconstruction_report(model_dir, data, n: int = 256, timesteps=DEFAULT_TIMES
     return out
 
 
-def sampler_sweep(model_dir, data, classifier, out, configs, classes=TAIL_CLASSES, count: int = 48,
+def sampler_sweep(model_dir, data, score, out, configs, classes=TAIL_CLASSES, count: int = 48,
                   seed: int = 0) -> list[dict]:
     """Each config {sampler, steps, guidance} on the same plan (backgrounds, masks, seeds): label fidelity per
-    class under `classifier` and images/s."""
-    from ..ood.select import score_candidates
+    class and images/s. SCORE(candidate folder) is the OOD stage's scoring under a real-only classifier
+    (tailsynth.ood.select.score_candidates), passed in because scoring comes after diffusion in the package order."""
     from .generate import GenerateConfig, generate
 
     rows = []
@@ -108,7 +108,7 @@ def sampler_sweep(model_dir, data, classifier, out, configs, classes=TAIL_CLASSE
         generate(GenerateConfig(model=str(model_dir), data=str(data), out=str(folder), classes=list(classes),
                                 policy="fixed", count=count, seed=seed, batch_size=count, **c))
         wall = time.time() - t0
-        sc = score_candidates(folder, data, classifier)
+        sc = score(folder)
         fid = {}
         for name in classes:
             k = sc.class_names.index(name)

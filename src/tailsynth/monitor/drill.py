@@ -7,16 +7,16 @@ trained on part of DermaMNIST train only, so that the rest of train plus val is 
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 
 
 def drill_manifest(data: str | Path, out: str | Path, fit: int = 4000, seed: int = 0) -> dict[str, int]:
-    """Split manifest `image_id,split`: `fit` random train images; the rest of train + val split into
+    """Split manifest (data.splits.write_split_manifest): `fit` random train images; the rest of train + val split into
     `ref` and `live` halves at random (not stratified: i.i.d. halves, as traffic would be)."""
     from ..data import load_source
+    from ..data.splits import write_split_manifest
 
     ds = load_source(data)
     rng = np.random.default_rng(seed)
@@ -26,11 +26,7 @@ def drill_manifest(data: str | Path, out: str | Path, fit: int = 4000, seed: int
     rng.shuffle(held)
     half = len(held) // 2
     rows = [(i, "fit") for i in train[:fit]] + [(i, "ref") for i in held[:half]] + [(i, "live") for i in held[half:]]
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["image_id", "split"])
-        w.writerows(rows)
+    write_split_manifest(ds.with_splits(dict(rows)), out)
     return {"fit": fit, "ref": half, "live": len(held) - half}
 
 

@@ -1,6 +1,6 @@
-"""Prediction logs for monitoring: per-image facts (hash, image statistics), S3 sink, reading logs from files,
-folders or S3 prefixes, and the flat table the drift tests use. The record's schema, the local sink and the
-embedding projection are `tailsynth.predictions`."""
+"""Prediction logs for monitoring: per-image hashes, S3 sink, reading logs from files, folders or S3 prefixes, and
+the flat table the drift tests use. The record's schema, the image statistics, the local sink and the embedding
+projection are `tailsynth.predictions`."""
 
 from __future__ import annotations
 
@@ -37,38 +37,6 @@ def image_hash(data: bytes | np.ndarray) -> str:
     else:
         h.update(data)
     return h.hexdigest()
-
-
-def image_statistics(images: np.ndarray) -> dict[str, np.ndarray]:
-    """Vectorised statistics of N x H x W x 3 uint8 images (or one H x W x 3 image -> scalars)."""
-    single = images.ndim == 3
-    x = (images[None] if single else images).astype(np.float32)
-    r, g, b = x[..., 0], x[..., 1], x[..., 2]
-    luma = 0.299 * r + 0.587 * g + 0.114 * b
-    mx, mn = x.max(axis=-1), x.min(axis=-1)
-    sat = np.where(mx > 0, (mx - mn) / np.maximum(mx, 1e-6), 0.0)
-    # Mean absolute Laplacian of luma: the high-frequency content that blur (a soft lens, a lower-resolution
-    # camera) removes while leaving brightness and global contrast almost unchanged.
-    if luma.shape[1] > 2 and luma.shape[2] > 2:
-        lap = (4 * luma[:, 1:-1, 1:-1] - luma[:, :-2, 1:-1] - luma[:, 2:, 1:-1] - luma[:, 1:-1, :-2]
-               - luma[:, 1:-1, 2:])
-        sharp = np.abs(lap).mean(axis=(1, 2))
-    else:
-        sharp = np.zeros(len(x), np.float32)
-    out = {
-        "brightness": luma.mean(axis=(1, 2)),
-        "contrast": luma.std(axis=(1, 2)),
-        "sharpness": sharp,
-        "saturation": sat.mean(axis=(1, 2)),
-        "mean_r": r.mean(axis=(1, 2)),
-        "mean_g": g.mean(axis=(1, 2)),
-        "mean_b": b.mean(axis=(1, 2)),
-        "height": np.full(len(x), x.shape[1], np.float32),
-        "width": np.full(len(x), x.shape[2], np.float32),
-    }
-    if single:
-        return {k: float(v[0]) for k, v in out.items()}
-    return out
 
 
 # ---- sinks ------------------------------------------------------------------------------------------

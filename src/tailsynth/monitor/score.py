@@ -98,8 +98,8 @@ def score_arrays(model, meta: dict, images: np.ndarray, *, embedder=None, versio
     """Records for uint8 N x H x W x 3 images (statistics on the images as given, prediction at model size)."""
     from ..classify.model import predict_arrays
     from ..data.records import resize_rgb
-    from ..predictions import make_record
-    from .records import image_hash, image_statistics
+    from ..predictions import image_statistics, make_record
+    from .records import image_hash
 
     res = int(meta.resolution)
     stats = image_statistics(images) if len(images) else {}

@@ -1,1 +1,1 @@
-"""OOD post-selection of synthetic candidates, their quality metrics, and the real-vs-augmented experiment."""
+"""OOD post-selection of synthetic candidates, their quality metrics, and the synthesizer's quality gates."""

@@ -1,7 +1,7 @@
 """OOD post-selection of synthetic candidates (`tailsynth select`).
 
 1. Score every candidate against the real training data of its intended class, in the feature space of a
-   classifier trained on real data only (scores.py).
+   classifier trained on real data only (scores.py), handed in as a FeatureModel (features.py).
 2. Flag near-copies of training images (memorize.py); they are never kept.
 3. Keep, per class, either the fraction `gamma` of candidates with the lowest OOD score, or those whose score
    falls inside the `calibrate` quantile of the same score on real validation images of that class.
@@ -20,6 +20,7 @@ import numpy as np
 
 from ..data.errors import DataError
 from ..errors import ConfigError
+from .features import FeatureModel
 from .scores import OOD_SCORES, RealReference, as_ood, score_all
 
 SCORES_COLUMNS = ["id", "class", "mahalanobis", "energy", "knn", "p_intended", "memorized", "kept"]
@@ -103,13 +104,6 @@ class ScoredCandidates:
     probs: np.ndarray | None = None  # the scorer's class probabilities per candidate (cleaning)
 
 
-def _extract(model, meta, images, batch_size: int):
-    from ..classify.model import predict_arrays
-
-    probs, feats, logits = predict_arrays(model, meta, images, batch_size=batch_size, features=True)
-    return probs, feats, logits
-
-
 def _real_splits(real, splits, split_seed: int):
     from ..data import ensure_splits, load_source
 
@@ -130,7 +124,8 @@ def _label_indices(ds, class_names: list[str], what: str) -> np.ndarray:
     return np.array([idx[r.label] for r in ds.records], dtype=np.int64)
 
 
-def _shrink(images: np.ndarray, size: int) -> np.ndarray:
+def shrink(images: np.ndarray, size: int) -> np.ndarray:
+    """IMAGES at no more than SIZE px (pixel comparisons of full-size images would not fit in memory)."""
     from ..data.records import resize_rgb
 
     if images.shape[1] <= size:
@@ -152,17 +147,15 @@ def background_lesion_rows(train_records, background_ids) -> np.ndarray:
     return out
 
 
-def score_candidates(candidates, real, classifier, *, splits=None, split_seed: int = 0, knn_k: int = 5,
+def score_candidates(candidates, real, classifier: FeatureModel, *, splits=None, split_seed: int = 0, knn_k: int = 5,
                      shrinkage="ledoit-wolf", memorization_quantile: float = 0.01, batch_size: int = 256,
                      pixel_size: int = 32) -> ScoredCandidates:
-    from ..classify.model import load_classifier
     from .candidates import read_candidates
     from .memorize import check_memorization, pixel_vectors, thresholds_from_real
 
     cands = read_candidates(candidates)
-    model, meta = load_classifier(classifier)
-    names = list(meta.classes)
-    res = int(meta.resolution)
+    names = list(classifier.classes)
+    res = int(classifier.resolution)
     bad = sorted(set(cands.classes) - set(names))
     if bad:
         raise DataError(f"{Path(candidates) / 'manifest.csv'}: class(es) {', '.join(bad)} are not among the "
@@ -177,11 +170,11 @@ def score_candidates(candidates, real, classifier, *, splits=None, split_seed: i
     from ..progress import Progress
 
     bar = Progress(len(xtr) + len(xva) + len(xc), "select: classifier features", unit="img")
-    _, ftr, _ = _extract(model, meta, xtr, batch_size)
+    _, ftr, _ = classifier.predict(xtr, batch_size)
     bar.update(len(xtr), part="real train")
-    pva, fva, lva = _extract(model, meta, xva, batch_size)
+    pva, fva, lva = classifier.predict(xva, batch_size)
     bar.update(len(xtr) + len(xva), part="real val")
-    pc, fc, lc = _extract(model, meta, xc, batch_size)
+    pc, fc, lc = classifier.predict(xc, batch_size)
     bar.update(len(xtr) + len(xva) + len(xc), part="candidates")
     bar.close()
 
@@ -193,7 +186,7 @@ def score_candidates(candidates, real, classifier, *, splits=None, split_seed: i
     # (its other images show the same skin, so they are no evidence of a copy).
     exclude = background_lesion_rows(train.records, cands.background_ids)
     # Pixels are compared at no more than `pixel_size` px: full-size ISIC images would need tens of GB.
-    ptr, pva_pix, pc_pix = (pixel_vectors(_shrink(a, pixel_size)) for a in (xtr, xva, xc))
+    ptr, pva_pix, pc_pix = (pixel_vectors(shrink(a, pixel_size)) for a in (xtr, xva, xc))
     f_thr, p_thr = thresholds_from_real(fva, pva_pix, ftr, ptr, memorization_quantile)
     memo = check_memorization(fc, pc_pix, ftr, ptr, f_thr, p_thr, exclude)
     # Harmonized candidates are also compared with the real lesion they were made from (at full resolution,
@@ -203,8 +196,8 @@ def score_candidates(candidates, real, classifier, *, splits=None, split_seed: i
 
     info = {
         "candidates": str(candidates),  # lineage follows it to the generation manifest and the synthesizer
-        "classifier": str(classifier),
-        "backbone": meta.backbone,
+        "classifier": classifier.source,
+        "backbone": classifier.backbone,
         "resolution": res,
         "real": str(real),
         "n_real_train": len(ytr),
@@ -309,11 +302,12 @@ def quality_summary(sc: ScoredCandidates, kept: np.ndarray, *, k: int = 3, seed:
     return per_class
 
 
-def _jsonable(o):
+def jsonable(o):
+    """O with numpy scalars as Python numbers and non-finite floats as None: what json.dumps writes as strict JSON."""
     if isinstance(o, dict):
-        return {str(k): _jsonable(v) for k, v in o.items()}
+        return {str(k): jsonable(v) for k, v in o.items()}
     if isinstance(o, (list, tuple)):
-        return [_jsonable(v) for v in o]
+        return [jsonable(v) for v in o]
     if isinstance(o, (np.floating, float)):
         return None if not math.isfinite(float(o)) else float(o)
     if isinstance(o, (np.integer,)):
@@ -328,8 +322,9 @@ FEATURE_SPACE_NOTE = ("FD and KID are computed in the penultimate feature space 
                       "with each other and with the real-validation floor (fd_real_val), not with published FID values.")
 
 
-def select_candidates(candidates, real, classifier, out, gamma: float | None = None, calibrate: float | None = None,
-                      score: str = "mahalanobis", weights: str | None = None, knn_k: int = 5,
+def select_candidates(candidates, real, classifier: FeatureModel, out, gamma: float | None = None,
+                      calibrate: float | None = None, score: str = "mahalanobis", weights: str | None = None,
+                      knn_k: int = 5,
                       shrinkage="ledoit-wolf", memorization_quantile: float = 0.01, splits=None, split_seed: int = 0,
                       inception: str | None = None, report: bool = True, batch_size: int = 256,
                       pixel_size: int = 32, clean: bool = False, clean_confidence: float | None = None,
@@ -384,7 +379,7 @@ def select_candidates(candidates, real, classifier, out, gamma: float | None = N
         quality["inception_fid"] = {
             sc.class_names[c]: inception_fid(xtr[sc.train_cls == c], sc.images[(sc.cls_idx == c) & kept], inception)
             for c in np.unique(sc.cls_idx) if ((sc.cls_idx == c) & kept).sum() >= 2}
-    quality = _jsonable(quality)
+    quality = jsonable(quality)
     (out / "quality.json").write_text(json.dumps(quality, indent=2))
     if report:
         from .report import write_report

@@ -185,19 +185,3 @@ def decode_opened(im, resolution: int, name: str = "image", limits: Limits = Lim
         except (OSError, SyntaxError, ValueError) as e:
             raise BadInput(f"{name}: corrupt or truncated {im.format} data ({e})") from None
     return np.array(rgb.resize((resolution, resolution), Image.BILINEAR), dtype=np.uint8)
-
-
-def image_stats(img: np.ndarray) -> dict:
-    """Cheap per-image statistics for drift monitoring (Evidently has no image type), of the model input.
-
-    The monitoring package's definition wins when it is installed, so serving and reference agree."""
-    try:
-        from ..monitor.records import image_statistics
-    except ImportError:
-        image_statistics = None
-    if image_statistics is not None:
-        return image_statistics(img)
-    x = img.reshape(-1, 3).astype(np.float32)
-    mean = x.mean(0)
-    return {"mean_r": float(mean[0]), "mean_g": float(mean[1]), "mean_b": float(mean[2]),
-            "std": float(x.std()), "brightness": float(mean.mean())}

@@ -19,11 +19,11 @@ from ..predictions import (
     Embedder,
     JsonlSink,
     RecordWriteError,
+    image_statistics,
     prediction_record,
     read_ledger,
 )
 from ..predictions import read_jsonl as read_records
-from .images import image_stats
 
 Projection = Embedder.from_file  # the repository's embedding.npz -> a callable projection of features
 
@@ -60,7 +60,7 @@ def build_records(request_id: str, hashes: Sequence[str], images: np.ndarray, pr
     emb = projection(np.asarray(features, np.float32)) if projection is not None else [None] * len(top)
     return [prediction_record(request_id=request_id, image_sha256=h, predicted_class=c,
                               probabilities=dict(zip(classes, p.tolist())), model_version=model_version,
-                              embedding=None if e is None else e.tolist(), image_stats=image_stats(img), item=i)
+                              embedding=None if e is None else e.tolist(), image_stats=image_statistics(img), item=i)
             for i, (h, c, p, e, img) in enumerate(zip(hashes, top, probs, emb, images))]
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from tailsynth.data.errors import DataError
 
-from tailsynth.diffusion.gates import (
+from tailsynth.ood.gates import (
     equal_n_distances,
     label_fidelity,
     replace_class,
@@ -73,8 +73,10 @@ def test_write_npz_reads_back_as_a_source_with_the_same_labels(tmp_path):
 
 def test_synth_quality_end_to_end_tiny(tmp_path):
     """Tiny model, tiny npz, 1-epoch classifiers: every figure is present and consistent with its parts."""
-    from tailsynth.diffusion.gates import GateConfig, run_gates
+    from tailsynth.classify.model import feature_model
+    from tailsynth.classify.train import train_classifier
     from tailsynth.diffusion.train import train_diffusion
+    from tailsynth.ood.gates import GateConfig, run_gates
     from tests.ood.conftest import _fit_tiny_classifier
     from tests.tailsynth_testdata import make_npz
 
@@ -84,7 +86,7 @@ def test_synth_quality_end_to_end_tiny(tmp_path):
     _fit_tiny_classifier(npz, tmp_path / "clf")
     q = run_gates(GateConfig(model=str(tmp_path / "m"), data=str(npz), classifier=str(tmp_path / "clf"),
                              out=str(tmp_path / "q"), classes=["DF", "VASC"], steps=2, gate_epochs=1,
-                             batch_size=4))
+                             batch_size=4), feature_model(tmp_path / "clf"), train_classifier)
     saved = json.loads((tmp_path / "q" / "quality.json").read_text())
     assert saved["gates"] == q["gates"] and (tmp_path / "q" / "index.html").is_file()
     assert (tmp_path / "q" / q["grid"]).is_file()
@@ -98,7 +100,7 @@ def test_synth_quality_end_to_end_tiny(tmp_path):
             assert g["memorized_fraction"] == 0.0 and g["n"] == 2
     assert set(q["tos_runs"]) == {"real", "inpaint_DF", "inpaint_VASC", "harmonize_DF", "harmonize_VASC"}
     # Per-candidate scores for paired comparisons: one row per candidate, and their mean is the gate figure.
-    from tailsynth.diffusion.gates import read_scores
+    from tailsynth.ood.gates import read_scores
 
     scores = read_scores(tmp_path / "q" / "inpaint" / "scores.csv")
     assert len(scores) == 8
@@ -106,36 +108,10 @@ def test_synth_quality_end_to_end_tiny(tmp_path):
     assert np.mean(df) == pytest.approx(q["gates"]["inpaint"]["DF"]["label_fidelity"], abs=1e-5)
 
 
-def test_predict_x0_inverts_the_forward_process_for_each_parameterisation():
-    import torch
-    from diffusers import DDPMScheduler
-
-    from tailsynth.diffusion.diagnose import predict_x0
-
-    g = torch.Generator().manual_seed(0)
-    x0 = torch.rand(4, 3, 8, 8, generator=g) * 2 - 1
-    eps = torch.randn(4, 3, 8, 8, generator=g)
-    t = torch.tensor([10, 200, 500, 900])
-    for pt in ("v_prediction", "epsilon", "sample"):
-        s = DDPMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type=pt)
-        xt = s.add_noise(x0, eps, t)
-        target = {"v_prediction": s.get_velocity(x0, eps, t), "epsilon": eps, "sample": x0}[pt]
-        torch.testing.assert_close(predict_x0(s, xt, t, target, pt), x0, atol=2e-4, rtol=1e-3)
-
-
-def test_reconstruction_report_has_ema_raw_and_null_label(tiny_model):
-    from tailsynth.diffusion.diagnose import reconstruction_report
-
-    model, data = tiny_model
-    rep = reconstruction_report(model, data, n=8, timesteps=(100, 500))
-    for k in ("ema", "raw", "ema_null_label"):
-        assert set(rep[k]) == {100, 500} and all(0 <= v < 4 for v in rep[k].values())
-
-
 def test_paired_fidelity_pairs_candidates_by_id_and_brackets_the_shift(tmp_path):
     from types import SimpleNamespace
 
-    from tailsynth.diffusion.gates import paired_fidelity, read_scores, write_scores
+    from tailsynth.ood.gates import paired_fidelity, read_scores, write_scores
 
     rng = np.random.default_rng(0)
     n = 60

@@ -9,7 +9,10 @@ Three questions a reviewer asks before synthetic lesions may enter training:
    recall of the same recipe trained on real images. Gate: ratio >= 0.7.
 3. **Distribution distance**: FD and KID in the classifier's feature space at equal n, synthetic vs real train, next to
    real val vs real train (the sampling floor at that n); and the memorized fraction (expected 0).
-The functions below are pure (arrays in, figures out); `run_gates` drives generation, classifiers and reports.
+The functions below are pure (arrays in, figures out); `run_gates` drives generation, scoring, the TOS classifiers
+and reports. The gates score in the OOD stage's feature space, so they live here; the real-only classifier and the
+trainer of the TOS classifiers come from the classifier stage, later in the package order, so the caller passes
+them in.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -25,6 +29,9 @@ import numpy as np
 from ..data.classes import TAIL_CLASSES
 from ..data.errors import DataError
 from ..errors import ConfigError, MissingInputError
+from .features import FeatureModel
+from .quality import frechet_distance, kid
+from .select import ScoredCandidates, jsonable, score_candidates
 
 LABEL_FIDELITY_RATIO = 0.8
 TOS_RATIO = 0.7
@@ -71,8 +78,6 @@ def replace_class(images: np.ndarray, labels: np.ndarray, cls: int, synthetic: n
 def equal_n_distances(syn_feats, train_feats, val_feats, seed: int = 0) -> dict:
     """FD and KID of synthetic vs real train, and of real val vs real train, every set subsampled to one n
     (FD is biased by n, so figures are comparable only at equal n)."""
-    from ..ood.quality import frechet_distance, kid
-
     syn, tr, va = (np.asarray(a, np.float64) for a in (syn_feats, train_feats, val_feats))
     n = int(min(len(syn), len(tr), len(va)))
     if n < 2:
@@ -172,7 +177,7 @@ class GateConfig:
             raise ConfigError(f"unknown mode(s) {', '.join(bad)} (choose from {', '.join(MODES)})")
         if not self.classes:
             raise ConfigError("synth-quality: no classes given")
-        from .runtime import check_runtime
+        from ..diffusion.runtime import check_runtime
 
         check_runtime(self.runtime, False, self.precision)
 
@@ -182,7 +187,7 @@ def _generate_mode(cfg: GateConfig, mode: str, counts: dict[str, int], out: Path
     import csv
     import shutil
 
-    from .generate import GenerateConfig, generate
+    from ..diffusion.generate import GenerateConfig, generate
 
     folder = out / mode
     parts = []
@@ -217,11 +222,12 @@ def _generate_mode(cfg: GateConfig, mode: str, counts: dict[str, int], out: Path
     return folder
 
 
-def _recall_after_training(npz: Path, out: Path, cfg: GateConfig, seed: int) -> dict:
-    from ..classify.train import train_classifier
+Trainer = Callable[..., dict]  # tailsynth.classify.train.train_classifier: (data, out, **recipe) -> metrics
 
-    m = train_classifier(str(npz), str(out), backbone=cfg.gate_backbone, loss="ce", epochs=cfg.gate_epochs,
-                         seed=seed, sampler=cfg.gate_sampler, quiet=True, write_reports=False)
+
+def _recall_after_training(train: Trainer, npz: Path, out: Path, cfg: GateConfig, seed: int) -> dict:
+    m = train(str(npz), str(out), backbone=cfg.gate_backbone, loss="ce", epochs=cfg.gate_epochs, seed=seed,
+              sampler=cfg.gate_sampler, quiet=True, write_reports=False)
     return {c: v.get("recall") for c, v in m["per_class"].items()}
 
 
@@ -230,7 +236,7 @@ def _grid(out: Path, folders: dict[str, Path], classes: list[str], n: int = 6) -
     import csv
 
     from ..data.isic import decode_file
-    from .generate import write_grid
+    from ..diffusion.generate import write_grid
 
     tiles = []
     by_mode = {}
@@ -258,78 +264,85 @@ def _grid(out: Path, folders: dict[str, Path], classes: list[str], n: int = 6) -
     return path.name
 
 
-def run_gates(cfg: GateConfig) -> dict:
-    """Generate per mode, score with the real-only classifier, train the TOS classifiers, write quality.json and
-    index.html into OUT; returns the quality dict."""
+def _gate_figures(sc: ScoredCandidates, cfg: GateConfig) -> dict:
+    """Label fidelity, equal-n distances and memorization of one mode's candidates, per gate class."""
+    per_class = {}
+    for c in cfg.classes:
+        ci = sc.class_names.index(c)
+        syn = sc.cls_idx == ci
+        real_val = sc.val_cls == ci
+        entry = label_fidelity(sc.scores["p_intended"][syn], sc.val_scores["p_intended"][real_val])
+        entry.update(equal_n_distances(sc.features[syn], sc.train_features[sc.train_cls == ci],
+                                       sc.val_features[real_val], seed=cfg.seed))
+        entry["memorized_fraction"] = float(sc.memo.memorized[syn].mean()) if syn.any() else math.nan
+        entry["n_memorized"] = int(sc.memo.memorized[syn].sum())
+        per_class[c] = entry
+    return per_class
+
+
+def _synthetic_images(folder: Path, cls: str) -> np.ndarray:
+    import csv
+
+    from ..data.isic import decode_file
+
+    with open(folder / "manifest.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return np.stack([decode_file(str(folder / "images" / f"{r['id']}.png")) for r in rows if r["class"] == cls])
+
+
+def _train_on_synthetic(cfg: GateConfig, train: Trainer, ds, res: int, folders: dict[str, Path],
+                        per_mode: dict[str, dict], work: Path) -> dict:
+    """The TOS gate: per mode and class, recall of classifiers whose training set has the class's real images
+    replaced by synthetic ones, next to the same recipe on real images; adds the verdicts to PER_MODE."""
+    classes = list(ds.classes)
+    xtr, ytr = ds.split("train").arrays(res)
+    xva, yva = ds.split("val").arrays(res)
+    work.mkdir(exist_ok=True)
+    real_npz = write_npz(work / "real.npz", classes, xtr, ytr, xva, yva)
+    real_recall = {s: _recall_after_training(train, real_npz, work / f"real_s{s}", cfg, s) for s in cfg.gate_seeds}
+    runs: dict = {"real": real_recall}
+    for mode, f in folders.items():
+        for c in cfg.classes:
+            ci = classes.index(c)
+            syn = _synthetic_images(f, c)
+            recalls = []
+            for s in cfg.gate_seeds:
+                x, y = replace_class(xtr, ytr, ci, syn, np.random.default_rng(s))
+                npz = write_npz(work / f"{mode}_{c}.npz", classes, x, y, xva, yva)
+                recalls.append(_recall_after_training(train, npz, work / f"{mode}_{c}_s{s}", cfg, s)[c])
+                npz.unlink()
+            runs[f"{mode}_{c}"] = recalls
+            real_c = float(np.mean([real_recall[s][c] for s in cfg.gate_seeds]))
+            per_mode[mode][c].update(tos_verdict(float(np.mean(recalls)), real_c))
+    real_npz.unlink()
+    return runs
+
+
+def run_gates(cfg: GateConfig, classifier: FeatureModel, train: Trainer) -> dict:
+    """Generate per mode, score with the real-only CLASSIFIER (cfg.classifier, loaded by the caller), train the TOS
+    classifiers with TRAIN, write quality.json and index.html into OUT; returns the quality dict."""
     from ..data import ensure_splits, load_source
-    from ..ood.select import _jsonable, score_candidates
-    from .model import model_hash, read_meta
-    from .runtime import resolve_precision
+    from ..diffusion.model import model_hash, read_meta
+    from ..diffusion.runtime import resolve_precision
 
     t0 = time.time()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    meta = read_meta(cfg.model)
-    res = int(meta["resolution"])
+    res = int(read_meta(cfg.model)["resolution"])
     ds = ensure_splits(load_source(cfg.data), seed=0)
-    train, val = ds.split("train"), ds.split("val")
-    counts = train.class_counts()
+    counts = ds.split("train").class_counts()
     missing = [c for c in cfg.classes if counts.get(c, 0) == 0]
     if missing:
         raise DataError(f"{cfg.data}: no training images of {', '.join(missing)}")
 
     folders = {mode: _generate_mode(cfg, mode, counts, out) for mode in cfg.modes}
-    scored = {mode: score_candidates(f, cfg.data, cfg.classifier) for mode, f in folders.items()}
-    names = scored[cfg.modes[0]].class_names
-
     per_mode: dict[str, dict] = {}
-    for mode, sc in scored.items():
-        per_class = {}
-        for c in cfg.classes:
-            ci = names.index(c)
-            syn = sc.cls_idx == ci
-            real_val = sc.val_cls == ci
-            entry = label_fidelity(sc.scores["p_intended"][syn], sc.val_scores["p_intended"][real_val])
-            entry.update(equal_n_distances(sc.features[syn], sc.train_features[sc.train_cls == ci],
-                                           sc.val_features[real_val], seed=cfg.seed))
-            entry["memorized_fraction"] = float(sc.memo.memorized[syn].mean()) if syn.any() else math.nan
-            entry["n_memorized"] = int(sc.memo.memorized[syn].sum())
-            per_class[c] = entry
-        per_mode[mode] = per_class
-        write_scores(folders[mode] / "scores.csv", sc)
+    for mode, folder in folders.items():
+        sc = score_candidates(folder, cfg.data, classifier)
+        per_mode[mode] = _gate_figures(sc, cfg)
+        write_scores(folder / "scores.csv", sc)
+    tos_runs = _train_on_synthetic(cfg, train, ds, res, folders, per_mode, out / "tos") if cfg.tos else {}
 
-    tos_runs = {}
-    if cfg.tos:
-        from ..data.isic import decode_file
-
-        classes = list(ds.classes)
-        xtr, ytr = train.arrays(res)
-        xva, yva = val.arrays(res)
-        work = out / "tos"
-        work.mkdir(exist_ok=True)
-        real_npz = write_npz(work / "real.npz", classes, xtr, ytr, xva, yva)
-        real_recall = {s: _recall_after_training(real_npz, work / f"real_s{s}", cfg, s) for s in cfg.gate_seeds}
-        tos_runs["real"] = real_recall
-        for mode, f in folders.items():
-            import csv
-
-            with open(f / "manifest.csv", newline="") as fh:
-                rows = list(csv.DictReader(fh))
-            for c in cfg.classes:
-                ci = classes.index(c)
-                syn = np.stack([decode_file(str(f / "images" / f"{r['id']}.png")) for r in rows if r["class"] == c])
-                recalls = []
-                for s in cfg.gate_seeds:
-                    x, y = replace_class(xtr, ytr, ci, syn, np.random.default_rng(s))
-                    npz = write_npz(work / f"{mode}_{c}.npz", classes, x, y, xva, yva)
-                    recalls.append(_recall_after_training(npz, work / f"{mode}_{c}_s{s}", cfg, s)[c])
-                    npz.unlink()
-                tos_runs[f"{mode}_{c}"] = recalls
-                real_c = float(np.mean([real_recall[s][c] for s in cfg.gate_seeds]))
-                per_mode[mode][c].update(tos_verdict(float(np.mean(recalls)), real_c))
-        real_npz.unlink()
-
-    grid = _grid(out, folders, cfg.classes)
     quality = {
         "format": "tailsynth-synth-quality/1",
         "model": str(cfg.model),
@@ -343,11 +356,11 @@ def run_gates(cfg: GateConfig) -> dict:
         "tos_runs": tos_runs,
         "all_pass": all(g.get("label_fidelity_pass") and g.get("tos_pass", not cfg.tos)
                         for m in per_mode.values() for g in m.values()),
-        "grid": grid,
+        "grid": _grid(out, folders, cfg.classes),
         "wall_s": round(time.time() - t0, 1),
         "feature_space": "penultimate layer of the real-only classifier (Inception weights are not available offline)",
     }
-    quality = _jsonable(quality)
+    quality = jsonable(quality)
     (out / "quality.json").write_text(json.dumps(quality, indent=2) + "\n")
     write_html(quality, out / "index.html")
     return quality

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .formatting import fmt
+from ..formatting import fmt
 
 
 def per_class_rows(m: dict) -> list[dict]:

@@ -9,8 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from tailsynth.cli import app
-from tailsynth.ood.experiment import decide
-from tailsynth.ood.protocol import make_replicates, summarize
+from tailsynth.evaluation.decision import decide
+from tailsynth.evaluation.replicates import make_replicates
+from tailsynth.evaluation.stats import summarize
 
 
 def test_summarize_t_interval_by_hand():

@@ -1,4 +1,9 @@
-"""Methods x seeds on one dataset -> one comparison table (markdown + CSV), mean ± std per metric and per class.
+"""`tailsynth experiment` without --folds: methods x seeds on one dataset -> one comparison table (markdown + CSV),
+mean ± std per metric and per class, read on the source's val split (where the trainer also picks its epoch).
+
+The quick look; the replicate protocol (methods.py: epoch and τ chosen on an inner split, reported on held-out
+folds) is what a result is claimed on. Kept beside it, with its own outputs, because committed tables
+(docs/results/classifier_comparison*) were made with it.
 
 Each run trains into OUT/runs/<method>/seed<k>/ and is skipped when its metrics.json exists, so an interrupted
 experiment continues where it stopped. Post-hoc methods re-score an already trained model (no training).
@@ -10,47 +15,12 @@ import csv
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from ..classify.methods import METHODS
 from ..errors import ConfigError
-
-
-@dataclass(frozen=True)
-class Method:
-    name: str
-    loss: str = "ce"
-    sampler: str = "none"
-    posthoc_tau: float | None = None  # re-score the model of `base` with post-hoc logit adjustment
-    base: str | None = None
-    note: str = ""
-    train_kw: dict = field(default_factory=dict, hash=False, compare=False)  # more ClassifierTrainConfig fields
-
-
-METHODS: dict[str, Method] = {m.name: m for m in [
-    Method("ce", note="cross-entropy"),
-    Method("weighted-ce", loss="weighted-ce", note="CE weighted by inverse class frequency"),
-    Method("cb-ce", loss="cb-ce", note="CE weighted by effective number (β=0.9999)"),
-    Method("focal", loss="focal", note="focal loss γ=2"),
-    Method("ldam-drw", loss="ldam-drw", note="LDAM margins, re-weighting from 80% of epochs"),
-    Method("logit-adjusted", loss="logit-adjusted", note="logit-adjusted loss τ=1"),
-    Method("balanced-softmax", loss="balanced-softmax", note="balanced softmax (≡ logit-adjusted τ=1)"),
-    Method("class-balanced-sampler", sampler="class-balanced", note="CE + class-balanced re-sampling"),
-    Method("sqrt-sampler", sampler="sqrt", note="CE + square-root re-sampling"),
-    Method("ce+posthoc", posthoc_tau=1.0, base="ce", note="CE model, post-hoc logit adjustment τ=1"),
-    Method("ce-drw", loss="ce-drw", note="CE, effective-number re-weighting from 80% of epochs (DRW)"),
-    Method("ce+crt", train_kw={"crt_epochs": 10},
-           note="CE, then the last layer re-fitted on class-balanced real features (cRT, 10 epochs)"),
-    Method("balanced-softmax+crt", loss="balanced-softmax", train_kw={"crt_epochs": 10},
-           note="balanced softmax (instance sampling), then cRT"),
-    Method("ce+mixup", train_kw={"mixup_alpha": 0.2}, note="CE + mixup α=0.2"),
-    Method("balanced-softmax+mixup", loss="balanced-softmax", train_kw={"mixup_alpha": 0.2},
-           note="balanced softmax (instance sampling) + mixup α=0.2"),
-    Method("class-balanced-sampler+mixup", sampler="class-balanced", train_kw={"mixup_alpha": 0.2},
-           note="CE + class-balanced re-sampling + mixup α=0.2"),
-]}
 
 HEADLINE = ("balanced_accuracy", "accuracy", "macro_auc", "ece")
 
@@ -74,8 +44,8 @@ def run_experiment(data, out, methods: Sequence[str] | None = None, seeds: Seque
 
     Returns {"runs": [...one row per run...], "summary": {method: {...}}, "table": path}.
     """
-    from .evaluate import evaluate_model
-    from .train import train_classifier
+    from ..classify.evaluate import evaluate_model
+    from ..classify.train import train_classifier
 
     methods = list(methods or [m for m in METHODS])
     unknown = [m for m in methods if m not in METHODS]

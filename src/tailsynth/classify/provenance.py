@@ -1,0 +1,81 @@
+"""Provenance of a classifier model folder: the data, synthetic set, selection and synthesizer it was trained from.
+
+The classifier stage knows what it was trained on; export writes this block into the model card, and
+`tailsynth.lineage` (the report tier) follows a served prediction back through it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from ..data.errors import DataError
+
+SELECTED_MANIFEST = "selected_manifest.csv"
+QUALITY_FILE = "quality.json"
+GENERATION_MANIFEST = "manifest.csv"
+GENERATION_CONFIGS = ("generation.json", "config.json")  # generate's resolved settings, naming the model folder
+
+
+class LineageError(DataError):
+    """A link of the chain cannot be followed; the message names the file and field at fault."""
+
+
+def model_lineage(model_dir: str | Path, meta) -> dict:
+    """The lineage block of a classifier's model card (META: the model folder's ClassifierMeta)."""
+    from ..data.versioning import dvc_md5
+    from ..hashing import data_revision
+
+    cfg = meta.config or {}
+    out = {
+        "classifier": {"model_dir": str(Path(model_dir).resolve()), "backbone": meta.backbone,
+                       "loss": cfg.get("loss"), "epochs": cfg.get("epochs"), "seed": cfg.get("seed"),
+                       "selected_epoch": cfg.get("selected_epoch")},
+        "training_data": {"revision": meta.data_revision, "source": cfg.get("data"),
+                          "splits": cfg.get("splits")},
+        "synthetic_set": None, "synthesizer": None, "selection": None,
+    }
+    manifest = cfg.get("synthetic_manifest")
+    if not manifest:
+        return out
+    selected = Path(manifest).parent
+    if not selected.is_dir():
+        # Still exportable; the card says plainly that this link cannot be checked from here.
+        out["synthetic_set"] = {"uri": str(selected), "dvc_md5": None, "missing": True}
+        return out
+    out["synthetic_set"] = {"uri": str(selected.resolve()), "dvc_md5": dvc_md5(selected),
+                            "content_revision": data_revision(selected),
+                            "n_images": sum(1 for _ in manifest_rows(Path(manifest)))}
+    quality_path = selected / QUALITY_FILE
+    if quality_path.is_file():
+        quality = json.loads(quality_path.read_text())
+        sel = dict(quality.get("selection") or {})
+        sel["candidates"] = (quality.get("scoring") or {}).get("candidates")
+        sel["classifier"] = (quality.get("scoring") or {}).get("classifier")
+        out["selection"] = sel
+        if sel.get("candidates"):
+            out["synthesizer"] = synthesizer_of(sel["candidates"])
+    return out
+
+
+def synthesizer_of(candidates: str | Path) -> dict:
+    """The diffusion model behind a candidate set: its weights hash (from the generation manifest) and folder."""
+    rows = list(manifest_rows(Path(candidates) / GENERATION_MANIFEST))
+    hashes = sorted({r.get("model_hash", "") for r in rows} - {""})
+    if len(hashes) != 1:
+        raise LineageError(f"{Path(candidates) / GENERATION_MANIFEST}: expected one model_hash, found {hashes}")
+    model = None
+    for name in GENERATION_CONFIGS:
+        cfg_path = Path(candidates) / name
+        if cfg_path.is_file():
+            model = json.loads(cfg_path.read_text()).get("model")
+            break
+    return {"hash": hashes[0], "uri": model}
+
+
+def manifest_rows(path: Path):
+    if not path.is_file():
+        raise LineageError(f"{path}: manifest not found")
+    with open(path, newline="") as f:
+        yield from csv.DictReader(f)
