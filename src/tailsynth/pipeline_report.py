@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .data.errors import DataError
+from .diffusion.candidate_set import CandidateSet
 from .errors import ConfigError
 from .formatting import fmt
 
@@ -138,19 +139,18 @@ def _manifest_images(manifest: Path) -> dict[str, list[Path]]:
 
 
 def rejected_images(candidates: Path, kept: dict[str, list[Path]]) -> dict[str, list[Path]]:
-    """Candidates (a generate/merge folder: manifest.csv `id,class,...` + images/<id>.png) that selection dropped.
+    """Candidates (a generate/merge folder, `diffusion.candidate_set`) that selection dropped.
 
     Kept files are named `<n>_<id>.png` once the selection travels with its images (pipeline_io.localize_manifest).
     """
     kept_ids = {p.stem.split("_", 1)[1] if p.stem[:6].isdigit() else p.stem for ps in kept.values() for p in ps}
     out: dict[str, list[Path]] = {}
-    manifest = Path(candidates) / "manifest.csv"
-    if not manifest.is_file():
+    cs = CandidateSet(candidates)
+    if not cs.manifest_path.is_file():
         return out
-    with open(manifest, newline="") as f:
-        for row in csv.DictReader(f):
-            if row["id"] not in kept_ids:
-                out.setdefault(row["class"], []).append(Path(candidates) / "images" / f"{row['id']}.png")
+    for row in cs.read():
+        if row.id not in kept_ids:
+            out.setdefault(row.cls, []).append(cs.image_path(row.id))
     return out
 
 
@@ -303,12 +303,11 @@ def _copy_selection_report(selected: Path, out: Path) -> Path | None:
 
 
 def sampling_rows(candidates: str | Path) -> list[list]:
-    """How this run sampled its candidates (from their generation.json): sampler, steps, guidance, and the UNet
+    """How this run sampled its candidates (from the candidate set's record): sampler, steps, guidance, and the UNet
     runtime and precision, since bf16 images differ from fp32 ones by a few levels."""
-    path = Path(candidates) / "generation.json"
-    if not path.is_file():
+    g = CandidateSet(candidates).record() if Path(candidates).is_dir() else {}
+    if not g:
         return []
-    g = json.loads(path.read_text())
     text = f"{g.get('sampler')} {g.get('steps')} steps, guidance {g.get('guidance')}"
     if g.get("mode") == "harmonize":
         text += f", harmonize strength {g.get('strength')}"

@@ -14,8 +14,6 @@ from ..data.errors import DataError
 
 SELECTED_MANIFEST = "selected_manifest.csv"
 QUALITY_FILE = "quality.json"
-GENERATION_MANIFEST = "manifest.csv"
-GENERATION_CONFIGS = ("generation.json", "config.json")  # generate's resolved settings, naming the model folder
 
 
 class LineageError(DataError):
@@ -61,17 +59,15 @@ def model_lineage(model_dir: str | Path, meta) -> dict:
 
 def synthesizer_of(candidates: str | Path) -> dict:
     """The diffusion model behind a candidate set: its weights hash (from the generation manifest) and folder."""
-    rows = list(manifest_rows(Path(candidates) / GENERATION_MANIFEST))
-    hashes = sorted({r.get("model_hash", "") for r in rows} - {""})
+    from ..diffusion.candidate_set import CandidateSet
+
+    cs = CandidateSet(candidates)
+    if not cs.manifest_path.is_file():
+        raise LineageError(f"{cs.manifest_path}: manifest not found")
+    hashes = cs.model_hashes()
     if len(hashes) != 1:
-        raise LineageError(f"{Path(candidates) / GENERATION_MANIFEST}: expected one model_hash, found {hashes}")
-    model = None
-    for name in GENERATION_CONFIGS:
-        cfg_path = Path(candidates) / name
-        if cfg_path.is_file():
-            model = json.loads(cfg_path.read_text()).get("model")
-            break
-    return {"hash": hashes[0], "uri": model}
+        raise LineageError(f"{cs.manifest_path}: expected one model_hash, found {hashes}")
+    return {"hash": hashes[0], "uri": cs.record().get("model")}
 
 
 def manifest_rows(path: Path):

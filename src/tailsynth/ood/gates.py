@@ -183,10 +183,10 @@ class GateConfig:
 
 
 def _generate_mode(cfg: GateConfig, mode: str, counts: dict[str, int], out: Path) -> Path:
-    """Candidates of every gate class, n(c) = real training count of c, in one folder per mode."""
-    import csv
+    """Candidates of every gate class, n(c) = real training count of c, in one candidate set per mode."""
     import shutil
 
+    from ..diffusion.candidate_set import merge_candidate_sets
     from ..diffusion.generate import GenerateConfig, generate
 
     folder = out / mode
@@ -200,24 +200,10 @@ def _generate_mode(cfg: GateConfig, mode: str, counts: dict[str, int], out: Path
                                 steps=cfg.steps, guidance=cfg.guidance, seed=cfg.seed, batch_size=cfg.batch_size,
                                 save_inputs=True, progress=True, runtime=cfg.runtime, precision=cfg.precision))
         parts.append(part)
-    # One candidate folder (images + manifest) per mode, as `select` and the trainer read it.
+    # One candidate set (images + manifest) per mode, as `select` and the trainer read it.
     if folder.exists():
         shutil.rmtree(folder)
-    (folder / "images").mkdir(parents=True)
-    (folder / "inputs").mkdir()
-    rows, fields = [], None
-    for p in parts:
-        with open(p / "manifest.csv", newline="") as f:
-            rd = csv.DictReader(f)
-            fields = rd.fieldnames
-            rows += list(rd)
-        for sub in ("images", "inputs"):
-            for q in (p / sub).iterdir():
-                shutil.copyfile(q, folder / sub / q.name)
-    with open(folder / "manifest.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields)
-        w.writeheader()
-        w.writerows(rows)
+    merge_candidate_sets(parts, folder, shards=False)
     shutil.rmtree(out / "parts")
     return folder
 
@@ -233,16 +219,13 @@ def _recall_after_training(train: Trainer, npz: Path, out: Path, cfg: GateConfig
 
 def _grid(out: Path, folders: dict[str, Path], classes: list[str], n: int = 6) -> str:
     """Rows of [real source lesion | background | inpaint | harmonize] for the same background and seed."""
-    import csv
-
     from ..data.isic import decode_file
+    from ..diffusion.candidate_set import CandidateSet
     from ..diffusion.generate import write_grid
 
     tiles = []
-    by_mode = {}
-    for mode, f in folders.items():
-        with open(f / "manifest.csv", newline="") as fh:
-            by_mode[mode] = {(r["class"], r["id"].rsplit("_", 1)[-1]): r for r in csv.DictReader(fh)}
+    sets = {mode: CandidateSet(f) for mode, f in folders.items()}
+    by_mode = {mode: {(r["class"], r["id"].rsplit("_", 1)[-1]): r for r in cs.rows()} for mode, cs in sets.items()}
     keys = sorted(next(iter(by_mode.values())))
     cols = 0
     for c in classes:
@@ -250,13 +233,13 @@ def _grid(out: Path, folders: dict[str, Path], classes: list[str], n: int = 6) -
             row = []
             if "harmonize" in by_mode and key in by_mode["harmonize"]:
                 h = by_mode["harmonize"][key]
-                row.append(decode_file(str(folders["harmonize"] / "inputs" / f"{h['id']}_composite.png")))
+                row.append(decode_file(str(sets["harmonize"].input_path(h, "composite"))))
             anyr = next(by_mode[m][key] for m in by_mode if key in by_mode[m])
             anym = next(m for m in by_mode if key in by_mode[m])
-            row.append(decode_file(str(folders[anym] / anyr["background_path"])))
+            row.append(decode_file(str(sets[anym].input_path(anyr, "background"))))
             for mode in MODES:
                 if mode in by_mode and key in by_mode[mode]:
-                    row.append(decode_file(str(folders[mode] / "images" / f"{by_mode[mode][key]['id']}.png")))
+                    row.append(decode_file(str(sets[mode].image_path(by_mode[mode][key]["id"]))))
             cols = len(row)
             tiles += row
     path = out / "grid_side_by_side.png"
@@ -281,13 +264,11 @@ def _gate_figures(sc: ScoredCandidates, cfg: GateConfig) -> dict:
 
 
 def _synthetic_images(folder: Path, cls: str) -> np.ndarray:
-    import csv
-
     from ..data.isic import decode_file
+    from ..diffusion.candidate_set import CandidateSet
 
-    with open(folder / "manifest.csv", newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    return np.stack([decode_file(str(folder / "images" / f"{r['id']}.png")) for r in rows if r["class"] == cls])
+    cs = CandidateSet(folder)
+    return np.stack([decode_file(str(cs.image_path(r.id))) for r in cs.read() if r.cls == cls])
 
 
 def _train_on_synthetic(cfg: GateConfig, train: Trainer, ds, res: int, folders: dict[str, Path],

@@ -150,6 +150,7 @@ def background_lesion_rows(train_records, background_ids) -> np.ndarray:
 def score_candidates(candidates, real, classifier: FeatureModel, *, splits=None, split_seed: int = 0, knn_k: int = 5,
                      shrinkage="ledoit-wolf", memorization_quantile: float = 0.01, batch_size: int = 256,
                      pixel_size: int = 32) -> ScoredCandidates:
+    from ..diffusion.candidate_set import CandidateSet
     from .candidates import read_candidates
     from .memorize import check_memorization, pixel_vectors, thresholds_from_real
 
@@ -158,7 +159,7 @@ def score_candidates(candidates, real, classifier: FeatureModel, *, splits=None,
     res = int(classifier.resolution)
     bad = sorted(set(cands.classes) - set(names))
     if bad:
-        raise DataError(f"{Path(candidates) / 'manifest.csv'}: class(es) {', '.join(bad)} are not among the "
+        raise DataError(f"{CandidateSet(candidates).manifest_path}: class(es) {', '.join(bad)} are not among the "
                         f"classifier's classes {names}")
     train, val = _real_splits(real, splits, split_seed)
     ytr, yva = _label_indices(train, names, f"{real} (train)"), _label_indices(val, names, f"{real} (val)")
