@@ -63,12 +63,12 @@ def test_foreign_or_newer_record_names_file_and_schema(tmp_path, schema):
 def test_foreign_manifest_and_selection_folder_are_clear_errors(tmp_path):
     cs = _folder(tmp_path / "g", [("a", "DF")])
     cs.manifest_path.write_text("path,class\nx.png,DF\n")
-    with pytest.raises(DataError, match=rf"manifest.csv: missing column\(s\) 'id' .*expected a candidate set"):
+    with pytest.raises(DataError, match=r"manifest.csv: missing column\(s\) 'id' .*expected a candidate set"):
         cs.read()
     sel = tmp_path / "selected"
     sel.mkdir()
     (sel / "selected_manifest.csv").write_text("path,class\nx.png,DF\n")
-    with pytest.raises(DataError, match=rf"manifest.csv: not found .*expected a candidate set.*selected_manifest.csv"):
+    with pytest.raises(DataError, match=r"manifest.csv: not found .*expected a candidate set.*selected_manifest.csv"):
         CandidateSet(sel).read()
 
 

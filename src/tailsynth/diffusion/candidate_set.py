@@ -279,6 +279,17 @@ def merge_candidate_sets(dirs, out, *, shards: bool = True) -> dict:
     return {"out": str(dest.root), "n": len(rows), "shards": len(sets), "grids": grids}
 
 
-__all__ = ["CandidateRow", "CandidateSet", "GRID_COUNT", "GT_FILE", "INPUT_COLUMNS", "MANIFEST_COLUMNS",
-           "MANIFEST_FILE", "RECORD_FILE", "SCHEMA", "merge_candidate_sets", "write_candidate_set",
-           "write_grids"]
+__all__ = [
+    "GRID_COUNT",
+    "GT_FILE",
+    "INPUT_COLUMNS",
+    "MANIFEST_COLUMNS",
+    "MANIFEST_FILE",
+    "RECORD_FILE",
+    "SCHEMA",
+    "CandidateRow",
+    "CandidateSet",
+    "merge_candidate_sets",
+    "write_candidate_set",
+    "write_grids",
+]

@@ -29,9 +29,17 @@ import numpy as np
 
 from ..data.errors import DataError
 from ..errors import ConfigError
+from .candidate_set import (
+    GRID_COUNT,
+    GT_FILE,
+    IMAGES_DIR,
+    INPUT_COLUMNS,
+    INPUTS_DIR,
+    MANIFEST_COLUMNS,
+    write_candidate_set,
+    write_grids,
+)
 from .composite import blend_alpha, composite_lesion, paste_back
-from .candidate_set import (GRID_COUNT, GT_FILE, IMAGES_DIR, INPUT_COLUMNS, INPUTS_DIR, MANIFEST_COLUMNS,
-                            write_candidate_set, write_grids)
 from .outputs import save_png, write_grid
 from .plan import POLICIES, Candidate, class_targets, head_classes, make_plan
 from .runtime import check_runtime

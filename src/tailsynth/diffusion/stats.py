@@ -6,9 +6,7 @@ the wrong mean long before a person looks at the grid).
 
 from __future__ import annotations
 
-
 import numpy as np
-
 
 
 def _mean_inside(images: np.ndarray, masks: np.ndarray) -> np.ndarray:
@@ -39,7 +37,6 @@ def real_colour_stats(data, resolution: int, classes=None, limit: int = 200, see
 def generated_colour_stats(gen_dir) -> dict:
     """From a `generate --save-inputs` folder: mean RGB inside the mask the model painted, per class."""
     from ..data.isic import decode_file
-
     from .candidate_set import CandidateSet
 
     cs = CandidateSet(gen_dir)
