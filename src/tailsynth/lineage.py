@@ -15,8 +15,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .classify.provenance import SELECTED_MANIFEST, LineageError, manifest_rows
+from .classify.provenance import LineageError
 from .diffusion.candidate_set import CandidateSet
+from .ood.selection import Selection
 
 CARD_FILE = "model_card.json"
 SYNTH_CARD, SYNTH_CARD_MD = "model_card.json", "MODEL_CARD.md"  # what a shipped synthesizer carries
@@ -80,11 +81,8 @@ def synthetic_images(selected: Path, candidates: Path | None) -> dict[str, list[
             raise LineageError(f"{cs.manifest_path}: manifest not found")
         prov = {r["id"]: r for r in cs.rows()}
     out: dict[str, list[dict]] = {}
-    for i, row in enumerate(manifest_rows(selected / SELECTED_MANIFEST)):
-        f = Path(row["path"])
-        f = f if f.is_absolute() else selected / f
-        if not f.is_file():
-            raise LineageError(f"{selected / SELECTED_MANIFEST}: row {i + 2}: image {f} not found")
+    for e in Selection(selected).entries(check_images=True):
+        f = e.path
         entry = {"file": str(f.relative_to(selected)) if f.is_relative_to(selected) else str(f),
                  "sha256": file_digest(f)}
         if prov:
@@ -92,12 +90,12 @@ def synthetic_images(selected: Path, candidates: Path | None) -> dict[str, list[
             if iid not in prov:
                 raise LineageError(f"{f}: candidate id {iid!r} has no row in {cs.manifest_path}")
             p = prov[iid]
-            if p.get("class") != row["class"]:
-                raise LineageError(f"{f}: class {row['class']} in the selection but {p.get('class')} at generation")
+            if p.get("class") != e.cls:
+                raise LineageError(f"{f}: class {e.cls} in the selection but {p.get('class')} at generation")
             src = cs.image_path(iid)
             entry["same_bytes_as_candidate"] = src.is_file() and file_digest(src) == entry["sha256"]
             entry.update(p)
-        out.setdefault(row["class"], []).append(entry)
+        out.setdefault(e.cls, []).append(entry)
     return out
 
 

@@ -3,7 +3,7 @@ statistics and the data revision, as markdown and HTML side by side with compari
 
 Inputs are the files the pipeline stages write (no KFP here):
 - evaluation folders holding `evaluation.json` (the metrics dict of `evaluate_model` plus `arm`),
-- the selection folder of `select_candidates` (`quality.json`, `selected_manifest.csv`),
+- the selection folder of `select_candidates` (`ood.selection.Selection`: its record and kept set),
 - the version record JSON of the version stage.
 """
 
@@ -22,6 +22,7 @@ from .data.errors import DataError
 from .diffusion.candidate_set import CandidateSet
 from .errors import ConfigError
 from .formatting import fmt
+from .ood.selection import Selection
 
 EVALUATION_FILE = "evaluation.json"
 
@@ -377,13 +378,13 @@ def _selection_figures(out: Path, selected, candidates) -> _SelectionFigures:
     fig = _SelectionFigures()
     if not selected:
         return fig
-    qpath = Path(selected) / "quality.json"
-    fig.quality = json.loads(qpath.read_text()) if qpath.is_file() else {}
-    manifest = Path(selected) / "selected_manifest.csv"
-    if manifest.is_file():
-        fig.grid, _ = synthetic_grid(manifest, out / "synthetic_grid.png")
+    selection = Selection(selected)
+    fig.quality = selection.record() if selection.has_record() else {}
+    if selection.manifest_path.is_file():
+        kept = selection.images_by_class()
+        fig.grid, _ = synthetic_grid(kept, out / "synthetic_grid.png")
         if candidates:
-            dropped = rejected_images(Path(candidates), _manifest_images(manifest))
+            dropped = rejected_images(Path(candidates), kept)
             if dropped:
                 fig.rejected_grid, _ = synthetic_grid(dropped, out / "rejected_grid.png")
     fig.page = _copy_selection_report(Path(selected), out)
@@ -453,8 +454,9 @@ def _synthetic_sections(out: Path, sel: _SelectionFigures, extra_selected: dict 
         sections.append(("", "text", ["Candidates dropped by the selection:"]))
         sections.append(("", "image", ["rejected_grid.png", "rejected candidates"]))
     for i, (title, folder) in enumerate((extra_selected or {}).items()):
-        manifest = Path(folder) / "selected_manifest.csv"
-        extra_grid = synthetic_grid(manifest, out / f"synthetic_grid_{i + 2}.png")[0] if manifest.is_file() else None
+        extra = Selection(folder)
+        extra_grid = (synthetic_grid(extra.images_by_class(), out / f"synthetic_grid_{i + 2}.png")[0]
+                      if extra.manifest_path.is_file() else None)
         sections.append((title, "image" if extra_grid else "text",
                          [f"synthetic_grid_{i + 2}.png", title] if extra_grid else ["No synthetic image was kept."]))
     sel_header, sel_rows = selection_table(sel.quality)

@@ -7,13 +7,9 @@ The classifier stage knows what it was trained on; export writes this block into
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 from ..data.errors import DataError
-
-SELECTED_MANIFEST = "selected_manifest.csv"
-QUALITY_FILE = "quality.json"
 
 
 class LineageError(DataError):
@@ -37,17 +33,18 @@ def model_lineage(model_dir: str | Path, meta) -> dict:
     manifest = cfg.get("synthetic_manifest")
     if not manifest:
         return out
-    selected = Path(manifest).parent
-    if not selected.is_dir():
+    from ..ood.selection import Selection
+
+    selected = Selection(Path(manifest).parent)
+    if not selected.root.is_dir():
         # Still exportable; the card says plainly that this link cannot be checked from here.
-        out["synthetic_set"] = {"uri": str(selected), "dvc_md5": None, "missing": True}
+        out["synthetic_set"] = {"uri": str(selected.root), "dvc_md5": None, "missing": True}
         return out
-    out["synthetic_set"] = {"uri": str(selected.resolve()), "dvc_md5": dvc_md5(selected),
-                            "content_revision": data_revision(selected),
+    out["synthetic_set"] = {"uri": str(selected.root.resolve()), "dvc_md5": dvc_md5(selected.root),
+                            "content_revision": data_revision(selected.root),
                             "n_images": sum(1 for _ in manifest_rows(Path(manifest)))}
-    quality_path = selected / QUALITY_FILE
-    if quality_path.is_file():
-        quality = json.loads(quality_path.read_text())
+    if selected.has_record():
+        quality = selected.record()
         sel = dict(quality.get("selection") or {})
         sel["candidates"] = (quality.get("scoring") or {}).get("candidates")
         sel["classifier"] = (quality.get("scoring") or {}).get("classifier")
