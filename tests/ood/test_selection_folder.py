@@ -63,3 +63,16 @@ def test_candidate_folder_is_not_a_selection(tmp_path):
     sel.manifest_path.write_text(f"path,class\n{sel.root / 'images' / 'gone.png'},DF\n")
     with pytest.raises(DataError, match=r"selected_manifest.csv: row 2: image .*gone.png not found"):
         sel.entries(check_images=True)
+
+
+def test_gate_run_reads_old_name_but_not_a_selection(tmp_path):
+    """The gates' record moved to gates.json; an old gate folder still reads, a selection given instead does not."""
+    from tailsynth.ood.gates import read_gates
+
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "quality.json").write_text(json.dumps({"format": "tailsynth-synth-quality/1", "gates": {}, "config": {}}))
+    assert read_gates(old)["gates"] == {}
+    sel = _selection(tmp_path)
+    with pytest.raises(DataError, match=r"quality.json: not a gate record; expected .*gates.json"):
+        read_gates(sel.root)

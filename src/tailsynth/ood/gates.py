@@ -33,6 +33,13 @@ from .features import FeatureModel
 from .quality import frechet_distance, kid
 from .select import ScoredCandidates, jsonable, score_candidates
 
+# The gate run's folder: OUT/gates.json (the record, GATES_FORMAT), OUT/index.html, OUT/<mode>/ (a candidate set,
+# `diffusion.candidate_set`) with OUT/<mode>/gate_scores.csv. Folders written before the rename hold the record and
+# the scores under the selection's names (`ood.selection`: another schema); `read_gates`/`gate_scores_path` read
+# those as version 0 when their format says they are gate records.
+GATES_FILE = "gates.json"
+GATE_SCORES_FILE = "gate_scores.csv"
+GATES_FORMAT = "tailsynth-synth-quality/1"
 LABEL_FIDELITY_RATIO = 0.8
 TOS_RATIO = 0.7
 MODES = ("inpaint", "harmonize")
@@ -117,6 +124,34 @@ def write_scores(path: Path, sc) -> Path:
         for i, cid in enumerate(sc.ids):
             w.writerow([cid, sc.class_names[int(sc.cls_idx[i])], f"{float(sc.scores['p_intended'][i]):.6f}"])
     return path
+
+
+def gate_scores_path(folder: Path, mode: str) -> Path:
+    """OUT/<mode>/gate_scores.csv of a gate run (the selection's scores name in folders from before the rename)."""
+    from .selection import SCORES_FILE as OLD_NAME
+
+    path = Path(folder) / mode / GATE_SCORES_FILE
+    old = path.with_name(OLD_NAME)
+    return old if not path.is_file() and old.is_file() else path
+
+
+def read_gates(folder: Path) -> dict:
+    """The gate run's record; a folder from before the rename is read from its old name when it is a gate record."""
+    from .selection import RECORD_FILE as OLD_NAME
+
+    path = Path(folder) / GATES_FILE
+    if not path.is_file() and (Path(folder) / OLD_NAME).is_file():
+        old = json.loads((Path(folder) / OLD_NAME).read_text())
+        if isinstance(old, dict) and (old.get("format") == GATES_FORMAT or "gates" in old and "config" in old):
+            return old
+        raise DataError(f"{Path(folder) / OLD_NAME}: not a gate record; expected {path} ({GATES_FORMAT}, "
+                        "written by `tailsynth synth-quality`)")
+    if not path.is_file():
+        raise MissingInputError(f"{path} missing: {folder} is not a synth-quality output folder")
+    rec = json.loads(path.read_text())
+    if rec.get("format", GATES_FORMAT) != GATES_FORMAT:
+        raise DataError(f"{path}: format {rec.get('format')!r}; expected {GATES_FORMAT}")
+    return rec
 
 
 def read_scores(path: Path) -> dict[str, tuple[str, float]]:
@@ -301,7 +336,7 @@ def _train_on_synthetic(cfg: GateConfig, train: Trainer, ds, res: int, folders: 
 
 def run_gates(cfg: GateConfig, classifier: FeatureModel, train: Trainer) -> dict:
     """Generate per mode, score with the real-only CLASSIFIER (cfg.classifier, loaded by the caller), train the TOS
-    classifiers with TRAIN, write quality.json and index.html into OUT; returns the quality dict."""
+    classifiers with TRAIN, write gates.json (GATES_FILE) and index.html into OUT; returns the record."""
     from ..data import ensure_splits, load_source
     from ..diffusion.model import model_hash, read_meta
     from ..diffusion.runtime import resolve_precision
@@ -321,11 +356,11 @@ def run_gates(cfg: GateConfig, classifier: FeatureModel, train: Trainer) -> dict
     for mode, folder in folders.items():
         sc = score_candidates(folder, cfg.data, classifier)
         per_mode[mode] = _gate_figures(sc, cfg)
-        write_scores(folder / "scores.csv", sc)
+        write_scores(folder / GATE_SCORES_FILE, sc)
     tos_runs = _train_on_synthetic(cfg, train, ds, res, folders, per_mode, out / "tos") if cfg.tos else {}
 
     quality = {
-        "format": "tailsynth-synth-quality/1",
+        "format": GATES_FORMAT,
         "model": str(cfg.model),
         "model_hash": model_hash(cfg.model),
         "data": str(cfg.data),
@@ -342,7 +377,7 @@ def run_gates(cfg: GateConfig, classifier: FeatureModel, train: Trainer) -> dict
         "feature_space": "penultimate layer of the real-only classifier (Inception weights are not available offline)",
     }
     quality = jsonable(quality)
-    (out / "quality.json").write_text(json.dumps(quality, indent=2) + "\n")
+    (out / GATES_FILE).write_text(json.dumps(quality, indent=2) + "\n")
     write_html(quality, out / "index.html")
     return quality
 
