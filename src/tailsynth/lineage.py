@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .classify.folders import TrainedClassifier
 from .classify.provenance import LineageError
 from .diffusion.candidate_set import CandidateSet
 from .ood.selection import Selection
@@ -124,7 +125,7 @@ def trace(record: str | None = None, model_version: str | None = None, runs=("ru
     sets = versions.get("sets") or {}
 
     mdir = Path(lin["classifier"]["model_dir"])
-    if (mdir / "model.pt").is_file():
+    if TrainedClassifier(mdir).has_model():
         from .hashing import model_version as version_of
 
         chain["classifier_run"]["verified"] = version_of(mdir) == version

@@ -2,7 +2,7 @@
 statistics and the data revision, as markdown and HTML side by side with comparison.csv.
 
 Inputs are the files the pipeline stages write (no KFP here):
-- evaluation folders holding `evaluation.json` (the metrics dict of `evaluate_model` plus `arm`),
+- evaluation folders of the evaluate stage (`classify.folders.Evaluation`: the metrics of `evaluate_model` plus `arm`),
 - the selection folder of `select_candidates` (`ood.selection.Selection`: its record and kept set),
 - the version record JSON of the version stage.
 """
@@ -18,25 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
+from .classify.folders import Evaluation
 from .data.errors import DataError
 from .diffusion.candidate_set import CandidateSet
 from .errors import ConfigError
 from .formatting import fmt
 from .ood.selection import Selection
 
-EVALUATION_FILE = "evaluation.json"
-
-
-def read_evaluation(folder: str | Path) -> dict:
-    p = Path(folder)
-    p = p / EVALUATION_FILE if p.is_dir() else p
-    if not p.is_file():
-        raise DataError(f"{p}: evaluation not found (expected {EVALUATION_FILE} from the evaluate stage)")
-    ev = json.loads(p.read_text())
-    for key in ("arm", "balanced_accuracy", "per_class"):
-        if key not in ev:
-            raise DataError(f"{p}: missing field {key!r}")
-    return ev
+read_evaluation = Evaluation.read  # an evaluate stage's folder (or its record), checked
 
 
 def comparison_rows(evaluations: Sequence[str | Path | dict]) -> list[dict]:

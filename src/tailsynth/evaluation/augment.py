@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..classify.folders import TrainedClassifier
 from ..data.classes import TAIL_CLASSES
 from ..errors import ConfigError
 from .arms import ARMS
@@ -244,7 +245,7 @@ def run_augmentation_experiment(data, candidates, out, *, baseline: str = "class
         if not needs_synthetic and "harmonized" not in arms:
             continue
         scorer = Path(classifier) if classifier else out / "runs" / "real" / rep.tag
-        if not (scorer / "model.pt").is_file():
+        if not TrainedClassifier(scorer).has_model():
             log(f"  {rep.tag}: no scorer at {scorer} yet (collect-only), skipping its synthetic arms")
             continue
         sel = out / "selection" / rep.tag

@@ -5,7 +5,7 @@ The quick look; the replicate protocol (methods.py: epoch and τ chosen on an in
 folds) is what a result is claimed on. Kept beside it, with its own outputs, because committed tables
 (docs/results/classifier_comparison*) were made with it.
 
-Each run trains into OUT/runs/<method>/seed<k>/ and is skipped when its metrics.json exists, so an interrupted
+Each run trains into OUT/runs/<method>/seed<k>/ and is skipped when its metrics exist, so an interrupted
 experiment continues where it stopped. Post-hoc methods re-score an already trained model (no training).
 """
 
@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..classify.folders import TrainedClassifier
 from ..classify.methods import METHODS
 from ..errors import ConfigError
 
@@ -66,9 +67,9 @@ def run_experiment(data, out, methods: Sequence[str] | None = None, seeds: Seque
         for name in order:
             meth = METHODS[name]
             run_dir = out / "runs" / name / f"seed{seed}"
-            mfile = run_dir / "metrics.json"
+            run_folder = TrainedClassifier(run_dir)
             t0 = time.time()
-            if not mfile.is_file():
+            if not run_folder.is_evaluated():
                 if meth.base:
                     base_dir = out / "runs" / meth.base / f"seed{seed}"
                     evaluate_model(base_dir, data, "val", run_dir, splits=splits, posthoc_tau=meth.posthoc_tau,
@@ -77,7 +78,7 @@ def run_experiment(data, out, methods: Sequence[str] | None = None, seeds: Seque
                     train_classifier(data, run_dir, backbone=backbone, loss=meth.loss, sampler=meth.sampler,
                                      epochs=epochs, seed=seed, splits=splits, quiet=quiet, write_reports=False,
                                      resume=True, **{**meth.train_kw, **train_kw})
-            m = json.loads(mfile.read_text())
+            m = run_folder.metrics()
             if name in methods:
                 rows.append({"method": name, "seed": seed, "metrics": m, "wall_s": round(time.time() - t0, 1)})
             if not quiet:
