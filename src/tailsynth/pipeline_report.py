@@ -25,6 +25,8 @@ from .errors import ConfigError
 from .formatting import fmt
 from .ood.selection import Selection
 
+COMPARISON_FILE = "comparison.csv"  # the arms table: method, balanced_accuracy, recall_<class>...
+REPORT_FILES = ("report.md", "report.html", COMPARISON_FILE)  # what a run folder shows at its top
 read_evaluation = Evaluation.read  # an evaluate stage's folder (or its record), checked
 
 
@@ -352,10 +354,10 @@ class _SelectionFigures:
 
 
 def _read_arms(out: Path, comparison_csv, evaluations, synthetic_arms: int) -> _Arms:
-    """The arms of COMPARISON_CSV (copied to OUT/comparison.csv) and their per-class recall figure."""
+    """The arms of COMPARISON_CSV (copied to OUT/COMPARISON_FILE) and their per-class recall figure."""
     rows = read_comparison_csv(comparison_csv)
-    if Path(comparison_csv).resolve() != (out / "comparison.csv").resolve():
-        write_comparison_csv(rows, out / "comparison.csv")
+    if Path(comparison_csv).resolve() != (out / COMPARISON_FILE).resolve():
+        write_comparison_csv(rows, out / COMPARISON_FILE)
     evs = [read_evaluation(e) for e in evaluations]
     ivs = [arm_intervals(e) for e in evs] if len(evs) == len(rows) else [{} for _ in rows]
     plot_per_class(rows, out / "per_class_recall.png", ivs)
@@ -595,7 +597,7 @@ def finalize_run_report(run_dir: str | Path, timings=None) -> Path:
     if timings is None:
         timings = recorded_timings(run_dir)
     record = run_dir / VERSION_RECORD
-    return build_run_report(run_dir, run_dir / "comparison.csv", inputs["evaluations"], inputs["candidates"],
+    return build_run_report(run_dir, run_dir / COMPARISON_FILE, inputs["evaluations"], inputs["candidates"],
                         inputs["selected"], record if record.is_file() else inputs["version_record"],
                         inputs["data_revision"], inputs["profile"], inputs["diffusion_model"],
                         model_card=card, timings=timings, links=links,

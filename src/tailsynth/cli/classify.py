@@ -144,7 +144,7 @@ def experiment_cmd(
     precision: str | None = typer.Option(None, "--precision", help=PRECISION_HELP),
     quiet: bool = typer.Option(False, "--quiet"),
 ) -> None:
-    """Methods x seeds -> comparison.md / comparison.csv (mean ± std, rarest class highlighted)."""
+    """Methods x seeds -> comparison.md / comparison_summary.csv (mean ± std, rarest class highlighted)."""
     params = dict(locals())  # the options, before any other local exists
     from ..classify.methods import METHODS
     from ..evaluation.quick import run_experiment

@@ -22,8 +22,16 @@ import numpy as np
 from ..classify.folders import TrainedClassifier
 from ..classify.methods import METHODS
 from ..errors import ConfigError
+from .results import COMPARISON_TABLE
 
 HEADLINE = ("balanced_accuracy", "accuracy", "macro_auc", "ece")
+
+
+# Per run (long form), per method (mean, std), the summary as JSON. The summary was `comparison.csv` before the run
+# report's arms table (`pipeline_report.COMPARISON_FILE`, another schema) took that name alone.
+COMPARISON_RUNS = "comparison_runs.csv"
+COMPARISON_SUMMARY = "comparison_summary.csv"
+COMPARISON_JSON = "comparison.json"
 
 
 def _ms(vals: Sequence) -> tuple[float | None, float | None]:
@@ -103,7 +111,7 @@ def write_comparison(rows: list[dict], out, header: str = "") -> dict:
     methods = list(dict.fromkeys(r["method"] for r in rows))
 
     # One row per run (long form), then the summary.
-    with open(out / "comparison_runs.csv", "w", newline="") as f:
+    with open(out / COMPARISON_RUNS, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["method", "seed", *HEADLINE, *[f"recall_{c}" for c in classes]])
         for r in rows:
@@ -117,7 +125,7 @@ def write_comparison(rows: list[dict], out, header: str = "") -> dict:
         s.update({f"recall_{c}": _ms([m["per_class"][c]["recall"] for m in ms]) for c in classes})
         s["n_seeds"] = len(ms)
         summary[meth] = s
-    with open(out / "comparison.csv", "w", newline="") as f:
+    with open(out / COMPARISON_SUMMARY, "w", newline="") as f:
         w = csv.writer(f)
         keys = [*HEADLINE, *[f"recall_{c}" for c in classes]]
         w.writerow(["method", "n_seeds", *[f"{k}_{x}" for k in keys for x in ("mean", "std")]])
@@ -151,9 +159,9 @@ def write_comparison(rows: list[dict], out, header: str = "") -> dict:
     notes = [f"- {m}: {METHODS[m].note}" for m in methods if m in METHODS and METHODS[m].note]
     if notes:
         lines += ["", "Methods:", "", *notes]
-    table = out / "comparison.md"
+    table = out / COMPARISON_TABLE
     table.write_text("\n".join(lines) + "\n")
-    (out / "comparison.json").write_text(json.dumps({"header": header, "rarest_class": rarest, "summary": summary},
+    (out / COMPARISON_JSON).write_text(json.dumps({"header": header, "rarest_class": rarest, "summary": summary},
                                                     indent=1))
     return {"runs": [{k: v for k, v in r.items() if k != "metrics"} for r in rows], "summary": summary,
             "table": str(table), "rarest_class": rarest}
