@@ -5,9 +5,10 @@ import json
 
 import pytest
 
-from tailsynth.classify.folders import EVALUATION_SCHEMA, Evaluation, TrainedClassifier
+from tailsynth.classify.folders import Evaluation, TrainedClassifier
 from tailsynth.errors import DataError, MissingInputError
 
+EVALUATION_SCHEMA = Evaluation.schema()
 METRICS = {"balanced_accuracy": 0.5, "per_class": {"DF": {"recall": 0.5}}}
 
 
@@ -25,10 +26,10 @@ def test_foreign_or_incomplete_evaluation_names_file_and_schema(tmp_path):
     ev = Evaluation(tmp_path / "ev")
     ev.write(METRICS, "real", "test")
     ev.record_path.write_text(json.dumps({"schema": "tailsynth.selection/1", **METRICS, "arm": "x"}))
-    with pytest.raises(DataError, match=rf"evaluation.json: schema 'tailsynth.selection/1'; expected {EVALUATION_SCHEMA}"):
+    with pytest.raises(DataError, match=rf"evaluation.json: schema 'tailsynth.selection/1'; expected an evaluation \({EVALUATION_SCHEMA}"):
         Evaluation.read(ev.root)
     ev.record_path.write_text(json.dumps(METRICS))
-    with pytest.raises(DataError, match=rf"evaluation.json: missing field 'arm' \(expected {EVALUATION_SCHEMA}"):
+    with pytest.raises(DataError, match=rf"evaluation.json: missing field 'arm'; expected an evaluation \({EVALUATION_SCHEMA}"):
         Evaluation.read(ev.root)
     with pytest.raises(DataError, match=r"evaluation.json: evaluation not found"):
         Evaluation.read(tmp_path / "elsewhere")

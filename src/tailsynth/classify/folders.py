@@ -25,13 +25,13 @@ from pathlib import Path
 
 from ..errors import DataError, MissingInputError
 from ..hashing import MODEL_FILE
+from ..stagefolder import StageFolder
 
 METRICS_FILE = "metrics.json"
 CONFIG_FILE = "config.yaml"
 HISTORY_FILE = "history.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 EVALUATION_FILE = "evaluation.json"
-EVALUATION_SCHEMA = "tailsynth.evaluation/1"
 EVALUATION_FIELDS = ("arm", "balanced_accuracy", "per_class")
 
 
@@ -86,19 +86,15 @@ class TrainedClassifier:
         return self.history_path
 
 
-class Evaluation:
+class Evaluation(StageFolder):
     """An evaluation folder of the pipeline's evaluate stage (`evaluation.json` beside the metrics)."""
 
-    def __init__(self, root: str | Path):
-        self.root = Path(root)
-
-    @property
-    def record_path(self) -> Path:
-        return self.root / EVALUATION_FILE
+    SCHEMA_NAME, SCHEMA_VERSION, RECORD = "tailsynth.evaluation", 1, EVALUATION_FILE
+    WRITER, KIND = "the pipeline's evaluate stage", "evaluation"
 
     def write(self, metrics: dict, arm: str, split: str) -> Path:
         self.root.mkdir(parents=True, exist_ok=True)
-        rec = {"schema": EVALUATION_SCHEMA, **metrics, "arm": arm, "split": split}
+        rec = {"schema": self.schema(), **metrics, "arm": arm, "split": split}
         self.record_path.write_text(json.dumps(rec, indent=2, sort_keys=True, default=str))
         return self.record_path
 
@@ -108,12 +104,9 @@ class Evaluation:
         p = Path(path)
         p = p / EVALUATION_FILE if p.is_dir() or p.suffix != ".json" else p
         if not p.is_file():
-            raise DataError(f"{p}: evaluation not found (expected {EVALUATION_FILE} from the evaluate stage)")
-        ev = json.loads(p.read_text())
-        schema = ev.get("schema") if isinstance(ev, dict) else "not an object"
-        if schema is not None and schema != EVALUATION_SCHEMA:
-            raise DataError(f"{p}: schema {schema!r}; expected {EVALUATION_SCHEMA} (from the evaluate stage)")
+            raise DataError(f"{p}: evaluation not found; {cls.expected()}")
+        ev = cls.read_record(p)
         for key in EVALUATION_FIELDS:
             if key not in ev:
-                raise DataError(f"{p}: missing field {key!r} (expected {EVALUATION_SCHEMA} from the evaluate stage)")
+                raise DataError(f"{p}: missing field {key!r}; {cls.expected()}")
         return ev

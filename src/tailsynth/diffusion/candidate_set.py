@@ -27,6 +27,7 @@ from ..data.classes import ISIC2019_CLASSES
 from ..data.errors import DataError
 from ..data.isic import LAYOUTS, PARTS
 from ..errors import ConfigError
+from ..stagefolder import StageFolder
 
 SCHEMA_NAME = "tailsynth.candidate-set"
 SCHEMA_VERSION = 1
@@ -41,7 +42,6 @@ MANIFEST_COLUMNS = ["id", "class", "background_id", "background_class", "mask_so
 INPUT_COLUMNS = ["background_path", "mask_path"]  # with --save-inputs, relative to the folder
 REQUIRED_COLUMNS = ("id", "class")
 GRID_COUNT = 32
-_EXPECTED = f"expected a candidate set ({SCHEMA}, written by `tailsynth generate` or `merge-shards`)"
 
 
 @dataclass(frozen=True)
@@ -56,23 +56,13 @@ class CandidateRow:
     fields: dict = field(default_factory=dict)
 
 
-class CandidateSet:
+class CandidateSet(StageFolder):
     """A candidate folder. Construction checks nothing; `record()`, `rows()` and `validate()` check what they read."""
 
-    def __init__(self, root: str | Path):
-        self.root = Path(root)
-
-    @property
-    def manifest_path(self) -> Path:
-        return self.root / MANIFEST_FILE
-
-    @property
-    def record_path(self) -> Path:
-        return self.root / RECORD_FILE
-
-    @property
-    def images_dir(self) -> Path:
-        return self.root / IMAGES_DIR
+    SCHEMA_NAME, SCHEMA_VERSION, RECORD = SCHEMA_NAME, SCHEMA_VERSION, RECORD_FILE
+    WRITER, KIND = "`tailsynth generate` or `merge-shards`", "candidate set"
+    manifest_path = property(lambda self: self.root / MANIFEST_FILE)
+    images_dir = property(lambda self: self.root / IMAGES_DIR)
 
     def image_path(self, iid: str) -> Path:
         for ext in (".png", ".jpg", ".jpeg"):
@@ -91,30 +81,14 @@ class CandidateSet:
             raise ConfigError(f"{self.manifest_path}: no {key} column (generate with --save-inputs)")
         return self.root / fields[key]
 
-    def _check_folder(self) -> None:
-        if not self.root.is_dir():
-            raise DataError(f"{self.root}: candidate folder not found ({_EXPECTED})")
-
     def record(self) -> dict:
         """generation.json ({} for a version-0 folder without one); a foreign or newer schema is an error."""
-        self._check_folder()
-        if not self.record_path.is_file():
-            return {}
-        try:
-            rec = json.loads(self.record_path.read_text())
-        except json.JSONDecodeError as e:
-            raise DataError(f"{self.record_path}: not JSON ({e}); {_EXPECTED}") from None
-        schema = rec.get("schema") if isinstance(rec, dict) else "not an object"
-        if schema is not None and schema != SCHEMA:
-            name, _, version = str(schema).partition("/")
-            older = name == SCHEMA_NAME and version.isdigit() and int(version) < SCHEMA_VERSION
-            if not older:
-                raise DataError(f"{self.record_path}: schema {schema!r}; {_EXPECTED}")
-        return rec
+        if not self.root.is_dir():
+            raise DataError(f"{self.root}: candidate folder not found ({self.expected()})")
+        return self.read_record(self.record_path) if self.record_path.is_file() else {}
 
     def schema_version(self) -> int:
-        schema = self.record().get("schema")
-        return int(str(schema).partition("/")[2]) if schema else 0
+        return self.check_schema(self.record_path, self.record().get("schema"))
 
     def columns(self) -> list[str]:
         if not self.manifest_path.is_file():
@@ -133,7 +107,7 @@ class CandidateSet:
             missing = [c for c in REQUIRED_COLUMNS if c not in header]
             if missing:
                 raise DataError(f"{self.manifest_path}: missing column(s) {', '.join(map(repr, missing))} "
-                                f"(header: {','.join(header)}); {_EXPECTED}")
+                                f"(header: {','.join(header)}); {self.expected()}")
             rows = list(reader)
         for row_no, row in enumerate(rows, start=2):
             if not (row.get("id") or "").strip() or not (row.get("class") or "").strip():
@@ -146,7 +120,7 @@ class CandidateSet:
         gt = self.root / GT_FILE
         if not gt.is_file():
             others = sorted(p.name for p in self.root.glob("*.*"))[:6]
-            raise DataError(f"{self.manifest_path}: not found (nor {GT_FILE}); {_EXPECTED}; the folder holds "
+            raise DataError(f"{self.manifest_path}: not found (nor {GT_FILE}); {self.expected()}; the folder holds "
                             f"{', '.join(others) or 'no files'}")
         from ..data.isic import read_ground_truth
 
@@ -250,7 +224,7 @@ def merge_candidate_sets(dirs, out, *, shards: bool = True) -> dict:
         raise ConfigError("merge-shards: no shard folders given")
     for cs in sets:
         if not cs.record_path.is_file():
-            raise DataError(f"{cs.record_path}: missing; {_EXPECTED}")
+            raise DataError(f"{cs.record_path}: missing; {cs.expected()}")
     records = [{k: v for k, v in cs.record().items() if k != "schema"} for cs in sets]
     if shards:
         _check_shards([cs.root for cs in sets], records)

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.errors import DataError
+from ..stagefolder import StageFolder
 
 SCHEMA_NAME = "tailsynth.selection"
 SCHEMA_VERSION = 1
@@ -35,7 +36,6 @@ SCORES_FILE = "scores.csv"
 SCORES_DETAIL_FILE = "scores_detail.csv"
 IMAGES_DIR = "images"
 SCORES_COLUMNS = ["id", "class", "mahalanobis", "energy", "knn", "p_intended", "memorized", "kept"]
-_EXPECTED = f"expected a selection ({SCHEMA}, written by `tailsynth select`)"
 
 
 @dataclass(frozen=True)
@@ -46,23 +46,13 @@ class SelectedImage:
     row: int  # line in the manifest (header is 1)
 
 
-class Selection:
+class Selection(StageFolder):
     """A selection folder. Construction checks nothing; `record()` and `entries()` check what they read."""
 
-    def __init__(self, root: str | Path):
-        self.root = Path(root)
-
-    @property
-    def manifest_path(self) -> Path:
-        return self.root / MANIFEST_FILE
-
-    @property
-    def record_path(self) -> Path:
-        return self.root / RECORD_FILE
-
-    @property
-    def scores_path(self) -> Path:
-        return self.root / SCORES_FILE
+    SCHEMA_NAME, SCHEMA_VERSION, RECORD = SCHEMA_NAME, SCHEMA_VERSION, RECORD_FILE
+    WRITER, KIND = "`tailsynth select`", "selection"
+    manifest_path = property(lambda self: self.root / MANIFEST_FILE)
+    scores_path = property(lambda self: self.root / SCORES_FILE)
 
     def has_record(self) -> bool:
         return self.record_path.is_file()
@@ -70,24 +60,15 @@ class Selection:
     def record(self) -> dict:
         """quality.json; a missing file, a foreign record or a newer schema is an error naming the file."""
         if not self.record_path.is_file():
-            raise DataError(f"{self.record_path}: not found; {_EXPECTED}")
-        try:
-            rec = json.loads(self.record_path.read_text())
-        except json.JSONDecodeError as e:
-            raise DataError(f"{self.record_path}: not JSON ({e}); {_EXPECTED}") from None
-        if not isinstance(rec, dict):
-            raise DataError(f"{self.record_path}: not a JSON object; {_EXPECTED}")
-        schema = rec.get("schema") or rec.get("format")
-        if schema is not None and schema != SCHEMA:
-            name, _, version = str(schema).partition("/")
-            if not (name == SCHEMA_NAME and version.isdigit() and int(version) < SCHEMA_VERSION):
-                raise DataError(f"{self.record_path}: schema {schema!r}; {_EXPECTED}")
+            raise DataError(f"{self.record_path}: not found; {self.expected()}")
+        rec = self.read_record(self.record_path)
+        self.check_schema(self.record_path, rec.get("format"))  # the gates' record says what it is under `format`
         return rec
 
     def manifest(self) -> Path:
         """The trainer's synthetic manifest inside the folder (checked present)."""
         if not self.manifest_path.is_file():
-            raise DataError(f"{self.manifest_path}: no selected-synthetic manifest; {_EXPECTED}")
+            raise DataError(f"{self.manifest_path}: no selected-synthetic manifest; {self.expected()}")
         return self.manifest_path
 
     def _read_manifest(self) -> tuple[list[str], list[dict]]:
@@ -98,7 +79,7 @@ class Selection:
         missing = [c for c in ("path", "class") if c not in fields]
         if missing:
             raise DataError(f"{self.manifest_path}: missing column(s) {', '.join(map(repr, missing))} "
-                            f"(header: {','.join(fields)}); {_EXPECTED}")
+                            f"(header: {','.join(fields)}); {self.expected()}")
         return fields, rows
 
     def entries(self, check_images: bool = False) -> list[SelectedImage]:
