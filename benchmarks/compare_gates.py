@@ -23,17 +23,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from tailsynth.ood.gates import paired_fidelity, read_scores
+from tailsynth.errors import TailsynthError
+from tailsynth.ood.gates import gate_scores_path, paired_fidelity, read_gates, read_scores
 
 FIDELITY_MARGIN = 0.02
 FD_FACTOR = 1.10
 
 
 def load(folder: Path) -> dict:
-    q = folder / "quality.json"
-    if not q.is_file():
-        raise SystemExit(f"{q} missing: {folder} is not a synth-quality output folder")
-    return json.loads(q.read_text())
+    try:
+        return read_gates(folder)
+    except TailsynthError as e:
+        raise SystemExit(str(e)) from None
 
 
 def compare(ref_dir: Path, cand_dir: Path) -> dict:
@@ -46,7 +47,7 @@ def compare(ref_dir: Path, cand_dir: Path) -> dict:
     for mode in ref["gates"]:
         if mode not in cand["gates"]:
             raise SystemExit(f"{cand_dir}: mode {mode} missing")
-        sa, sb = read_scores(ref_dir / mode / "scores.csv"), read_scores(cand_dir / mode / "scores.csv")
+        sa, sb = read_scores(gate_scores_path(ref_dir, mode)), read_scores(gate_scores_path(cand_dir, mode))
         for cls, g in ref["gates"][mode].items():
             h = cand["gates"][mode][cls]
             pf = paired_fidelity(sa, sb, cls)

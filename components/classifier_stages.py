@@ -43,12 +43,13 @@ def evaluate(model: Input[Model], data: Input[Dataset], splits: Input[Dataset], 
              bootstrap: int, evaluation: Output[Dataset], metrics: Output[Metrics]) -> float:
     """Per-class metrics of one arm on the held-out split. Returns balanced accuracy."""
     from tailsynth.classify.evaluate import evaluate_model
+    from tailsynth.classify.folders import Evaluation
     from tailsynth.data.source import source_in
-    from tailsynth.pipeline_io import numeric_items, write_json
+    from tailsynth.pipeline_io import numeric_items
 
     result = evaluate_model(model.path, str(source_in(data.path)), split_name, evaluation.path, splits=splits.path,
                             bootstrap=bootstrap)
-    write_json(f"{evaluation.path}/evaluation.json", {**result, "arm": arm, "split": split_name})
+    Evaluation(evaluation.path).write(result, arm, split_name)
     for k, v in numeric_items(result).items():
         metrics.log_metric(k, v)
     evaluation.metadata["arm"] = arm

@@ -92,17 +92,15 @@ def select(candidates: Input[Dataset], data: Input[Dataset], splits: Input[Datas
 
     Exactly one of `gamma` (keep fraction per class) and `calibrate` (validation quantile) is > 0.
     """
-    import os
-
     from tailsynth.classify.model import feature_model
     from tailsynth.data.source import source_in
+    from tailsynth.diffusion.candidate_set import CandidateSet
     from tailsynth.ood.select import select_candidates
     from tailsynth.pipeline_io import localize_manifest, numeric_items
 
-    listed = os.path.join(candidates.path, "manifest.csv")
-    with open(listed) as f:
-        if sum(1 for _ in f) < 2:
-            raise ValueError(f"{listed}: no candidates were generated (check the classes, policy and count)")
+    listed = CandidateSet(candidates.path)
+    if not listed.rows():
+        raise ValueError(f"{listed.manifest_path}: no candidates were generated (check the classes, policy and count)")
 
     result = select_candidates(candidates.path, str(source_in(data.path)), feature_model(classifier.path),
                                selected.path,

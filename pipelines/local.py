@@ -19,13 +19,12 @@ from tailsynth import hashing
 from tailsynth.data.versioning import record_run_versions
 from tailsynth.errors import DataError, ServiceError
 from tailsynth.pipeline_io import locate_real_data
-from tailsynth.pipeline_report import VERSION_RECORD, finalize_run_report
+from tailsynth.pipeline_report import REPORT_FILES, VERSION_RECORD, finalize_run_report
 from tailsynth.runinfo import record_stage
 
 from .console import RunConsole, plain, shard_suffix
 from .profiles import profile as resolve_profile
 
-REPORT_FILES = ("report.md", "report.html", "comparison.csv")
 # The run's entry in OUT/run.yaml (its status: running, then succeeded or failed).
 STAGE = "pipeline train_augment"
 

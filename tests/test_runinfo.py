@@ -14,3 +14,17 @@ def test_stages_merge_into_one_run_file(tmp_path):
     assert run["stages"]["generate"]["params"]["classes"] == ["DF", "VASC"]
     assert run["stages"]["generate"]["model_hash"] == "deadbeef"
     assert run["packages"]["torch"].startswith("2.")
+
+
+def test_run_file_without_format_reads_as_version_0_and_a_foreign_one_is_named(tmp_path):
+    import pytest
+
+    from tailsynth.errors import DataError
+    from tailsynth.runinfo import read_run, record_stage
+
+    (tmp_path / "run.yaml").write_text("stages:\n  train:\n    params: {}\n")
+    assert read_run(tmp_path)["stages"]["train"] == {"params": {}}
+    assert yaml.safe_load(record_stage(tmp_path, "x", {}).read_text())["format"] == "tailsynth-run/1"
+    (tmp_path / "run.yaml").write_text("format: kfp-run/2\n")
+    with pytest.raises(DataError, match=r"run.yaml: format 'kfp-run/2'; expected a run record \(tailsynth-run/1"):
+        record_stage(tmp_path, "x", {})

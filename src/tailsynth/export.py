@@ -498,9 +498,10 @@ def export_model(model: str | Path, out: str | Path, target: str = "local", *, m
         max_queue_delay_us=max_queue_delay_us, instances=instances, tensorrt=tensorrt, ort_threads=ort_threads,
         ort_spinning=ort_spinning))
     (mdir / "labels.txt").write_text("\n".join(meta.classes) + "\n")
-    metrics_path = model_dir / "metrics.json"
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
+    from .classify.folders import TrainedClassifier
     from .classify.provenance import model_lineage
+
+    metrics = TrainedClassifier(model_dir).metrics()
 
     card = build_model_card(meta, version, parity, metrics, target, lineage=model_lineage(model_dir, meta))
     (mdir / "model_card.json").write_text(json.dumps(card, indent=2, default=str) + "\n")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-MODEL_FILE = "model.pt"
+MODEL_FILE = "model.pt"  # a classifier model folder's weights (`classify.folders`); its version is their hash
 
 
 def file_digest(path: str | Path, algorithm: str = "sha256") -> str:

@@ -3,7 +3,7 @@
 Chain: model version (every prediction record carries it) -> exported model card (found under the run folders)
 -> classifier run (model folder, training config) -> synthetic set (DVC revision, recorded in the card and in the
 run's run.yaml) -> synthesizer (weights hash, its own card) -> real data revision; then every synthetic image of
-the set with its generation provenance row (the candidates' manifest.csv).
+the set with its generation provenance row (the candidate set's manifest, `diffusion.candidate_set`).
 
 Each link is checked against the bytes where they are still at hand (`verified` fields), so a chain that prints is
 a chain that holds. What export writes into the model card is `tailsynth.classify.provenance.model_lineage`;
@@ -15,7 +15,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .classify.provenance import GENERATION_MANIFEST, SELECTED_MANIFEST, LineageError, manifest_rows
+from .classify.folders import TrainedClassifier
+from .classify.provenance import LineageError
+from .diffusion.candidate_set import CandidateSet
+from .ood.selection import Selection
 
 CARD_FILE = "model_card.json"
 SYNTH_CARD, SYNTH_CARD_MD = "model_card.json", "MODEL_CARD.md"  # what a shipped synthesizer carries
@@ -73,28 +76,27 @@ def synthetic_images(selected: Path, candidates: Path | None) -> dict[str, list[
     """{class: [{"file", "sha256", **provenance row}]} for every image of the synthetic set."""
     from .hashing import file_digest
 
-    prov = {}
-    if candidates is not None:
-        prov = {r["id"]: r for r in manifest_rows(candidates / GENERATION_MANIFEST)}
+    prov, cs = {}, CandidateSet(candidates) if candidates is not None else None
+    if cs is not None:
+        if not cs.manifest_path.is_file():
+            raise LineageError(f"{cs.manifest_path}: manifest not found")
+        prov = {r["id"]: r for r in cs.rows()}
     out: dict[str, list[dict]] = {}
-    for i, row in enumerate(manifest_rows(selected / SELECTED_MANIFEST)):
-        f = Path(row["path"])
-        f = f if f.is_absolute() else selected / f
-        if not f.is_file():
-            raise LineageError(f"{selected / SELECTED_MANIFEST}: row {i + 2}: image {f} not found")
+    for e in Selection(selected).entries(check_images=True):
+        f = e.path
         entry = {"file": str(f.relative_to(selected)) if f.is_relative_to(selected) else str(f),
                  "sha256": file_digest(f)}
         if prov:
             iid = _image_id(f)
             if iid not in prov:
-                raise LineageError(f"{f}: candidate id {iid!r} has no row in {candidates / GENERATION_MANIFEST}")
+                raise LineageError(f"{f}: candidate id {iid!r} has no row in {cs.manifest_path}")
             p = prov[iid]
-            if p.get("class") != row["class"]:
-                raise LineageError(f"{f}: class {row['class']} in the selection but {p.get('class')} at generation")
-            src = candidates / "images" / f"{iid}.png"
+            if p.get("class") != e.cls:
+                raise LineageError(f"{f}: class {e.cls} in the selection but {p.get('class')} at generation")
+            src = cs.image_path(iid)
             entry["same_bytes_as_candidate"] = src.is_file() and file_digest(src) == entry["sha256"]
             entry.update(p)
-        out.setdefault(row["class"], []).append(entry)
+        out.setdefault(e.cls, []).append(entry)
     return out
 
 
@@ -123,7 +125,7 @@ def trace(record: str | None = None, model_version: str | None = None, runs=("ru
     sets = versions.get("sets") or {}
 
     mdir = Path(lin["classifier"]["model_dir"])
-    if (mdir / "model.pt").is_file():
+    if TrainedClassifier(mdir).has_model():
         from .hashing import model_version as version_of
 
         chain["classifier_run"]["verified"] = version_of(mdir) == version

@@ -14,9 +14,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .data.errors import DataError
-from .errors import ConfigError
-
 
 def locate_real_data(root: str | Path, prefer: str | None = None) -> Path | None:
     """The real data at or under ROOT: with `prefer="ham10000"` a HAM10000 folder first; else DermaMNIST under
@@ -139,47 +136,18 @@ def numeric_items(d: dict, prefix: str = "") -> dict[str, float]:
     return out
 
 
-SELECTED_MANIFEST = "selected_manifest.csv"
-
-
 def synthetic_manifest(selected_dir: str | Path) -> Path:
     """The trainer's synthetic manifest (`path,class[,weight]`) inside a selection output folder."""
-    p = Path(selected_dir) / SELECTED_MANIFEST
-    if not p.is_file():
-        raise DataError(f"{p}: no selected-synthetic manifest (expected from `tailsynth select`)")
-    return p
+    from .ood.selection import Selection
+
+    return Selection(selected_dir).manifest()
 
 
 def localize_manifest(selected_dir: str | Path) -> Path:
-    """Copy the images a selection manifest points at into SELECTED_DIR/images and rewrite it with relative paths.
+    """The selection at SELECTED_DIR made to carry its images (`Selection.localize`)."""
+    from .ood.selection import Selection
 
-    The selection step lists absolute paths into the candidate set; on a cluster each stage sees only
-    its own inputs, so the selected set must carry its images to be usable by the trainer and by DVC.
-    """
-    manifest = synthetic_manifest(selected_dir)
-    root = manifest.parent
-    img_dir = root / "images"
-    img_dir.mkdir(exist_ok=True)
-    with open(manifest, newline="") as f:
-        reader = csv.DictReader(f)
-        fields = list(reader.fieldnames or [])
-        rows = list(reader)
-    for i, row in enumerate(rows):
-        src = Path(row["path"])
-        if not src.is_absolute():
-            src = root / src
-        if src.resolve().parent == img_dir.resolve():
-            continue
-        if not src.is_file():
-            raise DataError(f"{manifest}: row {i + 2}: image {src} not found")
-        dest = img_dir / f"{i:06d}_{src.name}"
-        shutil.copyfile(src, dest)
-        row["path"] = str(dest.relative_to(root))
-    with open(manifest, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields)
-        w.writeheader()
-        w.writerows(rows)
-    return manifest
+    return Selection(selected_dir).localize()
 
 
 def train_arm(data_dir: str, splits_path: str, model, metrics, *, arm: str, data_revision: str,

@@ -2,8 +2,8 @@
 statistics and the data revision, as markdown and HTML side by side with comparison.csv.
 
 Inputs are the files the pipeline stages write (no KFP here):
-- evaluation folders holding `evaluation.json` (the metrics dict of `evaluate_model` plus `arm`),
-- the selection folder of `select_candidates` (`quality.json`, `selected_manifest.csv`),
+- evaluation folders of the evaluate stage (`classify.folders.Evaluation`: the metrics of `evaluate_model` plus `arm`),
+- the selection folder of `select_candidates` (`ood.selection.Selection`: its record and kept set),
 - the version record JSON of the version stage.
 """
 
@@ -18,23 +18,16 @@ from pathlib import Path
 
 import numpy as np
 
+from .classify.folders import Evaluation
 from .data.errors import DataError
+from .diffusion.candidate_set import CandidateSet
 from .errors import ConfigError
 from .formatting import fmt
+from .ood.selection import Selection
 
-EVALUATION_FILE = "evaluation.json"
-
-
-def read_evaluation(folder: str | Path) -> dict:
-    p = Path(folder)
-    p = p / EVALUATION_FILE if p.is_dir() else p
-    if not p.is_file():
-        raise DataError(f"{p}: evaluation not found (expected {EVALUATION_FILE} from the evaluate stage)")
-    ev = json.loads(p.read_text())
-    for key in ("arm", "balanced_accuracy", "per_class"):
-        if key not in ev:
-            raise DataError(f"{p}: missing field {key!r}")
-    return ev
+COMPARISON_FILE = "comparison.csv"  # the arms table: method, balanced_accuracy, recall_<class>...
+REPORT_FILES = ("report.md", "report.html", COMPARISON_FILE)  # what a run folder shows at its top
+read_evaluation = Evaluation.read  # an evaluate stage's folder (or its record), checked
 
 
 def comparison_rows(evaluations: Sequence[str | Path | dict]) -> list[dict]:
@@ -138,19 +131,18 @@ def _manifest_images(manifest: Path) -> dict[str, list[Path]]:
 
 
 def rejected_images(candidates: Path, kept: dict[str, list[Path]]) -> dict[str, list[Path]]:
-    """Candidates (a generate/merge folder: manifest.csv `id,class,...` + images/<id>.png) that selection dropped.
+    """Candidates (a generate/merge folder, `diffusion.candidate_set`) that selection dropped.
 
     Kept files are named `<n>_<id>.png` once the selection travels with its images (pipeline_io.localize_manifest).
     """
     kept_ids = {p.stem.split("_", 1)[1] if p.stem[:6].isdigit() else p.stem for ps in kept.values() for p in ps}
     out: dict[str, list[Path]] = {}
-    manifest = Path(candidates) / "manifest.csv"
-    if not manifest.is_file():
+    cs = CandidateSet(candidates)
+    if not cs.manifest_path.is_file():
         return out
-    with open(manifest, newline="") as f:
-        for row in csv.DictReader(f):
-            if row["id"] not in kept_ids:
-                out.setdefault(row["class"], []).append(Path(candidates) / "images" / f"{row['id']}.png")
+    for row in cs.read():
+        if row.id not in kept_ids:
+            out.setdefault(row.cls, []).append(cs.image_path(row.id))
     return out
 
 
@@ -303,12 +295,11 @@ def _copy_selection_report(selected: Path, out: Path) -> Path | None:
 
 
 def sampling_rows(candidates: str | Path) -> list[list]:
-    """How this run sampled its candidates (from their generation.json): sampler, steps, guidance, and the UNet
+    """How this run sampled its candidates (from the candidate set's record): sampler, steps, guidance, and the UNet
     runtime and precision, since bf16 images differ from fp32 ones by a few levels."""
-    path = Path(candidates) / "generation.json"
-    if not path.is_file():
+    g = CandidateSet(candidates).record() if Path(candidates).is_dir() else {}
+    if not g:
         return []
-    g = json.loads(path.read_text())
     text = f"{g.get('sampler')} {g.get('steps')} steps, guidance {g.get('guidance')}"
     if g.get("mode") == "harmonize":
         text += f", harmonize strength {g.get('strength')}"
@@ -363,10 +354,10 @@ class _SelectionFigures:
 
 
 def _read_arms(out: Path, comparison_csv, evaluations, synthetic_arms: int) -> _Arms:
-    """The arms of COMPARISON_CSV (copied to OUT/comparison.csv) and their per-class recall figure."""
+    """The arms of COMPARISON_CSV (copied to OUT/COMPARISON_FILE) and their per-class recall figure."""
     rows = read_comparison_csv(comparison_csv)
-    if Path(comparison_csv).resolve() != (out / "comparison.csv").resolve():
-        write_comparison_csv(rows, out / "comparison.csv")
+    if Path(comparison_csv).resolve() != (out / COMPARISON_FILE).resolve():
+        write_comparison_csv(rows, out / COMPARISON_FILE)
     evs = [read_evaluation(e) for e in evaluations]
     ivs = [arm_intervals(e) for e in evs] if len(evs) == len(rows) else [{} for _ in rows]
     plot_per_class(rows, out / "per_class_recall.png", ivs)
@@ -378,13 +369,13 @@ def _selection_figures(out: Path, selected, candidates) -> _SelectionFigures:
     fig = _SelectionFigures()
     if not selected:
         return fig
-    qpath = Path(selected) / "quality.json"
-    fig.quality = json.loads(qpath.read_text()) if qpath.is_file() else {}
-    manifest = Path(selected) / "selected_manifest.csv"
-    if manifest.is_file():
-        fig.grid, _ = synthetic_grid(manifest, out / "synthetic_grid.png")
+    selection = Selection(selected)
+    fig.quality = selection.record() if selection.has_record() else {}
+    if selection.manifest_path.is_file():
+        kept = selection.images_by_class()
+        fig.grid, _ = synthetic_grid(kept, out / "synthetic_grid.png")
         if candidates:
-            dropped = rejected_images(Path(candidates), _manifest_images(manifest))
+            dropped = rejected_images(Path(candidates), kept)
             if dropped:
                 fig.rejected_grid, _ = synthetic_grid(dropped, out / "rejected_grid.png")
     fig.page = _copy_selection_report(Path(selected), out)
@@ -454,8 +445,9 @@ def _synthetic_sections(out: Path, sel: _SelectionFigures, extra_selected: dict 
         sections.append(("", "text", ["Candidates dropped by the selection:"]))
         sections.append(("", "image", ["rejected_grid.png", "rejected candidates"]))
     for i, (title, folder) in enumerate((extra_selected or {}).items()):
-        manifest = Path(folder) / "selected_manifest.csv"
-        extra_grid = synthetic_grid(manifest, out / f"synthetic_grid_{i + 2}.png")[0] if manifest.is_file() else None
+        extra = Selection(folder)
+        extra_grid = (synthetic_grid(extra.images_by_class(), out / f"synthetic_grid_{i + 2}.png")[0]
+                      if extra.manifest_path.is_file() else None)
         sections.append((title, "image" if extra_grid else "text",
                          [f"synthetic_grid_{i + 2}.png", title] if extra_grid else ["No synthetic image was kept."]))
     sel_header, sel_rows = selection_table(sel.quality)
@@ -605,7 +597,7 @@ def finalize_run_report(run_dir: str | Path, timings=None) -> Path:
     if timings is None:
         timings = recorded_timings(run_dir)
     record = run_dir / VERSION_RECORD
-    return build_run_report(run_dir, run_dir / "comparison.csv", inputs["evaluations"], inputs["candidates"],
+    return build_run_report(run_dir, run_dir / COMPARISON_FILE, inputs["evaluations"], inputs["candidates"],
                         inputs["selected"], record if record.is_file() else inputs["version_record"],
                         inputs["data_revision"], inputs["profile"], inputs["diffusion_model"],
                         model_card=card, timings=timings, links=links,

@@ -11,6 +11,7 @@ import datetime as _dt
 from pathlib import Path
 
 RUN_FILE = "run.yaml"
+RUN_FORMAT = "tailsynth-run/1"  # written since the first release; a run.yaml without `format` is read as version 0
 PACKAGES = ("tailsynth", "torch", "timm", "diffusers", "numpy", "kfp", "dvc", "onnx", "onnxruntime", "evidently",
             "great-expectations")
 
@@ -41,12 +42,20 @@ def _plain(v):
 
 
 def read_run(out_dir) -> dict:
+    """OUT_DIR/run.yaml ({} when absent); a file that is not a run record is an error naming it."""
     import yaml
+
+    from .errors import DataError
 
     p = Path(out_dir) / RUN_FILE
     if not p.is_file():
         return {}
-    return yaml.safe_load(p.read_text()) or {}
+    run = yaml.safe_load(p.read_text()) or {}
+    fmt = run.get("format", RUN_FORMAT) if isinstance(run, dict) else "not a mapping"
+    if fmt != RUN_FORMAT:
+        raise DataError(f"{p}: format {fmt!r}; expected a run record ({RUN_FORMAT}, written by `tailsynth` commands "
+                        "and pipeline runs)")
+    return run
 
 
 def record_stage(out_dir, stage: str, params: dict, **sections) -> Path:
@@ -57,7 +66,7 @@ def record_stage(out_dir, stage: str, params: dict, **sections) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     run = read_run(out_dir)
-    run.setdefault("format", "tailsynth-run/1")
+    run.setdefault("format", RUN_FORMAT)
     run["packages"] = package_versions()
     stages = run.setdefault("stages", {})
     stages[stage] = {"params": _plain(params),

@@ -1,6 +1,5 @@
 """Quality-gate functions on constructed data with known answers, and one tiny end-to-end `synth-quality`."""
 
-import json
 import math
 
 import numpy as np
@@ -87,7 +86,9 @@ def test_synth_quality_end_to_end_tiny(tmp_path):
     q = run_gates(GateConfig(model=str(tmp_path / "m"), data=str(npz), classifier=str(tmp_path / "clf"),
                              out=str(tmp_path / "q"), classes=["DF", "VASC"], steps=2, gate_epochs=1,
                              batch_size=4), feature_model(tmp_path / "clf"), train_classifier)
-    saved = json.loads((tmp_path / "q" / "quality.json").read_text())
+    from tailsynth.ood.gates import read_gates
+
+    saved = read_gates(tmp_path / "q")
     assert saved["gates"] == q["gates"] and (tmp_path / "q" / "index.html").is_file()
     assert (tmp_path / "q" / q["grid"]).is_file()
     for mode in ("inpaint", "harmonize"):
@@ -102,7 +103,7 @@ def test_synth_quality_end_to_end_tiny(tmp_path):
     # Per-candidate scores for paired comparisons: one row per candidate, and their mean is the gate figure.
     from tailsynth.ood.gates import read_scores
 
-    scores = read_scores(tmp_path / "q" / "inpaint" / "scores.csv")
+    scores = read_scores(tmp_path / "q" / "inpaint" / "gate_scores.csv")
     assert len(scores) == 8
     df = [p for c, p in scores.values() if c == "DF"]
     assert np.mean(df) == pytest.approx(q["gates"]["inpaint"]["DF"]["label_fidelity"], abs=1e-5)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import ConfigError
+from .folders import write_metrics
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -33,7 +33,7 @@ def write_evaluation(out, y_true: np.ndarray, logits: np.ndarray, classes: Seque
         m["ci95"] = bootstrap_ci(y_true, probs, classes, n_boot=bootstrap, seed=seed)
     if extra:
         m.update(extra)
-    (out / f"{prefix}metrics.json").write_text(json.dumps(m, indent=1))
+    write_metrics(out, m, prefix)
     write_classifier_report(m, out, plots=plots, prefix=prefix)
     return m
 

@@ -11,8 +11,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from ..errors import DataError, MissingInputError
+from ..hashing import MODEL_FILE  # the file the model version hashes; the folder's other files: `folders`
 
-MODEL_FILE = "model.pt"
 DEFAULT_MEAN = (0.5, 0.5, 0.5)
 DEFAULT_STD = (0.5, 0.5, 0.5)
 # Written by trainers before this schema: the real training images per class lived in the training config.

@@ -7,15 +7,9 @@ The classifier stage knows what it was trained on; export writes this block into
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 from ..data.errors import DataError
-
-SELECTED_MANIFEST = "selected_manifest.csv"
-QUALITY_FILE = "quality.json"
-GENERATION_MANIFEST = "manifest.csv"
-GENERATION_CONFIGS = ("generation.json", "config.json")  # generate's resolved settings, naming the model folder
 
 
 class LineageError(DataError):
@@ -39,17 +33,18 @@ def model_lineage(model_dir: str | Path, meta) -> dict:
     manifest = cfg.get("synthetic_manifest")
     if not manifest:
         return out
-    selected = Path(manifest).parent
-    if not selected.is_dir():
+    from ..ood.selection import Selection
+
+    selected = Selection(Path(manifest).parent)
+    if not selected.root.is_dir():
         # Still exportable; the card says plainly that this link cannot be checked from here.
-        out["synthetic_set"] = {"uri": str(selected), "dvc_md5": None, "missing": True}
+        out["synthetic_set"] = {"uri": str(selected.root), "dvc_md5": None, "missing": True}
         return out
-    out["synthetic_set"] = {"uri": str(selected.resolve()), "dvc_md5": dvc_md5(selected),
-                            "content_revision": data_revision(selected),
+    out["synthetic_set"] = {"uri": str(selected.root.resolve()), "dvc_md5": dvc_md5(selected.root),
+                            "content_revision": data_revision(selected.root),
                             "n_images": sum(1 for _ in manifest_rows(Path(manifest)))}
-    quality_path = selected / QUALITY_FILE
-    if quality_path.is_file():
-        quality = json.loads(quality_path.read_text())
+    if selected.has_record():
+        quality = selected.record()
         sel = dict(quality.get("selection") or {})
         sel["candidates"] = (quality.get("scoring") or {}).get("candidates")
         sel["classifier"] = (quality.get("scoring") or {}).get("classifier")
@@ -61,17 +56,15 @@ def model_lineage(model_dir: str | Path, meta) -> dict:
 
 def synthesizer_of(candidates: str | Path) -> dict:
     """The diffusion model behind a candidate set: its weights hash (from the generation manifest) and folder."""
-    rows = list(manifest_rows(Path(candidates) / GENERATION_MANIFEST))
-    hashes = sorted({r.get("model_hash", "") for r in rows} - {""})
+    from ..diffusion.candidate_set import CandidateSet
+
+    cs = CandidateSet(candidates)
+    if not cs.manifest_path.is_file():
+        raise LineageError(f"{cs.manifest_path}: manifest not found")
+    hashes = cs.model_hashes()
     if len(hashes) != 1:
-        raise LineageError(f"{Path(candidates) / GENERATION_MANIFEST}: expected one model_hash, found {hashes}")
-    model = None
-    for name in GENERATION_CONFIGS:
-        cfg_path = Path(candidates) / name
-        if cfg_path.is_file():
-            model = json.loads(cfg_path.read_text()).get("model")
-            break
-    return {"hash": hashes[0], "uri": model}
+        raise LineageError(f"{cs.manifest_path}: expected one model_hash, found {hashes}")
+    return {"hash": hashes[0], "uri": cs.record().get("model")}
 
 
 def manifest_rows(path: Path):

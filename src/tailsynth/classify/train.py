@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import json
 import math
 import platform
 import time
@@ -24,10 +23,9 @@ import numpy as np
 from ..errors import ConfigError
 from ..hashing import data_revision
 from .augment import AugmentConfig
+from .folders import CONFIG_FILE, TrainedClassifier
 from .losses import LOSSES
 from .samplers import CLASS_SAMPLERS
-
-CHECKPOINT_FILE = "checkpoint.pt"
 
 
 @dataclass
@@ -531,7 +529,7 @@ def _train_epochs(run: _Run, saver, last_epoch: int, quiet: bool) -> None:
                     "scheduler": fit.sched.state_dict(), "generator": fit.gen.get_state(),
                     "torch_rng": torch.get_rng_state(), "history": fit.history, "best": fit.best,
                     "config": run.resolved})
-        (run.out / "history.json").write_text(json.dumps(fit.history, indent=1))
+        TrainedClassifier(run.out).write_history(fit.history)
     if bar:
         bar.close()
 
@@ -558,7 +556,6 @@ def _selected_model(run: _Run):
 
 def _write_selected(run: _Run, data, write_reports: bool) -> dict:
     """Save the selected model (model.pt, final config.yaml) and its val evaluation; returns the val metrics."""
-    import yaml
 
     from .evaluate import write_evaluation
     from .model import save_classifier
@@ -568,7 +565,7 @@ def _write_selected(run: _Run, data, write_reports: bool) -> dict:
     run.resolved["selected_epoch"] = best["epoch"]
     run.resolved["selected_on"] = f"val {cfg.select_metric}"
     run.resolved["train_wall_s"] = round(sum(h["train_s"] for h in run.fit.history), 1)
-    (run.out / "config.yaml").write_text(yaml.safe_dump(run.resolved, sort_keys=False))
+    TrainedClassifier(run.out).write_config(run.resolved)
     counts = np.bincount(d.ytr[:d.n_real], minlength=len(d.classes)).tolist()
     save_classifier(final, run.out, backbone=cfg.backbone, classes=d.classes, resolution=d.res,
                     mean=d.mean.tolist(), std=d.std.tolist(), config=run.resolved, data_revision=data_revision(data),
@@ -577,7 +574,7 @@ def _write_selected(run: _Run, data, write_reports: bool) -> dict:
     logits_va = predict_logits(final, t.Xva, t.mean, t.std, run.device, channels_last=run.infer_prec.channels_last,
                                amp_dtype=run.infer_prec.autocast_dtype).numpy()
     metrics = write_evaluation(run.out, d.yva, logits_va, d.classes, split="val", model_dir=run.out, data=str(data),
-                               extra={"selected_epoch": best["epoch"], "train_config": "config.yaml"},
+                               extra={"selected_epoch": best["epoch"], "train_config": CONFIG_FILE},
                                plots=write_reports, bootstrap=200 if write_reports else 0, seed=cfg.seed)
     run.log(f"selected epoch {best['epoch']}: val balanced accuracy {metrics['balanced_accuracy']:.4f}, "
             f"accuracy {metrics['accuracy']:.4f}, macro AUC {metrics['macro_auc']:.4f}")
@@ -595,7 +592,6 @@ def train_classifier(data, out, backbone: str = "resnet18", loss: str = "ce", ep
     lets a later call resume), e.g. to split a long run.
     """
     import torch
-    import yaml
 
     from ..training import CheckpointSaver
 
@@ -620,9 +616,9 @@ def train_classifier(data, out, backbone: str = "resnet18", loss: str = "ce", ep
     fit = _build_fit(cfg, d, device, train_prec.channels_last)
     resolved = _resolved_config(cfg, aug_cfg, d, fit, data, splits, device, train_prec, infer_prec)
     run = _Run(cfg, aug_cfg, out, log, device, d, train_prec, infer_prec, tensors, fit, resolved)
-    saver = CheckpointSaver(out / CHECKPOINT_FILE)
+    saver = CheckpointSaver(TrainedClassifier(out).checkpoint_path)
     _resume(run, saver, resume)
-    (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+    TrainedClassifier(out).write_config(resolved)
 
     last_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, int(stop_after))
     _train_epochs(run, saver, last_epoch, quiet)

@@ -62,7 +62,7 @@ def train_classifier_cmd(
     precision: str | None = typer.Option(None, "--precision", help=PRECISION_HELP),
     threads: int | None = typer.Option(None, "--threads", min=1, help="torch CPU threads"),
     device: str | None = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available)"),
-    resume: bool = typer.Option(False, "--resume", help="continue from OUT/checkpoint.pt"),
+    resume: bool = typer.Option(False, "--resume", help="continue from the last epoch's checkpoint in OUT"),
     overwrite: bool = overwrite_option(),
     quiet: bool = typer.Option(False, "--quiet"),
     config: Path | None = typer.Option(None, "--config", help=CONFIG_HELP + "; any ClassifierTrainConfig field may be set"),
@@ -144,7 +144,7 @@ def experiment_cmd(
     precision: str | None = typer.Option(None, "--precision", help=PRECISION_HELP),
     quiet: bool = typer.Option(False, "--quiet"),
 ) -> None:
-    """Methods x seeds -> comparison.md / comparison.csv (mean ± std, rarest class highlighted)."""
+    """Methods x seeds -> comparison.md / comparison_summary.csv (mean ± std, rarest class highlighted)."""
     params = dict(locals())  # the options, before any other local exists
     from ..classify.methods import METHODS
     from ..evaluation.quick import run_experiment

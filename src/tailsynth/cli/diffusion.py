@@ -178,7 +178,7 @@ def synth_quality_cmd(
     model: Path = typer.Option(..., "--model", help="synthesizer folder (e.g. models/synth-dermamnist)"),
     data: Path = typer.Option(..., "--data", help="real data: " + SOURCE_HELP),
     classifier: Path = typer.Option(..., "--classifier", help="real-only classifier folder (label fidelity, features)"),
-    out: Path = typer.Option(..., "--out", help="folder for quality.json, index.html, grids and the samples"),
+    out: Path = typer.Option(..., "--out", help="folder for gates.json, index.html, grids and the samples"),
     classes: str = typer.Option(",".join(TAIL_CLASSES), help="comma-separated tail classes to gate"),
     modes: str = typer.Option("inpaint,harmonize", help="synthesis modes to gate"),
     strength: float = typer.Option(0.5, callback=FRACTION, help="harmonize strength"),
@@ -198,11 +198,11 @@ def synth_quality_cmd(
     """Quality gates of a synthesizer per tail class: label fidelity, train-on-synthetic recall, FD/KID, memorization."""
     from ..classify.model import feature_model
     from ..classify.train import train_classifier
-    from ..ood.gates import GateConfig, run_gates
+    from ..ood.gates import GATES_FILE, GateConfig, run_gates
 
     with fail_cleanly():
         gate_seed_list = seed_list("--gate-seeds", gate_seeds)
-    with fail_cleanly(), claim(out, "synth-quality", overwrite=overwrite, done_file="quality.json"):
+    with fail_cleanly(), claim(out, "synth-quality", overwrite=overwrite, done_file=GATES_FILE):
         cfg = GateConfig(model=str(model), data=str(data), classifier=str(classifier), out=str(out),
                          classes=[c.strip() for c in classes.split(",") if c.strip()],
                          modes=[m.strip() for m in modes.split(",") if m.strip()], strength=strength,
@@ -248,7 +248,7 @@ def ship_cmd(
     model: Path = typer.Option(..., "--model", help="trained model folder (its EMA weights are shipped)"),
     out: Path = typer.Option(..., "--out", help="e.g. models/synth-dermamnist"),
     name: str = typer.Option("synth-dermamnist", "--name"),
-    quality: Path | None = typer.Option(None, "--quality", help="quality.json from `synth-quality` (gate figures)"),
+    quality: Path | None = typer.Option(None, "--quality", help="gates.json from `synth-quality` (gate figures; quality.json in older folders)"),
     command: list[str] = typer.Option([], "--command", help="a command that reproduces it (repeatable)"),
     note: list[str] = typer.Option([], "--note", help="a note for the model card (repeatable)"),
     overwrite: bool = overwrite_option(),

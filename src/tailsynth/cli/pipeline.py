@@ -161,7 +161,9 @@ def main_job(data: Path = typer.Option(Path("../shared/data"), "--data", help="r
             folder = run_pipeline("cpu", source, out, overwrite=overwrite, resume_hint="")  # main has no --cache
         except RuntimeError as e:  # a stage failed inside KFP's local runner
             raise ServiceError(f"pipeline run failed: {e}") from e
-    print((folder / "comparison.csv").read_text())
+    from ..pipeline_report import COMPARISON_FILE
+
+    print((folder / COMPARISON_FILE).read_text())
     print(f"report: {folder / 'report.md'}")
     print(f"html:   {folder / 'report.html'}")
 

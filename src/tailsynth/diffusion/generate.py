@@ -1,7 +1,7 @@
 """Tail-class synthesis, the entry point: settings -> plan of candidates -> batched inpainting or
 harmonization -> paste-back -> provenance. The parts live in their own modules, the way diffusers keeps
 pipelines apart from schedulers: `plan` (policy and per-candidate plan), `sampling` (the denoising loop),
-`composite` (source-lesion composites and paste-back), `outputs` (manifest, ground truth, grids, PNGs) and
+`composite` (source-lesion composites and paste-back), `candidate_set` (the output folder: manifest, record, ground truth, grids, the merge), `outputs` (PNGs) and
 `shards` (shard ranges and the merge). This module runs them in order and re-exports their public names, so `tailsynth.diffusion.generate`
 stays the one import for callers.
 
@@ -19,7 +19,6 @@ Determinism and sharding: see `plan`. Paste-back (background bytes exact outside
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from contextlib import contextmanager
@@ -30,8 +29,18 @@ import numpy as np
 
 from ..data.errors import DataError
 from ..errors import ConfigError
+from .candidate_set import (
+    GRID_COUNT,
+    GT_FILE,
+    IMAGES_DIR,
+    INPUT_COLUMNS,
+    INPUTS_DIR,
+    MANIFEST_COLUMNS,
+    write_candidate_set,
+    write_grids,
+)
 from .composite import blend_alpha, composite_lesion, paste_back
-from .outputs import GRID_COUNT, GT_FILE, MANIFEST_COLUMNS, save_png, write_grid, write_grids, write_tables
+from .outputs import save_png, write_grid
 from .plan import POLICIES, Candidate, class_targets, head_classes, make_plan
 from .runtime import check_runtime
 from .sampling import SAMPLERS, harmonize, inpaint, make_scheduler
@@ -50,7 +59,7 @@ MODES = ("inpaint", "harmonize")
 
 @dataclass
 class GenerateConfig:
-    """Every setting of one generation run (written to OUT/generation.json, minus run-local fields)."""
+    """Every setting of one generation run (written to the candidate set's record, minus run-local fields)."""
 
     model: str
     data: str
@@ -80,7 +89,7 @@ class GenerateConfig:
     progress: bool = False
     # How the UNet runs (diffusion/runtime.py). fp32 runtimes agree with eager to float rounding; bf16 changes the
     # outputs by a few uint8 levels and was gated equal on the shipped synthesizer. auto: bf16 where the CPU does
-    # bf16 natively, fp32 elsewhere (what ran is recorded in generation.json).
+    # bf16 natively, fp32 elsewhere (what ran is recorded in the candidate set's record).
     runtime: str = "eager"
     channels_last: bool = False
     precision: str = "auto"
@@ -242,7 +251,7 @@ def _open_session(cfg: GenerateConfig) -> _Session:
 
 
 def _settings(s: _Session) -> dict:
-    """generation.json: the settings as resolved for this run (merge_shards compares them across shards)."""
+    """The candidate set's record: the settings as resolved for this run (merge_shards compares them across shards)."""
     cfg = s.cfg
     return {"model": cfg.model, "model_hash": s.mhash, "data": cfg.data, "classes": list(s.targets),
             "targets": s.targets, "policy": cfg.policy, "count": cfg.count, "oversample": cfg.oversample,
@@ -322,7 +331,7 @@ def _write_candidate(s: _Session, b: _Unit, j: int, generated: np.ndarray) -> di
         # How far the result moved from the pasted real lesion, inside the region (0 = a copy).
         diff = (img[mk].astype(np.float32) - b.comps[j][mk].astype(np.float32)) / 255.0
         src_rms = float(np.sqrt((diff ** 2).mean())) if diff.size else 0.0
-    save_png(img, s.out / "images" / f"{c.id}.png")
+    save_png(img, s.out / IMAGES_DIR / f"{c.id}.png")
     row = {"id": c.id, "class": c.cls, "background_id": b.bg_recs[j].image_id,
            "background_class": b.bg_recs[j].label, "mask_source": b.mask_sources[j],
            "mask_method": b.methods[j], "mask_coverage": f"{mk.mean():.4f}", "seed": c.seed,
@@ -331,12 +340,12 @@ def _write_candidate(s: _Session, b: _Unit, j: int, generated: np.ndarray) -> di
            "source_id": b.src_recs[j].image_id if s.harmonizing else "",
            "source_rms": f"{src_rms:.5f}" if s.harmonizing else ""}
     if cfg.save_inputs:
-        bp, mp = f"inputs/{c.id}_background.png", f"inputs/{c.id}_mask.png"
+        bp, mp = f"{INPUTS_DIR}/{c.id}_background.png", f"{INPUTS_DIR}/{c.id}_mask.png"
         save_png(b.bgs[j], s.out / bp)
         save_png((mk * 255).astype(np.uint8), s.out / mp)
         row.update(background_path=bp, mask_path=mp)
         if s.harmonizing:
-            save_png(b.comps[j], s.out / f"inputs/{c.id}_composite.png")
+            save_png(b.comps[j], s.out / INPUTS_DIR / f"{c.id}_composite.png")
     return row
 
 
@@ -344,10 +353,10 @@ def _run(cfg: GenerateConfig) -> dict:
     from ..progress import Progress
 
     s = _open_session(cfg)
-    (s.out / "images").mkdir(parents=True, exist_ok=True)
+    (s.out / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
     if cfg.save_inputs:
-        (s.out / "inputs").mkdir(exist_ok=True)
-    columns = MANIFEST_COLUMNS + (["background_path", "mask_path"] if cfg.save_inputs else [])
+        (s.out / INPUTS_DIR).mkdir(exist_ok=True)
+    columns = MANIFEST_COLUMNS + (INPUT_COLUMNS if cfg.save_inputs else [])
     settings = _settings(s)
 
     rows: list[dict] = []
@@ -363,9 +372,7 @@ def _run(cfg: GenerateConfig) -> dict:
     if bar is not None:
         bar.close()
     wall = time.time() - t0
-    write_tables(s.out, rows, columns)
-    (s.out / "generation.json").write_text(json.dumps(settings, indent=2) + "\n")
-    grids = write_grids(s.out, rows)
+    grids = write_grids(write_candidate_set(s.out, rows, columns, settings), rows)
     per_class = {c: sum(r["class"] == c for r in rows) for c in s.targets}
     return {"out": str(s.out), "n": len(rows), "per_class": per_class, "targets": s.targets,
             "units": [s.units.start, s.units.stop], "n_units": s.n_units, "wall_s": round(wall, 2),

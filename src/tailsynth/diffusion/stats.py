@@ -6,12 +6,7 @@ the wrong mean long before a person looks at the grid).
 
 from __future__ import annotations
 
-import csv
-from pathlib import Path
-
 import numpy as np
-
-from ..errors import ConfigError
 
 
 def _mean_inside(images: np.ndarray, masks: np.ndarray) -> np.ndarray:
@@ -42,14 +37,14 @@ def real_colour_stats(data, resolution: int, classes=None, limit: int = 200, see
 def generated_colour_stats(gen_dir) -> dict:
     """From a `generate --save-inputs` folder: mean RGB inside the mask the model painted, per class."""
     from ..data.isic import decode_file
+    from .candidate_set import CandidateSet
 
-    gen_dir = Path(gen_dir)
+    cs = CandidateSet(gen_dir)
     by: dict[str, list] = {}
-    for r in csv.DictReader((gen_dir / "manifest.csv").read_text().splitlines()):
-        if "mask_path" not in r:
-            raise ConfigError(f"{gen_dir}/manifest.csv: no mask_path column (generate with --save-inputs)")
-        img = decode_file(str(gen_dir / "images" / f"{r['id']}.png"))
-        m = decode_file(str(gen_dir / r["mask_path"]))[..., 0] > 127
+    for r in cs.rows():
+        mask = cs.input_path(r, "mask")  # a ConfigError without --save-inputs
+        img = decode_file(str(cs.image_path(r["id"])))
+        m = decode_file(str(mask))[..., 0] > 127
         by.setdefault(r["class"], []).append(_mean_inside(img[None], m[None])[0])
     return {c: {"n": len(v), "mean_rgb": np.mean(v, 0).round(1).tolist(), "std_rgb": np.std(v, 0).round(1).tolist()}
             for c, v in by.items()}

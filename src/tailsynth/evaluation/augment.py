@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..classify.folders import TrainedClassifier
 from ..data.classes import TAIL_CLASSES
 from ..errors import ConfigError
 from .arms import ARMS
@@ -133,7 +134,8 @@ def _select(rep: Replicate, scorer: Path, folders: dict, data, sel: Path, *, gam
     OOD selection (or cleaning) at each gamma, and (d)'s random draw with (e)'s counts. Returns the replicate's
     (kept counts, quality summaries at gamma)."""
     from ..classify.model import feature_model
-    from ..ood.select import choose, quality_summary, score_candidates, write_manifest
+    from ..ood.select import choose, quality_summary, score_candidates
+    from ..ood.selection import write_manifest
 
     sel.mkdir(parents=True, exist_ok=True)
     model = feature_model(scorer)
@@ -243,7 +245,7 @@ def run_augmentation_experiment(data, candidates, out, *, baseline: str = "class
         if not needs_synthetic and "harmonized" not in arms:
             continue
         scorer = Path(classifier) if classifier else out / "runs" / "real" / rep.tag
-        if not (scorer / "model.pt").is_file():
+        if not TrainedClassifier(scorer).has_model():
             log(f"  {rep.tag}: no scorer at {scorer} yet (collect-only), skipping its synthetic arms")
             continue
         sel = out / "selection" / rep.tag
@@ -256,6 +258,9 @@ def run_augmentation_experiment(data, candidates, out, *, baseline: str = "class
                   eval_data=eval_data)
 
 
+REPLICATE_QUALITY_FILE = "replicate_quality.json"
+
+
 def _write(out: Path, arms, gammas, reps, config: dict, kept_counts: dict, quality: dict, *, tail, n_boot: int,
            eval_data) -> dict:
     """The selection's counts and quality, then results.json and table.md from every finished run."""
@@ -263,7 +268,8 @@ def _write(out: Path, arms, gammas, reps, config: dict, kept_counts: dict, quali
 
     if kept_counts:
         (out / "selection" / "kept_counts.json").write_text(json.dumps(kept_counts, indent=1))
-        (out / "selection" / "quality.json").write_text(json.dumps(jsonable(quality), indent=1))
+        # Not a selection record (`ood.selection`): {replicate: {candidate kind: per-class quality}}.
+        (out / "selection" / REPLICATE_QUALITY_FILE).write_text(json.dumps(jsonable(quality), indent=1))
     keys = [*arms, *[f"ood_{_gtag(g)}" for g in gammas]]
     results = collect(out, keys, reps, tail=list(tail), n_boot=n_boot, eval_data=eval_data is not None)
     results["config"] = config

@@ -9,7 +9,7 @@ from pathlib import Path
 from ..data.classes import TAIL_CLASSES
 from ..errors import ConfigError
 from .replicates import Replicate, make_replicates
-from .results import collect, write_results
+from .results import COMPARISON_TABLE, collect, write_results
 from .runs import RunPlan, baseline_spec, train_pending
 from .tables import render_markdown
 
@@ -63,5 +63,5 @@ def run_method_comparison(data, out, methods, *, folds: int | None = 5, seeds=(0
                          **{k: v for k, v in common.items() if k not in ("quiet", "write_reports")}}
     md = render_markdown(results, ref_label=methods[0])
     md = f"Best by mean balanced accuracy on the held-out part: **{results['best']}**\n\n" + md
-    table = write_results(out, results, "comparison.md", md)
+    table = write_results(out, results, COMPARISON_TABLE, md)
     return {"results": results, "table_path": str(table), "best": results["best"]}

@@ -5,7 +5,7 @@ The quick look; the replicate protocol (methods.py: epoch and τ chosen on an in
 folds) is what a result is claimed on. Kept beside it, with its own outputs, because committed tables
 (docs/results/classifier_comparison*) were made with it.
 
-Each run trains into OUT/runs/<method>/seed<k>/ and is skipped when its metrics.json exists, so an interrupted
+Each run trains into OUT/runs/<method>/seed<k>/ and is skipped when its metrics exist, so an interrupted
 experiment continues where it stopped. Post-hoc methods re-score an already trained model (no training).
 """
 
@@ -19,10 +19,19 @@ from pathlib import Path
 
 import numpy as np
 
+from ..classify.folders import TrainedClassifier
 from ..classify.methods import METHODS
 from ..errors import ConfigError
+from .results import COMPARISON_TABLE
 
 HEADLINE = ("balanced_accuracy", "accuracy", "macro_auc", "ece")
+
+
+# Per run (long form), per method (mean, std), the summary as JSON. The summary was `comparison.csv` before the run
+# report's arms table (`pipeline_report.COMPARISON_FILE`, another schema) took that name alone.
+COMPARISON_RUNS = "comparison_runs.csv"
+COMPARISON_SUMMARY = "comparison_summary.csv"
+COMPARISON_JSON = "comparison.json"
 
 
 def _ms(vals: Sequence) -> tuple[float | None, float | None]:
@@ -66,9 +75,9 @@ def run_experiment(data, out, methods: Sequence[str] | None = None, seeds: Seque
         for name in order:
             meth = METHODS[name]
             run_dir = out / "runs" / name / f"seed{seed}"
-            mfile = run_dir / "metrics.json"
+            run_folder = TrainedClassifier(run_dir)
             t0 = time.time()
-            if not mfile.is_file():
+            if not run_folder.is_evaluated():
                 if meth.base:
                     base_dir = out / "runs" / meth.base / f"seed{seed}"
                     evaluate_model(base_dir, data, "val", run_dir, splits=splits, posthoc_tau=meth.posthoc_tau,
@@ -77,7 +86,7 @@ def run_experiment(data, out, methods: Sequence[str] | None = None, seeds: Seque
                     train_classifier(data, run_dir, backbone=backbone, loss=meth.loss, sampler=meth.sampler,
                                      epochs=epochs, seed=seed, splits=splits, quiet=quiet, write_reports=False,
                                      resume=True, **{**meth.train_kw, **train_kw})
-            m = json.loads(mfile.read_text())
+            m = run_folder.metrics()
             if name in methods:
                 rows.append({"method": name, "seed": seed, "metrics": m, "wall_s": round(time.time() - t0, 1)})
             if not quiet:
@@ -102,7 +111,7 @@ def write_comparison(rows: list[dict], out, header: str = "") -> dict:
     methods = list(dict.fromkeys(r["method"] for r in rows))
 
     # One row per run (long form), then the summary.
-    with open(out / "comparison_runs.csv", "w", newline="") as f:
+    with open(out / COMPARISON_RUNS, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["method", "seed", *HEADLINE, *[f"recall_{c}" for c in classes]])
         for r in rows:
@@ -116,7 +125,7 @@ def write_comparison(rows: list[dict], out, header: str = "") -> dict:
         s.update({f"recall_{c}": _ms([m["per_class"][c]["recall"] for m in ms]) for c in classes})
         s["n_seeds"] = len(ms)
         summary[meth] = s
-    with open(out / "comparison.csv", "w", newline="") as f:
+    with open(out / COMPARISON_SUMMARY, "w", newline="") as f:
         w = csv.writer(f)
         keys = [*HEADLINE, *[f"recall_{c}" for c in classes]]
         w.writerow(["method", "n_seeds", *[f"{k}_{x}" for k in keys for x in ("mean", "std")]])
@@ -150,9 +159,9 @@ def write_comparison(rows: list[dict], out, header: str = "") -> dict:
     notes = [f"- {m}: {METHODS[m].note}" for m in methods if m in METHODS and METHODS[m].note]
     if notes:
         lines += ["", "Methods:", "", *notes]
-    table = out / "comparison.md"
+    table = out / COMPARISON_TABLE
     table.write_text("\n".join(lines) + "\n")
-    (out / "comparison.json").write_text(json.dumps({"header": header, "rarest_class": rarest, "summary": summary},
+    (out / COMPARISON_JSON).write_text(json.dumps({"header": header, "rarest_class": rarest, "summary": summary},
                                                     indent=1))
     return {"runs": [{k: v for k, v in r.items() if k != "metrics"} for r in rows], "summary": summary,
             "table": str(table), "rarest_class": rarest}

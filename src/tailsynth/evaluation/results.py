@@ -13,6 +13,10 @@ from .predictions import PREDICTIONS, load_predictions
 from .replicates import Replicate
 from .stats import arm_table, compare
 
+RESULTS_FILE = "results.json"
+# The markdown table of a methods comparison (`experiment`, `experiment --folds`): read by people, not parsed.
+COMPARISON_TABLE = "comparison.md"
+
 
 def collect(out: Path, keys: list[str], reps: list[Replicate], *, tail: list[str], n_boot: int,
             eval_data: bool, ref: str = "real", contrasts=CONTRASTS, rule: bool = True) -> dict:
@@ -46,6 +50,6 @@ def collect(out: Path, keys: list[str], reps: list[Replicate], *, tail: list[str
 
 def write_results(out: Path, results: dict, table: str, markdown: str) -> Path:
     """results.json (strict JSON) and the markdown table TABLE beside it; returns the table's path."""
-    (out / "results.json").write_text(json.dumps(jsonable(results), indent=1))
+    (out / RESULTS_FILE).write_text(json.dumps(jsonable(results), indent=1))
     (out / table).write_text(markdown)
     return out / table

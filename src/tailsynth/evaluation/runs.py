@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..classify.folders import TrainedClassifier
 from ..errors import ConfigError
 from .replicates import Replicate
 
@@ -69,7 +70,7 @@ def run_one(task: dict, log=print) -> dict:
     run = Path(task["run_dir"])
     rep: Replicate = task["rep"]
     t0 = time.time()
-    if not (run / "metrics.json").is_file():
+    if not TrainedClassifier(run).is_evaluated():
         log(f"  training {run} ...")
         train_classifier(task["data"], run, seed=rep.seed, splits=rep.manifest, **task["train"])
     tau = None

@@ -33,6 +33,13 @@ from .features import FeatureModel
 from .quality import frechet_distance, kid
 from .select import ScoredCandidates, jsonable, score_candidates
 
+# The gate run's folder: OUT/gates.json (the record, GATES_FORMAT), OUT/index.html, OUT/<mode>/ (a candidate set,
+# `diffusion.candidate_set`) with OUT/<mode>/gate_scores.csv. Folders written before the rename hold the record and
+# the scores under the selection's names (`ood.selection`: another schema); `read_gates`/`gate_scores_path` read
+# those as version 0 when their format says they are gate records.
+GATES_FILE = "gates.json"
+GATE_SCORES_FILE = "gate_scores.csv"
+GATES_FORMAT = "tailsynth-synth-quality/1"
 LABEL_FIDELITY_RATIO = 0.8
 TOS_RATIO = 0.7
 MODES = ("inpaint", "harmonize")
@@ -119,6 +126,34 @@ def write_scores(path: Path, sc) -> Path:
     return path
 
 
+def gate_scores_path(folder: Path, mode: str) -> Path:
+    """OUT/<mode>/gate_scores.csv of a gate run (the selection's scores name in folders from before the rename)."""
+    from .selection import SCORES_FILE as OLD_NAME
+
+    path = Path(folder) / mode / GATE_SCORES_FILE
+    old = path.with_name(OLD_NAME)
+    return old if not path.is_file() and old.is_file() else path
+
+
+def read_gates(folder: Path) -> dict:
+    """The gate run's record; a folder from before the rename is read from its old name when it is a gate record."""
+    from .selection import RECORD_FILE as OLD_NAME
+
+    path = Path(folder) / GATES_FILE
+    if not path.is_file() and (Path(folder) / OLD_NAME).is_file():
+        old = json.loads((Path(folder) / OLD_NAME).read_text())
+        if isinstance(old, dict) and (old.get("format") == GATES_FORMAT or "gates" in old and "config" in old):
+            return old
+        raise DataError(f"{Path(folder) / OLD_NAME}: not a gate record; expected {path} ({GATES_FORMAT}, "
+                        "written by `tailsynth synth-quality`)")
+    if not path.is_file():
+        raise MissingInputError(f"{path} missing: {folder} is not a synth-quality output folder")
+    rec = json.loads(path.read_text())
+    if rec.get("format", GATES_FORMAT) != GATES_FORMAT:
+        raise DataError(f"{path}: format {rec.get('format')!r}; expected {GATES_FORMAT}")
+    return rec
+
+
 def read_scores(path: Path) -> dict[str, tuple[str, float]]:
     import csv
 
@@ -183,10 +218,10 @@ class GateConfig:
 
 
 def _generate_mode(cfg: GateConfig, mode: str, counts: dict[str, int], out: Path) -> Path:
-    """Candidates of every gate class, n(c) = real training count of c, in one folder per mode."""
-    import csv
+    """Candidates of every gate class, n(c) = real training count of c, in one candidate set per mode."""
     import shutil
 
+    from ..diffusion.candidate_set import merge_candidate_sets
     from ..diffusion.generate import GenerateConfig, generate
 
     folder = out / mode
@@ -200,24 +235,10 @@ def _generate_mode(cfg: GateConfig, mode: str, counts: dict[str, int], out: Path
                                 steps=cfg.steps, guidance=cfg.guidance, seed=cfg.seed, batch_size=cfg.batch_size,
                                 save_inputs=True, progress=True, runtime=cfg.runtime, precision=cfg.precision))
         parts.append(part)
-    # One candidate folder (images + manifest) per mode, as `select` and the trainer read it.
+    # One candidate set (images + manifest) per mode, as `select` and the trainer read it.
     if folder.exists():
         shutil.rmtree(folder)
-    (folder / "images").mkdir(parents=True)
-    (folder / "inputs").mkdir()
-    rows, fields = [], None
-    for p in parts:
-        with open(p / "manifest.csv", newline="") as f:
-            rd = csv.DictReader(f)
-            fields = rd.fieldnames
-            rows += list(rd)
-        for sub in ("images", "inputs"):
-            for q in (p / sub).iterdir():
-                shutil.copyfile(q, folder / sub / q.name)
-    with open(folder / "manifest.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields)
-        w.writeheader()
-        w.writerows(rows)
+    merge_candidate_sets(parts, folder, shards=False)
     shutil.rmtree(out / "parts")
     return folder
 
@@ -233,16 +254,13 @@ def _recall_after_training(train: Trainer, npz: Path, out: Path, cfg: GateConfig
 
 def _grid(out: Path, folders: dict[str, Path], classes: list[str], n: int = 6) -> str:
     """Rows of [real source lesion | background | inpaint | harmonize] for the same background and seed."""
-    import csv
-
     from ..data.isic import decode_file
+    from ..diffusion.candidate_set import CandidateSet
     from ..diffusion.generate import write_grid
 
     tiles = []
-    by_mode = {}
-    for mode, f in folders.items():
-        with open(f / "manifest.csv", newline="") as fh:
-            by_mode[mode] = {(r["class"], r["id"].rsplit("_", 1)[-1]): r for r in csv.DictReader(fh)}
+    sets = {mode: CandidateSet(f) for mode, f in folders.items()}
+    by_mode = {mode: {(r["class"], r["id"].rsplit("_", 1)[-1]): r for r in cs.rows()} for mode, cs in sets.items()}
     keys = sorted(next(iter(by_mode.values())))
     cols = 0
     for c in classes:
@@ -250,13 +268,13 @@ def _grid(out: Path, folders: dict[str, Path], classes: list[str], n: int = 6) -
             row = []
             if "harmonize" in by_mode and key in by_mode["harmonize"]:
                 h = by_mode["harmonize"][key]
-                row.append(decode_file(str(folders["harmonize"] / "inputs" / f"{h['id']}_composite.png")))
+                row.append(decode_file(str(sets["harmonize"].input_path(h, "composite"))))
             anyr = next(by_mode[m][key] for m in by_mode if key in by_mode[m])
             anym = next(m for m in by_mode if key in by_mode[m])
-            row.append(decode_file(str(folders[anym] / anyr["background_path"])))
+            row.append(decode_file(str(sets[anym].input_path(anyr, "background"))))
             for mode in MODES:
                 if mode in by_mode and key in by_mode[mode]:
-                    row.append(decode_file(str(folders[mode] / "images" / f"{by_mode[mode][key]['id']}.png")))
+                    row.append(decode_file(str(sets[mode].image_path(by_mode[mode][key]["id"]))))
             cols = len(row)
             tiles += row
     path = out / "grid_side_by_side.png"
@@ -281,13 +299,11 @@ def _gate_figures(sc: ScoredCandidates, cfg: GateConfig) -> dict:
 
 
 def _synthetic_images(folder: Path, cls: str) -> np.ndarray:
-    import csv
-
     from ..data.isic import decode_file
+    from ..diffusion.candidate_set import CandidateSet
 
-    with open(folder / "manifest.csv", newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    return np.stack([decode_file(str(folder / "images" / f"{r['id']}.png")) for r in rows if r["class"] == cls])
+    cs = CandidateSet(folder)
+    return np.stack([decode_file(str(cs.image_path(r.id))) for r in cs.read() if r.cls == cls])
 
 
 def _train_on_synthetic(cfg: GateConfig, train: Trainer, ds, res: int, folders: dict[str, Path],
@@ -320,7 +336,7 @@ def _train_on_synthetic(cfg: GateConfig, train: Trainer, ds, res: int, folders: 
 
 def run_gates(cfg: GateConfig, classifier: FeatureModel, train: Trainer) -> dict:
     """Generate per mode, score with the real-only CLASSIFIER (cfg.classifier, loaded by the caller), train the TOS
-    classifiers with TRAIN, write quality.json and index.html into OUT; returns the quality dict."""
+    classifiers with TRAIN, write gates.json (GATES_FILE) and index.html into OUT; returns the record."""
     from ..data import ensure_splits, load_source
     from ..diffusion.model import model_hash, read_meta
     from ..diffusion.runtime import resolve_precision
@@ -340,11 +356,11 @@ def run_gates(cfg: GateConfig, classifier: FeatureModel, train: Trainer) -> dict
     for mode, folder in folders.items():
         sc = score_candidates(folder, cfg.data, classifier)
         per_mode[mode] = _gate_figures(sc, cfg)
-        write_scores(folder / "scores.csv", sc)
+        write_scores(folder / GATE_SCORES_FILE, sc)
     tos_runs = _train_on_synthetic(cfg, train, ds, res, folders, per_mode, out / "tos") if cfg.tos else {}
 
     quality = {
-        "format": "tailsynth-synth-quality/1",
+        "format": GATES_FORMAT,
         "model": str(cfg.model),
         "model_hash": model_hash(cfg.model),
         "data": str(cfg.data),
@@ -361,7 +377,7 @@ def run_gates(cfg: GateConfig, classifier: FeatureModel, train: Trainer) -> dict
         "feature_space": "penultimate layer of the real-only classifier (Inception weights are not available offline)",
     }
     quality = jsonable(quality)
-    (out / "quality.json").write_text(json.dumps(quality, indent=2) + "\n")
+    (out / GATES_FILE).write_text(json.dumps(quality, indent=2) + "\n")
     write_html(quality, out / "index.html")
     return quality
 

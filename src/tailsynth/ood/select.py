@@ -5,13 +5,13 @@
 2. Flag near-copies of training images (memorize.py); they are never kept.
 3. Keep, per class, either the fraction `gamma` of candidates with the lowest OOD score, or those whose score
    falls inside the `calibrate` quantile of the same score on real validation images of that class.
-4. Write scores.csv, selected_manifest.csv (the trainer's `path,class[,weight]`), quality.json, report.html.
+4. Write the selection folder (`selection.Selection`: the kept set in the trainer's `path,class[,weight]`, scores,
+   the quality record) and report.html.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +22,8 @@ from ..data.errors import DataError
 from ..errors import ConfigError
 from .features import FeatureModel
 from .scores import OOD_SCORES, RealReference, as_ood, score_all
+from .selection import SCORES_COLUMNS, SCORES_DETAIL_FILE, Selection
 
-SCORES_COLUMNS = ["id", "class", "mahalanobis", "energy", "knn", "p_intended", "memorized", "kept"]
 WEIGHTINGS = ("p_intended", "typicality")
 
 
@@ -150,6 +150,7 @@ def background_lesion_rows(train_records, background_ids) -> np.ndarray:
 def score_candidates(candidates, real, classifier: FeatureModel, *, splits=None, split_seed: int = 0, knn_k: int = 5,
                      shrinkage="ledoit-wolf", memorization_quantile: float = 0.01, batch_size: int = 256,
                      pixel_size: int = 32) -> ScoredCandidates:
+    from ..diffusion.candidate_set import CandidateSet
     from .candidates import read_candidates
     from .memorize import check_memorization, pixel_vectors, thresholds_from_real
 
@@ -158,7 +159,7 @@ def score_candidates(candidates, real, classifier: FeatureModel, *, splits=None,
     res = int(classifier.resolution)
     bad = sorted(set(cands.classes) - set(names))
     if bad:
-        raise DataError(f"{Path(candidates) / 'manifest.csv'}: class(es) {', '.join(bad)} are not among the "
+        raise DataError(f"{CandidateSet(candidates).manifest_path}: class(es) {', '.join(bad)} are not among the "
                         f"classifier's classes {names}")
     train, val = _real_splits(real, splits, split_seed)
     ytr, yva = _label_indices(train, names, f"{real} (train)"), _label_indices(val, names, f"{real} (val)")
@@ -244,7 +245,7 @@ def choose(sc: ScoredCandidates, *, gamma: float | None = None, calibrate: float
 
 # ---- outputs -----------------------------------------------------------------------------------------------
 def write_scores(sc: ScoredCandidates, kept: np.ndarray, out: Path) -> Path:
-    path = out / "scores.csv"
+    path = Selection(out).scores_path
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(SCORES_COLUMNS)
@@ -253,27 +254,13 @@ def write_scores(sc: ScoredCandidates, kept: np.ndarray, out: Path) -> Path:
                         f"{sc.scores['knn'][i]:.6g}", f"{sc.scores['p_intended'][i]:.6g}",
                         int(sc.memo.memorized[i]), int(kept[i])])
     # Diagnostics beyond the fixed interface live beside it.
-    with open(out / "scores_detail.csv", "w", newline="") as f:
+    with open(out / SCORES_DETAIL_FILE, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["id", "class", "exact_copy", "nn_feature_dist", "nn_pixel_rms", "nn_train_index"])
         for i, iid in enumerate(sc.ids):
             w.writerow([iid, sc.classes[i], int(sc.memo.exact_copy[i]), f"{sc.memo.feat_nn[i]:.6g}",
                         f"{sc.memo.pixel_nn[i]:.6g}", int(sc.memo.pixel_nn_index[i])])
     return path
-
-
-def write_manifest(paths, classes, kept: np.ndarray, out_csv: Path, weights: np.ndarray | None = None) -> Path:
-    """The trainer's synthetic-manifest format; absolute paths so the CSV survives being moved."""
-    out_csv.parent.mkdir(parents=True, exist_ok=True)
-    with open(out_csv, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["path", "class", "weight"] if weights is not None else ["path", "class"])
-        for i in np.flatnonzero(kept):
-            row = [str(Path(paths[i]).resolve()), classes[i]]
-            if weights is not None:
-                row.append(f"{weights[i]:.4f}")
-            w.writerow(row)
-    return out_csv
 
 
 def quality_summary(sc: ScoredCandidates, kept: np.ndarray, *, k: int = 3, seed: int = 0) -> dict:
@@ -329,10 +316,10 @@ def select_candidates(candidates, real, classifier: FeatureModel, out, gamma: fl
                       inception: str | None = None, report: bool = True, batch_size: int = 256,
                       pixel_size: int = 32, clean: bool = False, clean_confidence: float | None = None,
                       clean_band: tuple[float, float] | None = None) -> dict:
-    """Score, select and report; returns the quality summary (also written to OUT/quality.json).
+    """Score, select and report; returns the quality summary (also the selection's record).
 
     `clean`: instead of a keep fraction, keep what the cleaning rule keeps (ood.clean: not confidently another
-    class, inside the prototype band, not memorized); quality.json then also compares it with random subsets."""
+    class, inside the prototype band, not memorized); the record then also compares it with random subsets."""
     if clean and (gamma is not None or calibrate is not None):
         raise ConfigError("--clean selects by itself: give neither --gamma nor --calibrate with it")
     if not clean and (gamma is None) == (calibrate is None):
@@ -359,7 +346,8 @@ def select_candidates(candidates, real, classifier: FeatureModel, out, gamma: fl
     else:
         kept, w, thresholds = choose(sc, gamma=gamma, calibrate=calibrate, score=score, weights=weights)
     write_scores(sc, kept, out)
-    write_manifest(sc.paths, sc.classes, kept, out / "selected_manifest.csv", w)
+    selection = Selection(out)
+    selection.write_manifest(sc.paths, sc.classes, kept, w)
     per_class = quality_summary(sc, kept)
     quality = {
         "per_class": per_class,
@@ -380,7 +368,7 @@ def select_candidates(candidates, real, classifier: FeatureModel, out, gamma: fl
             sc.class_names[c]: inception_fid(xtr[sc.train_cls == c], sc.images[(sc.cls_idx == c) & kept], inception)
             for c in np.unique(sc.cls_idx) if ((sc.cls_idx == c) & kept).sum() >= 2}
     quality = jsonable(quality)
-    (out / "quality.json").write_text(json.dumps(quality, indent=2))
+    selection.write_record(quality)
     if report:
         from .report import write_report
 
