@@ -31,6 +31,7 @@ from .classify.metadata import ClassifierMeta
 from .errors import ConfigError
 from .formatting import fmt
 from .hashing import model_version
+from .pages import Section, sections_html, sections_markdown
 from .serve.backends import ENSEMBLE_NAME, POSTPROCESS_NAME, PREPROCESS_NAME
 
 MODEL_NAME = "lesion-classifier"
@@ -143,47 +144,55 @@ def build_model_card(meta: ClassifierMeta, version: str, parity: dict, metrics: 
     }
 
 
-def model_card_markdown(card: dict) -> str:
-    lines = [f"# Model card: {card['name']} {card['version']}", "",
-             f"**Intended use:** {card['intended_use']}. Outputs are class probabilities for a dermoscopy image; "
-             "they are not a diagnosis and must not drive clinical decisions.", "",
-             f"- Backbone: `{card['backbone']}`, input {card['input']['shape'][1]} px RGB uint8",
-             f"- Classes: {', '.join(card['classes'])}",
-             f"- Data revision: `{card['data_revision']}`",
-             f"- ONNX parity vs torch (max abs diff of probabilities): "
-             f"{card['onnx_parity']['max_abs_diff_probabilities']:.2e}", ""]
-    lines += lineage_markdown(card.get("lineage"))
+def model_card_sections(card: dict) -> tuple[str, str, list[Section]]:
+    """(title, summary, sections) of the card, for its markdown (model_card.md) and its HTML page alike."""
+    title = f"Model card: {card['name']} {card['version']}"
+    summary = (f"**Intended use:** {card['intended_use']}. Outputs are class probabilities for a dermoscopy image; "
+               "they are not a diagnosis and must not drive clinical decisions.")
+    facts = [["backbone", f"`{card['backbone']}`"], ["input", f"{card['input']['shape'][1]} px RGB uint8"],
+             ["classes", ", ".join(card["classes"])], ["data revision", f"`{card['data_revision']}`"],
+             ["ONNX parity vs torch (max abs diff of probabilities)",
+              f"{card['onnx_parity']['max_abs_diff_probabilities']:.2e}"]]
+    sections: list[Section] = [("", "facts", [["item", "value"], facts])]
+    sections += lineage_sections(card.get("lineage"))
     scalars = {k: v for k, v in card["metrics"].items() if isinstance(v, (int, float))}
     if scalars:
-        lines += ["## Validation metrics", "", "| metric | value |", "|---|---|"]
-        lines += [f"| {k} | {fmt(v, 4)} |" for k, v in scalars.items()] + [""]
+        sections.append(("Validation metrics", "table", [["metric", "value"],
+                                                         [[k, fmt(v, 4)] for k, v in scalars.items()]]))
     pc = card["per_class_metrics"]
     if pc:
         cols = sorted({m for v in pc.values() if isinstance(v, dict) for m in v})
-        lines += ["## Per-class metrics", "", "| class | " + " | ".join(cols) + " |",
-                  "|---" * (len(cols) + 1) + "|"]
-        lines += [f"| {c} | " + " | ".join(fmt(v.get(m, ""), 4) for m in cols) + " |" for c, v in pc.items()]
-        lines.append("")
+        sections.append(("Per-class metrics", "table", [["class", *cols],
+                                                        [[c, *(fmt(v.get(m, ""), 4) for m in cols)]
+                                                         for c, v in pc.items()]]))
     else:
-        lines += ["No validation metrics were found beside the checkpoint (MODEL_DIR/metrics.json).", ""]
-    return "\n".join(lines)
+        note = "No validation metrics were found beside the checkpoint (MODEL_DIR/metrics.json)."
+        sections.append(("", "text", [note]))
+    return title, summary, sections
 
 
-def lineage_markdown(lin: dict | None) -> list[str]:
+def model_card_markdown(card: dict) -> str:
+    return sections_markdown(*model_card_sections(card))
+
+
+def model_card_html(card: dict, nav=()) -> str:
+    return sections_html(*model_card_sections(card), nav=nav)
+
+
+def lineage_sections(lin: dict | None) -> list[Section]:
     """What the model was made from (`tailsynth lineage` follows these back to the images)."""
     if not lin:
         return []
     syn, synth, sel = lin.get("synthetic_set"), lin.get("synthesizer") or {}, lin.get("selection") or {}
-    out = ["## Lineage", "", "| link | value |", "|---|---|",
-           f"| training data revision | `{(lin.get('training_data') or {}).get('revision')}` |"]
+    rows = [["training data revision", f"`{(lin.get('training_data') or {}).get('revision')}`"]]
     if syn:
-        out += [f"| synthetic set revision (DVC) | `{syn.get('dvc_md5')}` ({syn.get('n_images')} images) |",
-                f"| synthesizer hash | `{synth.get('hash')}` |",
-                "| selection settings | " + ", ".join(f"{k}={sel.get(k)}" for k in ("score", "gamma", "calibrate",
-                                                                                   "weights") if k in sel) + " |"]
+        rows += [["synthetic set revision (DVC)", f"`{syn.get('dvc_md5')}` ({syn.get('n_images')} images)"],
+                 ["synthesizer hash", f"`{synth.get('hash')}`"],
+                 ["selection settings", ", ".join(f"{k}={sel.get(k)}" for k in ("score", "gamma", "calibrate",
+                                                                                 "weights") if k in sel)]]
     else:
-        out.append("| synthetic set | none (real data only) |")
-    return out + [""]
+        rows.append(["synthetic set", "none (real data only)"])
+    return [("Lineage", "facts", [["link", "value"], rows])]
 
 
 def _dims(v: Sequence[int]) -> str:

@@ -10,7 +10,6 @@ Inputs are the files the pipeline stages write (no KFP here):
 from __future__ import annotations
 
 import csv
-import html
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ import numpy as np
 from .data.errors import DataError
 from .errors import ConfigError
 from .formatting import fmt
+from .pages import Section, sections_html, sections_markdown
 
 EVALUATION_FILE = "evaluation.json"
 
@@ -176,18 +176,6 @@ def synthetic_grid(manifest: Path | dict, out_png: Path, per_class: int = 8, til
 
 
 # ---- report ------------------------------------------------------------------------------------------------
-def _md_table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def _html_table(header: list[str], rows: list[list]) -> str:
-    th = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(fmt(v))}</td>" for v in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
-
-
 def selection_table(quality: dict) -> tuple[list[str], list[list]]:
     header = ["class", "candidates", "kept", "acceptance"]
     rows = []
@@ -423,10 +411,9 @@ def _summary(arms: _Arms) -> str:
 
 
 # A report section: (title, kind, payload), rendered to markdown and HTML alike; kind: table, text, image, links.
-_Section = tuple[str, str, list]
 
 
-def _result_sections(arms: _Arms) -> list[_Section]:
+def _result_sections(arms: _Arms) -> list[Section]:
     """The comparison table, per-class recall (with the synthetic arms' differences) and its figure."""
     rows, ivs, base = arms.rows, arms.ivs, arms.base
     table = [[r["method"], _cell(r["balanced_accuracy"], iv.get("balanced_accuracy"))] for r, iv in zip(rows, ivs)]
@@ -446,7 +433,7 @@ def _result_sections(arms: _Arms) -> list[_Section]:
             ("", "image", ["per_class_recall.png", "per-class recall with 95% intervals"])]
 
 
-def _synthetic_sections(out: Path, sel: _SelectionFigures, extra_selected: dict | None) -> list[_Section]:
+def _synthetic_sections(out: Path, sel: _SelectionFigures, extra_selected: dict | None) -> list[Section]:
     """The kept (and dropped) synthetic images, a grid per further synthetic arm, the selection statistics."""
     sections = [("Synthetic tail samples (kept after OOD selection)", "image" if sel.grid else "text",
                  ["synthetic_grid.png", "synthetic grid"] if sel.grid else ["No synthetic image was kept."])]
@@ -467,60 +454,24 @@ def _synthetic_sections(out: Path, sel: _SelectionFigures, extra_selected: dict 
 
 
 def _provenance_sections(revision: list, model_card: dict | None, models: list, timings, extra: dict | None,
-                         page_links: dict) -> list[_Section]:
+                         page_links: dict) -> list[Section]:
     """Data revision, the exported model's lineage, diffusion model, stage timings, run facts, linked pages."""
-    sections = [("Data revision", "table", [["item", "value"], revision])]
+    sections = [("Data revision", "facts", [["item", "value"], revision])]
     lineage = lineage_rows(model_card)
     if lineage:
-        sections.append(("Lineage of the exported model", "table", [["link", "value"], lineage]))
+        sections.append(("Lineage of the exported model", "facts", [["link", "value"], lineage]))
         sections.append(("", "text", ["Follow a served prediction back to its synthetic images with "
                                       f"`tailsynth lineage --model-version {model_card.get('version')}`."]))
     if models:
-        sections.append(("Diffusion model", "table", [["item", "value"], models]))
+        sections.append(("Diffusion model", "facts", [["item", "value"], models]))
     timing = timing_rows(timings)
     if timing:
         sections.append(("Stage timings", "table", [["stage", "seconds"], timing]))
     if extra:
-        sections.append(("Run", "table", [["item", "value"], [[k, v] for k, v in extra.items()]]))
+        sections.append(("Run", "facts", [["item", "value"], [[k, v] for k, v in extra.items()]]))
     if page_links:
         sections.append(("Linked pages", "links", list(page_links.items())))
     return sections
-
-
-def _markdown(title: str, summary: str, sections: list[_Section]) -> str:
-    md = [f"# {title}", "", summary, ""]
-    for head, kind, payload in sections:
-        if head:
-            md += [f"## {head}", ""]
-        if kind == "table":
-            md += [_md_table(payload[0], payload[1]), ""]
-        elif kind == "text":
-            md += [payload[0], ""]
-        elif kind == "image":
-            md += [f"![{payload[1]}]({payload[0]})", ""]
-        elif kind == "links":
-            md += [f"- [{label}]({href})" for label, href in payload] + [""]
-    return "\n".join(md)
-
-
-def _html(title: str, summary: str, sections: list[_Section]) -> str:
-    h = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-         f"<style>{REPORT_CSS}</style></head><body>", f"<h1>{html.escape(title)}</h1>",
-         f"<p class='summary'>{html.escape(summary)}</p>"]
-    for head, kind, payload in sections:
-        if head:
-            h.append(f"<h2>{html.escape(head)}</h2>")
-        if kind == "table":
-            h.append(_html_table(payload[0], payload[1]))
-        elif kind == "text":
-            h.append(f"<p>{_inline_html(payload[0])}</p>")
-        elif kind == "image":
-            h.append(f"<p><img src='{html.escape(payload[0])}' alt='{html.escape(payload[1])}'></p>")
-        elif kind == "links":
-            h.append("<ul>" + "".join(f"<li><a href='{html.escape(href)}'>{html.escape(label)}</a></li>"
-                                      for label, href in payload) + "</ul>")
-    h.append("</body></html>")
-    return "\n".join(h)
 
 
 def build_run_report(out: str | Path, comparison_csv: str | Path, evaluations: Sequence[str | Path] = (),
@@ -562,15 +513,9 @@ def build_run_report(out: str | Path, comparison_csv: str | Path, evaluations: S
 
     title = f"tailsynth train_augment report{f' (profile {profile})' if profile else ''}"
     summary = _summary(arms)
-    (out / "report.md").write_text(_markdown(title, summary, sections))
-    (out / "report.html").write_text(_html(title, summary, sections))
+    (out / "report.md").write_text(sections_markdown(title, summary, sections))
+    (out / "report.html").write_text(sections_html(title, summary, sections))
     return out
-
-
-REPORT_CSS = ("body{font-family:sans-serif;max-width:64em;margin:2em auto;padding:0 1em;color:#222}"
-              "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
-              "text-align:right}td:first-child,th:first-child{text-align:left}th{background:#f4f4f4}"
-              "img{max-width:100%}.summary{font-size:1.05em}td{white-space:nowrap}code{background:#f4f4f4;padding:0 3px}")
 
 
 def finalize_run_report(run_dir: str | Path, timings=None) -> Path:
@@ -578,6 +523,8 @@ def finalize_run_report(run_dir: str | Path, timings=None) -> Path:
     RUN_DIR/model/ and linked), monitoring pages found in the run folder, and stage timings (TIMINGS, else the
     durations stages recorded in run.yaml)."""
     import shutil
+
+    from .export import model_card_html
 
     run_dir = Path(run_dir)
     inputs_path = run_dir / INPUTS_FILE
@@ -594,8 +541,7 @@ def finalize_run_report(run_dir: str | Path, timings=None) -> Path:
             if (src / name).is_file():
                 shutil.copyfile(src / name, dest / name)
         card = json.loads((dest / "model_card.json").read_text())
-        (dest / "model_card.html").write_text(markdown_page((dest / "model_card.md").read_text(),
-                                                            f"Model card {card.get('version', '')}"))
+        (dest / "model_card.html").write_text(model_card_html(card, nav=[("run report", "../report.html")]))
         links["Model card of the exported model"] = f"{MODEL_DIR}/model_card.html"
     for page in sorted(run_dir.glob("monitoring/**/index.html")):
         links[f"Monitoring windows ({page.parent.relative_to(run_dir)})"] = page.relative_to(run_dir).as_posix()
@@ -610,15 +556,6 @@ def finalize_run_report(run_dir: str | Path, timings=None) -> Path:
                         inputs["data_revision"], inputs["profile"], inputs["diffusion_model"],
                         model_card=card, timings=timings, links=links,
                         synthetic_arms=inputs.get("synthetic_arms", 1), extra_selected=inputs.get("extra_selected"))
-
-
-def _inline_html(t: str) -> str:
-    """Escaped text with markdown's **bold** and `code` spans."""
-    import re
-
-    t = html.escape(t)
-    t = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", t)
-    return re.sub(r"`(.+?)`", r"<code>\1</code>", t)
 
 
 def recorded_timings(run_dir: Path) -> dict:
@@ -636,34 +573,3 @@ def recorded_timings(run_dir: Path) -> dict:
         if isinstance(v, (int, float)):
             out[stage] = float(v)
     return out
-
-
-def markdown_page(md: str, title: str) -> str:
-    """A markdown document (tables, headings, lists, paragraphs) as a standalone HTML page."""
-    import re
-
-    inline = _inline_html
-
-    out, lines, i = [], md.splitlines(), 0
-    while i < len(lines):
-        ln = lines[i]
-        if ln.startswith("|"):
-            block = []
-            while i < len(lines) and lines[i].startswith("|"):
-                block.append([c.strip() for c in lines[i].strip("|").split("|")])
-                i += 1
-            head, body = block[0], [r for r in block[1:] if not all(set(c) <= set("-: ") for c in r)]
-            out.append("<table><thead><tr>" + "".join(f"<th>{inline(c)}</th>" for c in head) + "</tr></thead><tbody>"
-                       + "".join("<tr>" + "".join(f"<td>{inline(c)}</td>" for c in r) + "</tr>" for r in body)
-                       + "</tbody></table>")
-            continue
-        m = re.match(r"(#+) (.*)", ln)
-        if m:
-            out.append(f"<h{len(m.group(1))}>{inline(m.group(2))}</h{len(m.group(1))}>")
-        elif ln.startswith("- "):
-            out.append(f"<ul><li>{inline(ln[2:])}</li></ul>")
-        elif ln.strip():
-            out.append(f"<p>{inline(ln)}</p>")
-        i += 1
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{REPORT_CSS}</style></head><body>" + "\n".join(out) + "</body></html>")
