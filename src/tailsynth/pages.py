@@ -4,7 +4,7 @@ here; a `Markup` string is HTML already and passes through. Base tier: imports n
 
 Documents with a markdown twin (the run report, the model card) are lists of sections, `(heading, kind, payload)`
 with kind `text` ([paragraph]), `table` ([header, rows]), `facts` (a table of text, left-aligned: [header, rows]),
-`image` ([src, alt]) or `links` ([(label, href), ...]),
+`image` ([src, alt]), `links` ([(label, href), ...]), `list` ([item, ...]) or `code` ([text]),
 rendered by `sections_html` and `sections_markdown` alike.
 """
 
@@ -23,6 +23,7 @@ STYLESHEET = (
     "td:first-child,th:first-child{text-align:left}th{background:#f4f4f4}"
     "table.text td,table.text th{text-align:left;white-space:normal}"
     "img{max-width:100%}.summary{font-size:1.05em}code{background:#f4f4f4;padding:0 3px}"
+    "pre{background:#f4f4f4;padding:.5em;overflow-x:auto}pre code{padding:0}"
     "nav{font-size:.9em;margin-bottom:1em}"
     ".ok{background:#efe}.bad,.drift{background:#fdd}.insufficient{color:#888}")
 
@@ -126,6 +127,10 @@ def sections_html(title: str, summary: str, sections: Sequence[Section],
             parts.append(image(payload[0], payload[1]))
         elif kind == "links":
             parts.append(bullets(link(href, label) for label, href in payload))
+        elif kind == "list":
+            parts.append(bullets(inline(i) for i in payload))
+        elif kind == "code":
+            parts.append(Markup(f"<pre><code>{esc(payload[0])}</code></pre>"))
     return page(title, *parts, nav=nav)
 
 
@@ -142,6 +147,10 @@ def sections_markdown(title: str, summary: str, sections: Sequence[Section]) -> 
             md += [f"![{payload[1]}]({payload[0]})", ""]
         elif kind == "links":
             md += [f"- [{label}]({href})" for label, href in payload] + [""]
+        elif kind == "list":
+            md += [f"- {i}" for i in payload] + [""]
+        elif kind == "code":
+            md += ["```", payload[0], "```", ""]
     return "\n".join(md)
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .data.errors import DataError
+from .cards import CARD_JSON, CARD_MD, read_card
 from .errors import ConfigError
 from .formatting import fmt
 from .pages import Section, sections_html, sections_markdown
@@ -211,7 +212,7 @@ def diffusion_rows(model_dir: str | Path) -> list[list]:
         rows.append(["images seen in training", card["images_seen"]])
     if isinstance(step, int) and isinstance(planned, int) and step < planned:
         rows.append(["note", "training stopped before the planned steps (time cap): expect poor synthetic images"])
-    for mode, per_class in (card.get("gates") or {}).items():
+    for mode, per_class in ((card.get("metrics") or {}).get("gates") or {}).items():
         for cls, g in sorted(per_class.items()):
             rows.append([f"gate {mode} {cls}: label fidelity / real",
                          f"{fmt(g.get('label_fidelity'))} / {fmt(g.get('label_fidelity_real'))}"
@@ -532,15 +533,16 @@ def finalize_run_report(run_dir: str | Path, timings=None) -> Path:
         raise DataError(f"{inputs_path}: not found (the report stage writes it beside report.html)")
     inputs = json.loads(inputs_path.read_text())
     links, card = {}, None
-    cards = sorted((run_dir / "artifacts").rglob("model_card.json")) if (run_dir / "artifacts").is_dir() else []
+    found = sorted((run_dir / "artifacts").rglob(CARD_JSON)) if (run_dir / "artifacts").is_dir() else []
+    # The exported classifier's card (a shipped synthesizer installed in the run carries a card too).
+    cards = [p for p in found if read_card(p.parent)["kind"] == "classifier"]
     if cards:
         src = max(cards, key=lambda p: p.stat().st_mtime).parent
         dest = run_dir / MODEL_DIR
         dest.mkdir(exist_ok=True)
-        for name in ("model_card.json", "model_card.md"):
-            if (src / name).is_file():
-                shutil.copyfile(src / name, dest / name)
-        card = json.loads((dest / "model_card.json").read_text())
+        for name in (CARD_JSON, CARD_MD):
+            shutil.copyfile(src / name, dest / name)
+        card = read_card(dest)
         (dest / "model_card.html").write_text(model_card_html(card, nav=[("run report", "../report.html")]))
         links["Model card of the exported model"] = f"{MODEL_DIR}/model_card.html"
     for page in sorted(run_dir.glob("monitoring/**/index.html")):
