@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from .errors import DataError
+from .formatting import fmt
 from .pages import Section, sections_html, sections_markdown
 
 SCHEMA = "tailsynth-model-card/1"
@@ -75,7 +76,12 @@ def changelog_section(card: dict) -> Section:
 
 
 def _short(v) -> str:
-    return "×".join(str(d) for d in v) if isinstance(v, list) and all(isinstance(d, int) for d in v) else str(v)
+    """A shape as 1×28×28×3, a list of floats to 4 significant digits, anything else as str()."""
+    if isinstance(v, list) and v and all(isinstance(d, int) for d in v):
+        return "×".join(str(d) for d in v)
+    if isinstance(v, list) and v and all(isinstance(d, float) for d in v):
+        return "[" + ", ".join(fmt(d, 4, general=True) for d in v) + "]"
+    return str(v)
 
 
 def card_title(card: dict) -> str:
