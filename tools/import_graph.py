@@ -98,7 +98,7 @@ PACKAGE_ORDER: tuple[tuple[str, ...], ...] = (
     ("data",), ("masks",), ("diffusion",), ("ood",), ("classify",), ("evaluation",), ("export", "serve", "monitor"),
     ("report",))
 BASE_MODULES = frozenset({"errors", "hashing", "metrics", "progress", "training", "formatting", "runinfo", "outdir",
-                          "predictions", "onnx_session", "configfile", "stagefolder"})
+                          "predictions", "onnx_session", "configfile", "stagefolder", "pages", "cards"})
 REPORT_MODULES = frozenset({"lineage", "pipeline_io", "pipeline_report"})
 BASE = "base"
 RANK = {pkg: i for i, tier in enumerate(PACKAGE_ORDER) for pkg in tier} | {BASE: -1}

@@ -6,7 +6,7 @@ Outputs: `probabilities` (softmax, N x C) and `features` (penultimate embedding,
 
 Repository layout (the KServe `storageUri` is REPO itself, the root, and requests name `lesion-classifier`):
   REPO/lesion-classifier/config.pbtxt
-  REPO/lesion-classifier/labels.txt, model_card.json, model_card.md, serving.json[, embedding.npz]
+  REPO/lesion-classifier/labels.txt, model_card.json, model_card.md (tailsynth.cards), serving.json[, embedding.npz]
   REPO/lesion-classifier/<version>/model.onnx            (+ model.py when target == "local")
 and the ensemble that takes image files instead of pixels (`tailsynth serve --mode ensemble`, write_ensemble):
   REPO/preprocess/{config.pbtxt, <version>/model.py, <version>/tailsynth/...}    (python backend, both targets)
@@ -22,15 +22,16 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
+from .cards import card_html, make_card, write_card
 from .classify.metadata import ClassifierMeta
 from .errors import ConfigError
 from .formatting import fmt
 from .hashing import model_version
+from .pages import Section
 from .serve.backends import ENSEMBLE_NAME, POSTPROCESS_NAME, PREPROCESS_NAME
 
 MODEL_NAME = "lesion-classifier"
@@ -118,72 +119,72 @@ def _require_parity(parity: dict, onnx_path: Path, tolerance: float) -> None:
 
 
 def build_model_card(meta: ClassifierMeta, version: str, parity: dict, metrics: dict | None, target: str,
-                     lineage: dict | None = None) -> dict:
+                     lineage: dict | None = None, feature_dim: int | None = None) -> dict:
+    """The exported classifier's card (tailsynth.cards schema)."""
     per_class = None
     if metrics:
         per_class = metrics.get("per_class") or {k: v for k, v in metrics.items() if isinstance(v, dict)} or None
-    return {
-        "name": MODEL_NAME,
-        "version": version,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "intended_use": INTENDED_USE,
-        "backbone": meta.backbone,
-        "classes": list(meta.classes),
-        "input": {"name": INPUT_NAME, "dtype": "UINT8", "layout": "NHWC",
-                  "shape": [-1, int(meta.resolution), int(meta.resolution), 3],
-                  "mean": list(meta.mean), "std": list(meta.std)},
-        "outputs": list(OUTPUTS),
-        "data_revision": meta.data_revision,
-        "training_config": meta.config or {},
-        "metrics": metrics or {},
-        "per_class_metrics": per_class or {},
-        "onnx_parity": parity,
-        "target": target,
-        "lineage": lineage,
-    }
+    res, n = int(meta.resolution), len(meta.classes)
+    return make_card(
+        "classifier", MODEL_NAME, version,
+        format={"weights": "ONNX (opset graph with uint8 scaling and normalisation inside)",
+                "serving": f"Triton model repository, target {target}"},
+        intended_use=INTENDED_USE,
+        inputs={INPUT_NAME: {"dtype": "UINT8", "layout": "NHWC", "shape": [-1, res, res, 3], "mean": list(meta.mean),
+                             "std": list(meta.std)}},
+        outputs={"probabilities": {"dtype": "FP32", "shape": [-1, n], "meaning": "softmax over the classes"},
+                 "features": {"dtype": "FP32", "shape": [-1, feature_dim or -1],
+                              "meaning": "penultimate embedding, for drift monitoring"}},
+        classes=meta.classes, data_revision=meta.data_revision, metrics=metrics or {},
+        changelog={version: f"exported for {target} serving from the checkpoint of this version"},
+        backbone=meta.backbone, per_class_metrics=per_class or {}, training_config=meta.config or {},
+        onnx_parity=parity, target=target, lineage=lineage)
 
 
-def model_card_markdown(card: dict) -> str:
-    lines = [f"# Model card: {card['name']} {card['version']}", "",
-             f"**Intended use:** {card['intended_use']}. Outputs are class probabilities for a dermoscopy image; "
-             "they are not a diagnosis and must not drive clinical decisions.", "",
-             f"- Backbone: `{card['backbone']}`, input {card['input']['shape'][1]} px RGB uint8",
-             f"- Classes: {', '.join(card['classes'])}",
-             f"- Data revision: `{card['data_revision']}`",
-             f"- ONNX parity vs torch (max abs diff of probabilities): "
-             f"{card['onnx_parity']['max_abs_diff_probabilities']:.2e}", ""]
-    lines += lineage_markdown(card.get("lineage"))
+def model_card_sections(card: dict) -> list[Section]:
+    """The classifier's own sections of its card (after the common ones of tailsynth.cards), for its markdown
+    (model_card.md) and its HTML page alike."""
+    facts = [["backbone", f"`{card['backbone']}`"],
+             ["ONNX parity vs torch (max abs diff of probabilities)",
+              f"{card['onnx_parity']['max_abs_diff_probabilities']:.2e}"],
+             ["outputs", ("class probabilities for a dermoscopy image; not a diagnosis, they must not drive "
+                          "clinical decisions")]]
+    sections: list[Section] = [("Classifier", "facts", [["item", "value"], facts])]
+    sections += lineage_sections(card.get("lineage"))
     scalars = {k: v for k, v in card["metrics"].items() if isinstance(v, (int, float))}
     if scalars:
-        lines += ["## Validation metrics", "", "| metric | value |", "|---|---|"]
-        lines += [f"| {k} | {fmt(v, 4)} |" for k, v in scalars.items()] + [""]
+        sections.append(("Validation metrics", "table", [["metric", "value"],
+                                                         [[k, fmt(v, 4)] for k, v in scalars.items()]]))
     pc = card["per_class_metrics"]
     if pc:
         cols = sorted({m for v in pc.values() if isinstance(v, dict) for m in v})
-        lines += ["## Per-class metrics", "", "| class | " + " | ".join(cols) + " |",
-                  "|---" * (len(cols) + 1) + "|"]
-        lines += [f"| {c} | " + " | ".join(fmt(v.get(m, ""), 4) for m in cols) + " |" for c, v in pc.items()]
-        lines.append("")
+        sections.append(("Per-class metrics", "table", [["class", *cols],
+                                                        [[c, *(fmt(v.get(m, ""), 4) for m in cols)]
+                                                         for c, v in pc.items()]]))
     else:
-        lines += ["No validation metrics were found beside the checkpoint (MODEL_DIR/metrics.json).", ""]
-    return "\n".join(lines)
+        note = "No validation metrics were found beside the checkpoint (MODEL_DIR/metrics.json)."
+        sections.append(("", "text", [note]))
+    return sections
 
 
-def lineage_markdown(lin: dict | None) -> list[str]:
+def model_card_html(card: dict, nav=()) -> str:
+    return card_html(card, model_card_sections(card), nav=nav)
+
+
+def lineage_sections(lin: dict | None) -> list[Section]:
     """What the model was made from (`tailsynth lineage` follows these back to the images)."""
     if not lin:
         return []
     syn, synth, sel = lin.get("synthetic_set"), lin.get("synthesizer") or {}, lin.get("selection") or {}
-    out = ["## Lineage", "", "| link | value |", "|---|---|",
-           f"| training data revision | `{(lin.get('training_data') or {}).get('revision')}` |"]
+    rows = [["training data revision", f"`{(lin.get('training_data') or {}).get('revision')}`"]]
     if syn:
-        out += [f"| synthetic set revision (DVC) | `{syn.get('dvc_md5')}` ({syn.get('n_images')} images) |",
-                f"| synthesizer hash | `{synth.get('hash')}` |",
-                "| selection settings | " + ", ".join(f"{k}={sel.get(k)}" for k in ("score", "gamma", "calibrate",
-                                                                                   "weights") if k in sel) + " |"]
+        rows += [["synthetic set revision (DVC)", f"`{syn.get('dvc_md5')}` ({syn.get('n_images')} images)"],
+                 ["synthesizer hash", f"`{synth.get('hash')}`"],
+                 ["selection settings", ", ".join(f"{k}={sel.get(k)}" for k in ("score", "gamma", "calibrate",
+                                                                                 "weights") if k in sel)]]
     else:
-        out.append("| synthetic set | none (real data only) |")
-    return out + [""]
+        rows.append(["synthetic set", "none (real data only)"])
+    return [("Lineage", "facts", [["link", "value"], rows])]
 
 
 def _dims(v: Sequence[int]) -> str:
@@ -502,10 +503,9 @@ def export_model(model: str | Path, out: str | Path, target: str = "local", *, m
     from .classify.provenance import model_lineage
 
     metrics = TrainedClassifier(model_dir).metrics()
-
-    card = build_model_card(meta, version, parity, metrics, target, lineage=model_lineage(model_dir, meta))
-    (mdir / "model_card.json").write_text(json.dumps(card, indent=2, default=str) + "\n")
-    (mdir / "model_card.md").write_text(model_card_markdown(card))
+    card = build_model_card(meta, version, parity, metrics, target, lineage=model_lineage(model_dir, meta),
+                            feature_dim=feature_dim)
+    write_card(mdir, card, model_card_sections(card))
     # The monitoring reference's projection of the features (tailsynth.monitor.records.Embedder) travels with the
     # model, so the transformer logs embeddings in the same low-dimensional space as the drift reference.
     proj = model_dir / "monitor" / "embedding.npz"

@@ -15,13 +15,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .cards import CARD_JSON, CARD_MD, check_card
 from .classify.folders import TrainedClassifier
 from .classify.provenance import LineageError
 from .diffusion.candidate_set import CandidateSet
 from .ood.selection import Selection
-
-CARD_FILE = "model_card.json"
-SYNTH_CARD, SYNTH_CARD_MD = "model_card.json", "MODEL_CARD.md"  # what a shipped synthesizer carries
 
 
 # ---- followed back: from a prediction to the images ---------------------------------------------------------
@@ -44,13 +42,15 @@ def find_model_card(version: str, roots) -> Path:
         root = Path(root)
         if not root.exists():
             continue
-        for p in sorted(root.rglob(CARD_FILE)):
+        for p in sorted(root.rglob(CARD_JSON)):
             seen += 1
             try:
-                if json.loads(p.read_text()).get("version") == version:
-                    return p
+                card = json.loads(p.read_text())
             except ValueError:
                 continue
+            if card.get("version") == version and card.get("kind") != "synthesizer":
+                check_card(card, p)  # an older card of this version: an error naming the schema it lacks
+                return p
     where = ", ".join(str(r) for r in roots)
     raise LineageError(f"no exported model card with version {version} under {where} ({seen} cards looked at); "
                        "pass --runs with the folder holding the run that exported it")
@@ -114,7 +114,7 @@ def trace(record: str | None = None, model_version: str | None = None, runs=("ru
         raise LineageError(f"{card_path}: model card has no lineage block (exported before lineage was recorded)")
     run_dir = _run_dir_of(card_path)
     chain: dict = {"model": {"version": version, "card": str(card_path),
-                             "card_markdown": str(card_path.with_name("model_card.md"))},
+                             "card_markdown": str(card_path.with_name(CARD_MD))},
                    "classifier_run": {**lin["classifier"], "run_dir": str(run_dir) if run_dir else None}}
     versions = {}
     if run_dir is not None:
@@ -150,7 +150,7 @@ def trace(record: str | None = None, model_version: str | None = None, runs=("ru
 
             synth["verified"] = model_hash(synth["uri"]) == synth["hash"]
             # A shipped synthesizer carries its model card; one trained inside the run has only its metadata.
-            card = next((Path(synth["uri"]) / n for n in (SYNTH_CARD_MD, SYNTH_CARD, META_FILE)
+            card = next((Path(synth["uri"]) / n for n in (CARD_MD, CARD_JSON, META_FILE)
                          if (Path(synth["uri"]) / n).is_file()), None)
             meta_path = Path(synth["uri"]) / META_FILE
             synth["card"] = str(card) if card else None

@@ -10,7 +10,6 @@ Inputs are the files the pipeline stages write (no KFP here):
 from __future__ import annotations
 
 import csv
-import html
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,10 +19,12 @@ import numpy as np
 
 from .classify.folders import Evaluation
 from .data.errors import DataError
+from .cards import CARD_JSON, CARD_MD, read_card
 from .diffusion.candidate_set import CandidateSet
 from .errors import ConfigError
 from .formatting import fmt
 from .ood.selection import Selection
+from .pages import Section, sections_html, sections_markdown
 
 COMPARISON_FILE = "comparison.csv"  # the arms table: method, balanced_accuracy, recall_<class>...
 REPORT_FILES = ("report.md", "report.html", COMPARISON_FILE)  # what a run folder shows at its top
@@ -168,18 +169,6 @@ def synthetic_grid(manifest: Path | dict, out_png: Path, per_class: int = 8, til
 
 
 # ---- report ------------------------------------------------------------------------------------------------
-def _md_table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def _html_table(header: list[str], rows: list[list]) -> str:
-    th = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(fmt(v))}</td>" for v in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
-
-
 def selection_table(quality: dict) -> tuple[list[str], list[list]]:
     header = ["class", "candidates", "kept", "acceptance"]
     rows = []
@@ -215,7 +204,7 @@ def diffusion_rows(model_dir: str | Path) -> list[list]:
         rows.append(["images seen in training", card["images_seen"]])
     if isinstance(step, int) and isinstance(planned, int) and step < planned:
         rows.append(["note", "training stopped before the planned steps (time cap): expect poor synthetic images"])
-    for mode, per_class in (card.get("gates") or {}).items():
+    for mode, per_class in ((card.get("metrics") or {}).get("gates") or {}).items():
         for cls, g in sorted(per_class.items()):
             rows.append([f"gate {mode} {cls}: label fidelity / real",
                          f"{fmt(g.get('label_fidelity'))} / {fmt(g.get('label_fidelity_real'))}"
@@ -414,10 +403,9 @@ def _summary(arms: _Arms) -> str:
 
 
 # A report section: (title, kind, payload), rendered to markdown and HTML alike; kind: table, text, image, links.
-_Section = tuple[str, str, list]
 
 
-def _result_sections(arms: _Arms) -> list[_Section]:
+def _result_sections(arms: _Arms) -> list[Section]:
     """The comparison table, per-class recall (with the synthetic arms' differences) and its figure."""
     rows, ivs, base = arms.rows, arms.ivs, arms.base
     table = [[r["method"], _cell(r["balanced_accuracy"], iv.get("balanced_accuracy"))] for r, iv in zip(rows, ivs)]
@@ -437,7 +425,7 @@ def _result_sections(arms: _Arms) -> list[_Section]:
             ("", "image", ["per_class_recall.png", "per-class recall with 95% intervals"])]
 
 
-def _synthetic_sections(out: Path, sel: _SelectionFigures, extra_selected: dict | None) -> list[_Section]:
+def _synthetic_sections(out: Path, sel: _SelectionFigures, extra_selected: dict | None) -> list[Section]:
     """The kept (and dropped) synthetic images, a grid per further synthetic arm, the selection statistics."""
     sections = [("Synthetic tail samples (kept after OOD selection)", "image" if sel.grid else "text",
                  ["synthetic_grid.png", "synthetic grid"] if sel.grid else ["No synthetic image was kept."])]
@@ -459,60 +447,24 @@ def _synthetic_sections(out: Path, sel: _SelectionFigures, extra_selected: dict 
 
 
 def _provenance_sections(revision: list, model_card: dict | None, models: list, timings, extra: dict | None,
-                         page_links: dict) -> list[_Section]:
+                         page_links: dict) -> list[Section]:
     """Data revision, the exported model's lineage, diffusion model, stage timings, run facts, linked pages."""
-    sections = [("Data revision", "table", [["item", "value"], revision])]
+    sections = [("Data revision", "facts", [["item", "value"], revision])]
     lineage = lineage_rows(model_card)
     if lineage:
-        sections.append(("Lineage of the exported model", "table", [["link", "value"], lineage]))
+        sections.append(("Lineage of the exported model", "facts", [["link", "value"], lineage]))
         sections.append(("", "text", ["Follow a served prediction back to its synthetic images with "
                                       f"`tailsynth lineage --model-version {model_card.get('version')}`."]))
     if models:
-        sections.append(("Diffusion model", "table", [["item", "value"], models]))
+        sections.append(("Diffusion model", "facts", [["item", "value"], models]))
     timing = timing_rows(timings)
     if timing:
         sections.append(("Stage timings", "table", [["stage", "seconds"], timing]))
     if extra:
-        sections.append(("Run", "table", [["item", "value"], [[k, v] for k, v in extra.items()]]))
+        sections.append(("Run", "facts", [["item", "value"], [[k, v] for k, v in extra.items()]]))
     if page_links:
         sections.append(("Linked pages", "links", list(page_links.items())))
     return sections
-
-
-def _markdown(title: str, summary: str, sections: list[_Section]) -> str:
-    md = [f"# {title}", "", summary, ""]
-    for head, kind, payload in sections:
-        if head:
-            md += [f"## {head}", ""]
-        if kind == "table":
-            md += [_md_table(payload[0], payload[1]), ""]
-        elif kind == "text":
-            md += [payload[0], ""]
-        elif kind == "image":
-            md += [f"![{payload[1]}]({payload[0]})", ""]
-        elif kind == "links":
-            md += [f"- [{label}]({href})" for label, href in payload] + [""]
-    return "\n".join(md)
-
-
-def _html(title: str, summary: str, sections: list[_Section]) -> str:
-    h = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-         f"<style>{REPORT_CSS}</style></head><body>", f"<h1>{html.escape(title)}</h1>",
-         f"<p class='summary'>{html.escape(summary)}</p>"]
-    for head, kind, payload in sections:
-        if head:
-            h.append(f"<h2>{html.escape(head)}</h2>")
-        if kind == "table":
-            h.append(_html_table(payload[0], payload[1]))
-        elif kind == "text":
-            h.append(f"<p>{_inline_html(payload[0])}</p>")
-        elif kind == "image":
-            h.append(f"<p><img src='{html.escape(payload[0])}' alt='{html.escape(payload[1])}'></p>")
-        elif kind == "links":
-            h.append("<ul>" + "".join(f"<li><a href='{html.escape(href)}'>{html.escape(label)}</a></li>"
-                                      for label, href in payload) + "</ul>")
-    h.append("</body></html>")
-    return "\n".join(h)
 
 
 def build_run_report(out: str | Path, comparison_csv: str | Path, evaluations: Sequence[str | Path] = (),
@@ -554,15 +506,9 @@ def build_run_report(out: str | Path, comparison_csv: str | Path, evaluations: S
 
     title = f"tailsynth train_augment report{f' (profile {profile})' if profile else ''}"
     summary = _summary(arms)
-    (out / "report.md").write_text(_markdown(title, summary, sections))
-    (out / "report.html").write_text(_html(title, summary, sections))
+    (out / "report.md").write_text(sections_markdown(title, summary, sections))
+    (out / "report.html").write_text(sections_html(title, summary, sections))
     return out
-
-
-REPORT_CSS = ("body{font-family:sans-serif;max-width:64em;margin:2em auto;padding:0 1em;color:#222}"
-              "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
-              "text-align:right}td:first-child,th:first-child{text-align:left}th{background:#f4f4f4}"
-              "img{max-width:100%}.summary{font-size:1.05em}td{white-space:nowrap}code{background:#f4f4f4;padding:0 3px}")
 
 
 def finalize_run_report(run_dir: str | Path, timings=None) -> Path:
@@ -571,23 +517,25 @@ def finalize_run_report(run_dir: str | Path, timings=None) -> Path:
     durations stages recorded in run.yaml)."""
     import shutil
 
+    from .export import model_card_html
+
     run_dir = Path(run_dir)
     inputs_path = run_dir / INPUTS_FILE
     if not inputs_path.is_file():
         raise DataError(f"{inputs_path}: not found (the report stage writes it beside report.html)")
     inputs = json.loads(inputs_path.read_text())
     links, card = {}, None
-    cards = sorted((run_dir / "artifacts").rglob("model_card.json")) if (run_dir / "artifacts").is_dir() else []
+    found = sorted((run_dir / "artifacts").rglob(CARD_JSON)) if (run_dir / "artifacts").is_dir() else []
+    # The exported classifier's card (a shipped synthesizer installed in the run carries a card too).
+    cards = [p for p in found if read_card(p.parent)["kind"] == "classifier"]
     if cards:
         src = max(cards, key=lambda p: p.stat().st_mtime).parent
         dest = run_dir / MODEL_DIR
         dest.mkdir(exist_ok=True)
-        for name in ("model_card.json", "model_card.md"):
-            if (src / name).is_file():
-                shutil.copyfile(src / name, dest / name)
-        card = json.loads((dest / "model_card.json").read_text())
-        (dest / "model_card.html").write_text(markdown_page((dest / "model_card.md").read_text(),
-                                                            f"Model card {card.get('version', '')}"))
+        for name in (CARD_JSON, CARD_MD):
+            shutil.copyfile(src / name, dest / name)
+        card = read_card(dest)
+        (dest / "model_card.html").write_text(model_card_html(card, nav=[("run report", "../report.html")]))
         links["Model card of the exported model"] = f"{MODEL_DIR}/model_card.html"
     for page in sorted(run_dir.glob("monitoring/**/index.html")):
         links[f"Monitoring windows ({page.parent.relative_to(run_dir)})"] = page.relative_to(run_dir).as_posix()
@@ -602,15 +550,6 @@ def finalize_run_report(run_dir: str | Path, timings=None) -> Path:
                         inputs["data_revision"], inputs["profile"], inputs["diffusion_model"],
                         model_card=card, timings=timings, links=links,
                         synthetic_arms=inputs.get("synthetic_arms", 1), extra_selected=inputs.get("extra_selected"))
-
-
-def _inline_html(t: str) -> str:
-    """Escaped text with markdown's **bold** and `code` spans."""
-    import re
-
-    t = html.escape(t)
-    t = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", t)
-    return re.sub(r"`(.+?)`", r"<code>\1</code>", t)
 
 
 def recorded_timings(run_dir: Path) -> dict:
@@ -628,34 +567,3 @@ def recorded_timings(run_dir: Path) -> dict:
         if isinstance(v, (int, float)):
             out[stage] = float(v)
     return out
-
-
-def markdown_page(md: str, title: str) -> str:
-    """A markdown document (tables, headings, lists, paragraphs) as a standalone HTML page."""
-    import re
-
-    inline = _inline_html
-
-    out, lines, i = [], md.splitlines(), 0
-    while i < len(lines):
-        ln = lines[i]
-        if ln.startswith("|"):
-            block = []
-            while i < len(lines) and lines[i].startswith("|"):
-                block.append([c.strip() for c in lines[i].strip("|").split("|")])
-                i += 1
-            head, body = block[0], [r for r in block[1:] if not all(set(c) <= set("-: ") for c in r)]
-            out.append("<table><thead><tr>" + "".join(f"<th>{inline(c)}</th>" for c in head) + "</tr></thead><tbody>"
-                       + "".join("<tr>" + "".join(f"<td>{inline(c)}</td>" for c in r) + "</tr>" for r in body)
-                       + "</tbody></table>")
-            continue
-        m = re.match(r"(#+) (.*)", ln)
-        if m:
-            out.append(f"<h{len(m.group(1))}>{inline(m.group(2))}</h{len(m.group(1))}>")
-        elif ln.startswith("- "):
-            out.append(f"<ul><li>{inline(ln[2:])}</li></ul>")
-        elif ln.strip():
-            out.append(f"<p>{inline(ln)}</p>")
-        i += 1
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{REPORT_CSS}</style></head><body>" + "\n".join(out) + "</body></html>")

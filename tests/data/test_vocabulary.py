@@ -39,4 +39,12 @@ def test_the_check_finds_a_redeclaration(tmp_path):
 
 def test_monitor_policy_names_the_tail_classes():
     policy = yaml.safe_load((ROOT / "k8s" / "monitor" / "monitor.yaml").read_text())
-    assert set(policy["tail"]["classes"]) == set(TAIL_CLASSES)
+    assert policy["tail"]["classes"] == list(TAIL_CLASSES)  # same classes, same order
+
+
+def test_monitor_policy_defaults_to_the_tail_classes():
+    from tailsynth.data.classes import ISIC2019_CLASSES
+    from tailsynth.monitor.policy import MonitorConfig, resolve_tail
+
+    tail, basis = resolve_tail(MonitorConfig(), list(ISIC2019_CLASSES), None, None)
+    assert set(tail) == set(TAIL_CLASSES) and "TAIL_CLASSES" in basis

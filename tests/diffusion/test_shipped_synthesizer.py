@@ -13,17 +13,20 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_ship_writes_fp16_weights_a_card_and_loads_back_in_fp32(tiny_model, tmp_path):
     from safetensors import safe_open
 
-    from tailsynth.diffusion.card import build_card, card_markdown
-    from tailsynth.diffusion.model import install_pretrained, load_model, model_hash, read_card, ship
+    from tailsynth.cards import CARD_MD, SCHEMA
+    from tailsynth.diffusion.card import ship
+    from tailsynth.diffusion.model import install_pretrained, load_model, model_hash, read_card
 
     model, data = tiny_model
-    card = ship(model, tmp_path / "s", build_card(model, "tiny-test", commands=["tailsynth train diffusion ..."]))
+    card = ship(model, tmp_path / "s", "tiny-test", commands=["tailsynth train diffusion ..."])
     st = tmp_path / "s" / "unet" / "diffusion_pytorch_model.safetensors"
     with safe_open(str(st), "pt") as f:
         assert {str(f.get_tensor(k).dtype) for k in f.keys()} == {"torch.float16"}
     assert card["weights_hash"] == model_hash(tmp_path / "s") and read_card(tmp_path / "s") == card
     assert card["images_seen"] == card["steps"] * card["batch_size"] and card["data"]["sha256"] is None  # a folder
-    assert "tiny-test" in card_markdown(card) and "Reproduce" in card_markdown(card)
+    assert card["schema"] == SCHEMA and card["kind"] == "synthesizer" and card["version"] == card["weights_hash"]
+    md = (tmp_path / "s" / CARD_MD).read_text()
+    assert "tiny-test" in md and "Reproduce" in md and "tailsynth train diffusion ..." in md
     unet, _, meta = load_model(tmp_path / "s")
     assert next(unet.parameters()).dtype.is_floating_point and str(next(unet.parameters()).dtype) == "torch.float32"
     info = install_pretrained(tmp_path / "s", tmp_path / "run_model")
@@ -33,12 +36,11 @@ def test_ship_writes_fp16_weights_a_card_and_loads_back_in_fp32(tiny_model, tmp_
 
 
 def test_ship_refuses_weights_over_the_size_limit(tiny_model, tmp_path):
-    from tailsynth.diffusion.card import build_card
-    from tailsynth.diffusion.model import ship
+    from tailsynth.diffusion.card import ship
 
     model, _ = tiny_model
     with pytest.raises(ValueError, match="over the"):
-        ship(model, tmp_path / "s", build_card(model, "t"), max_mb=0.001)
+        ship(model, tmp_path / "s", "t", max_mb=0.001)
 
 
 # Every synthesizer shipped in models/, with the data it was trained on and what its card must at least claim.
@@ -55,13 +57,14 @@ def test_shipped_model_files_and_card(name):
 
     for f in SHIPPED_FILES:
         assert (shipped / f).is_file(), f
-    card = read_card(shipped)
-    assert card["weights_hash"] == model_hash(shipped)  # the card describes these exact weights
+    card = read_card(shipped)  # of the one card schema (tailsynth.cards), else a DataError
+    assert card["weights_hash"] == card["version"] == model_hash(shipped)  # the card describes these exact weights
+    assert (shipped / "model_card.md").is_file() and not (shipped / "MODEL_CARD.md").exists()
     assert (shipped / "unet" / "diffusion_pytorch_model.safetensors").stat().st_size <= 8 * 2**20
     assert card["images_seen"] >= SHIPPED_MODELS[name]["min_images_seen"]
     assert card["resolution"] == SHIPPED_MODELS[name]["px"]
     for mode in ("inpaint", "harmonize"):
-        assert set(card["gates"][mode]) >= {"DF", "VASC", "AK"}
+        assert set(card["metrics"]["gates"][mode]) >= {"DF", "VASC", "AK"}
 
 
 @pytest.mark.parametrize("name", SHIPPED_MODELS)

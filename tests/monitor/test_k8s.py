@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tailsynth.data.classes import TAIL_CLASSES
 from tailsynth.monitor.policy import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,5 +55,11 @@ def test_manifests_validate(rendered, tmp_path):
 
 def test_shipped_policy_config_loads(tmp_path):
     cfg = load_config(KDIR / "monitor.yaml")
-    assert cfg.drift.alpha == 0.01 and cfg.tail_classes == ["AK", "DF", "VASC"]
+    assert cfg.drift.alpha == 0.01 and cfg.tail_classes == list(TAIL_CLASSES)
     assert cfg.trigger.host and cfg.trigger.arguments["current_model_uri"].startswith("s3://")
+
+
+def test_rendered_policy_names_the_tail_classes(rendered):
+    """The ConfigMap the CronJob mounts carries tailsynth.data.classes.TAIL_CLASSES, in order."""
+    cm = next(d for d in rendered if d["kind"] == "ConfigMap" and "monitor.yaml" in d.get("data", {}))
+    assert yaml.safe_load(cm["data"]["monitor.yaml"])["tail"]["classes"] == list(TAIL_CLASSES)

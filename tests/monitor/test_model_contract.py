@@ -1,6 +1,7 @@
 """The classifier model folder's metadata contract between the trainer and the monitor: a model trained by
-`train_classifier` carries its training class counts, and the monitor picks the tail classes from them (not
-from the reference labels, which here are balanced and would give no tail at all)."""
+`train_classifier` carries its training class counts, and the monitor, told to derive the tail from shares
+(tail.share_below), picks the tail classes from them (not from the reference labels, which here are balanced and
+would give no tail at all); told nothing, it takes tailsynth.data.classes.TAIL_CLASSES."""
 
 from __future__ import annotations
 
@@ -31,9 +32,16 @@ def test_monitor_picks_tail_classes_from_the_trained_models_counts(tmp_path):
 
     build_reference(model, data, split="val", dims=3)
     reference = model / "monitor" / "reference.jsonl"
-    summary = build_window_report(reference, reference, tmp_path / "window", evidently=False)
+    # With tail.share_below set, the tail is what is rare in the model's training data...
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("tail:\n  share_below: 0.05\n")
+    summary = build_window_report(reference, reference, tmp_path / "window", config=policy, evidently=False)
     assert summary["tail_basis"].startswith("model training class counts"), summary["tail_basis"]
     assert summary["tail_classes"] == ["AK", "DF", "VASC"]
+    # ... and without a tail setting, the platform's vocabulary (tailsynth.data.classes.TAIL_CLASSES).
+    summary = build_window_report(reference, reference, tmp_path / "window-2", evidently=False)
+    assert summary["tail_basis"] == "tailsynth.data.classes.TAIL_CLASSES"
+    assert summary["tail_classes"] == ["AK", "DF", "VASC"]  # in the model's class order
 
 
 def test_metadata_schema_rejects_unknown_and_missing_keys(tmp_path):

@@ -253,16 +253,15 @@ def ship_cmd(
     note: list[str] = typer.Option([], "--note", help="a note for the model card (repeatable)"),
     overwrite: bool = overwrite_option(),
 ) -> None:
-    """Ship a trained synthesizer: fp16 safetensors (<= 8 MB), model_card.json and MODEL_CARD.md."""
+    """Ship a trained synthesizer: fp16 safetensors (<= 8 MB), model_card.json and model_card.md."""
     import json
 
-    from ..diffusion.card import build_card, card_markdown
-    from ..diffusion.model import ship
+    from ..cards import CARD_JSON
+    from ..diffusion.card import ship
 
-    with fail_cleanly(), claim(out, "ship-synthesizer", overwrite=overwrite, done_file="model_card.json"):
+    with fail_cleanly(), claim(out, "ship-synthesizer", overwrite=overwrite, done_file=CARD_JSON):
         q = json.loads(quality.read_text()) if quality else None
-        card = ship(model, out, build_card(model, name, q, list(command), list(note)))
-        (out / "MODEL_CARD.md").write_text(card_markdown(card))
+        card = ship(model, out, name, q, list(command), list(note))
     print_json({"out": str(out), "weights_hash": card["weights_hash"], "weights_mb": card["weights_mb"]})
 
 

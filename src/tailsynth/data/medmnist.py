@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .classes import HAM_TO_ISIC, MEDMNIST_CODES
+from .classes import HAM_TO_ISIC, MEDMNIST_CODES, canonical_order
 from .errors import DataError
 from .records import LesionDataset, Record
 
@@ -52,5 +52,5 @@ def read_npz(path: str | Path) -> LesionDataset:
             records.append(Record(image_id=iid, label=CLASSES[int(lab)], group_id=iid, split=s, index=i,
                                   meta={"npz_split": s}))
     native = int(images[present[0]].shape[1])
-    classes = [c for c in ("MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC")]
+    classes = canonical_order(CLASSES)
     return LesionDataset(records, str(path), "medmnist", lambda r: images[r.meta.get("npz_split", r.split)][r.index], classes, native)

@@ -12,7 +12,6 @@ Outputs (with `report=DIR`): `validation_summary.json`, `validation_report.html`
 from __future__ import annotations
 
 import csv
-import html
 import io
 import json
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..pages import Markup, bullets, code, heading, page, para, table
 from .classes import ISIC2019_CLASSES
 from .errors import DataError
 
@@ -674,30 +674,24 @@ def write_report(result: ValidationResult, out: Path, gx_results=()) -> dict[str
 
 def render_html(result: ValidationResult) -> str:
     s = result.summary
-    e = html.escape
     status = "PASSED" if result.ok else "FAILED"
     rows = []
     for c in s["checks"]:
-        offenders = "".join(f"<li>{e(o)}</li>" for o in c["offenders"][:200])
-        more = f"<li>... {c['unexpected_count'] - 200} more</li>" if c["unexpected_count"] > 200 else ""
-        rows.append(
-            f"<tr class='{'ok' if c['success'] else 'bad'}'><td>{'✔' if c['success'] else '✘'}</td>"
-            f"<td>{e(c['expectation'])}</td><td>{e(str(c['column'] or ''))}</td><td>{e(c['intent'])}</td>"
-            f"<td>{c['unexpected_count']}</td><td>{e(c['detail'])}<ul>{offenders}{more}</ul></td></tr>"
-        )
-    q = "".join(f"<tr><td>{e(x['image_id'])}</td><td>{e(x['reason'])}</td><td>{e(x['path'])}</td>"
-                f"<td>{e(str(x['error']))}</td></tr>" for x in s["quarantined"])
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>tailsynth data validation</title>
-<style>body{{font-family:sans-serif;margin:2em}}td,th{{border:1px solid #ccc;padding:4px;vertical-align:top}}
-table{{border-collapse:collapse}}tr.bad{{background:#fdd}}tr.ok{{background:#efe}}</style></head><body>
-<h1>Data validation: {status}</h1>
-<p>Source <code>{e(s['source'])}</code> ({e(s['format'])}), {s['rows']} rows, {s['checks_failed']} of
-{s['checks_total']} checks failed, {len(s['quarantined'])} images quarantined, {len(s['dropped'])} dropped
-(--drop-invalid {'on' if s['drop_invalid'] else 'off'}), {s['seconds']} s.</p>
-<h2>Expectations (Great Expectations)</h2>
-<table><tr><th></th><th>expectation</th><th>column</th><th>intent</th><th>bad</th><th>offenders</th></tr>
-{''.join(rows)}</table>
-<h2>Quarantine</h2>
-<table><tr><th>image</th><th>reason</th><th>path</th><th>error</th></tr>{q}</table>
-</body></html>
-"""
+        offenders = list(c["offenders"][:200])
+        if c["unexpected_count"] > 200:
+            offenders.append(f"... {c['unexpected_count'] - 200} more")
+        detail = Markup(para(c["detail"]) + (bullets(offenders) if offenders else ""))
+        rows.append(["✔" if c["success"] else "✘", c["expectation"], str(c["column"] or ""), c["intent"],
+                     c["unexpected_count"], detail])
+    return page(
+        "tailsynth data validation",
+        para("Source ", code(s["source"]), f" ({s['format']}), {s['rows']} rows, {s['checks_failed']} of "
+             f"{s['checks_total']} checks failed, {len(s['quarantined'])} images quarantined, {len(s['dropped'])} "
+             f"dropped (--drop-invalid {'on' if s['drop_invalid'] else 'off'}), {s['seconds']} s."),
+        heading("Expectations (Great Expectations)"),
+        table(["", "expectation", "column", "intent", "bad", "offenders"], rows, text=True,
+              row_classes=["ok" if c["success"] else "bad" for c in s["checks"]]),
+        heading("Quarantine"),
+        table(["image", "reason", "path", "error"],
+              [[x["image_id"], x["reason"], x["path"], str(x["error"])] for x in s["quarantined"]], text=True),
+        h1=f"Data validation: {status}")

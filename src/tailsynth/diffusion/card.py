@@ -1,5 +1,7 @@
-"""The model card of a shipped synthesizer: what it was trained on, how long, by which recipe, how good it is
-(the quality-gate figures) and the exact commands that reproduce it. JSON for machines, Markdown for people."""
+"""The model card of a shipped synthesizer (tailsynth.cards schema): what it was trained on, how long, by which
+recipe, how good it is (the quality-gate figures, its metrics) and the exact commands that reproduce it; `ship`
+writes the weights and the card together. `upgrade_card` rewrites a card of the older synthesizer-only schema
+(tailsynth-synthesizer-card/1) into this one, field for field (tools/upgrade_model_cards.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,16 @@ import os
 import platform
 from pathlib import Path
 
-from .model import read_meta
+from ..cards import make_card, write_card
+from ..formatting import fmt
+from ..pages import Section
+from .model import read_meta, ship_weights
+
+INTENDED_USE = ("research only: synthetic tail-class lesions for classifier training experiments; not for diagnosis, "
+                "not a source of clinical images")
+OLD_SCHEMA = "tailsynth-synthesizer-card/1"
+WEIGHTS_FORMAT = {"weights": "safetensors, fp16 (EMA)", "architecture": "diffusers UNet2DModel + DDPMScheduler",
+                  "conditioning": "class label, inpainting mask"}
 
 
 def _machine() -> str:
@@ -24,8 +35,35 @@ def _machine() -> str:
     return f"{os.cpu_count()} CPU cores ({cpu}), no GPU" if cpu else f"{os.cpu_count()} CPU cores"
 
 
-def build_card(model_dir, name: str, quality: dict | None = None, commands: list[str] | None = None,
-               notes: list[str] | None = None) -> dict:
+def _io(resolution: int) -> tuple[dict, dict]:
+    """(inputs, outputs) of a synthesizer at RESOLUTION px."""
+    px = [int(resolution), int(resolution)]
+    inputs = {"background": {"dtype": "uint8", "layout": "HWC", "shape": [*px, 3], "meaning": "real skin image"},
+              "mask": {"dtype": "bool", "shape": px, "meaning": "where the lesion is painted"},
+              "class": {"dtype": "str", "meaning": "the lesion class to paint (one of classes)"}}
+    outputs = {"image": {"dtype": "uint8", "layout": "HWC", "shape": [*px, 3],
+                         "meaning": "the background with a synthetic lesion of the class inside the mask"}}
+    return inputs, outputs
+
+
+def _synth_card(fields: dict, weights: dict, created: str | None, changelog: dict | None) -> dict:
+    """The one schema's card from a synthesizer's FIELDS (build_card's or an old card's) and its WEIGHTS info."""
+    fields = dict(fields)
+    metrics = {k: fields.pop(k) for k in ("gates", "gates_all_pass") if k in fields}
+    data = fields.pop("data")
+    revision = data.get("revision") or (f"sha256:{data['sha256']}" if data.get("sha256") else None)
+    inputs, outputs = _io(fields["resolution"])
+    version = weights["weights_hash"]
+    return make_card("synthesizer", fields.pop("name"), version, format=WEIGHTS_FORMAT,
+                     intended_use=fields.pop("intended_use", INTENDED_USE), inputs=inputs, outputs=outputs,
+                     classes=fields.pop("classes"), data_revision=revision, metrics=metrics,
+                     changelog=changelog or {version: "shipped"}, created=created, data=data,
+                     **weights, **fields)
+
+
+def _card_fields(model_dir, name: str, quality: dict | None = None, commands: list[str] | None = None,
+                 notes: list[str] | None = None) -> dict:
+    """What a trained model's folder (and its gates' QUALITY) says about it."""
     from ..hashing import file_digest
 
     model_dir = Path(model_dir)
@@ -36,9 +74,7 @@ def build_card(model_dir, name: str, quality: dict | None = None, commands: list
     source = Path(cfg["data"])
     card = {
         "name": name,
-        "format": "tailsynth-synthesizer-card/1",
-        "intended_use": "research only: synthetic tail-class lesions for classifier training experiments; "
-                        "not for diagnosis, not a source of clinical images",
+        "intended_use": INTENDED_USE,
         "data": {"source": source.name, "sha256": file_digest(source) if source.is_file() else None,
                  # a folder source (HAM10000, ISIC) is named by the project's content-hash revision
                  "revision": meta["data"].get("revision"),
@@ -67,41 +103,69 @@ def build_card(model_dir, name: str, quality: dict | None = None, commands: list
     return card
 
 
-def _f(v) -> str:
-    return "n/a" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
+def build_card(model_dir, name: str, weights: dict, quality: dict | None = None, commands: list[str] | None = None,
+               notes: list[str] | None = None) -> dict:
+    """The card of MODEL_DIR's synthesizer shipped with WEIGHTS ({weights_hash, weights_mb, parameters})."""
+    return _synth_card(_card_fields(model_dir, name, quality, commands, notes), weights, None, None)
 
 
-def card_markdown(card: dict) -> str:
-    lines = [f"# {card['name']}: class-conditional inpainting synthesizer (model card)", "",
-             f"*{card['intended_use']}.*", "",
-             "| item | value |", "|---|---|"]
-    for k in ("weights_hash", "weights_mb", "parameters", "size", "resolution", "classes", "steps", "batch_size",
-              "images_seen", "train_wall_s", "machine"):
-        if k in card:
-            lines.append(f"| {k} | {card[k] if not isinstance(card[k], list) else ', '.join(card[k])} |")
+def ship(model_dir, dest, name: str, quality: dict | None = None, commands: list[str] | None = None,
+         notes: list[str] | None = None, max_mb: float = 8.0) -> dict:
+    """Ship MODEL_DIR's EMA weights (fp16 safetensors, at most MAX_MB) into DEST with their model card
+    (model_card.json and model_card.md); returns the card."""
+    weights = ship_weights(model_dir, dest, max_mb)
+    card = build_card(model_dir, name, weights, quality, commands, notes)
+    write_card(dest, card, card_sections(card))
+    return card
+
+
+def upgrade_card(old: dict, created: str | None = None) -> dict:
+    """A card of the synthesizer-only schema (tailsynth-synthesizer-card/1) in the one schema, every figure
+    carried over as it is; CREATED: when it was first written."""
+    if old.get("format") != OLD_SCHEMA:
+        raise ValueError(f"not a {OLD_SCHEMA} card (format {old.get('format')!r})")
+    fields = {k: v for k, v in old.items() if k not in ("format", "weights_hash", "weights_mb", "parameters")}
+    weights = {k: old[k] for k in ("weights_hash", "weights_mb", "parameters")}
+    changelog = {old["weights_hash"]: f"shipped (card first written as {OLD_SCHEMA})"}
+    return _synth_card(fields, weights, created, changelog)
+
+
+GATE_HEADER = ["mode", "class", "label fidelity", "real", "ratio", "TOS recall", "real-trained", "ratio", "FD syn",
+               "FD real val", "n", "memorized"]
+
+
+def _gate_rows(card: dict) -> list[list]:
+    rows = []
+    for mode, per in card["metrics"]["gates"].items():
+        for c, g in per.items():
+            rows.append([mode, c, fmt(g.get("label_fidelity")), fmt(g.get("label_fidelity_real")),
+                         f"{fmt(g.get('label_fidelity_ratio'))} {'pass' if g.get('label_fidelity_pass') else 'FAIL'}",
+                         fmt(g.get("tos_recall")), fmt(g.get("real_recall")),
+                         f"{fmt(g.get('tos_ratio'))} {'pass' if g.get('tos_pass') else 'FAIL'}",
+                         fmt(g.get("fd_synthetic")), fmt(g.get("fd_real_val")), g.get("n"),
+                         fmt(g.get("memorized_fraction"))])
+    return rows
+
+
+def card_sections(card: dict) -> list[Section]:
+    """A synthesizer's own sections of its card (after the common ones of tailsynth.cards)."""
+    facts = [[k, ", ".join(card[k]) if isinstance(card[k], list) else str(card[k])]
+             for k in ("weights_hash", "weights_mb", "parameters", "size", "resolution", "steps", "batch_size",
+                       "images_seen", "train_wall_s", "machine") if k in card]
     d = card["data"]
-    lines.append(f"| data | {d['source']} ({d['split']}), sha256 {d.get('sha256')} |")
-    lines += ["", "## Recipe", "", "```json", json.dumps(card["recipe"], indent=2), "```", ""]
-    if card.get("gates"):
+    facts.append(["data", f"{d['source']} ({d['split']}), sha256 {d.get('sha256')}"])
+    recipe = [[k, str(v)] for k, v in card["recipe"].items()]
+    sections: list[Section] = [("Synthesizer", "facts", [["item", "value"], facts]),
+                               ("Recipe", "facts", [["setting", "value"], recipe])]
+    if card["metrics"].get("gates"):
         s = card["gate_settings"]
-        lines += ["## Quality gates", "",
-                  f"Sampler {s['sampler']}, {s['steps']} steps, guidance {s['guidance']}; harmonize strength "
-                  f"{s['strength']}. Label fidelity under the real-only classifier `{card['gate_classifier']}`; "
-                  f"train-on-synthetic (TOS) classifiers: {s['gate_backbone']}, {s['gate_epochs']} epochs, seeds "
-                  f"{s['gate_seeds']}. Targets: label fidelity >= 0.8 x real, TOS recall >= 0.7 x real-trained.", "",
-                  "| mode | class | label fidelity | real | ratio | TOS recall | real-trained | ratio | FD syn | "
-                  "FD real val | n | memorized |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-        for mode, per in card["gates"].items():
-            for c, g in per.items():
-                lines.append(
-                    f"| {mode} | {c} | {_f(g.get('label_fidelity'))} | {_f(g.get('label_fidelity_real'))} | "
-                    f"{_f(g.get('label_fidelity_ratio'))} {'pass' if g.get('label_fidelity_pass') else 'FAIL'} | "
-                    f"{_f(g.get('tos_recall'))} | {_f(g.get('real_recall'))} | {_f(g.get('tos_ratio'))} "
-                    f"{'pass' if g.get('tos_pass') else 'FAIL'} | {_f(g.get('fd_synthetic'))} | "
-                    f"{_f(g.get('fd_real_val'))} | {g.get('n')} | {_f(g.get('memorized_fraction'))} |")
-        lines.append("")
+        settings = (f"Sampler {s['sampler']}, {s['steps']} steps, guidance {s['guidance']}; harmonize strength "
+                    f"{s['strength']}. Label fidelity under the real-only classifier `{card['gate_classifier']}`; "
+                    f"train-on-synthetic (TOS) classifiers: {s['gate_backbone']}, {s['gate_epochs']} epochs, seeds "
+                    f"{s['gate_seeds']}. Targets: label fidelity >= 0.8 x real, TOS recall >= 0.7 x real-trained.")
+        sections += [("Quality gates", "text", [settings]), ("", "table", [GATE_HEADER, _gate_rows(card)])]
     if card.get("notes"):
-        lines += ["## Notes", ""] + [f"- {n}" for n in card["notes"]] + [""]
+        sections.append(("Notes", "list", card["notes"]))
     if card.get("commands"):
-        lines += ["## Reproduce", "", "```bash"] + card["commands"] + ["```", ""]
-    return "\n".join(lines)
+        sections.append(("Reproduce", "code", ["\n".join(card["commands"])]))
+    return sections

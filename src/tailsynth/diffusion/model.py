@@ -19,6 +19,7 @@ import hashlib
 import json
 from pathlib import Path
 
+from .. import cards
 from ..errors import ConfigError, DataError, MissingInputError
 
 IN_CHANNELS = 7
@@ -124,15 +125,14 @@ def load_model(model_dir: str | Path, device: str = "cpu"):
     return unet, sched, meta
 
 
-CARD_FILE = "model_card.json"
 SHIPPED_FILES = ("unet/config.json", "unet/diffusion_pytorch_model.safetensors", "scheduler/scheduler_config.json",
                  META_FILE)
 
 
 def read_card(model_dir: str | Path) -> dict:
-    """The model card of a shipped synthesizer ({} for a model trained in a run)."""
-    p = Path(model_dir) / CARD_FILE
-    return json.loads(p.read_text()) if p.is_file() else {}
+    """The model card of a shipped synthesizer ({} for a model trained in a run); a card of another schema is a
+    DataError naming it."""
+    return cards.read_card(model_dir) or {}
 
 
 # What `generate` falls back to for a model whose card records no sampler (a model trained in a run).
@@ -156,7 +156,7 @@ def verify_weights(model_dir: str | Path) -> str | None:
     got = model_hash(model_dir)
     if got != want:
         raise DataError(f"{Path(model_dir) / 'unet'}: weights hash {got} differs from {want} recorded in "
-                        f"{Path(model_dir) / CARD_FILE}: the weights were changed or damaged (restore them from git, "
+                        f"{Path(model_dir) / cards.CARD_JSON}: the weights were changed or damaged (restore them from git, "
                         f"or ship the new weights with a new card)")
     return got
 
@@ -171,7 +171,7 @@ def install_pretrained(src: str | Path, dest: str | Path) -> dict:
     if missing:
         raise MissingInputError(f"{src}: not a synthesizer folder (missing {', '.join(missing)})")
     verify_weights(src)
-    for f in (*SHIPPED_FILES, CARD_FILE, "MODEL_CARD.md"):
+    for f in (*SHIPPED_FILES, cards.CARD_JSON, cards.CARD_MD):
         if (src / f).is_file():
             (dest / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src / f, dest / f)
@@ -181,9 +181,10 @@ def install_pretrained(src: str | Path, dest: str | Path) -> dict:
     return {**meta, "model_hash": model_hash(dest)}
 
 
-def ship(model_dir: str | Path, dest: str | Path, card: dict, max_mb: float = 8.0) -> dict:
-    """Write a trained model's EMA weights as an fp16 safetensors synthesizer into DEST, with `card` as
-    model_card.json (and MODEL_CARD.md from it); refuses weights over `max_mb` (shipped models live in git)."""
+def ship_weights(model_dir: str | Path, dest: str | Path, max_mb: float = 8.0) -> dict:
+    """Write a trained model's EMA weights as an fp16 safetensors synthesizer into DEST (its card is
+    tailsynth.diffusion.card's); refuses weights over `max_mb` (shipped models live in git). Returns
+    {weights_hash, weights_mb, parameters}."""
     import shutil
 
     import torch
@@ -200,7 +201,5 @@ def ship(model_dir: str | Path, dest: str | Path, card: dict, max_mb: float = 8.
     shutil.copytree(src / "scheduler", dest / "scheduler", dirs_exist_ok=True)
     meta = {**meta, "weights": "ema, fp16"}
     (dest / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-    card = {**card, "weights_hash": model_hash(dest), "weights_mb": round(size_mb, 2),
+    return {"weights_hash": model_hash(dest), "weights_mb": round(size_mb, 2),
             "parameters": sum(p.numel() for p in unet.parameters())}
-    (dest / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
-    return card

@@ -9,8 +9,9 @@ Config (YAML, every key optional; unknown keys are an error naming the key):
       share_min_ratio: 1.25
       recall_drop: 0.10
     tail:
-      classes: [DF, VASC]     # explicit list, or
-      share_below: 0.05       # default: classes under this share of the model's training data
+      classes: [DF, VASC]     # an explicit list, or
+      share_below: 0.05       # classes under this share of the model's training data;
+                              # neither: tailsynth.data.classes.TAIL_CLASSES (those the model has)
     trigger:
       pipeline: regenerate_tail
       host: http://ml-pipeline.kubeflow:8888   # for --trigger kfp
@@ -33,10 +34,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Protocol
 
+from ..data.classes import TAIL_CLASSES
 from ..data.errors import DataError
 from ..errors import ConfigError
 from .stats import DriftSettings
 
+DEFAULT_TAIL_SHARE = 0.05  # for a model with none of TAIL_CLASSES and no tail.share_below
 TRIGGER_MODES = ("none", "dry-run", "local", "kfp")  # what the CLI offers; `pipelines.trigger` maps them
 
 
@@ -54,8 +57,8 @@ class TriggerSettings:
 @dataclass
 class MonitorConfig:
     drift: DriftSettings = field(default_factory=DriftSettings)
-    tail_classes: list[str] | None = None
-    tail_share_below: float = 0.05
+    tail_classes: list[str] | None = None  # None: TAIL_CLASSES, unless tail_share_below is set
+    tail_share_below: float | None = None
     trigger: TriggerSettings = field(default_factory=TriggerSettings)
     audit_log: str | None = None
 
@@ -85,7 +88,7 @@ def load_config(path: str | Path | None = None) -> MonitorConfig:
     if bad:
         raise DataError(f"{path}: tail: unknown key(s) {', '.join(bad)} (known: classes, share_below)")
     cfg = MonitorConfig(drift=drift, tail_classes=tail.get("classes"),
-                        tail_share_below=float(tail.get("share_below", 0.05)),
+                        tail_share_below=float(tail["share_below"]) if "share_below" in tail else None,
                         trigger=_build(TriggerSettings, dict(raw.get("trigger") or {}), f"{path}: trigger"),
                         audit_log=raw.get("audit_log"))
     if cfg.drift.group_by not in ("auto", "predicted", "label"):
@@ -95,12 +98,18 @@ def load_config(path: str | Path | None = None) -> MonitorConfig:
 
 def resolve_tail(cfg: MonitorConfig, classes: Sequence[str], train_counts: dict | None,
                  reference_labels: Sequence[str] | None) -> tuple[list[str], str]:
-    """(tail classes, where that came from)."""
+    """(tail classes in the model's class order, where that came from): the config's tail.classes; else, with
+    tail.share_below set, the classes under that share of the training (or reference) data; else the platform's
+    TAIL_CLASSES among CLASSES (for a model with none of them, the classes under DEFAULT_TAIL_SHARE)."""
     if cfg.tail_classes:
         unknown = [c for c in cfg.tail_classes if c not in classes]
         if unknown:
             raise DataError(f"tail.classes: {', '.join(unknown)} not among the model's classes {', '.join(classes)}")
         return [c for c in classes if c in cfg.tail_classes], "config tail.classes"
+    vocabulary = [c for c in classes if c in TAIL_CLASSES]
+    if cfg.tail_share_below is None and vocabulary:
+        return vocabulary, "tailsynth.data.classes.TAIL_CLASSES"
+    share_below = DEFAULT_TAIL_SHARE if cfg.tail_share_below is None else cfg.tail_share_below
     if train_counts:
         counts, basis = {c: float(train_counts.get(c, 0)) for c in classes}, "model training class counts"
     elif reference_labels:
@@ -110,8 +119,8 @@ def resolve_tail(cfg: MonitorConfig, classes: Sequence[str], train_counts: dict 
         raise DataError("no tail classes: set tail.classes in the config, or use a model whose config records "
                         "train_class_counts, or a reference with labels")
     total = sum(counts.values()) or 1.0
-    tail = [c for c in classes if counts[c] / total < cfg.tail_share_below]
-    return tail, f"{basis}, share < {cfg.tail_share_below:g}"
+    tail = [c for c in classes if counts[c] / total < share_below]
+    return tail, f"{basis}, share < {share_below:g}"
 
 
 def _evidence(info: dict, alpha: float) -> dict:

@@ -10,13 +10,14 @@ INDEX/index.html     every window under INDEX (default: DIR's parent) with its p
 from __future__ import annotations
 
 import hashlib
-import html
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 
 from ..data.errors import DataError
+from ..pages import Cell, Markup, bold, bullets, code, heading, link, page, para, table
 from .policy import Submitter
 
 
@@ -75,18 +76,17 @@ def _log_integrity(log, cur_recs, ref_recs) -> dict:
             "write_failures": write_failures(log)}
 
 
-def _integrity_html(dq: dict) -> str:
-    e = html.escape
+def _integrity_html(dq: dict):
     skipped = dq.get("skipped_lines", 0)
     parts = [f"{skipped} unreadable line(s) skipped in the window's log"
-             + (f" (first: {e('; '.join(dq.get('skipped_examples', [])[:3]))})" if skipped else "")]
+             + (f" (first: {'; '.join(dq.get('skipped_examples', [])[:3])})" if skipped else "")]
     if dq.get("reference_skipped_lines"):
         parts.append(f"{dq['reference_skipped_lines']} in the reference")
     wf = dq.get("write_failures")
     if wf:
         parts.append(f"{wf['failed_writes']} record write(s) failed on the server, {wf['failed_records']} record(s) "
-                     f"dropped (last {e(str(wf.get('last_failure_at') or '-'))}; {e(', '.join(wf['ledgers']))})")
-    return f"<p class='integrity'>Log integrity: {'; '.join(parts)}.</p>"
+                     f"dropped (last {wf.get('last_failure_at') or '-'}; {', '.join(wf['ledgers'])})")
+    return para(f"Log integrity: {'; '.join(parts)}.", cls="integrity")
 
 
 def _evidently_reports(ref_df, cur_df, verdict: dict, classes, out: Path, key: str) -> dict:
@@ -134,47 +134,45 @@ def _settings_for_columns():
     return DriftSettings()
 
 
-def _write_html(summary: dict, out: Path) -> None:
-    e = html.escape
-    rows = []
+def _write_html(summary: dict, out: Path, index_href: str) -> None:
+    """OUT/report.html, with a link back to the windows' index at INDEX_HREF (relative to OUT)."""
+    def evidently(name: str) -> bool:
+        return (out / "evidently" / f"{name}.html").is_file()
+
+    rows, statuses = [], []
     for c, info in summary["classes"].items():
         tests = ", ".join(f"{n} p_adj={t['p_adj']:.2g}" for n, t in info["tests"].items() if t["drift"])
-        link = f'<a href="evidently/{e(c)}.html">{e(c)}</a>' if (out / "evidently" / f"{c}.html").is_file() else e(c)
-        rows.append(f"<tr class='{e(info['status'])}'><td>{link}</td><td>{'tail' if c in summary['tail_classes'] else ''}"
-                    f"</td><td>{e(info['status'])}</td><td>{info['n_ref']}</td><td>{info['n_cur']}</td>"
-                    f"<td>{info['share_ref']:.3f} → {info['share_cur']:.3f}</td><td>{info['min_p_adj']:.3g}</td>"
-                    f"<td>{e(tests)}</td></tr>")
-    dec = "".join(f"<li>{e(d['class'])}: {e(d['action'])} ({e(d['reason'])}; trigger: {e(d.get('trigger_status', ''))})</li>"
-                  for d in summary["decisions"]) or "<li>none</li>"
+        rows.append([link(f"evidently/{c}.html", c) if evidently(c) else c,
+                     "tail" if c in summary["tail_classes"] else "", info["status"], info["n_ref"], info["n_cur"],
+                     f"{info['share_ref']:.3f} → {info['share_cur']:.3f}", f"{info['min_p_adj']:.3g}", tests])
+        statuses.append(info["status"])
+    decisions = [f"{d['class']}: {d['action']} ({d['reason']}; trigger: {d.get('trigger_status', '')})"
+                 for d in summary["decisions"]] or ["none"]
     # Link only the Evidently pages that were written (a window built with evidently=False has none). Linked, not
     # framed: each page inlines several MB of plotly, which made this page slow to open.
     pages = [("overall", "prediction-share drift and data quality")] + [
         (c, f"{c}: confidence, embedding and image-statistics drift") for c in summary["classes"]]
-    items = "".join(f'<li><a href="evidently/{e(name)}.html">{e(label)}</a></li>' for name, label in pages
-                    if (out / "evidently" / f"{name}.html").is_file())
-    evidently = (f"<h2>Evidently</h2><ul>{items}</ul>" if items else
-                 "<p>No Evidently pages for this window (built without them).</p>")
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>tailsynth monitor {e(summary['window'])}</title>
-<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:4px 10px;border-bottom:1px solid #ddd}}
-tr.drift{{background:#fdd}}tr.insufficient{{color:#888}}</style></head><body>
-<h1>Window {e(summary['window'])}</h1>
-<p>{summary['n_cur']} records vs {summary['n_ref']} reference records; classes grouped by <b>{e(summary['group_by'])}</b>;
-{summary['n_tests']} tests, Holm-corrected at family-wise alpha {summary['alpha']}. Flagged:
-<b>{e(', '.join(summary['flagged']) or 'none')}</b>. Tail classes ({e(summary['tail_basis'])}): {e(', '.join(summary['tail_classes']))}.</p>
-<table><tr><th>class</th><th></th><th>status</th><th>n ref</th><th>n window</th><th>share</th><th>min p_adj</th><th>drifting tests</th></tr>
-{''.join(rows)}</table>
-{_integrity_html(summary.get('data_quality', {}))}
-<h2>Decisions</h2><ul>{dec}</ul>
-<p>Trigger: {e(json.dumps(summary['trigger']))}</p>
-{evidently}
-</body></html>"""
-    (out / "report.html").write_text(page)
+    items = [link(f"evidently/{name}.html", label) for name, label in pages if evidently(name)]
+    ev = ([heading("Evidently"), bullets(items)] if items else
+          [para("No Evidently pages for this window (built without them).")])
+    html_page = page(
+        f"tailsynth monitor {summary['window']}",
+        para(f"{summary['n_cur']} records vs {summary['n_ref']} reference records; classes grouped by ",
+             bold(summary["group_by"]), f"; {summary['n_tests']} tests, Holm-corrected at family-wise alpha "
+             f"{summary['alpha']}. Flagged: ", bold(", ".join(summary["flagged"]) or "none"),
+             f". Tail classes ({summary['tail_basis']}): {', '.join(summary['tail_classes'])}."),
+        table(["class", "", "status", "n ref", "n window", "share", "min p_adj", "drifting tests"], rows,
+              row_classes=statuses),
+        _integrity_html(summary.get("data_quality", {})),
+        heading("Decisions"), bullets(decisions),
+        para(f"Trigger: {json.dumps(summary['trigger'])}"),
+        *ev, nav=[("all windows", index_href)], h1=f"Window {summary['window']}")
+    (out / "report.html").write_text(html_page)
 
 
 def write_index(root: Path) -> Path:
     """ROOT/index.html: one row per window (model version, records, time range, flagged classes, per-class status
     with its Evidently page where one was written), newest first, with a legend of the statuses."""
-    e = html.escape
     rows = []
     summaries = [(s, json.loads(s.read_text())) for s in root.glob("*/summary.json")]
     summaries.sort(key=lambda t: (t[1].get("time_range") or [""])[-1], reverse=True)
@@ -182,31 +180,28 @@ def write_index(root: Path) -> Path:
         win = s.parent
         cells = []
         for c, v in d["classes"].items():
-            label = f"{e(c)}: {e(v['status'])}"
+            label = f"{c}: {v['status']}"
             if (win / "evidently" / f"{c}.html").is_file():
-                label = f"<a href='{e(win.name)}/evidently/{e(c)}.html'>{label}</a>"
-            cells.append(f"<td class='{e(v['status'])}'>{label}</td>")
-        overall = (f"<a href='{e(win.name)}/evidently/overall.html'>overall</a>"
+                label = link(f"{win.name}/evidently/{c}.html", label)
+            cells.append(Cell(label, v["status"]))
+        overall = (link(f"{win.name}/evidently/overall.html", "overall")
                    if (win / "evidently" / "overall.html").is_file() else "-")
         version = ", ".join((d.get("data_quality") or {}).get("model_versions") or [])
         t0, t1 = (d.get("time_range") or ["", ""])[:2]
-        rows.append(f"<tr><td><a href='{e(win.name)}/report.html'>{e(d['window'])}</a></td><td>{e(str(version))}</td>"
-                    f"<td>{d['n_cur']}</td><td>{e(t0[:19])} – {e(t1[:19])}</td>"
-                    f"<td>{e(', '.join(d['flagged']) or '-')}</td><td>{overall}</td>{''.join(cells)}</tr>")
+        rows.append([link(f"{win.name}/report.html", d["window"]), str(version), d["n_cur"], f"{t0[:19]} – {t1[:19]}",
+                     ", ".join(d["flagged"]) or "-", overall, *cells])
     width = max((len(d["classes"]) for _, d in summaries), default=1)
-    page = ("<!doctype html><html><head><meta charset='utf-8'><title>tailsynth monitor windows</title><style>"
-            "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{padding:3px 8px;"
-            "border-bottom:1px solid #ddd;text-align:left}.drift{background:#fdd}.insufficient{color:#888}"
-            ".ok{background:#efe}</style></head><body><h1>Monitoring windows</h1>"
-            "<p>Status per class: <span class='ok'>ok</span> (no test drifted), <span class='drift'>drift</span> "
-            "(a Holm-corrected test drifted), <span class='insufficient'>insufficient</span> (too few records to "
-            "test). Click a window for its tests and decisions, a class for its Evidently page. "
-            "<code>tailsynth lineage --model-version V</code> traces a model version back to its training data.</p>"
-            "<table><tr><th>window</th><th>model version(s)</th><th>records</th><th>time range (UTC)</th>"
-            f"<th>flagged</th><th>Evidently</th><th colspan={width}>per-class status</th></tr>"
-            + "".join(rows) + "</table></body></html>")
+    header = ["window", "model version(s)", "records", "time range (UTC)", "flagged", "Evidently",
+              Cell("per-class status", colspan=width)]
+    legend = para(
+        "Status per class: ", Markup("<span class='ok'>ok</span>"), " (no test drifted), ",
+        Markup("<span class='drift'>drift</span>"), " (a Holm-corrected test drifted), ",
+        Markup("<span class='insufficient'>insufficient</span>"), " (too few records to test). Click a window for "
+        "its tests and decisions, a class for its Evidently page. ", code("tailsynth lineage --model-version V"),
+        " traces a model version back to its training data.")
     path = root / "index.html"
-    path.write_text(page)
+    path.write_text(page("tailsynth monitor windows", legend, table(header, rows, text=True),
+                         h1="Monitoring windows"))
     return path
 
 
@@ -238,8 +233,8 @@ def pull_state(uri: str, root: Path, endpoint_url: str | None = None) -> list[st
     prefix = prefix.strip("/")
     client = s3_client(endpoint_url)
     got = []
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/" if prefix else ""):
-        for obj in page.get("Contents", []):
+    for listing in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/" if prefix else ""):
+        for obj in listing.get("Contents", []):
             rel = obj["Key"][len(prefix) + 1:] if prefix else obj["Key"]
             if rel == "audit.jsonl" or (rel.endswith("/summary.json") and rel.count("/") == 1):
                 dest = root / rel
@@ -326,7 +321,7 @@ def build_window_report(log: str | Path, reference: str | Path, out: str | Path,
         shown = [c for c in classes if c in verdict["flagged"] or c in tail]
         summary["evidently_pvalues"] = _evidently_reports(ref_df, cur_df, verdict, shown, out, verdict["group_by"])
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    _write_html(summary, out)
+    _write_html(summary, out, os.path.relpath(root / "index.html", out))
     write_index(root)
     if publish_to:
         summary["published"] = publish(root, publish_to, endpoint_url=endpoint_url)

@@ -29,6 +29,8 @@ import numpy as np
 from ..data.classes import TAIL_CLASSES
 from ..data.errors import DataError
 from ..errors import ConfigError, MissingInputError
+from ..formatting import fmt
+from ..pages import bold, code, heading, image, page, para, table
 from .features import FeatureModel
 from .quality import frechet_distance, kid
 from .select import ScoredCandidates, jsonable, score_candidates
@@ -383,36 +385,27 @@ def run_gates(cfg: GateConfig, classifier: FeatureModel, train: Trainer) -> dict
 
 
 def write_html(q: dict, path: Path) -> Path:
-    import html
-
-    def f(v):
-        return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else (
-            f"{v:.3f}" if isinstance(v, float) else str(v))
-
     head = ["mode", "class", "label fidelity", "real p(true)", "ratio (>= 0.8)", "TOS recall", "real-trained recall",
             "ratio (>= 0.7)", "FD syn", "FD real val", "KID syn", "KID real val", "n", "memorized"]
     rows = []
     for mode, per in q["gates"].items():
         for c, g in per.items():
             rows.append([mode, c, g.get("label_fidelity"), g.get("label_fidelity_real"),
-                         f"{f(g.get('label_fidelity_ratio'))} {'pass' if g.get('label_fidelity_pass') else 'FAIL'}",
+                         f"{fmt(g.get('label_fidelity_ratio'))} {'pass' if g.get('label_fidelity_pass') else 'FAIL'}",
                          g.get("tos_recall"), g.get("real_recall"),
-                         f"{f(g.get('tos_ratio'))} {'pass' if g.get('tos_pass') else 'FAIL'}" if "tos_ratio" in g
+                         f"{fmt(g.get('tos_ratio'))} {'pass' if g.get('tos_pass') else 'FAIL'}" if "tos_ratio" in g
                          else "not run",
                          g.get("fd_synthetic"), g.get("fd_real_val"), g.get("kid_synthetic"), g.get("kid_real_val"),
                          g.get("n"), g.get("memorized_fraction")])
-    table = ("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"
-             + "".join("<tr>" + "".join(f"<td>{html.escape(f(v))}</td>" for v in r) + "</tr>" for r in rows)
-             + "</table>")
-    css = "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 6px}"
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>synthesizer quality gates</title>"
-            f"<style>{css}</style></head><body><h1>Synthesizer quality gates</h1>"
-            f"<p>Model <code>{html.escape(q['model'])}</code> (weights {html.escape(q['model_hash'])}); data "
-            f"<code>{html.escape(q['data'])}</code>; classifier <code>{html.escape(q['classifier'])}</code>.</p>"
-            f"<p>Overall: <b>{'all gates pass' if q['all_pass'] else 'some gates fail'}</b>. FD/KID in "
-            f"{html.escape(q['feature_space'])}, at equal n per class.</p>{table}"
-            f"<h2>Side by side</h2><p>Each row: real source lesion pasted on the background (harmonize input) | "
-            f"background | inpaint | harmonize.</p><p><img src='{html.escape(q['grid'])}' alt='side-by-side grid'></p>"
-            f"</body></html>")
-    path.write_text(page)
+    path.write_text(page(
+        "synthesizer quality gates",
+        para("Model ", code(q["model"]), f" (weights {q['model_hash']}); data ", code(q["data"]), "; classifier ",
+             code(q["classifier"]), "."),
+        para("Overall: ", bold("all gates pass" if q["all_pass"] else "some gates fail"),
+             f". FD/KID in {q['feature_space']}, at equal n per class."),
+        table(head, rows),
+        heading("Side by side"),
+        para("Each row: real source lesion pasted on the background (harmonize input) | background | inpaint | "
+             "harmonize."),
+        image(q["grid"], "side-by-side grid"), h1="Synthesizer quality gates"))
     return path

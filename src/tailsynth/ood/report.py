@@ -5,12 +5,12 @@ The machine half is quality.json (written by select.py); this page shows the sam
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 
 import numpy as np
 
 from ..formatting import fmt
+from ..pages import Markup, bold, esc, heading, image, page, para, table
 from .scores import OOD_SCORES
 
 GRID_MAX = 32  # samples per grid
@@ -70,10 +70,9 @@ def write_report(sc, kept: np.ndarray, quality: dict, out: Path, score: str = "m
     ood = as_ood(score, sc.scores[score])
     cols = ["n_candidates", "n_kept", "acceptance_rate", "fd", "fd_all_candidates", "fd_real_val", "kid",
             "kid_real_val", "precision", "recall", "memorization_rate", "exact_copies", "mean_p_intended_kept"]
-    rows = []
-    sections = []
+    rows, sections = [], []
     for cname, entry in quality["per_class"].items():
-        rows.append("<tr><th>" + html.escape(cname) + "</th>" + "".join(f"<td>{html.escape(fmt(entry.get(k), 4, general=True))}</td>" for k in cols) + "</tr>")
+        rows.append([cname, *(fmt(entry.get(k), 4, general=True) for k in cols)])
         c = sc.class_names.index(cname)
         m = sc.cls_idx == c
         hist = fig_dir / f"hist_{cname}.png"
@@ -83,30 +82,22 @@ def write_report(sc, kept: np.ndarray, quality: dict, out: Path, score: str = "m
         acc = acc[np.argsort(ood[acc])]
         rej = np.flatnonzero(m & ~kept)
         rej = rej[np.argsort(-ood[rej])]
-        parts = [f"<h2>{html.escape(cname)}</h2>", f'<img src="report_files/{hist.name}" alt="score histograms {cname}">']
+        sections += [heading(cname), image(f"report_files/{hist.name}", f"score histograms {cname}")]
         for label, idx in (("accepted", acc), ("rejected", rej)):
             g = fig_dir / f"grid_{cname}_{label}.png"
             if _grid(sc.images[idx], g):
-                parts.append(f"<h3>{label} ({len(idx)}; first {min(len(idx), GRID_MAX)} shown)</h3>"
-                             f'<img src="report_files/{g.name}" alt="{label} {cname}">')
+                sections += [heading(f"{label} ({len(idx)}; first {min(len(idx), GRID_MAX)} shown)", 3),
+                             image(f"report_files/{g.name}", f"{label} {cname}")]
             else:
-                parts.append(f"<h3>{label}: none</h3>")
-        sections.append("\n".join(parts))
-    sel = quality.get("selection", {})
-    page = f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>tailsynth OOD selection report</title>
-<style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}} img{{max-width:100%}}</style></head><body>
-<h1>OOD post-selection report</h1>
-<p>Score used for selection: <b>{html.escape(str(sel.get('score')))}</b>; gamma = {fmt(sel.get('gamma'), 4, general=True)};
-calibration quantile = {fmt(sel.get('calibrate'), 4, general=True)}. Candidates: {quality['overall']['n_candidates']},
-kept: {quality['overall']['n_kept']}, memorized: {fmt(quality['overall']['memorization_rate'], 4, general=True)} of all.</p>
-<p><i>{html.escape(quality.get('note', ''))}</i></p>
-<table><tr><th>class</th>{''.join(f'<th>{c}</th>' for c in cols)}</tr>
-{''.join(rows)}</table>
-{''.join(sections)}
-</body></html>
-"""
+                sections.append(heading(f"{label}: none", 3))
+    sel, overall = quality.get("selection", {}), quality["overall"]
     path = out / "report.html"
-    path.write_text(page)
+    path.write_text(page(
+        "tailsynth OOD selection report",
+        para("Score used for selection: ", bold(str(sel.get("score"))),
+             f"; gamma = {fmt(sel.get('gamma'), 4, general=True)}; calibration quantile = "
+             f"{fmt(sel.get('calibrate'), 4, general=True)}. Candidates: {overall['n_candidates']}, kept: "
+             f"{overall['n_kept']}, memorized: {fmt(overall['memorization_rate'], 4, general=True)} of all."),
+        para(Markup(f"<i>{esc(quality.get('note', ''))}</i>")),
+        table(["class", *cols], rows), *sections, h1="OOD post-selection report"))
     return path
