@@ -60,3 +60,29 @@ def test_classifier_and_synthesizer_cards_share_the_common_fields():
     assert check_card(synth, "s") and synth["data_revision"] == "sha256:ff" and synth["version"] == "abc"
     assert synth["metrics"] == {"gates": {"inpaint": {}}, "gates_all_pass": False}
     assert list(synth)[:len(REQUIRED)] == list(_card())[:len(REQUIRED)] == list(REQUIRED)
+
+
+def test_lineage_prefers_the_current_card_over_an_older_export_of_the_same_weights(tmp_path):
+    """A re-run into the same folder keeps its earlier runs' artifacts: the same model version may have a card of an
+    older schema beside the current one. The current card is found; an old card alone is an error naming it."""
+    import json
+
+    import pytest
+
+    from tailsynth.cards import CARD_JSON, make_card
+    from tailsynth.errors import DataError
+    from tailsynth.lineage import find_model_card
+
+    old = tmp_path / "runs" / "a-older" / "lesion-classifier"
+    new = tmp_path / "runs" / "b-newer" / "lesion-classifier"
+    for d in (old, new):
+        d.mkdir(parents=True)
+    (old / CARD_JSON).write_text(json.dumps({"version": "abc123", "kind": "classifier"}))
+    card = make_card("classifier", "lesion-classifier", "abc123", format={}, intended_use="research",
+                     inputs={}, outputs={}, classes=["NV"], data_revision=None, metrics={}, changelog={})
+    (new / CARD_JSON).write_text(json.dumps(card))
+    assert find_model_card("abc123", [tmp_path / "runs"]) == new / CARD_JSON
+
+    (new / CARD_JSON).unlink()
+    with pytest.raises(DataError, match=str(old / CARD_JSON)):
+        find_model_card("abc123", [tmp_path / "runs"])

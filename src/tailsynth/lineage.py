@@ -19,6 +19,7 @@ from .cards import CARD_JSON, CARD_MD, check_card
 from .classify.folders import TrainedClassifier
 from .classify.provenance import LineageError
 from .diffusion.candidate_set import CandidateSet
+from .errors import DataError
 from .ood.selection import Selection
 
 
@@ -37,7 +38,7 @@ def model_version_of(record_line: str) -> str:
 
 def find_model_card(version: str, roots) -> Path:
     """The exported model card whose version is VERSION, searched under each folder of ROOTS."""
-    seen = 0
+    seen, stale = 0, None
     for root in roots:
         root = Path(root)
         if not root.exists():
@@ -48,9 +49,19 @@ def find_model_card(version: str, roots) -> Path:
                 card = json.loads(p.read_text())
             except ValueError:
                 continue
-            if card.get("version") == version and card.get("kind") != "synthesizer":
-                check_card(card, p)  # an older card of this version: an error naming the schema it lacks
-                return p
+            if card.get("version") != version or card.get("kind") == "synthesizer":
+                continue
+            # The same weights exported again (a re-run into the same folder keeps its older runs' artifacts) may
+            # sit beside a card of an older schema: the current card wins; only when none is current is that an
+            # error naming the schema the old card lacks.
+            try:
+                check_card(card, p)
+            except DataError as err:
+                stale = stale or err
+                continue
+            return p
+    if stale is not None:
+        raise stale
     where = ", ".join(str(r) for r in roots)
     raise LineageError(f"no exported model card with version {version} under {where} ({seen} cards looked at); "
                        "pass --runs with the folder holding the run that exported it")
