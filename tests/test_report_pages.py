@@ -132,3 +132,30 @@ def test_evidently_pages_render_offline(tiny_run):
             bad = broken_references(inv, external_links_ok=True)
             assert not bad, (page, bad)
             assert not inv["assets"] or all(a.startswith("file:") for a in inv["assets"])
+
+
+def test_finalize_ignores_older_runs_cards_of_an_old_schema(tiny_run):
+    """A re-run into the same folder keeps the earlier runs' artifacts, whose classifier cards may predate the card
+    schema (found by `make run` after the schema change): the report takes this run's card, the newest."""
+    import json
+    import os
+
+    from tailsynth.pipeline_report import finalize_run_report
+
+    run = tiny_run["run"]
+    for name, card in (("no-kind", {"name": "lesion-classifier", "version": "0123456789ab"}),
+                       ("old-schema", {"kind": "classifier", "version": "0123456789ab"})):
+        old = run / "artifacts" / f"earlier-run-{name}" / "export" / "exported" / "lesion-classifier" / "model_card.json"
+        old.parent.mkdir(parents=True)
+        old.write_text(json.dumps(card))
+        os.utime(old, (1_000_000_000, 1_000_000_000))
+    try:
+        finalize_run_report(run)
+        shown = json.loads((run / "model" / "model_card.json").read_text())
+        assert shown["schema"] == "tailsynth-model-card/1" and shown["kind"] == "classifier"
+        assert "model/model_card.html" in (run / "report.html").read_text()
+    finally:
+        import shutil
+
+        for name in ("no-kind", "old-schema"):
+            shutil.rmtree(run / "artifacts" / f"earlier-run-{name}")

@@ -526,8 +526,10 @@ def finalize_run_report(run_dir: str | Path, timings=None) -> Path:
     inputs = json.loads(inputs_path.read_text())
     links, card = {}, None
     found = sorted((run_dir / "artifacts").rglob(CARD_JSON)) if (run_dir / "artifacts").is_dir() else []
-    # The exported classifier's card (a shipped synthesizer installed in the run carries a card too).
-    cards = [p for p in found if read_card(p.parent)["kind"] == "classifier"]
+    # The exported classifier's card (a shipped synthesizer installed in the run carries a card too). The artifacts
+    # keep earlier runs into this folder, whose cards may be of an older schema: the newest card is this run's,
+    # and only that one is read with the schema check.
+    cards = [p for p in found if _card_kind(p) == "classifier"]
     if cards:
         src = max(cards, key=lambda p: p.stat().st_mtime).parent
         dest = run_dir / MODEL_DIR
@@ -550,6 +552,14 @@ def finalize_run_report(run_dir: str | Path, timings=None) -> Path:
                         inputs["data_revision"], inputs["profile"], inputs["diffusion_model"],
                         model_card=card, timings=timings, links=links,
                         synthetic_arms=inputs.get("synthetic_arms", 1), extra_selected=inputs.get("extra_selected"))
+
+
+def _card_kind(path: Path) -> str | None:
+    """The `kind` a card file declares, None for an unreadable one (it is never the card a report shows)."""
+    try:
+        return json.loads(path.read_text()).get("kind")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def recorded_timings(run_dir: Path) -> dict:
