@@ -78,7 +78,7 @@ PROFILES: dict[str, dict] = {
             # CE + class-balanced sampler, BA 0.587 vs 0.520-0.532 for the loss-based methods
             # (docs/results/classifier_comparison.md).
             "classifier_sampler": "class-balanced",
-            # The shipped synthesizer (trained once, 6,000 steps x 64 images, see its MODEL_CARD.md) instead of
+            # The shipped synthesizer (trained once, 6,000 steps x 64 images, see its model_card.md) instead of
             # minutes of training inside every run; its lesions are what the rest of the run is judged on.
             "diffusion_model": SHIPPED_SYNTHESIZER,
             "diffusion_size": "lean", "diffusion_resolution": 28, "diffusion_steps": 6000,

@@ -144,7 +144,9 @@ def experiment_cmd(
     precision: str | None = typer.Option(None, "--precision", help=PRECISION_HELP),
     quiet: bool = typer.Option(False, "--quiet"),
 ) -> None:
-    """Methods x seeds -> comparison.md / comparison_summary.csv (mean ± std, rarest class highlighted)."""
+    """Compare long-tail methods. With --folds: the replicate protocol (lesion-grouped folds, epoch and tau chosen on
+    an inner split, paired intervals vs the first method): what a result is claimed on. Without --folds: the quick
+    look, methods x seeds on the source's val split -> comparison.md / comparison_summary.csv (mean ± std)."""
     params = dict(locals())  # the options, before any other local exists
     from ..classify.methods import METHODS
     from ..evaluation.quick import run_experiment
