@@ -105,7 +105,9 @@ def experiment_augment(
     baseline: str = typer.Option("class-balanced-sampler", "--baseline",
                                  help="arm (a): a method of `tailsynth experiment` (the comparison's winner)"),
     arms: str = typer.Option("real,cmo,prior-shift,random,ood,harmonized", "--arms",
-                             help="subset of real,cmo,prior-shift,random,ood,harmonized"),
+                             help="subset of real,cmo,prior-shift,random,ood,harmonized,features,features-real "
+                                  "(features: (g), tail features sampled from per-class Gaussians, head re-fit; "
+                                  "features-real: (g0), its control)"),
     folds: int | None = typer.Option(None, "--folds", min=2, help="k-fold lesion-grouped stratified CV over train+val; "
                                                              "without it, report on the source's val split"),
     seeds: str = typer.Option("0", "--seeds", help="comma-separated training seeds (per fold)"),
@@ -123,6 +125,8 @@ def experiment_augment(
                                                       "instead of a --gamma fraction"),
     clean_confidence: float = typer.Option(0.8, "--clean-confidence", callback=FRACTION),
     clean_band: str = typer.Option("1,2", "--clean-band"),
+    feature_share: float = typer.Option(0.25, "--feature-share", callback=between(0, 1, hi_open=True),
+                                        help="arm (g): share r of a tail class's weight carried by synthetic features"),
     cmo_prob: float = typer.Option(0.5, "--cmo-prob", callback=between(0, 1), help="share of head-class images that get a pasted lesion"),
     mask_dir: Path | None = typer.Option(None, "--mask-dir", help="lesion masks from `tailsynth masks` for CMO "
                                                                     "(default: segmented on the fly)"),
@@ -169,7 +173,7 @@ def experiment_augment(
             backbone=backbone, epochs=epochs, resolution=resolution,
             score=score, classifier=classifier, splits=splits, inner_val=inner_val, split_seed=split_seed,
             eval_data=eval_data, eval_split=eval_split, eval_splits=eval_splits, n_boot=bootstrap, jobs=jobs,
-            collect_only=collect_only, quiet=quiet, train_kw=set_options(
+            collect_only=collect_only, quiet=quiet, feature_share=feature_share, train_kw=set_options(
                 threads=threads, batch_size=batch_size, device=device, pretrained=pretrained, precision=precision))
     decision = {part: e.get("decision") for part, e in res["results"]["parts"].items()}
     print_json({"out": str(out), "table": res["table_path"], "decision": decision})

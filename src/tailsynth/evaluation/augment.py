@@ -8,6 +8,8 @@ Arms, all with the same backbone, epochs, augmentation, seeds and image sets (se
   (d) random       (a) + synthetic candidates chosen at random, the same per-class counts as (e)
   (e) ood          (a) + synthetic candidates kept by OOD post-selection at gamma
   (f) harmonized   (a) + OOD-selected candidates from a second folder (`generate --mode harmonize`)
+  (g) features     (a)'s backbone frozen, its head re-fitted on real + Gaussian-sampled tail features (feature_arm.py)
+  (g0) features-real  the same head re-fit on real features only: (g)'s control
 Optionally more gammas for (e) (`gammas`).
 
 Per replicate, (a) trains first; its model scores the candidates (selection never sees the reported images),
@@ -27,7 +29,7 @@ import numpy as np
 from ..classify.folders import TrainedClassifier
 from ..data.classes import TAIL_CLASSES
 from ..errors import ConfigError
-from .arms import ARMS
+from .arms import ARMS, FEATURE_ARMS
 from .replicates import Replicate, make_replicates
 from .results import collect, write_results
 from .runs import RunPlan, baseline_spec, train_pending
@@ -181,6 +183,21 @@ def _synthetic_tasks(plan: RunPlan, rep: Replicate, sel: Path, arms, *, gamma: f
     return tasks
 
 
+def _feature_arms(out: Path, reps, arms, data, share: float, *, tail: list[str], report: bool, eval, log) -> None:
+    """Arms (g) and (g0) of every replicate whose arm-(a) model is trained: seconds each, no network training."""
+    from .feature_arm import run_feature_arm
+
+    shares = {"features": share, "features-real": 0.0}
+    for rep in reps:
+        scorer = out / "runs" / "real" / rep.tag
+        if not TrainedClassifier(scorer).has_model():
+            continue
+        for arm in (a for a in FEATURE_ARMS if a in arms):
+            run_feature_arm(scorer, data, rep.manifest, out / "runs" / arm / rep.tag, share=shares[arm],
+                            seed=rep.seed, tail=tail, report=report, eval_data=eval[0], eval_split=eval[1],
+                            eval_splits=eval[2], log=log)
+
+
 def _config(data, candidates, harmonized_candidates, arms, common: dict, syn: dict, **settings) -> dict:
     """experiment_config.json: what the run was asked to do (the training recipe without its process flags)."""
     return {"data": str(data), "candidates": str(candidates) if candidates else None,
@@ -199,7 +216,8 @@ def run_augmentation_experiment(data, candidates, out, *, baseline: str = "class
                                 splits=None, inner_val: float = 0.15, split_seed: int = 0, eval_data=None,
                                 eval_split: str = "test", eval_splits=None, tail=TAIL_CLASSES,
                                 n_boot: int = 1000, train_kw: dict | None = None, quiet: bool = False,
-                                jobs: int = 1, collect_only: bool = False) -> dict:
+                                jobs: int = 1, collect_only: bool = False, feature_share: float = 0.25,
+                                feature_report: bool = True) -> dict:
     """Train (or, with collect_only, only gather finished) runs of every arm; write results.json and table.md.
 
     `synthetic_dose` "add": synthetic draws come on top of (a)'s real epoch, and (c) is its replay control (the same
@@ -227,7 +245,7 @@ def run_augmentation_experiment(data, candidates, out, *, baseline: str = "class
     config = _config(data, candidates, harmonized_candidates, arms, common, syn, baseline=baseline, folds=folds,
                      seeds=[int(s) for s in seeds], gamma=gamma, gammas=gammas, score=score, inner_val=inner_val,
                      tail=list(tail), eval_data=str(eval_data) if eval_data else None, eval_split=eval_split,
-                     n_boot=n_boot, cmo=cmo or {})
+                     n_boot=n_boot, cmo=cmo or {}, feature_share=feature_share)
     (out / "experiment_config.json").write_text(json.dumps(config, indent=1, default=str))
     plan = RunPlan(out, data, common, eval_data, eval_split, eval_splits)
 
@@ -236,6 +254,9 @@ def run_augmentation_experiment(data, candidates, out, *, baseline: str = "class
 
     log(f"arm (a) real only ({baseline}), {len(reps)} replicates")  # per replicate it is the candidates' scorer
     train([plan.task("real", r, posthoc=base["posthoc"]) for r in reps])
+    if not collect_only:
+        _feature_arms(out, reps, arms, data, feature_share, tail=list(tail), report=feature_report,
+                      eval=(eval_data, eval_split, eval_splits), log=log)
     folders = ({"ood": candidates} if candidates else {}) | (
         {"harmonized": harmonized_candidates} if "harmonized" in arms else {})
     tasks, kept_counts, quality = [], {}, {}

@@ -26,6 +26,12 @@ def _delta(c: dict | None, metric: str, d: int = 3) -> str:
     return f"{b['delta']:+.{d}f} [{lo:+.{d}f}, {hi:+.{d}f}]" if lo is not None else f"{b['delta']:+.{d}f}"
 
 
+def _verdict(arm: str, v: dict) -> str:
+    control = ARM_LABELS.get(v["control"], v["control"]).split(" ")[0]  # "(c)" or "(g0)"
+    return (f"{ARM_LABELS.get(arm, arm)}: **{v['verdict']}** (beats {control}: {v['beats_control']}, "
+            f"beats CMO: {v['beats_cmo']}, tail gain: {v['tail_recall_gain']})")
+
+
 def render_markdown(results: dict, ref_label: str = "(a)") -> str:
     cfg = results.get("config", {})
     tail = cfg.get("tail") or list(TAIL_CLASSES)
@@ -65,8 +71,7 @@ def render_markdown(results: dict, ref_label: str = "(a)") -> str:
                 lines.append(f"| {name} | {_delta(c, 'balanced_accuracy')} | {_delta(c, 'tail_recall')} | {p} |")
         if e.get("decision"):
             lines += ["", "Decision (rule fixed before the run): " + "; ".join(
-                f"{ARM_LABELS.get(a, a)}: **{v['verdict']}** (beats (c): {v['beats_prior_shift_control']}, "
-                f"beats CMO: {v['beats_cmo']}, tail gain: {v['tail_recall_gain']})" for a, v in e["decision"].items())]
+                _verdict(a, v) for a, v in e["decision"].items())]
         lines.append("")
     lines += ["Config: `" + json.dumps({k: cfg[k] for k in sorted(cfg)}, default=str) + "`", ""]
     return "\n".join(lines)
