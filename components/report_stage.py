@@ -10,7 +10,8 @@ from .base import cpu_component
 def report(comparison: Input[Dataset], baseline: Input[Dataset], control: Input[Dataset], augmented: Input[Dataset],
            harmonized: Input[Dataset], harmonized_selected: Input[Dataset], candidates: Input[Dataset],
            selected: Input[Dataset], version_record: Input[Artifact], diffusion: Input[Model], data_revision: str, profile: str, report: Output[Artifact]):
-    """report.md + report.html + comparison.csv + plots and sample grids, in one folder."""
+    """report.md + report.html + the arms table (`pipeline_report.COMPARISON_FILE`) + plots and sample grids, in one
+    folder."""
     from tailsynth.pipeline_report import build_run_report
 
     # Rows: real-only, the prior-shift control, then the two synthetic arms (OOD-selected inpainted, harmonized).

@@ -25,7 +25,7 @@ from tailsynth.runinfo import record_stage
 from .console import RunConsole, plain, shard_suffix
 from .profiles import profile as resolve_profile
 
-# The run's entry in OUT/run.yaml (its status: running, then succeeded or failed).
+# The run's entry in OUT's run record, `runinfo.RUN_FILE` (its status: running, then succeeded or failed).
 STAGE = "pipeline train_augment"
 
 
@@ -138,14 +138,15 @@ def local_parameters(profile: str, **overrides) -> dict:
 
 def run_local(profile: str, data: str | Path, out: str | Path, data_revision: str | None = None,
               cache: bool = False, **overrides) -> Path:
-    """Run train_augment locally with PROFILE on DATA; returns OUT holding report.md/.html and comparison.csv."""
+    """Run train_augment locally with PROFILE on DATA; returns OUT holding report.md/.html and the arms table
+    (`pipeline_report.COMPARISON_FILE`)."""
     params = local_parameters(profile, **overrides)
     source = resolve_data(data, profile)
     revision = data_revision or hashing.data_revision(source)
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     resolved = {"source": str(source), "data_revision": revision, **params}
-    # Everything above only checks and resolves (no run.yaml yet); from here the run has started, and a run that
+    # Everything above only checks and resolves (no run record yet); from here the run has started, and a run that
     # fails is recorded as failed, never left as `running`.
     record_stage(out, STAGE, resolved, data_revision=revision, status="running")
     try:
@@ -157,7 +158,7 @@ def run_local(profile: str, data: str | Path, out: str | Path, data_revision: st
 
 
 def _run_started(out: Path, resolved: dict, revision: str, params: dict, cache: bool) -> Path:
-    """The part of `run_local` after run.yaml says `running`: the pipeline itself and the run's report."""
+    """The part of `run_local` after the run record says `running`: the pipeline itself and the run's report."""
     from kfp import local
 
     from .train_augment import train_augment

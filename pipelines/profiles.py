@@ -163,7 +163,7 @@ def pipeline_parameters(required: dict[str, Any], shared: Sequence[str],
 
 
 # Accepted ranges of the numeric parameters: (low, high, low excluded, high excluded); None is no bound. A value
-# outside fails before a run starts (and before run.yaml says `running`), not as a crash inside some task.
+# outside fails before a run starts (and before the run record says `running`), not as a crash inside some task.
 RANGES: dict[str, tuple] = {
     "seed": (0, None, False, False), "max_per_class": (0, None, False, False),
     "val_fraction": (0, 1, True, True), "test_fraction": (0, 1, False, True), "train_fraction": (0, 1, True, False),

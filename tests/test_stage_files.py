@@ -1,11 +1,13 @@
 """Every stage file name is spelled in one module: the module of the stage that writes it (its owner). Every
 other module, component and pipeline goes through the owner's constants and folder class.
 
-A *use* is a string literal (or an f-string's literal part) that is the name, or a path ending in it; docstrings,
-comments and prose (a help text naming the file among others) do not count.
+A *use* is a string literal (or an f-string's literal part) that is the name, or a path ending in it. The stricter
+textual check below also covers docstrings, comments, help texts and YAML: a plain grep for a name finds its owner
+alone (prose elsewhere says what the file is or names the owner's constant; help texts are built from it).
 """
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -84,3 +86,28 @@ def test_stage_file_name_is_spelled_only_by_its_owner(name):
     assert USES[name] == {OWNERS[name]}, (
         f"{name!r} is owned by {OWNERS[name]}; spelled in {sorted(USES[name])}: import the owner's constant or "
         "go through its folder class")
+
+
+def _mentions() -> dict[str, set[str]]:
+    """{name: files under SCANNED (.py, .yaml) whose text holds it as a whole word}, as `grep -rlw` would find it:
+    `_` is a word character, so manifest.csv is not found inside selected_manifest.csv."""
+    patterns = {name: re.compile(r"(?<!\w)" + re.escape(name) + r"(?!\w)") for name in OWNERS}
+    found: dict[str, set[str]] = {name: set() for name in OWNERS}
+    for top in SCANNED:
+        for path in sorted(p for ext in ("*.py", "*.yaml") for p in top.rglob(ext)):
+            text = path.read_text()
+            rel = path.relative_to(ROOT).as_posix()
+            for name, pattern in patterns.items():
+                if pattern.search(text):
+                    found[name].add(rel)
+    return found
+
+
+MENTIONS = _mentions()
+
+
+@pytest.mark.parametrize("name", sorted(OWNERS))
+def test_stage_file_name_is_mentioned_only_by_its_owner(name):
+    assert MENTIONS[name] == {OWNERS[name]}, (
+        f"{name!r} is owned by {OWNERS[name]}; mentioned in {sorted(MENTIONS[name] - {OWNERS[name]})}: in prose say "
+        "what the file is or name the owner's constant; build help texts from the constant")

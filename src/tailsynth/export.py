@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .cards import card_html, make_card, write_card
+from .classify.folders import METRICS_FILE
 from .classify.metadata import ClassifierMeta
 from .errors import ConfigError
 from .formatting import fmt
@@ -162,7 +163,7 @@ def model_card_sections(card: dict) -> list[Section]:
                                                         [[c, *(fmt(v.get(m, ""), 4) for m in cols)]
                                                          for c, v in pc.items()]]))
     else:
-        note = "No validation metrics were found beside the checkpoint (MODEL_DIR/metrics.json)."
+        note = f"No validation metrics were found beside the checkpoint (MODEL_DIR/{METRICS_FILE})."
         sections.append(("", "text", [note]))
     return sections
 

@@ -2,8 +2,9 @@
 
 Chain: model version (every prediction record carries it) -> exported model card (found under the run folders)
 -> classifier run (model folder, training config) -> synthetic set (DVC revision, recorded in the card and in the
-run's run.yaml) -> synthesizer (weights hash, its own card) -> real data revision; then every synthetic image of
-the set with its generation provenance row (the candidate set's manifest, `diffusion.candidate_set`).
+run's record, `runinfo.RUN_FILE`) -> synthesizer (weights hash, its own card) -> real data revision; then every
+synthetic image of the set with its generation provenance row (the candidate set's manifest,
+`diffusion.candidate_set`).
 
 Each link is checked against the bytes where they are still at hand (`verified` fields), so a chain that prints is
 a chain that holds. What export writes into the model card is `tailsynth.classify.provenance.model_lineage`;
@@ -21,6 +22,7 @@ from .classify.provenance import LineageError
 from .diffusion.candidate_set import CandidateSet
 from .errors import DataError
 from .ood.selection import Selection
+from .runinfo import RUN_FILE
 
 
 # ---- followed back: from a prediction to the images ---------------------------------------------------------
@@ -68,8 +70,6 @@ def find_model_card(version: str, roots) -> Path:
 
 
 def _run_dir_of(path: Path) -> Path | None:
-    from .runinfo import RUN_FILE
-
     for cand in path.resolve().parents:
         if (cand / RUN_FILE).is_file():
             return cand
@@ -188,7 +188,7 @@ def trace(record: str | None = None, model_version: str | None = None, runs=("ru
 
 
 def run_versions_record(run_dir: Path | None) -> dict:
-    """The whole version stage entry of RUN_DIR/run.yaml (revisions, synthesizer, candidates), {} when absent."""
+    """The whole version stage entry of RUN_DIR/RUN_FILE (revisions, synthesizer, candidates), {} when absent."""
     from .data.versioning import VERSION_STAGE
     from .runinfo import read_run
 
@@ -212,7 +212,7 @@ def format_chain(chain: dict, max_images: int | None = None) -> str:
              f"  training         {c.get('backbone')} loss={c.get('loss')} epochs={c.get('epochs')} seed={c.get('seed')}"]
     s = chain.get("synthetic_set")
     if s:
-        lines += [f"synthetic set      DVC {s['dvc_md5']} ({ok[s.get('verified')]}; run.yaml {s.get('run_yaml_revision')})",
+        lines += [f"synthetic set      DVC {s['dvc_md5']} ({ok[s.get('verified')]}; {RUN_FILE} {s.get('run_yaml_revision')})",
                   f"  files            {s['uri']} ({s['n_images']} images)",
                   f"  .dvc file        {s.get('dvc_file')} -> remote {s.get('remote')}"]
         sel = chain.get("selection") or {}

@@ -106,7 +106,8 @@ def _f(x) -> float | None:
 
 def classification_metrics(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str],
                            n_bins: int = 15) -> dict:
-    """The metrics.json body: headline numbers, per_class dict keyed by class name, confusion matrix."""
+    """The body of a classifier's metrics file (`classify.folders.METRICS_FILE`): headline numbers, per_class dict
+    keyed by class name, confusion matrix."""
     y_true = np.asarray(y_true, dtype=np.int64)
     probs = np.asarray(probs, dtype=np.float64)
     if probs.ndim != 2 or probs.shape[1] != len(classes):

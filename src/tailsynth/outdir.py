@@ -6,9 +6,9 @@ folder and the holder (PID, command, start time, which the holder writes into th
 flock when its holder dies, so a lock left by a killed process is recovered by the next claim without any
 clean-up; the stale file's contents are simply overwritten.
 
-A claim also refuses a folder that already holds a *finished* run of the same stage (its entry in run.yaml, see
-runinfo.py, or a file only a finished run writes) unless the caller overwrites it on purpose or resumes it; a run
-that failed or was killed part-way is not finished and may be run again.
+A claim also refuses a folder that already holds a *finished* run of the same stage (its entry in the run record,
+`runinfo.RUN_FILE`, or a file only a finished run writes) unless the caller overwrites it on purpose or resumes it;
+a run that failed or was killed part-way is not finished and may be run again.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pathlib import Path
 from .errors import ConfigError, OutputBusyError
 
 LOCK_FILE = ".tailsynth.lock"
-# run.yaml statuses of a stage that did not finish (pipeline runs record "running" first).
+# Run-record statuses of a stage that did not finish (pipeline runs record "running" first).
 UNFINISHED = ("running", "failed")
 
 
@@ -55,7 +55,7 @@ def finished_stage(out: str | Path, stage: str, done_file: str | None = None) ->
     try:
         run = read_run(out)
         entry = (run.get("stages") or {}).get(stage) if isinstance(run, dict) else None
-    except (OSError, yaml.YAMLError):  # an unreadable run.yaml is not proof of a finished run
+    except (OSError, yaml.YAMLError):  # an unreadable run record is not proof of a finished run
         entry = None
     if isinstance(entry, dict) and entry.get("status") not in UNFINISHED:
         return f"{RUN_FILE} records a finished `{stage}` run" + (f" at {entry['at']}" if entry.get("at") else "")

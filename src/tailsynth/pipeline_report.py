@@ -514,7 +514,7 @@ def build_run_report(out: str | Path, comparison_csv: str | Path, evaluations: S
 def finalize_run_report(run_dir: str | Path, timings=None) -> Path:
     """Rebuild RUN_DIR's report with what only the finished run knows: the exported model's card (copied to
     RUN_DIR/model/ and linked), monitoring pages found in the run folder, and stage timings (TIMINGS, else the
-    durations stages recorded in run.yaml)."""
+    durations stages recorded in the run record, `runinfo.RUN_FILE`)."""
     import shutil
 
     from .export import model_card_html
@@ -563,8 +563,8 @@ def _card_kind(path: Path) -> str | None:
 
 
 def recorded_timings(run_dir: Path) -> dict:
-    """{stage: seconds} for the stages of RUN_DIR/run.yaml that recorded a duration (`seconds` or `wall_s`), and the
-    per-task times a pipeline run recorded (`task_seconds`)."""
+    """{stage: seconds} for the stages of RUN_DIR's run record (`runinfo.RUN_FILE`) that recorded a duration
+    (`seconds` or `wall_s`), and the per-task times a pipeline run recorded (`task_seconds`)."""
     from .runinfo import read_run
 
     out = {}

@@ -26,7 +26,7 @@ from .errors import ConfigError, DataError, MissingInputError
 SCHEMA_VERSION = 1
 IMAGE_STAT_COLUMNS = ("brightness", "contrast", "sharpness", "saturation", "mean_r", "mean_g", "mean_b", "height",
                       "width")
-MONITOR_DIR = "monitor"  # beside model.pt
+MONITOR_DIR = "monitor"  # beside the classifier's weights (`hashing.MODEL_FILE`)
 EMBEDDING_FILE = "embedding.npz"
 # Names an earlier serving-side record used for two fields; logs written then are still read.
 _OLD_NAMES = {"image_sha256": "image_hash", "predicted_class": "predicted"}

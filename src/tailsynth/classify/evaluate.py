@@ -1,4 +1,5 @@
-"""Evaluate a classifier model folder on one split: metrics.json, per-class CSV, markdown table, PNG plots."""
+"""Evaluate a classifier model folder on one split: the metrics (`folders.METRICS_FILE`), per-class CSV, markdown
+table, PNG plots."""
 
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ def align_labels(model_classes: Sequence[str], data_classes: Sequence[str], labe
 
 def evaluate_model(model, data, split: str, out, splits=None, posthoc_tau: float | None = None,
                    bootstrap: int = 1000, seed: int = 0, plots: bool = True, batch_size: int = 256) -> dict:
-    """Evaluate MODEL (a model folder or model.pt) on SPLIT of DATA; writes OUT/metrics.json and the report.
+    """Evaluate MODEL (a model folder or its weights file) on SPLIT of DATA; writes OUT's metrics and the report.
 
     Sources without train/val splits get the same lesion-grouped split as training (the model's split_seed).
     `posthoc_tau`: subtract τ·log(training prior) from the logits before scoring (Menon et al.).

@@ -2,7 +2,7 @@
 
 A trained classifier (`train_classifier`):
 
-    MODEL_DIR/model.pt        the selected weights and `ClassifierMeta` (read and written in `metadata`)
+    MODEL_DIR/MODEL_FILE      the selected weights and `ClassifierMeta` (read and written in `metadata`)
     MODEL_DIR/metrics.json    the val-split evaluation of the selected model (`evaluate.write_evaluation`)
     MODEL_DIR/config.yaml     the resolved training config
     MODEL_DIR/history.json    per-epoch loss and val metrics

@@ -1,6 +1,6 @@
 """The classifier model folder's metadata: one typed schema, read and written only here.
 
-MODEL_DIR/model.pt is a dict: the fields of `ClassifierMeta` plus `state_dict`. Training, evaluation, OOD
+MODEL_DIR/MODEL_FILE is a dict: the fields of `ClassifierMeta` plus `state_dict`. Training, evaluation, OOD
 scoring, export and monitoring all read it through `read_meta` / `load_classifier`, so a key can no longer be
 written under one name and looked for under another.
 """
@@ -96,7 +96,7 @@ def check_weights(state: dict, path: Path, expected: dict[str, int] | None) -> N
 
 
 def read_checkpoint(model_dir: str | Path) -> tuple[ClassifierMeta, dict]:
-    """(metadata, state dict) of a classifier model folder or model.pt file. An empty, truncated, foreign or
+    """(metadata, state dict) of a classifier model folder or its MODEL_FILE. An empty, truncated, foreign or
     damaged file is one clear error naming it."""
     import torch
 
@@ -124,7 +124,7 @@ def read_meta(model_dir: str | Path) -> ClassifierMeta:
 
 def write_checkpoint(meta: ClassifierMeta, state_dict: dict, out_dir: str | Path) -> Path:
     """MODEL_FILE with the tensors' checksums, written to a temporary name and renamed: a crash mid-write never
-    leaves a torn model.pt behind."""
+    leaves a torn MODEL_FILE behind."""
     import dataclasses
     import os
 

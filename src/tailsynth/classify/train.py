@@ -3,9 +3,9 @@
 The whole split is decoded once into a uint8 tensor; batches are augmented as tensors. There is no DataLoader:
 on a 2-core machine worker processes cost more than they save for 28-64 px images.
 
-Outputs in OUT: model.pt (tailsynth.classify.model format, the selected epoch), metrics.json (+ per-class CSV,
-markdown, plots) for the val split, config.yaml (the resolved config), checkpoint.pt (last epoch, for resume),
-history.json (per-epoch loss and val metrics).
+Outputs in OUT: a trained classifier model folder (`tailsynth.classify.folders` names its files): the selected
+epoch's weights (tailsynth.classify.model format), the val split's metrics (+ per-class CSV, markdown, plots), the
+resolved config, the last epoch's checkpoint (for resume) and the history (per-epoch loss and val metrics).
 """
 
 from __future__ import annotations
@@ -429,7 +429,7 @@ def _build_fit(cfg: ClassifierTrainConfig, d: _TrainSet, device, channels_last: 
 
 def _resolved_config(cfg: ClassifierTrainConfig, aug_cfg: AugmentConfig, d: _TrainSet, fit: _Fit, data, splits,
                      device, train_prec, infer_prec) -> dict:
-    """What config.yaml (and the saved model) record: every setting as it was resolved for this run."""
+    """What CONFIG_FILE (and the saved model) record: every setting as it was resolved for this run."""
     import torch
 
     amp_dtype = train_prec.autocast_dtype
@@ -515,7 +515,7 @@ def _train_epoch(run: _Run, epoch: int, bar) -> dict:
 
 
 def _train_epochs(run: _Run, saver, last_epoch: int, quiet: bool) -> None:
-    """Epochs start_epoch..last_epoch, each followed by a checkpoint (resumable) and history.json."""
+    """Epochs start_epoch..last_epoch, each followed by a checkpoint (resumable) and the history's update."""
     import torch
 
     from ..progress import Progress
@@ -555,7 +555,7 @@ def _selected_model(run: _Run):
 
 
 def _write_selected(run: _Run, data, write_reports: bool) -> dict:
-    """Save the selected model (model.pt, final config.yaml) and its val evaluation; returns the val metrics."""
+    """Save the selected model (weights, final CONFIG_FILE) and its val evaluation; returns the val metrics."""
 
     from .evaluate import write_evaluation
     from .model import save_classifier
@@ -588,8 +588,8 @@ def train_classifier(data, out, backbone: str = "resnet18", loss: str = "ce", ep
     """Train on the train split, select on val balanced accuracy; returns the val metrics of the selected model.
 
     `kw` sets any ClassifierTrainConfig field (batch_size, lr, optimizer, weight_decay, augment={...}, loss_kw={...}, ...).
-    `resume`: continue from OUT/checkpoint.pt. `stop_after`: stop after that many epochs in total (the checkpoint
-    lets a later call resume), e.g. to split a long run.
+    `resume`: continue from OUT's last-epoch checkpoint. `stop_after`: stop after that many epochs in total (the
+    checkpoint lets a later call resume), e.g. to split a long run.
     """
     import torch
 

@@ -6,6 +6,10 @@ from pathlib import Path
 
 import typer
 
+from ..classify.folders import METRICS_FILE
+from ..evaluation.quick import COMPARISON_SUMMARY
+from ..evaluation.results import COMPARISON_TABLE
+from ..hashing import MODEL_FILE
 from ..outdir import claim
 from .common import (
     CONFIG_HELP,
@@ -31,7 +35,12 @@ def _csv_list(s: str | None) -> list[str] | None:
 
 
 
-@train_app.command("classifier")
+# Command help texts that name stage files are built from the owners' constants (a docstring cannot be).
+TRAIN_CLASSIFIER_HELP = (f"Train on the train split, select on val balanced accuracy; writes OUT/{MODEL_FILE} and "
+                         f"OUT/{METRICS_FILE}.")
+
+
+@train_app.command("classifier", help=TRAIN_CLASSIFIER_HELP)
 def train_classifier_cmd(
     ctx: typer.Context,
     data: Path = typer.Option(..., "--data", help="ISIC 2019 folder or MedMNIST .npz"),
@@ -67,7 +76,6 @@ def train_classifier_cmd(
     quiet: bool = typer.Option(False, "--quiet"),
     config: Path | None = typer.Option(None, "--config", help=CONFIG_HELP + "; any ClassifierTrainConfig field may be set"),
 ) -> None:
-    """Train on the train split, select on val balanced accuracy; writes OUT/model.pt and OUT/metrics.json."""
     from ..classify.metadata import read_meta
     from ..classify.train import ClassifierTrainConfig, train_classifier
 
@@ -95,9 +103,12 @@ def train_classifier_cmd(
                | {"out": str(out)})
 
 
+EVALUATE_HELP = f"Metrics of MODEL on SPLIT: {METRICS_FILE}, per_class.csv, metrics.md, confusion and recall plots."
+
+
 def evaluate_cmd(
     ctx: typer.Context,
-    model: Path = typer.Option(..., "--model", help="model folder (or model.pt)"),
+    model: Path = typer.Option(..., "--model", help=f"model folder (or its {MODEL_FILE})"),
     data: Path = typer.Option(..., "--data", help="ISIC 2019 folder or MedMNIST .npz"),
     split: str = typer.Option("val", "--split"),
     out: Path = typer.Option(..., "--out", help="report folder to write"),
@@ -108,7 +119,6 @@ def evaluate_cmd(
     seed: int = typer.Option(0, "--seed", min=0),
     overwrite: bool = overwrite_option(),
 ) -> None:
-    """Metrics of MODEL on SPLIT: metrics.json, per_class.csv, metrics.md, confusion and recall plots."""
     from ..classify.evaluate import evaluate_model
 
     params = {k: v for k, v in ctx.params.items() if k != "overwrite"}
@@ -117,6 +127,12 @@ def evaluate_cmd(
                            seed=seed)
         record_run(out, "evaluate", params, balanced_accuracy=m.get("balanced_accuracy"))
     print_json({k: m.get(k) for k in ("balanced_accuracy", "accuracy", "macro_auc", "ece")} | {"out": str(out)})
+
+
+EXPERIMENT_HELP = (
+    "Compare long-tail methods. With --folds: the replicate protocol (lesion-grouped folds, epoch and tau chosen on an "
+    "inner split, paired intervals vs the first method): what a result is claimed on. Without --folds: the quick "
+    f"look, methods x seeds on the source's val split -> {COMPARISON_TABLE} / {COMPARISON_SUMMARY} (mean ± std).")
 
 
 def experiment_cmd(
@@ -144,9 +160,6 @@ def experiment_cmd(
     precision: str | None = typer.Option(None, "--precision", help=PRECISION_HELP),
     quiet: bool = typer.Option(False, "--quiet"),
 ) -> None:
-    """Compare long-tail methods. With --folds: the replicate protocol (lesion-grouped folds, epoch and tau chosen on
-    an inner split, paired intervals vs the first method): what a result is claimed on. Without --folds: the quick
-    look, methods x seeds on the source's val split -> comparison.md / comparison_summary.csv (mean ± std)."""
     params = dict(locals())  # the options, before any other local exists
     from ..classify.methods import METHODS
     from ..evaluation.quick import run_experiment
@@ -174,5 +187,5 @@ def experiment_cmd(
 
 def register(app: typer.Typer) -> None:
     attach(app)
-    app.command("evaluate")(evaluate_cmd)
-    app.command("experiment")(experiment_cmd)
+    app.command("evaluate", help=EVALUATE_HELP)(evaluate_cmd)
+    app.command("experiment", help=EXPERIMENT_HELP)(experiment_cmd)

@@ -135,7 +135,8 @@ def overwrite_option():
 
 
 def record_run(out: str | Path, stage: str, params: dict, **sections) -> None:
-    """OUT/run.yaml gets this command's resolved options (and SECTIONS such as the data revision)."""
+    """OUT's run record (`runinfo.RUN_FILE`) gets this command's resolved options (and SECTIONS such as the data
+    revision)."""
     from ..runinfo import record_stage
 
     record_stage(out, stage, params, **sections)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from ..runinfo import RUN_FILE
 from .common import POSITIVE, between, err, fail_cleanly, print_json
 
 data_app = typer.Typer(help="Real data: fetch, validate, split, stats, DVC push/pull.", no_args_is_help=True)
@@ -138,7 +139,11 @@ def push(targets: list[str] | None = typer.Argument(None, help=".dvc files or pa
     print_json(_versioning_call(run, repo=repo, remote=remote, targets=targets, jobs=jobs))
 
 
-@data_app.command("pull")
+PULL_HELP = ("`dvc pull` with clear errors for missing credentials, unreachable endpoint, missing bucket; with --run, "
+             f"restore a run's synthetic (or real) set byte-identical from the revision in its {RUN_FILE}.")
+
+
+@data_app.command("pull", help=PULL_HELP)
 def pull(targets: list[str] | None = typer.Argument(None, help=".dvc files or paths (default: all)"),
          repo: Path = typer.Option(Path("."), help="repository root"),
          remote: str | None = typer.Option(None, "--remote", "-r", help="DVC remote (default: core.remote; with "
@@ -148,8 +153,6 @@ def pull(targets: list[str] | None = typer.Argument(None, help=".dvc files or pa
          what: str = typer.Option("synthetic", "--set", help="with --run: synthetic | real"),
          dest: Path | None = typer.Option(None, "--dest", help="with --run: an absent or empty folder "
                                                                  "(default RUN/restored/SET)")) -> None:
-    """`dvc pull` with clear errors for missing credentials, unreachable endpoint, missing bucket; with --run, restore
-    a run's synthetic (or real) set byte-identical from the revision in its run.yaml."""
     if run is not None:
         from ..data.versioning import pull_run
 

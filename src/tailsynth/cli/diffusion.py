@@ -7,6 +7,8 @@ from pathlib import Path
 import typer
 
 from ..data.classes import TAIL_CLASSES
+from ..ood.gates import GATES_FILE
+from ..ood.selection import RECORD_FILE as OLD_GATES_FILE  # the gate record's name before the rename
 from ..outdir import claim
 from .common import (
     CONFIG_HELP,
@@ -178,7 +180,7 @@ def synth_quality_cmd(
     model: Path = typer.Option(..., "--model", help="synthesizer folder (e.g. models/synth-dermamnist)"),
     data: Path = typer.Option(..., "--data", help="real data: " + SOURCE_HELP),
     classifier: Path = typer.Option(..., "--classifier", help="real-only classifier folder (label fidelity, features)"),
-    out: Path = typer.Option(..., "--out", help="folder for gates.json, index.html, grids and the samples"),
+    out: Path = typer.Option(..., "--out", help=f"folder for {GATES_FILE}, index.html, grids and the samples"),
     classes: str = typer.Option(",".join(TAIL_CLASSES), help="comma-separated tail classes to gate"),
     modes: str = typer.Option("inpaint,harmonize", help="synthesis modes to gate"),
     strength: float = typer.Option(0.5, callback=FRACTION, help="harmonize strength"),
@@ -248,7 +250,8 @@ def ship_cmd(
     model: Path = typer.Option(..., "--model", help="trained model folder (its EMA weights are shipped)"),
     out: Path = typer.Option(..., "--out", help="e.g. models/synth-dermamnist"),
     name: str = typer.Option("synth-dermamnist", "--name"),
-    quality: Path | None = typer.Option(None, "--quality", help="gates.json from `synth-quality` (gate figures; quality.json in older folders)"),
+    quality: Path | None = typer.Option(None, "--quality", help=f"{GATES_FILE} from `synth-quality` (gate figures; "
+                                                                 f"{OLD_GATES_FILE} in older folders)"),
     command: list[str] = typer.Option([], "--command", help="a command that reproduces it (repeatable)"),
     note: list[str] = typer.Option([], "--note", help="a note for the model card (repeatable)"),
     overwrite: bool = overwrite_option(),

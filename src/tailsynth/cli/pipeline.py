@@ -13,6 +13,7 @@ import typer
 
 from ..errors import ConfigError, MissingInputError, ServiceError
 from ..outdir import claim
+from ..pipeline_report import COMPARISON_FILE
 from .common import err, fail_cleanly, overwrite_option
 
 pipeline_app = typer.Typer(help="Kubeflow pipelines: run locally, compile, submit to a cluster.", no_args_is_help=True)
@@ -87,7 +88,7 @@ def run(local_: bool = typer.Option(False, "--local", help="run with KFP's local
         profile: str = typer.Option("cpu", "--profile", help="tiny | cpu | ham | paper"),
         data: Optional[Path] = typer.Option(None, "--data", help="DermaMNIST .npz, a HAM10000 folder, a folder holding "
                                             "dermamnist/dermamnist.npz, or an ISIC 2019 folder (default ../shared/data)"),
-        out: Path = typer.Option(..., "--out", help="run folder: report.md, report.html, comparison.csv, artifacts/"),
+        out: Path = typer.Option(..., "--out", help=f"run folder: report.md, report.html, {COMPARISON_FILE}, artifacts/"),
         data_revision: Optional[str] = typer.Option(None, "--data-revision",
                                                     help="DVC revision of the data (default: its content hash)"),
         cache: bool = typer.Option(False, "--cache", help="resume: reuse every task finished by an earlier run "

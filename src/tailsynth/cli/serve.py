@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from ..hashing import MODEL_FILE
 from ..outdir import claim
 from .common import err, fail_cleanly, overwrite_option, print_json, record_run
 
@@ -19,7 +20,7 @@ def _tuning_help(name: str) -> str:
 
 
 def export(ctx: typer.Context,
-           model: Path = typer.Option(..., "--model", help="classifier folder (MODEL_DIR/model.pt)"),
+           model: Path = typer.Option(..., "--model", help=f"classifier folder (MODEL_DIR/{MODEL_FILE})"),
            out: Path = typer.Option(..., "--out", help="Triton model repository root to write"),
            target: str = typer.Option("local", "--target", help="local (python backend for the bundled Triton) "
                                       "or cluster (onnxruntime_onnx platform, GPU instances)"),

@@ -19,6 +19,7 @@ from urllib.parse import urlparse
 
 from ..errors import ConfigError, ServiceError
 from ..hashing import data_revision, file_digest  # noqa: F401  (data_revision: part of this API)
+from ..runinfo import RUN_FILE
 
 DEFAULT_S3_REMOTE = "s3"
 PROBE_TIMEOUT_S = 5
@@ -331,10 +332,10 @@ def version_sets(sets: dict[str, str | Path], remote: dict | str | None, timeout
 
 
 def record_run_versions(run_dir: str | Path, record: dict, params: dict | None = None) -> dict:
-    """Write RUN_DIR/dvc/<set>.dvc for every pushed set and the `version` stage of RUN_DIR/run.yaml.
+    """Write RUN_DIR/dvc/<set>.dvc for every pushed set and the `version` stage of RUN_DIR/RUN_FILE.
 
     RECORD is the version stage's output: {"remote": spec or None, "sets": {name: version_sets entry + "uri"}, ...}.
-    Returns the `dvc` section written to run.yaml.
+    Returns the `dvc` section written to the run record.
     """
     from ..runinfo import record_stage
 
@@ -357,8 +358,8 @@ def record_run_versions(run_dir: str | Path, record: dict, params: dict | None =
 
 
 def run_versions(run_dir: str | Path) -> dict:
-    """The `dvc` section of RUN_DIR/run.yaml's version stage; a clear error when the run has none."""
-    from ..runinfo import RUN_FILE, read_run
+    """The `dvc` section of RUN_DIR/RUN_FILE's version stage; a clear error when the run has none."""
+    from ..runinfo import read_run
 
     run = read_run(run_dir)
     section = ((run.get("stages") or {}).get(VERSION_STAGE) or {}).get("dvc")
@@ -400,7 +401,7 @@ def pull_run(run_dir: str | Path, dest: str | Path, what: str = "synthetic", rem
         spec["endpointurl"] = os.environ["AWS_ENDPOINT_URL"]
     out = yaml.safe_load(dvc_file.read_text())["outs"][0]
     if out.get("md5") != entry["md5"]:
-        raise VersioningError(f"{dvc_file}: md5 {out.get('md5')} differs from run.yaml's {entry['md5']}")
+        raise VersioningError(f"{dvc_file}: md5 {out.get('md5')} differs from {RUN_FILE}'s {entry['md5']}")
     repo = _scratch_repo(timeout)
     try:
         out["path"] = what
@@ -427,7 +428,7 @@ def version_run(real: str | Path, synthetic: str | Path, remote: dict | str | No
                 candidates: str | Path | None = None, synthesizer: str | Path | None = None,
                 synthesizer_hash: str | None = None, timeout: float | None = 3600) -> dict:
     """The version stage of a run: push the staged real data and the selected synthetic set, and say where each
-    came from. Returns the record `record_run_versions` turns into run.yaml's version stage.
+    came from. Returns the record `record_run_versions` turns into the run record's version stage.
 
     `synthesizer_hash`: the synthesizer's weights hash (`tailsynth.diffusion.model.model_hash`), given by the caller
     with `synthesizer`: data comes before diffusion in the package order, so versioning does not open a model."""

@@ -2,7 +2,8 @@
 
     OUT/generation.json             the record: schema, the resolved settings (merge compares them across shards)
     OUT/manifest.csv                one row per candidate with its provenance (MANIFEST_COLUMNS, + input paths)
-    OUT/synthetic_ground_truth.csv  the same labels in the ISIC layout (`tailsynth.data.isic`), for `load_source`
+    OUT/GT_FILE                     the same labels in the ISIC layout (the synthetic ground truth file that
+                                    `tailsynth.data.isic` names), for `load_source`
     OUT/images/<id>.png             the candidates;  OUT/inputs/  backgrounds, masks, composites (--save-inputs)
     OUT/grid_<class>.png            preview grids
 

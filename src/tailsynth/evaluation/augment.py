@@ -14,8 +14,8 @@ Optionally more gammas for (e) (`gammas`).
 
 Per replicate, (a) trains first; its model scores the candidates (selection never sees the reported images),
 then the other arms train. Every run is one `train_classifier` call in its own folder; a finished run is reused,
-so an interrupted experiment resumes. results.json holds per-arm means, paired Δ vs (a) and between the arms
-the decision rule names, with bootstrap intervals and McNemar p-values, and the verdict of the rule.
+so an interrupted experiment resumes. The results (`results.RESULTS_FILE`) hold per-arm means, paired Δ vs (a) and
+between the arms the decision rule names, with bootstrap intervals and McNemar p-values, and the verdict of the rule.
 """
 
 
@@ -218,7 +218,7 @@ def run_augmentation_experiment(data, candidates, out, *, baseline: str = "class
                                 n_boot: int = 1000, train_kw: dict | None = None, quiet: bool = False,
                                 jobs: int = 1, collect_only: bool = False, feature_share: float = 0.25,
                                 feature_report: bool = True) -> dict:
-    """Train (or, with collect_only, only gather finished) runs of every arm; write results.json and table.md.
+    """Train (or, with collect_only, only gather finished) runs of every arm; write the results and table.md.
 
     `synthetic_dose` "add": synthetic draws come on top of (a)'s real epoch, and (c) is its replay control (the same
     extra draws, all real); "replace": they take a share of the class totals and (c) is the prior-shift control.
@@ -284,7 +284,7 @@ REPLICATE_QUALITY_FILE = "replicate_quality.json"
 
 def _write(out: Path, arms, gammas, reps, config: dict, kept_counts: dict, quality: dict, *, tail, n_boot: int,
            eval_data) -> dict:
-    """The selection's counts and quality, then results.json and table.md from every finished run."""
+    """The selection's counts and quality, then the results and table.md from every finished run."""
     from ..ood.select import jsonable
 
     if kept_counts:

@@ -31,9 +31,9 @@ def run_method_comparison(data, out, methods, *, folds: int | None = 5, seeds=(0
                           eval_splits=None, tail=TAIL_CLASSES, n_boot: int = 1000, train_kw: dict | None = None,
                           quiet: bool = False, jobs: int = 1, collect_only: bool = False,
                           only_folds=None) -> dict:
-    """Train (or, with collect_only, only gather) every method on every replicate; write results.json and
-    comparison.md. `only_folds` (fold numbers): train and tabulate only those folds (a staged protocol's first
-    stage)."""
+    """Train (or, with collect_only, only gather) every method on every replicate; write the results
+    (`results.RESULTS_FILE`) and COMPARISON_TABLE. `only_folds` (fold numbers): train and tabulate only those folds
+    (a staged protocol's first stage)."""
     methods = list(methods)
     if not methods:
         raise ConfigError("no methods to compare")

@@ -27,8 +27,8 @@ from .results import COMPARISON_TABLE
 HEADLINE = ("balanced_accuracy", "accuracy", "macro_auc", "ece")
 
 
-# Per run (long form), per method (mean, std), the summary as JSON. The summary was `comparison.csv` before the run
-# report's arms table (`pipeline_report.COMPARISON_FILE`, another schema) took that name alone.
+# Per run (long form), per method (mean, std), the summary as JSON. The summary was named like the run report's
+# arms table (`pipeline_report.COMPARISON_FILE`, another schema) before that table took the name alone.
 COMPARISON_RUNS = "comparison_runs.csv"
 COMPARISON_SUMMARY = "comparison_summary.csv"
 COMPARISON_JSON = "comparison.json"

@@ -17,7 +17,7 @@ Predict = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 @dataclass(frozen=True)
 class FeatureModel:
-    source: str  # where the classifier came from (recorded in quality.json, followed by lineage)
+    source: str  # where the classifier came from (recorded in the selection's quality record, followed by lineage)
     classes: list[str]
     resolution: int
     backbone: str

@@ -100,7 +100,8 @@ def precision_recall(real, fake, k: int = 3) -> tuple[float, float]:
 
 def class_quality(real_feats, fake_feats, *, n_candidates: int, n_kept: int, n_memorized: int,
                   k: int = 3, kid_subset: int = 1000, kid_subsets: int = 100, seed: int = 0) -> dict:
-    """The per-class entry of quality.json; fake_feats are the *kept* candidates' features."""
+    """The per-class entry of the selection's quality record (`selection.RECORD_FILE`); fake_feats are the *kept*
+    candidates' features."""
     real_feats = np.asarray(real_feats)
     fake_feats = np.asarray(fake_feats)
     kid_mean, kid_std = kid(real_feats, fake_feats, kid_subset, kid_subsets, seed) if len(fake_feats) else (math.nan,) * 2

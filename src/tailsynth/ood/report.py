@@ -1,6 +1,7 @@
 """The human half of the selection report: score histograms and sample grids in one HTML page.
 
-The machine half is quality.json (written by select.py); this page shows the same numbers plus pictures.
+The machine half is the selection's quality record (`selection.RECORD_FILE`, written by select.py); this page
+shows the same numbers plus pictures.
 """
 
 from __future__ import annotations
