@@ -72,3 +72,15 @@ def test_decision_rule_for_g_reads_its_own_control():
     v = decide(part)["features"]
     assert v["verdict"] == "no detectable effect" and v["beats_control"] is False
     assert "beats_prior_shift_control" not in v
+
+
+def test_screen_rule_prefers_the_smaller_share_within_the_tie():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
+    from feature_screen import choose
+
+    assert choose({0.25: 0.600, 0.5: 0.604}) == 0.25  # within 0.005: the smaller r
+    assert choose({0.25: 0.600, 0.5: 0.606}) == 0.5
+    assert choose({0.25: 0.610, 0.5: 0.590}) == 0.25
