@@ -96,10 +96,11 @@ PROFILES: dict[str, dict] = {
     "ham": {**_COMMON,
             # Stage 1 of that comparison (2026-12-07): resnet18 from scratch beat ImageNet-pretrained
             # EfficientNet-Lite0 (BMA 0.595 vs 0.522 on folds 0-1), and 12 epochs beat 6 by 0.019. precision auto:
-            # fp32 (+ channels_last where faster) training, bf16 inference where the CPU has it. The loss/sampler
-            # follow stage 2's winner (class-balanced sampler until it has ended).
+            # fp32 (+ channels_last where faster) training, bf16 inference where the CPU has it. Loss and sampler:
+            # stage 2's winner, CE + class-balanced sampler (mean BMA 0.588 over 5 lesion-grouped folds vs 0.533-
+            # 0.579 for mixup, cRT, balanced softmax, DRW, post-hoc; docs/results/classifier_comparison_ham.md).
             "epochs": 12, "resolution": 64, "batch_size": 128, "precision": "auto",
-            "classifier_sampler": "class-balanced",
+            "loss": "ce", "classifier_sampler": "class-balanced",
             "diffusion_model": "",
             "diffusion_size": "lean64", "diffusion_resolution": 64, "diffusion_steps": 3000,
             "diffusion_batch_size": 64, "diffusion_max_minutes": 3.0,
