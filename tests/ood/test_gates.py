@@ -107,6 +107,17 @@ def test_synth_quality_end_to_end_tiny(tmp_path):
     assert len(scores) == 8
     df = [p for c, p in scores.values() if c == "DF"]
     assert np.mean(df) == pytest.approx(q["gates"]["inpaint"]["DF"]["label_fidelity"], abs=1e-5)
+    # --min-count raises the candidates per class (not the real images they are compared with).
+    q2 = run_gates(GateConfig(model=str(tmp_path / "m"), data=str(npz), classifier=str(tmp_path / "clf"),
+                              out=str(tmp_path / "q2"), classes=["DF", "VASC"], modes=["inpaint"], steps=2,
+                              tos=False, min_count=6, batch_size=4), feature_model(tmp_path / "clf"),
+                   train_classifier)
+    assert {c: g["n_synthetic"] for c, g in q2["gates"]["inpaint"].items()} == {"DF": 6, "VASC": 6}
+    assert all(g["n"] == 2 for g in q2["gates"]["inpaint"].values())
+    from tailsynth.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="min_count"):
+        GateConfig(model="m", data="d", classifier="c", out="o", min_count=-1)
 
 
 def test_paired_fidelity_pairs_candidates_by_id_and_brackets_the_shift(tmp_path):

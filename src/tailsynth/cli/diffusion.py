@@ -192,6 +192,8 @@ def synth_quality_cmd(
     gate_epochs: int = typer.Option(5, "--gate-epochs", min=1),
     gate_seeds: str = typer.Option("0", "--gate-seeds", help="comma-separated seeds of the TOS classifiers"),
     no_tos: bool = typer.Option(False, "--no-tos", help="skip the train-on-synthetic classifiers (fast)"),
+    min_count: int = typer.Option(0, "--min-count", min=0,
+                                  help="candidates per class and mode: the class's training count, at least this"),
     runtime: str = typer.Option("eager", "--runtime", help="how the UNet runs: eager | compile | onnxruntime"),
     precision: str = typer.Option("auto", "--precision", help="fp32 | bf16 (CPU autocast) | auto (bf16 where the "
                                                                "CPU has native bf16, as generate does)"),
@@ -210,7 +212,7 @@ def synth_quality_cmd(
                          modes=[m.strip() for m in modes.split(",") if m.strip()], strength=strength,
                          sampler=sampler, steps=steps, guidance=guidance, seed=seed, gate_backbone=gate_backbone,
                          gate_epochs=gate_epochs, gate_seeds=gate_seed_list, tos=not no_tos,
-                         runtime=runtime, precision=precision)
+                         min_count=min_count, runtime=runtime, precision=precision)
         q = run_gates(cfg, feature_model(cfg.classifier), train_classifier)
     print_json({"out": str(out), "all_pass": q["all_pass"], "gates": q["gates"]})
 

@@ -202,6 +202,9 @@ class GateConfig:
     gate_sampler: str = "class-balanced"
     gate_seeds: list[int] = field(default_factory=lambda: [0])
     tos: bool = True
+    # Candidates per class and mode: the class's real training count, raised to at least min_count (the label
+    # fidelity, distances and memorization figures of a 61-image class are too noisy to rank two synthesizers).
+    min_count: int = 0
     batch_size: int = 64
     # How the UNet runs (tailsynth.diffusion.runtime): the gates are a property of the images, so a runtime or
     # precision that changes them (bf16) is gated by running synth-quality with it.
@@ -217,10 +220,12 @@ class GateConfig:
         from ..diffusion.runtime import check_runtime
 
         check_runtime(self.runtime, False, self.precision)
+        if self.min_count < 0:
+            raise ConfigError(f"synth-quality: min_count {self.min_count} must be >= 0")
 
 
 def _generate_mode(cfg: GateConfig, mode: str, counts: dict[str, int], out: Path) -> Path:
-    """Candidates of every gate class, n(c) = real training count of c, in one candidate set per mode."""
+    """Candidates of every gate class, n(c) = COUNTS[c], in one candidate set per mode."""
     import shutil
 
     from ..diffusion.candidate_set import merge_candidate_sets
@@ -353,7 +358,8 @@ def run_gates(cfg: GateConfig, classifier: FeatureModel, train: Trainer) -> dict
     if missing:
         raise DataError(f"{cfg.data}: no training images of {', '.join(missing)}")
 
-    folders = {mode: _generate_mode(cfg, mode, counts, out) for mode in cfg.modes}
+    wanted = {c: max(int(counts[c]), cfg.min_count) for c in cfg.classes}
+    folders = {mode: _generate_mode(cfg, mode, wanted, out) for mode in cfg.modes}
     per_mode: dict[str, dict] = {}
     for mode, folder in folders.items():
         sc = score_candidates(folder, cfg.data, classifier)
