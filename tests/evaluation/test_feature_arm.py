@@ -56,6 +56,22 @@ def test_feature_arms_through_the_experiment(ood_setup, tmp_path):
                              report=False, log=lambda *a: None)
     assert screen["reported"] is False and not (tmp_path / "screen" / PREDICTIONS.format(part="test")).exists()
 
+    # tools/keep_experiment.py: what the result rests on survives the run folders (fp16 probabilities).
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
+    from keep_experiment import keep, restore
+
+    kept = keep(out, tmp_path / "kept")
+    assert (tmp_path / "kept" / "results.json").is_file() and (tmp_path / "kept" / "records" / "features").is_dir()
+    assert len([k for k in kept if k.suffix == ".npz"]) == 6  # 3 arms x 2 folds
+    back = restore(tmp_path / "fresh", tmp_path / "kept")
+    assert len(back) == 6 and not restore(tmp_path / "fresh", tmp_path / "kept")  # a second restore adds nothing
+    r = load_predictions(tmp_path / "fresh" / "runs" / "features" / "fold1_seed0" / PREDICTIONS.format(part="test"))
+    o = load_predictions(out / "runs" / "features" / "fold1_seed0" / PREDICTIONS.format(part="test"))
+    assert np.array_equal(r["ids"], o["ids"]) and np.allclose(r["probs"], o["probs"], atol=1e-3)
+
 
 def test_decision_rule_for_g_reads_its_own_control():
     def cmp(lo, hi, p):
