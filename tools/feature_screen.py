@@ -59,8 +59,8 @@ def main() -> None:
     a.results.mkdir(parents=True, exist_ok=True)
     (a.results / "feature_screen.json").write_text(json.dumps(out, indent=1))
     lines = ["# Arm (g) screen: synthetic share r on the inner splits of folds 0-1", "",
-             "Rule (amendment of 2026-12-07, written before the run): the higher mean inner-val BMA wins; ties within "
-             "0.005 -> the smaller r. The reported folds were not read.", "",
+             ("Rule (amendment of 2026-12-07, written before the run): the higher mean inner-val BMA wins; ties within "
+              "0.005 -> the smaller r. The reported folds were not read."), "",
              "| fold | r | chosen l2 | inner-val BMA (g) | inner-val BMA of (a)'s own head | BMA per l2 |",
              "|---|---|---|---|---|---|"]
     for x in rows:
