@@ -85,3 +85,17 @@ def test_a_package_outside_the_order_is_refused():
 
     with pytest.raises(ValueError, match="no place in PACKAGE_ORDER"):
         import_graph.package("tailsynth.newstage.thing")
+
+
+def test_no_function_in_the_library_is_over_80_lines():
+    """Issue 30's rule: a function that does not fit a screen does more than one thing."""
+    import ast
+
+    long = []
+    for path in sorted((ROOT / "src").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = node.end_lineno - node.lineno + 1
+                if n > 80:
+                    long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({n} lines)")
+    assert not long, long

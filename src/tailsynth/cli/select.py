@@ -95,6 +95,10 @@ def _extra_gammas(text: str) -> list[float]:
     return values
 
 
+SHARE = between(0, 1, hi_open=True)
+FEATURE_SHARE_HELP = "arm (g): share r of a tail class's weight carried by synthetic features"
+
+
 def experiment_augment(
     data: Path = typer.Option(..., "--data", help="real data SOURCE (DermaMNIST .npz or ISIC folder)"),
     out: Path = typer.Option(..., "--out"),
@@ -105,9 +109,8 @@ def experiment_augment(
     baseline: str = typer.Option("class-balanced-sampler", "--baseline",
                                  help="arm (a): a method of `tailsynth experiment` (the comparison's winner)"),
     arms: str = typer.Option("real,cmo,prior-shift,random,ood,harmonized", "--arms",
-                             help="subset of real,cmo,prior-shift,random,ood,harmonized,features,features-real "
-                                  "(features: (g), tail features sampled from per-class Gaussians, head re-fit; "
-                                  "features-real: (g0), its control)"),
+                             help="subset of real,cmo,prior-shift,random,ood,harmonized,features (g: feature-space "
+                                  "tail samples, head re-fit),features-real (g0: its control)"),
     folds: int | None = typer.Option(None, "--folds", min=2, help="k-fold lesion-grouped stratified CV over train+val; "
                                                              "without it, report on the source's val split"),
     seeds: str = typer.Option("0", "--seeds", help="comma-separated training seeds (per fold)"),
@@ -125,8 +128,7 @@ def experiment_augment(
                                                       "instead of a --gamma fraction"),
     clean_confidence: float = typer.Option(0.8, "--clean-confidence", callback=FRACTION),
     clean_band: str = typer.Option("1,2", "--clean-band"),
-    feature_share: float = typer.Option(0.25, "--feature-share", callback=between(0, 1, hi_open=True),
-                                        help="arm (g): share r of a tail class's weight carried by synthetic features"),
+    feature_share: float = typer.Option(0.25, "--feature-share", callback=SHARE, help=FEATURE_SHARE_HELP),
     cmo_prob: float = typer.Option(0.5, "--cmo-prob", callback=between(0, 1), help="share of head-class images that get a pasted lesion"),
     mask_dir: Path | None = typer.Option(None, "--mask-dir", help="lesion masks from `tailsynth masks` for CMO "
                                                                     "(default: segmented on the fly)"),
