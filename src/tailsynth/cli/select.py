@@ -97,13 +97,15 @@ def _extra_gammas(text: str) -> list[float]:
 
 SHARE = between(0, 1, hi_open=True)
 FEATURE_SHARE_HELP = "arm (g): share r of a tail class's weight carried by synthetic features"
+CANDIDATES_HELP = "GEN_DIR of synthetic candidates (arms prior-shift, random, ood)"
+FINAL_HELP = ("train every arm once on all of --data (an inner split picks the epoch) and report only on --eval-data "
+              "(HAM10000 folder: --eval-split all): the final models and their external check")
 
 
 def experiment_augment(
-    data: Path = typer.Option(..., "--data", help="real data SOURCE (DermaMNIST .npz or ISIC folder)"),
+    data: Path = typer.Option(..., "--data", help="real data SOURCE (DermaMNIST .npz, ISIC or HAM10000 folder)"),
     out: Path = typer.Option(..., "--out"),
-    candidates: Path | None = typer.Option(None, "--candidates", help="GEN_DIR of synthetic candidates "
-                                                                      "(arms prior-shift, random, ood)"),
+    candidates: Path | None = typer.Option(None, "--candidates", help=CANDIDATES_HELP),
     harmonized_candidates: Path | None = typer.Option(None, "--harmonized-candidates",
                                                         help="GEN_DIR from `generate --mode harmonize` (arm harmonized)"),
     baseline: str = typer.Option("class-balanced-sampler", "--baseline",
@@ -144,6 +146,7 @@ def experiment_augment(
     inner_val: float = typer.Option(0.15, "--inner-val", callback=between(0, 1, lo_open=True, hi_open=True), help="share of the training part held out to pick the epoch"),
     split_seed: int = typer.Option(0, "--split-seed", min=0, help="seed of the folds and inner splits"),
     eval_data: Path | None = typer.Option(None, "--eval-data", help="another SOURCE the runs never saw"),
+    final: bool = typer.Option(False, "--final", help=FINAL_HELP),
     eval_split: str = typer.Option("test", "--eval-split", help="split of --eval-data to evaluate on"),
     eval_splits: Path | None = typer.Option(None, "--eval-splits", help="split manifest for --eval-data"),
     bootstrap: int = typer.Option(1000, "--bootstrap", min=0, help="bootstrap resamples for the paired intervals"),
@@ -175,7 +178,7 @@ def experiment_augment(
             backbone=backbone, epochs=epochs, resolution=resolution,
             score=score, classifier=classifier, splits=splits, inner_val=inner_val, split_seed=split_seed,
             eval_data=eval_data, eval_split=eval_split, eval_splits=eval_splits, n_boot=bootstrap, jobs=jobs,
-            collect_only=collect_only, quiet=quiet, feature_share=feature_share, train_kw=set_options(
+            collect_only=collect_only, quiet=quiet, feature_share=feature_share, final=final, train_kw=set_options(
                 threads=threads, batch_size=batch_size, device=device, pretrained=pretrained, precision=precision))
     decision = {part: e.get("decision") for part, e in res["results"]["parts"].items()}
     print_json({"out": str(out), "table": res["table_path"], "decision": decision})

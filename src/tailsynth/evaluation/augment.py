@@ -194,8 +194,8 @@ def _feature_arms(out: Path, reps, arms, data, share: float, *, tail: list[str],
             continue
         for arm in (a for a in FEATURE_ARMS if a in arms):
             run_feature_arm(scorer, data, rep.manifest, out / "runs" / arm / rep.tag, share=shares[arm],
-                            seed=rep.seed, tail=tail, report=report, eval_data=eval[0], eval_split=eval[1],
-                            eval_splits=eval[2], log=log)
+                            seed=rep.seed, tail=tail, report=report, has_test=rep.reported, eval_data=eval[0],
+                            eval_split=eval[1], eval_splits=eval[2], log=log)
 
 
 def _config(data, candidates, harmonized_candidates, arms, common: dict, syn: dict, **settings) -> dict:
@@ -217,13 +217,17 @@ def run_augmentation_experiment(data, candidates, out, *, baseline: str = "class
                                 eval_split: str = "test", eval_splits=None, tail=TAIL_CLASSES,
                                 n_boot: int = 1000, train_kw: dict | None = None, quiet: bool = False,
                                 jobs: int = 1, collect_only: bool = False, feature_share: float = 0.25,
-                                feature_report: bool = True) -> dict:
+                                feature_report: bool = True, final: bool = False) -> dict:
     """Train (or, with collect_only, only gather finished) runs of every arm; write the results and table.md.
 
     `synthetic_dose` "add": synthetic draws come on top of (a)'s real epoch, and (c) is its replay control (the same
     extra draws, all real); "replace": they take a share of the class totals and (c) is the prior-shift control.
     `clean` (a dict of `select_candidates`' clean_* options, may be empty): arms (e)/(f) keep what the cleaning rule
-    keeps instead of a gamma fraction; (d) still matches (e)'s counts."""
+    keeps instead of a gamma fraction; (d) still matches (e)'s counts. `feature_share`: r of arm (g);
+    `feature_report` False (its screen): (g)/(g0) are fitted and scored on the inner split only. `final`: every arm
+    trains once on all of DATA and is read on EVAL_DATA only (the final models and their external check)."""
+    if final and eval_data is None:
+        raise ConfigError("--final reports on another source only: give it --eval-data (a folder none of the runs saw)")
     arms, needs_synthetic = _arms_to_run(arms, gammas, candidates, harmonized_candidates, seeds)
     if classifier:
         # A scorer trained on all the data has seen every reported image; allowed, but said loudly.
@@ -241,11 +245,11 @@ def run_augmentation_experiment(data, candidates, out, *, baseline: str = "class
     control = ({"synthetic_dose": "replay", "synthetic_ratio": synthetic_ratio} if synthetic_dose == "add"
                else {"synthetic_ratio": 0.0})
     reps = make_replicates(data, out, folds=folds, seeds=[int(s) for s in seeds], splits=splits,
-                           inner_val=inner_val, split_seed=split_seed)
+                           inner_val=inner_val, split_seed=split_seed, final=final)
     config = _config(data, candidates, harmonized_candidates, arms, common, syn, baseline=baseline, folds=folds,
                      seeds=[int(s) for s in seeds], gamma=gamma, gammas=gammas, score=score, inner_val=inner_val,
                      tail=list(tail), eval_data=str(eval_data) if eval_data else None, eval_split=eval_split,
-                     n_boot=n_boot, cmo=cmo or {}, feature_share=feature_share)
+                     n_boot=n_boot, cmo=cmo or {}, feature_share=feature_share, final=final)
     (out / "experiment_config.json").write_text(json.dumps(config, indent=1, default=str))
     plan = RunPlan(out, data, common, eval_data, eval_split, eval_splits)
 

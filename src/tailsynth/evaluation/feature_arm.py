@@ -73,16 +73,17 @@ def _training_set(model, meta, data, manifest, tail: list[str], share: float, se
 
 
 def run_feature_arm(scorer: Path, data, manifest: Path, run_dir: Path, *, share: float, seed: int,
-                    tail: list[str], report: bool = True, eval_data=None, eval_split: str = "test",
-                    eval_splits=None, l2_grid=L2_GRID, log=print) -> dict:
-    """One (g) run (share > 0) or (g0) run (share 0) of one replicate, from its arm-(a) model SCORER."""
+                    tail: list[str], report: bool = True, has_test: bool = True, eval_data=None,
+                    eval_split: str = "test", eval_splits=None, l2_grid=L2_GRID, log=print) -> dict:
+    """One (g) run (share > 0) or (g0) run (share 0) of one replicate, from its arm-(a) model SCORER. `has_test`
+    False: the replicate has no reported part (a final model), only EVAL_DATA is read."""
     import torch
 
     from ..classify.model import load_classifier
 
     run_dir = Path(run_dir)
     record_file = run_dir / FEATURE_ARM_FILE
-    wanted = ["test"] * report + ["eval"] * (report and eval_data is not None)
+    wanted = ["test"] * (report and has_test) + ["eval"] * (report and eval_data is not None)
     if record_file.is_file() and all((run_dir / PREDICTIONS.format(part=p)).is_file() for p in wanted):
         return json.loads(record_file.read_text())
     t0 = time.time()
@@ -102,7 +103,7 @@ def run_feature_arm(scorer: Path, data, manifest: Path, run_dir: Path, *, share:
         scores[l2] = _balanced_accuracy(yv, _softmax(head_logits(fv, *heads[l2])), classes)
     chosen = _choose_l2(scores)
     a_val = _balanced_accuracy(yv, _softmax(head_logits(fv, w0, b0)), classes)
-    parts = [("test", data, "test", manifest, False)] * report
+    parts = [("test", data, "test", manifest, False)] * (report and has_test)
     if report and eval_data is not None:
         parts.append(("eval", eval_data, eval_split, eval_splits, True))
     for part, src, split, splits, drop in parts:

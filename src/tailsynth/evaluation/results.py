@@ -20,8 +20,10 @@ COMPARISON_TABLE = "comparison.md"
 
 def collect(out: Path, keys: list[str], reps: list[Replicate], *, tail: list[str], n_boot: int,
             eval_data: bool, ref: str = "real", contrasts=CONTRASTS, rule: bool = True) -> dict:
-    """Per-arm tables and paired comparisons from the saved predictions, for the reported part and the eval source."""
-    parts = {"test": "seed"} | ({"eval": "replicate"} if eval_data else {})
+    """Per-arm tables and paired comparisons from the saved predictions, for the reported part (when the replicates
+    have one) and the eval source."""
+    reported = any(r.reported for r in reps)
+    parts = ({"test": "seed"} if reported else {}) | ({"eval": "replicate"} if eval_data else {})
     res: dict = {"parts": {}}
     for part, passes in parts.items():
         preds: dict[str, dict] = {}

@@ -50,7 +50,8 @@ class RunPlan:
         def saved(t: dict, part: str) -> bool:
             return (Path(t["run_dir"]) / PREDICTIONS.format(part=part)).is_file()
 
-        return [t for t in tasks if not saved(t, "test") or (self.eval_data and not saved(t, "eval"))]
+        return [t for t in tasks if (t["rep"].reported and not saved(t, "test"))
+                or (self.eval_data and not saved(t, "eval"))]
 
 
 def train_pending(todo: list[dict], *, jobs: int, log, collect_only: bool) -> None:
@@ -77,7 +78,7 @@ def run_one(task: dict, log=print) -> dict:
     if task["posthoc"]:
         tau, _ = tune_posthoc_tau(run, task["data"], rep.manifest)
     test_file = run / PREDICTIONS.format(part="test")
-    if not test_file.is_file():
+    if rep.reported and not test_file.is_file():
         save_predictions(run, "test", predict_part(run, task["data"], "test", rep.manifest), tau)
     if task.get("eval_data") and not (run / PREDICTIONS.format(part="eval")).is_file():
         pred = predict_part(run, task["eval_data"], task["eval_split"], task.get("eval_splits"), drop_unknown=True)
