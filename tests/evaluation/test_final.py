@@ -21,6 +21,8 @@ def test_final_trains_on_all_and_reports_only_the_other_source(ood_setup, tmp_pa
             "test_resnet", "--epochs", "1", "--batch-size", "32", "--threads", "1", "--bootstrap", "50", "--quiet"]
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
+    assert "| (a) best real-only |" in r.output and "Per-class recall" in r.output  # the table, printed
+    assert json.loads(r.output.strip().splitlines()[-1])["table"].endswith("table.md")
     with open(out / "splits" / "all.csv") as f:
         parts = [row["split"] for row in csv.DictReader(f)]
     assert set(parts) == {"train", "val"} and len(parts) == 100  # every image of the source trains (or picks the epoch)

@@ -181,6 +181,8 @@ def experiment_augment(
             collect_only=collect_only, quiet=quiet, feature_share=feature_share, final=final, train_kw=set_options(
                 threads=threads, batch_size=batch_size, device=device, pretrained=pretrained, precision=precision))
     decision = {part: e.get("decision") for part, e in res["results"]["parts"].items()}
+    if final:  # the external check is read by people: the table first, the machine-readable line last
+        typer.echo(res["markdown"])
     print_json({"out": str(out), "table": res["table_path"], "decision": decision})
 
 
