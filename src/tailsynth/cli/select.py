@@ -180,9 +180,14 @@ def experiment_augment(
             eval_data=eval_data, eval_split=eval_split, eval_splits=eval_splits, n_boot=bootstrap, jobs=jobs,
             collect_only=collect_only, quiet=quiet, feature_share=feature_share, final=final, train_kw=set_options(
                 threads=threads, batch_size=batch_size, device=device, pretrained=pretrained, precision=precision))
-    decision = {part: e.get("decision") for part, e in res["results"]["parts"].items()}
-    if final:  # the external check is read by people: the table first, the machine-readable line last
+    _print_result(out, res, table=final)
+
+
+def _print_result(out: Path, res: dict, table: bool) -> None:
+    """The verdicts as one JSON line; with TABLE (the external check, read by people) the markdown table first."""
+    if table:
         typer.echo(res["markdown"])
+    decision = {part: e.get("decision") for part, e in res["results"]["parts"].items()}
     print_json({"out": str(out), "table": res["table_path"], "decision": decision})
 
 
