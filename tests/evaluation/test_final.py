@@ -38,6 +38,8 @@ def test_final_trains_on_all_and_reports_only_the_other_source(ood_setup, tmp_pa
     assert lo <= c["bootstrap"]["balanced_accuracy"]["delta"] <= hi
     assert "features" in e["decision"] and "other source" in (out / "table.md").read_text()
     assert not (out / "runs" / "real" / "all_seed0" / "predictions_test.npz").exists()
+    record = json.loads((out / "runs" / "features" / "all_seed0" / "feature_arm.json").read_text())
+    assert record["reported"] is False  # nothing of the training source was read as a result
 
 
 def test_final_needs_an_external_source_and_no_folds(ood_setup, tmp_path):

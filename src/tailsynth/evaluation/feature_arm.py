@@ -114,6 +114,6 @@ def run_feature_arm(scorer: Path, data, manifest: Path, run_dir: Path, *, share:
     record |= {"scorer": str(scorer), "share": share, "seed": seed, "views": 4, "l2_val_balanced_accuracy":
                {f"{k:g}": round(v, 4) for k, v in scores.items()}, "l2": chosen,
                "val_balanced_accuracy": round(scores[chosen], 4), "a_val_balanced_accuracy": round(a_val, 4),
-               "reported": report, "wall_s": round(time.time() - t0, 1)}
+               "reported": report and has_test, "wall_s": round(time.time() - t0, 1)}
     record_file.write_text(json.dumps(record, indent=1))
     return record
