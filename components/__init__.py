@@ -16,13 +16,13 @@ from .classifier_stages import (
 from .control import shard_plan
 from .data_stages import split, validate, version
 from .report_stage import report
-from .synthesis_stages import generate, masks, merge, select, train_diffusion
+from .synthesis_stages import generate, masks, merge, select, synth_gate, train_diffusion
 
 __all__ = [
     "validate", "split", "version",
     "train_classifier", "train_classifier_augmented", "evaluate", "compare", "compare_with_control", "export",
-    "masks", "train_diffusion", "generate", "merge", "select",
+    "masks", "train_diffusion", "synth_gate", "generate", "merge", "select",
     "report", "shard_plan",
 ]
 
-GPU_COMPONENTS = ("train_classifier", "train_classifier_augmented", "train_diffusion", "generate")
+GPU_COMPONENTS = ("train_classifier", "train_classifier_augmented", "train_diffusion", "synth_gate", "generate")

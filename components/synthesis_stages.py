@@ -53,24 +53,63 @@ def train_diffusion(data: Input[Dataset], splits: Input[Dataset], masks: Input[D
 
 
 @gpu_component
-def generate(model: Input[Model], data: Input[Dataset], splits: Input[Dataset], masks: Input[Dataset],
-             classes: List[str], policy: str, count: int, oversample: float, mode: str, strength: float,
-             sampler: str, sampler_steps: int, guidance: float, seed: int, shard: int, num_shards: int,
-             candidates: Output[Dataset], metrics: Output[Metrics]):
-    """One shard (0-based index of `num_shards`) of tail-class candidates; the pipeline fans shards out."""
+def synth_gate(model: Input[Model], data: Input[Dataset], splits: Input[Dataset], masks: Input[Dataset],
+               classifier: Input[Model], classes: List[str], mode: str, strength: float, sampler: str,
+               sampler_steps: int, guidance: float, seed: int, probe: int, policy: str, floor_quantile: float,
+               gate: Output[Dataset], metrics: Output[Metrics]):
+    """The synthesizer gate: a probe of `probe` candidates per class, judged against real held-out images under the
+    real-only classifier (tailsynth.ood.synth_gate). Generation then synthesizes only the classes that pass;
+    policy `require` fails the run instead, `off` passes every class unprobed."""
+    from tailsynth.classify.model import feature_model
+    from tailsynth.data.classes import TAIL_CLASSES
     from tailsynth.data.source import source_in
+    from tailsynth.ood.floor import Floor
+    from tailsynth.ood.synth_gate import ProbeSettings, gate_lines, run_synth_gate
+    from tailsynth.progress import notice
+
+    rec = run_synth_gate(model.path, str(source_in(data.path)), splits.path, masks.path, feature_model(classifier.path),
+                         list(classes) or list(TAIL_CLASSES), gate.path, policy=policy,
+                         probe=ProbeSettings(mode=mode, strength=strength, sampler=sampler, steps=sampler_steps,
+                                             guidance=guidance, seed=seed, count=probe),
+                         floor=Floor(quantile=floor_quantile) if floor_quantile > 0 else None)
+    for line in gate_lines(rec):
+        notice(line)
+    metrics.log_metric("classes_passing", float(len(rec["passing"])))
+    metrics.log_metric("classes_failing", float(len(rec["failing"])))
+    gate.metadata.update({"passing": rec["passing"], "failing": rec["failing"], "policy": policy, "mode": mode})
+
+
+@gpu_component
+def generate(model: Input[Model], data: Input[Dataset], splits: Input[Dataset], masks: Input[Dataset],
+             gate: Input[Dataset], classes: List[str], policy: str, count: int, oversample: float, mode: str,
+             strength: float, sampler: str, sampler_steps: int, guidance: float, seed: int, shard: int,
+             num_shards: int, candidates: Output[Dataset], metrics: Output[Metrics]):
+    """One shard (0-based index of `num_shards`) of tail-class candidates, of the classes that passed the
+    synthesizer gate; the pipeline fans shards out. No class passed: an empty candidate set that says why."""
+    from tailsynth.data.source import source_in
+    from tailsynth.diffusion.candidate_set import write_empty_candidate_set
     from tailsynth.diffusion.generate import GenerateConfig
     from tailsynth.diffusion.generate import generate as gen
+    from tailsynth.ood.synth_gate import read_gate
     from tailsynth.pipeline_io import numeric_items
 
-    result = gen(GenerateConfig(model=str(model.path), data=str(source_in(data.path)), out=candidates.path,
-                                classes=list(classes) or None, policy=policy, count=count or None,
-                                oversample=oversample, mode=mode, strength=strength, sampler=sampler,
-                                steps=sampler_steps, guidance=guidance, seed=seed, shard=(shard + 1, num_shards),
-                                masks=masks.path, splits=splits.path))
+    verdict = read_gate(gate.path)
+    wanted = list(classes) or verdict["classes"]
+    use = [c for c in wanted if verdict["policy"] == "off" or c in verdict["passing"]]
+    if not use:
+        write_empty_candidate_set(candidates.path, {"mode": mode, "shard": f"{shard + 1}/{num_shards}",
+                                                    "stopped_by_gate": verdict["failing"]})
+        result = {"n": 0}
+    else:
+        result = gen(GenerateConfig(model=str(model.path), data=str(source_in(data.path)), out=candidates.path,
+                                    classes=use, policy=policy, count=count or None,
+                                    oversample=oversample, mode=mode, strength=strength, sampler=sampler,
+                                    steps=sampler_steps, guidance=guidance, seed=seed, shard=(shard + 1, num_shards),
+                                    masks=masks.path, splits=splits.path))
     for k, v in numeric_items(result if isinstance(result, dict) else {}).items():
         metrics.log_metric(k, v)
-    candidates.metadata.update({"shard": shard, "num_shards": num_shards, "sampler": sampler, "mode": mode})
+    candidates.metadata.update({"shard": shard, "num_shards": num_shards, "sampler": sampler, "mode": mode,
+                                "classes": use})
 
 
 @cpu_component
@@ -87,25 +126,36 @@ def merge(shards: Input[List[Dataset]], candidates: Output[Dataset], metrics: Ou
 
 @cpu_component
 def select(candidates: Input[Dataset], data: Input[Dataset], splits: Input[Dataset], classifier: Input[Model],
-           gamma: float, calibrate: float, score: str, selected: Output[Dataset], metrics: Output[Metrics]):
-    """OOD post-selection in the real-only classifier's feature space; writes the kept set and its statistics.
+           gate: Input[Dataset], gamma: float, calibrate: float, score: str, floor_quantile: float,
+           selected: Output[Dataset], metrics: Output[Metrics]):
+    """OOD post-selection in the real-only classifier's feature space, above the floor (`floor_quantile` > 0; 0 =
+    no floor); writes the kept set and its statistics, with the synthesizer gate's verdict in its record.
 
     Exactly one of `gamma` (keep fraction per class) and `calibrate` (validation quantile) is > 0.
     """
     from tailsynth.classify.model import feature_model
     from tailsynth.data.source import source_in
     from tailsynth.diffusion.candidate_set import CandidateSet
-    from tailsynth.ood.select import select_candidates
+    from tailsynth.ood.floor import Floor, shortfall_lines
+    from tailsynth.ood.select import select_candidates, write_empty_selection
+    from tailsynth.ood.synth_gate import read_gate
     from tailsynth.pipeline_io import localize_manifest, numeric_items
+    from tailsynth.progress import notice
 
+    verdict = read_gate(gate.path)
     listed = CandidateSet(candidates.path)
     if not listed.rows():
-        raise ValueError(f"{listed.manifest_path}: no candidates were generated (check the classes, policy and count)")
-
-    result = select_candidates(candidates.path, str(source_in(data.path)), feature_model(classifier.path),
-                               selected.path,
-                               gamma=gamma if gamma > 0 else None, calibrate=calibrate if calibrate > 0 else None,
-                               score=score, splits=splits.path)
+        if not verdict["failing"]:
+            raise ValueError(f"{listed.manifest_path}: no candidates were generated (check the classes, policy and count)")
+        result = write_empty_selection(selected.path, candidates.path, verdict)
+    else:
+        result = select_candidates(candidates.path, str(source_in(data.path)), feature_model(classifier.path),
+                                   selected.path,
+                                   gamma=gamma if gamma > 0 else None, calibrate=calibrate if calibrate > 0 else None,
+                                   score=score, splits=splits.path,
+                                   floor=Floor(quantile=floor_quantile) if floor_quantile > 0 else None, gate=verdict)
+        for line in shortfall_lines(result["floor"]["per_class"], verdict.get("mode")):
+            notice(line)
     localize_manifest(selected.path)  # the kept images travel with the selection, not by reference
     for k, v in numeric_items(result if isinstance(result, dict) else {}).items():
         metrics.log_metric(k, v)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
-from tailsynth.progress import LINE_PATTERN
+from tailsynth.progress import LINE_PATTERN, NOTICE_PREFIX
 
 LOG_FILE = Path("logs") / "pipeline.log"
 TAIL_LINES = 40
@@ -211,6 +211,10 @@ class RunConsole:
             text = line.strip()
             if task is not None and text:
                 task.keep(line)
+            if text.startswith(NOTICE_PREFIX):  # a stage's line for the user
+                label = task.label if task is not None else "run"
+                self.terminal.line(f"  {label} | {text[len(NOTICE_PREFIX):]}")
+                return
             progress = LINE_PATTERN.match(text)
             if progress and self._show_progress(task, progress):
                 bar = _with_bar(text) if self.terminal.interactive else text

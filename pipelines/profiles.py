@@ -43,6 +43,13 @@ _COMMON = {
     "gamma": 0.5,
     "calibrate": 0.0,
     "ood_score": "mahalanobis",
+    # The floor under the selection rule (tailsynth.ood.floor): a candidate is kept only if its OOD score is within
+    # this quantile of its class's real held-out images (and it passes the floor's other tests); 0 = no floor.
+    "floor_quantile": 0.95,
+    # The synthesizer gate before generation (tailsynth.ood.synth_gate): warn (a failing class trains real-only),
+    # require (a failing class fails the run) or off; gate_probe candidates per class and mode are judged.
+    "synth_gate": "warn",
+    "gate_probe": 24,
     "synthetic_ratio": 0.0,
     # The classifier's re-sampler (none | class-balanced | sqrt), the same for every arm of a run.
     "classifier_sampler": "none",
@@ -101,9 +108,11 @@ PROFILES: dict[str, dict] = {
             # 0.579 for mixup, cRT, balanced softmax, DRW, post-hoc; docs/results/classifier_comparison_ham.md).
             "epochs": 12, "resolution": 64, "batch_size": 128, "precision": "auto",
             "loss": "ce", "classifier_sampler": "class-balanced",
-            "diffusion_model": "",
+            # The shipped 64 px synthesizer (models/synth-ham64, its card has the gates), not minutes of training
+            # from scratch inside the run: those painted coloured static (see check_synthesizer_budget).
+            "diffusion_model": "models/synth-ham64",
             "diffusion_size": "lean64", "diffusion_resolution": 64, "diffusion_steps": 3000,
-            "diffusion_batch_size": 64, "diffusion_max_minutes": 3.0,
+            "diffusion_batch_size": 64, "diffusion_max_minutes": 0.0,
             "classes": list(TAIL_CLASSES), "count": 60, "oversample": 1.0,
             "sampler": "dpmsolver", "sampler_steps": 20, "guidance": 3.0,
             "num_shards": 1, "gamma": 0.5},
@@ -125,7 +134,8 @@ DEFAULTS = PROFILES[DEFAULT_PROFILE]
 
 # What the shared generate -> select -> retrain -> evaluate sub-pipeline takes from a profile.
 SYNTHESIS_PARAMETERS = ("classes", "policy", "count", "oversample", "generate_mode", "strength", "sampler",
-                        "sampler_steps", "guidance", "num_shards", "gamma", "calibrate", "ood_score", "backbone",
+                        "sampler_steps", "guidance", "num_shards", "gamma", "calibrate", "ood_score", "floor_quantile",
+                        "synth_gate", "gate_probe", "backbone",
                         "pretrained", "precision",
                         "loss", "classifier_sampler", "epochs", "resolution", "batch_size", "seed", "synthetic_ratio", "eval_split",
                         "eval_bootstrap")
@@ -175,6 +185,7 @@ RANGES: dict[str, tuple] = {
     "diffusion_resolution": (8, None, False, False), "diffusion_steps": (1, None, False, False),
     "diffusion_batch_size": (1, None, False, False), "diffusion_max_minutes": (0, None, False, False),
     "count": (0, None, False, False), "sampler_steps": (1, None, False, False), "num_shards": (1, None, False, False),
+    "floor_quantile": (0, 1, False, False), "gate_probe": (2, None, False, False),
 }
 
 
@@ -202,6 +213,9 @@ def _choices(name: str) -> tuple | None:
     if name == "diffusion_size":
         from tailsynth.diffusion.model import SIZES
         return tuple(SIZES)
+    if name == "synth_gate":
+        from tailsynth.ood.synth_gate import GATE_POLICIES
+        return GATE_POLICIES
     if name == "export_target":
         return ("local", "cluster")
     if name == "eval_split":
@@ -295,5 +309,25 @@ def profile(name: str, **overrides) -> dict:
     p.update(check_overrides(name, overrides))
     # Checked here too, so a bad value fails before the first task instead of inside the split stage.
     p["train_fraction"] = check_train_fraction(p["train_fraction"])
+    check_synthesizer_budget(name, p)
     p["profile"] = name
     return p
+
+
+# The smallest training budget of a shipped synthesizer whose card shows its gates (models/synth-ham64: 3,000 steps
+# x 64 images); a run that trains its own synthesizer must give at least that, uncapped in minutes.
+MIN_SCRATCH_STEPS = 3000
+
+
+def check_synthesizer_budget(name: str, p: dict) -> None:
+    """A profile either uses a shipped synthesizer (its hash is checked when the run starts) or trains one with at
+    least MIN_SCRATCH_STEPS steps and no wall-clock cap: minutes of training from scratch paint static (issue of
+    2026-12-07), and only `tiny`, which tests the plumbing, may do that."""
+    if p["diffusion_model"] or name == "tiny":
+        return
+    if p["diffusion_steps"] < MIN_SCRATCH_STEPS or p["diffusion_max_minutes"] > 0:
+        raise ConfigError(
+            f"profile {name!r}: trains its synthesizer from scratch with diffusion_steps={p['diffusion_steps']} and "
+            f"diffusion_max_minutes={p['diffusion_max_minutes']:g}; a synthesizer trained from scratch needs "
+            f"diffusion_steps >= {MIN_SCRATCH_STEPS} and diffusion_max_minutes=0 (no cap), or name a shipped one "
+            f"with diffusion_model=models/<name>")

@@ -7,7 +7,7 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Model
 
-from components import evaluate, generate, merge, select, shard_plan, train_classifier_augmented
+from components import evaluate, generate, merge, select, shard_plan, synth_gate, train_classifier_augmented
 
 from .cluster import on_gpu
 from .profiles import SYNTHESIS_PARAMETERS, pipeline_parameters
@@ -30,17 +30,25 @@ class Synthesized(NamedTuple):
                      shared=SYNTHESIS_PARAMETERS, defaults=False)
 def synthesize_and_retrain(**p) -> Synthesized:
     data, splits = p["data"], p["splits"]
+    # A probe per class before generating at scale: a class the synthesizer cannot paint is not synthesized
+    # (tailsynth.ood.synth_gate; the profile's synth_gate says warn, require or off).
+    gate = on_gpu(synth_gate(
+        model=p["diffusion"], data=data, splits=splits, masks=p["masks"], classifier=p["feature_classifier"],
+        classes=p["classes"], mode=p["generate_mode"], strength=p["strength"], sampler=p["sampler"],
+        sampler_steps=p["sampler_steps"], guidance=p["guidance"], seed=p["seed"], probe=p["gate_probe"],
+        policy=p["synth_gate"], floor_quantile=p["floor_quantile"]))
     plan = shard_plan(num_shards=p["num_shards"])
     with dsl.ParallelFor(plan.output, name="generation-shards") as shard:
         shard_task = on_gpu(generate(
-            model=p["diffusion"], data=data, splits=splits, masks=p["masks"], classes=p["classes"], policy=p["policy"],
+            model=p["diffusion"], data=data, splits=splits, masks=p["masks"], gate=gate.outputs["gate"],
+            classes=p["classes"], policy=p["policy"],
             count=p["count"], oversample=p["oversample"], mode=p["generate_mode"], strength=p["strength"],
             sampler=p["sampler"], sampler_steps=p["sampler_steps"],
             guidance=p["guidance"], seed=p["seed"], shard=shard, num_shards=p["num_shards"]))
     candidates = merge(shards=dsl.Collected(shard_task.outputs["candidates"]))
     chosen = select(candidates=candidates.outputs["candidates"], data=data, splits=splits,
-                    classifier=p["feature_classifier"], gamma=p["gamma"], calibrate=p["calibrate"],
-                    score=p["ood_score"])
+                    classifier=p["feature_classifier"], gate=gate.outputs["gate"], gamma=p["gamma"],
+                    calibrate=p["calibrate"], score=p["ood_score"], floor_quantile=p["floor_quantile"])
     retrained = on_gpu(train_classifier_augmented(
         data=data, splits=splits, synthetic=chosen.outputs["selected"], backbone=p["backbone"],
         pretrained=p["pretrained"], precision=p["precision"], loss=p["loss"],

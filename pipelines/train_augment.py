@@ -73,8 +73,10 @@ def train_augment(**p) -> dsl.Artifact:
     ev_ctrl = evaluate(model=control.outputs["model"], data=data, splits=manifest, arm="prior-shift control",
                        split_name=p["eval_split"], bootstrap=p["eval_bootstrap"]).set_display_name("evaluate-control")
     table = compare_with_control(baseline=ev_base.outputs["evaluation"], control=ev_ctrl.outputs["evaluation"],
-                                 augmented=synth.outputs["evaluation"], harmonized=harmonized.outputs["evaluation"])
-    # Serve the OOD-selected arm (e) if it is not worse than real-only, else real-only; (f) is compared, not served,
+                                 augmented=synth.outputs["evaluation"], harmonized=harmonized.outputs["evaluation"],
+                                 selected=synth.outputs["selected"])
+    # Serve the OOD-selected arm (e) if it kept synthetic images and is not worse than real-only, else real-only; (f)
+    # is compared, not served,
     # so that what is served does not depend on picking the best of several arms on one split.
     with dsl.If(table.outputs["Output"] >= 0.0, name="augmented-not-worse"):
         export(model=synth.outputs["model"], target=p["export_target"]).set_display_name("export-augmented")

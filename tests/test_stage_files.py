@@ -28,6 +28,8 @@ OWNERS = {
     # the synthesizer's quality gates
     "gates.json": "src/tailsynth/ood/gates.py",
     "gate_scores.csv": "src/tailsynth/ood/gates.py",
+    # the synthesizer gate inside a pipeline run
+    "synth_gate.json": "src/tailsynth/ood/synth_gate.py",
     # the classifier stage: a trained classifier and an evaluation
     "model.pt": "src/tailsynth/hashing.py",  # the base module that hashes it (classify may import base, not back)
     "metrics.json": "src/tailsynth/classify/folders.py",

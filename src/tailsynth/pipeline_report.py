@@ -181,6 +181,33 @@ def selection_table(quality: dict) -> tuple[list[str], list[list]]:
     return header, rows
 
 
+# The export rule's margin when the synthetic arm kept no image (below any difference of balanced accuracies).
+NO_SYNTHETIC_MARGIN = -2.0
+
+ACCOUNTING_HEADER = ["arm", "class", "synthesizer gate", "requested", "generated", "passing the floor", "asked for",
+                     "kept", "rejected by the floor", "real held-out passing"]
+
+
+def candidate_accounting(arm: str, quality: dict) -> tuple[list[list], list[str]]:
+    """Per class of one synthetic arm's selection record: the gate's verdict, requested vs generated vs passing the
+    floor vs asked for by the rule vs kept, and why the floor rejected the rest; plus the gate's lines."""
+    from .ood.synth_gate import gate_lines
+
+    gate = quality.get("gate") or {}
+    floor = (quality.get("floor") or {}).get("per_class") or {}
+    rows = []
+    for cls in sorted(set(floor) | set(gate.get("classes") or [])):
+        e, g = floor.get(cls, {}), (gate.get("per_class") or {}).get(cls)
+        verdict = ("off" if gate.get("policy") == "off" else "pass" if g and g.get("passed") else
+                   "FAIL: " + ", ".join(g.get("failed", [])) if g else "not probed")
+        rej = e.get("rejected") or {}
+        rows.append([arm, cls, verdict, e.get("requested", ""), e.get("generated", 0), e.get("passing_floor", 0),
+                     "" if e.get("asked") is None else e["asked"], e.get("kept", 0),
+                     ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in rej.items() if v) or "",
+                     "" if e.get("real_pass_rate") is None else f"{e['real_pass_rate']:.2f}"])
+    return rows, gate_lines(gate) if gate.get("per_class") else []
+
+
 def diffusion_rows(model_dir: str | Path) -> list[list]:
     """Which synthesizer made the synthetic data: shipped or trained here, its weight hash, its training and its
     quality-gate figures; says so plainly when training stopped early (time cap)."""
@@ -438,12 +465,31 @@ def _synthetic_sections(out: Path, sel: _SelectionFigures, extra_selected: dict 
                       if extra.manifest_path.is_file() else None)
         sections.append((title, "image" if extra_grid else "text",
                          [f"synthetic_grid_{i + 2}.png", title] if extra_grid else ["No synthetic image was kept."]))
+    sections += _accounting_sections(sel.quality, extra_selected)
     sel_header, sel_rows = selection_table(sel.quality)
     sections.append(("Selection statistics", "table" if sel_rows else "text",
                      [sel_header, sel_rows] if sel_rows else ["No selection statistics."]))
     settings = json.dumps(sel.quality.get("selection", {}), default=str)
     sections.append(("", "text", [f"Selection settings: `{settings}`"]))
     return sections
+
+
+def _accounting_sections(quality: dict, extra_selected: dict | None) -> list[Section]:
+    """What happened to the candidates of every synthetic arm: the gate, the floor, the rule."""
+    rows, lines = candidate_accounting("main synthetic arm", quality)
+    for title, folder in (extra_selected or {}).items():
+        extra = Selection(folder)
+        if extra.has_record():
+            more, more_lines = candidate_accounting(title, extra.record())
+            rows, lines = rows + more, lines + more_lines
+    if not rows:
+        return []
+    note = ("A candidate is kept only above the floor (tailsynth.ood.floor: OOD score within the floor quantile of "
+            "its class's real held-out images, not confidently another class, inside the prototype band, not "
+            "memorized); the rule then chooses among those. The last column is the share of real held-out images of "
+            "the class that pass the same floor. A synthetic arm that kept no image is never served.")
+    return [("Synthetic candidates: gate, floor and selection", "table", [ACCOUNTING_HEADER, rows]),
+            ("", "text", [note])] + [("", "text", [line]) for line in lines]
 
 
 def _provenance_sections(revision: list, model_card: dict | None, models: list, timings, extra: dict | None,

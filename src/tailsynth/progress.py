@@ -10,6 +10,15 @@ import re
 import sys
 import time
 
+# A line a stage prints for the user (a class the synthesizer gate stopped, a selection short of its dose): the local
+# run's terminal shows it, where it hides the rest of a task's output.
+NOTICE_PREFIX = "notice: "
+
+
+def notice(text: str) -> None:
+    print(NOTICE_PREFIX + text, flush=True)
+
+
 # What `Progress.line()` writes, so that a reader of a task's output (the local pipeline run's terminal) can pick the
 # progress lines out of everything else the task prints. Kept beside `line()`, and a test holds them together.
 LINE_PATTERN = re.compile(r"^(?P<desc>\S.*?): (?:\[[#.]+\] )?(?P<done>\d+)/(?P<total>\d+) \S+ \((?P<pct>\d+)%\) "

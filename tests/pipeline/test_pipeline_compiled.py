@@ -13,7 +13,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPILED = ROOT / "pipelines" / "compiled"
-GPU_EXECUTORS = {"exec-train-classifier", "exec-train-classifier-augmented", "exec-train-diffusion", "exec-generate"}
+GPU_EXECUTORS = {"exec-train-classifier", "exec-train-classifier-augmented", "exec-train-diffusion", "exec-generate",
+                 "exec-synth-gate"}
 SECRET_ONLY = {"exec-version"}  # pushes the synthetic set with DVC: credentials, but no GPU
 
 

@@ -163,3 +163,38 @@ def test_tiny_profile_end_to_end(tmp_path, monkeypatch):
     page = (out / "report.html").read_text()
     assert sets["synthetic"]["md5"] in page and card["version"] in page
     assert "href='model/model_card.html'" in page and "href='selection/report.html'" in page
+
+
+def test_a_useless_synthesizer_is_stopped_by_the_gate_and_the_run_finishes_real_only(tmp_path, monkeypatch):
+    """The tiny profile trains its synthesizer for 4 steps: on data whose classes a 1-epoch classifier separates
+    (each class its own colour), its probe fails the gate for both classes in both modes. Nothing is generated or
+    kept, the synthetic arms train on real images only, the real-only model is served, and the terminal and the
+    report name the class, the gate and its figures."""
+    import sys
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    sys.path.insert(0, str(ROOT / "tests"))
+    from tailsynth_testdata import make_npz
+
+    data = make_npz(tmp_path / "colours.npz", {"train": [30, 30, 30, 20, 30, 60, 20], "val": [8, 8, 8, 6, 8, 12, 6]})
+    out = tmp_path / "run"
+    r = CliRunner().invoke(app, ["pipeline", "run", "--local", "--profile", "tiny", "--data", str(data),
+                                 "--out", str(out), "--set", f"dvc_remote={tmp_path / 'store'}"])
+    assert r.exit_code == 0, r.output[-3000:]
+    gate_lines = [x for x in r.output.splitlines() if "| synthesizer gate (" in x]
+    for mode in ("inpaint", "harmonize"):
+        for cls in ("DF", "VASC"):
+            line = next(x for x in gate_lines if f"gate ({mode}): {cls} fails" in x)
+            assert "in-distribution" in line and "probe images" in line and f"{cls} trains on real images only" in line
+    run_dir = next((out / "artifacts").glob("tailsynth-train-augment-*"))
+    for sel in ("select", "select-2"):
+        assert json.loads((run_dir / sel / "selected" / "quality.json").read_text())["overall"]["n_kept"] == 0
+    cards = list(run_dir.glob("export*/exported/*/model_card.json"))
+    assert len(cards) == 1  # one branch of the export rule ran: the real-only model's, with no synthetic set
+    assert json.loads(cards[0].read_text())["lineage"]["synthetic_set"] is None
+    rows = list(csv.DictReader(Path(out / "comparison.csv").read_text().splitlines()))
+    assert [row["method"] for row in rows] == ["real-only", "prior-shift control", "real+synthetic", "real+harmonized"]
+    md = (out / "report.md").read_text()
+    section = md.split("## Synthetic candidates: gate, floor and selection", 1)[1]
+    assert "| main synthetic arm | DF | FAIL: " in section and "in-distribution" in section
+    assert "synthesizer gate (inpaint): VASC fails" in section and "No synthetic image was kept." in md

@@ -113,3 +113,27 @@ def test_a_run_that_fails_after_starting_is_recorded_as_failed(tmp_path):
     assert r.exit_code == 1, r.output
     stage = read_run(out)["stages"]["pipeline train_augment"]
     assert stage["status"] == "failed" and stage["error"]
+
+
+def test_a_profile_cannot_train_a_useless_synthesizer_by_accident():
+    from pipelines.profiles import MIN_SCRATCH_STEPS, profile
+
+    assert profile("ham")["diffusion_model"] == "models/synth-ham64"  # the shipped one, checked by hash at run time
+    with pytest.raises(ConfigError, match=r"profile 'ham': trains its synthesizer from scratch .*diffusion_steps >= "):
+        profile("ham", diffusion_model="", diffusion_steps=1000)
+    with pytest.raises(ConfigError, match="diffusion_max_minutes=0"):
+        profile("cpu", diffusion_model="", diffusion_max_minutes=3.0)
+    assert profile("cpu", diffusion_model="", diffusion_steps=MIN_SCRATCH_STEPS)["diffusion_steps"] == MIN_SCRATCH_STEPS
+    assert profile("tiny")["diffusion_steps"] < MIN_SCRATCH_STEPS  # the plumbing test may
+    assert profile("paper")["diffusion_model"] == ""  # 50,000 uncapped steps on a GPU pool
+
+
+def test_gate_and_floor_parameters_are_checked():
+    from pipelines.profiles import profile
+
+    assert profile("cpu")["synth_gate"] == "warn" and profile("cpu")["floor_quantile"] == 0.95
+    with pytest.raises(ConfigError, match="synth_gate must be one of 'warn', 'require', 'off'"):
+        profile("cpu", synth_gate="sometimes")
+    with pytest.raises(ConfigError, match="floor_quantile must be a number in"):
+        profile("cpu", floor_quantile=1.5)
+    assert profile("cpu", floor_quantile=0)["floor_quantile"] == 0.0  # 0: no floor

@@ -49,7 +49,8 @@ def model_lineage(model_dir: str | Path, meta) -> dict:
         sel["candidates"] = (quality.get("scoring") or {}).get("candidates")
         sel["classifier"] = (quality.get("scoring") or {}).get("classifier")
         out["selection"] = sel
-        if sel.get("candidates"):
+        # No kept image (the synthesizer gate or the floor stopped every candidate): no synthesizer behind it.
+        if sel.get("candidates") and out["synthetic_set"]["n_images"]:
             out["synthesizer"] = synthesizer_of(sel["candidates"])
     return out
 

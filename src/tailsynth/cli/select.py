@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from ..errors import ConfigError
+from ..ood.floor import DEFAULT_FLOOR_QUANTILE
 from ..outdir import claim
 from .common import (
     CONFIG_HELP,
@@ -23,6 +24,11 @@ from .common import (
     seed_list,
     set_options,
 )
+
+
+FLOOR_HELP = ("the floor under every rule: keep only candidates whose OOD score is within this quantile of "
+              "their class's real held-out images, not confidently another class, inside the prototype band and not "
+              "memorized (ood.floor)")
 
 
 def select(
@@ -42,6 +48,10 @@ def select(
     clean_confidence: float | None = typer.Option(None, "--clean-confidence", callback=FRACTION,
                                                   help="delete when another class has p >= this (default 0.8)"),
     clean_band: str | None = typer.Option(None, "--clean-band", help="lo,hi multiples of d_c (default 1,2)"),
+    floor_quantile: float = typer.Option(DEFAULT_FLOOR_QUANTILE, "--floor-quantile", callback=FRACTION,
+                                         help=FLOOR_HELP),
+    no_floor: bool = typer.Option(False, "--no-floor", help="no floor: the rule ranks every candidate (the record "
+                                                             "says the floor was off)"),
     weights: str | None = typer.Option(None, "--weights", help="add per-sample weights: p_intended | typicality"),
     knn_k: int = typer.Option(5, "--knn-k", min=1),
     memorization_quantile: float = typer.Option(0.01, "--memorization-quantile", callback=between(0, 1),
@@ -54,6 +64,7 @@ def select(
 ) -> None:
     """Score synthetic candidates with a real-data classifier and keep the in-distribution ones."""
     from ..classify.model import feature_model
+    from ..ood.floor import Floor, shortfall_lines
     from ..ood.select import select_candidates
 
     with fail_cleanly():
@@ -66,8 +77,11 @@ def select(
                               memorization_quantile=o["memorization_quantile"], splits=o["splits"],
                               inception=str(o["inception"]) if o["inception"] else None, report=not o["no_report"],
                               clean=o["clean"], clean_confidence=o["clean_confidence"],
-                              clean_band=clean_band)
+                              clean_band=clean_band,
+                              floor=None if o["no_floor"] else Floor(quantile=o["floor_quantile"]))
         record_run(o["out"], "select", o, kept=q["overall"].get("n_kept"))
+    for line in shortfall_lines(q["floor"]["per_class"]):
+        typer.echo(line, err=True)
     print_json({"out": str(o["out"]), **q["overall"],
                 "per_class_kept": {c: e["n_kept"] for c, e in q["per_class"].items()}})
 

@@ -177,6 +177,15 @@ def write_candidate_set(out: str | Path, rows: list[dict], columns: list[str], s
     return cs
 
 
+def write_empty_candidate_set(out: str | Path, settings: dict) -> CandidateSet:
+    """A candidate set with no candidates (no class was to be synthesized, e.g. the synthesizer gate stopped
+    every one): the tables with their headers and the record saying why, so that every reader sees an empty set,
+    not a missing one."""
+    cs = CandidateSet(out)
+    cs.images_dir.mkdir(parents=True, exist_ok=True)
+    return write_candidate_set(cs.root, [], MANIFEST_COLUMNS, {"classes": [], "targets": {}, **settings})
+
+
 def write_grids(cs: CandidateSet, rows: list[dict]) -> list[str]:
     """grid_<class>.png: the first GRID_COUNT candidates of each class."""
     from ..data.isic import decode_file
@@ -260,6 +269,7 @@ __all__ = [
     "INPUT_COLUMNS",
     "MANIFEST_COLUMNS",
     "MANIFEST_FILE",
+    "write_empty_candidate_set",
     "RECORD_FILE",
     "SCHEMA",
     "CandidateRow",

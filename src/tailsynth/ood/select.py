@@ -21,6 +21,7 @@ import numpy as np
 from ..data.errors import DataError
 from ..errors import ConfigError
 from .features import FeatureModel
+from .floor import Floor, apply_floor, floor_summary, reason_labels
 from .scores import OOD_SCORES, RealReference, as_ood, score_all
 from .selection import SCORES_COLUMNS, SCORES_DETAIL_FILE, Selection
 
@@ -102,6 +103,7 @@ class ScoredCandidates:
     images: np.ndarray  # candidates at the classifier's resolution (for grids)
     info: dict = field(default_factory=dict)
     probs: np.ndarray | None = None  # the scorer's class probabilities per candidate (cleaning)
+    val_probs: np.ndarray | None = None  # the same on the real held-out images (the floor's calibration)
 
 
 def _real_splits(real, splits, split_seed: int):
@@ -211,19 +213,26 @@ def score_candidates(candidates, real, classifier: FeatureModel, *, splits=None,
                          "source_copies": int(near_source.sum())},
     }
     return ScoredCandidates(cands.ids, cands.classes, cands.paths, yc, scores, memo, fc, val_scores, yva, ftr, ytr,
-                            fva, names, xc, info, probs=pc)
+                            fva, names, xc, info, probs=pc, val_probs=pva)
+
+
+def quotas(cls_idx: np.ndarray, gamma: float) -> dict[int, int]:
+    """Per class index, what keep-fraction GAMMA asks for (`keep_fraction`'s quota)."""
+    return {int(c): math.floor(gamma * int((cls_idx == c).sum()) + 0.5) for c in np.unique(cls_idx)}
 
 
 def choose(sc: ScoredCandidates, *, gamma: float | None = None, calibrate: float | None = None,
-           score: str = "mahalanobis", weights: str | None = None) -> tuple[np.ndarray, np.ndarray | None, dict]:
-    """(kept mask, per-sample weights or None, per-class thresholds used)."""
+           score: str = "mahalanobis", weights: str | None = None,
+           eligible: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None, dict]:
+    """(kept mask, per-sample weights or None, per-class thresholds used). ELIGIBLE (the floor's passes) narrows
+    the candidates the rule may keep; memorized ones are never eligible."""
     if (gamma is None) == (calibrate is None):
         raise ConfigError("give exactly one of gamma (keep fraction per class) or calibrate (validation quantile)")
     if score not in OOD_SCORES:
         raise ConfigError(f"unknown score {score!r}; choose one of {', '.join(OOD_SCORES)}")
     ood = as_ood(score, sc.scores[score])
     val_ood = as_ood(score, sc.val_scores[score])
-    eligible = ~sc.memo.memorized
+    eligible = ~sc.memo.memorized & (True if eligible is None else np.asarray(eligible, bool))
     thresholds: dict = {}
     if gamma is not None:
         kept = keep_fraction(ood, sc.cls_idx, gamma, eligible)
@@ -244,15 +253,17 @@ def choose(sc: ScoredCandidates, *, gamma: float | None = None, calibrate: float
 
 
 # ---- outputs -----------------------------------------------------------------------------------------------
-def write_scores(sc: ScoredCandidates, kept: np.ndarray, out: Path) -> Path:
+def write_scores(sc: ScoredCandidates, kept: np.ndarray, out: Path, rejected: list[str] | None = None) -> Path:
+    """The scores table; its `floor` column holds the floor tests each candidate failed ('' = passed, or no floor)."""
     path = Selection(out).scores_path
+    rejected = rejected or [""] * len(sc.ids)
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(SCORES_COLUMNS)
         for i, iid in enumerate(sc.ids):
             w.writerow([iid, sc.classes[i], f"{sc.scores['mahalanobis'][i]:.6g}", f"{sc.scores['energy'][i]:.6g}",
                         f"{sc.scores['knn'][i]:.6g}", f"{sc.scores['p_intended'][i]:.6g}",
-                        int(sc.memo.memorized[i]), int(kept[i])])
+                        int(sc.memo.memorized[i]), int(kept[i]), rejected[i]])
     # Diagnostics beyond the fixed interface live beside it.
     with open(out / SCORES_DETAIL_FILE, "w", newline="") as f:
         w = csv.writer(f)
@@ -309,14 +320,56 @@ FEATURE_SPACE_NOTE = ("FD and KID are computed in the penultimate feature space 
                       "with each other and with the real-validation floor (fd_real_val), not with published FID values.")
 
 
+def write_empty_selection(out, candidates, gate: dict) -> dict:
+    """The selection of a run whose synthesizer gate stopped every class: no candidate, nothing kept, and the
+    record says which classes the gate stopped (the trainer then sees an empty synthetic set: real only)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    selection = Selection(out)
+    selection.write_manifest([], [], np.zeros(0, bool))
+    with open(selection.scores_path, "w", newline="") as f:
+        csv.writer(f).writerow(SCORES_COLUMNS)
+    quality = jsonable({"per_class": {}, "overall": {"n_candidates": 0, "n_kept": 0},
+                        "selection": {"rule": "none: no candidates"}, "floor": {"settings": None, "per_class": {}},
+                        "gate": gate, "scoring": {"candidates": str(candidates)}})
+    selection.write_record(quality)
+    return quality
+
+
+def _clean_rule(sc: ScoredCandidates, eligible: np.ndarray, confidence: float | None, band) -> tuple[np.ndarray, dict]:
+    """The cleaning rule (ood.clean) among the ELIGIBLE candidates, and its record."""
+    from .clean import DEFAULT_BAND, DEFAULT_CONFIDENCE, Prototypes, clean_mask, kept_vs_chance
+
+    protos = Prototypes.fit(sc.train_features, sc.train_cls, len(sc.class_names))
+    conf, band = confidence or DEFAULT_CONFIDENCE, tuple(band or DEFAULT_BAND)
+    kept, reasons = clean_mask(sc.features, sc.probs, sc.cls_idx, sc.memo.memorized, protos, confidence=conf, band=band)
+    kept &= eligible
+    real_by_class = {c: sc.train_features[sc.train_cls == c] for c in np.unique(sc.cls_idx)}
+    return kept, {"confidence": conf, "band": list(band), "removed": {k: int(v.sum()) for k, v in reasons.items()},
+                  "per_class": {sc.class_names[c]: e for c, e in kept_vs_chance(
+                      real_by_class, sc.features, sc.probs, sc.cls_idx, kept).items()}}
+
+
+def _requested(candidates) -> dict[str, int] | None:
+    """The generation plan's per-class targets, from the candidate set's record (None when it has none)."""
+    from ..diffusion.candidate_set import CandidateSet
+
+    cs = CandidateSet(candidates)
+    targets = cs.record().get("targets") if cs.record_path.is_file() else None
+    return {str(k): int(v) for k, v in targets.items()} if isinstance(targets, dict) else None
+
+
 def select_candidates(candidates, real, classifier: FeatureModel, out, gamma: float | None = None,
                       calibrate: float | None = None, score: str = "mahalanobis", weights: str | None = None,
                       knn_k: int = 5,
                       shrinkage="ledoit-wolf", memorization_quantile: float = 0.01, splits=None, split_seed: int = 0,
                       inception: str | None = None, report: bool = True, batch_size: int = 256,
                       pixel_size: int = 32, clean: bool = False, clean_confidence: float | None = None,
-                      clean_band: tuple[float, float] | None = None) -> dict:
-    """Score, select and report; returns the quality summary (also the selection's record).
+                      clean_band: tuple[float, float] | None = None, floor: Floor | None = Floor(),
+                      gate: dict | None = None) -> dict:
+    """Score, apply the floor, select among what passes it, and report; returns the quality summary (also the
+    selection's record). FLOOR=None turns the floor off (the record says so). GATE: the synthesizer gate's
+    verdict (ood.synth_gate), carried into the record for the report and lineage.
 
     `clean`: instead of a keep fraction, keep what the cleaning rule keeps (ood.clean: not confidently another
     class, inside the prototype band, not memorized); the record then also compares it with random subsets."""
@@ -329,33 +382,29 @@ def select_candidates(candidates, real, classifier: FeatureModel, out, gamma: fl
     sc = score_candidates(candidates, real, classifier, splits=splits, split_seed=split_seed, knn_k=knn_k,
                           shrinkage=shrinkage, memorization_quantile=memorization_quantile, batch_size=batch_size,
                           pixel_size=pixel_size)
-    cleaning = None
+    fr = apply_floor(sc, floor) if floor is not None else None
+    eligible = fr.passed if fr is not None else np.ones(len(sc.ids), bool)
+    cleaning, w, thresholds = None, None, {}
     if clean:
-        from .clean import DEFAULT_BAND, DEFAULT_CONFIDENCE, Prototypes, clean_mask, kept_vs_chance
-
-        protos = Prototypes.fit(sc.train_features, sc.train_cls, len(sc.class_names))
-        conf, band = clean_confidence or DEFAULT_CONFIDENCE, tuple(clean_band or DEFAULT_BAND)
-        kept, reasons = clean_mask(sc.features, sc.probs, sc.cls_idx, sc.memo.memorized, protos,
-                                   confidence=conf, band=band)
-        w, thresholds = None, {}
-        real_by_class = {c: sc.train_features[sc.train_cls == c] for c in np.unique(sc.cls_idx)}
-        cleaning = {"confidence": conf, "band": list(band),
-                    "removed": {k: int(v.sum()) for k, v in reasons.items()},
-                    "per_class": {sc.class_names[c]: e for c, e in kept_vs_chance(
-                        real_by_class, sc.features, sc.probs, sc.cls_idx, kept).items()}}
+        kept, cleaning = _clean_rule(sc, eligible, clean_confidence, clean_band)
     else:
-        kept, w, thresholds = choose(sc, gamma=gamma, calibrate=calibrate, score=score, weights=weights)
-    write_scores(sc, kept, out)
+        kept, w, thresholds = choose(sc, gamma=gamma, calibrate=calibrate, score=score, weights=weights,
+                                     eligible=eligible)
+    write_scores(sc, kept, out, reason_labels(fr.reasons) if fr is not None else None)
     selection = Selection(out)
     selection.write_manifest(sc.paths, sc.classes, kept, w)
-    per_class = quality_summary(sc, kept)
     quality = {
-        "per_class": per_class,
+        "per_class": quality_summary(sc, kept),
         "overall": {"n_candidates": len(sc.ids), "n_kept": int(kept.sum()),
                     "acceptance_rate": float(kept.mean()) if len(kept) else math.nan,
                     "memorization_rate": float(sc.memo.memorized.mean()) if len(kept) else math.nan},
         "selection": {"score": score, "gamma": gamma, "calibrate": calibrate, "thresholds": thresholds,
-                      "weights": weights, "rule": "clean" if clean else "keep-fraction", "cleaning": cleaning},
+                      "weights": weights, "rule": "clean" if clean else ("keep-fraction" if gamma else "calibrated"),
+                      "cleaning": cleaning},
+        "floor": {"settings": floor.settings() if floor is not None else None,
+                  "per_class": floor_summary(sc, fr, kept, quotas(sc.cls_idx, gamma) if gamma else None,
+                                             _requested(candidates))},
+        "gate": gate,
         "scoring": sc.info,
         "feature_space": "classifier penultimate layer",
         "note": FEATURE_SPACE_NOTE,

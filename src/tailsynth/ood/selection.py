@@ -35,7 +35,8 @@ MANIFEST_FILE = "selected_manifest.csv"
 SCORES_FILE = "scores.csv"
 SCORES_DETAIL_FILE = "scores_detail.csv"
 IMAGES_DIR = "images"
-SCORES_COLUMNS = ["id", "class", "mahalanobis", "energy", "knn", "p_intended", "memorized", "kept"]
+# `floor`: the floor tests (ood.floor) a candidate failed, '+'-joined; '' when it passed or no floor was applied.
+SCORES_COLUMNS = ["id", "class", "mahalanobis", "energy", "knn", "p_intended", "memorized", "kept", "floor"]
 
 
 @dataclass(frozen=True)
