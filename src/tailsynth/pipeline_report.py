@@ -168,6 +168,64 @@ def synthetic_grid(manifest: Path | dict, out_png: Path, per_class: int = 8, til
     return out_png, counts
 
 
+_SHORT_REASON = {"out_of_distribution": "OOD", "other_class": "other", "off_prototype": "proto", "memorized": "copy"}
+
+
+def _candidate_id(path: Path) -> str:
+    """A candidate's id from its image: `<id>.png` in a candidate set, `<n>_<id>.png` once a selection carries it."""
+    return path.stem.split("_", 1)[1] if path.stem[:6].isdigit() and "_" in path.stem else path.stem
+
+
+def _caption(row: dict | None, kept: bool) -> str:
+    """p(intended) and, for a dropped candidate, the floor tests it failed ('rank': it passed the floor and the rule
+    chose others)."""
+    if row is None:
+        return ""
+    p = f"p {float(row['p_intended']):.2f}"
+    if kept:
+        return p
+    failed = [_SHORT_REASON.get(r, r) for r in (row.get("floor") or "").split("+") if r]
+    return f"{p} {'+'.join(failed) or 'rank'}"
+
+
+def selection_grid(kept: dict[str, list[Path]], dropped: dict[str, list[Path]], scores: dict[str, dict], out_png: Path,
+                   per_side: int = 6, tile: int = 48) -> Path | None:
+    """Per class, kept candidates (green frame) beside dropped ones (red frame), each captioned with its scores."""
+    from PIL import Image, ImageDraw
+
+    classes = sorted(set(kept) | set(dropped))
+    if not classes:
+        return None
+    label_w, cap, gap = 56, 12, 16
+    row_h = tile + cap + 4
+    width = label_w + 2 * per_side * (tile + 2) + gap
+    grid = Image.new("RGB", (width, 14 + len(classes) * row_h), (255, 255, 255))
+    draw = ImageDraw.Draw(grid)
+    draw.text((label_w, 1), "kept", fill=(0, 110, 0))
+    draw.text((label_w + per_side * (tile + 2) + gap, 1), "dropped (p(intended), failed tests)", fill=(160, 0, 0))
+    for r, cls in enumerate(classes):
+        y = 14 + r * row_h
+        draw.text((4, y + tile // 2 - 6), cls, fill=(0, 0, 0))
+        for side, (paths, colour) in enumerate(((kept.get(cls, []), (0, 150, 0)), (dropped.get(cls, []), (200, 0, 0)))):
+            x0 = label_w + side * (per_side * (tile + 2) + gap)
+            for i, p in enumerate(paths[:per_side]):
+                x = x0 + i * (tile + 2)
+                with Image.open(p) as im:
+                    grid.paste(im.convert("RGB").resize((tile - 2, tile - 2), Image.NEAREST), (x + 1, y + 1))
+                draw.rectangle([x, y, x + tile - 1, y + tile - 1], outline=colour)
+                draw.text((x, y + tile + 1), _caption(scores.get(_candidate_id(p)), side == 0), fill=(0, 0, 0))
+    grid.save(out_png)
+    return out_png
+
+
+def _scores_by_id(selected: Path) -> dict[str, dict]:
+    path = Selection(selected).scores_path
+    if not path.is_file():
+        return {}
+    with open(path, newline="") as f:
+        return {row["id"]: row for row in csv.DictReader(f)}
+
+
 # ---- report ------------------------------------------------------------------------------------------------
 def selection_table(quality: dict) -> tuple[list[str], list[list]]:
     header = ["class", "candidates", "kept", "acceptance"]
@@ -180,6 +238,8 @@ def selection_table(quality: dict) -> tuple[list[str], list[list]]:
         rows.append(["all", ov.get("n_candidates", 0), ov.get("n_kept", 0), _num(ov.get("acceptance_rate"))])
     return header, rows
 
+
+SELECTION_GRID = "selection_grid.png"  # kept beside dropped candidates, with their scores
 
 # The export rule's margin when the synthetic arm kept no image (below any difference of balanced accuracies).
 NO_SYNTHETIC_MARGIN = -2.0
@@ -393,7 +453,8 @@ def _selection_figures(out: Path, selected, candidates) -> _SelectionFigures:
         if candidates:
             dropped = rejected_images(Path(candidates), kept)
             if dropped:
-                fig.rejected_grid, _ = synthetic_grid(dropped, out / "rejected_grid.png")
+                fig.rejected_grid = selection_grid(kept, dropped, _scores_by_id(Path(selected)),
+                                                   out / SELECTION_GRID)
     fig.page = _copy_selection_report(Path(selected), out)
     return fig
 
@@ -457,8 +518,12 @@ def _synthetic_sections(out: Path, sel: _SelectionFigures, extra_selected: dict 
     sections = [("Synthetic tail samples (kept after OOD selection)", "image" if sel.grid else "text",
                  ["synthetic_grid.png", "synthetic grid"] if sel.grid else ["No synthetic image was kept."])]
     if sel.rejected_grid:
-        sections.append(("", "text", ["Candidates dropped by the selection:"]))
-        sections.append(("", "image", ["rejected_grid.png", "rejected candidates"]))
+        sections.append(("", "text", ["Kept candidates beside dropped ones, each with its p(intended class) under the "
+                                      "real-only classifier and, when dropped, the floor tests it failed (OOD: "
+                                      "outside its class's real held-out scores; other: confidently another class; "
+                                      "proto: off the class prototype band; copy: memorized; rank: passed the "
+                                      "floor, not chosen by the rule):"]))
+        sections.append(("", "image", [SELECTION_GRID, "kept and dropped candidates with their scores"]))
     for i, (title, folder) in enumerate((extra_selected or {}).items()):
         extra = Selection(folder)
         extra_grid = (synthetic_grid(extra.images_by_class(), out / f"synthetic_grid_{i + 2}.png")[0]

@@ -115,9 +115,9 @@ def test_build_run_report(tmp_path):
     assert "| DF | 4 | 1 | 0.250 |" in md
     html = (out / "report.html").read_text()
     assert "<table>" in html and "synthetic_grid.png" in html
-    assert "rejected_grid.png" in md
+    assert "selection_grid.png" in md
     assert "| training steps done / planned | 11 / 800 |" in md and "time cap" in md
-    for f in ("comparison.csv", "per_class_recall.png", "synthetic_grid.png", "rejected_grid.png"):
+    for f in ("comparison.csv", "per_class_recall.png", "synthetic_grid.png", "selection_grid.png"):
         assert (out / f).stat().st_size > 0
     assert (out / "comparison.csv").read_text().splitlines()[0] == "method,balanced_accuracy,recall_NV,recall_DF"
 
