@@ -130,8 +130,8 @@ def _reported_leaks(sc, folder, data, rep: Replicate, kind: str, counts: dict) -
     return leak | copies
 
 
-def _select(rep: Replicate, scorer: Path, folders: dict, data, sel: Path, *, gamma: float, gammas, score: str,
-            clean: dict | None, log) -> tuple[dict, dict]:
+def select_for_replicate(rep: Replicate, scorer: Path, folders: dict, data, sel: Path, *, gamma: float, gammas,
+                         score: str, clean: dict | None, log) -> tuple[dict, dict]:
     """Score each candidate folder with the replicate's scorer and write the synthetic sets of its arms: kept by
     OOD selection (or cleaning) at each gamma, and (d)'s random draw with (e)'s counts. Returns the replicate's
     (kept counts, quality summaries at gamma)."""
@@ -274,8 +274,8 @@ def run_augmentation_experiment(data, candidates, out, *, baseline: str = "class
             log(f"  {rep.tag}: no scorer at {scorer} yet (collect-only), skipping its synthetic arms")
             continue
         sel = out / "selection" / rep.tag
-        kept_counts[rep.tag], quality[rep.tag] = _select(rep, scorer, folders, data, sel, gamma=gamma, gammas=gammas,
-                                                         score=score, clean=clean, log=log)
+        kept_counts[rep.tag], quality[rep.tag] = select_for_replicate(
+            rep, scorer, folders, data, sel, gamma=gamma, gammas=gammas, score=score, clean=clean, log=log)
         tasks += _synthetic_tasks(plan, rep, sel, arms, gamma=gamma, gammas=gammas, posthoc=base["posthoc"],
                                   syn=syn, control=control)
     train(tasks)
