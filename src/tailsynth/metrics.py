@@ -14,6 +14,14 @@ import numpy as np
 from .errors import ConfigError
 
 
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax, shifted by the row maximum so large logits do not overflow."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
     """C x C counts, rows = true class, columns = predicted class."""
     y_true = np.asarray(y_true, dtype=np.int64)

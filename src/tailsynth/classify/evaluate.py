@@ -9,13 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
+from ..metrics import softmax
 from .folders import write_metrics
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def write_evaluation(out, y_true: np.ndarray, logits: np.ndarray, classes: Sequence[str], *, split: str,
@@ -27,7 +22,7 @@ def write_evaluation(out, y_true: np.ndarray, logits: np.ndarray, classes: Seque
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    probs = _softmax(np.asarray(logits, dtype=np.float64))
+    probs = softmax(np.asarray(logits, dtype=np.float64))
     m = classification_metrics(y_true, probs, classes)
     m = {"split": split, "model": str(model_dir) if model_dir else None, "data": data, **m}
     if bootstrap:

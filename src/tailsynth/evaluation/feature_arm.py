@@ -24,7 +24,8 @@ from ..classify.feature_synthesis import (
     head_logits,
     synthetic_counts,
 )
-from .predictions import PREDICTIONS, _part_arrays, _softmax, save_predictions
+from ..metrics import softmax
+from .predictions import PREDICTIONS, part_arrays, save_predictions
 
 FEATURE_ARM_FILE = "feature_arm.json"
 L2_GRID = (1e-4, 1e-3, 1e-2)
@@ -39,7 +40,7 @@ def _features(model, meta, images: np.ndarray) -> np.ndarray:
 
 
 def _part(data, split: str, manifest, meta, drop_unknown: bool = False):
-    return _part_arrays(str(data), split, None if manifest is None else str(manifest), tuple(meta.classes),
+    return part_arrays(str(data), split, None if manifest is None else str(manifest), tuple(meta.classes),
                         int(meta.resolution), drop_unknown)
 
 
@@ -100,9 +101,9 @@ def run_feature_arm(scorer: Path, data, manifest: Path, run_dir: Path, *, share:
     heads, scores = {}, {}
     for l2 in l2_grid:
         heads[l2] = fit_head(feats, labels, weights, w0, b0, l2)
-        scores[l2] = _balanced_accuracy(yv, _softmax(head_logits(fv, *heads[l2])), classes)
+        scores[l2] = _balanced_accuracy(yv, softmax(head_logits(fv, *heads[l2])), classes)
     chosen = _choose_l2(scores)
-    a_val = _balanced_accuracy(yv, _softmax(head_logits(fv, w0, b0)), classes)
+    a_val = _balanced_accuracy(yv, softmax(head_logits(fv, w0, b0)), classes)
     parts = [("test", data, "test", manifest, False)] * (report and has_test)
     if report and eval_data is not None:
         parts.append(("eval", eval_data, eval_split, eval_splits, True))

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
+from ..metrics import softmax
 
 PREDICTIONS = "predictions_{part}.npz"
 POSTHOC_TAUS = tuple(round(0.25 * i, 2) for i in range(9))  # 0 .. 2
@@ -24,7 +25,7 @@ def predict_part(model_dir: Path, data, split: str, splits=None, drop_unknown: b
     from ..classify.model import load_classifier, predict_arrays
 
     model, meta = load_classifier(model_dir)
-    ids, x, y, dropped = _part_arrays(str(data), split, None if splits is None else str(splits),
+    ids, x, y, dropped = part_arrays(str(data), split, None if splits is None else str(splits),
                                       tuple(meta.classes), int(meta.resolution), drop_unknown)
     _, _, logits = predict_arrays(model, meta, x, features=True)
     return {"ids": ids, "y": y, "logits": logits.astype(np.float64), "dropped": dict(dropped),
@@ -32,7 +33,7 @@ def predict_part(model_dir: Path, data, split: str, splits=None, drop_unknown: b
 
 
 @functools.lru_cache(maxsize=4)
-def _part_arrays(data: str, split: str, splits: str | None, classes: tuple, resolution: int, drop_unknown: bool):
+def part_arrays(data: str, split: str, splits: str | None, classes: tuple, resolution: int, drop_unknown: bool):
     """Decoded, resized pixels of one split, kept for the process: an experiment scores every arm's model of every
     replicate on the same evaluation split, and decoding full-size ISIC JPEGs dominates that cost."""
     from ..classify.evaluate import align_labels
@@ -66,7 +67,7 @@ def tune_posthoc_tau(model_dir: Path, data, splits, taus=POSTHOC_TAUS) -> tuple[
     counts = _training_counts(model_dir, v["classes"])
     scores = {}
     for t in taus:
-        p = _softmax(posthoc_adjust(v["logits"], counts, t))
+        p = softmax(posthoc_adjust(v["logits"], counts, t))
         scores[t] = classification_metrics(v["y"], p, v["classes"])["balanced_accuracy"] or -1.0
     best = max(taus, key=lambda t: (scores[t], -t))
     return float(best), {str(t): s for t, s in scores.items()}
@@ -89,7 +90,7 @@ def save_predictions(run_dir: Path, part: str, pred: dict, posthoc_tau: float | 
     if posthoc_tau:
         logits = posthoc_adjust(logits, _training_counts(run_dir, pred["classes"]), posthoc_tau)
     path = run_dir / PREDICTIONS.format(part=part)
-    np.savez(path, ids=pred["ids"], y=pred["y"], probs=_softmax(logits), classes=np.array(pred["classes"]),
+    np.savez(path, ids=pred["ids"], y=pred["y"], probs=softmax(logits), classes=np.array(pred["classes"]),
              posthoc_tau=np.float64(posthoc_tau or 0.0), dropped=json.dumps(pred.get("dropped", {})))
     return path
 
@@ -100,7 +101,3 @@ def load_predictions(path: Path) -> dict:
                 "dropped": json.loads(str(z["dropped"]))}
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
