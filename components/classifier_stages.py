@@ -73,13 +73,14 @@ def compare(baseline: Input[Dataset], augmented: Input[Dataset], comparison: Out
 
 @cpu_component
 def compare_with_control(baseline: Input[Dataset], control: Input[Dataset], augmented: Input[Dataset],
-                         harmonized: Input[Dataset], selected: Input[Dataset], comparison: Output[Dataset],
-                         metrics: Output[Metrics]) -> float:
-    """Rows real-only, prior-shift control, real+synthetic (e), real+harmonized (f). Returns (e) minus real-only BA
-    (the export rule), or NO_SYNTHETIC_MARGIN when (e)'s selection kept no image: a model trained on real images
-    only under the synthetic arm's name is not served in place of the real-only one."""
+                         harmonized: Input[Dataset], selected: Input[Dataset], split_name: str, serve_evidence: str,
+                         comparison: Output[Dataset], serving: Output[Dataset], metrics: Output[Metrics]) -> float:
+    """Rows real-only, prior-shift control, real+synthetic (e), real+harmonized (f), and which arm is served and why
+    (tailsynth.evaluation.promotion; `serve_evidence`: the decisive experiment's results, "" = this split). Returns
+    the serving margin the export rule tests (>= 0: serve (e))."""
+    from tailsynth.evaluation.promotion import decide_serving
     from tailsynth.ood.selection import Selection
-    from tailsynth.pipeline_report import NO_SYNTHETIC_MARGIN, comparison_rows, write_comparison_csv
+    from tailsynth.pipeline_report import comparison_rows, write_comparison_csv, write_serving
 
     rows = comparison_rows([baseline.path, control.path, augmented.path, harmonized.path])
     write_comparison_csv(rows, comparison.path)
@@ -89,10 +90,12 @@ def compare_with_control(baseline: Input[Dataset], control: Input[Dataset], augm
     for r in rows[2:]:
         metrics.log_metric(f"{r['method']}.balanced_accuracy_delta", float(r["balanced_accuracy"] - base))
         metrics.log_metric(f"{r['method']}.balanced_accuracy_delta_vs_control", float(r["balanced_accuracy"] - ctrl))
-    if not Selection(selected.path).record()["overall"]["n_kept"]:
-        metrics.log_metric("synthetic_images_kept", 0.0)
-        return NO_SYNTHETIC_MARGIN
-    return float(rows[2]["balanced_accuracy"] - base)
+    decision = decide_serving(kept=int(Selection(selected.path).record()["overall"]["n_kept"]),
+                              delta=float(rows[2]["balanced_accuracy"] - base), split=split_name,
+                              evidence=serve_evidence)
+    write_serving(decision, serving.path)
+    metrics.log_metric("serving_margin", float(decision["margin"]))
+    return float(decision["margin"])
 
 
 @cpu_component

@@ -15,6 +15,7 @@ from typing import Any, List
 from tailsynth.data.classes import TAIL_CLASSES
 from tailsynth.data.splits import check_train_fraction
 from tailsynth.errors import ConfigError
+from tailsynth.evaluation.results import RESULTS_FILE
 
 
 _COMMON = {
@@ -63,6 +64,10 @@ _COMMON = {
     # cache key of that task and of every task downstream of it. train-diffusion refuses weights that do not match.
     "diffusion_model_hash": "",
     "diffusion_finetune_minutes": 0.0,
+    # The export rule (tailsynth.evaluation.promotion): "" serves the synthetic arm when it is not worse on the run's
+    # own split; a path to the decisive experiment's results record serves it only when that experiment's
+    # pre-registered rule says it helps on its own folds (relative paths: from the working directory).
+    "serve_evidence": "",
 }
 SHIPPED_SYNTHESIZER = "models/synth-dermamnist"
 
@@ -115,7 +120,10 @@ PROFILES: dict[str, dict] = {
             "diffusion_batch_size": 64, "diffusion_max_minutes": 0.0,
             "classes": list(TAIL_CLASSES), "count": 60, "oversample": 1.0,
             "sampler": "dpmsolver", "sampler_steps": 20, "guidance": 3.0,
-            "num_shards": 1, "gamma": 0.5},
+            "num_shards": 1, "gamma": 0.5,
+            # Promote the synthetic arm only when the decisive HAM10000 experiment's rule says it helps on its own
+            # lesion-grouped folds (docs/results/augmentation_experiment_ham.md); until then real-only is served.
+            "serve_evidence": f"docs/results/augmentation_ham/{RESULTS_FILE}"},
     # ISIC 2019 at full scale on a GPU pool: fill-to-head synthesis, gamma 0.4, 16 generation shards.
     "paper": {**_COMMON,
               "backbone": "efficientnet_b0", "epochs": 30, "resolution": 128, "batch_size": 128,

@@ -74,10 +74,11 @@ def train_augment(**p) -> dsl.Artifact:
                        split_name=p["eval_split"], bootstrap=p["eval_bootstrap"]).set_display_name("evaluate-control")
     table = compare_with_control(baseline=ev_base.outputs["evaluation"], control=ev_ctrl.outputs["evaluation"],
                                  augmented=synth.outputs["evaluation"], harmonized=harmonized.outputs["evaluation"],
-                                 selected=synth.outputs["selected"])
-    # Serve the OOD-selected arm (e) if it kept synthetic images and is not worse than real-only, else real-only; (f)
-    # is compared, not served,
-    # so that what is served does not depend on picking the best of several arms on one split.
+                                 selected=synth.outputs["selected"], split_name=p["eval_split"],
+                                 serve_evidence=p["serve_evidence"])
+    # Serve the OOD-selected arm (e) only when the export rule says so (tailsynth.evaluation.promotion: it kept
+    # synthetic images, and it is not worse on this split, or the profile's decisive experiment says it helps); (f) is
+    # compared, not served, so that what is served does not depend on picking the best of several arms on one split.
     with dsl.If(table.outputs["Output"] >= 0.0, name="augmented-not-worse"):
         export(model=synth.outputs["model"], target=p["export_target"]).set_display_name("export-augmented")
     with dsl.Else(name="baseline-better"):
@@ -92,5 +93,6 @@ def train_augment(**p) -> dsl.Artifact:
                    augmented=synth.outputs["evaluation"], harmonized=harmonized.outputs["evaluation"],
                    harmonized_selected=harmonized.outputs["selected"], candidates=synth.outputs["candidates"],
                    selected=synth.outputs["selected"], version_record=record.outputs["record"],
-                   diffusion=diffusion.outputs["model"], data_revision=revision, profile=p["profile"])
+                   diffusion=diffusion.outputs["model"], serving=table.outputs["serving"], data_revision=revision,
+                   profile=p["profile"])
     return final.outputs["report"]

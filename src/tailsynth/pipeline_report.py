@@ -61,6 +61,21 @@ def write_comparison_csv(rows: list[dict], path: str | Path) -> Path:
     return path
 
 
+def write_serving(decision: dict, path: str | Path) -> Path:
+    """The export rule's decision (`evaluation.promotion.decide_serving`) as JSON, for the report."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(decision, indent=2))
+    return path
+
+
+def _serving_sections(serving) -> list[Section]:
+    if not (serving and Path(serving).is_file()):
+        return []
+    d = json.loads(Path(serving).read_text())
+    return [("Served model", "text", [f"**{d['served']}** is exported for serving ({d['rule']} rule): {d['reason']}."])]
+
+
 def read_comparison_csv(path: str | Path) -> list[dict]:
     with open(path, newline="") as f:
         return [{k: (v if k == "method" else float(v)) for k, v in r.items()} for r in csv.DictReader(f)]
@@ -240,9 +255,6 @@ def selection_table(quality: dict) -> tuple[list[str], list[list]]:
 
 
 SELECTION_GRID = "selection_grid.png"  # kept beside dropped candidates, with their scores
-
-# The export rule's margin when the synthetic arm kept no image (below any difference of balanced accuracies).
-NO_SYNTHETIC_MARGIN = -2.0
 
 ACCOUNTING_HEADER = ["arm", "class", "synthesizer gate", "requested", "generated", "passing the floor", "asked for",
                      "kept", "rejected by the floor", "real held-out passing"]
@@ -583,7 +595,7 @@ def build_run_report(out: str | Path, comparison_csv: str | Path, evaluations: S
                  version_record: str | Path | None = None, data_revision: str = "", profile: str = "",
                  diffusion_model: str | Path | None = None, extra: dict | None = None,
                  model_card: dict | None = None, timings=None, links: dict | None = None,
-                 synthetic_arms: int = 1, extra_selected: dict | None = None) -> Path:
+                 synthetic_arms: int = 1, extra_selected: dict | None = None, serving: str | Path | None = None) -> Path:
     """Write OUT/report.md, OUT/report.html, OUT/comparison.csv and the figures; returns OUT.
 
     Rows of COMPARISON_CSV: the reference arm first, then controls, then the last SYNTHETIC_ARMS rows, each of which
@@ -600,7 +612,7 @@ def build_run_report(out: str | Path, comparison_csv: str | Path, evaluations: S
         "candidates": str(candidates) if candidates else None, "selected": str(selected) if selected else None,
         "version_record": str(version_record) if version_record else None, "data_revision": data_revision,
         "profile": profile, "diffusion_model": str(diffusion_model) if diffusion_model else None,
-        "synthetic_arms": synthetic_arms,
+        "synthetic_arms": synthetic_arms, "serving": str(serving) if serving else None,
         "extra_selected": {k: str(v) for k, v in (extra_selected or {}).items()}}, indent=2))
     arms = _read_arms(out, comparison_csv, evaluations, synthetic_arms)
     sel = _selection_figures(out, selected, candidates)
@@ -612,7 +624,7 @@ def build_run_report(out: str | Path, comparison_csv: str | Path, evaluations: S
     models = diffusion_rows(diffusion_model) if diffusion_model else []
     if models and candidates:
         models += sampling_rows(candidates)
-    sections = (_result_sections(arms) + _synthetic_sections(out, sel, extra_selected)
+    sections = (_result_sections(arms) + _serving_sections(serving) + _synthetic_sections(out, sel, extra_selected)
                 + _provenance_sections(revision, model_card, models, timings, extra, page_links))
 
     title = f"tailsynth train_augment report{f' (profile {profile})' if profile else ''}"
@@ -662,7 +674,8 @@ def finalize_run_report(run_dir: str | Path, timings=None) -> Path:
                         inputs["selected"], record if record.is_file() else inputs["version_record"],
                         inputs["data_revision"], inputs["profile"], inputs["diffusion_model"],
                         model_card=card, timings=timings, links=links,
-                        synthetic_arms=inputs.get("synthetic_arms", 1), extra_selected=inputs.get("extra_selected"))
+                        synthetic_arms=inputs.get("synthetic_arms", 1), extra_selected=inputs.get("extra_selected"),
+                     serving=inputs.get("serving"))
 
 
 def _card_kind(path: Path) -> str | None:

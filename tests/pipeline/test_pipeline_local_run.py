@@ -128,6 +128,7 @@ def test_tiny_profile_end_to_end(tmp_path, monkeypatch):
     assert "## Harmonized tail samples" in md
     exported = list(run_dir.glob("export*/exported/*/1/model.onnx"))
     assert len(exported) == 1  # exactly one branch of the If/Else ran
+    assert "## Served model" in md and "(single split rule)" in md  # which arm, and why
     record = json.loads((run_dir / "version" / "record").read_text())
     assert record["sets"]["real"]["data_revision"] == config["data_revision"]
     # train_fraction reached the split: half of each class's staged train images (at least 5), val untouched.
@@ -198,3 +199,5 @@ def test_a_useless_synthesizer_is_stopped_by_the_gate_and_the_run_finishes_real_
     section = md.split("## Synthetic candidates: gate, floor and selection", 1)[1]
     assert "| main synthetic arm | DF | FAIL: " in section and "in-distribution" in section
     assert "synthesizer gate (inpaint): VASC fails" in section and "No synthetic image was kept." in md
+    served = md.split("## Served model", 1)[1]
+    assert served.lstrip().startswith("**real-only** is exported") and "kept no synthetic image" in served
