@@ -43,6 +43,7 @@ def test_select_cli_writes_the_interface_files(ood_setup):
         assert e["acceptance_rate"] == pytest.approx(7 / 13)
     assert q["per_class"]["DF"]["memorization_rate"] == pytest.approx(1 / 13)
     assert "Inception" in q["note"]
+    assert "No floor: the rule ranked every candidate" in (out / "report.html").read_text()
     assert q["floor"]["settings"] is None and all(row["floor"] == "" for row in rows)
     html = (out / "report.html").read_text()
     assert "hist_DF.png" in html and (out / "report_files" / "grid_DF_accepted.png").is_file()
@@ -81,7 +82,7 @@ def test_floor_is_on_by_default_and_keeps_no_noise_even_when_the_rule_asks_for_a
     root, npz, gen = ood_setup
     out = root / "out_floor"
     r = CliRunner().invoke(app, ["select", "--candidates", str(gen), "--real", str(npz), "--classifier",
-                                 str(root / "clf"), "--gamma", "1", "--no-report", "--out", str(out)])
+                                 str(root / "clf"), "--gamma", "1", "--out", str(out)])
     assert r.exit_code == 0, r.output
     rows = _scores(out)
     noise = [row for iid, row in rows.items() if "_out_" in iid]
@@ -96,8 +97,10 @@ def test_floor_is_on_by_default_and_keeps_no_noise_even_when_the_rule_asks_for_a
         assert e["generated"] == 13 and e["asked"] == 13 and e["kept"] == e["passing_floor"] < 13
         assert e["short"] == 13 - e["kept"] and e["rejected"]["out_of_distribution"] >= 6
         assert 0 < e["real_pass_rate"] <= 1
-    # Fewer than asked for: the terminal says so, per class, with the reasons.
+    # Fewer than asked for: the terminal says so, per class, with the reasons; so does the selection's page.
     assert "kept of 13 asked for" in r.output and "out of distribution" in r.output
+    html = (out / "report.html").read_text()
+    assert "The floor under the rule" in html and "real held-out passing" in html and "0.95 quantile" in html
 
 
 def test_pure_noise_candidates_none_kept_and_the_run_says_which_class_trains_real_only(ood_setup, tmp_path):

@@ -93,6 +93,7 @@ def write_report(sc, kept: np.ndarray, quality: dict, out: Path, score: str = "m
                 sections.append(heading(f"{label}: none", 3))
     sel, overall = quality.get("selection", {}), quality["overall"]
     path = out / "report.html"
+    floor_rows, floor_note = _floor_table(quality.get("floor") or {})
     path.write_text(page(
         "tailsynth OOD selection report",
         para("Score used for selection: ", bold(str(sel.get("score"))),
@@ -100,5 +101,29 @@ def write_report(sc, kept: np.ndarray, quality: dict, out: Path, score: str = "m
              f"{fmt(sel.get('calibrate'), 4, general=True)}. Candidates: {overall['n_candidates']}, kept: "
              f"{overall['n_kept']}, memorized: {fmt(overall['memorization_rate'], 4, general=True)} of all."),
         para(Markup(f"<i>{esc(quality.get('note', ''))}</i>")),
-        table(["class", *cols], rows), *sections, h1="OOD post-selection report"))
+        table(["class", *cols], rows), heading("The floor under the rule"), para(floor_note),
+        *([table(FLOOR_COLUMNS, floor_rows)] if floor_rows else []), *sections, h1="OOD post-selection report"))
     return path
+
+
+FLOOR_COLUMNS = ["class", "generated", "passing the floor", "asked for", "kept", "out of distribution", "other class",
+                 "off prototype", "memorized", "real held-out passing"]
+
+
+def _floor_table(floor: dict) -> tuple[list[list], str]:
+    """Per class: how many candidates passed the floor (ood.floor), what the rule asked for and kept, why the rest
+    failed; and a sentence on the floor's settings (or that it was off)."""
+    settings = floor.get("settings")
+    if not settings:
+        return [], "No floor: the rule ranked every candidate (select --no-floor)."
+    rows = []
+    for cname, e in (floor.get("per_class") or {}).items():
+        rej = e.get("rejected") or {}
+        rows.append([cname, e.get("generated"), e.get("passing_floor"), "" if e.get("asked") is None else e["asked"],
+                     e.get("kept"), rej.get("out_of_distribution"), rej.get("other_class"), rej.get("off_prototype"),
+                     rej.get("memorized"), fmt(e.get("real_pass_rate"), 2)])
+    note = (f"A candidate is eligible only if its {settings['score']} score is within the {settings['quantile']:g} "
+            f"quantile of its class's real held-out images, no other class has p >= {settings['confidence']:g}, it "
+            f"lies within {settings['band_hi']:g}x the class's mean distance to its prototype, and it is not "
+            f"memorized. Fewer passing than asked for means fewer kept.")
+    return rows, note
