@@ -57,9 +57,13 @@ def evaluate(model: Input[Model], data: Input[Dataset], splits: Input[Dataset], 
 
 
 @cpu_component
-def compare(baseline: Input[Dataset], augmented: Input[Dataset], comparison: Output[Dataset],
+def compare(baseline: Input[Dataset], augmented: Input[Dataset], selected: Input[Dataset], comparison: Output[Dataset],
             metrics: Output[Metrics]) -> float:
-    """One row per arm (method, balanced_accuracy, recall per class). Returns augmented minus baseline BA."""
+    """One row per arm (method, balanced_accuracy, recall per class). Returns augmented minus baseline BA, or
+    NO_SYNTHETIC_MARGIN when the augmented arm's selection kept no image (nothing was regenerated: the synthesizer
+    gate or the floor stopped every class), so that no model without new synthetic data is exported as regenerated."""
+    from tailsynth.evaluation.promotion import NO_SYNTHETIC_MARGIN
+    from tailsynth.ood.selection import Selection
     from tailsynth.pipeline_report import comparison_rows, write_comparison_csv
 
     rows = comparison_rows([baseline.path, augmented.path])
@@ -68,6 +72,9 @@ def compare(baseline: Input[Dataset], augmented: Input[Dataset], comparison: Out
     for r in rows:
         metrics.log_metric(f"{r['method']}.balanced_accuracy", float(r["balanced_accuracy"]))
     metrics.log_metric("balanced_accuracy_delta", delta)
+    if not Selection(selected.path).record()["overall"]["n_kept"]:
+        metrics.log_metric("synthetic_images_kept", 0.0)
+        return NO_SYNTHETIC_MARGIN
     return delta
 
 

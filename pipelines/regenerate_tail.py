@@ -46,7 +46,8 @@ def regenerate_tail(**p):
         **{k: p[k] for k in SYNTHESIS_PARAMETERS})
     ev_cur = evaluate(model=current.output, data=data, splits=manifest, arm="current", split_name=p["eval_split"],
                       bootstrap=p["eval_bootstrap"]).set_display_name("evaluate-current")
-    table = compare(baseline=ev_cur.outputs["evaluation"], augmented=synth.outputs["evaluation"])
+    table = compare(baseline=ev_cur.outputs["evaluation"], augmented=synth.outputs["evaluation"],
+                    selected=synth.outputs["selected"])
     with dsl.If(table.outputs["Output"] >= 0.0, name="balanced-accuracy-not-lower"):
         export(model=synth.outputs["model"], target=p["export_target"])
         on_cpu_with_storage(version(synthetic=synth.outputs["selected"], data=data,
