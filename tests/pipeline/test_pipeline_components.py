@@ -90,15 +90,30 @@ def _evaluation(folder, arm, ba, recalls):
     return folder
 
 
+def _selection(folder, n_kept: int):
+    from tailsynth.ood.selection import Selection
+
+    Selection(folder).write_record({"overall": {"n_candidates": 4, "n_kept": n_kept}})
+    return folder
+
+
 def test_compare_returns_delta_and_writes_one_row_per_arm(tmp_path, artifact):
     from components import compare
 
     b = _evaluation(tmp_path / "b", "real-only", 0.5, {"NV": 0.9, "DF": 0.1})
     a = _evaluation(tmp_path / "a", "real+synthetic", 0.6, {"NV": 0.8, "DF": 0.4})
     metrics = artifact("metrics", tmp_path / "m")
+    kept, none = _selection(tmp_path / "kept", 3), _selection(tmp_path / "none", 0)
     delta = compare.python_func(baseline=artifact("dataset", b), augmented=artifact("dataset", a),
-                                comparison=artifact("dataset", tmp_path / "cmp.csv"), metrics=metrics)
+                                selected=artifact("dataset", kept), comparison=artifact("dataset", tmp_path / "cmp.csv"),
+                                metrics=metrics)
     assert delta == pytest.approx(0.1)
+    # Nothing regenerated (the gate or the floor stopped every class): never exported as regenerated.
+    from tailsynth.evaluation.promotion import NO_SYNTHETIC_MARGIN
+
+    assert compare.python_func(baseline=artifact("dataset", b), augmented=artifact("dataset", a),
+                               selected=artifact("dataset", none), comparison=artifact("dataset", tmp_path / "c2.csv"),
+                               metrics=artifact("metrics", tmp_path / "m2")) == NO_SYNTHETIC_MARGIN
     rows = list(csv.DictReader(Path(tmp_path / "cmp.csv").read_text().splitlines()))
     assert [r["method"] for r in rows] == ["real-only", "real+synthetic"]
     assert list(rows[0]) == ["method", "balanced_accuracy", "recall_NV", "recall_DF"]
