@@ -130,11 +130,12 @@ def local_parameters(profile: str, **overrides) -> dict:
         params["dvc_remote"] = default_dvc_remote()
     params["diffusion_model"] = str(resolve_synthesizer(params["diffusion_model"])) if params.get("diffusion_model") else ""
     if params.get("serve_evidence"):  # checked before the run starts, absolute for the tasks
-        evidence = Path(params["serve_evidence"]).resolve()
-        if not evidence.is_file():
-            raise DataError(f"serve_evidence {params['serve_evidence']!r}: {evidence} not found (an experiment-augment "
-                            f"results record, or '' for the single-split rule)")
-        params["serve_evidence"] = str(evidence)
+        from tailsynth.evaluation.promotion import evidence_record
+
+        try:
+            params["serve_evidence"] = str(evidence_record(Path(params["serve_evidence"]).resolve()))
+        except DataError as e:
+            raise DataError(f"serve_evidence {params['serve_evidence']!r}: {e} ('' for the single-split rule)") from e
     if params["diffusion_model"] and not params.get("diffusion_model_hash"):
         from tailsynth.diffusion.model import model_hash
 

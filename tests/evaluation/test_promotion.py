@@ -45,3 +45,13 @@ def test_missing_or_foreign_evidence_is_named(tmp_path):
     bad.write_text("{}")
     with pytest.raises(DataError, match="bad.json: not an experiment-augment results file"):
         decide_serving(kept=1, delta=0.0, split="val", evidence=str(bad))
+
+
+def test_evidence_may_name_the_experiment_folder(tmp_path):
+    # A profile names the experiment's folder; the rule reads the results record inside it.
+    _results(tmp_path, "helps")
+    assert decide_serving(kept=10, delta=-0.02, split="val", evidence=str(tmp_path))["served"] == SYNTHETIC
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError, match="empty: no experiment results there"):
+        decide_serving(kept=1, delta=0.0, split="val", evidence=str(empty))

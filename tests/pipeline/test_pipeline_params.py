@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 import tailsynth
 from pipelines.profiles import PROFILES, check_parameter, profile
 from tailsynth.cli import app
-from tailsynth.errors import ConfigError
+from tailsynth.errors import ConfigError, DataError
 from tailsynth.runinfo import read_run, record_stage
 
 runner = CliRunner()
@@ -137,3 +137,16 @@ def test_gate_and_floor_parameters_are_checked():
     with pytest.raises(ConfigError, match="floor_quantile must be a number in"):
         profile("cpu", floor_quantile=1.5)
     assert profile("cpu", floor_quantile=0)["floor_quantile"] == 0.0  # 0: no floor
+
+
+def test_serve_evidence_resolves_to_the_experiments_results_record(tmp_path):
+    """The `ham` profile names the decisive experiment's folder; the run gets its results record as an absolute
+    path, checked before any task starts, and a folder without one is refused by name."""
+    from pipelines.local import local_parameters
+    from tailsynth.evaluation.promotion import experiment_verdict
+
+    evidence = Path(local_parameters("ham", dvc_remote="unused")["serve_evidence"])
+    assert evidence.is_absolute() and evidence.is_file()
+    experiment_verdict(evidence)  # a results record the export rule can read (no verdict for (e) is fine)
+    with pytest.raises(DataError, match=r"serve_evidence .*empty: no experiment results there"):
+        local_parameters("ham", dvc_remote="unused", serve_evidence=str(tmp_path / "empty"))

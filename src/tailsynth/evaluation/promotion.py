@@ -4,8 +4,8 @@ Two rules:
 - **single split** (no evidence given): the synthetic arm (e) is served when it kept synthetic images and its balanced
   accuracy on the run's evaluation split is not below real-only's. One split cannot separate small differences, so
   this is the rule of quick runs;
-- **evidence**: a profile names the decisive experiment's results (`experiment-augment --folds`, its results record) on the
-  same kind of data; (e) is served only when that experiment's pre-registered rule says it *helps* (`decision.decide`)
+- **evidence**: a profile names the decisive experiment's results (`experiment-augment --folds`: its folder or its
+  results record) on the same kind of data; (e) is served only when that experiment's pre-registered rule says it *helps* (`decision.decide`)
   and the run kept synthetic images. Anything else (no verdict for the arm yet, no detectable effect, hurts) serves
   real-only, and the reason says which.
 
@@ -26,13 +26,21 @@ NO_SYNTHETIC_MARGIN = -2.0  # below any difference of balanced accuracies
 EVIDENCE_ARM = "ood"  # the experiment's arm (e): inpainted candidates, selected
 
 
-def experiment_verdict(path: str | Path, arm: str = EVIDENCE_ARM) -> dict | None:
-    """The decision record of ARM in an experiment's results record (its first evaluation part that has one), or None
-    when the experiment has not decided that arm yet. A missing or foreign file is an error naming it."""
+def evidence_record(path: str | Path) -> Path:
+    """The results record PATH names: the file itself, or the results record in the experiment folder PATH (a profile
+    names the folder, so it needs no file name). Missing: an error naming it."""
     path = Path(path)
-    if not path.is_file():
+    record = path / RESULTS_FILE if path.is_dir() else path
+    if not record.is_file():
         raise DataError(f"{path}: no experiment results there (serve_evidence names an `experiment-augment` "
-                        f"folder's {RESULTS_FILE})")
+                        f"folder or its {RESULTS_FILE})")
+    return record
+
+
+def experiment_verdict(path: str | Path, arm: str = EVIDENCE_ARM) -> dict | None:
+    """The decision record of ARM in an experiment's results (`evidence_record`; its first evaluation part that has
+    one), or None when the experiment has not decided that arm yet. A missing or foreign file is an error naming it."""
+    path = evidence_record(path)
     try:
         parts = json.loads(path.read_text())["parts"]
     except (ValueError, KeyError, TypeError) as e:

@@ -95,7 +95,7 @@ class FloorResult:
 def apply_floor(sc, floor: Floor) -> FloorResult:
     """The floor on a `select.ScoredCandidates`, and the same floor on the real held-out images it was calibrated
     on (memorization aside): a floor that real images of the class do not pass would be a broken floor."""
-    protos = Prototypes.fit(sc.train_features, sc.train_cls, len(sc.class_names))
+    protos = sc.prototypes
     real_ood = as_ood(floor.score, sc.val_scores[floor.score])
     thresholds = class_thresholds(real_ood, sc.val_cls, floor.quantile)
     reasons = floor_tests(floor, as_ood(floor.score, sc.scores[floor.score]), sc.probs, sc.features, sc.cls_idx,

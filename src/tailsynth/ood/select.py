@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +105,13 @@ class ScoredCandidates:
     info: dict = field(default_factory=dict)
     probs: np.ndarray | None = None  # the scorer's class probabilities per candidate (cleaning)
     val_probs: np.ndarray | None = None  # the same on the real held-out images (the floor's calibration)
+
+    @functools.cached_property
+    def prototypes(self):
+        """The real classes' prototypes (ood.clean), fitted once: the floor and the cleaning rule both use them."""
+        from .clean import Prototypes
+
+        return Prototypes.fit(self.train_features, self.train_cls, len(self.class_names))
 
 
 def _real_splits(real, splits, split_seed: int):
@@ -338,9 +346,9 @@ def write_empty_selection(out, candidates, gate: dict) -> dict:
 
 def _clean_rule(sc: ScoredCandidates, eligible: np.ndarray, confidence: float | None, band) -> tuple[np.ndarray, dict]:
     """The cleaning rule (ood.clean) among the ELIGIBLE candidates, and its record."""
-    from .clean import DEFAULT_BAND, DEFAULT_CONFIDENCE, Prototypes, clean_mask, kept_vs_chance
+    from .clean import DEFAULT_BAND, DEFAULT_CONFIDENCE, clean_mask, kept_vs_chance
 
-    protos = Prototypes.fit(sc.train_features, sc.train_cls, len(sc.class_names))
+    protos = sc.prototypes
     conf, band = confidence or DEFAULT_CONFIDENCE, tuple(band or DEFAULT_BAND)
     kept, reasons = clean_mask(sc.features, sc.probs, sc.cls_idx, sc.memo.memorized, protos, confidence=conf, band=band)
     kept &= eligible
