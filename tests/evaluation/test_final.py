@@ -49,3 +49,25 @@ def test_final_needs_an_external_source_and_no_folds(ood_setup, tmp_path):
     assert r.exit_code == 1 and "--eval-data" in r.output
     r = CliRunner().invoke(app, base + ["--eval-data", str(npz), "--folds", "2"])
     assert r.exit_code == 1 and "--folds" in r.output
+
+
+def test_final_external_check_on_ham_layout_folders(tmp_path):
+    """The external check as the issue asks for it: both sources are HAM10000-layout folders (metadata CSV,
+    `images/`, `masks/`), the external one holds fewer classes and is read whole (`--eval-split all`)."""
+    from tailsynth_testdata import make_ham_folder
+
+    train = make_ham_folder(tmp_path / "ham", {"MEL": 6, "NV": 12, "BCC": 5, "AK": 5, "BKL": 5, "DF": 5, "VASC": 5})
+    external = make_ham_folder(tmp_path / "unseen", {"MEL": 2, "NV": 4, "AK": 2, "DF": 2}, seed=7)
+    out = tmp_path / "final"
+    r = CliRunner().invoke(app, ["experiment-augment", "--data", str(train), "--out", str(out), "--final",
+                                 "--eval-data", str(external), "--eval-split", "all", "--seeds", "0",
+                                 "--arms", "real,features", "--backbone", "test_resnet", "--epochs", "1",
+                                 "--resolution", "32", "--batch-size", "16", "--threads", "1", "--bootstrap", "50",
+                                 "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert "| (a) best real-only |" in r.output and "Per-class recall" in r.output
+    e = json.loads((out / "results.json").read_text())["parts"]["eval"]
+    n_external = sum(1 for _ in (external / "images").glob("*.jpg"))
+    assert sum(e["support"].values()) == n_external  # every external image is read, none of the training source
+    assert e["support"]["VASC"] == 0 and e["support"]["BCC"] == 0 and e["support"]["DF"] > 0
+    assert "features" in e["vs_real"] and "features" in e["decision"]
