@@ -43,6 +43,52 @@ def test_ship_refuses_weights_over_the_size_limit(tiny_model, tmp_path):
         ship(model, tmp_path / "s", "t", max_mb=0.001)
 
 
+def _gates_record(model_hash: str, lf_ak: float) -> dict:
+    gate = {"label_fidelity": lf_ak, "label_fidelity_real": 0.4, "label_fidelity_ratio": lf_ak / 0.4,
+            "label_fidelity_pass": lf_ak / 0.4 >= 0.8, "n_synthetic": 150, "n_real": 37, "n": 37, "tos_recall": 0.5,
+            "real_recall": 0.7, "tos_ratio": 0.71, "tos_pass": True, "memorized_fraction": 0.0}
+    return {"model": "x", "model_hash": model_hash, "classifier": "runs/gate-clf", "all_pass": lf_ak >= 0.32,
+            "gates": {"inpaint": {"AK": gate}},
+            "config": {"strength": 0.5, "sampler": "dpmsolver", "steps": 20, "guidance": 3.0,
+                       "gate_backbone": "test_resnet", "gate_epochs": 5, "gate_seeds": [0]}}
+
+
+def test_regate_puts_new_gates_into_a_shipped_card_for_those_weights_only(tiny_model, tmp_path):
+    from typer.testing import CliRunner
+
+    from tailsynth.cli import app
+    from tailsynth.diffusion.card import regate, ship
+    from tailsynth.diffusion.model import model_hash, read_card
+    from tailsynth.errors import ConfigError
+
+    model, _ = tiny_model
+    shipped = tmp_path / "s"
+    ship(model, shipped, "tiny-test", commands=["train ..."])
+    weights = (shipped / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
+    # Gates of other weights are refused and nothing is written.
+    with pytest.raises(ConfigError, match="measured on weights 'abc'"):
+        regate(shipped, _gates_record("abc", 0.3))
+    assert "gates" not in read_card(shipped)["metrics"]
+    card = regate(shipped, _gates_record(model_hash(shipped), 0.3), commands=["synth-quality ..."],
+                  notes=["re-measured"], when="2026-12-08")
+    assert card["metrics"]["gates"]["inpaint"]["AK"]["label_fidelity"] == 0.3 and card["gate_classifier"] == "runs/gate-clf"
+    assert card["commands"] == ["train ...", "synth-quality ..."] and card["notes"] == ["re-measured"]
+    assert "gates re-measured 2026-12-08" in card["changelog"][card["version"]] and read_card(shipped) == card
+    assert (shipped / "unet" / "diffusion_pytorch_model.safetensors").read_bytes() == weights
+    md = (shipped / "model_card.md").read_text()
+    assert "| inpaint | AK |" in md and "150 / 37" in md and "0.750 FAIL" in md
+    # The shipped folder is no training folder: shipping from it is refused by name, before anything is written.
+    with pytest.raises(ConfigError, match="not a training folder .*config.json, loss.csv missing.*regate-synthesizer"):
+        ship(shipped, tmp_path / "again", "t")
+    assert not (tmp_path / "again").exists()
+    q = tmp_path / "gates.json"
+    q.write_text(json.dumps(_gates_record(model_hash(shipped), 0.36)))
+    r = CliRunner().invoke(app, ["regate-synthesizer", "--model", str(shipped), "--quality", str(q)])
+    assert r.exit_code == 0 and json.loads(r.output)["gates_all_pass"] is True, r.output
+    r = CliRunner().invoke(app, ["regate-synthesizer", "--model", str(shipped), "--quality", str(tmp_path / "no")])
+    assert r.exit_code != 0 and "--quality" in r.output and "no" in r.output
+
+
 # Every synthesizer shipped in models/, with the data it was trained on and what its card must at least claim.
 SHIPPED_MODELS = {"synth-dermamnist": {"data": "dermamnist_npz", "px": 28, "min_images_seen": 300_000},
                   "synth-ham64": {"data": "ham10000", "px": 64, "min_images_seen": 150_000}}

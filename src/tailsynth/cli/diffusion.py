@@ -270,6 +270,28 @@ def ship_cmd(
     print_json({"out": str(out), "weights_hash": card["weights_hash"], "weights_mb": card["weights_mb"]})
 
 
+def regate_cmd(
+    model: Path = typer.Option(..., "--model", help="a shipped synthesizer folder (e.g. models/synth-ham64)"),
+    quality: Path = typer.Option(..., "--quality", help=f"{GATES_FILE} from `synth-quality` run on these weights"),
+    command: list[str] = typer.Option([], "--command", help="a command that measured them (repeatable)"),
+    note: list[str] = typer.Option([], "--note", help="a note for the model card (repeatable)"),
+) -> None:
+    """Put newly measured gates into a shipped synthesizer's card (weights untouched; refused for other weights)."""
+    import json
+
+    from ..diffusion.card import regate
+    from ..errors import ConfigError
+
+    with fail_cleanly():
+        try:
+            q = json.loads(quality.read_text())
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"--quality {quality}: not a readable {GATES_FILE} ({type(e).__name__}: {e})") from e
+        card = regate(model, q, list(command), list(note))
+    print_json({"out": str(model), "weights_hash": card["weights_hash"],
+                "gates_all_pass": card["metrics"]["gates_all_pass"]})
+
+
 def _sweep_configs(sweep: str) -> list[dict]:
     """--sweep sampler:steps:guidance,... as dicts; a malformed item is a ConfigError naming it."""
     from ..errors import ConfigError
@@ -296,3 +318,4 @@ def register(app: typer.Typer) -> None:
     app.command("synth-quality")(synth_quality_cmd)
     app.command("diagnose-diffusion")(diagnose_cmd)
     app.command("ship-synthesizer")(ship_cmd)
+    app.command("regate-synthesizer")(regate_cmd)

@@ -1,7 +1,8 @@
 """The model card of a shipped synthesizer (tailsynth.cards schema): what it was trained on, how long, by which
 recipe, how good it is (the quality-gate figures, its metrics) and the exact commands that reproduce it; `ship`
 writes the weights and the card together. `upgrade_card` rewrites a card of the older synthesizer-only schema
-(tailsynth-synthesizer-card/1) into this one, field for field (tools/upgrade_model_cards.py)."""
+(tailsynth-synthesizer-card/1) into this one, field for field (tools/upgrade_model_cards.py). `regate` puts newly
+measured gates into a shipped synthesizer's card, for the very weights they were measured on."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import csv
 import json
 import os
 import platform
+from datetime import UTC, datetime
 from pathlib import Path
 
 from ..cards import make_card, write_card
@@ -61,12 +63,25 @@ def _synth_card(fields: dict, weights: dict, created: str | None, changelog: dic
                      **weights, **fields)
 
 
+def _training_folder(model_dir) -> Path:
+    """MODEL_DIR, checked to be a training folder of `train diffusion` (a shipped folder has no config or loss log:
+    its card is re-gated with `regate`, not re-shipped)."""
+    from ..errors import ConfigError
+
+    model_dir = Path(model_dir)
+    missing = [f for f in ("config.json", "loss.csv") if not (model_dir / f).is_file()]
+    if missing:
+        raise ConfigError(f"{model_dir}: not a training folder of `train diffusion` ({', '.join(missing)} missing); "
+                          f"to put new gates into a shipped synthesizer's card use `regate-synthesizer`")
+    return model_dir
+
+
 def _card_fields(model_dir, name: str, quality: dict | None = None, commands: list[str] | None = None,
                  notes: list[str] | None = None) -> dict:
     """What a trained model's folder (and its gates' QUALITY) says about it."""
     from ..hashing import file_digest
 
-    model_dir = Path(model_dir)
+    model_dir = _training_folder(model_dir)
     meta = read_meta(model_dir)
     cfg = json.loads((model_dir / "config.json").read_text())
     rows = list(csv.reader((model_dir / "loss.csv").read_text().splitlines()))[1:]
@@ -95,11 +110,7 @@ def _card_fields(model_dir, name: str, quality: dict | None = None, commands: li
         "notes": notes or [],
     }
     if quality:
-        card["gates"] = quality["gates"]
-        card["gate_settings"] = {k: quality["config"][k] for k in ("strength", "sampler", "steps", "guidance",
-                                                                    "gate_backbone", "gate_epochs", "gate_seeds")}
-        card["gate_classifier"] = quality["classifier"]
-        card["gates_all_pass"] = quality["all_pass"]
+        card.update(_gate_fields(quality))
     return card
 
 
@@ -113,9 +124,46 @@ def ship(model_dir, dest, name: str, quality: dict | None = None, commands: list
          notes: list[str] | None = None, max_mb: float = 8.0) -> dict:
     """Ship MODEL_DIR's EMA weights (fp16 safetensors, at most MAX_MB) into DEST with their model card
     (model_card.json and model_card.md); returns the card."""
-    weights = ship_weights(model_dir, dest, max_mb)
+    weights = ship_weights(_training_folder(model_dir), dest, max_mb)
     card = build_card(model_dir, name, weights, quality, commands, notes)
     write_card(dest, card, card_sections(card))
+    return card
+
+
+def _gate_fields(quality: dict) -> dict:
+    """The card's gate fields from a `synth-quality` record."""
+    return {"gates": quality["gates"], "gates_all_pass": quality["all_pass"], "gate_classifier": quality["classifier"],
+            "gate_settings": {k: quality["config"][k] for k in ("strength", "sampler", "steps", "guidance",
+                                                                "gate_backbone", "gate_epochs", "gate_seeds")}}
+
+
+def regate(shipped, quality: dict, commands: list[str] | None = None, notes: list[str] | None = None,
+           when: str | None = None) -> dict:
+    """Put QUALITY's gates (a `synth-quality` record) into the card of the synthesizer shipped in SHIPPED, with the
+    COMMANDS that measured them and NOTES added; the weights are untouched. The gates must have been measured on
+    these very weights (the record's model hash), else nothing is written. Returns the new card."""
+    from ..cards import read_card
+    from ..errors import ConfigError
+    from .model import model_hash
+
+    shipped = Path(shipped)
+    card = read_card(shipped)
+    if card is None or card.get("kind") != "synthesizer":
+        raise ConfigError(f"{shipped}: no shipped synthesizer's card there")
+    weights = model_hash(shipped)
+    if quality.get("model_hash") != weights:
+        raise ConfigError(f"{shipped}: the gates were measured on weights {quality.get('model_hash')!r} "
+                          f"({quality.get('model')}), not on these ({weights}); nothing written")
+    gates = _gate_fields(quality)
+    card["metrics"] = {**card["metrics"], "gates": gates.pop("gates"), "gates_all_pass": gates.pop("gates_all_pass")}
+    card.update(gates)
+    card["commands"] = list(card.get("commands", [])) + list(commands or [])
+    card["notes"] = list(card.get("notes", [])) + list(notes or [])
+    stamp = when or datetime.now(UTC).date().isoformat()
+    card["changelog"] = {**card["changelog"],
+                         card["version"]: f"{card['changelog'].get(card['version'], 'shipped')}; gates re-measured "
+                                          f"{stamp}"}
+    write_card(shipped, card, card_sections(card))
     return card
 
 
@@ -131,7 +179,12 @@ def upgrade_card(old: dict, created: str | None = None) -> dict:
 
 
 GATE_HEADER = ["mode", "class", "label fidelity", "real", "ratio", "TOS recall", "real-trained", "ratio", "FD syn",
-               "FD real val", "n", "memorized"]
+               "FD real val", "n syn / real", "memorized"]
+
+
+def _counts(g: dict) -> str:
+    """Candidates / real images a gate was measured on (records before `--min-count` had one count for both)."""
+    return f"{g['n_synthetic']} / {g.get('n_real', g.get('n'))}" if "n_synthetic" in g else str(g.get("n"))
 
 
 def _gate_rows(card: dict) -> list[list]:
@@ -142,7 +195,7 @@ def _gate_rows(card: dict) -> list[list]:
                          f"{fmt(g.get('label_fidelity_ratio'))} {'pass' if g.get('label_fidelity_pass') else 'FAIL'}",
                          fmt(g.get("tos_recall")), fmt(g.get("real_recall")),
                          f"{fmt(g.get('tos_ratio'))} {'pass' if g.get('tos_pass') else 'FAIL'}",
-                         fmt(g.get("fd_synthetic")), fmt(g.get("fd_real_val")), g.get("n"),
+                         fmt(g.get("fd_synthetic")), fmt(g.get("fd_real_val")), _counts(g),
                          fmt(g.get("memorized_fraction"))])
     return rows
 
