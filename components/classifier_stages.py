@@ -22,20 +22,22 @@ def train_classifier(data: Input[Dataset], splits: Input[Dataset], backbone: str
 def train_classifier_augmented(data: Input[Dataset], splits: Input[Dataset], synthetic: Input[Dataset],
                                backbone: str, pretrained: str, precision: str, loss: str, sampler: str,
                                epochs: int, resolution: int,
-                               batch_size: int, seed: int, synthetic_ratio: float, prior_shift: bool,
+                               batch_size: int, seed: int, synthetic_ratio: float, synthetic_weight: float,
+                               synthetic_dose: str, prior_shift: bool,
                                data_revision: str, model: Output[Model], metrics: Output[Metrics]) -> float:
     """Real + selected synthetic images, same backbone, sampler and budget as the baseline; or, with `prior_shift`,
-    the control: the same per-class draws with every draw a real image (real images oversampled to the synthetic
-    arm's class counts), which separates "new images" from "a different class prior". Returns val balanced accuracy."""
-    from tailsynth.pipeline_io import synthetic_manifest, train_arm
+    the control: the same per-class draws with every draw a real image (the replacing dose: real images oversampled
+    to the synthetic arm's class counts; the additive one: the replay control), which separates "new images" from
+    "more draws of the class". `synthetic_weight` scales the synthetic images' loss. Returns val balanced accuracy."""
+    from tailsynth.pipeline_io import augmented_dose, synthetic_manifest, train_arm
 
-    ratio = 0.0 if prior_shift else (synthetic_ratio if synthetic_ratio > 0 else None)
     return train_arm(data.path, splits.path, model, metrics,
                      arm="prior-shift control" if prior_shift else "real+synthetic", data_revision=data_revision,
                      backbone=backbone, pretrained=pretrained or None, precision=precision or None, loss=loss,
                      sampler=sampler, epochs=epochs, seed=seed, resolution=resolution,
                      batch_size=batch_size, synthetic_manifest=str(synthetic_manifest(synthetic.path)),
-                     synthetic_ratio=ratio)
+                     synthetic_weight=synthetic_weight,
+                     **augmented_dose(synthetic_ratio, synthetic_dose, prior_shift))
 
 
 @cpu_component

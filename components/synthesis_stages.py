@@ -127,11 +127,12 @@ def merge(shards: Input[List[Dataset]], candidates: Output[Dataset], metrics: Ou
 @cpu_component
 def select(candidates: Input[Dataset], data: Input[Dataset], splits: Input[Dataset], classifier: Input[Model],
            gate: Input[Dataset], gamma: float, calibrate: float, score: str, floor_quantile: float,
-           selected: Output[Dataset], metrics: Output[Metrics]):
+           clean_confidence: float, selected: Output[Dataset], metrics: Output[Metrics]):
     """OOD post-selection in the real-only classifier's feature space, above the floor (`floor_quantile` > 0; 0 =
     no floor); writes the kept set and its statistics, with the synthesizer gate's verdict in its record.
 
-    Exactly one of `gamma` (keep fraction per class) and `calibrate` (validation quantile) is > 0.
+    The rule: the cleaning rule when `clean_confidence` > 0 (ood.clean at that confidence; gamma is then not
+    used), else exactly one of `gamma` (keep fraction per class) and `calibrate` (validation quantile) is > 0.
     """
     from tailsynth.classify.model import feature_model
     from tailsynth.data.source import source_in
@@ -139,7 +140,7 @@ def select(candidates: Input[Dataset], data: Input[Dataset], splits: Input[Datas
     from tailsynth.ood.floor import Floor, shortfall_lines
     from tailsynth.ood.select import select_candidates, write_empty_selection
     from tailsynth.ood.synth_gate import read_gate
-    from tailsynth.pipeline_io import localize_manifest, numeric_items
+    from tailsynth.pipeline_io import localize_manifest, numeric_items, selection_rule
     from tailsynth.progress import notice
 
     verdict = read_gate(gate.path)
@@ -151,8 +152,7 @@ def select(candidates: Input[Dataset], data: Input[Dataset], splits: Input[Datas
     else:
         result = select_candidates(candidates.path, str(source_in(data.path)), feature_model(classifier.path),
                                    selected.path,
-                                   gamma=gamma if gamma > 0 else None, calibrate=calibrate if calibrate > 0 else None,
-                                   score=score, splits=splits.path,
+                                   **selection_rule(gamma, calibrate, clean_confidence), score=score, splits=splits.path,
                                    floor=Floor(quantile=floor_quantile) if floor_quantile > 0 else None, gate=verdict)
         for line in shortfall_lines(result["floor"]["per_class"], verdict.get("mode")):
             notice(line)

@@ -51,6 +51,14 @@ _COMMON = {
     "synth_gate": "warn",
     "gate_probe": 24,
     "synthetic_ratio": 0.0,
+    # The synthetic images' loss weight (x their manifest weight) and dose (tailsynth.classify.samplers.EpochPlan):
+    # "replace" (synthetic draws displace real ones) or "add" (they come on top of a real-only epoch, synthetic_ratio
+    # being their share of a tail class's draws; the prior-shift control then replays that many real draws).
+    "synthetic_weight": 1.0,
+    "synthetic_dose": "replace",
+    # > 0: the cleaning rule selects instead of the gamma keep fraction (tailsynth.ood.clean: not confidently, at
+    # this probability, another class; inside the prototype band [1, 2] d_c; not memorized), above the floor.
+    "clean_confidence": 0.0,
     # The classifier's re-sampler (none | class-balanced | sqrt), the same for every arm of a run.
     "classifier_sampler": "none",
     "export_target": "local",
@@ -142,9 +150,10 @@ DEFAULTS = PROFILES[DEFAULT_PROFILE]
 # What the shared generate -> select -> retrain -> evaluate sub-pipeline takes from a profile.
 SYNTHESIS_PARAMETERS = ("classes", "policy", "count", "oversample", "generate_mode", "strength", "sampler",
                         "sampler_steps", "guidance", "num_shards", "gamma", "calibrate", "ood_score", "floor_quantile",
-                        "synth_gate", "gate_probe", "backbone",
+                        "synth_gate", "gate_probe", "clean_confidence", "backbone",
                         "pretrained", "precision",
-                        "loss", "classifier_sampler", "epochs", "resolution", "batch_size", "seed", "synthetic_ratio", "eval_split",
+                        "loss", "classifier_sampler", "epochs", "resolution", "batch_size", "seed", "synthetic_ratio", "synthetic_weight",
+                        "synthetic_dose", "eval_split",
                         "eval_bootstrap")
 
 
@@ -193,6 +202,7 @@ RANGES: dict[str, tuple] = {
     "diffusion_batch_size": (1, None, False, False), "diffusion_max_minutes": (0, None, False, False),
     "count": (0, None, False, False), "sampler_steps": (1, None, False, False), "num_shards": (1, None, False, False),
     "floor_quantile": (0, 1, False, False), "gate_probe": (2, None, False, False),
+    "synthetic_weight": (0, None, False, False), "clean_confidence": (0, 1, False, True),
 }
 
 
@@ -223,6 +233,9 @@ def _choices(name: str) -> tuple | None:
     if name == "synth_gate":
         from tailsynth.ood.synth_gate import GATE_POLICIES
         return GATE_POLICIES
+    if name == "synthetic_dose":
+        from tailsynth.classify.samplers import DOSES
+        return tuple(d for d in DOSES if d != "replay")  # replay is the control's dose, chosen by the pipeline
     if name == "export_target":
         return ("local", "cluster")
     if name == "eval_split":
@@ -317,8 +330,20 @@ def profile(name: str, **overrides) -> dict:
     # Checked here too, so a bad value fails before the first task instead of inside the split stage.
     p["train_fraction"] = check_train_fraction(p["train_fraction"])
     check_synthesizer_budget(name, p)
+    check_synthetic_recipe(name, p)
     p["profile"] = name
     return p
+
+
+def check_synthetic_recipe(name: str, p: dict) -> None:
+    """The selection rule and the dose fit together: the cleaning rule replaces the gamma keep fraction but not a
+    calibrate quantile (one rule at a time), and the additive dose needs the synthetic share it adds."""
+    if p["clean_confidence"] > 0 and p["calibrate"] > 0:
+        raise ConfigError(f"profile {name!r}: clean_confidence={p['clean_confidence']:g} and calibrate="
+                          f"{p['calibrate']:g} are two selection rules; set one of them to 0")
+    if p["synthetic_dose"] == "add" and not 0 < p["synthetic_ratio"] < 1:
+        raise ConfigError(f"profile {name!r}: synthetic_dose='add' needs synthetic_ratio in (0, 1) (the synthetic "
+                          f"share of a tail class's draws), got {p['synthetic_ratio']:g}")
 
 
 # The smallest training budget of a shipped synthesizer whose card shows its gates (models/synth-ham64: 3,000 steps

@@ -48,12 +48,14 @@ def synthesize_and_retrain(**p) -> Synthesized:
     candidates = merge(shards=dsl.Collected(shard_task.outputs["candidates"]))
     chosen = select(candidates=candidates.outputs["candidates"], data=data, splits=splits,
                     classifier=p["feature_classifier"], gate=gate.outputs["gate"], gamma=p["gamma"],
-                    calibrate=p["calibrate"], score=p["ood_score"], floor_quantile=p["floor_quantile"])
+                    calibrate=p["calibrate"], score=p["ood_score"], floor_quantile=p["floor_quantile"],
+                    clean_confidence=p["clean_confidence"])
     retrained = on_gpu(train_classifier_augmented(
         data=data, splits=splits, synthetic=chosen.outputs["selected"], backbone=p["backbone"],
         pretrained=p["pretrained"], precision=p["precision"], loss=p["loss"],
         sampler=p["classifier_sampler"], epochs=p["epochs"], resolution=p["resolution"], batch_size=p["batch_size"],
-        seed=p["seed"], synthetic_ratio=p["synthetic_ratio"], prior_shift=False, data_revision=p["data_revision"]))
+        seed=p["seed"], synthetic_ratio=p["synthetic_ratio"], synthetic_weight=p["synthetic_weight"],
+        synthetic_dose=p["synthetic_dose"], prior_shift=False, data_revision=p["data_revision"]))
     ev = evaluate(model=retrained.outputs["model"], data=data, splits=splits, arm=p["arm"], split_name=p["eval_split"],
                   bootstrap=p["eval_bootstrap"]).set_display_name("evaluate-retrained")
     return Synthesized(candidates=candidates.outputs["candidates"], selected=chosen.outputs["selected"],

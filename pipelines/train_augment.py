@@ -63,12 +63,14 @@ def train_augment(**p) -> dsl.Artifact:
 
     ev_base = evaluate(model=baseline.outputs["model"], data=data, splits=manifest, arm="real-only",
                        split_name=p["eval_split"], bootstrap=p["eval_bootstrap"]).set_display_name("evaluate-real-only")
-    # The prior-shift control: real images only, drawn with the synthetic arm's per-class counts.
+    # The prior-shift control: real images only, drawn with the synthetic arm's per-class counts (with the additive
+    # dose: the replay control, the same extra tail draws all real).
     control = on_gpu(train_classifier_augmented(
         data=data, splits=manifest, synthetic=synth.outputs["selected"], backbone=p["backbone"],
         pretrained=p["pretrained"], precision=p["precision"], loss=p["loss"],
         sampler=p["classifier_sampler"], epochs=p["epochs"], resolution=p["resolution"],
-        batch_size=p["batch_size"], seed=seed, synthetic_ratio=0.0, prior_shift=True,
+        batch_size=p["batch_size"], seed=seed, synthetic_ratio=p["synthetic_ratio"],
+        synthetic_weight=p["synthetic_weight"], synthetic_dose=p["synthetic_dose"], prior_shift=True,
         data_revision=revision)).set_display_name("train-prior-shift-control")
     ev_ctrl = evaluate(model=control.outputs["model"], data=data, splits=manifest, arm="prior-shift control",
                        split_name=p["eval_split"], bootstrap=p["eval_bootstrap"]).set_display_name("evaluate-control")

@@ -150,6 +150,28 @@ def localize_manifest(selected_dir: str | Path) -> Path:
     return Selection(selected_dir).localize()
 
 
+def selection_rule(gamma: float, calibrate: float, clean_confidence: float) -> dict:
+    """The select stage's rule from its numeric parameters (0 = not this rule), as `select_candidates` keywords: the
+    cleaning rule when clean_confidence > 0 (the gamma keep fraction is then not used), else gamma or calibrate."""
+    if clean_confidence > 0:
+        if calibrate > 0:
+            raise ValueError(f"clean_confidence={clean_confidence:g} and calibrate={calibrate:g}: two selection "
+                             f"rules; set one of them to 0")
+        return {"clean": True, "clean_confidence": clean_confidence}
+    return {"gamma": gamma if gamma > 0 else None, "calibrate": calibrate if calibrate > 0 else None}
+
+
+def augmented_dose(synthetic_ratio: float, synthetic_dose: str, prior_shift: bool) -> dict:
+    """The augmented arm's draw plan as `train_classifier` keywords. The control (`prior_shift`) draws only real
+    images: with the replacing dose, real images at the synthetic arm's class counts (ratio 0); with the additive
+    one, the replay control (the same extra draws of a tail class, all real)."""
+    if prior_shift:
+        if synthetic_dose == "add":
+            return {"synthetic_ratio": synthetic_ratio, "synthetic_dose": "replay"}
+        return {"synthetic_ratio": 0.0, "synthetic_dose": "replace"}
+    return {"synthetic_ratio": synthetic_ratio if synthetic_ratio > 0 else None, "synthetic_dose": synthetic_dose}
+
+
 def train_arm(data_dir: str, splits_path: str, model, metrics, *, arm: str, data_revision: str,
               batch_size: int = 0, **train_kwargs) -> float:
     """Train one classifier arm into the KFP `model` artifact, log its numbers to `metrics`; val balanced accuracy.

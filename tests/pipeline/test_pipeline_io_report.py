@@ -14,7 +14,7 @@ from tailsynth.data import load_source
 from tailsynth.data.errors import DataError
 from tailsynth.hashing import data_revision
 from tailsynth.data.source import source_in
-from tailsynth.pipeline_io import localize_manifest, locate_real_data, stage_source
+from tailsynth.pipeline_io import augmented_dose, localize_manifest, locate_real_data, selection_rule, stage_source
 from tailsynth.pipeline_report import build_run_report, comparison_rows
 
 
@@ -163,3 +163,17 @@ def test_report_compares_every_synthetic_arm_with_reference_and_control(tmp_path
     assert "## Empty arm" in md and "No synthetic image was kept." in md
     with pytest.raises(Exception, match="cannot hold a reference and 4"):
         build_run_report(tmp_path / "bad", tmp_path / "cmp.csv", evs, synthetic_arms=4)
+
+
+def test_selection_rule_and_dose_from_stage_parameters():
+    assert selection_rule(0.5, 0.0, 0.0) == {"gamma": 0.5, "calibrate": None}
+    assert selection_rule(0.0, 0.9, 0.0) == {"gamma": None, "calibrate": 0.9}
+    assert selection_rule(0.5, 0.0, 0.8) == {"clean": True, "clean_confidence": 0.8}  # gamma is not used then
+    with pytest.raises(ValueError, match="two selection rules"):
+        selection_rule(0.0, 0.9, 0.8)
+    # The arm and its control: replacing dose (the control draws real images at the arm's counts) and additive
+    # dose (the control replays the same extra tail draws as real images).
+    assert augmented_dose(0.0, "replace", False) == {"synthetic_ratio": None, "synthetic_dose": "replace"}
+    assert augmented_dose(0.3, "replace", True) == {"synthetic_ratio": 0.0, "synthetic_dose": "replace"}
+    assert augmented_dose(0.25, "add", False) == {"synthetic_ratio": 0.25, "synthetic_dose": "add"}
+    assert augmented_dose(0.25, "add", True) == {"synthetic_ratio": 0.25, "synthetic_dose": "replay"}

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import yaml
 import pytest
 from typer.testing import CliRunner
 
@@ -89,7 +90,10 @@ def test_tiny_profile_end_to_end(tmp_path, monkeypatch):
     out = tmp_path / "run"
     store = tmp_path / "dvc-store"  # stands in for the checkout's default remote beside it
     r = CliRunner().invoke(app, ["pipeline", "run", "--local", "--profile", "tiny", "--data", str(data),
-                                 "--out", str(out), "--set", f"dvc_remote={store}", "--set", "train_fraction=0.5"])
+                                 "--out", str(out), "--set", f"dvc_remote={store}", "--set", "train_fraction=0.5",
+                                 # the decisive experiment's recipe: cleaning rule, additive dose, weight
+                                 "--set", "clean_confidence=0.5", "--set", "synthetic_dose=add",
+                                 "--set", "synthetic_ratio=0.25", "--set", "synthetic_weight=0.5"])
     assert r.exit_code == 0, r.output[-3000:]
     assert f"report: {out / 'report.md'}" in r.output.splitlines()  # not indented by the runner's print
     terminal_shows_tasks_not_the_runner(r.output, out)
@@ -131,6 +135,16 @@ def test_tiny_profile_end_to_end(tmp_path, monkeypatch):
     assert "## Served model" in md and "(single split rule)" in md  # which arm, and why
     record = json.loads((run_dir / "version" / "record").read_text())
     assert record["sets"]["real"]["data_revision"] == config["data_revision"]
+    # The recipe reached the stages: both arms selected by the cleaning rule, trained with the additive dose and
+    # the weight; the control replays the same extra tail draws as real images.
+    for sel in ("select", "select-2"):
+        rule = json.loads((run_dir / sel / "selected" / "quality.json").read_text())["selection"]
+        assert rule["rule"] == "clean" and rule["cleaning"]["confidence"] == 0.5 and rule["gamma"] is None
+    configs = {p.parent.parent.name: yaml.safe_load(p.read_text())
+               for p in run_dir.glob("train-classifier-augmented*/model/config.yaml")}
+    assert len(configs) == 3, sorted(configs)
+    doses = sorted((c["synthetic_dose"], c["synthetic_ratio"], c["synthetic_weight"]) for c in configs.values())
+    assert doses == [("add", 0.25, 0.5), ("add", 0.25, 0.5), ("replay", 0.25, 0.5)]
     # train_fraction reached the split: half of each class's staged train images (at least 5), val untouched.
     assert config["train_fraction"] == 0.5
     staged = np.load(next(run_dir.glob("validate/data/*.npz")))

@@ -39,6 +39,8 @@ def _run(data: Path, out: Path, *extra: str):
     ("gamma=0", "gamma must be a number in (0, 1], got 0"),
     ("loss=hinge", "loss must be one of 'ce'"),
     ("classes={a: 1}", "classes must be a list of names"),
+    ("synthetic_dose=replay", "synthetic_dose must be one of 'replace', 'add'"),
+    ("clean_confidence=1", "clean_confidence must be a number in [0, 1)"),
 ])
 def test_bad_set_value_is_one_clear_error_and_nothing_is_written(tmp_path, tiny_npz, setting, words):
     out = tmp_path / "run"
@@ -150,3 +152,13 @@ def test_serve_evidence_resolves_to_the_experiments_results_record(tmp_path):
     experiment_verdict(evidence)  # a results record the export rule can read (no verdict for (e) is fine)
     with pytest.raises(DataError, match=r"serve_evidence .*empty: no experiment results there"):
         local_parameters("ham", dvc_remote="unused", serve_evidence=str(tmp_path / "empty"))
+
+
+def test_synthetic_recipe_fits_together():
+    """The experiment's recipe as profile parameters: the cleaning rule, the additive dose and the weight."""
+    p = profile("cpu", clean_confidence=0.8, synthetic_dose="add", synthetic_ratio=0.25, synthetic_weight=0.3)
+    assert (p["clean_confidence"], p["synthetic_dose"], p["synthetic_weight"]) == (0.8, "add", 0.3)
+    with pytest.raises(ConfigError, match="clean_confidence=0.8 and calibrate=0.9 are two selection rules"):
+        profile("cpu", clean_confidence=0.8, calibrate=0.9)
+    with pytest.raises(ConfigError, match=r"synthetic_dose='add' needs synthetic_ratio in \(0, 1\)"):
+        profile("cpu", synthetic_dose="add")
