@@ -16,7 +16,6 @@ from tailsynth.data.classes import TAIL_CLASSES
 from tailsynth.data.splits import check_train_fraction
 from tailsynth.errors import ConfigError
 
-
 _COMMON = {
     "seed": 0,
     "max_per_class": 0,

@@ -12,9 +12,15 @@ from PIL import Image
 
 from tailsynth.data import load_source
 from tailsynth.data.errors import DataError
-from tailsynth.hashing import data_revision
 from tailsynth.data.source import source_in
-from tailsynth.pipeline_io import augmented_dose, localize_manifest, locate_real_data, selection_rule, stage_source
+from tailsynth.hashing import data_revision
+from tailsynth.pipeline_io import (
+    augmented_dose,
+    localize_manifest,
+    locate_real_data,
+    selection_rule,
+    stage_source,
+)
 from tailsynth.pipeline_report import build_run_report, comparison_rows
 
 

@@ -8,8 +8,8 @@ import re
 from pathlib import Path
 
 import numpy as np
-import yaml
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from tailsynth.cli import app
