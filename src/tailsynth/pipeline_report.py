@@ -338,6 +338,21 @@ def version_rows(record: dict, data_revision: str = "") -> list[list]:
     return rows
 
 
+def selection_text(sel: dict) -> str:
+    """The selection rule in words: the cleaning rule and its confidence, or the score with gamma or calibrate."""
+    if sel.get("rule") == "clean":
+        conf = (sel.get("cleaning") or {}).get("confidence")
+        return f"cleaning rule (not p >= {conf} another class, prototype band, not memorized), score={sel.get('score')}"
+    return ", ".join(f"{k}={sel[k]}" for k in ("score", "gamma", "calibrate") if sel.get(k) is not None)
+
+
+def dose_text(clf: dict) -> str:
+    """How the classifier drew the synthetic images (its lineage's classifier block)."""
+    dose, ratio, weight = clf.get("synthetic_dose"), clf.get("synthetic_ratio"), clf.get("synthetic_weight")
+    share = "the pooled share" if ratio is None else f"share {ratio:g} of a tail class's draws"
+    return f"{dose or 'replace'}, {share}, loss weight {1.0 if weight is None else weight:g}"
+
+
 def lineage_rows(card: dict | None) -> list[list]:
     """The exported model and what it was made from (its model card's lineage block)."""
     if not card:
@@ -351,7 +366,8 @@ def lineage_rows(card: dict | None) -> list[list]:
         rows += [["synthetic set revision (DVC)", syn.get("dvc_md5", "")],
                  ["synthetic images", syn.get("n_images", "")],
                  ["synthesizer hash", synth.get("hash", "")],
-                 ["selection", ", ".join(f"{k}={sel[k]}" for k in ("score", "gamma", "calibrate") if k in sel)]]
+                 ["selection", selection_text(sel)],
+                 ["synthetic dose", dose_text(lin.get("classifier") or {})]]
     else:
         rows.append(["synthetic set", "none: the exported arm was trained on real data only"])
     return rows

@@ -183,3 +183,21 @@ def test_selection_rule_and_dose_from_stage_parameters():
     assert augmented_dose(0.3, "replace", True) == {"synthetic_ratio": 0.0, "synthetic_dose": "replace"}
     assert augmented_dose(0.25, "add", False) == {"synthetic_ratio": 0.25, "synthetic_dose": "add"}
     assert augmented_dose(0.25, "add", True) == {"synthetic_ratio": 0.25, "synthetic_dose": "replay"}
+
+
+def test_lineage_rows_name_the_selection_rule_and_the_dose():
+    from tailsynth.pipeline_report import lineage_rows
+
+    card = {"version": "v1", "backbone": "resnet18", "lineage": {
+        "classifier": {"loss": "ce", "synthetic_dose": "add", "synthetic_ratio": 0.25, "synthetic_weight": 0.3},
+        "training_data": {"revision": "sha256:x"}, "synthetic_set": {"dvc_md5": "m", "n_images": 12},
+        "synthesizer": {"hash": "h"},
+        "selection": {"rule": "clean", "score": "mahalanobis", "gamma": None, "cleaning": {"confidence": 0.8}}}}
+    rows = dict(lineage_rows(card))
+    assert rows["selection"].startswith("cleaning rule (not p >= 0.8 another class") and "gamma" not in rows["selection"]
+    assert rows["synthetic dose"] == "add, share 0.25 of a tail class's draws, loss weight 0.3"
+    card["lineage"]["selection"] = {"rule": "keep-fraction", "score": "mahalanobis", "gamma": 0.5, "calibrate": None}
+    card["lineage"]["classifier"] = {"loss": "ce"}  # a model card from before the dose was recorded
+    rows = dict(lineage_rows(card))
+    assert rows["selection"] == "score=mahalanobis, gamma=0.5"
+    assert rows["synthetic dose"] == "replace, the pooled share, loss weight 1"

@@ -25,7 +25,10 @@ def model_lineage(model_dir: str | Path, meta) -> dict:
     out = {
         "classifier": {"model_dir": str(Path(model_dir).resolve()), "backbone": meta.backbone,
                        "loss": cfg.get("loss"), "epochs": cfg.get("epochs"), "seed": cfg.get("seed"),
-                       "selected_epoch": cfg.get("selected_epoch")},
+                       "selected_epoch": cfg.get("selected_epoch"),
+                       # how the synthetic images were dosed (classify.samplers.EpochPlan)
+                       "synthetic_dose": cfg.get("synthetic_dose"), "synthetic_ratio": cfg.get("synthetic_ratio"),
+                       "synthetic_weight": cfg.get("synthetic_weight")},
         "training_data": {"revision": meta.data_revision, "source": cfg.get("data"),
                           "splits": cfg.get("splits")},
         "synthetic_set": None, "synthesizer": None, "selection": None,
